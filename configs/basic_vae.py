@@ -1,0 +1,28 @@
+"""Seed-000 basic VAE: fully connected on the flattened spectrogram (about 5.49 M parameters).
+
+128 x 1292 = 165,376 inputs -> 16 -> 32 -> 64 -> latent 128, mirrored decoder; BN, ReLU,
+dropout 0.1. KL annealed 0 -> 1 over 20 epochs.
+
+  python -m jaxvae.main --config=configs/basic_vae.py:small --workdir=/tmp/basic_vae
+
+Presets: '' (seed size), 'small' (demo corpus at 64 x 130, 2-core CPU).
+"""
+
+from jaxvae import config_lib
+
+
+def get_config(arg=None):
+  config = config_lib.base_config()
+  config.model.name = "basic_vae"
+  config.model.hidden = (16, 32, 64)
+  config.model.latent_dim = 128
+  config.model.dropout = 0.1
+  config.model.cond_label = ""
+  config.model.cond_dim = 32
+  config.model.output_activation = "none"
+  config.train.batch_size = 16
+  config_lib.apply_preset(config, arg, {
+      "small": config_lib.small_data_preset() | {"model.hidden": (64, 64, 64),
+                                                 "model.latent_dim": 32},
+  })
+  return config.lock()

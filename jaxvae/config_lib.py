@@ -1,0 +1,264 @@
+"""Configs: the shared base, loading `configs/<name>.py[:preset]`, overrides and validation.
+
+A config file defines `get_config(arg=None)` that starts from `base_config()`, sets what its
+variant needs, applies the preset named by `arg` (e.g. `small`) and returns the dict locked.
+Every mistake a user can make in a config is reported as one `ConfigError` line naming the key.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+from typing import Any, Iterable
+
+import ml_collections
+
+DTYPES = ("float32", "bfloat16", "float16")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "warmup_cosine", "plateau")
+KL_SCHEDULES = ("constant", "linear", "cyclical")
+LAYOUTS = ("demo", "gtzan", "maestro", "speech_commands", "folder", "manifest")
+ON_ERROR = ("silence", "skip", "raise")
+NORMALIZATIONS = ("global", "minmax", "none")
+FEATURES = ("mel", "mfcc")
+EXAMPLE_MODES = ("pad_crop", "segment")
+SCALES = ("db", "log1p")
+
+
+class ConfigError(ValueError):
+  """A config key is unknown or has a value outside what is allowed."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Keys every config has; variants override and add under `model` and `objective`."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.dtype = "float32"  # compute dtype; parameters stay float32.
+  c.init_from = ""  # a workdir or checkpoint dir: load its weights, fresh optimizer.
+  c.distributed = False  # call jax.distributed.initialize() (multi-host).
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "conv_vae"
+
+  c.objective = ml_collections.ConfigDict()
+  c.objective.recon = "mse"  # 'mse' (Gaussian) or 'bce' (inputs in [0, 1]).
+
+  c.kl = ml_collections.ConfigDict()
+  c.kl.schedule = "linear"
+  c.kl.beta_start = 0.0
+  c.kl.beta_end = 1.0
+  c.kl.steps = 0  # ramp length in steps; 0 means use `epochs`.
+  c.kl.epochs = 20.0
+  c.kl.cycles = 4  # cyclical: number of ramps over training.
+  c.kl.free_bits = 0.0  # nats per latent dimension below which KL is not penalized.
+
+  c.data = ml_collections.ConfigDict()
+  c.data.layout = "demo"
+  c.data.root = ""
+  c.data.cache_dir = ""  # '' means $JAXVAE_CACHE or ~/.cache/jaxvae.
+  c.data.sr = 22050
+  c.data.n_fft = 2048
+  c.data.hop_length = 512
+  c.data.n_mels = 128
+  c.data.feature = "mel"
+  c.data.n_mfcc = 40
+  c.data.scale = "db"
+  c.data.seconds = 30.0
+  c.data.example_mode = "pad_crop"
+  c.data.segment_hop_seconds = 0.0  # 0 means non-overlapping segments.
+  c.data.normalize = "global"
+  c.data.on_error = "silence"
+  c.data.min_seconds = 0.0
+  c.data.val_fraction = 0.2
+  c.data.split_seed = 0
+  c.data.audio_column = "audio"
+  c.data.lyrics_column = "lyrics"
+  c.data.label_columns = ""  # comma-separated; '' means every label column.
+  c.data.lyrics_embeddings = ""  # path to a lyrics store made by tools/embed_lyrics.py.
+  c.data.read_threads = 2
+  c.data.prefetch = 4
+  c.data.demo = ml_collections.ConfigDict()
+  c.data.demo.clips_per_class = 20  # per (language, genre) pair.
+  c.data.demo.seed = 0
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.plots = "tsne,umap"  # 2-D latent plots in --mode=eval (umap needs umap-learn).
+
+  c.train = ml_collections.ConfigDict()
+  c.train.epochs = 100
+  c.train.batch_size = 32
+  c.train.optimizer = "adam"
+  c.train.lr = 1e-3
+  c.train.lr_schedule = "constant"
+  c.train.warmup_steps = 0
+  c.train.min_lr_ratio = 0.0
+  c.train.weight_decay = 0.0
+  c.train.plateau_factor = 0.5  # lr_schedule 'plateau': scale applied on a plateau,
+  c.train.plateau_patience = 10  # after this many non-improving loss readings,
+  c.train.plateau_accumulation = 1  # each the mean over this many steps.
+  c.train.clip_norm = 0.5
+  c.train.grad_accum_steps = 1
+  c.train.patience = 15  # early stopping on validation loss; 0 disables.
+  c.train.log_every_steps = 10
+  c.train.checkpoint_every_steps = 0  # 0: at the end of every epoch only.
+  c.train.keep_checkpoints = 3
+  c.train.image_every_epochs = 5
+  c.train.num_devices = 0  # devices in the data-parallel mesh; 0 means all local devices.
+  c.train.max_steps = 0  # 0: no limit beyond epochs (useful for smoke runs).
+  c.train.loss_scale_init = 2.0**15  # float16 dynamic loss scaling start.
+  return c
+
+
+def _get_path(config: ml_collections.ConfigDict, dotted: str) -> Any:
+  node = config
+  for part in dotted.split("."):
+    node = node[part]
+  return node
+
+
+def _choice(config, key: str, allowed: Iterable[str]) -> None:
+  value = _get_path(config, key)
+  allowed = tuple(allowed)
+  if value not in allowed:
+    raise ConfigError(
+        f"config key '{key}' is {value!r}; expected one of {', '.join(allowed)}")
+
+
+def _positive(config, key: str, allow_zero: bool = False) -> None:
+  value = _get_path(config, key)
+  if not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
+    wanted = "a number >= 0" if allow_zero else "a number > 0"
+    raise ConfigError(f"config key '{key}' is {value!r}; expected {wanted}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks the values every variant relies on; raises ConfigError naming the key."""
+  from jaxvae import registry  # late: registry imports models, which import config_lib.
+  _choice(config, "model.name", registry.names())
+  _choice(config, "dtype", DTYPES)
+  _choice(config, "train.optimizer", OPTIMIZERS)
+  _choice(config, "train.lr_schedule", LR_SCHEDULES)
+  _choice(config, "kl.schedule", KL_SCHEDULES)
+  _choice(config, "data.layout", LAYOUTS)
+  _choice(config, "data.on_error", ON_ERROR)
+  _choice(config, "data.normalize", NORMALIZATIONS)
+  _choice(config, "data.feature", FEATURES)
+  _choice(config, "data.example_mode", EXAMPLE_MODES)
+  _choice(config, "data.scale", SCALES)
+  for key in ("train.epochs", "train.batch_size", "train.lr", "data.sr", "data.n_fft",
+              "data.hop_length", "data.n_mels", "data.seconds", "train.grad_accum_steps",
+              "train.log_every_steps"):
+    _positive(config, key)
+  for key in ("train.clip_norm", "train.patience", "kl.beta_start", "kl.beta_end",
+              "train.weight_decay", "train.max_steps", "kl.free_bits", "train.num_devices"):
+    _positive(config, key, allow_zero=True)
+  if not 0.0 <= config.data.val_fraction < 1.0:
+    raise ConfigError(f"config key 'data.val_fraction' is {config.data.val_fraction!r}; "
+                      "expected a fraction in [0, 1)")
+  registry.get(config.model.name).validate(config)
+
+
+def _load_module(path: str):
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file '{path}' does not exist")
+  spec = importlib.util.spec_from_file_location(
+      "jaxvae_config_" + os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"config file '{path}' defines no get_config()")
+  return module
+
+
+def parse_value(text: str, current: Any) -> Any:
+  """Turns an override's text into the type of the value it replaces."""
+  if isinstance(current, bool):
+    if text.lower() in ("true", "1", "yes"):
+      return True
+    if text.lower() in ("false", "0", "no"):
+      return False
+    raise ValueError("expected true or false")
+  if isinstance(current, str):
+    return text
+  value = ast.literal_eval(text)
+  if isinstance(current, float) and isinstance(value, int):
+    value = float(value)
+  if isinstance(current, tuple) and isinstance(value, list):
+    value = tuple(value)
+  if current is not None and type(value) is not type(current):
+    raise ValueError(f"expected a {type(current).__name__}")
+  return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]) -> None:
+  """Sets `a.b=value` overrides on a locked config; unknown keys are errors."""
+  for dotted, text in overrides.items():
+    parent_path, _, leaf = dotted.rpartition(".")
+    try:
+      parent = _get_path(config, parent_path) if parent_path else config
+      current = parent[leaf]
+    except (KeyError, AttributeError, TypeError):
+      raise ConfigError(f"unknown config key '{dotted}'{_suggest(config, dotted)}") from None
+    if isinstance(current, ml_collections.ConfigDict):
+      raise ConfigError(f"config key '{dotted}' is a group; set one of its keys: "
+                        f"{', '.join(sorted(current.keys()))}")
+    try:
+      value = parse_value(text, current)
+    except (ValueError, SyntaxError) as e:
+      raise ConfigError(f"config key '{dotted}': cannot use {text!r} ({e})") from None
+    with parent.unlocked():
+      parent[leaf] = value
+
+
+def _all_keys(config, prefix=""):
+  for k, v in config.items():
+    path = f"{prefix}{k}"
+    if isinstance(v, ml_collections.ConfigDict):
+      yield from _all_keys(v, path + ".")
+    else:
+      yield path
+
+
+def _suggest(config, dotted: str) -> str:
+  import difflib
+  close = difflib.get_close_matches(dotted, list(_all_keys(config)), n=3, cutoff=0.6)
+  return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+def load(spec: str, overrides: dict[str, str] | None = None) -> ml_collections.ConfigDict:
+  """Loads `path[:preset]`, applies overrides, validates, and returns a locked config."""
+  path, _, arg = spec.partition(":")
+  module = _load_module(path)
+  try:
+    config = module.get_config(arg or None)
+  except KeyError as e:
+    raise ConfigError(f"config file '{path}': {e.args[0]}") from None
+  apply_overrides(config, overrides or {})
+  validate(config)
+  config.lock()
+  return config
+
+
+def apply_preset(config: ml_collections.ConfigDict, arg: str | None, presets: dict) -> None:
+  """Applies the preset named `arg` (a dict of dotted key -> value) to `config`."""
+  if not arg:
+    return
+  if arg not in presets:
+    raise KeyError(f"unknown preset '{arg}'; expected one of {', '.join(presets)}")
+  for dotted, value in presets[arg].items():
+    parent_path, _, leaf = dotted.rpartition(".")
+    parent = _get_path(config, parent_path) if parent_path else config
+    if leaf not in parent:
+      raise KeyError(f"preset '{arg}' sets unknown key '{dotted}'")
+    with parent.unlocked():
+      parent[leaf] = value
+
+
+def small_data_preset() -> dict:
+  """Demo-corpus settings sized for a 2-core CPU: 3 s clips, 64 mels, 130 frames."""
+  return {
+      "data.seconds": 3.0, "data.n_mels": 64, "data.n_fft": 1024, "data.hop_length": 512,
+      "train.batch_size": 16, "train.epochs": 8, "kl.epochs": 4.0, "train.log_every_steps": 5,
+      "train.image_every_epochs": 4,
+  }

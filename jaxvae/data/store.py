@@ -1,0 +1,308 @@
+"""The feature store: a dataset's features computed once, kept on disk, reused by every run.
+
+A store is a folder named by a hash of the feature parameters and the file list:
+
+    features.npy    float32 [N, n_features, frames], read as a memmap
+    manifest.json   parameters, one row per example (clip id, segment, split, labels),
+                    label vocabularies, normalization statistics, and every bad file with
+                    its reason and what was done about it.
+
+No pickle anywhere. Re-running preprocess with the same settings and files reuses the store;
+changed settings or files make a new one.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+
+import numpy as np
+import tqdm
+
+from jaxvae.data import audio as audio_lib
+from jaxvae.data import demo as demo_lib
+from jaxvae.data import readers
+
+STORE_VERSION = 1
+_CHUNK = 32  # waveforms per feature call: one compiled shape, bounded memory.
+
+
+def cache_dir(config) -> str:
+  return (config.data.cache_dir or os.environ.get("JAXVAE_CACHE")
+          or os.path.join(os.path.expanduser("~"), ".cache", "jaxvae"))
+
+
+def resolve_dataset(config) -> tuple[str, str]:
+  """(layout, root) to read; the demo layout is a generated manifest dataset."""
+  d = config.data
+  if d.layout != "demo":
+    if not d.root:
+      raise readers.DataError(f"config key 'data.root' is empty; data.layout '{d.layout}' "
+                              "needs a dataset path (--config.data.root=PATH)")
+    return d.layout, d.root
+  csv_path = demo_lib.ensure_corpus(cache_dir(config), seconds=d.seconds, sr=d.sr,
+                                    clips_per_class=d.demo.clips_per_class, seed=d.demo.seed)
+  return "manifest", csv_path
+
+
+def feature_params(config) -> dict:
+  """Everything that changes the stored arrays (and nothing that does not)."""
+  d = config.data
+  return {"sr": d.sr, "n_fft": d.n_fft, "hop_length": d.hop_length, "n_mels": d.n_mels,
+          "feature": d.feature, "n_mfcc": d.n_mfcc, "scale": d.scale, "seconds": d.seconds,
+          "example_mode": d.example_mode, "segment_hop_seconds": d.segment_hop_seconds,
+          "on_error": d.on_error, "min_seconds": d.min_seconds, "version": STORE_VERSION}
+
+
+def _labels_wanted(config) -> list[str] | None:
+  names = [n.strip() for n in config.data.label_columns.split(",") if n.strip()]
+  return names or None
+
+
+def list_dataset(config) -> list[readers.Item]:
+  layout, root = resolve_dataset(config)
+  return readers.list_items(layout, root, audio_column=config.data.audio_column,
+                            lyrics_column=config.data.lyrics_column,
+                            label_columns=_labels_wanted(config))
+
+
+def store_key(params: dict, items: list[readers.Item]) -> str:
+  h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
+  for item in items:
+    try:
+      st = os.stat(item.path)
+      stamp = (st.st_size, st.st_mtime_ns)
+    except OSError:
+      stamp = (-1, -1)
+    h.update(json.dumps([item.clip_id, item.split, sorted(item.labels.items()), stamp]).encode())
+  return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=8)
+def _feature_fn(params_json: str):
+  """A jitted waveform batch -> feature batch function for one parameter set."""
+  import jax
+  import jax.numpy as jnp
+  from jaxvae import features
+  p = json.loads(params_json)
+  common = dict(sr=p["sr"], n_fft=p["n_fft"], hop_length=p["hop_length"], n_mels=p["n_mels"])
+
+  @jax.jit
+  def fn(y):
+    if p["feature"] == "mfcc":
+      return features.mfcc(y=y, n_mfcc=p["n_mfcc"], **common)
+    power = features.mel_spectrogram(y, power=2.0, **common)
+    if p["scale"] == "log1p":
+      return jnp.log1p(power)
+    return features.power_to_db(power, ref=1.0, amin=1e-10, top_db=80.0)
+  return fn
+
+
+def compute_features(waves: np.ndarray, params: dict) -> np.ndarray:
+  """[B, samples] float32 -> [B, n_features, frames] float32, on the default JAX device."""
+  return np.asarray(_feature_fn(json.dumps(params, sort_keys=True))(waves), np.float32)
+
+
+def _split_of(item: readers.Item, val_fraction: float, seed: int) -> str:
+  """The item's own split when the layout has one, else a seeded hash of its clip id."""
+  if item.split:
+    return {"valid": "validation", "val": "validation", "dev": "validation"}.get(
+        item.split, item.split)
+  digest = hashlib.sha256(f"{seed}:{item.clip_id}".encode()).digest()
+  return "validation" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
+
+
+@dataclasses.dataclass
+class Store:
+  """An opened feature store."""
+  path: str
+  features: np.ndarray  # memmap [N, F, T]
+  manifest: dict
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    return tuple(self.features.shape[1:])
+
+  @property
+  def label_values(self) -> dict[str, list[str]]:
+    return self.manifest["label_values"]
+
+  def indices(self, split: str) -> np.ndarray:
+    return np.array([i for i, e in enumerate(self.manifest["examples"]) if e["split"] == split],
+                    np.int64)
+
+  def label_array(self, name: str) -> np.ndarray:
+    """int32 [N] class ids of one label column, -1 where unknown."""
+    values = {v: i for i, v in enumerate(self.label_values[name])}
+    return np.array([values.get(e["labels"].get(name), -1) for e in self.manifest["examples"]],
+                    np.int32)
+
+  @property
+  def bad(self) -> list[dict]:
+    return self.manifest["bad"]
+
+
+def open_store(path: str) -> Store:
+  with open(os.path.join(path, "manifest.json"), encoding="utf-8") as f:
+    manifest = json.load(f)
+  features = np.load(os.path.join(path, "features.npy"), mmap_mode="r", allow_pickle=False)
+  return Store(path, features, manifest)
+
+
+def build(config, *, progress: bool = True) -> Store:
+  """Returns the store for `config`'s dataset and features, computing it when missing."""
+  items = list_dataset(config)
+  params = feature_params(config)
+  key = store_key(params, items)
+  path = os.path.join(cache_dir(config), "features", key)
+  if os.path.exists(os.path.join(path, "manifest.json")):
+    logging.info("Reusing feature store %s", path)
+    return open_store(path)
+  logging.info("Preprocessing %d files into %s", len(items), path)
+  tmp = f"{path}.tmp{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  start = time.time()
+  rows, bad = _write_features(config, items, params, tmp, progress)
+  if not rows:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise readers.DataError(
+        f"no usable audio in data.root '{config.data.root or 'demo'}': all {len(items)} "
+        f"files were bad ({_reason_counts(bad)})")
+  manifest = {
+      "version": STORE_VERSION, "key": key, "params": params,
+      "dataset": {"layout": config.data.layout, "root": config.data.root,
+                  "num_files": len(items)},
+      "examples": rows, "bad": bad,
+      "label_values": _label_values(rows),
+      "lyrics": {it.clip_id: it.lyrics for it in items if it.lyrics},
+      "seconds_to_build": round(time.time() - start, 3),
+  }
+  manifest["stats"] = _stats(np.load(os.path.join(tmp, "features.npy"), mmap_mode="r"), rows)
+  with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
+    json.dump(manifest, f, ensure_ascii=False)
+  if os.path.exists(path):  # another process finished the same store first
+    shutil.rmtree(tmp, ignore_errors=True)
+  else:
+    os.replace(tmp, path)
+  if bad:
+    logging.warning("%d of %d files were bad (%s); see %s", len(bad), len(items),
+                    _reason_counts(bad), os.path.join(path, "manifest.json"))
+  return open_store(path)
+
+
+def _load_all(config, items):
+  """Yields (item, examples, reason) in order, decoding files on a few threads."""
+  d = config.data
+  load = functools.partial(audio_lib.load_examples, sr=d.sr, mode=d.example_mode,
+                           seconds=d.seconds, hop_seconds=d.segment_hop_seconds or None,
+                           on_error=d.on_error, min_seconds=d.min_seconds)
+  with concurrent.futures.ThreadPoolExecutor(max(1, d.read_threads)) as pool:
+    for item, (examples, reason) in zip(items, pool.map(load, items)):
+      yield item, examples, reason
+
+
+def _write_features(config, items, params, out_dir, progress):
+  """Streams features to a raw file in chunks, then wraps it as .npy (bounded memory)."""
+  raw_path = os.path.join(out_dir, "features.raw")
+  rows, bad, pending = [], [], []
+  shape = None
+  with open(raw_path, "wb") as raw:
+    def flush():
+      nonlocal shape
+      if not pending:
+        return
+      n = len(pending)
+      batch = np.stack(pending + [pending[-1]] * (_CHUNK - n))  # pad to the compiled shape
+      feats = compute_features(batch, params)[:n]
+      shape = feats.shape[1:]
+      raw.write(np.ascontiguousarray(feats, np.float32).tobytes())
+      pending.clear()
+
+    bar = tqdm.tqdm(total=len(items), desc="preprocess", unit="file", disable=not progress)
+    for item, examples, reason in _load_all(config, items):
+      if reason:
+        action = "skipped" if not examples else "silence"
+        bad.append({"path": item.path, "clip_id": item.clip_id, "reason": reason,
+                    "action": action})
+      split = _split_of(item, config.data.val_fraction, config.data.split_seed)
+      for k, y in enumerate(examples):
+        rows.append({"clip_id": item.clip_id, "segment": k, "split": split,
+                     "labels": dict(item.labels), "bad": reason})
+        pending.append(y)
+        if len(pending) == _CHUNK:
+          flush()
+      bar.update(1)
+    flush()
+    bar.close()
+  if rows:
+    raw_arr = np.memmap(raw_path, np.float32, mode="r", shape=(len(rows), *shape))
+    out = np.lib.format.open_memmap(os.path.join(out_dir, "features.npy"), mode="w+",
+                                    dtype=np.float32, shape=raw_arr.shape)
+    for i in range(0, len(rows), 1024):
+      out[i:i + 1024] = raw_arr[i:i + 1024]
+    out.flush()
+    del out, raw_arr
+  os.remove(raw_path)
+  return rows, bad
+
+
+def _label_values(rows) -> dict[str, list[str]]:
+  values: dict[str, set] = {}
+  for r in rows:
+    for k, v in r["labels"].items():
+      values.setdefault(k, set()).add(v)
+  return {k: sorted(v) for k, v in sorted(values.items())}
+
+
+def _stats(features: np.ndarray, rows) -> dict:
+  """Normalization statistics from the training split only (no peeking at validation)."""
+  train = [i for i, r in enumerate(rows) if r["split"] == "train" and not r["bad"]]
+  train = train or list(range(len(rows)))
+  total, sq, count, mins, maxs = 0.0, 0.0, 0, [], []
+  for i in range(0, len(train), 256):
+    x = np.asarray(features[train[i:i + 256]], np.float64)
+    total += x.sum()
+    sq += np.square(x).sum()
+    count += x.size
+    mins.append(x.reshape(len(x), -1).min(1))
+    maxs.append(x.reshape(len(x), -1).max(1))
+  mean = total / count
+  return {"mean": mean, "std": float(np.sqrt(max(sq / count - mean**2, 1e-12))),
+          "min_mean": float(np.concatenate(mins).mean()),
+          "max_mean": float(np.concatenate(maxs).mean())}
+
+
+def _reason_counts(bad) -> str:
+  counts: dict[str, int] = {}
+  for b in bad:
+    counts[b["reason"]] = counts.get(b["reason"], 0) + 1
+  return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
+
+
+def normalize(x: np.ndarray, stats: dict, method: str) -> np.ndarray:
+  """Applied the same way at train, eval and generation time."""
+  if method == "global":
+    return (x - stats["mean"]) / stats["std"]
+  if method == "minmax":  # per example, as seed 004 should have done (not per batch)
+    axes = tuple(range(1, x.ndim)) if x.ndim > 2 else None
+    lo = x.min(axis=axes, keepdims=True)
+    hi = x.max(axis=axes, keepdims=True)
+    return (x - lo) / np.maximum(hi - lo, 1e-8)
+  return x
+
+
+def denormalize(x: np.ndarray, stats: dict, method: str) -> np.ndarray:
+  """Back to feature units; min-max uses the training set's mean range."""
+  if method == "global":
+    return x * stats["std"] + stats["mean"]
+  if method == "minmax":
+    return x * (stats["max_mean"] - stats["min_mean"]) + stats["min_mean"]
+  return x

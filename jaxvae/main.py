@@ -1,0 +1,77 @@
+"""`python -m jaxvae.main --config=configs/<name>.py[:preset] --workdir=DIR [--mode=MODE]`.
+
+Overrides: `--config.train.epochs=3 --config.data.root=/data/gtzan`. Re-running the same
+command in the same workdir resumes training from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+MODES = ("train", "eval", "summary", "preprocess", "validate")
+
+
+def parse_args(argv: list[str]):
+  parser = argparse.ArgumentParser(prog="python -m jaxvae.main", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--config", required=True, help="configs/<name>.py[:preset]")
+  parser.add_argument("--workdir", required=True, help="run directory (the only state)")
+  parser.add_argument("--mode", default="train", choices=MODES)
+  parser.add_argument("--clear", action="store_true",
+                      help="delete this workdir's run outputs first (no question asked)")
+  parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+  args, rest = parser.parse_known_args(argv)
+  overrides = {}
+  for token in rest:
+    if not token.startswith("--config.") or "=" not in token:
+      parser.error(f"unrecognized argument '{token}' (config overrides look like "
+                   "--config.train.epochs=3)")
+    key, value = token[len("--config."):].split("=", 1)
+    overrides[key] = value
+  return args, overrides
+
+
+def run(argv: list[str]) -> int:
+  args, overrides = parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                      datefmt="%H:%M:%S")
+  # Orbax and Grain log every checkpoint file operation at INFO through absl.
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  # Imported after argument parsing so that `--help` and argument errors are instant.
+  from jaxvae import config_lib
+  from jaxvae import modes
+  from jaxvae.data import audio as audio_lib
+  from jaxvae.data import readers
+
+  try:
+    config = config_lib.load(args.config, overrides)
+    if config.distributed:
+      import jax
+      jax.distributed.initialize()
+    os.makedirs(args.workdir, exist_ok=True)
+    if args.clear:
+      modes.clear(args.workdir)
+    progress = not args.no_progress
+    if args.mode == "train":
+      from jaxvae import train
+      train.train_and_evaluate(config, args.workdir, progress=progress)
+      return 0
+    if args.mode == "eval":
+      from jaxvae import evaluate
+      return evaluate.run_eval(config, args.workdir)
+    return getattr(modes, args.mode)(config, args.workdir)
+  except (config_lib.ConfigError, readers.DataError, audio_lib.AudioError,
+          FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+
+
+def main() -> None:
+  sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,202 @@
+"""Gaussian VAEs on spectrograms: the fully connected and the convolutional family.
+
+Both take an optional label to condition on (the CVAE of seed 000): the label's embedding is
+joined to the encoder features before the posterior heads and to z before the decoder.
+A beta-VAE is the conv VAE with a larger KL weight: it differs only in its config.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxvae.spec import DataSpec
+
+
+def _dtype(name: str) -> Any:
+  return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
+
+
+# BatchNorm below uses PyTorch's defaults (momentum 0.1 there is 0.9 here) so seed-size
+# models behave like the originals.
+
+
+def reparameterize(module: nn.Module, mu: jax.Array, logvar: jax.Array) -> jax.Array:
+  eps = jax.random.normal(module.make_rng("sample"), mu.shape, jnp.float32)
+  return mu + jnp.exp(0.5 * logvar) * eps
+
+
+class LabelEmbed(nn.Module):
+  """Embeds an int label; -1 (unknown) gets its own learned row rather than a wrong class."""
+  num_classes: int
+  features: int
+
+  @nn.compact
+  def __call__(self, label: jax.Array) -> jax.Array:
+    index = jnp.where(label < 0, self.num_classes, label)
+    return nn.Embed(self.num_classes + 1, self.features)(index)
+
+
+class ConvVAE(nn.Module):
+  """Strided 4x4 conv encoder (BN + LeakyReLU 0.2), dense posterior, mirrored decoder.
+
+  Seed-000 sizes: channels (16, 32, 64) on 128 x 1292 -> a 64 x 16 x 161 map; latent 128.
+  The decoder mirrors the encoder's grid (floor(size / 8)); when the input is not a multiple
+  of 8 (1292 frames -> 1288) the last map is resized to the input, as the original did.
+  """
+  input_shape: tuple[int, int]
+  channels: Sequence[int] = (16, 32, 64)
+  latent_dim: int = 128
+  cond_label: str = ""
+  num_classes: int = 0
+  cond_dim: int = 32
+  output_activation: str = "none"
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    n = len(self.channels)
+    self.enc_convs = [nn.Conv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                              dtype=self.dtype) for c in self.channels]
+    self.enc_bns = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+                    for _ in self.channels]
+    self.mu_head = nn.Dense(self.latent_dim, dtype=self.dtype)
+    self.logvar_head = nn.Dense(self.latent_dim, dtype=self.dtype)
+    h, w = self.input_shape
+    self.dec_grid = (h // 2**n, w // 2**n)
+    self.dec_dense = nn.Dense(self.dec_grid[0] * self.dec_grid[1] * self.channels[-1],
+                              dtype=self.dtype)
+    out_channels = list(self.channels[-2::-1]) + [1]
+    self.dec_convs = [nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME",
+                                       dtype=self.dtype) for c in out_channels]
+    self.dec_bns = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+                    for _ in out_channels[:-1]]
+    if self.cond_label:
+      self.embed = LabelEmbed(self.num_classes, self.cond_dim)
+
+  def _cond(self, batch) -> jax.Array | None:
+    if not self.cond_label:
+      return None
+    return self.embed(batch[f"label_{self.cond_label}"]).astype(self.dtype)
+
+  def encode(self, batch, train: bool):
+    x = batch["x"].astype(self.dtype)[..., None]
+    for conv, bn in zip(self.enc_convs, self.enc_bns):
+      x = nn.leaky_relu(bn(conv(x), use_running_average=not train), 0.2)
+    h = x.reshape(x.shape[0], -1)
+    cond = self._cond(batch)
+    if cond is not None:
+      h = jnp.concatenate([h, cond], axis=-1)
+    return (self.mu_head(h).astype(jnp.float32), self.logvar_head(h).astype(jnp.float32))
+
+  def decode(self, z, batch, train: bool):
+    cond = self._cond(batch)
+    z = z.astype(self.dtype)
+    if cond is not None:
+      z = jnp.concatenate([z, cond], axis=-1)
+    x = self.dec_dense(z).reshape(z.shape[0], *self.dec_grid, self.channels[-1])
+    for conv, bn in zip(self.dec_convs[:-1], self.dec_bns):
+      x = nn.leaky_relu(bn(conv(x), use_running_average=not train), 0.2)
+    x = self.dec_convs[-1](x)[..., 0]
+    x = x.astype(jnp.float32)
+    if x.shape[1:] != tuple(self.input_shape):
+      x = jax.image.resize(x, (x.shape[0], *self.input_shape), "bilinear")
+    return _activate(x, self.output_activation)
+
+  def __call__(self, batch, train: bool = False):
+    mu, logvar = self.encode(batch, train)
+    z = reparameterize(self, mu, logvar)
+    return {"recon": self.decode(z, batch, train), "mu": mu, "logvar": logvar, "z": z}
+
+
+class BasicVAE(nn.Module):
+  """Fully connected VAE on the flattened spectrogram (BN, ReLU, dropout).
+
+  Seed-000 sizes: 165,376 -> 16 -> 32 -> 64 -> latent 128, mirrored decoder (~5.49 M params).
+  """
+  input_shape: tuple[int, int]
+  hidden: Sequence[int] = (16, 32, 64)
+  latent_dim: int = 128
+  dropout: float = 0.1
+  cond_label: str = ""
+  num_classes: int = 0
+  cond_dim: int = 32
+  output_activation: str = "none"
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.enc = [nn.Dense(h, dtype=self.dtype) for h in self.hidden]
+    self.enc_bns = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+                    for _ in self.hidden]
+    self.mu_head = nn.Dense(self.latent_dim, dtype=self.dtype)
+    self.logvar_head = nn.Dense(self.latent_dim, dtype=self.dtype)
+    rev = list(self.hidden[::-1])
+    self.dec = [nn.Dense(h, dtype=self.dtype) for h in rev]
+    self.dec_bns = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype) for _ in rev]
+    self.out = nn.Dense(self.input_shape[0] * self.input_shape[1], dtype=self.dtype)
+    self.drop = nn.Dropout(self.dropout)
+    if self.cond_label:
+      self.embed = LabelEmbed(self.num_classes, self.cond_dim)
+
+  def _cond(self, batch):
+    if not self.cond_label:
+      return None
+    return self.embed(batch[f"label_{self.cond_label}"]).astype(self.dtype)
+
+  def _mlp(self, h, layers, bns, train):
+    for dense, bn in zip(layers, bns):
+      h = nn.relu(bn(dense(h), use_running_average=not train))
+      h = self.drop(h, deterministic=not train)
+    return h
+
+  def encode(self, batch, train: bool):
+    x = batch["x"].astype(self.dtype)
+    h = self._mlp(x.reshape(x.shape[0], -1), self.enc, self.enc_bns, train)
+    cond = self._cond(batch)
+    if cond is not None:
+      h = jnp.concatenate([h, cond], axis=-1)
+    return (self.mu_head(h).astype(jnp.float32), self.logvar_head(h).astype(jnp.float32))
+
+  def decode(self, z, batch, train: bool):
+    cond = self._cond(batch)
+    h = z.astype(self.dtype)
+    if cond is not None:
+      h = jnp.concatenate([h, cond], axis=-1)
+    h = self._mlp(h, self.dec, self.dec_bns, train)
+    x = self.out(h).reshape(z.shape[0], *self.input_shape)
+    return _activate(x.astype(jnp.float32), self.output_activation)
+
+  def __call__(self, batch, train: bool = False):
+    mu, logvar = self.encode(batch, train)
+    z = reparameterize(self, mu, logvar)
+    return {"recon": self.decode(z, batch, train), "mu": mu, "logvar": logvar, "z": z}
+
+
+def _activate(x: jax.Array, name: str) -> jax.Array:
+  if name == "sigmoid":
+    return jax.nn.sigmoid(x)
+  return x
+
+
+def _cond_fields(model_config, spec: DataSpec) -> dict:
+  label = model_config.get("cond_label", "")
+  if not label:
+    return {}
+  return {"cond_label": label, "num_classes": spec.num_classes(label),
+          "cond_dim": model_config.get("cond_dim", 32)}
+
+
+def build_conv_vae(model_config, spec: DataSpec, dtype: str = "float32") -> ConvVAE:
+  return ConvVAE(input_shape=spec.input_shape, channels=tuple(model_config.channels),
+                 latent_dim=model_config.latent_dim,
+                 output_activation=model_config.get("output_activation", "none"),
+                 dtype=_dtype(dtype), **_cond_fields(model_config, spec))
+
+
+def build_basic_vae(model_config, spec: DataSpec, dtype: str = "float32") -> BasicVAE:
+  return BasicVAE(input_shape=spec.input_shape, hidden=tuple(model_config.hidden),
+                  latent_dim=model_config.latent_dim, dropout=model_config.dropout,
+                  output_activation=model_config.get("output_activation", "none"),
+                  dtype=_dtype(dtype), **_cond_fields(model_config, spec))

@@ -1,0 +1,62 @@
+"""The one place that maps a variant name to its model builder and objective.
+
+Adding a variant = a model module + an objective + a config + one `register` line below.
+The trainer never learns a variant's name: it asks this registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+_REGISTRY: dict[str, "Variant"] = {}
+
+
+def _no_checks(config) -> None:
+  del config
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """How to build and train one model family.
+
+  build_model: (model_config, spec: DataSpec) -> flax.linen.Module.
+  objective: (outputs, batch, *, kl_weight, config) -> (loss, metrics).
+  validate: raises config_lib.ConfigError for variant-specific mistakes.
+  data_init: optional (variables, model, batches, rng, config) -> variables, run once on
+    training data before the first step (k-means codebook init, ...).
+  """
+  build_model: Callable[..., Any]
+  objective: Callable[..., Any]
+  validate: Callable[[Any], None] = _no_checks
+  data_init: Callable[..., Any] | None = None
+
+
+def register(name: str, variant: Variant) -> None:
+  if name in _REGISTRY:
+    raise ValueError(f"variant '{name}' is registered twice")
+  _REGISTRY[name] = variant
+
+
+def _load_builtin() -> None:
+  if _REGISTRY:
+    return
+  # Imported here so that `import jaxvae.registry` stays cheap and cycle-free.
+  from jaxvae import objectives
+  from jaxvae import vq_objective
+  from jaxvae.models import vae
+  from jaxvae.models import vqvae
+  register("basic_vae", Variant(vae.build_basic_vae, objectives.elbo))
+  register("conv_vae", Variant(vae.build_conv_vae, objectives.elbo))
+  register("puzzle_vqvae", Variant(vqvae.build_puzzle_vqvae, vq_objective.vq_objective,
+                                   data_init=vqvae.data_init))
+
+
+def names() -> tuple[str, ...]:
+  _load_builtin()
+  return tuple(sorted(_REGISTRY))
+
+
+def get(name: str) -> Variant:
+  _load_builtin()
+  return _REGISTRY[name]

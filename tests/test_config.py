@@ -1,0 +1,60 @@
+"""Config loading, overrides and the one-line error messages."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, load_config
+from jaxvae import config_lib
+
+
+def test_preset_and_override_types():
+  config = load_config("conv_vae.py:small", {"train.epochs": "3", "train.lr": "1e-4",
+                                             "model.channels": "[8, 16, 32]"})
+  assert config.data.n_mels == 64  # from the preset
+  assert config.train.epochs == 3 and isinstance(config.train.epochs, int)
+  assert config.train.lr == pytest.approx(1e-4)
+  assert config.model.channels == (8, 16, 32)
+  assert config.is_locked
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train.epoch": "3"}, "unknown config key 'train.epoch'; did you mean train.epochs"),
+    ({"dtype": "float64"}, "config key 'dtype' is 'float64'; expected one of float32"),
+    ({"train.batch_size": "0"}, "config key 'train.batch_size' is 0; expected a number > 0"),
+    ({"train.epochs": "many"}, "config key 'train.epochs': cannot use 'many'"),
+    ({"model.name": "nope"}, "config key 'model.name' is 'nope'; expected one of"),
+    ({"train": "1"}, "config key 'train' is a group"),
+])
+def test_bad_config_names_the_key(overrides, message):
+  with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(")):
+    load_config("conv_vae.py:small", overrides)
+
+
+def test_unknown_preset():
+  with pytest.raises(config_lib.ConfigError, match="unknown preset 'huge'"):
+    load_config("conv_vae.py:huge", {})
+
+
+def test_cli_error_is_one_line_without_traceback(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "jaxvae.main", "--config=configs/conv_vae.py:small",
+       f"--workdir={tmp_path}", "--config.train.epoch=3"],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1
+  assert "Traceback" not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      "error: unknown config key 'train.epoch'")
+
+
+def test_missing_data_root_is_a_clear_error(tmp_path):
+  from jaxvae import modes
+  from jaxvae.data import readers, store
+  with pytest.raises(readers.DataError, match="config key 'data.root' is empty"):
+    store.list_dataset(load_config("conv_vae.py:small", {"data.layout": "gtzan"}))
+  config = load_config("conv_vae.py:small", {"data.layout": "gtzan",
+                                             "data.root": str(tmp_path / "nowhere")})
+  with pytest.raises(readers.DataError, match="nowhere"):
+    modes.spec_from_config(config)

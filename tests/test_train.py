@@ -1,0 +1,165 @@
+"""End-to-end smoke tests of the trainer and of every `jaxvae.main` mode on a tiny corpus,
+plus resume-after-SIGKILL equality, 1-vs-4-device equality and mixed precision."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT, load_config
+from jaxvae import checkpoint as ckpt_lib
+from jaxvae import main as main_lib
+from jaxvae import train
+
+
+def _cli(workdir, overrides, mode="train", config="conv_vae.py:small", extra=()):
+  args = [f"--config=configs/{config}", f"--workdir={workdir}", f"--mode={mode}",
+          "--no_progress", *extra] + [f"--config.{k}={v}" for k, v in overrides.items()]
+  cwd = os.getcwd()
+  os.chdir(ROOT)
+  try:
+    return main_lib.run(args)
+  finally:
+    os.chdir(cwd)
+
+
+def _params(workdir, which="checkpoints"):
+  import orbax.checkpoint as ocp
+  mgr = ocp.CheckpointManager(os.path.join(workdir, which))
+  step = mgr.latest_step()
+  out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))
+  mgr.close()
+  return step, out["state"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_overrides):
+  """One short real run shared by the artifact, eval and resume tests."""
+  workdir = str(tmp_path_factory.mktemp("run"))
+  assert _cli(workdir, tiny_overrides) == 0
+  return workdir
+
+
+def test_train_leaves_checkpoints_logs_and_pictures(trained):
+  for name in ("checkpoints", "best", "tb", "metrics.jsonl", "training_curves.png",
+               "reconstructions.png"):
+    assert os.path.exists(os.path.join(trained, name)), name
+  rows = [json.loads(line) for line in open(os.path.join(trained, "metrics.jsonl"))]
+  epochs = [r for r in rows if r.get("kind") == "epoch"]
+  assert [r["epoch"] for r in epochs] == [1, 2]
+  for key in ("train/loss", "train/recon", "train/kl", "val/loss", "val/recon_mse"):
+    assert np.isfinite(epochs[-1][key]), key
+  assert any("train/samples_per_s" in r for r in rows)
+  assert os.listdir(os.path.join(trained, "tb"))
+
+
+def test_rerun_of_a_finished_run_resumes_and_does_nothing(trained, tiny_overrides):
+  step_before, _ = _params(trained)
+  assert _cli(trained, tiny_overrides) == 0
+  step_after, _ = _params(trained)
+  assert step_after == step_before
+
+
+def test_eval_mode_writes_metrics(trained, tiny_overrides):
+  assert _cli(trained, tiny_overrides, mode="eval") == 0
+  metrics = json.load(open(os.path.join(trained, "eval", "metrics.json")))
+  assert np.isfinite(metrics["val"]["loss"])
+  for label in ("genre", "language"):
+    assert 0.0 <= metrics[label]["nmi"] <= 1.0
+    assert label in metrics["baseline_pca_kmeans"]
+
+
+def test_summary_mode(tmp_path, tiny_overrides, capsys):
+  assert _cli(tmp_path, tiny_overrides, mode="summary") == 0
+  out = capsys.readouterr().out
+  total = json.load(open(tmp_path / "summary.json"))["total_params"]
+  assert f"total params: {total}" in out
+  assert total > 1000
+
+
+def test_preprocess_and_validate_modes(tmp_path, tiny_overrides):
+  assert _cli(tmp_path, tiny_overrides, mode="preprocess") == 0
+  info = json.load(open(tmp_path / "preprocess.json"))
+  assert info["examples"] == 24 and info["shape"] == [32, 87]
+  assert _cli(tmp_path, tiny_overrides, mode="validate") == 0
+  report = json.load(open(tmp_path / "validate.json"))
+  assert report["ok"] == 24 and report["bad"] == []
+
+
+def test_clear_refuses_a_foreign_folder(tmp_path, tiny_overrides, capsys):
+  (tmp_path / "precious.txt").write_text("x")
+  assert _cli(tmp_path, tiny_overrides, mode="summary", extra=["--clear"]) == 1
+  assert "not a jaxvae workdir" in capsys.readouterr().err
+  assert (tmp_path / "precious.txt").exists()
+
+
+def test_batch_that_does_not_divide_over_devices(tmp_path, tiny_overrides, capsys):
+  assert jax.device_count() == 4
+  assert _cli(tmp_path, dict(tiny_overrides, **{"train.batch_size": "6"})) == 1
+  assert "does not divide over 4 devices" in capsys.readouterr().err
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, trained, tiny_overrides):
+  """Kill -9 mid-training, re-run the same command: bitwise the same final parameters."""
+  overrides = dict(tiny_overrides, **{"train.checkpoint_every_steps": "1"})
+  workdir = tmp_path / "killed"
+  args = [sys.executable, "-m", "jaxvae.main", "--config=configs/conv_vae.py:small",
+          f"--workdir={workdir}", "--no_progress"] + [
+              f"--config.{k}={v}" for k, v in overrides.items()]
+  proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpt_dir = workdir / "checkpoints"
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    steps = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if ckpt_dir.exists() else []
+    if steps and max(steps) >= 2:
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "the run ended before it could be killed"
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  killed_at = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
+  assert killed_at < 4  # 2 epochs x 2 steps: it really was cut short
+  assert _cli(workdir, overrides) == 0
+  step_a, a = _params(str(workdir))
+  step_b, b = _params(trained)
+  assert step_a == step_b
+  jax.tree.map(np.testing.assert_array_equal, a["params"], b["params"])
+  jax.tree.map(np.testing.assert_array_equal, a["opt_state"], b["opt_state"])
+
+
+def _steps(config, n):
+  run = train.setup(config, progress=False)
+  from jaxvae.data import pipeline
+  it = pipeline.train_iterator(run.train_examples, config.train.batch_size, config.seed, config)
+  state = run.state
+  losses = []
+  for _ in range(n):
+    state, m = run.train_step(state, run.put(next(it)))
+    losses.append(float(m["loss"]))
+  return losses, jax.device_get(state.params)
+
+
+def test_four_devices_match_one_device(tiny_overrides):
+  # SGD, not Adam: Adam turns float noise in ~zero gradients (biases before BatchNorm) into
+  # full-size steps, which would hide real disagreements behind a loose tolerance.
+  sgd = dict(tiny_overrides, **{"train.optimizer": "sgd", "train.lr": "1e-3"})
+  one = load_config("conv_vae.py:small", sgd, **{"train.num_devices": "1"})
+  four = load_config("conv_vae.py:small", sgd, **{"train.num_devices": "4"})
+  loss1, p1 = _steps(one, 4)
+  loss4, p4 = _steps(four, 4)
+  np.testing.assert_allclose(loss1, loss4, rtol=2e-4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6), p1, p4)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_mixed_precision_keeps_float32_params(tiny_overrides, dtype):
+  config = load_config("conv_vae.py:small", tiny_overrides, dtype=dtype)
+  losses, params = _steps(config, 2)
+  assert all(np.isfinite(losses))
+  assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype("float32")}
