@@ -32,7 +32,8 @@ def encode_all(run, state, examples) -> dict[str, np.ndarray]:
   return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
-def _restore(run, workdir):
+def restore(run, workdir):
+  """The best checkpoint of `workdir` (else its latest) into `run`'s state structure."""
   ckpts = ckpt_lib.Checkpoints(workdir)
   try:
     state, meta = ckpts.restore_best(run.state)
@@ -47,14 +48,16 @@ def _restore(run, workdir):
 
 def run_eval(config, workdir: str) -> int:
   run = train.setup(config)
-  state, meta = _restore(run, workdir)
+  state, meta = restore(run, workdir)
   out_dir = os.path.join(workdir, "eval")
   os.makedirs(out_dir, exist_ok=True)
   results = {"step": int(state.step), "val": train.evaluate(run, state, run.val_examples)}
-  everything = pipeline.Examples(run.store, np.arange(len(run.store.manifest["examples"])),
+  # Every original clip (augmented copies would count clips twice in the clustering).
+  everything = pipeline.Examples(run.store, run.store.indices(augmented=False),
                                  config.data.normalize, run.train_examples.lyrics)
   encoded = encode_all(run, state, everything)
-  labels = {name: run.store.label_array(name) for name in run.store.label_values}
+  labels = {name: run.store.label_array(name)[everything.indices]
+            for name in run.store.label_values}
   names = run.store.label_values
   latent = encoded.get("mu", encoded.get("z"))
   if latent is not None and labels:

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-MODES = ("train", "eval", "summary", "preprocess", "validate")
+MODES = ("train", "eval", "analyze", "summary", "preprocess", "validate")
 
 
 def parse_args(argv: list[str]):
@@ -62,6 +62,9 @@ def run(argv: list[str]) -> int:
     if args.mode == "eval":
       from jaxvae import evaluate
       return evaluate.run_eval(config, args.workdir)
+    if args.mode == "analyze":
+      from jaxvae import analyze
+      return analyze.run_analyze(config, args.workdir)
     return getattr(modes, args.mode)(config, args.workdir)
   except (config_lib.ConfigError, readers.DataError, audio_lib.AudioError,
           FileNotFoundError) as e:

@@ -20,9 +20,19 @@ RUN_OUTPUTS = ("checkpoints", "best", "tb", "eval", "generate", "analysis", "plo
                "training_curves.png", "reconstructions.png", "tune", MARKER)
 
 
-def mark_workdir(workdir: str, config) -> None:
+def mark_workdir(workdir: str, config, store=None) -> None:
+  """Records the config and the data (with every bad file and its reason) of a run."""
+  info = {"config": json.loads(config.to_json()), "time": time.time()}
+  if store is not None:
+    bad = store.manifest["bad"]
+    info["data"] = {"store": store.path, "examples": len(store.manifest["examples"]),
+                    "shape": list(store.shape), "bad_files": len(bad), "bad": bad}
+    if bad:
+      logging.warning("%d bad files in the data (%s); listed in %s", len(bad),
+                      ", ".join(sorted({f"{b['reason']}->{b['action']}" for b in bad})),
+                      os.path.join(workdir, MARKER))
   with open(os.path.join(workdir, MARKER), "w", encoding="utf-8") as f:
-    json.dump({"config": json.loads(config.to_json()), "time": time.time()}, f, indent=1)
+    json.dump(info, f, indent=1, ensure_ascii=False)
 
 
 def is_workdir(workdir: str) -> bool:
@@ -54,6 +64,17 @@ class Writer:
 
   def image(self, tag: str, image: np.ndarray, step: int) -> None:
     self.tb.add_image(tag, image, step, dataformats="HWC")
+
+  def histogram(self, tag: str, counts: np.ndarray, step: int) -> None:
+    """A histogram of integer bins (e.g. codebook usage) as TensorBoard shows it."""
+    counts = np.asarray(counts, np.float64)
+    bins = np.arange(len(counts), dtype=np.float64)
+    self.tb.add_histogram_raw(tag, min=0.0, max=float(len(counts) - 1), num=float(counts.sum()),
+                              sum=float((bins * counts).sum()),
+                              sum_squares=float((bins**2 * counts).sum()),
+                              bucket_limits=(bins + 0.5).tolist(),
+                              bucket_counts=counts.tolist(), global_step=step)
+    self.jsonl.write(json.dumps({"step": step, tag: counts.tolist()}) + "\n")
 
   def audio(self, tag: str, y: np.ndarray, step: int, sr: int) -> None:
     self.tb.add_audio(tag, y[None], step, sample_rate=sr)

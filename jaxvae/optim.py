@@ -6,6 +6,7 @@ run continues them exactly where it stopped.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -21,7 +22,17 @@ def learning_rate(config, total_steps: int) -> optax.Schedule | float:
   return t.lr
 
 
-def optimizer(config, total_steps: int) -> optax.GradientTransformation:
+def scale_updates(multipliers) -> optax.GradientTransformation:
+  """Multiplies each parameter's update by a fixed factor (per-parameter learning rates)."""
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, m: u * m, updates, multipliers), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def optimizer(config, total_steps: int, multipliers=None) -> optax.GradientTransformation:
   """Global-norm clipping, then Adam/AdamW/SGD; reduce-on-plateau and accumulation on top."""
   t = config.train
   lr = learning_rate(config, total_steps)
@@ -33,6 +44,8 @@ def optimizer(config, total_steps: int) -> optax.GradientTransformation:
     opt = optax.adam(lr)
   parts = [optax.clip_by_global_norm(t.clip_norm)] if t.clip_norm > 0 else []
   parts.append(opt)
+  if multipliers is not None:
+    parts.append(scale_updates(multipliers))
   if t.lr_schedule == "plateau":
     # Scales updates down when the loss it is given stops improving (seed 003's
     # ReduceLROnPlateau); the trainer passes the step loss as `value`.

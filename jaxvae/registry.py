@@ -17,19 +17,43 @@ def _no_checks(config) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
+class Stage:
+  """A phase of training with its own objective (VaDE: autoencoder pretraining, then joint).
+
+  on_start: optional (state, model, batches, config) -> state, run once when the stage
+    begins; `batches()` iterates the whole training split as device batches, in order.
+  """
+  name: str
+  epochs: int
+  objective: Callable[..., Any]
+  on_start: Callable[..., Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Variant:
   """How to build and train one model family.
 
-  build_model: (model_config, spec: DataSpec) -> flax.linen.Module.
+  build_model: (model_config, spec: DataSpec, dtype=str) -> flax.linen.Module.
   objective: (outputs, batch, *, kl_weight, config) -> (loss, metrics).
   validate: raises config_lib.ConfigError for variant-specific mistakes.
-  data_init: optional (variables, model, batches, rng, config) -> variables, run once on
-    training data before the first step (k-means codebook init, ...).
+  data_init: optional (state, model, batches, config) -> state, run once on training data
+    before the first step of a fresh run (k-means codebook init, ...).
+  stages: optional config -> list[Stage]; by default one stage of `train.epochs` epochs
+    with `objective` and `data_init`.
+  lr_multipliers: optional (params, config) -> pytree of floats (same structure as params)
+    scaling each parameter's update (VaDE's separate learning rate for the GMM).
   """
   build_model: Callable[..., Any]
   objective: Callable[..., Any]
   validate: Callable[[Any], None] = _no_checks
   data_init: Callable[..., Any] | None = None
+  stages: Callable[[Any], list[Stage]] | None = None
+  lr_multipliers: Callable[..., Any] | None = None
+
+  def stage_list(self, config) -> list[Stage]:
+    if self.stages is not None:
+      return list(self.stages(config))
+    return [Stage("train", config.train.epochs, self.objective, self.data_init)]
 
 
 def register(name: str, variant: Variant) -> None:

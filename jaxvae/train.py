@@ -29,10 +29,11 @@ from jaxvae import monitor
 from jaxvae import optim
 from jaxvae import registry
 from jaxvae.config_lib import ConfigError
+from jaxvae.data import augment
 from jaxvae.data import pipeline
 from jaxvae.data import store as store_lib
 
-RNG_STREAMS = ("sample", "dropout", "vq")
+RNG_STREAMS = ("sample", "dropout", "vq", "augment")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,15 +61,18 @@ def init_variables(model: nn.Module, batch: dict, rng: jax.Array) -> dict:
   return model.init(rngs, batch, train=False)
 
 
-def create_state(model, tx, batch, config) -> TrainState:
+def create_state(model, make_tx, batch, config) -> tuple[TrainState, optax.GradientTransformation]:
+  """Initial state; `make_tx(params)` builds the optimizer (it may depend on the params)."""
   rng = jax.random.PRNGKey(config.seed)
   variables = jax.jit(lambda b: init_variables(model, b, jax.random.fold_in(rng, 1)))(batch)
   variables = flax.core.unfreeze(variables)
   params = variables.pop("params")
+  tx = make_tx(params)
   scale = (dynamic_scale_lib.DynamicScale(scale=config.train.loss_scale_init)
            if config.dtype == "float16" else None)
-  return TrainState(step=jnp.int32(0), params=params, model_state=variables,
-                    opt_state=tx.init(params), rng=rng, dynamic_scale=scale)
+  state = TrainState(step=jnp.int32(0), params=params, model_state=variables,
+                     opt_state=tx.init(params), rng=rng, dynamic_scale=scale)
+  return state, tx
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,6 +92,7 @@ def make_train_step(model, tx, objective, kl_fn, config) -> Callable:
   def train_step(state: TrainState, batch):
     rngs = step_rngs(state.rng, state.step)
     kl_weight = kl_fn(state.step)
+    batch = augment.maybe_spec_mask(rngs.pop("augment"), batch, config)
 
     def loss_fn(params):
       outputs, new_model_state = _apply(model, params, state.model_state, batch, True, rngs)
@@ -125,7 +130,9 @@ def make_eval_step(model, objective, kl_fn, config) -> Callable:
     rngs = step_rngs(state.rng, jnp.int32(-1))
     outputs, _ = _apply(model, state.params, state.model_state, batch, False, rngs)
     _, metrics = objective(outputs, batch, kl_weight=kl_fn(state.step), config=config)
-    return dict(metrics, count=jnp.sum(batch["mask"]))
+    # Histograms such as VQ code usage are summed over the split, not averaged.
+    counts = {k: v for k, v in outputs.items() if k.endswith("_counts")}
+    return dict(metrics, count=jnp.sum(batch["mask"]), counts=counts)
 
   return eval_step
 
@@ -162,9 +169,18 @@ class Run:
   steps_per_epoch: int
   total_steps: int
   kl_fn: Callable
-  train_step: Callable
-  eval_step: Callable
+  stages: list[registry.Stage]
+  train_steps: list[Callable]
+  eval_steps: list[Callable]
   forward: Callable
+
+  @property
+  def train_step(self) -> Callable:
+    return self.train_steps[-1]
+
+  @property
+  def eval_step(self) -> Callable:
+    return self.eval_steps[-1]
 
   def put(self, batch: dict) -> dict:
     """Host batch -> a global array sharded over the `data` axis (multi-host safe)."""
@@ -197,9 +213,22 @@ class Compiled:
   batch_sharding: NamedSharding
   state: TrainState
   kl_fn: Callable
-  train_step: Callable
-  eval_step: Callable
+  stages: list[registry.Stage]
+  train_steps: list[Callable]  # one per stage
+  eval_steps: list[Callable]
   forward: Callable
+
+  @property
+  def train_step(self) -> Callable:
+    return self.train_steps[-1]
+
+  @property
+  def eval_step(self) -> Callable:
+    return self.eval_steps[-1]
+
+
+def total_epochs(config) -> int:
+  return sum(s.epochs for s in registry.get(config.model.name).stage_list(config))
 
 
 def build(config, spec, example_batch: dict, steps_per_epoch: int, total_steps: int) -> Compiled:
@@ -211,21 +240,29 @@ def build(config, spec, example_batch: dict, steps_per_epoch: int, total_steps: 
     raise ConfigError(f"config key 'model': {e.args[0]}") from None
   mesh = make_mesh(config.train.num_devices)
   check_batch(config.train.batch_size, mesh)
-  tx = optim.optimizer(config, total_steps)
   kl_fn = optim.kl_weight(config, steps_per_epoch, total_steps)
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P("data"))
-  state = jax.device_put(create_state(model, tx, example_batch, config), replicated)
+
+  def make_tx(params):
+    mult = variant.lr_multipliers(params, config) if variant.lr_multipliers else None
+    return optim.optimizer(config, total_steps, mult)
+
+  state, tx = create_state(model, make_tx, example_batch, config)
+  state = jax.device_put(state, replicated)
   state_sharding = jax.tree.map(lambda _: replicated, state)
-  objective = variant.objective
-  train_step = jax.jit(make_train_step(model, tx, objective, kl_fn, config),
-                       in_shardings=(state_sharding, batch_sharding),
-                       out_shardings=(state_sharding, replicated), donate_argnums=(0,))
-  eval_step = jax.jit(make_eval_step(model, objective, kl_fn, config),
-                      in_shardings=(state_sharding, batch_sharding), out_shardings=replicated)
+  stages = variant.stage_list(config)
+  train_steps, eval_steps = [], []
+  for stage in stages:
+    train_steps.append(jax.jit(make_train_step(model, tx, stage.objective, kl_fn, config),
+                               in_shardings=(state_sharding, batch_sharding),
+                               out_shardings=(state_sharding, replicated), donate_argnums=(0,)))
+    eval_steps.append(jax.jit(make_eval_step(model, stage.objective, kl_fn, config),
+                              in_shardings=(state_sharding, batch_sharding),
+                              out_shardings=replicated))
   forward = jax.jit(make_forward(model), in_shardings=(state_sharding, batch_sharding))
-  return Compiled(model, variant, tx, mesh, batch_sharding, state, kl_fn, train_step,
-                  eval_step, forward)
+  return Compiled(model, variant, tx, mesh, batch_sharding, state, kl_fn, stages,
+                  train_steps, eval_steps, forward)
 
 
 def setup(config, *, progress: bool = True) -> Run:
@@ -238,30 +275,47 @@ def setup(config, *, progress: bool = True) -> Run:
     val_ex = train_ex
   spec = pipeline.data_spec(store, lyrics)
   spe = pipeline.steps_per_epoch(train_ex, config.train.batch_size)
-  total = spe * config.train.epochs
+  total = spe * total_epochs(config)
   if config.train.max_steps:
     total = min(total, config.train.max_steps)
   example = next(pipeline.eval_batches(train_ex, config.train.batch_size))
   c = build(config, spec, example, spe, total)
   return Run(config, store, train_ex, val_ex, spec, c.model, c.variant, c.tx, c.mesh,
-             c.batch_sharding, c.state, spe, total, c.kl_fn, c.train_step, c.eval_step,
-             c.forward)
+             c.batch_sharding, c.state, spe, total, c.kl_fn, c.stages, c.train_steps,
+             c.eval_steps, c.forward)
 
 
 # ---------------------------------------------------------------------------------------------
 # Evaluation helpers
 # ---------------------------------------------------------------------------------------------
 
-def evaluate(run: Run, state: TrainState, examples: pipeline.Examples) -> dict[str, float]:
-  """Example-weighted means of the objective's metrics over a whole split."""
-  collected = [run.eval_step(state, run.put(b))
+def evaluate(run: Run, state: TrainState, examples: pipeline.Examples,
+             stage: int = -1) -> dict[str, float]:
+  """Example-weighted means of the objective's metrics over a whole split.
+
+  Histogram outputs (`*_counts`) are summed over the split instead; for each the result has
+  `<name>s_used` (non-zero bins, e.g. `codes_used`) and `<name>_perplexity` (exp of the usage entropy), and the
+  raw histogram is returned under `histograms`.
+  """
+  eval_step = run.eval_steps[stage]
+  collected = [eval_step(state, run.put(b))
                for b in pipeline.eval_batches(examples, run.config.train.batch_size)]
   collected = jax.device_get(collected)
-  counts = np.array([m["count"] for m in collected])
-  out = {}
+  weights = np.array([m["count"] for m in collected])
+  out: dict[str, Any] = {}
   for key in collected[0]:
-    if key != "count":
-      out[key] = float(np.sum([m[key] * c for m, c in zip(collected, counts)]) / counts.sum())
+    if key not in ("count", "counts"):
+      out[key] = float(np.sum([m[key] * w for m, w in zip(collected, weights)]) / weights.sum())
+  histograms = {}
+  for key in collected[0]["counts"]:
+    total = np.sum([np.asarray(m["counts"][key], np.float64) for m in collected], axis=0)
+    name = key[: -len("_counts")]
+    p = total / max(total.sum(), 1e-12)
+    out[f"{name}s_used"] = int(np.count_nonzero(total))
+    out[f"{name}_perplexity"] = float(np.exp(-np.sum(p[p > 0] * np.log(p[p > 0]))))
+    histograms[key] = total
+  if histograms:
+    out["histograms"] = histograms
   return out
 
 
@@ -275,32 +329,41 @@ def _mean_metrics(rows: list[dict]) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------
 
 def _fresh_meta() -> dict:
-  return {"best_val": math.inf, "best_step": -1, "bad_epochs": 0, "history": [],
-          "stopped_early": False, "wall_s": 0.0}
+  """Host-side run bookkeeping, checkpointed as JSON next to the state."""
+  return {"epoch": 0, "epoch_start_step": 0, "stage": 0, "stage_epochs": 0,
+          "stage_started": False, "stage_stopped": False, "best_val": math.inf,
+          "best_step": -1, "bad_epochs": 0, "history": [], "stopped_early": False,
+          "wall_s": 0.0}
 
 
-def _init_state(run: Run, config) -> TrainState:
-  """Weights from `init_from` (fine-tuning / progressive stages) and data-driven init."""
-  state = run.state
-  if config.init_from:
-    params, model_state = ckpt_lib.restore_weights(config.init_from, state)
-    state = state.replace(params=params, model_state=model_state,
-                          opt_state=run.tx.init(params))
-    logging.info("Initialized weights from %s", config.init_from)
-  elif run.variant.data_init is not None:
-    batches = [run.put(b) for b, _ in zip(pipeline.eval_batches(
-        run.train_examples, config.train.batch_size), range(8))]
-    state = run.variant.data_init(state, run.model, batches, config)
-  replicated = NamedSharding(run.mesh, P())
-  return jax.device_put(state, replicated)
+def _weights_from(run: Run, config) -> TrainState:
+  """Weights from `init_from` (fine-tuning / progressive stages); optimizer fresh."""
+  params, model_state = ckpt_lib.restore_weights(config.init_from, run.state)
+  state = run.state.replace(params=params, model_state=model_state,
+                            opt_state=run.tx.init(params))
+  logging.info("Initialized weights from %s", config.init_from)
+  return jax.device_put(state, NamedSharding(run.mesh, P()))
+
+
+def _start_stage(run: Run, state: TrainState, meta: dict) -> TrainState:
+  stage = run.stages[meta["stage"]]
+  fine_tuning = run.config.init_from and meta["stage"] == 0
+  if stage.on_start is not None and not fine_tuning:
+    logging.info("Stage '%s': initializing from the training data", stage.name)
+    batches = lambda: (run.put(b) for b in pipeline.eval_batches(
+        run.train_examples, run.config.train.batch_size))
+    state = stage.on_start(state, run.model, batches, run.config)
+    state = jax.device_put(state, NamedSharding(run.mesh, P()))
+  meta.update(stage_started=True)
+  return state
 
 
 def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict:
   """Trains (or resumes) in `workdir`; returns the final run metadata."""
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  monitor.mark_workdir(workdir, config)
   run = setup(config, progress=progress)
+  monitor.mark_workdir(workdir, config, run.store)
   ckpts = ckpt_lib.Checkpoints(workdir, config.train.keep_checkpoints)
   iterator = pipeline.train_iterator(run.train_examples, config.train.batch_size,
                                      config.seed, config)
@@ -308,7 +371,8 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict:
     state, meta = ckpts.restore_latest(run.state, iterator)
     logging.info("Resumed from step %d in %s", int(state.step), workdir)
   else:
-    state, meta = _init_state(run, config), _fresh_meta()
+    state = _weights_from(run, config) if config.init_from else run.state
+    meta = _fresh_meta()
   writer = monitor.Writer(workdir, config)
   try:
     state, meta = _loop(run, state, meta, iterator, ckpts, writer, progress)
@@ -319,22 +383,36 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict:
   return meta
 
 
+def _advance_stage(run: Run, meta: dict) -> bool:
+  """Moves to the next stage when this one is done; False when training is over."""
+  stage = run.stages[meta["stage"]]
+  if meta["stage_epochs"] < stage.epochs and not meta["stage_stopped"]:
+    return True
+  if meta["stage"] + 1 >= len(run.stages):
+    return False
+  # Validation losses of different objectives do not compare: best and patience restart.
+  meta.update(stage=meta["stage"] + 1, stage_epochs=0, stage_started=False,
+              stage_stopped=False, best_val=math.inf, best_step=-1, bad_epochs=0)
+  return True
+
+
 def _loop(run, state, meta, iterator, ckpts, writer, progress):
-  config, spe = run.config, run.steps_per_epoch
-  t = config.train
+  t = run.config.train
+  spe = run.steps_per_epoch
   step = int(state.step)
-  start_epoch = step // spe
-  for epoch in range(start_epoch, t.epochs):
-    if meta["stopped_early"] or step >= run.total_steps:
-      break
+  while _advance_stage(run, meta) and step < run.total_steps:
+    if not meta["stage_started"]:
+      state = _start_stage(run, state, meta)
+    train_step = run.train_steps[meta["stage"]]
+    epoch = meta["epoch"]
     epoch_start = time.time()
-    steps = min(spe - step % spe, run.total_steps - step)
+    steps = min(spe - (step - meta["epoch_start_step"]), run.total_steps - step)
     rows = []
-    bar = tqdm.tqdm(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not progress,
-                    leave=False)
+    bar = tqdm.tqdm(total=steps, desc=f"epoch {epoch + 1}/{total_epochs(run.config)}",
+                    disable=not progress, leave=False)
     window_start, window_step = time.time(), step
     for _ in range(steps):
-      state, metrics = run.train_step(state, run.put(next(iterator)))
+      state, metrics = train_step(state, run.put(next(iterator)))
       rows.append(metrics)
       step += 1
       bar.update(1)
@@ -345,26 +423,33 @@ def _loop(run, state, meta, iterator, ckpts, writer, progress):
         writer.scalars(step, {f"train/{k}": v for k, v in logged.items()}
                        | {"train/samples_per_s": rate})
         bar.set_postfix(loss=f"{logged['loss']:.4g}", samples_s=f"{rate:.0f}")
-      if t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0 and step % spe:
+      if (t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0
+          and step - meta["epoch_start_step"] < spe):
         ckpts.save(step, state, iterator, meta)
     bar.close()
-    if step % spe and step < run.total_steps:
-      continue  # defensive: an epoch only ends on its boundary or at the step limit
-    meta = _end_epoch(run, state, meta, rows, epoch, ckpts, writer, time.time() - epoch_start)
+    meta = _end_epoch(run, state, meta, rows, ckpts, writer, time.time() - epoch_start)
     ckpts.save(step, state, iterator, meta)
   return state, meta
 
 
-def _end_epoch(run, state, meta, rows, epoch, ckpts, writer, seconds):
+def _end_epoch(run, state, meta, rows, ckpts, writer, seconds):
   config = run.config
   step = int(state.step)
+  stage = meta["stage"]
+  epoch = meta["epoch"] + 1
   train_metrics = _mean_metrics(rows)
-  val_metrics = evaluate(run, state, run.val_examples)
-  record = {"epoch": epoch + 1, "step": step, "seconds": round(seconds, 3)}
+  val_metrics = evaluate(run, state, run.val_examples, stage)
+  histograms = val_metrics.pop("histograms", {})
+  record = {"epoch": epoch, "step": step, "seconds": round(seconds, 3)}
+  if len(run.stages) > 1:
+    record["stage"] = run.stages[stage].name
   record |= {f"train/{k}": v for k, v in train_metrics.items()}
   record |= {f"val/{k}": v for k, v in val_metrics.items()}
-  meta = dict(meta, history=meta["history"] + [record], wall_s=meta["wall_s"] + seconds)
+  meta = dict(meta, history=meta["history"] + [record], wall_s=meta["wall_s"] + seconds,
+              epoch=epoch, epoch_start_step=step, stage_epochs=meta["stage_epochs"] + 1)
   writer.epoch(record)
+  for name, counts in histograms.items():
+    writer.histogram(f"val/{name}", counts, step)
   val_loss = val_metrics["loss"]
   if val_loss < meta["best_val"] - 1e-12:
     meta.update(best_val=val_loss, best_step=step, bad_epochs=0)
@@ -372,12 +457,13 @@ def _end_epoch(run, state, meta, rows, epoch, ckpts, writer, seconds):
   else:
     meta["bad_epochs"] += 1
     if config.train.patience and meta["bad_epochs"] >= config.train.patience:
-      meta["stopped_early"] = True
-      logging.info("Early stopping at epoch %d: no improvement for %d epochs", epoch + 1,
+      meta["stage_stopped"] = True
+      meta["stopped_early"] = stage == len(run.stages) - 1
+      logging.info("Early stopping at epoch %d: no improvement for %d epochs", epoch,
                    meta["bad_epochs"])
-  logging.info("epoch %d: train loss %.5g, val loss %.5g (best %.5g)", epoch + 1,
+  logging.info("epoch %d: train loss %.5g, val loss %.5g (best %.5g)", epoch,
                train_metrics.get("loss", float("nan")), val_loss, meta["best_val"])
-  if config.train.image_every_epochs and ((epoch + 1) % config.train.image_every_epochs == 0
-                                          or epoch == 0):
-    monitor.reconstructions(run, state, writer, step, epoch + 1)
+  if config.train.image_every_epochs and (epoch % config.train.image_every_epochs == 0
+                                          or epoch == 1):
+    monitor.reconstructions(run, state, writer, step, epoch)
   return meta

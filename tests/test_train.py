@@ -92,6 +92,22 @@ def test_preprocess_and_validate_modes(tmp_path, tiny_overrides):
   assert report["ok"] == 24 and report["bad"] == []
 
 
+def test_augmented_copies_are_training_only_and_masking_runs(tmp_path, tiny_overrides):
+  overrides = dict(tiny_overrides, **{"data.augment.copies": "1", "data.augment.spec_mask": "True",
+                                      "train.epochs": "1"})
+  assert _cli(tmp_path, overrides, mode="preprocess") == 0
+  from jaxvae.data import store
+  s = store.open_store(json.load(open(tmp_path / "preprocess.json"))["store"])
+  rows = s.manifest["examples"]
+  n_train = sum(1 for r in rows if r["split"] == "train" and not r["augment"])
+  assert sum(1 for r in rows if r["augment"]) == n_train  # one copy per training clip
+  assert all(r["split"] == "train" for r in rows if r["augment"])
+  orig = [i for i, r in enumerate(rows) if r["split"] == "train" and not r["augment"]][0]
+  copy = [i for i, r in enumerate(rows) if r["clip_id"] == rows[orig]["clip_id"] and r["augment"]]
+  assert not np.allclose(s.features[orig], s.features[copy[0]])
+  assert _cli(tmp_path, overrides) == 0
+
+
 def test_clear_refuses_a_foreign_folder(tmp_path, tiny_overrides, capsys):
   (tmp_path / "precious.txt").write_text("x")
   assert _cli(tmp_path, tiny_overrides, mode="summary", extra=["--clear"]) == 1

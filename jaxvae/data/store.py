@@ -27,6 +27,7 @@ import numpy as np
 import tqdm
 
 from jaxvae.data import audio as audio_lib
+from jaxvae.data import augment as augment_lib
 from jaxvae.data import demo as demo_lib
 from jaxvae.data import readers
 
@@ -58,7 +59,10 @@ def feature_params(config) -> dict:
   return {"sr": d.sr, "n_fft": d.n_fft, "hop_length": d.hop_length, "n_mels": d.n_mels,
           "feature": d.feature, "n_mfcc": d.n_mfcc, "scale": d.scale, "seconds": d.seconds,
           "example_mode": d.example_mode, "segment_hop_seconds": d.segment_hop_seconds,
-          "on_error": d.on_error, "min_seconds": d.min_seconds, "version": STORE_VERSION}
+          "on_error": d.on_error, "min_seconds": d.min_seconds, "version": STORE_VERSION,
+          # Only when used, so stores made without augmentation keep their keys.
+          **({"augment": json.loads(d.augment.to_json())} if d.augment.copies > 0 else {}),
+          "split": {"val_fraction": d.val_fraction, "seed": d.split_seed}}
 
 
 def _labels_wanted(config) -> list[str] | None:
@@ -134,9 +138,11 @@ class Store:
   def label_values(self) -> dict[str, list[str]]:
     return self.manifest["label_values"]
 
-  def indices(self, split: str) -> np.ndarray:
-    return np.array([i for i, e in enumerate(self.manifest["examples"]) if e["split"] == split],
-                    np.int64)
+  def indices(self, split: str | None = None, *, augmented: bool = True) -> np.ndarray:
+    """Example rows of a split (all when None), with or without augmented copies."""
+    return np.array([i for i, e in enumerate(self.manifest["examples"])
+                     if (split is None or e["split"] == split)
+                     and (augmented or not e.get("augment"))], np.int64)
 
   def label_array(self, name: str) -> np.ndarray:
     """int32 [N] class ids of one label column, -1 where unknown."""
@@ -198,15 +204,30 @@ def build(config, *, progress: bool = True) -> Store:
   return open_store(path)
 
 
-def _load_all(config, items):
-  """Yields (item, examples, reason) in order, decoding files on a few threads."""
+def _load_one(item, config):
+  """(split, [(augment copy, waveform)], bad reason) of one file; copy 0 is the original."""
   d = config.data
-  load = functools.partial(audio_lib.load_examples, sr=d.sr, mode=d.example_mode,
-                           seconds=d.seconds, hop_seconds=d.segment_hop_seconds or None,
-                           on_error=d.on_error, min_seconds=d.min_seconds)
-  with concurrent.futures.ThreadPoolExecutor(max(1, d.read_threads)) as pool:
-    for item, (examples, reason) in zip(items, pool.map(load, items)):
-      yield item, examples, reason
+  examples, reason = audio_lib.load_examples(
+      item, sr=d.sr, mode=d.example_mode, seconds=d.seconds,
+      hop_seconds=d.segment_hop_seconds or None, on_error=d.on_error,
+      min_seconds=d.min_seconds)
+  split = _split_of(item, d.val_fraction, d.split_seed)
+  out = [(0, y) for y in examples]
+  if split == "train" and d.augment.copies > 0 and not reason:
+    kwargs = augment_lib.waveform_kwargs(config)
+    for k in range(1, d.augment.copies + 1):
+      for s, y in enumerate(examples):
+        rng = augment_lib.clip_rng(d.augment.seed, f"{item.clip_id}#{s}", k)
+        out.append((k, augment_lib.augment_waveform(y, d.sr, rng, **kwargs)))
+  return split, out, reason
+
+
+def _load_all(config, items):
+  """Yields (item, split, examples, reason) in order, decoding files on a few threads."""
+  load = functools.partial(_load_one, config=config)
+  with concurrent.futures.ThreadPoolExecutor(max(1, config.data.read_threads)) as pool:
+    for item, (split, examples, reason) in zip(items, pool.map(load, items)):
+      yield item, split, examples, reason
 
 
 def _write_features(config, items, params, out_dir, progress):
@@ -227,14 +248,15 @@ def _write_features(config, items, params, out_dir, progress):
       pending.clear()
 
     bar = tqdm.tqdm(total=len(items), desc="preprocess", unit="file", disable=not progress)
-    for item, examples, reason in _load_all(config, items):
+    for item, split, examples, reason in _load_all(config, items):
       if reason:
         action = "skipped" if not examples else "silence"
         bad.append({"path": item.path, "clip_id": item.clip_id, "reason": reason,
                     "action": action})
-      split = _split_of(item, config.data.val_fraction, config.data.split_seed)
-      for k, y in enumerate(examples):
-        rows.append({"clip_id": item.clip_id, "segment": k, "split": split,
+      segment = {}
+      for copy, y in examples:
+        k = segment[copy] = segment.get(copy, -1) + 1
+        rows.append({"clip_id": item.clip_id, "segment": k, "augment": copy, "split": split,
                      "labels": dict(item.labels), "bad": reason})
         pending.append(y)
         if len(pending) == _CHUNK:
@@ -264,7 +286,8 @@ def _label_values(rows) -> dict[str, list[str]]:
 
 def _stats(features: np.ndarray, rows) -> dict:
   """Normalization statistics from the training split only (no peeking at validation)."""
-  train = [i for i, r in enumerate(rows) if r["split"] == "train" and not r["bad"]]
+  train = [i for i, r in enumerate(rows)
+           if r["split"] == "train" and not r["bad"] and not r.get("augment")]
   train = train or list(range(len(rows)))
   total, sq, count, mins, maxs = 0.0, 0.0, 0, [], []
   for i in range(0, len(train), 256):

@@ -179,8 +179,12 @@ def data_init(state, model: PuzzleVQVAE, batches, config):
     return state
   variables = {"params": state.params, **state.model_state}
   encode = jax.jit(lambda v, b: model.apply(v, b, train=False, method="encode"))
-  z = np.concatenate([np.asarray(encode(variables, b)).reshape(-1, model.code_dim)
-                      for b in batches])
+  # A few batches are plenty: each clip gives grid_h * grid_w encoder vectors.
+  chunks = []
+  for b, _ in zip(batches(), range(config.model.get("kmeans_batches", 8))):
+    z = np.asarray(encode(variables, b))
+    chunks.append(z[np.asarray(b["mask"]) > 0].reshape(-1, model.code_dim))
+  z = np.concatenate(chunks)
   codebook = vq.kmeans_init(z, model.num_codes, seed=config.seed)
   variables = vq.with_codebook(variables, codebook)
   params = variables.pop("params")
