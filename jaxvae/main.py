@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-MODES = ("train", "eval", "analyze", "summary", "preprocess", "validate")
+MODES = ("train", "eval", "analyze", "generate", "summary", "preprocess", "validate")
 
 
 def parse_args(argv: list[str]):
@@ -23,6 +23,10 @@ def parse_args(argv: list[str]):
   parser.add_argument("--clear", action="store_true",
                       help="delete this workdir's run outputs first (no question asked)")
   parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+  parser.add_argument("--condition", default=None,
+                      help="generate: the label value to condition on (e.g. --condition=rock)")
+  parser.add_argument("--num_samples", type=int, default=4, help="generate: how many")
+  parser.add_argument("--seed", type=int, default=0, help="generate: sampling seed")
   args, rest = parser.parse_known_args(argv)
   overrides = {}
   for token in rest:
@@ -62,6 +66,10 @@ def run(argv: list[str]) -> int:
     if args.mode == "eval":
       from jaxvae import evaluate
       return evaluate.run_eval(config, args.workdir)
+    if args.mode == "generate":
+      from jaxvae import generate
+      return generate.run_generate(config, args.workdir, args.condition, args.num_samples,
+                                   args.seed)
     if args.mode == "analyze":
       from jaxvae import analyze
       return analyze.run_analyze(config, args.workdir)
