@@ -101,6 +101,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.plots = "tsne,umap"  # 2-D latent plots in --mode=eval (umap needs umap-learn).
 
+  c.tune = ml_collections.ConfigDict()
+  c.tune.space = ""  # e.g. "train.lr=loguniform(1e-5, 1e-2); model.latent_dim=int(8, 64)"
+  c.tune.num_trials = 20
+  c.tune.epochs = 5  # training epochs per trial
+  c.tune.pruner_startup_trials = 3
+  c.tune.pruner_warmup_epochs = 1
+
   c.train = ml_collections.ConfigDict()
   c.train.epochs = 100
   c.train.batch_size = 32

@@ -11,7 +11,8 @@ import logging
 import os
 import sys
 
-MODES = ("train", "eval", "analyze", "generate", "summary", "preprocess", "validate")
+MODES = ("train", "eval", "analyze", "generate", "tune", "summary", "preprocess",
+         "validate")
 
 
 def parse_args(argv: list[str]):
@@ -70,6 +71,9 @@ def run(argv: list[str]) -> int:
       from jaxvae import generate
       return generate.run_generate(config, args.workdir, args.condition, args.num_samples,
                                    args.seed)
+    if args.mode == "tune":
+      from jaxvae import tune
+      return tune.run_tune(config, args.workdir, args.config, overrides)
     if args.mode == "analyze":
       from jaxvae import analyze
       return analyze.run_analyze(config, args.workdir)

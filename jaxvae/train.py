@@ -358,8 +358,13 @@ def _start_stage(run: Run, state: TrainState, meta: dict) -> TrainState:
   return state
 
 
-def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict:
-  """Trains (or resumes) in `workdir`; returns the final run metadata."""
+def train_and_evaluate(config, workdir: str, *, progress: bool = True,
+                       epoch_callback: Callable[[dict], None] | None = None) -> dict:
+  """Trains (or resumes) in `workdir`; returns the final run metadata.
+
+  `epoch_callback(record)` sees each epoch's metrics after its checkpoint (tuning uses it to
+  prune); an exception it raises ends the run there.
+  """
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   run = setup(config, progress=progress)
@@ -375,7 +380,7 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict:
     meta = _fresh_meta()
   writer = monitor.Writer(workdir, config)
   try:
-    state, meta = _loop(run, state, meta, iterator, ckpts, writer, progress)
+    state, meta = _loop(run, state, meta, iterator, ckpts, writer, progress, epoch_callback)
   finally:
     writer.close()
     ckpts.close()
@@ -396,7 +401,7 @@ def _advance_stage(run: Run, meta: dict) -> bool:
   return True
 
 
-def _loop(run, state, meta, iterator, ckpts, writer, progress):
+def _loop(run, state, meta, iterator, ckpts, writer, progress, epoch_callback=None):
   t = run.config.train
   spe = run.steps_per_epoch
   step = int(state.step)
@@ -429,6 +434,8 @@ def _loop(run, state, meta, iterator, ckpts, writer, progress):
     bar.close()
     meta = _end_epoch(run, state, meta, rows, ckpts, writer, time.time() - epoch_start)
     ckpts.save(step, state, iterator, meta)
+    if epoch_callback is not None:
+      epoch_callback(meta["history"][-1])
   return state, meta
 
 

@@ -1,0 +1,41 @@
+"""--mode=tune: an Optuna study that resumes from its SQLite file and writes a runnable best
+config."""
+
+import csv
+import os
+
+import pytest
+
+from conftest import load_config
+from test_train import _cli
+
+optuna = pytest.importorskip("optuna")
+
+SPACE = "train.lr=loguniform(1e-4, 1e-2); model.latent_dim=int(4, 8); model.channels=choice((4, 8, 8), (4, 4, 4))"
+
+
+def test_study_resumes_and_writes_best_config(tmp_path, tiny_overrides):
+  overrides = dict(tiny_overrides, **{"tune.space": SPACE, "tune.num_trials": "1",
+                                      "tune.epochs": "1", "train.max_steps": "1"})
+  assert _cli(tmp_path, overrides, mode="tune") == 0
+  overrides["tune.num_trials"] = "2"  # the same command with a bigger budget: one more trial
+  assert _cli(tmp_path, overrides, mode="tune") == 0
+  rows = list(csv.DictReader(open(tmp_path / "tune" / "results.csv")))
+  assert [r["trial"] for r in rows] == ["0", "1"]
+  assert all(r["state"] == "COMPLETE" for r in rows)
+  best = min(rows, key=lambda r: float(r["value"]))
+  from jaxvae import config_lib
+  config = config_lib.load(str(tmp_path / "tune" / "best_config.py"))
+  assert config.train.lr == pytest.approx(float(best["train.lr"]))
+  assert config.model.latent_dim == int(best["model.latent_dim"])
+  assert os.path.isdir(tmp_path / "tune" / "trial_1" / "checkpoints")
+
+
+def test_bad_space_names_the_key(tiny_overrides):
+  from jaxvae import tune
+  from jaxvae.config_lib import ConfigError
+  config = load_config("conv_vae.py:small", tiny_overrides)
+  with pytest.raises(ConfigError, match="unknown config key 'train.lrr'"):
+    tune.parse_space("train.lrr=uniform(0, 1)", config)
+  with pytest.raises(ConfigError, match="expected one of uniform"):
+    tune.parse_space("train.lr=gauss(0, 1)", config)
