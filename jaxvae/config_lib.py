@@ -126,7 +126,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every_steps = 10
   c.train.checkpoint_every_steps = 0  # 0: at the end of every epoch only.
   c.train.keep_checkpoints = 3
-  c.train.image_every_epochs = 5
+  c.train.image_every_epochs = 5  # report every N epochs (and after the first); 0: never
+  c.train.report_samples = True  # prior samples in the report
+  c.train.report_audio = True  # Griffin-Lim audio of a reconstruction and a sample
+  c.train.report_tsne = False  # t-SNE of validation latents (a few seconds each time)
   c.train.num_devices = 0  # devices in the data-parallel mesh; 0 means all local devices.
   c.train.max_steps = 0  # 0: no limit beyond epochs (useful for smoke runs).
   c.train.loss_scale_init = 2.0**15  # float16 dynamic loss scaling start.

@@ -15,8 +15,8 @@ import numpy as np
 from tensorboardX import SummaryWriter
 
 MARKER = "jaxvae_run.json"  # identifies a workdir as ours (used by --clear).
-RUN_OUTPUTS = ("checkpoints", "best", "tb", "eval", "generate", "analysis", "plots",
-               "metrics.jsonl", "summary.json", "validate.json", "analysis.json",
+RUN_OUTPUTS = ("checkpoints", "best", "tb", "eval", "generate", "analysis", "reports",
+               "analysis.md", "preprocess.json", "metrics.jsonl", "summary.json", "validate.json", "analysis.json",
                "training_curves.png", "reconstructions.png", "tune", MARKER)
 
 
@@ -77,7 +77,7 @@ class Writer:
     self.jsonl.write(json.dumps({"step": step, tag: counts.tolist()}) + "\n")
 
   def audio(self, tag: str, y: np.ndarray, step: int, sr: int) -> None:
-    self.tb.add_audio(tag, y[None], step, sample_rate=sr)
+    self.tb.add_audio(tag, np.clip(np.asarray(y, np.float32), -1.0, 1.0), step, sample_rate=sr)
 
   def close(self) -> None:
     self.tb.flush()
@@ -85,18 +85,62 @@ class Writer:
     self.jsonl.close()
 
 
-def reconstructions(run, state, writer: Writer, step: int, epoch: int, n: int = 8) -> str:
-  """Input-vs-reconstruction spectrograms of the first validation batch, to TB and PNG."""
+def report(run, state, writer: Writer, step: int, epoch: int, n: int = 8) -> str:
+  """The periodic listening/looking report, to TensorBoard and `DIR/reports/epoch_NNNN/`.
+
+  Input-vs-reconstruction spectrograms of the first validation batch (also kept as
+  `DIR/reconstructions.png`); with `train.report_samples`, spectrograms decoded from the prior;
+  with `train.report_audio`, Griffin-Lim audio of a reconstruction and a sample; with
+  `train.report_tsne`, the validation latents' t-SNE coloured by each label.
+  """
   from jaxvae import analysis
+  from jaxvae import generate
   from jaxvae.data import pipeline
-  batch = next(pipeline.eval_batches(run.val_examples, run.config.train.batch_size))
+  config = run.config
+  out_dir = os.path.join(writer.workdir, "reports", f"epoch_{epoch:04d}")
+  os.makedirs(out_dir, exist_ok=True)
+  batch = next(pipeline.eval_batches(run.val_examples, config.train.batch_size))
   outputs = run.forward(state, run.put(batch))
   recon = np.asarray(outputs["recon"])[:n]
-  path = os.path.join(writer.workdir, "reconstructions.png")
-  image = analysis.plot_spectrogram_grid(batch["x"][:n], recon, path, max_items=n,
+  image = analysis.plot_spectrogram_grid(batch["x"][:n], recon, None, max_items=n,
                                          return_array=True)
-  writer.image("reconstructions", image, step)
+  writer.image("report/reconstructions", image, step)
+  path = os.path.join(writer.workdir, "reconstructions.png")
+  analysis.plot_spectrogram_grid(batch["x"][:n], recon, path, max_items=n)
+  analysis.plot_spectrogram_grid(batch["x"][:n], recon,
+                                 os.path.join(out_dir, "reconstructions.png"), max_items=n)
+  audio = {"reconstruction": recon[0]} if config.train.report_audio else {}
+  if config.train.report_samples and "mu" in outputs:
+    samples = generate.sample(run, state, config, None, min(n, 4), seed=epoch)
+    writer.image("report/prior_samples", analysis.plot_spectrograms(
+        samples, os.path.join(out_dir, "prior_samples.png"), return_array=True), step)
+    if config.train.report_audio:
+      audio["prior_sample"] = samples[0]
+  if config.data.feature == "mel":
+    for name, spec in audio.items():
+      y = generate.features_to_audio(spec, run.store, config)
+      writer.audio(f"report/{name}", y, step, config.data.sr)
+      from jaxvae import features
+      features.write_wav(os.path.join(out_dir, f"{name}.wav"), y, config.data.sr)
+  if config.train.report_tsne and "mu" in outputs and run.store.label_values:
+    _latent_plot(run, state, writer, step, out_dir)
   return path
+
+
+def _latent_plot(run, state, writer, step, out_dir, limit: int = 512) -> None:
+  from jaxvae import analysis
+  from jaxvae import evaluate
+  from jaxvae.data import pipeline
+  ex = run.val_examples
+  sub = pipeline.Examples(ex.store, ex.indices[:limit], ex.normalize, ex.lyrics)
+  latent = evaluate.encode_all(run, state, sub)["mu"]
+  if len(latent) < 5:
+    return
+  labels = {k: ex.store.label_array(k)[sub.indices] for k in ex.store.label_values}
+  image = analysis.plot_embedding_2d(latent, labels, ex.store.label_values,
+                                     os.path.join(out_dir, "latent_tsne.png"), method="tsne",
+                                     seed=run.config.seed, return_array=True)
+  writer.image("report/latent_tsne", image, step)
 
 
 def _flat_config(config, prefix="") -> dict:

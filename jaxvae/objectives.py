@@ -39,8 +39,9 @@ def gaussian_kl(mu: jax.Array, logvar: jax.Array) -> jax.Array:
 
 def kl_term(mu, logvar, batch, free_bits: float) -> tuple[jax.Array, jax.Array]:
   """(KL to penalize, KL to report): free bits floors each dimension's batch-mean KL."""
-  per_dim = gaussian_kl(mu, logvar)
   mask = batch["mask"].astype(jnp.float32)[:, None]
+  # where, not a product: a padded row's exp(logvar) may overflow, and inf * 0 is NaN.
+  per_dim = jnp.where(mask > 0, gaussian_kl(mu, logvar), 0.0)
   dim_mean = jnp.sum(per_dim * mask, 0) / jnp.maximum(jnp.sum(mask), 1.0)
   reported = jnp.sum(dim_mean)
   if free_bits > 0:

@@ -66,12 +66,18 @@ def _load_builtin() -> None:
   if _REGISTRY:
     return
   # Imported here so that `import jaxvae.registry` stays cheap and cycle-free.
+  from jaxvae import losses
   from jaxvae import objectives
   from jaxvae import vq_objective
+  from jaxvae.models import spectral
   from jaxvae.models import vae
   from jaxvae.models import vqvae
   register("basic_vae", Variant(vae.build_basic_vae, objectives.elbo))
   register("conv_vae", Variant(vae.build_conv_vae, objectives.elbo))
+  register("spectral_vae", Variant(spectral.build_spectral_vae, losses.spectral_elbo,
+                                   validate=losses.validate_spectral_objective))
+  register("harmonic_vae", Variant(spectral.build_harmonic_vae, losses.spectral_elbo,
+                                   validate=losses.validate_spectral_objective))
   register("puzzle_vqvae", Variant(vqvae.build_puzzle_vqvae, vq_objective.vq_objective,
                                    data_init=vqvae.data_init))
 

@@ -472,5 +472,5 @@ def _end_epoch(run, state, meta, rows, ckpts, writer, seconds):
                train_metrics.get("loss", float("nan")), val_loss, meta["best_val"])
   if config.train.image_every_epochs and (epoch % config.train.image_every_epochs == 0
                                           or epoch == 1):
-    monitor.reconstructions(run, state, writer, step, epoch)
+    monitor.report(run, state, writer, step, epoch)
   return meta

@@ -17,7 +17,7 @@ TINY = {
     "data.seconds": "1.0", "data.n_mels": "32", "data.n_fft": "512", "data.hop_length": "256",
     "data.demo.clips_per_class": "2", "data.val_fraction": "0.25", "train.batch_size": "8",
     "train.epochs": "2", "train.log_every_steps": "1", "train.image_every_epochs": "1",
-    "model.latent_dim": "8", "model.channels": "(4, 8, 8)", "kl.epochs": "1.0", "eval.plots": "tsne",
+    "model.latent_dim": "8", "model.channels": "(4, 8, 8)", "kl.epochs": "1.0", "eval.plots": "tsne", "train.report_tsne": "True",
 }
 
 

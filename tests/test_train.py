@@ -57,6 +57,10 @@ def test_train_leaves_checkpoints_logs_and_pictures(trained):
     assert np.isfinite(epochs[-1][key]), key
   assert any("train/samples_per_s" in r for r in rows)
   assert os.listdir(os.path.join(trained, "tb"))
+  report = os.path.join(trained, "reports", "epoch_0002")
+  for name in ("reconstructions.png", "prior_samples.png", "latent_tsne.png",
+               "reconstruction.wav", "prior_sample.wav"):
+    assert os.path.getsize(os.path.join(report, name)) > 100, name
 
 
 def test_rerun_of_a_finished_run_resumes_and_does_nothing(trained, tiny_overrides):
