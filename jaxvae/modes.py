@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 
@@ -16,7 +15,6 @@ from jaxvae import registry
 from jaxvae.config_lib import ConfigError
 from jaxvae.data import audio as audio_lib
 from jaxvae.data import demo as demo_lib
-from jaxvae.data import readers
 from jaxvae.data import store as store_lib
 from jaxvae.spec import DataSpec
 

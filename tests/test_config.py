@@ -1,6 +1,5 @@
 """Config loading, overrides and the one-line error messages."""
 
-import os
 import subprocess
 import sys
 

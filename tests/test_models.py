@@ -11,7 +11,6 @@ import pytest
 from jaxvae import objectives
 from jaxvae import train
 from jaxvae.models import vae
-from jaxvae.spec import DataSpec
 
 
 def _batch(shape, n=3, labels=None):

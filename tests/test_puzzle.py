@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import ROOT
+
 from test_train import _cli
 
 WORDS = ("five", "left", "yes")

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, load_config
-from jaxvae import checkpoint as ckpt_lib
 from jaxvae import main as main_lib
 from jaxvae import train
 

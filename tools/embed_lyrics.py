@@ -23,20 +23,16 @@ summary; exit status 1 with one `error:` line on a bad config, dataset or model.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
-import re
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxvae import config_lib
 from jaxvae import lyrics as lyrics_lib
 from jaxvae.data import readers
-from jaxvae.data import store as store_lib
 
 
 def _at_least(low: int):
@@ -73,49 +69,6 @@ def parse_args(argv: list[str]):
   return args, overrides
 
 
-def default_out(config, model: str, pooling: str, clip_ids: list[str]) -> str:
-  """A folder beside the feature store, named so that another model or dataset gets its own."""
-  is_dir = os.path.isdir(model)
-  # A packaged model's folder is often just 'model': its parent names it.
-  name = "_".join(os.path.normpath(os.path.abspath(model)).split(os.sep)[-2:]) if is_dir else model
-  name = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
-  key = [os.path.abspath(model) if is_dir else model, clip_ids]
-  digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
-  return os.path.join(store_lib.cache_dir(config), "lyrics", f"{name}-{pooling}-{digest}")
-
-
-def embed_dataset(config, *, out: str, model: str, pooling: str, batch_size: int,
-                  max_length: int) -> tuple[dict, list[str]]:
-  """Embeds the lyrics of every clip of `config`'s dataset into `out`.
-
-  Returns a summary (counts, dim, seconds, the folder) and the clip ids without lyrics.
-  """
-  start = time.time()
-  items = store_lib.list_dataset(config)
-  with_text = [it for it in items if it.lyrics and it.lyrics.strip()]
-  have = {it.clip_id for it in with_text}
-  missing = [it.clip_id for it in items if it.clip_id not in have]
-  texts = [it.lyrics for it in with_text]
-  if not texts:
-    raise readers.DataError(
-        f"none of the {len(items)} clips of data.root '{config.data.root or 'demo'}' has "
-        f"lyrics (manifest column config key 'data.lyrics_column' = "
-        f"'{config.data.lyrics_column}'); nothing to embed")
-  vectors = lyrics_lib.embed_texts(texts, model, pooling=pooling, batch_size=batch_size,
-                                   max_length=max_length)
-  truncated = lyrics_lib.count_truncated(texts, model, max_length=max_length)
-  clip_ids = [it.clip_id for it in with_text]
-  out = out or default_out(config, model, pooling, clip_ids)
-  info = {"model": model, "pooling": pooling, "max_length": max_length,
-          "missing": missing, "truncated": truncated,
-          "dataset": {"layout": config.data.layout, "root": config.data.root}}
-  lyrics_lib.write_embeddings(out, clip_ids, vectors, info=info)
-  return {"out": os.path.abspath(out), "clips": len(items), "embedded": len(clip_ids),
-          "missing": len(missing), "truncated": truncated, "dim": int(vectors.shape[1]),
-          "model": model, "pooling": pooling,
-          "seconds": round(time.time() - start, 2)}, missing
-
-
 def report(summary: dict, missing_ids: list[str]) -> None:
   print(f"embedded {summary['embedded']} of {summary['clips']} clips with "
         f"{summary['model']} ({summary['pooling']} pooling, dim {summary['dim']}) in "
@@ -139,7 +92,7 @@ def run(argv: list[str]) -> int:
     if args.threads:
       import torch  # pylint: disable=import-outside-toplevel
       torch.set_num_threads(args.threads)
-    summary, missing = embed_dataset(config, out=args.out, model=args.model, pooling=args.pooling,
+    summary, missing = lyrics_lib.embed_dataset(config, out=args.out, model=args.model, pooling=args.pooling,
                             batch_size=args.batch_size, max_length=args.max_length)
   except (config_lib.ConfigError, readers.DataError, lyrics_lib.LyricsModelError) as e:
     print(f"error: {e}", file=sys.stderr)
