@@ -7,9 +7,12 @@ with the lowest validation loss for eval, generation and fine-tuning.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import grain
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -66,11 +69,31 @@ class Checkpoints:
     self.best.close()
 
 
+def _merge(template, restored, path=""):
+  """`template` with every leaf that `restored` has at the same path and shape."""
+  if isinstance(template, dict):
+    out, missing = {}, []
+    for k, v in template.items():
+      if isinstance(restored, dict) and k in restored:
+        out[k], sub_missing = _merge(v, restored[k], f"{path}/{k}")
+        missing += sub_missing
+      else:
+        out[k] = v
+        missing.append(f"{path}/{k}")
+    return out, missing
+  if hasattr(restored, "shape") and tuple(restored.shape) == tuple(template.shape):
+    return jax.device_put(np.asarray(restored, template.dtype), template.sharding), []
+  return template, [path]
+
+
 def restore_weights(path: str, template):
-  """Weights of another run (its best, else its latest checkpoint) for fine-tuning.
+  """Weights of another run (its best, else its latest checkpoint) for fine-tuning and for
+  progressive stages.
 
   `path` is a workdir or a `checkpoints/` / `best/` folder. Only `params` and the model's
-  non-parameter state are taken; the caller keeps its fresh optimizer.
+  non-parameter state are taken, leaf by leaf where path and shape agree with `template`
+  (a new part, e.g. the VAE encoder after the LM stage, keeps its fresh initialization and
+  is logged); the caller keeps its fresh optimizer.
   """
   path = os.path.abspath(path)
   candidates = [path] if os.path.basename(path) in ("best", "checkpoints") else [
@@ -82,11 +105,17 @@ def restore_weights(path: str, template):
         read_only=True, enable_async_checkpointing=False))
     step = manager.latest_step()
     if step is None:
+      manager.close()
       continue
-    item = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(partial_restore=True, item={
-            "params": template.params, "model_state": template.model_state})))
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore()))["state"]
     manager.close()
-    return item["state"]["params"], item["state"]["model_state"]
+    params, missing = _merge(dict(template.params), restored.get("params", {}), "params")
+    model_state, missing_state = _merge(dict(template.model_state),
+                                        restored.get("model_state", {}), "model_state")
+    if missing or missing_state:
+      logging.info("init_from %s: kept the fresh initialization of %d leaves (e.g. %s)",
+                   directory, len(missing) + len(missing_state), (missing + missing_state)[0])
+    return params, model_state
   raise FileNotFoundError(f"config key 'init_from': no checkpoint under '{path}' "
                           "(expected a jaxvae workdir with best/ or checkpoints/)")

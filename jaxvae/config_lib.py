@@ -18,7 +18,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "warmup_cosine", "plateau")
 KL_SCHEDULES = ("constant", "linear", "cyclical")
-LAYOUTS = ("demo", "gtzan", "maestro", "speech_commands", "folder", "manifest")
+LAYOUTS = ("demo", "gtzan", "maestro", "speech_commands", "folder", "manifest", "chorales")
+KINDS = ("audio", "midi")
 ON_ERROR = ("silence", "skip", "raise")
 NORMALIZATIONS = ("global", "minmax", "none")
 FEATURES = ("mel", "mfcc")
@@ -54,6 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.kl.free_bits = 0.0  # nats per latent dimension below which KL is not penalized.
 
   c.data = ml_collections.ConfigDict()
+  c.data.kind = "audio"  # 'audio' (feature store) or 'midi' (token store)
   c.data.layout = "demo"
   c.data.root = ""
   c.data.cache_dir = ""  # '' means $JAXVAE_CACHE or ~/.cache/jaxvae.
@@ -94,12 +96,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.augment.time_width = 0.1  # fraction of frames, per band (max).
   c.data.augment.freq_masks = 2
   c.data.augment.freq_width = 0.1  # fraction of mel bins, per band (max).
+  c.data.midi = ml_collections.ConfigDict()
+  c.data.midi.seq_len = 512
+  c.data.midi.overlap = 128
+  c.data.midi.transpose = ()  # extra transposed copies of training pieces, in semitones
+  c.data.midi.chorales = 350  # data.layout 'chorales': how many of music21's Bach chorales
   c.data.demo = ml_collections.ConfigDict()
   c.data.demo.clips_per_class = 20  # per (language, genre) pair.
   c.data.demo.seed = 0
 
   c.eval = ml_collections.ConfigDict()
   c.eval.plots = "tsne,umap"  # 2-D latent plots in --mode=eval (umap needs umap-learn).
+
+  c.generate = ml_collections.ConfigDict()  # token models (--mode=generate)
+  c.generate.num_tokens = 1024
+  c.generate.temperature = 1.0
+  c.generate.top_k = 0
+  c.generate.top_p = 0.95
 
   c.tune = ml_collections.ConfigDict()
   c.tune.space = ""  # e.g. "train.lr=loguniform(1e-5, 1e-2); model.latent_dim=int(8, 64)"
@@ -167,6 +180,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "train.lr_schedule", LR_SCHEDULES)
   _choice(config, "kl.schedule", KL_SCHEDULES)
   _choice(config, "data.layout", LAYOUTS)
+  _choice(config, "data.kind", KINDS)
   _choice(config, "data.on_error", ON_ERROR)
   _choice(config, "data.normalize", NORMALIZATIONS)
   _choice(config, "data.feature", FEATURES)

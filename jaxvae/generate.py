@@ -63,17 +63,45 @@ def sample(run, state, config, condition: str | None, n: int, seed: int) -> np.n
   """Decodes z ~ N(0, I) to normalized spectrograms [n, n_mels, frames]."""
   if not hasattr(run.model, "decode") or "latent_dim" not in config.model:
     raise ConfigError(f"model '{config.model.name}' has no Gaussian prior to sample from")
-  z = jax.random.normal(jax.random.PRNGKey(seed), (n, config.model.latent_dim))
   batch = _condition_batch(run, config, condition, n)
   variables = {"params": state.params, **state.model_state}
+  key = jax.random.PRNGKey(seed)
+  if hasattr(run.model, "sample_prior"):  # e.g. VaDE: its prior is the learned GMM
+    z = run.model.apply(variables, n, method=run.model.sample_prior, rngs={"sample": key})
+  else:
+    z = jax.random.normal(key, (n, config.model.latent_dim))
   return np.asarray(jax.jit(lambda v, z, b: run.model.apply(
       v, z, b, False, method=run.model.decode))(variables, z, batch))
+
+
+def generate_midi(run, state, config, out_dir: str, num_samples: int, seed: int) -> list[str]:
+  """Samples token sequences with the KV-cached sampler and writes them as .mid files."""
+  from jaxvae import midi
+  from jaxvae.models import transformer
+  g = config.generate
+  tokens = transformer.generate(run.model, {"params": state.params}, jax.random.PRNGKey(seed),
+                                num_tokens=g.num_tokens, batch_size=num_samples,
+                                temperature=g.temperature, top_k=g.top_k, top_p=g.top_p)
+  tokens = np.asarray(tokens)
+  paths = []
+  for i, seq in enumerate(tokens):
+    path = os.path.join(out_dir, f"sample_{i:02d}.mid")
+    midi.decode(seq).write(path)
+    np.save(path[:-4] + ".npy", seq.astype(np.int32))
+    paths.append(path)
+  return paths
 
 
 def run_generate(config, workdir: str, condition: str | None = None, num_samples: int = 4,
                  seed: int = 0) -> int:
   run = train.setup(config)
   state, _ = evaluate_lib.restore(run, workdir)
+  if config.data.kind == "midi":
+    out_dir = os.path.join(workdir, "generate")
+    os.makedirs(out_dir, exist_ok=True)
+    paths = generate_midi(run, state, config, out_dir, num_samples, seed)
+    print(f"wrote {len(paths)} MIDI files to {out_dir}")
+    return 0
   specs = sample(run, state, config, condition, num_samples, seed)
   tag = condition or "prior"
   out_dir = os.path.join(workdir, "generate")

@@ -28,6 +28,8 @@ def _write_json(path: str, value) -> None:
 def spec_from_config(config) -> DataSpec:
   """The DataSpec a run would have, without computing any features."""
   d = config.data
+  if d.kind == "midi":  # token windows; labels matter only to conditional audio models
+    return DataSpec(input_shape=(d.midi.seq_len,), labels={})
   n_samples = int(round(d.seconds * d.sr))
   frames = 1 + n_samples // d.hop_length  # centered frames, as librosa
   rows = d.n_mfcc if d.feature == "mfcc" else d.n_mels
@@ -49,8 +51,11 @@ def spec_from_config(config) -> DataSpec:
 
 
 def dummy_batch(spec: DataSpec, batch_size: int = 2) -> dict:
-  batch = {"x": jnp.zeros((batch_size, *spec.input_shape), jnp.float32),
-           "mask": jnp.ones((batch_size,), jnp.float32)}
+  batch = {"mask": jnp.ones((batch_size,), jnp.float32)}
+  if len(spec.input_shape) == 1:  # token windows
+    batch["tokens"] = jnp.zeros((batch_size, *spec.input_shape), jnp.int32)
+  else:
+    batch["x"] = jnp.zeros((batch_size, *spec.input_shape), jnp.float32)
   for name in spec.labels:
     batch[f"label_{name}"] = jnp.zeros((batch_size,), jnp.int32)
   if spec.lyrics_dim:
@@ -88,7 +93,8 @@ def summary(config, workdir: str) -> int:
 
 
 def preprocess(config, workdir: str) -> int:
-  store = store_lib.build(config)
+  from jaxvae import train
+  store = train.open_data(config)
   m = store.manifest
   print(f"feature store: {store.path}")
   print(f"examples: {len(m['examples'])} of shape {list(store.shape)} from "

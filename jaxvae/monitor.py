@@ -57,7 +57,7 @@ class Writer:
   def epoch(self, record: dict) -> None:
     step = record["step"]
     for k, v in record.items():
-      if k not in ("epoch", "step"):
+      if k not in ("epoch", "step") and isinstance(v, (int, float)):
         self.tb.add_scalar(f"epoch/{k}", v, step)
     self.jsonl.write(json.dumps({"kind": "epoch", **record}) + "\n")
     self.jsonl.flush()
@@ -101,6 +101,8 @@ def report(run, state, writer: Writer, step: int, epoch: int, n: int = 8) -> str
   os.makedirs(out_dir, exist_ok=True)
   batch = next(pipeline.eval_batches(run.val_examples, config.train.batch_size))
   outputs = run.forward(state, run.put(batch))
+  if "recon" not in outputs:  # token models: their report is generated MIDI (eval mode)
+    return ""
   recon = np.asarray(outputs["recon"])[:n]
   image = analysis.plot_spectrogram_grid(batch["x"][:n], recon, None, max_items=n,
                                          return_array=True)

@@ -42,6 +42,8 @@ class Variant:
     with `objective` and `data_init`.
   lr_multipliers: optional (params, config) -> pytree of floats (same structure as params)
     scaling each parameter's update (VaDE's separate learning rate for the GMM).
+  make_optimizer / make_train_step: optional replacements of the generic optimizer and
+    step (the VAE-GAN's alternating generator / discriminator updates).
   """
   build_model: Callable[..., Any]
   objective: Callable[..., Any]
@@ -49,6 +51,8 @@ class Variant:
   data_init: Callable[..., Any] | None = None
   stages: Callable[[Any], list[Stage]] | None = None
   lr_multipliers: Callable[..., Any] | None = None
+  make_optimizer: Callable[..., Any] | None = None  # (config, total, params, default) -> tx
+  make_train_step: Callable[..., Any] | None = None  # (model, tx, obj, kl_fn, config, default)
 
   def stage_list(self, config) -> list[Stage]:
     if self.stages is not None:
@@ -67,9 +71,12 @@ def _load_builtin() -> None:
     return
   # Imported here so that `import jaxvae.registry` stays cheap and cycle-free.
   from jaxvae import losses
+  from jaxvae import music
   from jaxvae import objectives
+  from jaxvae import vade_objective
   from jaxvae import vq_objective
   from jaxvae.models import spectral
+  from jaxvae.models import vade
   from jaxvae.models import vae
   from jaxvae.models import vqvae
   register("basic_vae", Variant(vae.build_basic_vae, objectives.elbo))
@@ -78,6 +85,11 @@ def _load_builtin() -> None:
                                    validate=losses.validate_spectral_objective))
   register("harmonic_vae", Variant(spectral.build_harmonic_vae, losses.spectral_elbo,
                                    validate=losses.validate_spectral_objective))
+  register("music_transformer", Variant(music.build, music.objective, validate=music.validate,
+                                        make_optimizer=music.make_optimizer,
+                                        make_train_step=music.make_train_step))
+  register("vade", Variant(vade.build_vade, vade_objective.vade_objective, validate=vade.validate,
+                           stages=vade.stages, lr_multipliers=vade.lr_multipliers))
   register("puzzle_vqvae", Variant(vqvae.build_puzzle_vqvae, vq_objective.vq_objective,
                                    data_init=vqvae.data_init))
 

@@ -246,7 +246,10 @@ def build(config, spec, example_batch: dict, steps_per_epoch: int, total_steps: 
 
   def make_tx(params):
     mult = variant.lr_multipliers(params, config) if variant.lr_multipliers else None
-    return optim.optimizer(config, total_steps, mult)
+    tx = optim.optimizer(config, total_steps, mult)
+    if variant.make_optimizer is not None:
+      tx = variant.make_optimizer(config, total_steps, params, tx)
+    return tx
 
   state, tx = create_state(model, make_tx, example_batch, config)
   state = jax.device_put(state, replicated)
@@ -254,7 +257,10 @@ def build(config, spec, example_batch: dict, steps_per_epoch: int, total_steps: 
   stages = variant.stage_list(config)
   train_steps, eval_steps = [], []
   for stage in stages:
-    train_steps.append(jax.jit(make_train_step(model, tx, stage.objective, kl_fn, config),
+    step_fn = make_train_step(model, tx, stage.objective, kl_fn, config)
+    if variant.make_train_step is not None:
+      step_fn = variant.make_train_step(model, tx, stage.objective, kl_fn, config, step_fn)
+    train_steps.append(jax.jit(step_fn,
                                in_shardings=(state_sharding, batch_sharding),
                                out_shardings=(state_sharding, replicated), donate_argnums=(0,)))
     eval_steps.append(jax.jit(make_eval_step(model, stage.objective, kl_fn, config),
@@ -265,8 +271,16 @@ def build(config, spec, example_batch: dict, steps_per_epoch: int, total_steps: 
                   train_steps, eval_steps, forward)
 
 
+def open_data(config, *, progress: bool = True) -> store_lib.Store:
+  """The feature store (audio) or token store (MIDI) of the config's dataset."""
+  if config.data.kind == "midi":
+    from jaxvae.data import tokens
+    return tokens.build(config, progress=progress)
+  return store_lib.build(config, progress=progress)
+
+
 def setup(config, *, progress: bool = True) -> Run:
-  store = store_lib.build(config, progress=progress)
+  store = open_data(config, progress=progress)
   lyrics = pipeline.load_lyrics(config, store)
   train_ex = pipeline.split_examples(config, store, "train", lyrics)
   val_ex = pipeline.split_examples(config, store, "validation", lyrics)

@@ -15,7 +15,8 @@ CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "conf
 # Seed-size parameter counts (MISSION.md facts, or this library's measured seed-size models).
 SEED_PARAMS = {"basic_vae.py": 5_488_032, "conv_vae.py": 63_555_809, "beta_vae.py": 63_555_809,
                "cvae_genre.py": 68_839_777, "puzzle_vqvae.py": 83_777,
-               "spectral_vae.py": 2_482_849, "harmonic_vae.py": 46_785_920}
+               "spectral_vae.py": 2_482_849, "harmonic_vae.py": 46_785_920,
+               "vade.py": 5_491_887}
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -39,6 +40,9 @@ SMOKE = {
                               "objective.fft_sizes": "(8,)"},
     "harmonic_vae.py:small": {"model.hidden": "(16, 8)", "model.harmonic": "True",
                               "model.latent_dim": "4"},
+    # Two stages (autoencoder pretraining, GMM fit, joint ELBO) through the one trainer.
+    "vade.py:small": {"model.hidden": "(16, 8)", "model.latent_dim": "4",
+                      "model.n_clusters": "3", "model.pretrain_epochs": "1"},
 }
 
 
@@ -48,5 +52,8 @@ def test_variant_trains_on_demo_data(tmp_path, name, tiny_overrides):
   overrides |= SMOKE[name] | {"train.epochs": "1", "train.image_every_epochs": "0"}
   assert _cli(tmp_path, overrides, config=name) == 0
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-  epoch = [r for r in rows if r.get("kind") == "epoch"][-1]
-  assert all(v == v for k, v in epoch.items() if k.startswith(("train/", "val/")))  # no NaN
+  epochs = [r for r in rows if r.get("kind") == "epoch"]
+  assert all(v == v for k, v in epochs[-1].items() if k.startswith(("train/", "val/")))
+  if name.startswith("vade"):
+    assert [r["stage"] for r in epochs] == ["pretrain", "joint"]
+    assert "train/entropy" in epochs[-1] and "train/entropy" not in epochs[0]

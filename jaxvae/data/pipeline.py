@@ -53,9 +53,12 @@ class Examples:
 
   def __getitem__(self, i: int) -> dict[str, np.ndarray]:
     j = int(self.indices[i])
-    x = store_lib.normalize(np.asarray(self.store.features[j], np.float32),
-                            self.store.manifest["stats"], self.normalize)
-    out = {"x": x.astype(np.float32), "mask": np.float32(1.0)}
+    if self.store.manifest.get("kind") == "tokens":
+      out = {"tokens": np.asarray(self.store.features[j], np.int32), "mask": np.float32(1.0)}
+    else:
+      x = store_lib.normalize(np.asarray(self.store.features[j], np.float32),
+                              self.store.manifest["stats"], self.normalize)
+      out = {"x": x.astype(np.float32), "mask": np.float32(1.0)}
     for name, values in self.labels.items():
       out[f"label_{name}"] = values[j]
     if self.lyrics is not None:

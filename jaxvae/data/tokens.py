@@ -1,0 +1,162 @@
+"""Symbolic data: MIDI files -> event tokens (jaxvae.midi) -> fixed windows in a token store.
+
+Like the feature store, a token store is a folder keyed by a hash of the tokenizer settings
+and the file list: `tokens.npy` (int32 [N, seq_len], PAD-filled) and `manifest.json` (one row
+per window: piece, window index, split, transposition, labels; every bad MIDI file with its
+reason). Layouts: `folder` (.mid/.midi searched recursively, sub-folder names as labels),
+`maestro` (the csv's midi_filename and split), `chorales` (music21's bundled Bach chorales,
+converted once into the cache: the built-in corpus).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+import tqdm
+
+from jaxvae import midi
+from jaxvae.data import readers
+from jaxvae.data import store as store_lib
+
+MIDI_EXTENSIONS = (".mid", ".midi")
+TOKEN_STORE_VERSION = 1
+
+
+def ensure_chorales(cache_dir: str, limit: int) -> str:
+  """Writes music21's Bach chorales as .mid files once; returns the folder."""
+  folder = os.path.join(cache_dir, "chorales", f"n{limit}")
+  if os.path.exists(os.path.join(folder, "done.json")):
+    return folder
+  try:
+    from music21 import corpus, repeat
+    from music21.corpus import chorales
+  except ImportError:
+    raise readers.DataError("data.layout 'chorales' needs music21 (pip install music21, or "
+                            "jaxvae[midi]); or point data.root at a folder of MIDI files "
+                            "with data.layout=folder") from None
+  tmp = folder + f".tmp{os.getpid()}"
+  os.makedirs(tmp, exist_ok=True)
+  names = list(dict.fromkeys(chorales.Iterator(returnType="filename")))[:limit]
+  written = 0
+  for name in names:
+    score = corpus.parse(name)
+    path = os.path.join(tmp, name.split("/")[-1] + ".mid")
+    try:
+      score.write("midi", fp=path)
+      written += 1
+    except repeat.ExpanderException:
+      logging.warning("chorale %s: repeats cannot be expanded; skipped", name)
+  with open(os.path.join(tmp, "done.json"), "w") as f:
+    json.dump({"chorales": written}, f)
+  if not os.path.exists(folder):
+    os.replace(tmp, folder)
+  else:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return folder
+
+
+def list_midi(config) -> list[readers.Item]:
+  d = config.data
+  if d.layout == "chorales":
+    root = ensure_chorales(store_lib.cache_dir(config), d.midi.chorales)
+    return readers.list_items("folder", root, extensions=MIDI_EXTENSIONS)
+  if not d.root:
+    raise readers.DataError(f"config key 'data.root' is empty; data.layout '{d.layout}' "
+                            "needs a dataset path")
+  if d.layout == "maestro":
+    return _maestro_midi(d.root)
+  if d.layout == "folder":
+    return readers.list_items("folder", d.root, extensions=MIDI_EXTENSIONS)
+  raise readers.DataError(f"config key 'data.layout' is '{d.layout}'; MIDI data uses folder, "
+                          "maestro or chorales")
+
+
+def _maestro_midi(root: str) -> list[readers.Item]:
+  found = sorted(glob.glob(os.path.join(root, "maestro-v*.csv")))
+  if not found:
+    raise readers.DataError(f"data.root '{root}' has no maestro-v*.csv (expected MAESTRO v3)")
+  items = []
+  with open(found[-1], newline="", encoding="utf-8") as f:
+    for row in csv.DictReader(f):
+      rel = row["midi_filename"]
+      items.append(readers.Item(clip_id=rel, path=os.path.join(root, rel),
+                                labels={"composer": row["canonical_composer"]},
+                                split=row["split"], lyrics=None))
+  return sorted(items, key=lambda it: it.clip_id)
+
+
+def token_params(config) -> dict:
+  d = config.data
+  return {"seq_len": d.midi.seq_len, "overlap": d.midi.overlap,
+          "transpose": list(d.midi.transpose), "vocab": midi.DEFAULT.size,
+          "split": {"val_fraction": d.val_fraction, "seed": d.split_seed},
+          "version": TOKEN_STORE_VERSION}
+
+
+def build(config, *, progress: bool = True):
+  """Returns the token store for `config`'s MIDI dataset, tokenizing when missing."""
+  items = list_midi(config)
+  params = token_params(config)
+  key = store_lib.store_key(params, items)
+  path = os.path.join(store_lib.cache_dir(config), "tokens", key)
+  if not os.path.exists(os.path.join(path, "manifest.json")):
+    _write(config, items, params, key, path, progress)
+  return open_store(path)
+
+
+def _windows_of(tokens, split, params):
+  """The piece's windows, plus transposed copies for training pieces."""
+  out = [(0, midi.windows(tokens, params["seq_len"], params["overlap"]))]
+  if split == "train":
+    for shift in params["transpose"]:
+      out.append((shift, midi.windows(midi.transpose(tokens, shift), params["seq_len"],
+                                      params["overlap"])))
+  return out
+
+
+def _write(config, items, params, key, path, progress) -> None:
+  rows, bad, arrays = [], [], []
+  for item in tqdm.tqdm(items, desc="tokenize", unit="file", disable=not progress):
+    try:
+      tokens = midi.encode(item.path)
+    except midi.MidiError as e:
+      bad.append({"path": item.path, "clip_id": item.clip_id, "reason": e.reason,
+                  "action": "skipped"})
+      continue
+    split = store_lib._split_of(item, config.data.val_fraction, config.data.split_seed)  # pylint: disable=protected-access
+    for shift, win in _windows_of(tokens, split, params):
+      arrays.append(win)
+      rows += [{"clip_id": item.clip_id, "segment": k, "augment": shift, "split": split,
+                "labels": dict(item.labels), "bad": None} for k in range(len(win))]
+  if not rows:
+    raise readers.DataError(f"no usable MIDI file among {len(items)} ({len(bad)} bad)")
+  tmp = f"{path}.tmp{os.getpid()}"
+  os.makedirs(tmp, exist_ok=True)
+  np.save(os.path.join(tmp, "tokens.npy"), np.concatenate(arrays).astype(np.int32))
+  manifest = {"kind": "tokens", "version": TOKEN_STORE_VERSION, "key": key, "params": params, "examples": rows,
+              "bad": bad, "label_values": store_lib._label_values(rows),  # pylint: disable=protected-access
+              "dataset": {"layout": config.data.layout, "root": config.data.root,
+                          "num_files": len(items)}, "stats": {}}
+  with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
+    json.dump(manifest, f)
+  if os.path.exists(path):
+    shutil.rmtree(tmp, ignore_errors=True)
+  else:
+    os.replace(tmp, path)
+  if bad:
+    logging.warning("%d of %d MIDI files were bad and skipped; see %s", len(bad), len(items),
+                    os.path.join(path, "manifest.json"))
+
+
+def open_store(path: str) -> store_lib.Store:
+  """A token store opened as a `Store` whose `features` are the token windows."""
+  with open(os.path.join(path, "manifest.json"), encoding="utf-8") as f:
+    manifest = json.load(f)
+  tokens = np.load(os.path.join(path, "tokens.npy"), mmap_mode="r", allow_pickle=False)
+  return store_lib.Store(path, tokens, manifest)

@@ -1,0 +1,672 @@
+"""Music transformer family (seed 001): causal LM, hierarchical-latent VAE, VAE-GAN.
+
+One module, `MusicTransformer`, serves the three training stages (`mode`):
+
+* 'transformer': a decoder-only causal LM over MIDI event tokens (`jaxvae.midi`).
+* 'vae': a bidirectional encoder gives a hierarchical Gaussian posterior; the same causal
+  decoder, conditioned on z, predicts the window.
+* 'vaegan': the VAE plus a multi-scale discriminator over (soft) token sequences.
+
+Parameters live under two top-level names so that the stages can hand weights on and the
+GAN step can give each side its own optimizer:
+
+    params['generator']     = {'decoder', 'encoder'?, 'conditioner'?}
+    params['discriminator'] = {...}                 # mode 'vaegan' only
+
+Batch and output contract (see docs/ARCHITECTURE.md):
+  `batch['tokens']` int32 [B, T] (PAD = 0 padded), `batch['mask']` float32 [B].
+  The decoder reads `tokens[:, :-1]` and its logits [B, T-1, V] (float32) predict
+  `tokens[:, 1:]`: the input is shifted, so the decoder can never see the token it predicts
+  (the original fed the targets unshifted and could copy them).
+  VAE modes add `mu`, `logvar`, `z`: float32 [B, 66], the concatenation of three levels in
+  the order of `latent_levels(config)`: global [0:22], regional [22:44], fine [44:66].
+
+Attention variants (all causal in the decoder; `attention_allowed` is the one definition):
+  'full':         key s is visible to query t when s <= t.
+  'sliding':      s <= t and t - s < window (the query and the window - 1 keys before it).
+  'hierarchical': sliding, plus every key with s % global_stride == 0 and s <= t.
+The windowed variants run blockwise (blocks of `window` queries attend to their own and the
+previous block of keys; strided global keys are a small extra key set), so memory is
+O(T * (window + T / global_stride)), never T x T.
+
+Hierarchical latent (66 = 3 x 22 by default). Token positions are split into regions over
+`latent_span` positions (region of t = floor(t * R / latent_span), clipped to R - 1 so
+generation past the span stays in the last region):
+  global:   masked mean of the encoder states over the window -> 22;
+  regional: masked means over 8 regions, concatenated -> 22;
+  fine:     masked means over 32 regions, concatenated -> 22.
+The decoder gets z as a per-position vector added to its token embeddings: a projection of
+the global code, plus row r(t) of the regional code projected to 8 vectors, plus row f(t)
+of the fine code projected to 32 vectors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvae.midi import PAD, START
+
+ATTENTION_KINDS = ("full", "sliding", "hierarchical")
+MODES = ("transformer", "vae", "vaegan")
+POSITIONS = ("sinusoidal", "learned")
+_NEG = -1e30  # finite, so a fully masked row gives a uniform softmax rather than NaN.
+
+
+def _dtype(name: Any) -> Any:
+  if not isinstance(name, str):
+    return name
+  return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Hyperparameters; `config.model` fields of the same names override these defaults."""
+  vocab_size: int = 774
+  d_model: int = 256
+  num_layers: int = 4
+  num_heads: int = 4
+  d_ff: int = 1024
+  dropout: float = 0.1
+  max_len: int = 2048  # longest sequence (training window or generation) the model accepts.
+  positions: str = "sinusoidal"  # or 'learned' (max_len rows).
+  attention: str = "full"
+  window: int = 128
+  global_stride: int = 64
+  mode: str = "transformer"
+  enc_layers: int = 2
+  latent_global: int = 22  # width of each latent level
+  latent_regional: int = 22
+  latent_fine: int = 22
+  latent_regions: int = 8  # number of regions of the regional / fine levels
+  latent_fine_regions: int = 32
+  latent_span: int = 0  # positions the regions tile; 0: the data window (spec) or 512.
+  disc_scales: tuple[int, ...] = (1, 2, 4)  # time pooling factor of each discriminator
+  disc_dim: int = 128
+  disc_layers: int = 3
+  gumbel_tau: float = 1.0  # read by the VAE-GAN step (seq_objectives)
+
+  @property
+  def latent_dim(self) -> int:
+    return self.latent_global + self.latent_regional + self.latent_fine
+
+  @property
+  def is_vae(self) -> bool:
+    return self.mode in ("vae", "vaegan")
+
+
+def config_from(model_config, spec=None) -> TransformerConfig:
+  """`ml_collections` model config (any subset of the fields) -> a checked TransformerConfig."""
+  values = {}
+  for field in dataclasses.fields(TransformerConfig):
+    if field.name in model_config:
+      value = model_config[field.name]
+      values[field.name] = tuple(value) if field.name == "disc_scales" else value
+  cfg = TransformerConfig(**values)
+  if cfg.latent_span <= 0:
+    shape = getattr(spec, "input_shape", None)
+    span = int(shape[-1]) if shape else 512
+    cfg = dataclasses.replace(cfg, latent_span=span)
+  check(cfg)
+  return cfg
+
+
+def check(cfg: TransformerConfig) -> None:
+  """Raises ValueError naming the `model.<key>` that is wrong."""
+  def bad(key, msg):
+    raise ValueError(f"config key 'model.{key}' is {getattr(cfg, key)!r}: {msg}")
+  if cfg.attention not in ATTENTION_KINDS:
+    bad("attention", f"expected one of {ATTENTION_KINDS}")
+  if cfg.mode not in MODES:
+    bad("mode", f"expected one of {MODES}")
+  if cfg.positions not in POSITIONS:
+    bad("positions", f"expected one of {POSITIONS}")
+  if cfg.d_model % cfg.num_heads:
+    bad("d_model", f"must be a multiple of model.num_heads ({cfg.num_heads})")
+  for key in ("window", "global_stride", "max_len", "latent_span", "vocab_size",
+              "latent_regions", "latent_fine_regions"):
+    if getattr(cfg, key) <= 0:
+      bad(key, "must be positive")
+  if not cfg.disc_scales or min(cfg.disc_scales) < 1:
+    bad("disc_scales", "expected a non-empty tuple of integers >= 1")
+
+
+def latent_levels(cfg: TransformerConfig) -> dict[str, slice]:
+  """Level name -> its slice of the concatenated latent (`mu`, `logvar`, `z`)."""
+  g, r = cfg.latent_global, cfg.latent_regional
+  return {"global": slice(0, g), "regional": slice(g, g + r),
+          "fine": slice(g + r, g + r + cfg.latent_fine)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention functions (pure; q, k, v are [B, T, H, D])
+# ---------------------------------------------------------------------------------------------
+
+def attention_allowed(q_pos, k_pos, kind: str, window: int, global_stride: int):
+  """Which keys a query may see, for every variant: the reference every path must equal."""
+  causal = k_pos <= q_pos
+  if kind == "full":
+    return causal
+  local = causal & (q_pos - k_pos < window)
+  if kind == "sliding":
+    return local
+  return local | (causal & (k_pos % global_stride == 0))
+
+
+def _scores(spec: str, q, k):
+  scale = 1.0 / math.sqrt(q.shape[-1])
+  return jnp.einsum(spec, q, k, preferred_element_type=jnp.float32) * scale
+
+
+def dense_attention(q, k, v, allowed):
+  """Softmax attention with a boolean `allowed` broadcastable to [B, H, Tq, Tk]."""
+  scores = jnp.where(allowed, _scores("bqhd,bkhd->bhqk", q, k), _NEG)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+def causal_attention(q, k, v):
+  t = jnp.arange(q.shape[1])
+  return dense_attention(q, k, v, attention_allowed(t[:, None], t[None, :], "full", 0, 0))
+
+
+def _blocks(x, n_blocks: int, size: int):
+  pad = n_blocks * size - x.shape[1]
+  x = jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0)))
+  return x.reshape(x.shape[0], n_blocks, size, *x.shape[2:])
+
+
+def _with_previous(x):
+  """[B, n, W, ...] -> [B, n, 2W, ...]: each block preceded by the one before (zeros first)."""
+  prev = jnp.concatenate([jnp.zeros_like(x[:, :1]), x[:, :-1]], axis=1)
+  return jnp.concatenate([prev, x], axis=2)
+
+
+def local_attention(q, k, v, window: int, global_stride: int = 0):
+  """Causal sliding-window attention, blockwise, plus strided global keys when stride > 0.
+
+  Queries are cut into blocks of `window`; a query at t needs keys t - window + 1 .. t, which
+  lie in its own block and the previous one, so scores are [.., T / W, W, 2W]. Global keys
+  (every `global_stride`-th position) that are outside the window join the same softmax as a
+  second, small key set, so each key is counted once.
+  """
+  b, t, h, d = q.shape
+  size = min(window, t)
+  n = -(-t // size)
+  qb = _blocks(q, n, size)
+  kb, vb = _with_previous(_blocks(k, n, size)), _with_previous(_blocks(v, n, size))
+  q_pos = (jnp.arange(n)[:, None] * size + jnp.arange(size))[:, :, None]  # [n, W, 1]
+  k_pos = ((jnp.arange(n)[:, None] - 1) * size + jnp.arange(2 * size))[:, None, :]
+  local_ok = (k_pos >= 0) & attention_allowed(q_pos, k_pos, "sliding", window, 0)
+  scores = jnp.where(local_ok, _scores("bnqhd,bnkhd->bhnqk", qb, kb), _NEG)
+  if global_stride:
+    kg, vg = k[:, ::global_stride], v[:, ::global_stride]
+    g_pos = jnp.arange(kg.shape[1]) * global_stride
+    global_ok = (g_pos <= q_pos) & (q_pos - g_pos >= window)
+    g_scores = jnp.where(global_ok, _scores("bnqhd,bghd->bhnqg", qb, kg), _NEG)
+    scores = jnp.concatenate([scores, g_scores], axis=-1)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bhnqk,bnkhd->bnqhd", probs[..., :2 * size], vb)
+  if global_stride:
+    out = out + jnp.einsum("bhnqg,bghd->bnqhd", probs[..., 2 * size:], vg)
+  return out.reshape(b, n * size, h, d)[:, :t]
+
+
+def attend(q, k, v, kind: str, window: int, global_stride: int):
+  """Dispatch to the causal attention of `kind` (non-cached path)."""
+  if kind == "full":
+    return causal_attention(q, k, v)
+  return local_attention(q, k, v, window, global_stride if kind == "hierarchical" else 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------------------------
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention; causal with a variant, or bidirectional with a key mask.
+
+  With `decode=True` it keeps a full-length key/value cache (collection 'cache') and takes
+  one position at a time; the window still applies through `attention_allowed`.
+  """
+  num_heads: int
+  kind: str = "full"
+  window: int = 128
+  global_stride: int = 64
+  causal: bool = True
+  decode: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, positions, key_mask=None):
+    d = x.shape[-1]
+    proj = functools.partial(nn.DenseGeneral, features=(self.num_heads, d // self.num_heads),
+                             dtype=self.dtype)
+    q, k, v = proj(name="query")(x), proj(name="key")(x), proj(name="value")(x)
+    if not self.causal:
+      out = dense_attention(q, k, v, key_mask[:, None, None, :])
+    elif self.decode:
+      out = self._cached(q, k, v, positions)
+    else:
+      out = attend(q, k, v, self.kind, self.window, self.global_stride)
+    return nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name="out")(out)
+
+  def _cached(self, q, k, v, positions):
+    """One step against the cache; at init the cache is sized by the (full-length) input."""
+    initializing = self.is_initializing()
+    cache_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+    cache_v = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+    if initializing:
+      return attend(q, k, v, self.kind, self.window, self.global_stride)
+    start = (0, positions[0], 0, 0)
+    cache_k.value = jax.lax.dynamic_update_slice(cache_k.value, k, start)
+    cache_v.value = jax.lax.dynamic_update_slice(cache_v.value, v, start)
+    k_pos = jnp.arange(cache_k.value.shape[1])
+    allowed = attention_allowed(positions[:, None], k_pos[None, :], self.kind, self.window,
+                                self.global_stride)
+    return dense_attention(q, cache_k.value, cache_v.value, allowed)
+
+
+class Block(nn.Module):
+  """Pre-LN transformer block: attention and a GELU MLP, each with residual dropout."""
+  cfg: TransformerConfig
+  causal: bool = True
+  decode: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, positions, train: bool, key_mask=None):
+    c = self.cfg
+    drop = nn.Dropout(c.dropout, deterministic=not train)
+    h = nn.LayerNorm(dtype=self.dtype)(x)
+    h = SelfAttention(c.num_heads, c.attention, c.window, c.global_stride, self.causal,
+                      self.decode, self.dtype)(h, positions, key_mask)
+    x = x + drop(h)
+    h = nn.LayerNorm(dtype=self.dtype)(x)
+    h = nn.Dense(c.d_ff, dtype=self.dtype)(h)
+    h = nn.Dense(c.d_model, dtype=self.dtype)(nn.gelu(h))
+    return x + drop(h)
+
+
+def sinusoidal(positions, d: int):
+  """[T] int -> [T, d] float32 sine/cosine position codes."""
+  freq = jnp.exp(-math.log(10000.0) * jnp.arange(0, d, 2) / d)
+  angle = positions[:, None].astype(jnp.float32) * freq[None, :]
+  return jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], axis=-1)[:, :d]
+
+
+class TokenEmbed(nn.Module):
+  """Token + position embedding. Rows start at std d^-1/2 and inputs are scaled by sqrt(d):
+  inputs are O(1) per feature while the tied output logits start O(1) as well."""
+  cfg: TransformerConfig
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    c = self.cfg
+    self.embed = nn.Embed(c.vocab_size, c.d_model, dtype=self.dtype,
+                          embedding_init=nn.initializers.normal(c.d_model ** -0.5))
+    if c.positions == "learned":
+      self.pos = nn.Embed(c.max_len, c.d_model, dtype=self.dtype,
+                          embedding_init=nn.initializers.normal(1.0))
+
+  def __call__(self, tokens, positions):
+    x = self.embed(tokens) * jnp.asarray(math.sqrt(self.cfg.d_model), self.dtype)
+    if self.cfg.positions == "learned":
+      return x + self.pos(positions)[None]
+    return x + sinusoidal(positions, self.cfg.d_model).astype(self.dtype)[None]
+
+  def logits(self, h):
+    """Tied output projection, accumulated in float32."""
+    table = self.embed.embedding.astype(self.dtype)
+    return jnp.einsum("btd,vd->btv", h, table, preferred_element_type=jnp.float32)
+
+
+class CausalDecoder(nn.Module):
+  """Token embedding (+ optional per-position z conditioning) -> causal blocks -> logits."""
+  cfg: TransformerConfig
+  decode: bool = False
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.tokens = TokenEmbed(self.cfg, self.dtype)
+    self.drop = nn.Dropout(self.cfg.dropout)
+    self.blocks = [Block(self.cfg, True, self.decode, self.dtype)
+                   for _ in range(self.cfg.num_layers)]
+    self.norm = nn.LayerNorm(dtype=self.dtype)
+
+  def __call__(self, tokens, positions, cond, train: bool):
+    x = self.tokens(tokens, positions)
+    if cond is not None:
+      x = x + cond.astype(self.dtype)
+    x = self.drop(x, deterministic=not train)
+    for block in self.blocks:
+      x = block(x, positions, train)
+    return self.tokens.logits(self.norm(x))
+
+
+def region_index(positions, n_regions: int, span: int):
+  """Region of each position: R equal parts of `span`, later positions in the last one."""
+  return jnp.clip(positions * n_regions // span, 0, n_regions - 1)
+
+
+class Encoder(nn.Module):
+  """Bidirectional encoder -> hierarchical Gaussian posterior (mu, logvar), float32 [B, 66].
+
+  Full (non-windowed) attention: it runs once per training window (T = 512 in the seed).
+  PAD positions are masked out of attention and of every pooled mean.
+  """
+  cfg: TransformerConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens, train: bool):
+    c = self.cfg
+    positions = jnp.arange(tokens.shape[1])
+    valid = tokens != PAD
+    x = TokenEmbed(c, self.dtype, name="embed")(tokens, positions)
+    x = nn.Dropout(c.dropout, deterministic=not train)(x)
+    for i in range(c.enc_layers):
+      x = Block(c, causal=False, dtype=self.dtype, name=f"block_{i}")(x, positions, train, valid)
+    x = nn.LayerNorm(dtype=self.dtype)(x).astype(jnp.float32)
+    mus, logvars = [], []
+    for name, regions, width in (("global", 1, c.latent_global),
+                                 ("regional", c.latent_regions, c.latent_regional),
+                                 ("fine", c.latent_fine_regions, c.latent_fine)):
+      pooled = self._pool(x, valid, positions, regions)
+      stats = nn.Dense(2 * width, name=f"{name}_head")(pooled.reshape(x.shape[0], -1))
+      mus.append(stats[:, :width])
+      logvars.append(stats[:, width:])
+    return jnp.concatenate(mus, -1), jnp.concatenate(logvars, -1)
+
+  def _pool(self, x, valid, positions, regions: int):
+    """Masked mean of x over each region: [B, T, d] -> [B, regions, d] (empty regions: 0)."""
+    member = jax.nn.one_hot(region_index(positions, regions, self.cfg.latent_span), regions)
+    weights = valid.astype(jnp.float32)[:, :, None] * member[None]  # [B, T, R]
+    sums = jnp.einsum("btr,btd->brd", weights, x)
+    return sums / jnp.maximum(jnp.sum(weights, axis=1), 1.0)[:, :, None]
+
+
+class LatentConditioner(nn.Module):
+  """z [B, 66] and positions [T] -> [B, T, d_model] added to the decoder's embeddings."""
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, z, positions):
+    c = self.cfg
+    levels = latent_levels(c)
+    z = z.astype(jnp.float32)
+    b = z.shape[0]
+    cond = nn.Dense(c.d_model, name="global")(z[:, levels["global"]])[:, None, :]
+    for name, regions in (("regional", c.latent_regions), ("fine", c.latent_fine_regions)):
+      table = nn.Dense(regions * c.d_model, name=name)(z[:, levels[name]])
+      table = table.reshape(b, regions, c.d_model)
+      cond = cond + table[:, region_index(positions, regions, c.latent_span)]
+    return cond
+
+
+def reparameterize(module: nn.Module, mu, logvar):
+  eps = jax.random.normal(module.make_rng("sample"), mu.shape, jnp.float32)
+  return mu + jnp.exp(0.5 * logvar) * eps
+
+
+class Generator(nn.Module):
+  """Everything but the discriminator: decoder, and in VAE modes encoder + conditioner."""
+  cfg: TransformerConfig
+  decode: bool = False
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.decoder = CausalDecoder(self.cfg, self.decode, self.dtype)
+    if self.cfg.is_vae:
+      self.encoder = Encoder(self.cfg, self.dtype)
+      self.conditioner = LatentConditioner(self.cfg)
+    if self.decode:
+      self.index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+
+  def encode(self, tokens, train: bool = False):
+    return self.encoder(tokens, train)
+
+  def decode_tokens(self, tokens, z=None, train: bool = False):
+    """Logits [B, T, V] for the token after each input token (no shift here)."""
+    positions = jnp.arange(tokens.shape[1])
+    if self.decode and not self.is_initializing():
+      positions = positions + self.index.value
+      self.index.value = self.index.value + tokens.shape[1]
+    cond = None
+    if self.cfg.is_vae:
+      if z is None:
+        raise ValueError("a VAE decoder needs z")
+      cond = self.conditioner(z, positions)
+    return self.decoder(tokens, positions, cond, train)
+
+  def __call__(self, tokens, train: bool = False, z=None):
+    out = {}
+    if self.cfg.is_vae:
+      mu, logvar = self.encode(tokens, train)
+      if z is None:
+        z = reparameterize(self, mu, logvar)
+      out.update(mu=mu, logvar=logvar, z=z)
+    # Shifted: position t reads tokens[:, t] and is scored against tokens[:, t + 1].
+    out["logits"] = self.decode_tokens(tokens[:, :-1], z, train)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Discriminator
+# ---------------------------------------------------------------------------------------------
+
+def _pool_time(x, factor: int):
+  """Mean over non-overlapping groups of `factor` steps: [B, T, ...] -> [B, ceil(T/f), ...]."""
+  if factor == 1:
+    return x
+  t = x.shape[1]
+  n = -(-t // factor)
+  x = jnp.pad(x, [(0, 0), (0, n * factor - t)] + [(0, 0)] * (x.ndim - 2))
+  return x.reshape(x.shape[0], n, factor, *x.shape[2:]).mean(axis=2)
+
+
+class ScaleDiscriminator(nn.Module):
+  """Dilated 1-D convs (no normalization, so R1 and per-example losses stay per example)."""
+  dim: int
+  layers: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, h, mask):
+    features = []
+    for i in range(self.layers):
+      h = nn.Conv(self.dim, (5,), kernel_dilation=(2 ** i,), padding="SAME", dtype=self.dtype)(h)
+      h = nn.leaky_relu(h, 0.2)
+      features.append(h.astype(jnp.float32))
+    per_step = nn.Conv(1, (3,), padding="SAME", dtype=self.dtype)(h)[..., 0].astype(jnp.float32)
+    logits = jnp.sum(per_step * mask, -1) / jnp.maximum(jnp.sum(mask, -1), 1e-6)
+    return {"logits": logits, "features": features}
+
+
+class MultiScaleDiscriminator(nn.Module):
+  """Soft token distributions [B, T, V] -> one {'logits': [B], 'features': [...]} per scale.
+
+  The first layer is linear in the distribution (a learned embedding applied to it), so a
+  one-hot real sequence and a straight-through Gumbel sample are treated alike, and the
+  gradient reaches the generator through the probabilities.
+  """
+  cfg: TransformerConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs, mask=None):
+    c = self.cfg
+    if mask is None:
+      mask = jnp.ones(inputs.shape[:2], jnp.float32)
+    mask = mask.astype(jnp.float32)
+    h = nn.Dense(c.disc_dim, use_bias=False, dtype=self.dtype, name="embed")(
+        inputs.astype(self.dtype)) * mask[..., None].astype(self.dtype)
+    return [ScaleDiscriminator(c.disc_dim, c.disc_layers, self.dtype, name=f"scale_{s}")(
+        _pool_time(h, s), _pool_time(mask, s)) for s in c.disc_scales]
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------
+
+class MusicTransformer(nn.Module):
+  """See the module docstring. Methods for `apply(..., method=...)`:
+
+  __call__(batch, train=False, z=None) -> {'logits', ['mu', 'logvar', 'z']}; `z` overrides
+      the posterior sample (teacher-forced decoding from a chosen latent).
+  encode(tokens) -> (mu, logvar); decode_tokens(tokens, z=None) -> logits (unshifted);
+  discriminate(inputs [B, T, V], mask [B, T] | None) -> list of per-scale dicts.
+  """
+  cfg: TransformerConfig
+  dtype: Any = jnp.float32
+  decode: bool = False
+
+  def setup(self):
+    self.generator = Generator(self.cfg, self.decode, self.dtype)
+    if self.cfg.mode == "vaegan":
+      self.discriminator = MultiScaleDiscriminator(self.cfg, self.dtype)
+
+  def __call__(self, batch, train: bool = False, z=None):
+    tokens = batch["tokens"]
+    out = self.generator(tokens, train=train, z=z)
+    if self.cfg.mode == "vaegan" and self.is_initializing():
+      # Create the discriminator's parameters with the rest (it is not used by __call__).
+      self.discriminator(jax.nn.one_hot(tokens[:, 1:], self.cfg.vocab_size))
+    return out
+
+  def encode(self, tokens, train: bool = False):
+    return self.generator.encode(tokens, train)
+
+  def decode_tokens(self, tokens, z=None, train: bool = False):
+    return self.generator.decode_tokens(tokens, z, train)
+
+  def discriminate(self, inputs, mask=None):
+    return self.discriminator(inputs, mask)
+
+
+def build_music_transformer(model_config, spec=None, dtype="float32") -> MusicTransformer:
+  """Registry builder: `model_config` fields as in TransformerConfig (missing ones default)."""
+  return MusicTransformer(config_from(model_config, spec), _dtype(dtype))
+
+
+def validate(config) -> None:
+  """Registry hook: the model fields of a full config, as one ConfigError."""
+  from jaxvae.config_lib import ConfigError
+  try:
+    config_from(config.model)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(str(e)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference helpers
+# ---------------------------------------------------------------------------------------------
+
+def sample_logits(logits, rng, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
+  """[B, V] float32 -> [B] ids. temperature 0 is greedy. PAD and START are never sampled:
+  neither can follow a token inside a piece."""
+  logits = logits.astype(jnp.float32).at[:, jnp.array([PAD, START])].set(-jnp.inf)
+  if temperature == 0.0:
+    return jnp.argmax(logits, -1).astype(jnp.int32)
+  if top_k > 0:
+    kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+    logits = jnp.where(logits < kth, -jnp.inf, logits)
+  if top_p < 1.0:
+    ordered = jnp.sort(logits, -1)[:, ::-1]
+    probs = jax.nn.softmax(ordered, -1)
+    before = jnp.cumsum(probs, -1) - probs  # mass of the more likely tokens
+    cutoff = jnp.min(jnp.where(before < top_p, ordered, jnp.inf), -1, keepdims=True)
+    logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+  return jax.random.categorical(rng, logits / temperature, -1).astype(jnp.int32)
+
+
+@functools.lru_cache(maxsize=32)
+def _generate_fn(model, batch_size, prompt_len, length, temperature, top_k, top_p, with_z):
+  """A jitted generator for one set of static arguments (cached: one compile per shape)."""
+  decoder = model.clone(decode=True)
+
+  def run(params, prompt, z, rng):
+    zs = z if with_z else None
+    shapes = jax.eval_shape(lambda: decoder.init(
+        jax.random.key(0), jnp.zeros((batch_size, length), jnp.int32), zs,
+        method="decode_tokens"))
+    cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])
+    tokens = jnp.zeros((batch_size, length), jnp.int32).at[:, :prompt_len].set(prompt)
+
+    def body(i, carry):
+      tokens, cache = carry
+      current = jax.lax.dynamic_slice_in_dim(tokens, i, 1, axis=1)
+      logits, updated = decoder.apply({"params": params, "cache": cache}, current, zs,
+                                      method="decode_tokens", mutable=["cache"])
+      chosen = sample_logits(logits[:, 0], jax.random.fold_in(rng, i), temperature, top_k,
+                             top_p)
+      # Inside the prompt the next token is given, not sampled.
+      given = jax.lax.dynamic_slice_in_dim(tokens, i + 1, 1, axis=1)[:, 0]
+      chosen = jnp.where(i + 1 < prompt_len, given, chosen)
+      tokens = jax.lax.dynamic_update_slice_in_dim(tokens, chosen[:, None], i + 1, axis=1)
+      return tokens, updated["cache"]
+
+    tokens, _ = jax.lax.fori_loop(0, length - 1, body, (tokens, cache))
+    return tokens
+
+  return jax.jit(run)
+
+
+def generate(model: MusicTransformer, variables, rng, *, num_tokens: int, batch_size: int = 1,
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, z=None,
+             prompt=None):
+  """Autoregressive sampling with a key/value cache, jitted, one token per loop step.
+
+  prompt: int [P] or [B, P] (default: START). z: [B, latent_dim] for VAE modes (default: a
+  draw from the prior N(0, I)); must be None for mode 'transformer'.
+  Returns int32 [B, P + num_tokens]: the prompt, then the sampled ids. `midi.decode` stops
+  at the first END; ids after it are meaningless.
+  """
+  cfg = model.cfg
+  prompt = np.full((1, 1), START, np.int32) if prompt is None else np.asarray(prompt, np.int32)
+  prompt = np.broadcast_to(np.atleast_2d(prompt), (batch_size, np.atleast_2d(prompt).shape[1]))
+  length = prompt.shape[1] + num_tokens
+  if length > cfg.max_len:
+    raise ValueError(f"prompt + num_tokens = {length} exceeds model.max_len = {cfg.max_len}")
+  rng, z_rng = jax.random.split(rng)
+  if cfg.is_vae and z is None:
+    z = jax.random.normal(z_rng, (batch_size, cfg.latent_dim), jnp.float32)
+  if not cfg.is_vae and z is not None:
+    raise ValueError("z is only meaningful for model.mode 'vae' or 'vaegan'")
+  fn = _generate_fn(model, batch_size, prompt.shape[1], length, float(temperature), int(top_k),
+                    float(top_p), z is not None)
+  z = jnp.zeros((), jnp.float32) if z is None else jnp.asarray(z, jnp.float32)
+  return fn(variables["params"], jnp.asarray(prompt), z, rng)
+
+
+@functools.lru_cache(maxsize=8)
+def _encode_fn(model):
+  return jax.jit(lambda params, tokens: model.apply({"params": params}, tokens,
+                                                    method="encode")[0])
+
+
+def encode(model: MusicTransformer, variables, tokens):
+  """Posterior means [B, latent_dim] of token windows [B, T] (for interpolation)."""
+  return _encode_fn(model)(variables["params"], jnp.asarray(tokens, jnp.int32))
+
+
+def interpolate(z_a, z_b, steps: int):
+  """Straight-line path from z_a to z_b ([D] each) -> [steps, D]; decode with generate(z=...)."""
+  alpha = jnp.linspace(0.0, 1.0, steps)[:, None]
+  return (1.0 - alpha) * jnp.asarray(z_a)[None] + alpha * jnp.asarray(z_b)[None]
+
+
+def param_labels(params) -> dict:
+  """'generator' / 'discriminator' label tree for optax.multi_transform."""
+  return {name: jax.tree.map(lambda _: name, sub) for name, sub in params.items()}
