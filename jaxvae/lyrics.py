@@ -218,6 +218,7 @@ def embed_dataset(config, *, out: str, model: str, pooling: str, batch_size: int
 
   Returns a summary (counts, dim, seconds, the folder) and the clip ids without lyrics.
   """
+  model = os.fspath(model)  # a pathlib.Path (packaged models return one) is fine too
   start = time.time()
   items = store_lib.list_dataset(config)
   with_text = [it for it in items if it.lyrics and it.lyrics.strip()]

@@ -69,6 +69,23 @@ def test_rerun_of_a_finished_run_resumes_and_does_nothing(trained, tiny_override
   assert step_after == step_before
 
 
+def test_resume_with_changed_hyperparameters(tmp_path, trained, tiny_overrides):
+  """More epochs, a new learning rate and a new beta apply from the resumed step on."""
+  import shutil
+  workdir = tmp_path / "more"
+  shutil.copytree(trained, workdir)
+  changed = dict(tiny_overrides, **{"train.epochs": "3", "train.lr": "5e-4",
+                                    "kl.beta_end": "0.5"})
+  assert _cli(workdir, changed) == 0
+  rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  epochs = [r for r in rows if r.get("kind") == "epoch"]
+  assert [r["epoch"] for r in epochs] == [1, 2, 3]  # epochs 1-2 from before, one more now
+  assert epochs[1]["train/kl_weight"] == pytest.approx(1.0)
+  assert epochs[2]["train/kl_weight"] == pytest.approx(0.5)
+  step, _ = _params(str(workdir))
+  assert step == 6
+
+
 def test_eval_mode_writes_metrics(trained, tiny_overrides):
   assert _cli(trained, tiny_overrides, mode="eval") == 0
   metrics = json.load(open(os.path.join(trained, "eval", "metrics.json")))
