@@ -280,6 +280,15 @@ def load(spec: str, overrides: dict[str, str] | None = None) -> ml_collections.C
   return config
 
 
+def sibling(config_file: str, name: str, arg: str | None) -> ml_collections.ConfigDict:
+  """The config of another file in the same folder, unlocked, so a variant config can be
+  written as that config plus a few changes instead of a copy."""
+  module = _load_module(os.path.join(os.path.dirname(os.path.abspath(config_file)), name))
+  config = module.get_config(arg)
+  config.unlock()
+  return config
+
+
 def apply_preset(config: ml_collections.ConfigDict, arg: str | None, presets: dict) -> None:
   """Applies the preset named `arg` (a dict of dotted key -> value) to `config`."""
   if not arg:
