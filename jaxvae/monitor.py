@@ -134,10 +134,11 @@ def _latent_plot(run, state, writer, step, out_dir, limit: int = 512) -> None:
   from jaxvae import evaluate
   from jaxvae.data import pipeline
   ex = run.val_examples
-  sub = pipeline.Examples(ex.store, ex.indices[:limit], ex.normalize, ex.lyrics)
+  indices = ex.indices
+  if len(indices) < 32:  # too few validation clips for a readable map: add training clips
+    indices = np.concatenate([indices, run.train_examples.indices])
+  sub = pipeline.Examples(ex.store, indices[:limit], ex.normalize, ex.lyrics)
   latent = evaluate.encode_all(run, state, sub)["mu"]
-  if len(latent) < 5:
-    return
   labels = {k: ex.store.label_array(k)[sub.indices] for k in ex.store.label_values}
   image = analysis.plot_embedding_2d(latent, labels, ex.store.label_values,
                                      os.path.join(out_dir, "latent_tsne.png"), method="tsne",

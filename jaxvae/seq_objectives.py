@@ -5,11 +5,18 @@ Targets are `batch['tokens'][:, 1:]` (the model's logits are already shifted, se
 `batch['mask'] == 0` are left out. Token-level metrics (`nll`, `accuracy`) are means over
 the counted target tokens of the batch; everything is float32.
 
-Stage 3 (VAE-GAN) alternates two updates in one pure step (`vaegan_train_step`): the
+Stage 3 (VAE-GAN) makes one generator and one discriminator update per step: the
 discriminator sees real windows as one-hot rows and the generator's teacher-forced
 predictions as straight-through Gumbel-softmax samples, so the forward pass shows it a
 sequence of ids (like the real one) while the backward pass carries the adversarial gradient
 to the generator through the softmax (the original fed it sampled ids: no gradient).
+`vaegan_train_step` applies `vaegan_grads` with an optimizer per side; a single
+optax.multi_transform over `transformer.param_labels(params)` can apply them as well.
+
+GAN settings are read from `config.objective` with defaults: adv_weight (0.2),
+adv_weight_start (= adv_weight) and adv_ramp_steps (0: constant), fm_weight (1.0),
+r1_weight (1.0), gan_loss ('hinge' or 'ns'); and `config.model.gumbel_tau` (1.0).
+`objective.kl_scale` is described in `vae_objective`.
 """
 
 from __future__ import annotations
@@ -173,6 +180,13 @@ def adv_weight_fn(config) -> Callable:
       start + (end - start) * jnp.clip(step.astype(jnp.float32) / ramp, 0.0, 1.0))
 
 
+def _gan_kind(config) -> str:
+  kind = config.objective.get("gan_loss", "hinge")
+  if kind not in ("hinge", "ns"):
+    raise ValueError(f"config key 'objective.gan_loss' is {kind!r}: expected 'hinge' or 'ns'")
+  return kind
+
+
 def _disc_fn(model, disc_params, mask):
   return lambda x: model.apply({"params": {"discriminator": disc_params}}, x, mask,
                                method="discriminate")
@@ -189,7 +203,7 @@ def adversarial_terms(model, disc_params, logits, batch, gumbel_rng, config):
   weights = (batch["tokens"][:, 1:] != PAD).astype(jnp.float32)
   disc = _disc_fn(model, disc_params, weights)
   real_outs, fake_outs = disc(real), disc(fake)
-  adv = generator_adv_loss(fake_outs, batch["mask"], config.objective.get("gan_loss", "hinge"))
+  adv = generator_adv_loss(fake_outs, batch["mask"], _gan_kind(config))
   fm = feature_matching_loss(real_outs, fake_outs, batch["mask"])
   return adv, fm, real, fake, weights
 
@@ -214,7 +228,7 @@ def discriminator_terms(model, disc_params, real, fake, weights, batch, config):
   obj = config.objective
   disc = _disc_fn(model, disc_params, weights)
   real_outs, fake_outs = disc(real), disc(fake)
-  adv = discriminator_loss(real_outs, fake_outs, batch["mask"], obj.get("gan_loss", "hinge"))
+  adv = discriminator_loss(real_outs, fake_outs, batch["mask"], _gan_kind(config))
   r1_weight = float(obj.get("r1_weight", 1.0))
   r1 = r1_penalty(disc, real, batch["mask"]) if r1_weight > 0 else jnp.float32(0.0)
   d_real = sum(_mean(o["logits"], batch["mask"]) for o in real_outs) / len(real_outs)
@@ -223,50 +237,71 @@ def discriminator_terms(model, disc_params, real, fake, weights, batch, config):
   return loss, {"loss_d": loss, "adv_d": adv, "r1": r1, "d_real": d_real, "d_fake": d_fake}
 
 
+def vaegan_grads(model, params, batch, rngs, gumbel_rng, *, kl_weight, adv_weight, config):
+  """Both sides' gradients for one VAE-GAN step: (grads, metrics, generator loss).
+
+  `grads` = {'generator': d(generator loss), 'discriminator': d(discriminator loss)}. The
+  generator's is taken against the current discriminator; the discriminator's on the same
+  real windows and on the generator's samples, detached. Neither depends on the other's
+  update, so one generator update and one discriminator update can be applied together
+  (one optimizer with a part per side) or in turn, with the same result, and the
+  generator's forward pass runs once.
+  """
+  gen, disc = params["generator"], params["discriminator"]
+
+  def gen_loss(gen_params):
+    return generator_terms(model, {"generator": gen_params, "discriminator": disc}, batch,
+                           rngs, gumbel_rng, kl_weight=kl_weight, adv_weight=adv_weight,
+                           config=config)
+
+  (loss, (g_metrics, real, fake, weights)), g_grads = jax.value_and_grad(
+      gen_loss, has_aux=True)(gen)
+  fake = jax.lax.stop_gradient(fake)
+  (_, d_metrics), d_grads = jax.value_and_grad(
+      lambda p: discriminator_terms(model, p, real, fake, weights, batch, config),
+      has_aux=True)(disc)
+  metrics = {**g_metrics, **d_metrics, "grad_norm_g": optax.tree.norm(g_grads),
+             "grad_norm_d": optax.tree.norm(d_grads)}
+  return {"generator": g_grads, "discriminator": d_grads}, metrics, loss
+
+
+def _kl_weight(kl_fn, step, config):
+  return kl_fn(step) if kl_fn is not None else jnp.float32(config.kl.beta_end)
+
+
+_OPT = {"generator": "opt_gen", "discriminator": "opt_disc"}  # optimizer state per side
+
+
 def init_vaegan_state(params, tx_gen, tx_disc) -> dict:
-  """The step's state: {'step', 'params': {'generator', 'discriminator'}, 'opt_gen',
-  'opt_disc'}."""
+  """The state of `vaegan_train_step`: {'step', 'params': {'generator', 'discriminator'},
+  'opt_gen', 'opt_disc'}."""
   return {"step": jnp.int32(0), "params": params,
           "opt_gen": tx_gen.init(params["generator"]),
           "opt_disc": tx_disc.init(params["discriminator"])}
 
 
 def vaegan_train_step(model, tx_gen, tx_disc, config, kl_fn: Callable | None = None):
-  """Returns the pure `step(state, batch, rng) -> (state, metrics)` of stage 3.
-
-  One generator update (against the current discriminator), then one discriminator update
-  on the same real windows and the generator's (detached) samples, so the generator's
-  forward pass is run once. `rng` is the run's base key; the step number is folded in.
-  `kl_fn(step)` gives the KL weight (default: `config.kl.beta_end`).
-  """
+  """Returns the pure `step(state, batch, rng) -> (state, metrics)` of stage 3, with one
+  optimizer per side (state from `init_vaegan_state`). `rng` is the run's base key; the step
+  number is folded in. `kl_fn(step)` gives the KL weight (default `config.kl.beta_end`).
+  Each side's loss reaches its optimizer as `value` (for optax.contrib.reduce_on_plateau)."""
   adv_fn = adv_weight_fn(config)
+  txs = {"generator": optax.with_extra_args_support(tx_gen),
+         "discriminator": optax.with_extra_args_support(tx_disc)}
 
   def step(state, batch, rng):
-    key = jax.random.fold_in(rng, state["step"])
-    k_dropout, k_sample, k_vq, k_gumbel = jax.random.split(key, 4)
-    rngs = {"dropout": k_dropout, "sample": k_sample, "vq": k_vq}
-    kl_weight = kl_fn(state["step"]) if kl_fn else jnp.float32(config.kl.beta_end)
-    gen, disc = state["params"]["generator"], state["params"]["discriminator"]
-
-    def gen_loss(gen_params):
-      return generator_terms(model, {"generator": gen_params, "discriminator": disc}, batch,
-                             rngs, k_gumbel, kl_weight=kl_weight,
-                             adv_weight=adv_fn(state["step"]), config=config)
-
-    (_, (g_metrics, real, fake, weights)), g_grads = jax.value_and_grad(
-        gen_loss, has_aux=True)(gen)
-    g_updates, opt_gen = tx_gen.update(g_grads, state["opt_gen"], gen)
-    fake = jax.lax.stop_gradient(fake)
-    (_, d_metrics), d_grads = jax.value_and_grad(
-        lambda p: discriminator_terms(model, p, real, fake, weights, batch, config),
-        has_aux=True)(disc)
-    d_updates, opt_disc = tx_disc.update(d_grads, state["opt_disc"], disc)
-    new_state = {"step": state["step"] + 1,
-                 "params": {"generator": optax.apply_updates(gen, g_updates),
-                            "discriminator": optax.apply_updates(disc, d_updates)},
-                 "opt_gen": opt_gen, "opt_disc": opt_disc}
-    metrics = {**g_metrics, **d_metrics, "grad_norm_g": optax.tree.norm(g_grads),
-               "grad_norm_d": optax.tree.norm(d_grads)}
-    return new_state, metrics
+    keys = jax.random.split(jax.random.fold_in(rng, state["step"]), 4)
+    rngs = dict(zip(("dropout", "sample", "vq"), keys[:3]))
+    grads, metrics, gen_loss = vaegan_grads(
+        model, state["params"], batch, rngs, keys[3], config=config,
+        kl_weight=_kl_weight(kl_fn, state["step"], config), adv_weight=adv_fn(state["step"]))
+    losses = {"generator": gen_loss, "discriminator": metrics["loss_d"]}
+    params, opt = {}, {}
+    for side, tx in txs.items():
+      updates, opt[side] = tx.update(grads[side], state[_OPT[side]], state["params"][side],
+                                     value=losses[side])
+      params[side] = optax.apply_updates(state["params"][side], updates)
+    return {"step": state["step"] + 1, "params": params, "opt_gen": opt["generator"],
+            "opt_disc": opt["discriminator"]}, metrics
 
   return step

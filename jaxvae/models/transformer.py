@@ -32,12 +32,17 @@ O(T * (window + T / global_stride)), never T x T.
 Hierarchical latent (66 = 3 x 22 by default). Token positions are split into regions over
 `latent_span` positions (region of t = floor(t * R / latent_span), clipped to R - 1 so
 generation past the span stays in the last region):
-  global:   masked mean of the encoder states over the window -> 22;
-  regional: masked means over 8 regions, concatenated -> 22;
-  fine:     masked means over 32 regions, concatenated -> 22.
+  global:   masked mean of the encoder states over the window -> dense -> mu, logvar (22);
+  regional: masked means over 8 regions, concatenated [8 * d] -> dense -> mu, logvar (22);
+  fine:     masked means over 32 regions, concatenated [32 * d] -> dense -> mu, logvar (22).
+PAD positions take no part in attention or pooling. The encoder uses full bidirectional
+attention (it runs on training windows, 512 tokens in the seed).
 The decoder gets z as a per-position vector added to its token embeddings: a projection of
 the global code, plus row r(t) of the regional code projected to 8 vectors, plus row f(t)
 of the fine code projected to 32 vectors.
+
+Generation (`generate`) runs the decoder one token at a time against a full-length
+key/value cache inside one jitted `lax.fori_loop`; the window still applies.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -321,6 +326,9 @@ class TokenEmbed(nn.Module):
                           embedding_init=nn.initializers.normal(1.0))
 
   def __call__(self, tokens, positions):
+    if tokens.shape[1] > self.cfg.max_len:  # learned positions would silently clip
+      raise ValueError(f"a window of {tokens.shape[1]} tokens is longer than model.max_len "
+                       f"= {self.cfg.max_len}")
     x = self.embed(tokens) * jnp.asarray(math.sqrt(self.cfg.d_model), self.dtype)
     if self.cfg.positions == "learned":
       return x + self.pos(positions)[None]
@@ -573,49 +581,61 @@ def validate(config) -> None:
 # Inference helpers
 # ---------------------------------------------------------------------------------------------
 
-def sample_logits(logits, rng, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
-  """[B, V] float32 -> [B] ids. temperature 0 is greedy. PAD and START are never sampled:
-  neither can follow a token inside a piece."""
-  logits = logits.astype(jnp.float32).at[:, jnp.array([PAD, START])].set(-jnp.inf)
-  if temperature == 0.0:
-    return jnp.argmax(logits, -1).astype(jnp.int32)
+def sample_logits(logits, rng, temperature=1.0, top_k: int = 0, top_p=1.0):
+  """[B, V] logits -> [B] int32 ids. PAD and START are never drawn: neither can follow a
+  token inside a piece. `temperature` (0: greedy) and `top_p` (1: off) may be traced, so
+  one compiled generator serves every value; `top_k` (0: off) is static."""
+  logits = jnp.asarray(logits, jnp.float32).at[:, jnp.array([PAD, START])].set(-jnp.inf)
+  greedy = jnp.argmax(logits, -1)
   if top_k > 0:
     kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
     logits = jnp.where(logits < kth, -jnp.inf, logits)
-  if top_p < 1.0:
-    ordered = jnp.sort(logits, -1)[:, ::-1]
-    probs = jax.nn.softmax(ordered, -1)
-    before = jnp.cumsum(probs, -1) - probs  # mass of the more likely tokens
-    cutoff = jnp.min(jnp.where(before < top_p, ordered, jnp.inf), -1, keepdims=True)
-    logits = jnp.where(logits < cutoff, -jnp.inf, logits)
-  return jax.random.categorical(rng, logits / temperature, -1).astype(jnp.int32)
+  top_p = jnp.asarray(top_p, jnp.float32)
+  ordered = jnp.sort(logits, -1)[:, ::-1]
+  probs = jax.nn.softmax(ordered, -1)
+  before = jnp.cumsum(probs, -1) - probs  # mass of the more likely tokens
+  cutoff = jnp.min(jnp.where(before < top_p, ordered, jnp.inf), -1, keepdims=True)
+  logits = jnp.where((top_p < 1.0) & (logits < cutoff), -jnp.inf, logits)
+  temperature = jnp.asarray(temperature, jnp.float32)
+  sampled = jax.random.categorical(rng, logits / jnp.maximum(temperature, 1e-6), -1)
+  return jnp.where(temperature > 0.0, sampled, greedy).astype(jnp.int32)
+
+
+def init_cache(model: MusicTransformer, batch_size: int, length: int, z=None):
+  """Zeroed key/value caches for `length` positions (shapes only are traced, nothing runs)."""
+  shapes = jax.eval_shape(lambda: model.clone(decode=True).init(
+      jax.random.key(0), jnp.zeros((batch_size, length), jnp.int32), z,
+      method="decode_tokens"))
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])
+
+
+def decode_step(model: MusicTransformer, params, cache, tokens, z=None):
+  """Feeds tokens [B, 1] at the cache's position: (logits [B, 1, V], updated cache)."""
+  logits, updated = model.clone(decode=True).apply(
+      {"params": params, "cache": cache}, tokens, z, method="decode_tokens", mutable=["cache"])
+  return logits, updated["cache"]
 
 
 @functools.lru_cache(maxsize=32)
-def _generate_fn(model, batch_size, prompt_len, length, temperature, top_k, top_p, with_z):
+def _generate_fn(model, batch_size, prompt_len, length, top_k, with_z):
   """A jitted generator for one set of static arguments (cached: one compile per shape)."""
-  decoder = model.clone(decode=True)
 
-  def run(params, prompt, z, rng):
+  def run(params, prompt, z, rng, temperature, top_p):
     zs = z if with_z else None
-    shapes = jax.eval_shape(lambda: decoder.init(
-        jax.random.key(0), jnp.zeros((batch_size, length), jnp.int32), zs,
-        method="decode_tokens"))
-    cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])
+    cache = init_cache(model, batch_size, length, zs)
     tokens = jnp.zeros((batch_size, length), jnp.int32).at[:, :prompt_len].set(prompt)
 
     def body(i, carry):
       tokens, cache = carry
       current = jax.lax.dynamic_slice_in_dim(tokens, i, 1, axis=1)
-      logits, updated = decoder.apply({"params": params, "cache": cache}, current, zs,
-                                      method="decode_tokens", mutable=["cache"])
+      logits, cache = decode_step(model, params, cache, current, zs)
       chosen = sample_logits(logits[:, 0], jax.random.fold_in(rng, i), temperature, top_k,
                              top_p)
       # Inside the prompt the next token is given, not sampled.
       given = jax.lax.dynamic_slice_in_dim(tokens, i + 1, 1, axis=1)[:, 0]
       chosen = jnp.where(i + 1 < prompt_len, given, chosen)
       tokens = jax.lax.dynamic_update_slice_in_dim(tokens, chosen[:, None], i + 1, axis=1)
-      return tokens, updated["cache"]
+      return tokens, cache
 
     tokens, _ = jax.lax.fori_loop(0, length - 1, body, (tokens, cache))
     return tokens
@@ -637,6 +657,8 @@ def generate(model: MusicTransformer, variables, rng, *, num_tokens: int, batch_
   prompt = np.full((1, 1), START, np.int32) if prompt is None else np.asarray(prompt, np.int32)
   prompt = np.broadcast_to(np.atleast_2d(prompt), (batch_size, np.atleast_2d(prompt).shape[1]))
   length = prompt.shape[1] + num_tokens
+  if prompt.shape[1] == 0:
+    raise ValueError("the prompt is empty; start it with midi.START")
   if length > cfg.max_len:
     raise ValueError(f"prompt + num_tokens = {length} exceeds model.max_len = {cfg.max_len}")
   rng, z_rng = jax.random.split(rng)
@@ -644,10 +666,10 @@ def generate(model: MusicTransformer, variables, rng, *, num_tokens: int, batch_
     z = jax.random.normal(z_rng, (batch_size, cfg.latent_dim), jnp.float32)
   if not cfg.is_vae and z is not None:
     raise ValueError("z is only meaningful for model.mode 'vae' or 'vaegan'")
-  fn = _generate_fn(model, batch_size, prompt.shape[1], length, float(temperature), int(top_k),
-                    float(top_p), z is not None)
+  fn = _generate_fn(model, batch_size, prompt.shape[1], length, int(top_k), z is not None)
   z = jnp.zeros((), jnp.float32) if z is None else jnp.asarray(z, jnp.float32)
-  return fn(variables["params"], jnp.asarray(prompt), z, rng)
+  return fn(variables["params"], jnp.asarray(prompt), z, rng, jnp.float32(temperature),
+            jnp.float32(top_p))
 
 
 @functools.lru_cache(maxsize=8)
