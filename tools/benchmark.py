@@ -777,6 +777,7 @@ def main(argv=None) -> list[dict]:
            else run_isolated(model, framework, threads, args, _forwarded(argv)))
     records.append(rec)
   print(report(records))
+  print(json.dumps(records))  # the same records, machine-readable, on the last line
   if args.json:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w", encoding="utf-8") as f:
