@@ -231,6 +231,19 @@ def parse_value(text: str, current: Any) -> Any:
   return value
 
 
+def overrides_from_args(parser, tokens: list[str]) -> dict[str, str]:
+  """`--config.a.b=value` tokens left over by argparse -> {'a.b': 'value'}; anything else is
+  reported through `parser.error` (one line, exit status 2)."""
+  overrides = {}
+  for token in tokens:
+    if not token.startswith("--config.") or "=" not in token:
+      parser.error(f"unrecognized argument '{token}' (config overrides look like "
+                   "--config.train.epochs=3)")
+    key, value = token[len("--config."):].split("=", 1)
+    overrides[key] = value
+  return overrides
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]) -> None:
   """Sets `a.b=value` overrides on a locked config; unknown keys are errors."""
   for dotted, text in overrides.items():

@@ -29,14 +29,8 @@ def parse_args(argv: list[str]):
   parser.add_argument("--num_samples", type=int, default=4, help="generate: how many")
   parser.add_argument("--seed", type=int, default=0, help="generate: sampling seed")
   args, rest = parser.parse_known_args(argv)
-  overrides = {}
-  for token in rest:
-    if not token.startswith("--config.") or "=" not in token:
-      parser.error(f"unrecognized argument '{token}' (config overrides look like "
-                   "--config.train.epochs=3)")
-    key, value = token[len("--config."):].split("=", 1)
-    overrides[key] = value
-  return args, overrides
+  from jaxvae import config_lib  # light: no JAX import
+  return args, config_lib.overrides_from_args(parser, rest)
 
 
 def run(argv: list[str]) -> int:

@@ -59,14 +59,7 @@ def parse_args(argv: list[str]):
                  help="torch CPU threads (0: torch's default; 1 is often faster on a busy "
                       "2-core machine)")
   args, rest = p.parse_known_args(argv)
-  overrides = {}
-  for token in rest:
-    if not token.startswith("--config.") or "=" not in token:
-      p.error(f"unrecognized argument '{token}' (config overrides look like "
-              "--config.data.root=PATH)")
-    key, value = token[len("--config."):].split("=", 1)
-    overrides[key] = value
-  return args, overrides
+  return args, config_lib.overrides_from_args(p, rest)
 
 
 def report(summary: dict, missing_ids: list[str]) -> None:
