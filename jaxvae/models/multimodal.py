@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvae.config_lib import ConfigError
+from jaxvae.models import layers
 from jaxvae.models.vae import reparameterize
 from jaxvae.spec import DataSpec
 
@@ -62,6 +63,7 @@ class AudioDecoder(nn.Module):
   channels: Sequence[int]
   output_activation: str = "none"
   dtype: Any = jnp.float32
+  conv_transpose: str = "auto"  # layers.ConvTranspose impl
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool) -> jax.Array:
@@ -70,10 +72,12 @@ class AudioDecoder(nn.Module):
     x = nn.Dense(grid[0] * grid[1] * self.channels[-1], dtype=self.dtype)(z.astype(self.dtype))
     x = x.reshape(z.shape[0], *grid, self.channels[-1])
     for c in self.channels[-2::-1]:
-      x = nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(x)
+      x = layers.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,
+                               impl=self.conv_transpose)(x)
       x = nn.leaky_relu(nn.BatchNorm(use_running_average=not train, dtype=self.dtype,
                                      **_BN)(x), 0.2)
-    x = nn.ConvTranspose(1, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(x)
+    x = layers.ConvTranspose(1, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,
+                             impl=self.conv_transpose)(x)
     x = x[..., 0].astype(jnp.float32)
     if x.shape[1:] != tuple(self.input_shape):
       x = jax.image.resize(x, (x.shape[0], *self.input_shape), "bilinear")
@@ -170,6 +174,7 @@ class MultimodalVAE(nn.Module):
   attention_heads: int = 4
   output_activation: str = "none"
   dtype: Any = jnp.float32
+  conv_transpose: str = "auto"
 
   def setup(self):
     if self.fusion not in FUSIONS:
@@ -185,7 +190,7 @@ class MultimodalVAE(nn.Module):
     if self.fusion == "attention":
       self.attention = AttentionFusion(self.attention_dim, self.attention_heads, self.dtype)
     self.audio_decoder = AudioDecoder(self.input_shape, self.channels, self.output_activation,
-                                      self.dtype)
+                                      self.dtype, self.conv_transpose)
     self.lyrics_decoder = MLP(tuple(self.lyrics_hidden)[::-1], self.lyrics_dim, self.dtype)
 
   def _lyrics(self, batch) -> tuple[jax.Array, jax.Array]:
@@ -263,4 +268,5 @@ def build_multimodal_vae(model_config, spec: DataSpec, dtype: str = "float32") -
       attention_dim=model_config.get("attention_dim", 256),
       attention_heads=model_config.get("attention_heads", 4),
       output_activation=model_config.get("output_activation", "none"),
+      conv_transpose=model_config.get("conv_transpose", "auto"),
       dtype=jnp.dtype(dtype))

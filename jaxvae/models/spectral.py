@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae import features
+from jaxvae.models import layers
 from jaxvae.models.vae import _activate, _dtype, reparameterize
 from jaxvae.spec import DataSpec
 
@@ -47,6 +48,7 @@ class SpectralVAE(nn.Module):
   latent_dim: int = 16
   output_activation: str = "none"
   dtype: Any = jnp.float32
+  conv_transpose: str = "auto"  # layers.ConvTranspose impl
 
   def _grid(self) -> tuple[int, int]:
     n = len(self.channels)
@@ -62,8 +64,9 @@ class SpectralVAE(nn.Module):
     self.dec_dense = nn.Dense(grid[0] * grid[1] * self.channels[-1], dtype=self.dtype)
     out_channels = list(self.channels[-2::-1]) + [1]
     # 'SAME' with stride 2 doubles the grid exactly (PyTorch: padding 1, output_padding 1).
-    self.dec_convs = [nn.ConvTranspose(c, (3, 3), strides=(2, 2), padding="SAME",
-                                       dtype=self.dtype) for c in out_channels]
+    self.dec_convs = [layers.ConvTranspose(c, (3, 3), strides=(2, 2), padding="SAME",
+                                           dtype=self.dtype, impl=self.conv_transpose)
+                      for c in out_channels]
     self.dec_bns = [_batch_norm(self.dtype) for _ in out_channels[:-1]]
 
   def encode(self, batch, train: bool):
@@ -93,6 +96,7 @@ def build_spectral_vae(model_config, spec: DataSpec, dtype: str = "float32") -> 
   return SpectralVAE(input_shape=tuple(spec.input_shape), channels=tuple(model_config.channels),
                      latent_dim=model_config.latent_dim,
                      output_activation=model_config.get("output_activation", "none"),
+                     conv_transpose=model_config.get("conv_transpose", "auto"),
                      dtype=_dtype(dtype))
 
 

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxvae.models import layers
 from jaxvae.spec import DataSpec
 
 
@@ -55,6 +56,7 @@ class ConvVAE(nn.Module):
   cond_dim: int = 32
   output_activation: str = "none"
   dtype: Any = jnp.float32
+  conv_transpose: str = "auto"  # layers.ConvTranspose impl
 
   def setup(self):
     n = len(self.channels)
@@ -69,8 +71,9 @@ class ConvVAE(nn.Module):
     self.dec_dense = nn.Dense(self.dec_grid[0] * self.dec_grid[1] * self.channels[-1],
                               dtype=self.dtype)
     out_channels = list(self.channels[-2::-1]) + [1]
-    self.dec_convs = [nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME",
-                                       dtype=self.dtype) for c in out_channels]
+    self.dec_convs = [layers.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME",
+                                           dtype=self.dtype, impl=self.conv_transpose)
+                      for c in out_channels]
     self.dec_bns = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype)
                     for _ in out_channels[:-1]]
     if self.cond_label:
@@ -192,6 +195,7 @@ def build_conv_vae(model_config, spec: DataSpec, dtype: str = "float32") -> Conv
   return ConvVAE(input_shape=spec.input_shape, channels=tuple(model_config.channels),
                  latent_dim=model_config.latent_dim,
                  output_activation=model_config.get("output_activation", "none"),
+                 conv_transpose=model_config.get("conv_transpose", "auto"),
                  dtype=_dtype(dtype), **_cond_fields(model_config, spec))
 
 

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvae.models import layers
 from jaxvae.models import vq
 from jaxvae.models.vq import VectorQuantizer
 
@@ -79,14 +80,16 @@ class Decoder(nn.Module):
 
   channels: Sequence[int] = (64, 32, 16)
   dtype: Any = jnp.float32
+  conv_transpose: str = "auto"  # layers.ConvTranspose impl
 
   @nn.compact
   def __call__(self, z: jax.Array, out_hw: tuple[int, int], *, train: bool) -> jax.Array:
     x = nn.Conv(self.channels[0], (1, 1), dtype=self.dtype)(z.astype(self.dtype))
     x = _bn_relu(x, train, self.dtype)
     for features in self.channels[1:]:
-      x = nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                           transpose_kernel=True, dtype=self.dtype)(x)
+      x = layers.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                               transpose_kernel=True, dtype=self.dtype,
+                               impl=self.conv_transpose)(x)
       x = _bn_relu(x, train, self.dtype)
     x = _resize(x, out_hw)
     x = nn.Conv(1, (1, 1), dtype=self.dtype)(x)
@@ -109,6 +112,7 @@ class PuzzleVQVAE(nn.Module):
   init_scale: float = 0.1
   dead_code_threshold: float = 0.0
   dtype: Any = jnp.float32
+  conv_transpose: str = "auto"
 
   def setup(self):
     # setup (not compact) so that `encode` can reuse the encoder, e.g. to collect encoder
@@ -119,7 +123,7 @@ class PuzzleVQVAE(nn.Module):
         commitment_cost=self.commitment_cost, use_ema=self.use_ema, ema_decay=self.ema_decay,
         ema_eps=self.ema_eps, init_scale=self.init_scale,
         dead_code_threshold=self.dead_code_threshold, dtype=self.dtype)
-    self.decoder = Decoder(self.dec_channels, self.dtype)
+    self.decoder = Decoder(self.dec_channels, self.dtype, self.conv_transpose)
 
   def encode(self, batch: dict, *, train: bool = False) -> jax.Array:
     """Continuous encoder outputs float32 [B, grid_h, grid_w, code_dim]."""
@@ -166,6 +170,7 @@ def build_puzzle_vqvae(model_config, spec, dtype: str | None = None) -> PuzzleVQ
       init_scale=float(get("init_scale", 0.1)),
       dead_code_threshold=float(get("dead_code_threshold", 0.0)),
       dtype=jnp.dtype(dtype or get("dtype", "float32")),
+      conv_transpose=get("conv_transpose", "auto"),
   )
 
 
