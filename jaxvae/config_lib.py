@@ -41,6 +41,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "conv_vae"
+  # How conv decoders compute strided transposed convolutions (jaxvae/models/layers.py):
+  # 'auto' (a matmul form on CPU, lax.conv_transpose elsewhere), 'matmul' or 'lax'.
+  c.model.conv_transpose = "auto"
 
   c.objective = ml_collections.ConfigDict()
   c.objective.recon = "mse"  # 'mse' (Gaussian) or 'bce' (inputs in [0, 1]).
@@ -100,6 +103,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.midi.seq_len = 512
   c.data.midi.overlap = 128
   c.data.midi.transpose = ()  # extra transposed copies of training pieces, in semitones
+  c.data.midi.tempo_stretch = ()  # extra time-stretched copies of training pieces (1.1: slower)
+  c.data.midi.velocity_jitter = 0  # > 0: copies with each VELOCITY moved by up to this many bins
+  c.data.midi.velocity_copies = 1  # how many velocity-jittered copies (when velocity_jitter > 0)
+  c.data.midi.augment_seed = 0  # seeds the velocity jitter (builds are reproducible)
   c.data.midi.chorales = 350  # data.layout 'chorales': how many of music21's Bach chorales
   c.data.demo = ml_collections.ConfigDict()
   c.data.demo.clips_per_class = 20  # per (language, genre) pair.
@@ -107,12 +114,14 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.plots = "tsne,umap"  # 2-D latent plots in --mode=eval (umap needs umap-learn).
+  c.eval.num_generated = 8  # token models: pieces generated to compare with the data
 
   c.generate = ml_collections.ConfigDict()  # token models (--mode=generate)
   c.generate.num_tokens = 1024
   c.generate.temperature = 1.0
   c.generate.top_k = 0
   c.generate.top_p = 0.95
+  c.generate.interpolation_steps = 5  # --interpolate=a.mid,b.mid: points from a to b
 
   c.tune = ml_collections.ConfigDict()
   c.tune.space = ""  # e.g. "train.lr=loguniform(1e-5, 1e-2); model.latent_dim=int(8, 64)"
@@ -186,6 +195,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "data.feature", FEATURES)
   _choice(config, "data.example_mode", EXAMPLE_MODES)
   _choice(config, "data.scale", SCALES)
+  _choice(config, "model.conv_transpose", ("auto", "matmul", "lax"))
   for key in ("train.epochs", "train.batch_size", "train.lr", "data.sr", "data.n_fft",
               "data.hop_length", "data.n_mels", "data.seconds", "train.grad_accum_steps",
               "train.log_every_steps"):
