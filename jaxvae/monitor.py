@@ -85,6 +85,31 @@ class Writer:
     self.jsonl.close()
 
 
+class NullWriter(Writer):
+  """What processes other than 0 of a multi-host run log to: nothing."""
+
+  def __init__(self, workdir: str, config):  # pylint: disable=super-init-not-called
+    self.workdir, self.config = workdir, config
+
+  def scalars(self, step, values):
+    pass
+
+  def epoch(self, record):
+    pass
+
+  def image(self, tag, image, step):
+    pass
+
+  def histogram(self, tag, counts, step):
+    pass
+
+  def audio(self, tag, y, step, sr):
+    pass
+
+  def close(self):
+    pass
+
+
 def report(run, state, writer: Writer, step: int, epoch: int, n: int = 8) -> str:
   """The periodic listening/looking report, to TensorBoard and `DIR/reports/epoch_NNNN/`.
 

@@ -70,8 +70,9 @@ def create_state(model, make_tx, batch, config) -> tuple[TrainState, optax.Gradi
   tx = make_tx(params)
   scale = (dynamic_scale_lib.DynamicScale(scale=config.train.loss_scale_init)
            if config.dtype == "float16" else None)
+  # One compiled init instead of one small compile per optimizer-state leaf.
   state = TrainState(step=jnp.int32(0), params=params, model_state=variables,
-                     opt_state=tx.init(params), rng=rng, dynamic_scale=scale)
+                     opt_state=jax.jit(tx.init)(params), rng=rng, dynamic_scale=scale)
   return state, tx
 
 
@@ -183,9 +184,49 @@ class Run:
     return self.eval_steps[-1]
 
   def put(self, batch: dict) -> dict:
-    """Host batch -> a global array sharded over the `data` axis (multi-host safe)."""
-    return {k: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(v))
-            for k, v in batch.items()}
+    """Host batch -> a global array sharded over the `data` axis (multi-host safe).
+
+    `batch` is either this process's share (what `pipeline.train_iterator` yields: rows
+    batch_size / process_count) or the whole global batch, the same on every process (e.g.
+    `pipeline.eval_batches`); of a global batch each process contributes its own rows.
+    """
+    count, index = jax.process_count(), jax.process_index()
+    out = {}
+    for k, v in batch.items():
+      v = np.asarray(v)
+      if count > 1 and v.shape[0] == self.config.train.batch_size:
+        share = v.shape[0] // count
+        v = v[index * share:(index + 1) * share]
+      out[k] = jax.make_array_from_process_local_data(self.batch_sharding, v)
+    return out
+
+  def gather(self, tree):
+    """Device arrays (batch-sharded or replicated) -> numpy on every process."""
+    if jax.process_count() == 1:
+      return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def initialize_distributed() -> None:
+  """`jax.distributed.initialize()` for a multi-host run (`config.distributed=True`).
+
+  JAX finds the coordinator itself under SLURM, Open MPI and Kubernetes (with the
+  `kubernetes` package); elsewhere set JAX_COORDINATOR_ADDRESS (host:port of process 0) and
+  JAX_NUM_PROCESSES / JAX_PROCESS_ID, which this passes on.
+  """
+  kwargs = {}
+  for env, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+    if os.environ.get(env):
+      kwargs[arg] = int(os.environ[env])
+  jax.distributed.initialize(**kwargs)
+  logging.info("Process %d of %d; %d local / %d global devices", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def is_main_process() -> bool:
+  """Only process 0 writes logs, reports and run files; every process checkpoints."""
+  return jax.process_index() == 0
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:
@@ -382,23 +423,30 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True,
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   run = setup(config, progress=progress)
-  monitor.mark_workdir(workdir, config, run.store)
+  logging.info("Training on %d devices (%s, %d process(es)), global batch %d",
+               run.mesh.devices.size, jax.devices()[0].platform, jax.process_count(),
+               config.train.batch_size)
+  main_process = is_main_process()
+  if main_process:
+    monitor.mark_workdir(workdir, config, run.store)
   ckpts = ckpt_lib.Checkpoints(workdir, config.train.keep_checkpoints)
   iterator = pipeline.train_iterator(run.train_examples, config.train.batch_size,
-                                     config.seed, config)
+                                     config.seed, config, shard=jax.process_index(),
+                                     num_shards=jax.process_count())
   if ckpts.latest_step() is not None:
     state, meta = ckpts.restore_latest(run.state, iterator)
     logging.info("Resumed from step %d in %s", int(state.step), workdir)
   else:
     state = _weights_from(run, config) if config.init_from else run.state
     meta = _fresh_meta()
-  writer = monitor.Writer(workdir, config)
+  writer = (monitor.Writer if main_process else monitor.NullWriter)(workdir, config)
   try:
     state, meta = _loop(run, state, meta, iterator, ckpts, writer, progress, epoch_callback)
   finally:
     writer.close()
     ckpts.close()
-  monitor.finish(workdir, config, meta)
+  if main_process:
+    monitor.finish(workdir, config, meta)
   return meta
 
 
@@ -484,7 +532,8 @@ def _end_epoch(run, state, meta, rows, ckpts, writer, seconds):
                    meta["bad_epochs"])
   logging.info("epoch %d: train loss %.5g, val loss %.5g (best %.5g)", epoch,
                train_metrics.get("loss", float("nan")), val_loss, meta["best_val"])
-  if config.train.image_every_epochs and (epoch % config.train.image_every_epochs == 0
-                                          or epoch == 1):
+  # Reports decode and plot on one host; multi-host runs use --mode=eval/generate afterwards.
+  if config.train.image_every_epochs and jax.process_count() == 1 and (
+      epoch % config.train.image_every_epochs == 0 or epoch == 1):
     monitor.report(run, state, writer, step, epoch)
   return meta

@@ -14,6 +14,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 
 import numpy as np
 import soundfile as sf
@@ -143,7 +144,9 @@ def ensure_corpus(cache_dir: str, *, seconds: float, sr: int, clips_per_class: i
   manifest = os.path.join(root, "manifest.csv")
   if os.path.exists(manifest):
     return manifest
-  tmp = root + ".tmp"
+  # Per-process temporary folder: several processes (hosts of one run, parallel tests) may
+  # write the same corpus at once; the first to finish publishes it.
+  tmp = f"{root}.tmp{os.getpid()}"
   os.makedirs(os.path.join(tmp, "audio"), exist_ok=True)
   os.makedirs(os.path.join(tmp, "lyrics"), exist_ok=True)
   rows = []
@@ -164,5 +167,10 @@ def ensure_corpus(cache_dir: str, *, seconds: float, sr: int, clips_per_class: i
     writer.writerows(rows)
   with open(os.path.join(tmp, "params.json"), "w") as f:
     json.dump(params, f)
-  os.replace(tmp, root)  # atomic: a half-written corpus is never mistaken for a whole one.
+  try:
+    os.replace(tmp, root)  # atomic: a half-written corpus is never mistaken for a whole one.
+  except OSError:
+    if not os.path.exists(manifest):
+      raise
+    shutil.rmtree(tmp, ignore_errors=True)  # another process published it first
   return manifest

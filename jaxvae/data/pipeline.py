@@ -92,10 +92,23 @@ def steps_per_epoch(examples: Examples, batch_size: int) -> int:
   return len(examples) // batch_size
 
 
-def train_iterator(examples: Examples, batch_size: int, seed: int, config):
-  """An endless iterator of shuffled full batches, reshuffled each epoch; checkpointable."""
-  ds = (grain.MapDataset.source(examples).seed(seed).shuffle()
-        .batch(batch_size, drop_remainder=True).repeat(None))
+def train_iterator(examples: Examples, batch_size: int, seed: int, config, *, shard: int = 0,
+                   num_shards: int = 1):
+  """An endless iterator of shuffled full batches, reshuffled each epoch; checkpointable.
+
+  Multi-host: every process shuffles with the same seed, keeps the epoch's first
+  steps x batch_size examples, and takes every `num_shards`-th from position `shard`, in
+  batches of batch_size / num_shards: process p's k-th batch is its share of the same global
+  batch k, disjoint from the others', and every process has the same number of steps.
+  """
+  if batch_size % num_shards:
+    raise readers.DataError(f"train.batch_size {batch_size} does not divide over "
+                            f"{num_shards} processes")
+  used = steps_per_epoch(examples, batch_size) * batch_size
+  ds = grain.MapDataset.source(examples).seed(seed).shuffle()[:used]
+  if num_shards > 1:
+    ds = ds[shard::num_shards]
+  ds = ds.batch(batch_size // num_shards, drop_remainder=True).repeat(None)
   options = grain.ReadOptions(num_threads=config.data.read_threads,
                               prefetch_buffer_size=config.data.prefetch)
   return ds.to_iter_dataset(read_options=options).__iter__()
