@@ -10,6 +10,18 @@ Progressive training, each stage in its own workdir, initialized from the previo
       --workdir=/tmp/mt3 --config.stage=3 --config.init_from=/tmp/mt2
   python -m jaxvae.main --config=configs/music_transformer_vaegan.py:small \\
       --workdir=/tmp/mt3 --config.stage=3 --mode=generate --num_samples=2
+  python -m jaxvae.main --config=configs/music_transformer_vaegan.py:small \\
+      --workdir=/tmp/mt3 --config.stage=3 --mode=generate --interpolate=a.mid,b.mid
+  python -m jaxvae.main --config=configs/music_transformer_vaegan.py:small \\
+      --workdir=/tmp/mt3 --config.stage=3 --mode=eval
+
+Generation: `--mode=generate` writes DIR/generate/sample_XX.mid (prior samples in stages 2
+and 3); with `--interpolate=a.mid,b.mid` (stages 2 and 3) it encodes the first window of each
+file, decodes generate.interpolation_steps latents on the line between them to
+DIR/generate/interp_XX.mid and describes the endpoints in interp.json. `--mode=eval` writes
+DIR/eval/metrics.json: validation token NLL / perplexity, and statistics (pitch-class
+histogram, note density, polyphony, pitch range, note length) of eval.num_generated generated
+pieces against the validation windows, with their distances (jaxvae/music_stats.py).
 
 Stage 1: decoder-only causal transformer; 2: hierarchical-latent VAE (66 = 3 x 22), KL
 annealed with free bits; 3: VAE-GAN with a multi-scale discriminator on Gumbel-softmax token
@@ -19,6 +31,13 @@ your MIDI folder with --config.data.layout=folder --config.data.root=DIR, or MAE
 data.layout=maestro. Presets: '' (the original's size: d_model 256, 4 layers, 4 heads, seq 512
 with overlap 128), quick_test, speed_test (seq 2048, sliding attention), high_quality,
 small (2-core CPU).
+
+Augmentation: extra copies of each training piece (validation is never augmented), each one
+transformation of the original, as Music Transformer does: transposed by -2, -1, +1, +2
+semitones (data.midi.transpose), time-stretched by 0.95 and 1.05 (data.midi.tempo_stretch;
+> 1 is slower), and one copy (data.midi.velocity_copies) with every VELOCITY token moved by
+up to 1 bin of 4 (data.midi.velocity_jitter; seeded by data.midi.augment_seed): 8 windows
+per training window. The `small` preset turns all of them off.
 """
 
 from jaxvae import config_lib
@@ -71,6 +90,9 @@ def get_config(arg=None):
   config.data.midi.seq_len = 512
   config.data.midi.overlap = 128
   config.data.midi.transpose = (-2, -1, 1, 2)
+  config.data.midi.tempo_stretch = (0.95, 1.05)
+  config.data.midi.velocity_jitter = 1
+  config.data.midi.velocity_copies = 1
   config.data.val_fraction = 0.1
 
   config.train.epochs = 50
@@ -93,7 +115,8 @@ def get_config(arg=None):
                        "data.midi.seq_len": 1024, "data.midi.overlap": 256,
                        "train.epochs": 200, "train.batch_size": 32},
       "small": {"data.midi.chorales": 24, "data.midi.seq_len": 128, "data.midi.overlap": 32,
-                "data.midi.transpose": (), "model.d_model": 64, "model.num_layers": 2,
+                "data.midi.transpose": (), "data.midi.tempo_stretch": (),
+                "data.midi.velocity_jitter": 0, "model.d_model": 64, "model.num_layers": 2,
                 "model.num_heads": 4, "model.d_ff": 128, "model.enc_layers": 1,
                 "model.disc_dim": 32, "model.disc_layers": 1, "train.epochs": 4,
                 "train.batch_size": 8, "train.warmup_steps": 10, "train.log_every_steps": 5,

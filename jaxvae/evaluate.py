@@ -1,6 +1,12 @@
 """`--mode=eval`: validation metrics of the best checkpoint, and how well the latent space
 clusters by each label (k-means / GMM; silhouette, ARI, NMI, purity, Hungarian accuracy),
 next to a PCA + k-means baseline on the raw features, with t-SNE plots and a projector dump.
+
+Token models (`data.kind=midi`) get instead: validation token NLL and perplexity, and the
+statistics of `eval.num_generated` generated pieces (`generate.num_tokens` each, from the prior
+in VAE stages) against those of the validation windows (`jaxvae.music_stats`), in
+`DIR/eval/metrics.json` as {"step", "val", "generated", "data", "distance", "generation"}, in
+TensorBoard under `eval/`, and the generated pieces as `DIR/eval/samples/sample_XX.mid`.
 """
 
 from __future__ import annotations
@@ -9,12 +15,13 @@ import json
 import logging
 import os
 
-import jax
 import numpy as np
 
 from jaxvae import analysis
 from jaxvae import checkpoint as ckpt_lib
+from jaxvae import music_stats
 from jaxvae import train
+from jaxvae.config_lib import ConfigError
 from jaxvae.data import pipeline
 
 
@@ -23,8 +30,8 @@ def encode_all(run, state, examples) -> dict[str, np.ndarray]:
   keep = {"mu", "z", "recon", "assignments"}
   chunks: dict[str, list] = {}
   for batch in pipeline.eval_batches(examples, run.config.train.batch_size):
-    outputs = jax.device_get({k: v for k, v in run.forward(state, run.put(batch)).items()
-                              if k in keep})
+    outputs = run.gather({k: v for k, v in run.forward(state, run.put(batch)).items()
+                          if k in keep})
     real = batch["mask"] > 0
     for k, v in outputs.items():
       chunks.setdefault(k, []).append(np.asarray(v)[real])
@@ -46,11 +53,82 @@ def restore(run, workdir):
   return state, meta
 
 
+def _data_windows(run) -> np.ndarray:
+  """The validation split's token windows, without augmented copies."""
+  rows = run.store.manifest["examples"]
+  keep = [i for i in run.val_examples.indices if not rows[i].get("augment")]
+  return np.asarray(run.store.features[np.asarray(keep, np.int64)])
+
+
+def _tb_scalars(music: dict) -> dict[str, float]:
+  out = {f"eval/val_{k}": music["val"][k] for k in ("nll", "ppl", "accuracy")
+         if k in music["val"]}
+  for name in ("generated", "data"):
+    out |= {f"eval/{name}_{k}": v for k, v in music[name].items()
+            if k in music_stats.SCALARS and v is not None}
+  out |= {f"eval/distance_{k}": v for k, v in music["distance"].items()
+          if isinstance(v, float)}
+  return out
+
+
+def _fmt(v) -> str:
+  return "n/a" if v is None else f"{v:.3f}"
+
+
+def _print_music(results: dict) -> None:
+  val, gen, data, dist = (results[k] for k in ("val", "generated", "data", "distance"))
+  print(f"val: nll {val['nll']:.4f}  ppl {val['ppl']:.2f}  "
+        f"accuracy {_fmt(val.get('accuracy'))}")
+  print(f"generated ({gen['pieces']} pieces, {gen['empty']} empty) vs data "
+        f"({data['pieces']} validation windows):")
+  for k in music_stats.SCALARS:
+    print(f"  {k:<14} {_fmt(gen[k]):>8} vs {_fmt(data[k]):>8}  "
+          f"overlap {_fmt(dist['overlap_area'][k])}")
+  print(f"  pitch classes: JS {_fmt(dist['pitch_class_js'])}  "
+        f"L1 {_fmt(dist['pitch_class_l1'])}")
+
+
+def run_eval_midi(run, state, workdir: str) -> int:
+  """Token NLL / perplexity and generated-vs-data music statistics (see the module doc)."""
+  from jaxvae import generate
+  from jaxvae import monitor
+  config = run.config
+  n = config.eval.num_generated
+  out_dir = os.path.join(workdir, "eval")
+  val = train.evaluate(run, state, run.val_examples)
+  val["ppl"] = float(np.exp(val["nll"]))  # of the mean NLL, not a mean of per-batch ppl
+  generated = generate.sample_tokens(run, state, config, n, config.seed)
+  files = generate.write_midi(generated, os.path.join(out_dir, "samples"))
+  results = {"step": int(state.step), "val": val,
+             **music_stats.compare(list(generated), list(_data_windows(run))),
+             "generation": {"num_generated": n, "num_tokens": config.generate.num_tokens,
+                            "latent": "prior" if run.model.cfg.is_vae else "none",
+                            "temperature": config.generate.temperature,
+                            "top_k": config.generate.top_k, "top_p": config.generate.top_p,
+                            "seed": config.seed, "files": files},
+             "note": "pitch-class histograms are duration-weighted; drum notes excluded"}
+  with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
+    json.dump(results, f, indent=2)
+  writer = monitor.Writer(workdir, config)
+  try:
+    writer.scalars(int(state.step), _tb_scalars(results))
+  finally:
+    writer.close()
+  _print_music(results)
+  print(f"wrote {os.path.join(out_dir, 'metrics.json')}")
+  return 0
+
+
 def run_eval(config, workdir: str) -> int:
+  n = config.eval.num_generated
+  if config.data.kind == "midi" and (not isinstance(n, int) or n < 1):
+    raise ConfigError(f"config key 'eval.num_generated' is {n!r}; expected an integer >= 1")
   run = train.setup(config)
   state, meta = restore(run, workdir)
   out_dir = os.path.join(workdir, "eval")
   os.makedirs(out_dir, exist_ok=True)
+  if config.data.kind == "midi":
+    return run_eval_midi(run, state, workdir)
   results = {"step": int(state.step), "val": train.evaluate(run, state, run.val_examples)}
   # Every original clip (augmented copies would count clips twice in the clustering).
   everything = pipeline.Examples(run.store, run.store.indices(augmented=False),

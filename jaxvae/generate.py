@@ -1,6 +1,11 @@
 """`--mode=generate`: new spectrograms from the prior, optionally conditioned on a label
 value, written as `.npy`, PNG, and Griffin-Lim audio (WAV) under `DIR/generate/`.
 
+Token models write MIDI instead: `sample_XX.mid` (+ the tokens as `.npy`) sampled with the
+KV-cached sampler (from the prior in VAE stages), or with `--interpolate=a.mid,b.mid` (stages 2
+and 3) `interp_XX.mid` decoded from `generate.interpolation_steps` latents on the line between
+the posterior means of the two files' first windows, described in `interp.json`.
+
 Also `features_to_audio`, the one path from a model's (normalized) output back to sound,
 used by reports too.
 """
@@ -74,31 +79,105 @@ def sample(run, state, config, condition: str | None, n: int, seed: int) -> np.n
       v, z, b, False, method=run.model.decode))(variables, z, batch))
 
 
-def generate_midi(run, state, config, out_dir: str, num_samples: int, seed: int) -> list[str]:
-  """Samples token sequences with the KV-cached sampler and writes them as .mid files."""
-  from jaxvae import midi
+def sample_tokens(run, state, config, num_samples: int, seed: int, z=None) -> np.ndarray:
+  """int32 [num_samples, 1 + generate.num_tokens]: START, then sampled ids (prior z in VAE
+  stages unless `z` is given)."""
   from jaxvae.models import transformer
   g = config.generate
-  tokens = transformer.generate(run.model, {"params": state.params}, jax.random.PRNGKey(seed),
-                                num_tokens=g.num_tokens, batch_size=num_samples,
-                                temperature=g.temperature, top_k=g.top_k, top_p=g.top_p)
-  tokens = np.asarray(tokens)
+  return np.asarray(transformer.generate(
+      run.model, {"params": state.params}, jax.random.PRNGKey(seed), num_tokens=g.num_tokens,
+      batch_size=num_samples, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, z=z))
+
+
+def write_midi(tokens: np.ndarray, out_dir: str, prefix: str = "sample") -> list[str]:
+  """Each token row -> `out_dir/<prefix>_XX.mid` and its tokens as `.npy`."""
+  from jaxvae import midi
+  os.makedirs(out_dir, exist_ok=True)
   paths = []
   for i, seq in enumerate(tokens):
-    path = os.path.join(out_dir, f"sample_{i:02d}.mid")
+    path = os.path.join(out_dir, f"{prefix}_{i:02d}.mid")
     midi.decode(seq).write(path)
-    np.save(path[:-4] + ".npy", seq.astype(np.int32))
+    np.save(path[:-4] + ".npy", np.asarray(seq, np.int32))
     paths.append(path)
   return paths
 
 
+def generate_midi(run, state, config, out_dir: str, num_samples: int, seed: int) -> list[str]:
+  """Samples token sequences with the KV-cached sampler and writes them as .mid files."""
+  return write_midi(sample_tokens(run, state, config, num_samples, seed), out_dir)
+
+
+def _first_windows(paths: list[str], config) -> np.ndarray:
+  """int32 [len(paths), seq_len]: each file's first window, framed as in the token store."""
+  from jaxvae import midi
+  m = config.data.midi
+  try:
+    return np.stack([midi.windows(midi.encode(p), m.seq_len, m.overlap)[0] for p in paths])
+  except midi.MidiError as e:
+    raise ConfigError(f"--interpolate: {e}") from None
+
+
+def _check_latent(run, config) -> None:
+  if not run.model.cfg.is_vae:
+    raise ConfigError(f"--interpolate needs a latent space, but config key 'stage' is "
+                      f"{config.model.stage} (the plain transformer); use a stage 2 or 3 run")
+
+
+def _interpolation_paths(interpolate: str, config) -> list[str]:
+  """The two files of `--interpolate`, checked (with the settings) before any work."""
+  if config.data.kind != "midi":
+    raise ConfigError("--interpolate is for MIDI models (config key 'data.kind' is "
+                      f"'{config.data.kind}')")
+  steps = config.generate.interpolation_steps
+  if not isinstance(steps, int) or steps < 2:
+    raise ConfigError(f"config key 'generate.interpolation_steps' is {steps!r}; expected an "
+                      "integer >= 2")
+  paths = [p.strip() for p in interpolate.split(",")]
+  if len(paths) != 2 or not all(paths):
+    raise ConfigError(f"--interpolate={interpolate!r}: expected two MIDI files, "
+                      "'a.mid,b.mid'")
+  _first_windows(paths, config)  # a missing or broken file
+  return paths
+
+
+def interpolate_midi(run, state, config, paths: list[str], out_dir: str, seed: int) -> dict:
+  """Decodes points on the line between the latents of two MIDI files; returns the record
+  written to `interp.json`."""
+  from jaxvae.models import transformer
+  _check_latent(run, config)
+  steps = config.generate.interpolation_steps
+  windows = _first_windows(paths, config)
+  z_ends = np.asarray(transformer.encode(run.model, {"params": state.params}, windows))
+  z = transformer.interpolate(z_ends[0], z_ends[1], steps)
+  files = write_midi(sample_tokens(run, state, config, steps, seed, z=z), out_dir, "interp")
+  g = config.generate
+  record = {"a": paths[0], "b": paths[1], "steps": steps,
+            "alpha": np.linspace(0.0, 1.0, steps).tolist(), "files": files,
+            "z_a": z_ends[0].tolist(), "z_b": z_ends[1].tolist(),
+            "num_tokens": g.num_tokens, "temperature": g.temperature, "top_k": g.top_k,
+            "top_p": g.top_p, "seed": seed, "step": int(state.step)}
+  with open(os.path.join(out_dir, "interp.json"), "w", encoding="utf-8") as f:
+    json.dump(record, f, indent=2)
+  return record
+
+
 def run_generate(config, workdir: str, condition: str | None = None, num_samples: int = 4,
-                 seed: int = 0) -> int:
+                 seed: int = 0, interpolate: str | None = None) -> int:
+  if interpolate is not None:
+    paths = _interpolation_paths(interpolate, config)
   run = train.setup(config)
+  if interpolate is not None:
+    _check_latent(run, config)
   state, _ = evaluate_lib.restore(run, workdir)
   if config.data.kind == "midi":
     out_dir = os.path.join(workdir, "generate")
     os.makedirs(out_dir, exist_ok=True)
+    if interpolate is not None:
+      record = interpolate_midi(run, state, config, paths, out_dir, seed)
+      print(f"wrote {record['steps']} interpolation steps from {paths[0]} to {paths[1]} "
+            f"(|z_b - z_a| = {np.linalg.norm(np.subtract(record['z_b'], record['z_a'])):.3f}) "
+            f"to {out_dir}")
+      return 0
     paths = generate_midi(run, state, config, out_dir, num_samples, seed)
     print(f"wrote {len(paths)} MIDI files to {out_dir}")
     return 0

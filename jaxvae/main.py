@@ -28,7 +28,12 @@ def parse_args(argv: list[str]):
                       help="generate: the label value to condition on (e.g. --condition=rock)")
   parser.add_argument("--num_samples", type=int, default=4, help="generate: how many")
   parser.add_argument("--seed", type=int, default=0, help="generate: sampling seed")
+  parser.add_argument("--interpolate", default=None, metavar="A.mid,B.mid",
+                      help="generate (MIDI, stage 2 or 3): decode generate.interpolation_steps "
+                           "latents from the first window of A to that of B -> interp_XX.mid")
   args, rest = parser.parse_known_args(argv)
+  if args.interpolate is not None and args.mode != "generate":
+    parser.error("--interpolate is an option of --mode=generate")
   from jaxvae import config_lib  # light: no JAX import
   return args, config_lib.overrides_from_args(parser, rest)
 
@@ -48,8 +53,8 @@ def run(argv: list[str]) -> int:
   try:
     config = config_lib.load(args.config, overrides)
     if config.distributed:
-      import jax
-      jax.distributed.initialize()
+      from jaxvae import train
+      train.initialize_distributed()
     os.makedirs(args.workdir, exist_ok=True)
     if args.clear:
       modes.clear(args.workdir)
@@ -64,7 +69,7 @@ def run(argv: list[str]) -> int:
     if args.mode == "generate":
       from jaxvae import generate
       return generate.run_generate(config, args.workdir, args.condition, args.num_samples,
-                                   args.seed)
+                                   args.seed, args.interpolate)
     if args.mode == "tune":
       from jaxvae import tune
       return tune.run_tune(config, args.workdir, args.config, overrides)

@@ -1,5 +1,6 @@
-"""Seed 001 end to end: MIDI folder -> token store (a broken file counted), progressive
-stages 1 -> 2 -> 3 each initialized from the previous workdir, and MIDI generation."""
+"""Seed 001 end to end: MIDI folder -> token store (a broken file counted, training pieces
+augmented), progressive stages 1 -> 2 -> 3 each initialized from the previous workdir, MIDI
+generation from the prior and between two files' latents, and eval's music statistics."""
 
 import json
 import os
@@ -8,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from test_train import _cli
 
 pretty_midi = pytest.importorskip("pretty_midi")
@@ -17,7 +19,9 @@ TINY = {"data.midi.seq_len": "48", "data.midi.overlap": "8", "model.d_model": "3
         "model.enc_layers": "1", "model.disc_dim": "16", "model.disc_layers": "1",
         "model.disc_scales": "(1, 2)", "model.latent_regions": "4",
         "model.latent_fine_regions": "8", "train.batch_size": "4", "train.epochs": "1",
-        "train.max_steps": "2", "generate.num_tokens": "24", "data.val_fraction": "0.3"}
+        "train.max_steps": "2", "generate.num_tokens": "24", "data.val_fraction": "0.3",
+        # As many as --num_samples below: one compiled sampler serves all three.
+        "eval.num_generated": "3", "generate.interpolation_steps": "3"}
 
 
 def _piece(path, seed):
@@ -27,7 +31,7 @@ def _piece(path, seed):
   t = 0.0
   for _ in range(40):
     d = float(rng.choice([0.25, 0.5]))
-    inst.notes.append(pretty_midi.Note(int(rng.integers(50, 80)), int(rng.integers(40, 110)),
+    inst.notes.append(pretty_midi.Note(int(rng.integers(40, 110)), int(rng.integers(50, 80)),
                                        t, t + d))
     t += d
   pm.instruments.append(inst)
@@ -65,11 +69,102 @@ def test_progressive_stages_and_generation(tmp_path, midi_folder, cache_dir):
   info = json.load(open(tmp_path / "stage1" / "jaxvae_run.json"))["data"]
   assert info["bad_files"] == 1 and info["bad"][0]["clip_id"] == "slow/broken.mid"
   assert _cli(previous, overrides | {"stage": "3"}, mode="generate", config=cfg,
-              extra=["--num_samples=2"]) == 0
+              extra=["--num_samples=3"]) == 0
   out = previous / "generate"
   tokens = np.load(out / "sample_01.npy")
   assert tokens.shape == (25,) and tokens.min() >= 0 and tokens.max() < 774
   pretty_midi.PrettyMIDI(str(out / "sample_00.mid"))  # a readable MIDI file
+
+  # Eval: token NLL / perplexity and generated-vs-data statistics.
+  assert _cli(previous, overrides | {"stage": "3"}, mode="eval", config=cfg) == 0
+  m = json.load(open(previous / "eval" / "metrics.json"))
+  assert m["step"] == 2 and np.isfinite(m["val"]["nll"])
+  assert m["val"]["ppl"] == pytest.approx(np.exp(m["val"]["nll"])) and m["val"]["ppl"] > 1
+  data, gen = m["data"], m["generated"]
+  assert data["pieces"] > 0 and data["empty"] == 0
+  assert sum(data["pitch_class_histogram"]) == pytest.approx(1.0)
+  assert data["polyphony"] >= 1 and data["note_density"] > 0 and data["pitch_range"] > 0
+  assert gen["pieces"] == 3 and len(m["generation"]["files"]) == 3
+  if gen["empty"] < gen["pieces"]:  # an untrained model may emit no note at all
+    assert 0 <= m["distance"]["pitch_class_js"] <= 1
+    assert 0 <= m["distance"]["overlap_area"]["polyphony"] <= 1
+  else:
+    assert m["distance"]["pitch_class_js"] is None
+
+  # Interpolation between two files' latents.
+  a, b = (os.path.join(midi_folder, f) for f in ("fast/fast_0.mid", "slow/slow_1.mid"))
+  assert _cli(previous, overrides | {"stage": "3"}, mode="generate", config=cfg,
+              extra=[f"--interpolate={a},{b}"]) == 0
+  record = json.load(open(out / "interp.json"))
+  assert record["a"] == a and record["steps"] == 3 and record["alpha"] == [0.0, 0.5, 1.0]
+  assert not np.allclose(record["z_a"], record["z_b"]) and len(record["z_a"]) == 66
+  for k in range(3):
+    assert np.load(out / f"interp_{k:02d}.npy").shape == (25,)
+    pretty_midi.PrettyMIDI(str(out / f"interp_{k:02d}.mid"))
+  missing = f"--interpolate={a},{tmp_path / 'nope.mid'}"
+  assert _cli(previous, overrides | {"stage": "3"}, mode="generate", config=cfg,
+              extra=[missing]) == 1
+  assert _cli(tmp_path / "stage1", overrides | {"stage": "1"}, mode="generate", config=cfg,
+              extra=[f"--interpolate={a},{b}"]) == 1
+
+
+def _store(cache, midi_folder, **overrides):
+  from jaxvae import config_lib
+  from jaxvae.data import tokens
+  base = {"data.layout": "folder", "data.root": midi_folder, "data.cache_dir": str(cache),
+          "data.midi.seq_len": "48", "data.midi.overlap": "8", "data.val_fraction": "0.3"}
+  config = config_lib.load(os.path.join(ROOT, "configs", "music_transformer_vaegan.py:small"),
+                           base | overrides)
+  return tokens.build(config, progress=False)
+
+
+def test_token_store_tempo_and_velocity_augmentation(tmp_path, midi_folder):
+  from jaxvae import midi
+  from jaxvae.config_lib import ConfigError
+  plain = _store(tmp_path, midi_folder)
+  aug_overrides = {"data.midi.tempo_stretch": "(0.5, 2.0)", "data.midi.velocity_jitter": "2",
+                   "data.midi.velocity_copies": "2"}
+  aug = _store(tmp_path, midi_folder, **aug_overrides)
+  assert aug.path != plain.path  # the augmentation is part of the store's key
+  rows = aug.manifest["examples"]
+  # Validation windows and the training originals are untouched; 4 copies of each training one.
+  n_train = len(plain.indices("train"))
+  assert len(plain.indices("validation")) > 0 and n_train > 0
+  assert len(aug.features) == len(plain.features) + 4 * n_train
+  np.testing.assert_array_equal(aug.features[aug.indices("validation")],
+                                plain.features[plain.indices("validation")])
+  np.testing.assert_array_equal(aug.features[aug.indices("train", augmented=False)],
+                                plain.features[plain.indices("train")])
+  assert all(rows[i]["augment"] is None for i in aug.indices("validation"))
+
+  def copy_of(clip, record):
+    return aug.features[[i for i, r in enumerate(rows)
+                         if r["clip_id"] == clip and r["augment"] == record]]
+
+  train_clips = sorted({r["clip_id"] for r in rows if r["split"] == "train"})
+  for record in ({"tempo_stretch": 0.5}, {"tempo_stretch": 2.0},
+                 {"velocity_jitter": 2, "copy": 0}, {"velocity_jitter": 2, "copy": 1}):
+    assert sorted({r["clip_id"] for r in rows if r["augment"] == record}) == train_clips
+  clip = train_clips[0]
+  orig = copy_of(clip, None)[0]
+  v = midi.DEFAULT
+
+  def seconds(window):
+    shift = (window >= v.time_shift_offset) & (window < v.velocity_offset)
+    return np.sum(window[shift] - v.time_shift_offset + 1) * v.step_s
+
+  assert seconds(copy_of(clip, {"tempo_stretch": 2.0})[0]) == pytest.approx(2 * seconds(orig))
+  is_vel = (orig >= v.velocity_offset) & (orig < v.sustain_offset)
+  jit0 = copy_of(clip, {"velocity_jitter": 2, "copy": 0})[0]
+  jit1 = copy_of(clip, {"velocity_jitter": 2, "copy": 1})[0]
+  np.testing.assert_array_equal(jit0[~is_vel], orig[~is_vel])
+  assert np.abs(jit0[is_vel] - orig[is_vel]).max() <= 2 and np.any(jit0 != orig)
+  assert np.any(jit0 != jit1)
+  # Seeded: a fresh build gives the same windows.
+  again = _store(tmp_path / "again", midi_folder, **aug_overrides)
+  np.testing.assert_array_equal(np.asarray(again.features), np.asarray(aug.features))
+  with pytest.raises(ConfigError, match="data.midi.tempo_stretch"):
+    _store(tmp_path, midi_folder, **{"data.midi.tempo_stretch": "(0.0,)"})
 
 
 def test_chorales_corpus_is_offline(tmp_path, cache_dir):

@@ -2,10 +2,19 @@
 
 Like the feature store, a token store is a folder keyed by a hash of the tokenizer settings
 and the file list: `tokens.npy` (int32 [N, seq_len], PAD-filled) and `manifest.json` (one row
-per window: piece, window index, split, transposition, labels; every bad MIDI file with its
+per window: piece, window index, split, augmentation, labels; every bad MIDI file with its
 reason). Layouts: `folder` (.mid/.midi searched recursively, sub-folder names as labels),
 `maestro` (the csv's midi_filename and split), `chorales` (music21's bundled Bach chorales,
 converted once into the cache: the built-in corpus).
+
+Augmentation adds whole copies of each *training* piece (validation pieces are never
+augmented), each copy one transformation of the original, recorded in its rows' `augment`
+(null for the original): `{"transpose": s}` for each of `data.midi.transpose`,
+`{"tempo_stretch": f}` for each of `data.midi.tempo_stretch` (f > 1 is slower;
+`midi.stretch_tempo`), and `data.midi.velocity_copies` copies `{"velocity_jitter": j, "copy":
+k}` when `data.midi.velocity_jitter` = j > 0 (every VELOCITY token moved by up to j bins;
+`midi.jitter_velocity`, seeded by `data.midi.augment_seed`, the piece and the copy, so a
+build is reproducible and independent of file order).
 """
 
 from __future__ import annotations
@@ -16,16 +25,18 @@ import json
 import logging
 import os
 import shutil
+import zlib
 
 import numpy as np
 import tqdm
 
 from jaxvae import midi
+from jaxvae.config_lib import ConfigError
 from jaxvae.data import readers
 from jaxvae.data import store as store_lib
 
 MIDI_EXTENSIONS = (".mid", ".midi")
-TOKEN_STORE_VERSION = 1
+TOKEN_STORE_VERSION = 2
 
 
 def ensure_chorales(cache_dir: str, limit: int) -> str:
@@ -93,8 +104,19 @@ def _maestro_midi(root: str) -> list[readers.Item]:
 
 def token_params(config) -> dict:
   d = config.data
-  return {"seq_len": d.midi.seq_len, "overlap": d.midi.overlap,
-          "transpose": list(d.midi.transpose), "vocab": midi.DEFAULT.size,
+  m = d.midi
+  stretch = [float(f) for f in m.tempo_stretch]
+  if any(not f > 0 for f in stretch):
+    raise ConfigError(f"config key 'data.midi.tempo_stretch' is {tuple(m.tempo_stretch)!r}; "
+                      "expected factors > 0 (1.1 = 10% slower)")
+  for key in ("velocity_jitter", "velocity_copies"):
+    if not isinstance(m[key], int) or m[key] < (key == "velocity_copies"):
+      raise ConfigError(f"config key 'data.midi.{key}' is {m[key]!r}; expected an integer "
+                        f">= {int(key == 'velocity_copies')}")
+  return {"seq_len": m.seq_len, "overlap": m.overlap, "transpose": list(m.transpose),
+          "tempo_stretch": stretch, "velocity_jitter": m.velocity_jitter,
+          "velocity_copies": m.velocity_copies if m.velocity_jitter else 0,
+          "augment_seed": m.augment_seed, "vocab": midi.DEFAULT.size,
           "split": {"val_fraction": d.val_fraction, "seed": d.split_seed},
           "version": TOKEN_STORE_VERSION}
 
@@ -110,14 +132,25 @@ def build(config, *, progress: bool = True):
   return open_store(path)
 
 
-def _windows_of(tokens, split, params):
-  """The piece's windows, plus transposed copies for training pieces."""
-  out = [(0, midi.windows(tokens, params["seq_len"], params["overlap"]))]
+def _augmented(tokens, clip_id, params):
+  """(record, tokens) of each augmented copy of a training piece (see the module doc)."""
+  for shift in params["transpose"]:
+    yield {"transpose": shift}, midi.transpose(tokens, shift)
+  for factor in params["tempo_stretch"]:
+    yield {"tempo_stretch": factor}, midi.stretch_tempo(tokens, factor)
+  for k in range(params["velocity_copies"]):
+    rng = np.random.default_rng([params["augment_seed"], zlib.crc32(clip_id.encode()), k])
+    yield ({"velocity_jitter": params["velocity_jitter"], "copy": k},
+           midi.jitter_velocity(tokens, rng, params["velocity_jitter"]))
+
+
+def _windows_of(tokens, split, params, clip_id):
+  """The piece's windows, plus augmented copies for training pieces."""
+  copies = [(None, tokens)]
   if split == "train":
-    for shift in params["transpose"]:
-      out.append((shift, midi.windows(midi.transpose(tokens, shift), params["seq_len"],
-                                      params["overlap"])))
-  return out
+    copies += list(_augmented(tokens, clip_id, params))
+  return [(record, midi.windows(t, params["seq_len"], params["overlap"]))
+          for record, t in copies]
 
 
 def _write(config, items, params, key, path, progress) -> None:
@@ -130,9 +163,9 @@ def _write(config, items, params, key, path, progress) -> None:
                   "action": "skipped"})
       continue
     split = store_lib._split_of(item, config.data.val_fraction, config.data.split_seed)  # pylint: disable=protected-access
-    for shift, win in _windows_of(tokens, split, params):
+    for record, win in _windows_of(tokens, split, params, item.clip_id):
       arrays.append(win)
-      rows += [{"clip_id": item.clip_id, "segment": k, "augment": shift, "split": split,
+      rows += [{"clip_id": item.clip_id, "segment": k, "augment": record, "split": split,
                 "labels": dict(item.labels), "bad": None} for k in range(len(win))]
   if not rows:
     raise readers.DataError(f"no usable MIDI file among {len(items)} ({len(bad)} bad)")
