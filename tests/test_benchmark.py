@@ -256,3 +256,16 @@ def test_jobs_expand_frameworks_and_threads():
   assert got[:5] == [("conv_vae", "jax", 0), ("conv_vae", "torch", 1), ("conv_vae", "torch", 2),
                      ("conv_vae", "torch.compile", 1), ("conv_vae", "torch.compile", 2)]
   assert len(got) == 10
+
+
+def test_transformer_model_flops_follow_the_palm_formula():
+  from conftest import load_config
+  config = load_config("music_transformer_vaegan.py:small", {})
+  # d 64, 2 layers, d_ff 128, vocab 774: 6 x (2 x (4 d^2 + 2 d d_ff) + d V) + 12 L d (T+1)/2.
+  per_token = 6 * (2 * (4 * 64 * 64 + 2 * 64 * 128) + 64 * 774) + 12 * 2 * 64 * 64.5
+  assert benchmark.transformer_model_flops(config, 128) == per_token
+  sliding = load_config("music_transformer_vaegan.py:small",
+                        {"model.attention": "sliding", "model.window": "16"})
+  assert benchmark.transformer_model_flops(sliding, 128) == per_token - 12 * 2 * 64 * (64.5 - 16)
+  assert benchmark.peak_tflops("gpu:NVIDIA H100 80GB HBM3", "bfloat16", 0.0) == 989.0
+  assert benchmark.peak_tflops("cpu", "float32", 0.0) is None

@@ -5,6 +5,8 @@
     python tools/benchmark.py --models conv_vae --batch-size 4 --steps 5    # seed size, 63.6 M
     python tools/benchmark.py --models music_transformer --batch-size 8 --threads 1,2
     python tools/benchmark.py --models all --preset small --frameworks jax
+    python tools/benchmark.py --models music_transformer --preset high_quality --dtype bfloat16 \
+        --frameworks jax --generate-tokens 1024          # MFU at a large preset, sampling speed
 
 `--models` takes config names (`configs/<name>.py`); `music_transformer` is short for
 `music_transformer_vaegan` (stage 1, the causal LM, unless `--override stage=2`).
@@ -23,6 +25,15 @@ so that peak memory is that model's and the frameworks' thread pools never compe
                    of its wall time spent blocked in next().
   peak_mem_bytes   the device's peak (GPU) where it reports one, else the process's peak RSS
                    (`peak_mem_kind` says which).
+  xla_flops_per_step, xla_tflops_per_s
+                   XLA's cost analysis of the compiled step (all ops, recomputation included)
+                   and the rate it runs at.
+  model_flops_per_step, mfu
+                   the stage-1 transformer's model FLOPs (PaLM / MaxText: 6 N per token plus
+                   12 L d x attended keys) and model FLOPs utilization, against --peak-tflops
+                   or a table of known GPUs (H100, H200, A100); hfu is XLA's count over peak.
+  generate_tokens_per_s
+                   with --generate-tokens N: the KV-cached sampler, N tokens x batch.
   profile          with --profile: the ops that take the step's time (jax.profiler trace /
                    torch.profiler) and, for JAX, XLA's FLOP count of the step.
 
@@ -97,6 +108,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--threads", default="0",
                  help="torch threads, or a comma-separated list to time each "
                       "(0 = os.cpu_count())")
+  p.add_argument("--peak-tflops", type=float, default=0.0,
+                 help="the device's peak dense TFLOP/s for MFU (0: a table of known GPUs "
+                      "for bfloat16/float32; none for CPUs)")
+  p.add_argument("--generate-tokens", type=int, default=0,
+                 help="token models: also time KV-cached sampling of this many tokens")
   p.add_argument("--profile", action="store_true", help="add the top ops of the step")
   p.add_argument("--profile-steps", type=int, default=3, help="steps traced by --profile")
   p.add_argument("--trace-dir", default="", help="keep the --profile traces here")
@@ -344,7 +360,8 @@ class JaxStepper:
     self.jax = jax
     self.batch_size = int(config.train.batch_size)
     start = now()
-    self.compiled = train.build(config, spec, first_batch(examples, self.batch_size),
+    self.example_batch = first_batch(examples, self.batch_size)
+    self.compiled = train.build(config, spec, self.example_batch,
                                 steps_per_epoch=100, total_steps=10_000)
     self.build_s = now() - start
     self.state = self.compiled.state
@@ -438,9 +455,94 @@ def run_jax(model: str, args) -> dict:
   except Exception as e:  # a variant that cannot build from synthetic data is reported
     raise Skip(f"train.build failed: {type(e).__name__}: {e}") from None
   rec = measure(stepper, examples, config, args)
+  rec.update(flops_record(stepper, config, shape, rec["samples_per_s"], args))
+  if args.generate_tokens and is_token_model(config):
+    rec.update(generation_record(stepper, args.generate_tokens))
   import jax
   return dict(rec, **base_record(model, "jax", config, shape, stepper), mode="jax",
               build_s=stepper.build_s, framework_version=jax.__version__)
+
+
+# Peak dense TFLOP/s per device (NVIDIA datasheets, SXM parts; float32 means TF32 tensor
+# cores, which XLA uses for float32 matmuls at default precision).
+PEAK_TFLOPS = {"H100": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
+               "H200": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
+               "A100": {"bfloat16": 312.0, "float16": 312.0, "float32": 156.0}}
+
+
+def peak_tflops(device: str, dtype: str, override: float) -> float | None:
+  if override:
+    return override
+  for name, peaks in PEAK_TFLOPS.items():
+    if name in device:
+      return peaks.get(dtype)
+  return None
+
+
+def transformer_model_flops(config, seq_len: int) -> float:
+  """Training FLOPs per token of the causal LM, the PaLM / MaxText way: 6 x (non-embedding
+  parameters, plus the tied output projection) + 12 x layers x d_model x attended keys, where a
+  causal token attends to (T + 1) / 2 keys on average, or to at most `window` (sliding)."""
+  m = config.model
+  d, layers, ff, vocab = int(m.d_model), int(m.num_layers), int(m.d_ff), int(m.vocab_size)
+  per_layer = 4 * d * d + 2 * d * ff
+  keys = (seq_len + 1) / 2
+  if m.attention == "sliding":
+    keys = min(keys, int(m.window))
+  return 6.0 * (layers * per_layer + d * vocab) + 12.0 * layers * d * keys
+
+
+def flops_record(stepper, config, shape, samples_per_s: float, args) -> dict:
+  """XLA's FLOP count of one train step (what the hardware executes) and, for the stage-1
+  transformer, the model FLOPs behind MFU; utilization where the device's peak is known."""
+  out = {}
+  try:
+    cost = stepper.compiled.train_step.lower(
+        stepper.state, stepper.put(stepper.example_batch)).cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    if cost and cost.get("flops"):
+      out["xla_flops_per_step"] = float(cost["flops"])
+  except Exception as e:  # cost analysis is best effort; it never fails a benchmark
+    out["flops_error"] = f"{type(e).__name__}: {e}"
+  steps_per_s = samples_per_s / stepper.batch_size
+  peak = peak_tflops(stepper.device, config.dtype, args.peak_tflops)
+  if "xla_flops_per_step" in out:
+    out["xla_tflops_per_s"] = out["xla_flops_per_step"] * steps_per_s / 1e12
+  if is_token_model(config) and int(config.get("stage", 1)) == 1:
+    seq = int(shape[-1])
+    model_flops = transformer_model_flops(config, seq) * seq * stepper.batch_size
+    out["model_flops_per_step"] = model_flops
+    out["model_tflops_per_s"] = model_flops * steps_per_s / 1e12
+  if peak:
+    per_device = peak * stepper.num_devices
+    out["peak_tflops"] = per_device
+    if "model_tflops_per_s" in out:
+      out["mfu"] = out["model_tflops_per_s"] / per_device
+    if "xla_tflops_per_s" in out:
+      out["hfu"] = out["xla_tflops_per_s"] / per_device
+  return out
+
+
+def generation_record(stepper, num_tokens: int) -> dict:
+  """Tokens/s of the KV-cached sampler (jaxvae.models.transformer.generate) at the train
+  batch size: compile excluded, the best of two timed runs."""
+  import jax
+  from jaxvae.models import transformer
+  model, params = stepper.compiled.model, {"params": stepper.state.params}
+  num_tokens = min(num_tokens, int(model.cfg.max_len) - 1)
+  run = lambda seed: jax.block_until_ready(transformer.generate(
+      model, params, jax.random.PRNGKey(seed), num_tokens=num_tokens,
+      batch_size=stepper.batch_size, top_p=0.95))
+  start = now()
+  run(0)
+  compile_s = now() - start
+  times = []
+  for seed in (1, 2):
+    start = now()
+    run(seed)
+    times.append(now() - start)
+  return {"generate_tokens": num_tokens, "generate_compile_s": compile_s,
+          "generate_tokens_per_s": num_tokens * stepper.batch_size / min(times)}
 
 
 def pool_size(config) -> int:
@@ -697,6 +799,29 @@ def ratios(records: list[dict]) -> list[str]:
   return out
 
 
+def efficiency_lines(records: list[dict]) -> list[str]:
+  """Achieved TFLOP/s (XLA's count; the transformer's model FLOPs), MFU where the device's
+  peak is known, and sampling speed."""
+  out = []
+  for r in records:
+    if r.get("skipped") or r["framework"] != "jax":
+      continue
+    parts = []
+    if "xla_tflops_per_s" in r:
+      parts.append(f"{r['xla_flops_per_step'] / 1e9:.1f} GFLOP/step (XLA), "
+                   f"{r['xla_tflops_per_s'] * 1e3:.1f} GFLOP/s")
+    if "model_tflops_per_s" in r:
+      parts.append(f"model {r['model_tflops_per_s'] * 1e3:.1f} GFLOP/s")
+    if "mfu" in r:
+      parts.append(f"MFU {100 * r['mfu']:.1f} % of {r['peak_tflops']:g} TFLOP/s")
+    if "generate_tokens_per_s" in r:
+      parts.append(f"sampling {r['generate_tokens_per_s']:.0f} tokens/s "
+                   f"({r['generate_tokens']} tokens x batch {r['batch_size']})")
+    if parts:
+      out.append(f"{r['model']} ({r['dtype']}): " + "; ".join(parts))
+  return out
+
+
 def seed004_line(records: list[dict]) -> list[str]:
   """The seed-004 run (5 epochs x 50,000 clips in 54 min) at the measured JAX step rate."""
   out = []
@@ -733,7 +858,8 @@ def report(records: list[dict]) -> str:
   parts = [table(records)]
   notes = [f"skipped {r['model']} / {r.get('mode', r['framework'])}: {r['skipped']}"
            for r in records if r.get("skipped")]
-  for block in (ratios(records), seed004_line(records), profile_lines(records), notes):
+  for block in (ratios(records), efficiency_lines(records), seed004_line(records),
+                profile_lines(records), notes):
     if block:
       parts.append("\n".join(block))
   return "\n\n".join(parts)
