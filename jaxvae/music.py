@@ -42,6 +42,10 @@ def validate(config) -> None:
     raise ConfigError(f"config key 'stage' is {config.model.stage!r}; expected 1, 2 or 3")
   if config.data.kind != "midi":
     raise ConfigError("config key 'data.kind' must be 'midi' for model 'music_transformer'")
+  if int(config.model.stage) == 3 and config.dtype == "float16":
+    # The alternating generator/discriminator step has no dynamic loss scaling.
+    raise ConfigError("config key 'dtype' is 'float16', which stage 3 (VAE-GAN) does not "
+                      "support; use bfloat16 or float32")
   transformer.validate(config)
 
 

@@ -26,10 +26,16 @@ def test_preset_and_override_types():
     ({"train.epochs": "many"}, "config key 'train.epochs': cannot use 'many'"),
     ({"model.name": "nope"}, "config key 'model.name' is 'nope'; expected one of"),
     ({"train": "1"}, "config key 'train' is a group"),
+    ({"model.conv_transpose": "fft"}, "config key 'model.conv_transpose' is 'fft'"),
 ])
 def test_bad_config_names_the_key(overrides, message):
   with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(")):
     load_config("conv_vae.py:small", overrides)
+
+
+def test_float16_vaegan_is_refused():
+  with pytest.raises(config_lib.ConfigError, match="config key 'dtype' is 'float16'"):
+    load_config("music_transformer_vaegan.py:small", {"stage": "3", "dtype": "float16"})
 
 
 def test_unknown_preset():

@@ -22,10 +22,15 @@ def _batch(shape, n=3, labels=None):
 
 
 def _init_apply(model, batch, train_mode=False):
-  variables = train.init_variables(model, batch, jax.random.PRNGKey(1))
-  rngs = train.step_rngs(jax.random.PRNGKey(2), jnp.int32(0))
+  """Jitted init + apply: one compile each instead of one per primitive (eager)."""
+  variables = jax.jit(lambda b: train.init_variables(model, b, jax.random.PRNGKey(1)))(batch)
   mutable = [k for k in variables if k != "params"] if train_mode else False
-  out = model.apply(variables, batch, train=train_mode, rngs=rngs, mutable=mutable)
+
+  def apply(variables, batch):
+    rngs = train.step_rngs(jax.random.PRNGKey(2), jnp.int32(0))
+    return model.apply(variables, batch, train=train_mode, rngs=rngs, mutable=mutable)
+
+  out = jax.jit(apply)(variables, batch)
   return variables, out[0] if train_mode else out
 
 
