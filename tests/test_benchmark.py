@@ -267,5 +267,10 @@ def test_transformer_model_flops_follow_the_palm_formula():
   sliding = load_config("music_transformer_vaegan.py:small",
                         {"model.attention": "sliding", "model.window": "16"})
   assert benchmark.transformer_model_flops(sliding, 128) == per_token - 12 * 2 * 64 * (64.5 - 16)
+  hier = load_config("music_transformer_vaegan.py:small", {"model.attention": "hierarchical",
+                                                           "model.window": "16",
+                                                           "model.global_stride": "8"})
+  assert benchmark.transformer_model_flops(hier, 128) == (
+      per_token - 12 * 2 * 64 * (64.5 - 16 - 112 ** 2 / (2 * 128 * 8)))
   assert benchmark.peak_tflops("gpu:NVIDIA H100 80GB HBM3", "bfloat16", 0.0) == 989.0
   assert benchmark.peak_tflops("cpu", "float32", 0.0) is None

@@ -482,13 +482,16 @@ def peak_tflops(device: str, dtype: str, override: float) -> float | None:
 def transformer_model_flops(config, seq_len: int) -> float:
   """Training FLOPs per token of the causal LM, the PaLM / MaxText way: 6 x (non-embedding
   parameters, plus the tied output projection) + 12 x layers x d_model x attended keys, where a
-  causal token attends to (T + 1) / 2 keys on average, or to at most `window` (sliding)."""
+  causal token attends to (T + 1) / 2 keys on average, at most `window` (sliding), or that plus
+  the global keys before its window (hierarchical)."""
   m = config.model
   d, layers, ff, vocab = int(m.d_model), int(m.num_layers), int(m.d_ff), int(m.vocab_size)
   per_layer = 4 * d * d + 2 * d * ff
   keys = (seq_len + 1) / 2
-  if m.attention == "sliding":
+  if m.attention in ("sliding", "hierarchical"):
     keys = min(keys, int(m.window))
+  if m.attention == "hierarchical":  # + the strided global keys outside the window, on average
+    keys += max(0, seq_len - int(m.window)) ** 2 / (2 * seq_len * int(m.global_stride))
   return 6.0 * (layers * per_layer + d * vocab) + 12.0 * layers * d * keys
 
 
