@@ -93,10 +93,11 @@ def make_train_step(model, tx, objective, kl_fn, config) -> Callable:
   def train_step(state: TrainState, batch):
     rngs = step_rngs(state.rng, state.step)
     kl_weight = kl_fn(state.step)
-    batch = augment.maybe_spec_mask(rngs.pop("augment"), batch, config)
+    # Spec masking is on the model's input only: the objective reconstructs the clean batch.
+    inputs = augment.maybe_spec_mask(rngs.pop("augment"), batch, config)
 
     def loss_fn(params):
-      outputs, new_model_state = _apply(model, params, state.model_state, batch, True, rngs)
+      outputs, new_model_state = _apply(model, params, state.model_state, inputs, True, rngs)
       loss, metrics = objective(outputs, batch, kl_weight=kl_weight, config=config)
       return loss, (metrics, new_model_state)
 

@@ -224,3 +224,33 @@ def test_maybe_spec_mask_follows_the_config_and_returns_a_new_dict():
   step = jax.jit(lambda key, b: augment.maybe_spec_mask(
       key, b, ml_collections.ConfigDict({"data": {"augment": section}}))["x"])
   chex.assert_trees_all_close(step(jax.random.key(0), batch), on["x"])
+
+
+def test_train_step_masks_the_input_but_reconstructs_the_clean_batch():
+  import flax.linen as nn
+  import optax
+  from jaxvae import train
+
+  class Identity(nn.Module):  # recon = input * w, w = 1: a perfect copy of what it is given
+    @nn.compact
+    def __call__(self, batch, train=False):
+      w = self.param("w", nn.initializers.ones, ())
+      return {"recon": batch["x"] * w}
+
+  def objective(outputs, batch, *, kl_weight, config):
+    loss = jnp.mean((outputs["recon"] - batch["x"]) ** 2)
+    return loss, {"loss": loss}
+
+  config = ml_collections.ConfigDict({
+      "seed": 0, "dtype": "float32", "train": {"loss_scale_init": 1.0},
+      "data": {"augment": dict(spec_mask=True, time_masks=2, time_width=0.3, freq_masks=2,
+                               freq_width=0.3)}})
+  batch = {"x": _batch() + 3.0, "mask": jnp.ones(16)}  # offset: masked zeros differ from x
+  state, tx = train.create_state(Identity(), lambda p: optax.sgd(0.0), batch, config)
+  step = jax.jit(train.make_train_step(Identity(), tx, objective, lambda s: 0.0, config))
+  _, metrics = step(state, batch)
+  assert float(metrics["loss"]) > 0.1  # the masked bins count against the clean target
+  config.data.augment.spec_mask = False
+  _, metrics = jax.jit(train.make_train_step(Identity(), tx, objective, lambda s: 0.0,
+                                             config))(state, batch)
+  assert float(metrics["loss"]) == 0.0
