@@ -28,61 +28,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxvae.config_lib import ConfigError
-from jaxvae.models import layers
-from jaxvae.models.vae import reparameterize
+from jaxvae.models.vae import ConvVAE, reparameterize
 from jaxvae.spec import DataSpec
 
 FUSIONS = ("concat", "poe", "attention")
 
 NO_LYRICS_MESSAGE = ("multimodal_vae needs lyrics embeddings: set config key "
                      "data.lyrics_embeddings (make them with tools/embed_lyrics.py)")
-
-# PyTorch BatchNorm defaults, as in ConvVAE, so the audio path behaves like the conv VAE's.
-_BN = dict(momentum=0.9, epsilon=1e-5)
-
-
-class AudioEncoder(nn.Module):
-  """[B, H, W] -> [B, F]: ConvVAE's strided conv stack, flattened (F = C * H/2^n * W/2^n)."""
-  channels: Sequence[int]
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = x.astype(self.dtype)[..., None]
-    for c in self.channels:
-      x = nn.Conv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype)(x)
-      x = nn.leaky_relu(nn.BatchNorm(use_running_average=not train, dtype=self.dtype,
-                                     **_BN)(x), 0.2)
-    return x.reshape(x.shape[0], -1)
-
-
-class AudioDecoder(nn.Module):
-  """z -> [B, H, W] float32: ConvVAE's mirrored transposed convs, resized to the input when
-  H or W is not a multiple of 2^n (1292 frames -> 1288 -> 1292)."""
-  input_shape: tuple[int, int]
-  channels: Sequence[int]
-  output_activation: str = "none"
-  dtype: Any = jnp.float32
-  conv_transpose: str = "auto"  # layers.ConvTranspose impl
-
-  @nn.compact
-  def __call__(self, z: jax.Array, train: bool) -> jax.Array:
-    n = len(self.channels)
-    grid = (self.input_shape[0] // 2**n, self.input_shape[1] // 2**n)
-    x = nn.Dense(grid[0] * grid[1] * self.channels[-1], dtype=self.dtype)(z.astype(self.dtype))
-    x = x.reshape(z.shape[0], *grid, self.channels[-1])
-    for c in self.channels[-2::-1]:
-      x = layers.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,
-                               impl=self.conv_transpose)(x)
-      x = nn.leaky_relu(nn.BatchNorm(use_running_average=not train, dtype=self.dtype,
-                                     **_BN)(x), 0.2)
-    x = layers.ConvTranspose(1, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,
-                             impl=self.conv_transpose)(x)
-    x = x[..., 0].astype(jnp.float32)
-    if x.shape[1:] != tuple(self.input_shape):
-      x = jax.image.resize(x, (x.shape[0], *self.input_shape), "bilinear")
-    return jax.nn.sigmoid(x) if self.output_activation == "sigmoid" else x
-
 
 class MLP(nn.Module):
   """Dense + LayerNorm + GELU per hidden layer, then an optional linear output layer.
@@ -180,7 +132,11 @@ class MultimodalVAE(nn.Module):
     if self.fusion not in FUSIONS:
       raise ConfigError(f"config key 'model.fusion' is {self.fusion!r}; expected one of "
                         f"{', '.join(FUSIONS)}")
-    self.audio_encoder = AudioEncoder(self.channels, self.dtype)
+    # The audio side is ConvVAE's conv stacks (its `features` / `decode_features`; its
+    # Gaussian heads are never called, so they hold no parameters here).
+    self.audio = ConvVAE(input_shape=tuple(self.input_shape), channels=tuple(self.channels),
+                         latent_dim=self.latent_dim, output_activation=self.output_activation,
+                         dtype=self.dtype, conv_transpose=self.conv_transpose)
     self.lyrics_encoder = MLP(self.lyrics_hidden, dtype=self.dtype)
     if self.fusion == "poe":
       self.audio_head = GaussianHead(self.latent_dim, self.dtype)
@@ -189,8 +145,6 @@ class MultimodalVAE(nn.Module):
       self.head = GaussianHead(self.latent_dim, self.dtype)
     if self.fusion == "attention":
       self.attention = AttentionFusion(self.attention_dim, self.attention_heads, self.dtype)
-    self.audio_decoder = AudioDecoder(self.input_shape, self.channels, self.output_activation,
-                                      self.dtype, self.conv_transpose)
     self.lyrics_decoder = MLP(tuple(self.lyrics_hidden)[::-1], self.lyrics_dim, self.dtype)
 
   def _lyrics(self, batch) -> tuple[jax.Array, jax.Array]:
@@ -210,7 +164,7 @@ class MultimodalVAE(nn.Module):
   def posterior(self, batch, train: bool) -> dict[str, jax.Array]:
     """mu and logvar of q(z | audio, lyrics), plus each expert's for 'poe'."""
     lyrics, has = self._lyrics(batch)
-    h_audio = self.audio_encoder(batch["x"], train)
+    h_audio = self.audio.features(batch["x"], train)
     # Zeroed with where (not a product) on the way in and out: whatever a clip without lyrics
     # holds (zeros, stale values, NaN) reaches neither the encoder nor the fusion.
     present = has[:, None] > 0
@@ -238,7 +192,7 @@ class MultimodalVAE(nn.Module):
   def decode(self, z: jax.Array, batch=None, train: bool = False) -> jax.Array:
     """z -> the audio reconstruction, like ConvVAE.decode (`batch` is not needed)."""
     del batch
-    return self.audio_decoder(z, train)
+    return self.audio.decode_features(z, train)
 
   def decode_lyrics(self, z: jax.Array) -> jax.Array:
     """z -> the lyrics embedding [B, lyrics_dim], float32."""

@@ -84,11 +84,27 @@ class ConvVAE(nn.Module):
       return None
     return self.embed(batch[f"label_{self.cond_label}"]).astype(self.dtype)
 
-  def encode(self, batch, train: bool):
-    x = batch["x"].astype(self.dtype)[..., None]
+  def features(self, x, train: bool):
+    """The conv stack: [B, H, W] -> flattened features [B, C * H/2^n * W/2^n]."""
+    x = x.astype(self.dtype)[..., None]
     for conv, bn in zip(self.enc_convs, self.enc_bns):
       x = nn.leaky_relu(bn(conv(x), use_running_average=not train), 0.2)
-    h = x.reshape(x.shape[0], -1)
+    return x.reshape(x.shape[0], -1)
+
+  def decode_features(self, h, train: bool):
+    """The mirrored transposed-conv stack: [B, any] (z, or z with a condition) -> [B, H, W]."""
+    x = self.dec_dense(h.astype(self.dtype)).reshape(h.shape[0], *self.dec_grid,
+                                                     self.channels[-1])
+    for conv, bn in zip(self.dec_convs[:-1], self.dec_bns):
+      x = nn.leaky_relu(bn(conv(x), use_running_average=not train), 0.2)
+    x = self.dec_convs[-1](x)[..., 0]
+    x = x.astype(jnp.float32)
+    if x.shape[1:] != tuple(self.input_shape):
+      x = jax.image.resize(x, (x.shape[0], *self.input_shape), "bilinear")
+    return _activate(x, self.output_activation)
+
+  def encode(self, batch, train: bool):
+    h = self.features(batch["x"], train)
     cond = self._cond(batch)
     if cond is not None:
       h = jnp.concatenate([h, cond], axis=-1)
@@ -99,14 +115,7 @@ class ConvVAE(nn.Module):
     z = z.astype(self.dtype)
     if cond is not None:
       z = jnp.concatenate([z, cond], axis=-1)
-    x = self.dec_dense(z).reshape(z.shape[0], *self.dec_grid, self.channels[-1])
-    for conv, bn in zip(self.dec_convs[:-1], self.dec_bns):
-      x = nn.leaky_relu(bn(conv(x), use_running_average=not train), 0.2)
-    x = self.dec_convs[-1](x)[..., 0]
-    x = x.astype(jnp.float32)
-    if x.shape[1:] != tuple(self.input_shape):
-      x = jax.image.resize(x, (x.shape[0], *self.input_shape), "bilinear")
-    return _activate(x, self.output_activation)
+    return self.decode_features(z, train)
 
   def __call__(self, batch, train: bool = False):
     mu, logvar = self.encode(batch, train)
