@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxvae import checkpoint as ckpt_lib
 from jaxvae import monitor
+from jaxvae import multihost
 from jaxvae import optim
 from jaxvae import registry
 from jaxvae.config_lib import ConfigError
@@ -203,10 +204,7 @@ class Run:
 
   def gather(self, tree):
     """Device arrays (batch-sharded or replicated) -> numpy on every process."""
-    if jax.process_count() == 1:
-      return jax.device_get(tree)
-    from jax.experimental import multihost_utils
-    return multihost_utils.process_allgather(tree, tiled=True)
+    return multihost.to_host(tree)
 
 
 def initialize_distributed() -> None:

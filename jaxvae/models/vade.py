@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
+from jaxvae import multihost
 from jaxvae import vade_objective
 from jaxvae.config_lib import ConfigError
 from jaxvae.models import vae
@@ -150,8 +151,8 @@ def encode_means(state, model: VaDE, batches) -> np.ndarray:
   encode = jax.jit(lambda v, b: model.apply(v, b, train=False, method="encode")[0])
   chunks = []
   for batch in batches():
-    mu = np.asarray(encode(variables, batch))
-    chunks.append(mu[np.asarray(batch["mask"]) > 0])
+    mu, mask = multihost.to_host((encode(variables, batch), batch["mask"]))
+    chunks.append(mu[mask > 0])
   return np.concatenate(chunks).astype(np.float64)
 
 

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvae import multihost
 from jaxvae.models import layers
 from jaxvae.models import vq
 from jaxvae.models.vq import VectorQuantizer
@@ -187,8 +188,8 @@ def data_init(state, model: PuzzleVQVAE, batches, config):
   # A few batches are plenty: each clip gives grid_h * grid_w encoder vectors.
   chunks = []
   for b, _ in zip(batches(), range(config.model.get("kmeans_batches", 8))):
-    z = np.asarray(encode(variables, b))
-    chunks.append(z[np.asarray(b["mask"]) > 0].reshape(-1, model.code_dim))
+    z, mask = multihost.to_host((encode(variables, b), b["mask"]))
+    chunks.append(z[mask > 0].reshape(-1, model.code_dim))
   z = np.concatenate(chunks)
   codebook = vq.kmeans_init(z, model.num_codes, seed=config.seed)
   variables = vq.with_codebook(variables, codebook)
