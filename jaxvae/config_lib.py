@@ -198,8 +198,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "model.conv_transpose", ("auto", "matmul", "lax"))
   for key in ("train.epochs", "train.batch_size", "train.lr", "data.sr", "data.n_fft",
               "data.hop_length", "data.n_mels", "data.seconds", "train.grad_accum_steps",
-              "train.log_every_steps"):
+              "train.log_every_steps", "eval.num_generated"):
     _positive(config, key)
+  if config.generate.interpolation_steps < 2:
+    raise ConfigError("config key 'generate.interpolation_steps' is "
+                      f"{config.generate.interpolation_steps!r}; expected an integer >= 2")
   for key in ("train.clip_norm", "train.patience", "kl.beta_start", "kl.beta_end",
               "train.weight_decay", "train.max_steps", "kl.free_bits", "train.num_devices"):
     _positive(config, key, allow_zero=True)

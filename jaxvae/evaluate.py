@@ -21,7 +21,6 @@ from jaxvae import analysis
 from jaxvae import checkpoint as ckpt_lib
 from jaxvae import music_stats
 from jaxvae import train
-from jaxvae.config_lib import ConfigError
 from jaxvae.data import pipeline
 
 
@@ -120,9 +119,6 @@ def run_eval_midi(run, state, workdir: str) -> int:
 
 
 def run_eval(config, workdir: str) -> int:
-  n = config.eval.num_generated
-  if config.data.kind == "midi" and (not isinstance(n, int) or n < 1):
-    raise ConfigError(f"config key 'eval.num_generated' is {n!r}; expected an integer >= 1")
   run = train.setup(config)
   state, meta = restore(run, workdir)
   out_dir = os.path.join(workdir, "eval")

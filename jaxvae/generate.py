@@ -102,11 +102,6 @@ def write_midi(tokens: np.ndarray, out_dir: str, prefix: str = "sample") -> list
   return paths
 
 
-def generate_midi(run, state, config, out_dir: str, num_samples: int, seed: int) -> list[str]:
-  """Samples token sequences with the KV-cached sampler and writes them as .mid files."""
-  return write_midi(sample_tokens(run, state, config, num_samples, seed), out_dir)
-
-
 def _first_windows(paths: list[str], config) -> np.ndarray:
   """int32 [len(paths), seq_len]: each file's first window, framed as in the token store."""
   from jaxvae import midi
@@ -123,30 +118,25 @@ def _check_latent(run, config) -> None:
                       f"{config.model.stage} (the plain transformer); use a stage 2 or 3 run")
 
 
-def _interpolation_paths(interpolate: str, config) -> list[str]:
-  """The two files of `--interpolate`, checked (with the settings) before any work."""
+def _interpolation_inputs(interpolate: str, config) -> tuple[list[str], np.ndarray]:
+  """The two files of `--interpolate` and their first windows, read before any model work
+  (a missing or broken file is a one-line error)."""
   if config.data.kind != "midi":
     raise ConfigError("--interpolate is for MIDI models (config key 'data.kind' is "
                       f"'{config.data.kind}')")
-  steps = config.generate.interpolation_steps
-  if not isinstance(steps, int) or steps < 2:
-    raise ConfigError(f"config key 'generate.interpolation_steps' is {steps!r}; expected an "
-                      "integer >= 2")
   paths = [p.strip() for p in interpolate.split(",")]
   if len(paths) != 2 or not all(paths):
     raise ConfigError(f"--interpolate={interpolate!r}: expected two MIDI files, "
                       "'a.mid,b.mid'")
-  _first_windows(paths, config)  # a missing or broken file
-  return paths
+  return paths, _first_windows(paths, config)
 
 
-def interpolate_midi(run, state, config, paths: list[str], out_dir: str, seed: int) -> dict:
-  """Decodes points on the line between the latents of two MIDI files; returns the record
-  written to `interp.json`."""
+def interpolate_midi(run, state, config, paths: list[str], windows: np.ndarray, out_dir: str,
+                     seed: int) -> dict:
+  """Decodes points on the line between the latents of two MIDI files' first windows;
+  returns the record written to `interp.json`."""
   from jaxvae.models import transformer
-  _check_latent(run, config)
   steps = config.generate.interpolation_steps
-  windows = _first_windows(paths, config)
   z_ends = np.asarray(transformer.encode(run.model, {"params": state.params}, windows))
   z = transformer.interpolate(z_ends[0], z_ends[1], steps)
   files = write_midi(sample_tokens(run, state, config, steps, seed, z=z), out_dir, "interp")
@@ -164,7 +154,7 @@ def interpolate_midi(run, state, config, paths: list[str], out_dir: str, seed: i
 def run_generate(config, workdir: str, condition: str | None = None, num_samples: int = 4,
                  seed: int = 0, interpolate: str | None = None) -> int:
   if interpolate is not None:
-    paths = _interpolation_paths(interpolate, config)
+    paths, windows = _interpolation_inputs(interpolate, config)
   run = train.setup(config)
   if interpolate is not None:
     _check_latent(run, config)
@@ -173,12 +163,12 @@ def run_generate(config, workdir: str, condition: str | None = None, num_samples
     out_dir = os.path.join(workdir, "generate")
     os.makedirs(out_dir, exist_ok=True)
     if interpolate is not None:
-      record = interpolate_midi(run, state, config, paths, out_dir, seed)
+      record = interpolate_midi(run, state, config, paths, windows, out_dir, seed)
       print(f"wrote {record['steps']} interpolation steps from {paths[0]} to {paths[1]} "
             f"(|z_b - z_a| = {np.linalg.norm(np.subtract(record['z_b'], record['z_a'])):.3f}) "
             f"to {out_dir}")
       return 0
-    paths = generate_midi(run, state, config, out_dir, num_samples, seed)
+    paths = write_midi(sample_tokens(run, state, config, num_samples, seed), out_dir)
     print(f"wrote {len(paths)} MIDI files to {out_dir}")
     return 0
   specs = sample(run, state, config, condition, num_samples, seed)

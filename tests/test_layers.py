@@ -14,6 +14,7 @@ GEOMETRIES = [  # kernel, stride, padding, transpose_kernel, input H x W
     (4, 2, ((2, 2), (2, 2)), True, (6, 5)),       # puzzle VQ-VAE (PyTorch k4 s2 p1)
     (3, 2, "SAME", False, (4, 6)),                # spectral VAE
     (5, 3, "SAME", True, (3, 4)),                 # phases with different tap counts
+    (2, 2, "VALID", False, (3, 3)),
 ]
 
 

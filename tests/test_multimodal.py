@@ -325,8 +325,8 @@ def _train(step, tx, variables, batch, steps=60):
   losses = []
   for i in range(steps):
     params, state, opt, loss = step(params, state, opt, i, batch)
-    losses.append(float(loss))
-  return np.array(losses), {"params": params, **state}
+    losses.append(loss)
+  return np.asarray(jax.device_get(losses)), {"params": params, **state}  # one host sync
 
 
 @pytest.mark.parametrize("fusion", multimodal.FUSIONS)
