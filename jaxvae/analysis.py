@@ -27,6 +27,8 @@ from sklearn.manifold import TSNE
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
+from jaxvae import workdir as workdir_lib
+
 log = logging.getLogger(__name__)
 
 UNKNOWN = -1
@@ -251,7 +253,8 @@ def _finish(fig: Figure, path: str | os.PathLike | None, return_array: bool):
     if path is not None:
       path = os.fspath(path)
       os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-      fig.savefig(path)
+      with workdir_lib.atomic_path(path) as tmp:  # a kill never leaves half a PNG
+        fig.savefig(tmp)
     if return_array:
       return figure_to_array(fig)
     if path is None:

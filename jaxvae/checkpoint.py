@@ -7,13 +7,18 @@ with the lowest validation loss for eval, generation and fine-tuning.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
 import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+from jaxvae import errors
+from jaxvae import faults
 
 
 def _options(keep: int) -> ocp.CheckpointManagerOptions:
@@ -23,8 +28,57 @@ def _options(keep: int) -> ocp.CheckpointManagerOptions:
                                       enable_async_checkpointing=False)
 
 
+def finite(tree) -> jax.Array:
+  """True when every float leaf of `tree` is finite (a traced bool inside jit)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+_all_finite = jax.jit(finite)
+
+
+def check_finite(state, step: int) -> None:
+  """Refuses to write non-finite parameters or model state into any checkpoint."""
+  if not bool(_all_finite((state.params, state.model_state))):
+    raise errors.DivergedError(
+        f"the parameters are non-finite at step {step}; nothing was saved, the last "
+        "checkpoint stays the resume point. Try a lower train.lr, a train.clip_norm, or "
+        "dtype float32")
+
+
+def saved_steps(workdir: str) -> list[int]:
+  """Steps saved under `workdir`'s checkpoints/ and best/ (by folder name; not opened)."""
+  steps = set()
+  for sub in ("checkpoints", "best"):
+    folder = os.path.join(workdir, sub)
+    if os.path.isdir(folder):
+      steps.update(int(n) for n in os.listdir(folder) if n.isdigit())
+  return sorted(steps)
+
+
+def _restore_newest(manager, args_fn, what: str):
+  """(step, restored) of the newest step of `manager` that restores; damaged steps (missing
+  or truncated files, unreadable metadata) are skipped with a warning naming them."""
+  damaged = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return step, manager.restore(step, args=args_fn()), damaged
+    except Exception as e:  # noqa: BLE001 - any failure to read a step means "damaged".
+      logging.warning("%s checkpoint at step %d cannot be restored (%s: %s); trying an "
+                      "older one", what, step, type(e).__name__, str(e).splitlines()[0][:200])
+      damaged.append(step)
+  return None, None, damaged
+
+
 class Checkpoints:
-  """The `checkpoints/` (last N) and `best/` (1) managers of a workdir."""
+  """The `checkpoints/` (last N) and `best/` (1) managers of a workdir.
+
+  Every save lands whole (Orbax writes a temporary folder and renames it) and only after the
+  state was checked finite. A step that already exists is replaced: a run killed after the
+  best checkpoint of an epoch and before its latest one redoes that epoch and saves the same
+  step again.
+  """
 
   def __init__(self, workdir: str, keep: int = 3):
     self.workdir = os.path.abspath(workdir)
@@ -35,33 +89,53 @@ class Checkpoints:
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
 
+  def has_any(self) -> bool:
+    return bool(self.latest.all_steps() or self.best.all_steps())
+
+  @staticmethod
+  def _save(manager, step: int, args: dict, fault: str) -> None:
+    if step in manager.all_steps():
+      manager.delete(step)
+    manager.save(step, args=ocp.args.Composite(**args), force=True)
+    manager.wait_until_finished()
+    faults.point(fault)
+
   def save(self, step: int, state, iterator, meta: dict) -> None:
+    check_finite(state, step)
     args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
     if iterator is not None:
       args["data"] = grain.checkpoint.CheckpointSave(iterator)
-    self.latest.save(step, args=ocp.args.Composite(**args), force=True)
-    self.latest.wait_until_finished()
+    self._save(self.latest, step, args, "checkpoint.latest")
 
   def save_best(self, step: int, state, meta: dict) -> None:
-    self.best.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-    self.best.wait_until_finished()
+    check_finite(state, step)
+    args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+    self._save(self.best, step, args, "checkpoint.best")
 
   def restore_latest(self, template, iterator):
-    """Restores into `template`'s structure and shardings; advances `iterator` in place."""
-    step = self.latest.latest_step()
-    args = {"state": ocp.args.StandardRestore(template), "meta": ocp.args.JsonRestore()}
-    if iterator is not None:
-      args["data"] = grain.checkpoint.CheckpointRestore(iterator)
-    out = self.latest.restore(step, args=ocp.args.Composite(**args))
+    """The newest intact latest checkpoint into `template`'s structure and shardings;
+    advances `iterator` in place. Raises CheckpointError when none restores."""
+    def args():
+      a = {"state": ocp.args.StandardRestore(template), "meta": ocp.args.JsonRestore()}
+      if iterator is not None:
+        a["data"] = grain.checkpoint.CheckpointRestore(iterator)
+      return ocp.args.Composite(**a)
+    step, out, damaged = _restore_newest(self.latest, args, "latest")
+    if step is None:
+      raise errors.CheckpointError(
+          f"no checkpoint in '{self.latest.directory}' can be restored (damaged steps: "
+          f"{', '.join(map(str, damaged))}); start the run over with --clear")
+    if damaged:
+      logging.warning("Resuming from step %d: the newer checkpoint(s) at step %s are damaged",
+                      step, ", ".join(map(str, damaged)))
     return out["state"], out["meta"]
 
   def restore_best(self, template):
-    step = self.best.latest_step()
+    """The best checkpoint, or (None, None) when there is none that restores."""
+    step, out, _ = _restore_newest(self.best, lambda: ocp.args.Composite(
+        state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()), "best")
     if step is None:
       return None, None
-    out = self.best.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
     return out["state"], out["meta"]
 
   def close(self) -> None:
@@ -70,52 +144,84 @@ class Checkpoints:
 
 
 def _merge(template, restored, path=""):
-  """`template` with every leaf that `restored` has at the same path and shape."""
+  """(merged, loaded, fresh): `template` with every leaf that `restored` has at the same path
+  and shape, and the paths of the leaves taken and of those kept fresh."""
   if isinstance(template, dict):
-    out, missing = {}, []
+    out, loaded, fresh = {}, [], []
     for k, v in template.items():
       if isinstance(restored, dict) and k in restored:
-        out[k], sub_missing = _merge(v, restored[k], f"{path}/{k}")
-        missing += sub_missing
+        out[k], sub_loaded, sub_fresh = _merge(v, restored[k], f"{path}/{k}")
+        loaded += sub_loaded
+        fresh += sub_fresh
       else:
         out[k] = v
-        missing.append(f"{path}/{k}")
-    return out, missing
+        fresh += [p for p, _ in _leaf_paths(v, f"{path}/{k}")]
+    return out, loaded, fresh
   if hasattr(restored, "shape") and tuple(restored.shape) == tuple(template.shape):
-    return jax.device_put(np.asarray(restored, template.dtype), template.sharding), []
-  return template, [path]
+    return jax.device_put(np.asarray(restored, template.dtype), template.sharding), [path], []
+  return template, [], [path]
 
 
-def restore_weights(path: str, template):
+def _leaf_paths(tree, path=""):
+  if isinstance(tree, dict):
+    for k, v in tree.items():
+      yield from _leaf_paths(v, f"{path}/{k}")
+  else:
+    yield path, tree
+
+
+def _model_name(workdir: str) -> str:
+  """The model name in a workdir's run file, or '?' when it has none."""
+  try:
+    with open(os.path.join(workdir, "jaxvae_run.json"), encoding="utf-8") as f:
+      return json.load(f)["config"]["model"]["name"]
+  except (OSError, ValueError, KeyError, TypeError):
+    return "?"
+
+
+def restore_weights(path: str, template, model_name: str = "?"):
   """Weights of another run (its best, else its latest checkpoint) for fine-tuning and for
   progressive stages.
 
   `path` is a workdir or a `checkpoints/` / `best/` folder. Only `params` and the model's
   non-parameter state are taken, leaf by leaf where path and shape agree with `template`
-  (a new part, e.g. the VAE encoder after the LM stage, keeps its fresh initialization and
-  is logged); the caller keeps its fresh optimizer.
+  (a new part, e.g. the VAE encoder after the LM stage, keeps its fresh initialization; a
+  warning counts and names both kinds); the caller keeps its fresh optimizer. A source that
+  shares no leaf with the model (another architecture) is a ConfigError naming both models.
   """
   path = os.path.abspath(path)
-  candidates = [path] if os.path.basename(path) in ("best", "checkpoints") else [
-      os.path.join(path, "best"), os.path.join(path, "checkpoints")]
+  named = os.path.basename(path) in ("best", "checkpoints")
+  candidates = [path] if named else [os.path.join(path, "best"),
+                                     os.path.join(path, "checkpoints")]
   for directory in candidates:
     if not os.path.isdir(directory):
       continue
     manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
         read_only=True, enable_async_checkpointing=False))
-    step = manager.latest_step()
-    if step is None:
+    try:
+      step, out, _ = _restore_newest(manager, lambda: ocp.args.Composite(
+          state=ocp.args.PyTreeRestore()), "init_from")
+    finally:
       manager.close()
+    if step is None:
       continue
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore()))["state"]
-    manager.close()
-    params, missing = _merge(dict(template.params), restored.get("params", {}), "params")
-    model_state, missing_state = _merge(dict(template.model_state),
-                                        restored.get("model_state", {}), "model_state")
-    if missing or missing_state:
-      logging.info("init_from %s: kept the fresh initialization of %d leaves (e.g. %s)",
-                   directory, len(missing) + len(missing_state), (missing + missing_state)[0])
+    restored = out["state"]
+    params, loaded, fresh = _merge(dict(template.params), restored.get("params", {}), "params")
+    model_state, loaded_s, fresh_s = _merge(dict(template.model_state),
+                                            restored.get("model_state", {}), "model_state")
+    loaded, fresh = loaded + loaded_s, fresh + fresh_s
+    source = _model_name(os.path.dirname(directory))
+    if not loaded:
+      raise errors.ConfigError(
+          f"config key 'init_from': '{directory}' (model '{source}') shares no parameter "
+          f"with this model ('{model_name}'); expected a run of the same architecture")
+    if fresh:
+      logging.warning("init_from %s (model '%s', step %d): loaded %d leaves (%s), kept the "
+                      "fresh initialization of %d (%s)", directory, source, step, len(loaded),
+                      ", ".join(loaded[:3]), len(fresh), ", ".join(fresh[:3]))
+    else:
+      logging.info("init_from %s (model '%s', step %d): loaded all %d leaves", directory,
+                   source, step, len(loaded))
     return params, model_state
-  raise FileNotFoundError(f"config key 'init_from': no checkpoint under '{path}' "
-                          "(expected a jaxvae workdir with best/ or checkpoints/)")
+  raise errors.ConfigError(f"config key 'init_from': no checkpoint that restores under "
+                           f"'{path}' (expected a jaxvae workdir with best/ or checkpoints/)")

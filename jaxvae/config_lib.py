@@ -14,6 +14,8 @@ from typing import Any, Iterable
 
 import ml_collections
 
+from jaxvae.errors import ConfigError  # noqa: F401 - also used as config_lib.ConfigError
+
 DTYPES = ("float32", "bfloat16", "float16")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "warmup_cosine", "plateau")
@@ -26,9 +28,6 @@ FEATURES = ("mel", "mfcc")
 EXAMPLE_MODES = ("pad_crop", "segment")
 SCALES = ("db", "log1p")
 
-
-class ConfigError(ValueError):
-  """A config key is unknown or has a value outside what is allowed."""
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -155,6 +154,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.num_devices = 0  # devices in the data-parallel mesh; 0 means all local devices.
   c.train.max_steps = 0  # 0: no limit beyond epochs (useful for smoke runs).
   c.train.loss_scale_init = 2.0**15  # float16 dynamic loss scaling start.
+  # A step whose loss, gradient norm or new parameters are non-finite is skipped (counted as
+  # train/nonfinite_steps); this many in a row stop the run (exit 1). 0: skip, never stop.
+  c.train.max_nonfinite_steps = 25
   return c
 
 
@@ -180,6 +182,12 @@ def _positive(config, key: str, allow_zero: bool = False) -> None:
     raise ConfigError(f"config key '{key}' is {value!r}; expected {wanted}")
 
 
+def _integer(config, key: str, low: int) -> None:
+  value = _get_path(config, key)
+  if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    raise ConfigError(f"config key '{key}' is {value!r}; expected an integer >= {low}")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks the values every variant relies on; raises ConfigError naming the key."""
   from jaxvae import registry  # late: registry imports models, which import config_lib.
@@ -196,15 +204,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "data.example_mode", EXAMPLE_MODES)
   _choice(config, "data.scale", SCALES)
   _choice(config, "model.conv_transpose", ("auto", "matmul", "lax"))
-  for key in ("train.epochs", "train.batch_size", "train.lr", "data.sr", "data.n_fft",
-              "data.hop_length", "data.n_mels", "data.seconds", "train.grad_accum_steps",
-              "train.log_every_steps", "eval.num_generated"):
+  for key in ("train.lr", "data.seconds"):
     _positive(config, key)
+  for key, low in (("train.epochs", 1), ("train.batch_size", 1), ("data.sr", 1),
+                   ("data.n_fft", 1), ("data.hop_length", 1), ("data.n_mels", 1),
+                   ("train.grad_accum_steps", 1), ("train.log_every_steps", 1),
+                   ("eval.num_generated", 1), ("train.keep_checkpoints", 1),
+                   ("data.read_threads", 1), ("train.max_nonfinite_steps", 0),
+                   ("train.checkpoint_every_steps", 0), ("train.image_every_epochs", 0),
+                   ("train.patience", 0), ("train.max_steps", 0), ("train.num_devices", 0)):
+    _integer(config, key, low)
+  if "latent_dim" in config.model:
+    _integer(config, "model.latent_dim", 1)
   if config.generate.interpolation_steps < 2:
     raise ConfigError("config key 'generate.interpolation_steps' is "
                       f"{config.generate.interpolation_steps!r}; expected an integer >= 2")
-  for key in ("train.clip_norm", "train.patience", "kl.beta_start", "kl.beta_end",
-              "train.weight_decay", "train.max_steps", "kl.free_bits", "train.num_devices"):
+  for key in ("train.clip_norm", "kl.beta_start", "kl.beta_end", "train.weight_decay",
+              "kl.free_bits"):
     _positive(config, key, allow_zero=True)
   if not 0.0 <= config.data.val_fraction < 1.0:
     raise ConfigError(f"config key 'data.val_fraction' is {config.data.val_fraction!r}; "
@@ -234,14 +250,22 @@ def parse_value(text: str, current: Any) -> Any:
     raise ValueError("expected true or false")
   if isinstance(current, str):
     return text
-  value = ast.literal_eval(text)
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    raise ValueError(f"expected {_kind(current)}") from None
   if isinstance(current, float) and isinstance(value, int):
     value = float(value)
   if isinstance(current, tuple) and isinstance(value, list):
     value = tuple(value)
   if current is not None and type(value) is not type(current):
-    raise ValueError(f"expected a {type(current).__name__}")
+    raise ValueError(f"expected {_kind(current)}")
   return value
+
+
+def _kind(value) -> str:
+  return {int: "an integer", float: "a number", tuple: "a tuple such as (1, 2)",
+          list: "a list such as [1, 2]"}.get(type(value), f"a {type(value).__name__}")
 
 
 def overrides_from_args(parser, tokens: list[str]) -> dict[str, str]:
@@ -272,7 +296,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
     try:
       value = parse_value(text, current)
     except (ValueError, SyntaxError) as e:
-      raise ConfigError(f"config key '{dotted}': cannot use {text!r} ({e})") from None
+      raise ConfigError(f"config key '{dotted}' is {text!r}; {e}") from None
     with parent.unlocked():
       parent[leaf] = value
 

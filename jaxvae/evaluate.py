@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxvae import analysis
 from jaxvae import checkpoint as ckpt_lib
+from jaxvae import errors
 from jaxvae import music_stats
 from jaxvae import train
 from jaxvae.data import pipeline
@@ -39,16 +40,18 @@ def encode_all(run, state, examples) -> dict[str, np.ndarray]:
 
 
 def restore(run, workdir):
-  """The best checkpoint of `workdir` (else its latest) into `run`'s state structure."""
+  """The best checkpoint of `workdir` (else its newest intact latest one) into `run`'s state
+  structure; CheckpointError when none restores."""
   ckpts = ckpt_lib.Checkpoints(workdir)
   try:
     state, meta = ckpts.restore_best(run.state)
-    if state is None and ckpts.latest_step() is not None:
+    if state is None:
+      if ckpts.latest_step() is None:
+        raise errors.CheckpointError(f"no checkpoint in workdir '{workdir}' can be restored; "
+                                     "train first (or start over with --clear)")
       state, meta = ckpts.restore_latest(run.state, None)
   finally:
     ckpts.close()
-  if state is None:
-    raise FileNotFoundError(f"no checkpoint in workdir '{workdir}'; train first")
   return state, meta
 
 

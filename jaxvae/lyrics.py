@@ -29,6 +29,8 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxvae import faults
+from jaxvae import workdir as workdir_lib
 from jaxvae.data import readers
 from jaxvae.data import store as store_lib
 
@@ -189,12 +191,14 @@ def write_embeddings(out_dir: str, clip_ids: Sequence[str], vectors: np.ndarray,
   os.makedirs(out_dir, exist_ok=True)
   emb_path = os.path.join(out_dir, "embeddings.npy")
   clips_path = os.path.join(out_dir, "clips.json")
-  with open(emb_path + ".tmp", "wb") as f:
+  # clips.json is the commit marker: removed first, written last. A kill in between leaves a
+  # store without it, which readers refuse rather than pairing new rows with old clip ids.
+  if os.path.exists(clips_path):
+    os.remove(clips_path)
+  with workdir_lib.atomic_path(emb_path) as tmp, open(tmp, "wb") as f:
     np.save(f, vectors, allow_pickle=False)
-  with open(clips_path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(meta, f, ensure_ascii=False, indent=1)
-  os.replace(emb_path + ".tmp", emb_path)
-  os.replace(clips_path + ".tmp", clips_path)
+  faults.point("lyrics.commit")
+  workdir_lib.write_json(clips_path, meta, indent=1)
 
 
 # ----------------------------------------------------------------------------------------------

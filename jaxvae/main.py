@@ -7,8 +7,8 @@ command in the same workdir resumes training from the latest checkpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-import os
 import sys
 
 MODES = ("train", "eval", "analyze", "generate", "tune", "summary", "preprocess",
@@ -46,18 +46,41 @@ def run(argv: list[str]) -> int:
   logging.getLogger("absl").setLevel(logging.WARNING)
   # Imported after argument parsing so that `--help` and argument errors are instant.
   from jaxvae import config_lib
-  from jaxvae import modes
+  from jaxvae import errors
+  from jaxvae import midi
   from jaxvae.data import audio as audio_lib
   from jaxvae.data import readers
 
   try:
     config = config_lib.load(args.config, overrides)
-    if config.distributed:
-      from jaxvae import train
-      train.initialize_distributed()
-    os.makedirs(args.workdir, exist_ok=True)
+    return _run_mode(args, config, overrides)
+  except (config_lib.ConfigError, readers.DataError, audio_lib.AudioError, midi.MidiError,
+          errors.RunError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+
+
+def _run_mode(args, config, overrides) -> int:
+  import jax
+  from jaxvae import checkpoint
+  from jaxvae import errors
+  from jaxvae import modes
+  from jaxvae import workdir as workdir_lib
+  if config.distributed:
+    from jaxvae import train
+    train.initialize_distributed()
+  workdir_lib.ensure_writable(args.workdir)
+  writes = args.clear or args.mode in ("train", "tune")
+  with contextlib.ExitStack() as stack:
+    if writes:  # one writer per workdir: --clear must not pull a live run's files away
+      stack.enter_context(workdir_lib.Lock(args.workdir, jax.process_index()))
     if args.clear:
       modes.clear(args.workdir)
+    if args.mode in ("eval", "generate", "analyze") and not checkpoint.saved_steps(args.workdir):
+      raise errors.CheckpointError(
+          f"workdir '{args.workdir}' has no checkpoint (nothing in checkpoints/ or best/); "
+          f"train it first: python -m jaxvae.main --config={args.config} "
+          f"--workdir={args.workdir}")
     progress = not args.no_progress
     if args.mode == "train":
       from jaxvae import train
@@ -77,10 +100,6 @@ def run(argv: list[str]) -> int:
       from jaxvae import analyze
       return analyze.run_analyze(config, args.workdir)
     return getattr(modes, args.mode)(config, args.workdir)
-  except (config_lib.ConfigError, readers.DataError, audio_lib.AudioError,
-          FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
 
 
 def main() -> None:

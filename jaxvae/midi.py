@@ -224,11 +224,16 @@ def _load(source) -> tuple[pretty_midi.PrettyMIDI, str]:
         return source, "<PrettyMIDI>"
     path = os.fspath(source)
     if not os.path.isfile(path):
-        raise MidiError(path, "no such file")
+        raise MidiError(path, "a directory, not a file" if os.path.isdir(path)
+                        else "no such file")
+    if os.path.getsize(path) == 0:
+        raise MidiError(path, "empty file (0 bytes)")
     try:
         return pretty_midi.PrettyMIDI(path), path
-    # mido and pretty_midi raise many unrelated types (OSError, EOFError, KeyError,
-    # ValueError, IndexError, ...) for corrupt data; one clear error replaces them all.
+    except EOFError as e:
+        raise MidiError(path, "truncated MIDI (the data ends inside a chunk)") from e
+    # mido and pretty_midi raise many unrelated types (OSError, KeyError, ValueError,
+    # IndexError, ...) for corrupt data; one clear error replaces them all.
     except Exception as e:  # noqa: BLE001
         raise MidiError(path, f"unreadable MIDI ({type(e).__name__}: {e})") from e
 

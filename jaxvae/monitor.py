@@ -8,12 +8,32 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import sys
 import time
 
 import numpy as np
-from tensorboardX import SummaryWriter
 
+from jaxvae import faults
+from jaxvae import workdir as workdir_lib
+
+def _summary_writer_class():
+  """tensorboardX.SummaryWriter, imported with torch hidden when torch is installed but not
+  loaded: tensorboardX imports torch (1.4 s per process) only to recognize torch tensors,
+  which jaxvae never logs."""
+  hide = "torch" not in sys.modules
+  if hide:
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError, for this import only
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    if hide:
+      del sys.modules["torch"]
+  return SummaryWriter
+
+
+SummaryWriter = _summary_writer_class()
 MARKER = "jaxvae_run.json"  # identifies a workdir as ours (used by --clear).
 RUN_OUTPUTS = ("checkpoints", "best", "tb", "eval", "generate", "analysis", "reports",
                "analysis.md", "preprocess.json", "metrics.jsonl", "summary.json", "validate.json", "analysis.json",
@@ -31,8 +51,7 @@ def mark_workdir(workdir: str, config, store=None) -> None:
       logging.warning("%d bad files in the data (%s); listed in %s", len(bad),
                       ", ".join(sorted({f"{b['reason']}->{b['action']}" for b in bad})),
                       os.path.join(workdir, MARKER))
-  with open(os.path.join(workdir, MARKER), "w", encoding="utf-8") as f:
-    json.dump(info, f, indent=1, ensure_ascii=False)
+  workdir_lib.write_json(os.path.join(workdir, MARKER), info, fault="run_file", indent=1)
 
 
 def is_workdir(workdir: str) -> bool:
@@ -42,25 +61,40 @@ def is_workdir(workdir: str) -> bool:
 class Writer:
   """TensorBoard event files plus a JSON-lines copy of every logged scalar."""
 
-  def __init__(self, workdir: str, config):
+  def __init__(self, workdir: str, config, purge_step: int | None = None):
+    """`purge_step`: a resumed run's first step; TensorBoard hides what an earlier attempt
+    logged from that step on (those steps are redone)."""
     self.workdir = workdir
-    self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+    self.tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=purge_step)
     self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
     self.config = config
 
+  def _line(self, row: dict) -> None:
+    """One metrics.jsonl row. A kill may tear it (shown by the fault point between its
+    halves); `workdir.repair_metrics` drops torn rows when the run resumes."""
+    # Strict JSON: a non-finite value (a broken model's validation loss) is written as null.
+    row = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+           for k, v in row.items()}
+    text = json.dumps(row, allow_nan=False) + "\n"
+    half = len(text) // 2
+    self.jsonl.write(text[:half])
+    self.jsonl.flush()
+    faults.point("metrics.line")
+    self.jsonl.write(text[half:])
+    self.jsonl.flush()
+
   def scalars(self, step: int, values: dict[str, float]) -> None:
     for k, v in values.items():
-      self.tb.add_scalar(k, v, step)
-    self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
-    self.jsonl.flush()
+      if math.isfinite(v):
+        self.tb.add_scalar(k, v, step)
+    self._line({"step": step, **values})
 
   def epoch(self, record: dict) -> None:
     step = record["step"]
     for k, v in record.items():
-      if k not in ("epoch", "step") and isinstance(v, (int, float)):
+      if k not in ("epoch", "step") and isinstance(v, (int, float)) and math.isfinite(v):
         self.tb.add_scalar(f"epoch/{k}", v, step)
-    self.jsonl.write(json.dumps({"kind": "epoch", **record}) + "\n")
-    self.jsonl.flush()
+    self._line({"kind": "epoch", **record})
 
   def image(self, tag: str, image: np.ndarray, step: int) -> None:
     self.tb.add_image(tag, image, step, dataformats="HWC")
@@ -74,7 +108,7 @@ class Writer:
                               sum_squares=float((bins**2 * counts).sum()),
                               bucket_limits=(bins + 0.5).tolist(),
                               bucket_counts=counts.tolist(), global_step=step)
-    self.jsonl.write(json.dumps({"step": step, tag: counts.tolist()}) + "\n")
+    self._line({"step": step, tag: counts.tolist()})
 
   def audio(self, tag: str, y: np.ndarray, step: int, sr: int) -> None:
     self.tb.add_audio(tag, np.clip(np.asarray(y, np.float32), -1.0, 1.0), step, sample_rate=sr)
@@ -88,7 +122,7 @@ class Writer:
 class NullWriter(Writer):
   """What processes other than 0 of a multi-host run log to: nothing."""
 
-  def __init__(self, workdir: str, config):  # pylint: disable=super-init-not-called
+  def __init__(self, workdir: str, config, purge_step=None):  # pylint: disable=super-init-not-called
     self.workdir, self.config = workdir, config
 
   def scalars(self, step, values):
@@ -134,6 +168,7 @@ def report(run, state, writer: Writer, step: int, epoch: int, n: int = 8) -> str
   writer.image("report/reconstructions", image, step)
   path = os.path.join(writer.workdir, "reconstructions.png")
   analysis.plot_spectrogram_grid(batch["x"][:n], recon, path, max_items=n)
+  faults.point("report.written")
   analysis.plot_spectrogram_grid(batch["x"][:n], recon,
                                  os.path.join(out_dir, "reconstructions.png"), max_items=n)
   audio = {"reconstruction": recon[0]} if config.train.report_audio else {}
@@ -186,7 +221,10 @@ def finish(workdir: str, config, meta: dict) -> None:
   from jaxvae import analysis
   history = meta.get("history", [])
   if history:
-    analysis.plot_training_curves(history, os.path.join(workdir, "training_curves.png"))
+    timing = ("seconds", "samples_per_s", "eval_seconds", "train/nonfinite_steps")
+    curves = [{k: v for k, v in row.items() if k not in timing} for row in history]
+    analysis.plot_training_curves(curves, os.path.join(workdir, "training_curves.png"))
+  faults.point("finish")
   tb = SummaryWriter(os.path.join(workdir, "tb"))
   final = {"hparam/best_val_loss": float(meta.get("best_val", float("nan")))}
   if history:

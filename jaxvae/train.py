@@ -25,10 +25,13 @@ from flax.training import dynamic_scale as dynamic_scale_lib
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxvae import checkpoint as ckpt_lib
+from jaxvae import errors
+from jaxvae import faults
 from jaxvae import monitor
 from jaxvae import multihost
 from jaxvae import optim
 from jaxvae import registry
+from jaxvae import workdir as workdir_lib
 from jaxvae.config_lib import ConfigError
 from jaxvae.data import augment
 from jaxvae.data import pipeline
@@ -124,6 +127,29 @@ def make_train_step(model, tx, objective, kl_fn, config) -> Callable:
     return new_state, metrics
 
   return train_step
+
+
+def skip_nonfinite(train_step: Callable) -> Callable:
+  """Wraps a train step so that a non-finite update is not applied.
+
+  When the loss, the gradient norm or any updated parameter / model-state leaf is not finite,
+  the step keeps the old parameters, optimizer and model state (the step counter, the RNG
+  position and a float16 loss scale still advance) and reports `nonfinite` = 1. All of it is
+  inside the jitted step: no host sync. The loop stops a run after
+  `train.max_nonfinite_steps` such steps in a row (see `NonfiniteWatch`).
+  """
+
+  def guarded(state: TrainState, batch):
+    new_state, metrics = train_step(state, batch)
+    ok = ckpt_lib.finite((new_state.params, new_state.model_state, metrics["loss"],
+                          metrics.get("grad_norm", jnp.float32(0))))
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+    new_state = new_state.replace(params=keep(new_state.params, state.params),
+                                  opt_state=keep(new_state.opt_state, state.opt_state),
+                                  model_state=keep(new_state.model_state, state.model_state))
+    return new_state, dict(metrics, nonfinite=1.0 - ok.astype(jnp.float32))
+
+  return guarded
 
 
 def make_eval_step(model, objective, kl_fn, config) -> Callable:
@@ -300,7 +326,7 @@ def build(config, spec, example_batch: dict, steps_per_epoch: int, total_steps: 
     step_fn = make_train_step(model, tx, stage.objective, kl_fn, config)
     if variant.make_train_step is not None:
       step_fn = variant.make_train_step(model, tx, stage.objective, kl_fn, config, step_fn)
-    train_steps.append(jax.jit(step_fn,
+    train_steps.append(jax.jit(skip_nonfinite(step_fn),
                                in_shardings=(state_sharding, batch_sharding),
                                out_shardings=(state_sharding, replicated), donate_argnums=(0,)))
     eval_steps.append(jax.jit(make_eval_step(model, stage.objective, kl_fn, config),
@@ -374,8 +400,48 @@ def evaluate(run: Run, state: TrainState, examples: pipeline.Examples,
 
 
 def _mean_metrics(rows: list[dict]) -> dict[str, float]:
-  rows = jax.device_get(rows)
-  return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
+  """Means of host rows over the steps whose update was applied, and `nonfinite_steps`, how
+  many were skipped. A metric with no finite value in the window is left out, not NaN."""
+  if not rows:
+    return {}
+  out = {}
+  for k in rows[0]:
+    values = [r[k] for r in rows if not r.get("nonfinite") and np.isfinite(r[k])]
+    if k != "nonfinite" and values:
+      out[k] = float(np.mean(values))
+  out["nonfinite_steps"] = float(sum(r.get("nonfinite", 0.0) for r in rows))
+  return out
+
+
+class NonfiniteWatch:
+  """Counts skipped (non-finite) steps in a row from host copies of the step metrics, read
+  only at log steps, checkpoints and epoch ends; raises DivergedError at the limit."""
+
+  def __init__(self, limit: int):
+    self.limit = limit
+    self.run = 0  # skipped steps in a row, up to the last row seen
+    self.first_step = -1
+    self.bad_metrics: list[str] = []
+
+  def update(self, rows: list[dict], first_step: int) -> None:
+    """`rows` are host metrics of consecutive steps, the first at (1-based) `first_step`."""
+    for i, row in enumerate(rows):
+      if not row.get("nonfinite"):
+        self.run = 0
+        continue
+      if self.run == 0:
+        self.first_step = first_step + i
+        self.bad_metrics = sorted(k for k, v in row.items()
+                                  if k != "nonfinite" and not np.isfinite(v))
+      self.run += 1
+    if self.limit and self.run >= self.limit:
+      what = ", ".join(self.bad_metrics) or "the updated parameters"
+      raise errors.DivergedError(
+          f"training diverged: {self.run} steps in a row from step {self.first_step} had a "
+          f"non-finite {what} (their updates were skipped; train.max_nonfinite_steps is "
+          f"{self.limit}). The last checkpoint before them is the resume point. Try a lower "
+          "train.lr, a smaller train.clip_norm, or dtype float32 (or bfloat16 instead of "
+          "float16)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,10 +458,10 @@ def _fresh_meta() -> dict:
 
 def _weights_from(run: Run, config) -> TrainState:
   """Weights from `init_from` (fine-tuning / progressive stages); optimizer fresh."""
-  params, model_state = ckpt_lib.restore_weights(config.init_from, run.state)
+  params, model_state = ckpt_lib.restore_weights(config.init_from, run.state,
+                                                 config.model.name)
   state = run.state.replace(params=params, model_state=model_state,
                             opt_state=run.tx.init(params))
-  logging.info("Initialized weights from %s", config.init_from)
   return jax.device_put(state, NamedSharding(run.mesh, P()))
 
 
@@ -416,11 +482,18 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True,
                        epoch_callback: Callable[[dict], None] | None = None) -> dict:
   """Trains (or resumes) in `workdir`; returns the final run metadata.
 
-  `epoch_callback(record)` sees each epoch's metrics after its checkpoint (tuning uses it to
-  prune); an exception it raises ends the run there.
+  Holds the workdir's lock for the whole run (one writer per workdir). `epoch_callback(record)`
+  sees each epoch's metrics after its checkpoint (tuning uses it to prune); an exception it
+  raises ends the run there.
   """
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  workdir = workdir_lib.ensure_writable(workdir)
+  with workdir_lib.Lock(workdir, jax.process_index()):
+    if is_main_process():
+      workdir_lib.remove_stale_files(workdir)
+    return _train(config, workdir, progress, epoch_callback)
+
+
+def _train(config, workdir, progress, epoch_callback) -> dict:
   run = setup(config, progress=progress)
   logging.info("Training on %d devices (%s, %d process(es)), global batch %d",
                run.mesh.devices.size, jax.devices()[0].platform, jax.process_count(),
@@ -432,17 +505,22 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True,
   iterator = pipeline.train_iterator(run.train_examples, config.train.batch_size,
                                      config.seed, config, shard=jax.process_index(),
                                      num_shards=jax.process_count())
-  if ckpts.latest_step() is not None:
-    state, meta = ckpts.restore_latest(run.state, iterator)
-    logging.info("Resumed from step %d in %s", int(state.step), workdir)
-  else:
-    state = _weights_from(run, config) if config.init_from else run.state
-    meta = _fresh_meta()
-  writer = (monitor.Writer if main_process else monitor.NullWriter)(workdir, config)
   try:
-    state, meta = _loop(run, state, meta, iterator, ckpts, writer, progress, epoch_callback)
+    if ckpts.latest_step() is not None:
+      state, meta = ckpts.restore_latest(run.state, iterator)
+      logging.info("Resumed from step %d in %s", int(state.step), workdir)
+    else:
+      state = _weights_from(run, config) if config.init_from else run.state
+      meta = _fresh_meta()
+    if main_process:  # rows of steps this run redoes (or a torn line) would appear twice
+      workdir_lib.repair_metrics(os.path.join(workdir, "metrics.jsonl"), int(state.step))
+    writer = (monitor.Writer if main_process else monitor.NullWriter)(
+        workdir, config, purge_step=int(state.step) + 1)
+    try:
+      state, meta = _loop(run, state, meta, iterator, ckpts, writer, progress, epoch_callback)
+    finally:
+      writer.close()
   finally:
-    writer.close()
     ckpts.close()
   if main_process:
     monitor.finish(workdir, config, meta)
@@ -466,6 +544,7 @@ def _loop(run, state, meta, iterator, ckpts, writer, progress, epoch_callback=No
   t = run.config.train
   spe = run.steps_per_epoch
   step = int(state.step)
+  watch = NonfiniteWatch(t.max_nonfinite_steps)
   while _advance_stage(run, meta) and step < run.total_steps:
     if not meta["stage_started"]:
       state = _start_stage(run, state, meta)
@@ -473,27 +552,40 @@ def _loop(run, state, meta, iterator, ckpts, writer, progress, epoch_callback=No
     epoch = meta["epoch"]
     epoch_start = time.time()
     steps = min(spe - (step - meta["epoch_start_step"]), run.total_steps - step)
-    rows = []
+    rows, pulled = [], []  # this epoch's step metrics: on device, and host copies of them
+    first_step = step + 1
+
+    def sync():
+      """Host copies of the rows not pulled yet (waits for their steps); checks divergence."""
+      new = jax.device_get(rows[len(pulled):])
+      watch.update(new, first_step + len(pulled))
+      pulled.extend(new)
+
     bar = tqdm.tqdm(total=steps, desc=f"epoch {epoch + 1}/{total_epochs(run.config)}",
                     disable=not progress, leave=False)
     window_start, window_step = time.time(), step
     for _ in range(steps):
       state, metrics = train_step(state, run.put(next(iterator)))
+      faults.point("train.step")
       rows.append(metrics)
       step += 1
       bar.update(1)
       if step % t.log_every_steps == 0:
-        logged = _mean_metrics(rows[-t.log_every_steps:])  # host sync only here
+        sync()  # the host waits for the device only here, at checkpoints and epoch ends
+        logged = _mean_metrics(pulled[-t.log_every_steps:])
         rate = (step - window_step) * t.batch_size / max(time.time() - window_start, 1e-9)
         window_start, window_step = time.time(), step
         writer.scalars(step, {f"train/{k}": v for k, v in logged.items()}
                        | {"train/samples_per_s": rate})
-        bar.set_postfix(loss=f"{logged['loss']:.4g}", samples_s=f"{rate:.0f}")
+        bar.set_postfix(loss=f"{logged.get('loss', float('nan')):.4g}", samples_s=f"{rate:.0f}")
       if (t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0
           and step - meta["epoch_start_step"] < spe):
+        sync()
         ckpts.save(step, state, iterator, meta)
     bar.close()
-    meta = _end_epoch(run, state, meta, rows, ckpts, writer, time.time() - epoch_start)
+    sync()  # every step of the epoch has finished: the clock now measures completed work
+    seconds = time.time() - epoch_start
+    meta = _end_epoch(run, state, meta, pulled, ckpts, writer, seconds)
     ckpts.save(step, state, iterator, meta)
     if epoch_callback is not None:
       epoch_callback(meta["history"][-1])
@@ -501,14 +593,19 @@ def _loop(run, state, meta, iterator, ckpts, writer, progress, epoch_callback=No
 
 
 def _end_epoch(run, state, meta, rows, ckpts, writer, seconds):
+  """Validation, the epoch record, early stopping, the best checkpoint and the report.
+  `rows` are host copies of the epoch's step metrics; `seconds` the wall time of its steps."""
   config = run.config
   step = int(state.step)
   stage = meta["stage"]
   epoch = meta["epoch"] + 1
   train_metrics = _mean_metrics(rows)
+  eval_start = time.time()
   val_metrics = evaluate(run, state, run.val_examples, stage)
   histograms = val_metrics.pop("histograms", {})
-  record = {"epoch": epoch, "step": step, "seconds": round(seconds, 3)}
+  record = {"epoch": epoch, "step": step, "seconds": round(seconds, 3),
+            "samples_per_s": round(len(rows) * config.train.batch_size / max(seconds, 1e-9), 2),
+            "eval_seconds": round(time.time() - eval_start, 3)}
   if len(run.stages) > 1:
     record["stage"] = run.stages[stage].name
   record |= {f"train/{k}": v for k, v in train_metrics.items()}
@@ -518,6 +615,7 @@ def _end_epoch(run, state, meta, rows, ckpts, writer, seconds):
   writer.epoch(record)
   for name, counts in histograms.items():
     writer.histogram(f"val/{name}", counts, step)
+  faults.point("epoch.logged")
   val_loss = val_metrics["loss"]
   if val_loss < meta["best_val"] - 1e-12:
     meta.update(best_val=val_loss, best_step=step, bad_epochs=0)

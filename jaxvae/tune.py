@@ -20,6 +20,8 @@ import os
 import re
 
 from jaxvae import config_lib
+from jaxvae import faults
+from jaxvae import workdir as workdir_lib
 from jaxvae.config_lib import ConfigError
 
 KINDS = ("uniform", "loguniform", "int", "choice")
@@ -90,6 +92,7 @@ def _objective(spec, base_overrides, space, config, workdir, optuna):
 
     def report(record):
       trial.report(record["val/loss"], record["epoch"])
+      faults.point("tune.trial")
       if trial.should_prune():
         raise optuna.TrialPruned()
 
@@ -110,7 +113,7 @@ def _retry_interrupted(study, optuna) -> None:
 
 def write_results(study, out_dir: str, space) -> str:
   path = os.path.join(out_dir, "results.csv")
-  with open(path, "w", newline="", encoding="utf-8") as f:
+  with workdir_lib.atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
     writer = csv.writer(f)
     writer.writerow(["trial", "state", "value", "seconds", *space])
     for t in study.get_trials(deepcopy=False):
@@ -126,7 +129,7 @@ def write_best_config(study, out_dir: str, spec: str, base_overrides: dict) -> s
   overrides = dict(base_overrides) | {k: _as_override(v) for k, v in best.params.items()}
   path = os.path.join(out_dir, "best_config.py")
   base_path, _, preset = spec.partition(":")
-  with open(path, "w", encoding="utf-8") as f:
+  with workdir_lib.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
     f.write(f'''"""Best trial {best.number} of the tune study (validation loss {best.value:.6g}).
 
   python -m jaxvae.main --config={path} --workdir=runs/best

@@ -47,3 +47,30 @@ def tiny_overrides(cache_dir):
 def load_config(name: str, overrides: dict, **more):
   from jaxvae import config_lib
   return config_lib.load(os.path.join(ROOT, "configs", name), {**overrides, **more})
+
+
+# The short run most reliability tests compare with or copy: TINY, 2 epochs x 2 steps, a
+# checkpoint every step, no reports (reports only read the state, so a run with them ends with
+# the same parameters).
+SHORT_RUN = {"train.checkpoint_every_steps": "1", "train.image_every_epochs": "0"}
+
+
+@pytest.fixture(scope="session")
+def short_overrides(tiny_overrides):
+  return dict(tiny_overrides, **SHORT_RUN)
+
+
+@pytest.fixture(scope="session")
+def short_run(tmp_path_factory, short_overrides):
+  """An uninterrupted short run's workdir (also fills the compile cache for the others)."""
+  from jaxvae import main as main_lib
+  workdir = str(tmp_path_factory.mktemp("short_run"))
+  args = ["--config=configs/conv_vae.py:small", f"--workdir={workdir}", "--no_progress"] + [
+      f"--config.{k}={v}" for k, v in short_overrides.items()]
+  cwd = os.getcwd()
+  os.chdir(ROOT)
+  try:
+    assert main_lib.run(args) == 0
+  finally:
+    os.chdir(cwd)
+  return workdir

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from conftest import load_config
+from test_faults import _killed, _train_args
 from test_train import _cli
 
 optuna = pytest.importorskip("optuna")
@@ -14,21 +15,25 @@ optuna = pytest.importorskip("optuna")
 SPACE = "train.lr=loguniform(1e-4, 1e-2); model.latent_dim=int(4, 8); model.channels=choice((4, 8, 8), (4, 4, 4))"
 
 
-def test_study_resumes_and_writes_best_config(tmp_path, tiny_overrides):
+def test_study_survives_a_kill_resumes_and_writes_best_config(tmp_path, tiny_overrides):
   overrides = dict(tiny_overrides, **{"tune.space": SPACE, "tune.num_trials": "1",
                                       "tune.epochs": "1", "train.max_steps": "1"})
+  # SIGKILLed inside trial 0 (fault point tune.trial): the same command runs it again.
+  args = _train_args(tmp_path, overrides) + ["--mode=tune"]
+  _killed(args, "tune.trial", 1)
   assert _cli(tmp_path, overrides, mode="tune") == 0
   overrides["tune.num_trials"] = "2"  # the same command with a bigger budget: one more trial
   assert _cli(tmp_path, overrides, mode="tune") == 0
   rows = list(csv.DictReader(open(tmp_path / "tune" / "results.csv")))
-  assert [r["trial"] for r in rows] == ["0", "1"]
-  assert all(r["state"] == "COMPLETE" for r in rows)
-  best = min(rows, key=lambda r: float(r["value"]))
+  assert [r["trial"] for r in rows] == ["0", "1", "2"]
+  assert [r["state"] for r in rows] == ["FAIL", "COMPLETE", "COMPLETE"]
+  assert rows[0]["train.lr"] == rows[1]["train.lr"]  # the killed trial's parameters, again
+  best = min(rows[1:], key=lambda r: float(r["value"]))
   from jaxvae import config_lib
   config = config_lib.load(str(tmp_path / "tune" / "best_config.py"))
   assert config.train.lr == pytest.approx(float(best["train.lr"]))
   assert config.model.latent_dim == int(best["model.latent_dim"])
-  assert os.path.isdir(tmp_path / "tune" / "trial_1" / "checkpoints")
+  assert os.path.isdir(tmp_path / "tune" / "trial_2" / "checkpoints")
 
 
 def test_bad_space_names_the_key(tiny_overrides):

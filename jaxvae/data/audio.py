@@ -73,7 +73,7 @@ def load_audio(path: str, sr: int, *, mono: bool = True, min_seconds: float = 0.
 def decode(path: str) -> tuple[np.ndarray, int]:
   """Reads a file at its own rate as float32 `[channels, samples]`, or raises AudioError."""
   if not os.path.isfile(path):
-    raise AudioError("missing", path, "no such file")
+    raise AudioError(*_not_a_file(path))
   if os.path.getsize(path) == 0:
     raise AudioError("empty", path, "0 bytes")
   try:
@@ -86,6 +86,15 @@ def decode(path: str) -> tuple[np.ndarray, int]:
       raise AudioError("unreadable", path,
                        f"soundfile: {sf_error}; audioread: {type(ar_error).__name__}: "
                        f"{ar_error}") from ar_error
+
+
+def _not_a_file(path: str) -> tuple[str, str, str]:
+  """(reason, path, detail) for a path that is not a readable regular file."""
+  if os.path.isdir(path):
+    return "unreadable", path, "a directory, not a file"
+  if os.path.islink(path):
+    return "missing", path, f"a broken symbolic link to {os.readlink(path)!r}"
+  return "missing", path, "no such file"
 
 
 def _decode_audioread(path: str) -> tuple[np.ndarray, int]:
@@ -219,7 +228,7 @@ class _Scan:
 def _scan(path: str) -> _Scan:
   """Reads a whole file in blocks: finds corrupt data without holding a long file in memory."""
   if not os.path.isfile(path):
-    raise AudioError("missing", path, "no such file")
+    raise AudioError(*_not_a_file(path))
   try:
     info = sf.info(path)
   except Exception:  # noqa: BLE001 - not a libsndfile format; decode it whole instead.

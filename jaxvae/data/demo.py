@@ -19,6 +19,9 @@ import shutil
 import numpy as np
 import soundfile as sf
 
+from jaxvae import faults
+from jaxvae import workdir as workdir_lib
+
 LANGUAGES = ("arabic", "english", "hindi", "spanish")
 GENRES = ("hiphop", "pop", "rock")
 
@@ -146,7 +149,8 @@ def ensure_corpus(cache_dir: str, *, seconds: float, sr: int, clips_per_class: i
     return manifest
   # Per-process temporary folder: several processes (hosts of one run, parallel tests) may
   # write the same corpus at once; the first to finish publishes it.
-  tmp = f"{root}.tmp{os.getpid()}"
+  workdir_lib.remove_stale_tmp(root)
+  tmp = workdir_lib.tmp_name(root)
   os.makedirs(os.path.join(tmp, "audio"), exist_ok=True)
   os.makedirs(os.path.join(tmp, "lyrics"), exist_ok=True)
   rows = []
@@ -159,6 +163,7 @@ def ensure_corpus(cache_dir: str, *, seconds: float, sr: int, clips_per_class: i
                  synthesize(language, genre, seconds, sr, rng), sr, subtype="PCM_16")
         with open(os.path.join(tmp, "lyrics", name + ".txt"), "w", encoding="utf-8") as f:
           f.write(lyrics(language, genre, rng))
+        faults.point("demo.clip")
         rows.append({"audio": f"audio/{name}.wav", "lyrics": f"lyrics/{name}.txt",
                      "language": language, "genre": genre})
   with open(os.path.join(tmp, "manifest.csv"), "w", newline="", encoding="utf-8") as f:

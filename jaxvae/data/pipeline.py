@@ -27,9 +27,20 @@ class Lyrics:
     if not os.path.exists(emb_path):
       raise readers.DataError(f"config key 'data.lyrics_embeddings': '{path}' has no "
                               "embeddings.npy; make it with tools/embed_lyrics.py")
+    clips_path = os.path.join(path, "clips.json")
+    if not os.path.exists(clips_path):  # written last: its absence means an interrupted write
+      raise readers.DataError(f"config key 'data.lyrics_embeddings': '{path}' has no "
+                              "clips.json (an interrupted write?); run tools/embed_lyrics.py "
+                              "again")
     table = np.load(emb_path, allow_pickle=False).astype(np.float32)
-    with open(os.path.join(path, "clips.json"), encoding="utf-8") as f:
-      row_of = {c: i for i, c in enumerate(json.load(f)["clip_ids"])}
+    with open(clips_path, encoding="utf-8") as f:
+      meta = json.load(f)
+    if table.ndim != 2 or table.shape != (len(meta["clip_ids"]), meta["dim"]):
+      raise readers.DataError(
+          f"config key 'data.lyrics_embeddings': '{emb_path}' has shape {table.shape}, but "
+          f"clips.json lists {len(meta['clip_ids'])} clips of dim {meta['dim']}; run "
+          "tools/embed_lyrics.py again")
+    row_of = {c: i for i, c in enumerate(meta["clip_ids"])}
     self.dim = table.shape[1]
     rows = np.array([row_of.get(c, -1) for c in clip_ids])
     self.mask = (rows >= 0).astype(np.float32)

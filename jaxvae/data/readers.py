@@ -102,11 +102,23 @@ def list_items(
   }
   if layout not in readers:
     raise DataError(f"unknown data.layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
-  items = readers[layout]()
+  items = [_printable(it) for it in readers[layout]()]
   if label_columns is not None and layout != "manifest":
     items = _keep_labels(items, label_columns, layout)
   _check_unique(items, root)
   return sorted(items, key=lambda it: it.clip_id)
+
+
+def printable(text: str) -> str:
+  """A file name that is not valid UTF-8 (undecodable bytes, kept by Python as surrogates) with
+  those bytes written as \\xNN, so it can go into JSON, logs and hashes."""
+  return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _printable(item: Item) -> Item:
+  """The item with a printable clip id and labels; its path stays the real one, to open."""
+  labels = {k: printable(v) for k, v in item.labels.items()}
+  return dataclasses.replace(item, clip_id=printable(item.clip_id), labels=labels)
 
 
 # ----------------------------------------------------------------------------------------------

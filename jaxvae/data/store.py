@@ -26,6 +26,8 @@ import time
 import numpy as np
 import tqdm
 
+from jaxvae import faults
+from jaxvae import workdir as workdir_lib
 from jaxvae.data import audio as audio_lib
 from jaxvae.data import augment as augment_lib
 from jaxvae.data import demo as demo_lib
@@ -155,6 +157,21 @@ class Store:
     return self.manifest["bad"]
 
 
+def publish(tmp: str, path: str, manifest: dict, fault: str) -> None:
+  """Writes `manifest.json` last into the finished temporary folder, then renames the folder
+  to `path` in one step: a store with a manifest is always complete, and a build killed
+  before this point leaves only a temporary folder (removed by the next build)."""
+  with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
+    json.dump(manifest, f)  # ASCII escapes: paths that are not valid UTF-8 round-trip too
+    f.flush()
+    os.fsync(f.fileno())
+  faults.point(fault)
+  if os.path.exists(path):  # another process finished the same store first
+    shutil.rmtree(tmp, ignore_errors=True)
+  else:
+    os.replace(tmp, path)
+
+
 def open_store(path: str) -> Store:
   with open(os.path.join(path, "manifest.json"), encoding="utf-8") as f:
     manifest = json.load(f)
@@ -172,7 +189,8 @@ def build(config, *, progress: bool = True) -> Store:
     logging.info("Reusing feature store %s", path)
     return open_store(path)
   logging.info("Preprocessing %d files into %s", len(items), path)
-  tmp = f"{path}.tmp{os.getpid()}"
+  workdir_lib.remove_stale_tmp(path)
+  tmp = workdir_lib.tmp_name(path)
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
   start = time.time()
@@ -192,12 +210,7 @@ def build(config, *, progress: bool = True) -> Store:
       "seconds_to_build": round(time.time() - start, 3),
   }
   manifest["stats"] = _stats(np.load(os.path.join(tmp, "features.npy"), mmap_mode="r"), rows)
-  with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
-    json.dump(manifest, f, ensure_ascii=False)
-  if os.path.exists(path):  # another process finished the same store first
-    shutil.rmtree(tmp, ignore_errors=True)
-  else:
-    os.replace(tmp, path)
+  publish(tmp, path, manifest, "store.commit")
   if bad:
     logging.warning("%d of %d files were bad (%s); see %s", len(bad), len(items),
                     _reason_counts(bad), os.path.join(path, "manifest.json"))
@@ -245,7 +258,9 @@ def _write_features(config, items, params, out_dir, progress):
       feats = compute_features(batch, params)[:n]
       shape = feats.shape[1:]
       raw.write(np.ascontiguousarray(feats, np.float32).tobytes())
+      raw.flush()
       pending.clear()
+      faults.point("store.chunk")
 
     bar = tqdm.tqdm(total=len(items), desc="preprocess", unit="file", disable=not progress)
     for item, split, examples, reason in _load_all(config, items):
@@ -253,6 +268,8 @@ def _write_features(config, items, params, out_dir, progress):
         action = "skipped" if not examples else "silence"
         bad.append({"path": item.path, "clip_id": item.clip_id, "reason": reason,
                     "action": action})
+        if len(bad) <= 10:  # the rest are counted below and all listed in the manifest
+          logging.warning("bad file %s: %s (%s)", readers.printable(item.path), reason, action)
       segment = {}
       for copy, y in examples:
         k = segment[copy] = segment.get(copy, -1) + 1

@@ -30,7 +30,9 @@ import zlib
 import numpy as np
 import tqdm
 
+from jaxvae import faults
 from jaxvae import midi
+from jaxvae import workdir as workdir_lib
 from jaxvae.config_lib import ConfigError
 from jaxvae.data import readers
 from jaxvae.data import store as store_lib
@@ -51,7 +53,8 @@ def ensure_chorales(cache_dir: str, limit: int) -> str:
     raise readers.DataError("data.layout 'chorales' needs music21 (pip install music21, or "
                             "jaxvae[midi]); or point data.root at a folder of MIDI files "
                             "with data.layout=folder") from None
-  tmp = folder + f".tmp{os.getpid()}"
+  workdir_lib.remove_stale_tmp(folder)
+  tmp = workdir_lib.tmp_name(folder)
   os.makedirs(tmp, exist_ok=True)
   names = list(dict.fromkeys(chorales.Iterator(returnType="filename")))[:limit]
   written = 0
@@ -65,6 +68,7 @@ def ensure_chorales(cache_dir: str, limit: int) -> str:
       logging.warning("chorale %s: repeats cannot be expanded; skipped", name)
   with open(os.path.join(tmp, "done.json"), "w") as f:
     json.dump({"chorales": written}, f)
+  faults.point("chorales.commit")
   if not os.path.exists(folder):
     os.replace(tmp, folder)
   else:
@@ -169,19 +173,15 @@ def _write(config, items, params, key, path, progress) -> None:
                 "labels": dict(item.labels), "bad": None} for k in range(len(win))]
   if not rows:
     raise readers.DataError(f"no usable MIDI file among {len(items)} ({len(bad)} bad)")
-  tmp = f"{path}.tmp{os.getpid()}"
+  workdir_lib.remove_stale_tmp(path)
+  tmp = workdir_lib.tmp_name(path)
   os.makedirs(tmp, exist_ok=True)
   np.save(os.path.join(tmp, "tokens.npy"), np.concatenate(arrays).astype(np.int32))
   manifest = {"kind": "tokens", "version": TOKEN_STORE_VERSION, "key": key, "params": params, "examples": rows,
               "bad": bad, "label_values": store_lib._label_values(rows),  # pylint: disable=protected-access
               "dataset": {"layout": config.data.layout, "root": config.data.root,
                           "num_files": len(items)}, "stats": {}}
-  with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
-    json.dump(manifest, f)
-  if os.path.exists(path):
-    shutil.rmtree(tmp, ignore_errors=True)
-  else:
-    os.replace(tmp, path)
+  store_lib.publish(tmp, path, manifest, "tokens.commit")
   if bad:
     logging.warning("%d of %d MIDI files were bad and skipped; see %s", len(bad), len(items),
                     os.path.join(path, "manifest.json"))

@@ -1,0 +1,229 @@
+"""The workdir as crash-safe state: atomic file writes, one writer at a time, log repair.
+
+A run may be killed between any two instructions (kill -9, OOM, preemption). Everything here
+keeps the workdir readable after that:
+  - `atomic_path` / `write_json` / `write_text`: a file is replaced whole or not at all (write
+    to a temporary name beside it, fsync, rename);
+  - `Lock`: one training process per workdir (per process index in a multi-host run); the
+    lock is an flock, so the kernel releases it when its holder dies, however it dies;
+  - `repair_metrics`: on resume, metrics.jsonl is cut back to the rows of the checkpoint the
+    run resumes from (a torn last line and rows of steps that will be redone are dropped), so
+    no epoch or step appears twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import time
+
+from jaxvae import errors
+from jaxvae import faults
+
+LOCK_NAME = "jaxvae.lock"
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic files
+# ---------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def atomic_path(path: str, fault: str | None = None):
+  """Yields a temporary path beside `path` (same extension); renames it over `path` when the
+  block ends normally, removes it when the block raises."""
+  directory, name = os.path.split(os.path.abspath(path))
+  stem, ext = os.path.splitext(name)
+  tmp = os.path.join(directory, f".{stem}.tmp{os.getpid()}{ext}")
+  try:
+    yield tmp
+    with open(tmp, "rb+") as f:
+      os.fsync(f.fileno())
+    if fault:
+      faults.point(fault)
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+
+
+def write_text(path: str, text: str, fault: str | None = None) -> None:
+  # backslashreplace: a file name that is not valid UTF-8 is written escaped, not a crash.
+  with atomic_path(path, fault) as tmp, open(tmp, "w", encoding="utf-8",
+                                             errors="backslashreplace") as f:
+    f.write(text)
+
+
+def write_json(path: str, value, fault: str | None = None, **kwargs) -> None:
+  write_text(path, json.dumps(value, ensure_ascii=False, **kwargs), fault)
+
+
+def tmp_name(path: str) -> str:
+  """The temporary folder a build of `path` writes before renaming it to `path`."""
+  return f"{path}.tmp.{socket.gethostname()}.{os.getpid()}"
+
+
+def remove_stale_tmp(path: str) -> None:
+  """Removes the temporary folders of builds of `path` killed half-way: those of this host
+  whose process is gone. Another host's build (shared storage) is never touched."""
+  parent, name = os.path.split(path)
+  if not os.path.isdir(parent):
+    return
+  prefix = f"{name}.tmp.{socket.gethostname()}."
+  for entry in os.listdir(parent):
+    pid = entry[len(prefix):]
+    if entry.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+      logging.info("Removing %s, left by an interrupted build", os.path.join(parent, entry))
+      shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+
+_TMP_FILE = re.compile(r"^\..+\.tmp(\d+)(\.[^.]*)?$")  # what atomic_path names its files
+
+
+def remove_stale_files(workdir: str) -> None:
+  """Removes temporary files of `atomic_path` left in the workdir (top level and reports/)
+  by a killed process; called by the run holding the workdir's lock."""
+  folders = [workdir] + [d for d, _, _ in os.walk(os.path.join(workdir, "reports"))]
+  for folder in folders:
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+      match = _TMP_FILE.match(name)
+      if match and not _alive(int(match.group(1))):
+        os.remove(os.path.join(folder, name))
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+# ---------------------------------------------------------------------------------------------
+# One writer per workdir
+# ---------------------------------------------------------------------------------------------
+
+def _holder(fd: int) -> dict:
+  os.lseek(fd, 0, os.SEEK_SET)
+  text = os.read(fd, 4096).decode("utf-8", "replace")
+  try:
+    return json.loads(text) if text.strip() else {}
+  except json.JSONDecodeError:
+    return {}
+
+
+_HELD: dict[str, list] = {}  # lock path -> [fd, depth]: re-entrant within one process
+
+
+class Lock:
+  """An exclusive flock on `<workdir>/jaxvae.lock` (`jaxvae.lock.<i>` for process i > 0).
+
+  The file records the holder's pid, host and start time. A second process gets
+  `WorkdirBusyError` naming the holder; a lock file left by a dead holder (the kernel dropped
+  its flock with it) is taken over with a warning. Re-entrant within a process (the CLI holds
+  it across `--clear` and training).
+  """
+
+  def __init__(self, workdir: str, process_index: int = 0):
+    name = LOCK_NAME if process_index == 0 else f"{LOCK_NAME}.{process_index}"
+    self.path = os.path.join(os.path.abspath(workdir), name)
+
+  def acquire(self) -> "Lock":
+    if self.path in _HELD:
+      _HELD[self.path][1] += 1
+      return self
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = _holder(fd)
+      os.close(fd)
+      who = (f"process {holder.get('pid', '?')} on host {holder.get('host', '?')} (running "
+             f"since {holder.get('started', '?')})" if holder else "another process")
+      raise errors.WorkdirBusyError(
+          f"workdir '{os.path.dirname(self.path)}' is in use by {who}; wait for it to end or "
+          "use another --workdir") from None
+    previous = _holder(fd)
+    if previous:
+      logging.warning("Taking over %s: its holder (process %s on host %s) is gone without "
+                      "releasing it (killed?)", self.path, previous.get("pid"),
+                      previous.get("host"))
+    record = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(record).encode(), 0)
+    os.fsync(fd)
+    _HELD[self.path] = [fd, 1]
+    return self
+
+  def release(self) -> None:
+    held = _HELD.get(self.path)
+    if held is None:
+      return
+    held[1] -= 1
+    if held[1]:
+      return
+    del _HELD[self.path]
+    fd = held[0]
+    os.ftruncate(fd, 0)  # an empty file: released cleanly, nobody to warn about
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+  def __enter__(self):
+    return self.acquire()
+
+  def __exit__(self, *exc):
+    self.release()
+
+
+def ensure_writable(workdir: str) -> str:
+  """Creates `workdir` and proves it writable, or raises WorkdirError naming it."""
+  path = os.path.abspath(workdir)
+  try:
+    os.makedirs(path, exist_ok=True)
+    probe = os.path.join(path, f".write_test{os.getpid()}")
+    with open(probe, "w", encoding="utf-8") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise errors.WorkdirError(f"--workdir '{workdir}' cannot be created or written "
+                              f"({e.strerror or e}); expected a writable folder") from None
+  return path
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.jsonl on resume
+# ---------------------------------------------------------------------------------------------
+
+def repair_metrics(path: str, last_step: int) -> int:
+  """Keeps the complete rows of `path` with step <= `last_step`; returns how many it dropped.
+
+  Rows after the checkpoint a run resumes from are written again when their steps are redone;
+  a kill may also leave a torn last line. Both go, atomically.
+  """
+  if not os.path.exists(path):
+    return 0
+  kept, dropped = [], 0
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for line in f:
+      try:
+        row = json.loads(line) if line.endswith("\n") else None
+      except json.JSONDecodeError:
+        row = None
+      if isinstance(row, dict) and row.get("step", 0) <= last_step:
+        kept.append(line)
+      else:
+        dropped += 1
+  if dropped:
+    write_text(path, "".join(kept))
+    logging.info("metrics.jsonl: dropped %d rows written after step %d (they are redone)",
+                 dropped, last_step)
+  return dropped
