@@ -143,12 +143,9 @@ def test_a_manifest_row_naming_a_directory_is_a_bad_file(tmp_path):
 def test_broken_midi_files_are_counted_by_the_token_store(tmp_path):
   pytest.importorskip("pretty_midi")
   from conftest import load_config
-  from test_music import TINY, _piece
+  from test_music import midi_folder_overrides
   from jaxvae.data import tokens
-  folder = tmp_path / "midi"
-  folder.mkdir()
-  for i in range(3):
-    _piece(folder / f"good{i}.mid", i)
+  folder, overrides = midi_folder_overrides(tmp_path)
   good = (folder / "good0.mid").read_bytes()
   (folder / "zero.mid").write_bytes(b"")
   (folder / "text.mid").write_text("not a MIDI file\n")
@@ -156,9 +153,7 @@ def test_broken_midi_files_are_counted_by_the_token_store(tmp_path):
   at = good.index(b"MTrk")
   (folder / "bad_chunk.mid").write_bytes(good[:at + 4] + (0x7FFFFFFF).to_bytes(4, "big")
                                          + good[at + 8:])
-  config = load_config("music_transformer_vaegan.py:small", dict(
-      TINY, **{"data.layout": "folder", "data.root": str(folder),
-               "data.cache_dir": str(tmp_path / "cache")}))
+  config = load_config("music_transformer_vaegan.py:small", overrides)
   store = tokens.build(config, progress=False)
   reasons = {os.path.basename(b["path"]): b["reason"] for b in store.manifest["bad"]}
   assert reasons["zero.mid"] == "empty file (0 bytes)"

@@ -246,6 +246,9 @@ def test_ratio_and_seed004_lines():
              {"model": "conv_vae", "framework": "torch", "skipped": "reason"}]
   assert benchmark.ratios(records) == [
       "puzzle_vqvae: jax/torch t2 = 2.50  (compile 1.00 s vs 1.00 s)"]
+  unguarded = records + [rec("jax", "jax.unguarded", 1250.0)]
+  assert benchmark.ratios(unguarded)[0] == (
+      "puzzle_vqvae: jax/jax.unguarded = 0.800  (the non-finite guard's cost)")
   (line,) = benchmark.seed004_line(records)
   assert "= 4.2 min" in line  # 250,000 clips / 1000 per s = 250 s
 
@@ -256,6 +259,8 @@ def test_jobs_expand_frameworks_and_threads():
   assert got[:5] == [("conv_vae", "jax", 0), ("conv_vae", "torch", 1), ("conv_vae", "torch", 2),
                      ("conv_vae", "torch.compile", 1), ("conv_vae", "torch.compile", 2)]
   assert len(got) == 10
+  got = benchmark.jobs(_args("--models", "conv_vae", "--frameworks", "jax,jax.unguarded"))
+  assert got == [("conv_vae", "jax", 0), ("conv_vae", "jax.unguarded", 0)]
 
 
 def test_transformer_model_flops_follow_the_palm_formula():

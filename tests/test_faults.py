@@ -164,14 +164,9 @@ def test_feature_store_and_demo_corpus_killed_half_way_are_rebuilt(tmp_path, tin
 
 def test_token_store_killed_before_publishing_is_rebuilt(tmp_path):
   pytest.importorskip("pretty_midi")
-  from test_music import TINY, _piece
+  from test_music import midi_folder_overrides
   from jaxvae.data import tokens
-  folder = tmp_path / "midi"
-  folder.mkdir()
-  for i in range(3):
-    _piece(folder / f"p{i}.mid", i)
-  overrides = dict(TINY, **{"data.layout": "folder", "data.root": str(folder),
-                            "data.cache_dir": str(tmp_path / "cache")})
+  _, overrides = midi_folder_overrides(tmp_path)
   code = ("import json, sys; from jaxvae import config_lib; from jaxvae.data import tokens; "
           "tokens.build(config_lib.load(sys.argv[1], json.loads(sys.argv[2])), progress=False)")
   spec = os.path.join(ROOT, "configs/music_transformer_vaegan.py:small")

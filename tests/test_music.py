@@ -38,6 +38,17 @@ def _piece(path, seed):
   pm.write(str(path))
 
 
+def midi_folder_overrides(tmp_path, n=3):
+  """A folder of `n` small pieces (good0.mid, ...) and the overrides that read it into a token
+  store in a cache of its own."""
+  folder = tmp_path / "midi"
+  folder.mkdir()
+  for i in range(n):
+    _piece(folder / f"good{i}.mid", i)
+  return folder, dict(TINY, **{"data.layout": "folder", "data.root": str(folder),
+                               "data.cache_dir": str(tmp_path / "cache")})
+
+
 @pytest.fixture(scope="module")
 def midi_folder(tmp_path_factory):
   root = tmp_path_factory.mktemp("midi")

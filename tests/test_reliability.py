@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -90,8 +91,27 @@ def test_diverging_run_stops_with_one_line_and_only_finite_checkpoints(tmp_path,
   assert "NaN" not in text and "Infinity" not in text  # strict JSON: non-finite is null
   rows = [json.loads(line) for line in text.splitlines()]
   assert sum(r.get("train/nonfinite_steps", 0) for r in rows) >= 2
+  tags = _tb_scalars(tmp_path / "tb")
+  assert tags and all(np.isfinite(v) for _, v in tags)
+  assert any(t == "train/nonfinite_steps" and v > 0 for t, v in tags)
   first_bad = int(line.split("from step ")[1].split()[0])
   assert max(int(n) for n in os.listdir(tmp_path / "checkpoints") if n.isdigit()) <= first_bad
+
+
+def _tb_scalars(folder):
+  """(tag, value) of every scalar in the TensorBoard event files (TFRecord-framed Events)."""
+  from tensorboardX.proto import event_pb2
+  out = []
+  for name in os.listdir(folder):
+    data = open(os.path.join(folder, name), "rb").read()
+    i = 0
+    while i < len(data):
+      (n,) = struct.unpack("<Q", data[i:i + 8])
+      event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+      out += [(v.tag, v.simple_value) for v in event.summary.value
+              if v.HasField("simple_value")]
+      i += 12 + n + 4
+  return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,6 +133,8 @@ def test_second_writer_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path
     assert f"is in use by process {holder.pid} on host " in line
     assert "use another --workdir" in line
     assert _cli(tmp_path, tiny_overrides, mode="summary", extra=["--clear"]) == 1
+    assert _cli(tmp_path, tiny_overrides, mode="tune") == 1
+    assert "is in use by process" in _last_error_line(capsys)
     assert holder.poll() is None  # the first run is untouched
     assert not os.path.exists(tmp_path / "checkpoints")
     # Process 1 of a multi-host run has a lock of its own.

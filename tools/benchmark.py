@@ -5,6 +5,7 @@
     python tools/benchmark.py --models conv_vae --batch-size 4 --steps 5    # seed size, 63.6 M
     python tools/benchmark.py --models music_transformer --batch-size 8 --threads 1,2
     python tools/benchmark.py --models all --preset small --frameworks jax
+    python tools/benchmark.py --models conv_vae --preset small --frameworks jax,jax.unguarded
     python tools/benchmark.py --models music_transformer --preset high_quality --dtype bfloat16 \
         --frameworks jax --generate-tokens 1024          # MFU at a large preset, sampling speed
 
@@ -87,7 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--models", default="all",
                  help=f"comma-separated, or 'all' ({', '.join(available_models())})")
-  p.add_argument("--frameworks", default="jax,torch", help="jax, torch or both")
+  p.add_argument("--frameworks", default="jax,torch",
+                 help="jax, torch or both; jax.unguarded: jax without the non-finite guard")
   p.add_argument("--preset", default="", help="config preset for every model ('' = seed size)")
   p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                  help="config override for every model, e.g. model.latent_dim=32 (repeatable)")
@@ -147,16 +149,16 @@ def thread_counts(args) -> list[int]:
 def jobs(args) -> list[tuple[str, str, int]]:
   """(model, framework, torch threads) in run order; 'torch.compile' counts as a framework."""
   frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
-  unknown = set(frameworks) - {"jax", "torch"}
+  unknown = set(frameworks) - {"jax", "jax.unguarded", "torch"}
   if unknown:
     raise SystemExit(f"error: --frameworks: unknown {', '.join(sorted(unknown))}; "
-                     "expected jax and/or torch")
+                     "expected jax, jax.unguarded and/or torch")
   if args.torch_compile and "torch" in frameworks:
     frameworks.append("torch.compile")
   out = []
   for model in selected_models(args):
     for framework in frameworks:
-      counts = [0] if framework == "jax" else thread_counts(args)
+      counts = [0] if framework.startswith("jax") else thread_counts(args)
       out += [(model, framework, threads) for threads in counts]
   return out
 
@@ -442,8 +444,12 @@ def _top_tables(ops, kinds, steps: int, top: int) -> dict:
           "top_kinds": [row(n, v) for n, v in kinds.most_common(top)] if kinds else []}
 
 
-def run_jax(model: str, args) -> dict:
+def run_jax(model: str, args, guarded: bool = True) -> dict:
+  """`guarded=False` (framework 'jax.unguarded') builds the steps without the trainer's
+  non-finite guard (`train.skip_nonfinite`), to measure what the guard costs."""
+  from unittest import mock
   from jaxvae import registry
+  from jaxvae import train
   config = load_config(model, args)
   if config.model.name not in registry.names():
     raise Skip(f"registry has no variant '{config.model.name}'")
@@ -451,7 +457,9 @@ def run_jax(model: str, args) -> dict:
   spec = data_spec(config, shape)
   examples = synthetic_examples(config, spec, pool_size(config))
   try:
-    stepper = JaxStepper(config, spec, examples)
+    with mock.patch.object(train, "skip_nonfinite", train.skip_nonfinite if guarded
+                           else lambda step: step):
+      stepper = JaxStepper(config, spec, examples)
   except Exception as e:  # a variant that cannot build from synthetic data is reported
     raise Skip(f"train.build failed: {type(e).__name__}: {e}") from None
   rec = measure(stepper, examples, config, args)
@@ -459,8 +467,9 @@ def run_jax(model: str, args) -> dict:
   if args.generate_tokens and is_token_model(config):
     rec.update(generation_record(stepper, args.generate_tokens))
   import jax
-  return dict(rec, **base_record(model, "jax", config, shape, stepper), mode="jax",
-              build_s=stepper.build_s, framework_version=jax.__version__)
+  return dict(rec, **base_record(model, "jax", config, shape, stepper),
+              mode="jax" if guarded else "jax.unguarded", build_s=stepper.build_s,
+              framework_version=jax.__version__)
 
 
 # Peak dense TFLOP/s per device (NVIDIA datasheets, SXM parts; float32 means TF32 tensor
@@ -714,7 +723,7 @@ def cpu_model() -> str:
 
 
 def job_name(framework: str, threads: int) -> str:
-  return framework if framework == "jax" else f"{framework} t{threads}"
+  return framework if framework.startswith("jax") else f"{framework} t{threads}"
 
 
 def skipped(model: str, framework: str, threads: int, reason: str) -> dict:
@@ -726,8 +735,8 @@ def skipped(model: str, framework: str, threads: int, reason: str) -> dict:
 def run_job(model: str, framework: str, threads: int, args) -> dict:
   """One record, in this process; a Skip becomes a skipped record."""
   try:
-    if framework == "jax":
-      rec = run_jax(model, args)
+    if framework.startswith("jax"):
+      rec = run_jax(model, args, guarded=framework == "jax")
     else:
       rec = run_torch(model, args, framework == "torch.compile", threads)
   except Skip as e:
@@ -795,7 +804,10 @@ def ratios(records: list[dict]) -> list[str]:
   """'model: jax/torch = X.XX' for every model measured by both (eager, and compiled)."""
   done = [r for r in records if not r.get("skipped")]
   out = []
-  for j in (r for r in done if r["framework"] == "jax"):
+  for j in (r for r in done if r.get("mode") == "jax"):
+    for u in (r for r in done if r.get("mode") == "jax.unguarded" and r["model"] == j["model"]):
+      out.append(f"{j['model']}: jax/jax.unguarded = "
+                 f"{j['samples_per_s'] / u['samples_per_s']:.3f}  (the non-finite guard's cost)")
     for t in (r for r in done if r["framework"] == "torch" and r["model"] == j["model"]):
       out.append(f"{j['model']}: jax/{t['mode']} = {j['samples_per_s'] / t['samples_per_s']:.2f}"
                  f"  (compile {j['compile_s']:.2f} s vs {t['compile_s']:.2f} s)")
