@@ -154,7 +154,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.num_devices = 0  # devices in the data-parallel mesh; 0 means all local devices.
   c.train.max_steps = 0  # 0: no limit beyond epochs (useful for smoke runs).
   c.train.loss_scale_init = 2.0**15  # float16 dynamic loss scaling start.
-  # A step whose loss, gradient norm or new parameters are non-finite is skipped (counted as
+  # A step whose loss or gradient norm is non-finite is skipped (counted as
   # train/nonfinite_steps); this many in a row stop the run (exit 1). 0: skip, never stop.
   c.train.max_nonfinite_steps = 25
   return c
