@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from jaxvae import evaluate as evaluate_lib
 from jaxvae import train
+from jaxvae import workdir as workdir_lib
 from jaxvae.data import pipeline
 
 
@@ -92,10 +93,9 @@ def run_analyze(config, workdir: str, num_puzzles: int = 4) -> int:
         plot_puzzle(batch["x"][i], recon[i], codes[i], int(config.model.num_codes),
                     os.path.join(workdir, "analysis", f"puzzle_{i}.png"), clip_ids[i])
         for i in range(min(num_puzzles, len(clip_ids)))]
-  with open(os.path.join(workdir, "analysis.json"), "w", encoding="utf-8") as f:
-    json.dump(result, f, indent=2)
+  workdir_lib.write_json(os.path.join(workdir, "analysis.json"), result, indent=2)
   table = markdown(result)
-  with open(os.path.join(workdir, "analysis.md"), "w", encoding="utf-8") as f:
-    f.write(f"# {config.model.name}: trained vs untrained (validation split)\n\n{table}")
+  workdir_lib.write_text(os.path.join(workdir, "analysis.md"),
+                         f"# {config.model.name}: trained vs untrained (validation split)\n\n{table}")
   print(table)
   return 0

@@ -65,9 +65,10 @@ def _restore_newest(manager, args_fn, what: str):
     try:
       return step, manager.restore(step, args=args_fn()), damaged
     except Exception as e:  # noqa: BLE001 - any failure to read a step means "damaged".
-      logging.warning("%s checkpoint at step %d cannot be restored (%s: %s); trying an "
-                      "older one", what, step, type(e).__name__, str(e).splitlines()[0][:200])
-      damaged.append(step)
+      reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+      logging.warning("%s checkpoint at step %d cannot be restored (%s); trying an older one",
+                      what, step, reason)
+      damaged.append((step, reason))
   return None, None, damaged
 
 
@@ -123,11 +124,13 @@ class Checkpoints:
     step, out, damaged = _restore_newest(self.latest, args, "latest")
     if step is None:
       raise errors.CheckpointError(
-          f"no checkpoint in '{self.latest.directory}' can be restored (damaged steps: "
-          f"{', '.join(map(str, damaged))}); start the run over with --clear")
+          f"no checkpoint in '{self.latest.directory}' can be restored (steps "
+          f"{', '.join(str(s) for s, _ in damaged)}; step {damaged[0][0]}: {damaged[0][1]}). "
+          "If the model's config changed since they were saved, run with the original "
+          "config or another --workdir; if they are damaged, start over with --clear")
     if damaged:
       logging.warning("Resuming from step %d: the newer checkpoint(s) at step %s are damaged",
-                      step, ", ".join(map(str, damaged)))
+                      step, ", ".join(str(s) for s, _ in damaged))
     return out["state"], out["meta"]
 
   def restore_best(self, template):
@@ -206,12 +209,13 @@ def restore_weights(path: str, template, model_name: str = "?"):
     if step is None:
       continue
     restored = out["state"]
-    params, loaded, fresh = _merge(dict(template.params), restored.get("params", {}), "params")
+    params, loaded_params, fresh = _merge(dict(template.params), restored.get("params", {}),
+                                          "params")
     model_state, loaded_s, fresh_s = _merge(dict(template.model_state),
                                             restored.get("model_state", {}), "model_state")
-    loaded, fresh = loaded + loaded_s, fresh + fresh_s
+    loaded, fresh = loaded_params + loaded_s, fresh + fresh_s
     source = _model_name(os.path.dirname(directory))
-    if not loaded:
+    if not loaded_params:
       raise errors.ConfigError(
           f"config key 'init_from': '{directory}' (model '{source}') shares no parameter "
           f"with this model ('{model_name}'); expected a run of the same architecture")

@@ -20,6 +20,7 @@ import numpy as np
 from jaxvae import analysis
 from jaxvae import checkpoint as ckpt_lib
 from jaxvae import errors
+from jaxvae import workdir as workdir_lib
 from jaxvae import music_stats
 from jaxvae import train
 from jaxvae.data import pipeline
@@ -109,8 +110,7 @@ def run_eval_midi(run, state, workdir: str) -> int:
                             "top_k": config.generate.top_k, "top_p": config.generate.top_p,
                             "seed": config.seed, "files": files},
              "note": "pitch-class histograms are duration-weighted; drum notes excluded"}
-  with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=2)
+  workdir_lib.write_json(os.path.join(out_dir, "metrics.json"), results, indent=2)
   writer = monitor.Writer(workdir, config)
   try:
     writer.scalars(int(state.step), _tb_scalars(results))
@@ -153,8 +153,7 @@ def run_eval(config, workdir: str) -> int:
     analysis.write_projector(latent, labels, names, os.path.join(out_dir, "projector"))
   analysis.plot_spectrogram_grid(encoded["x"][:8], encoded["recon"][:8],
                                  os.path.join(out_dir, "reconstructions.png"))
-  with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=2)
+  workdir_lib.write_json(os.path.join(out_dir, "metrics.json"), results, indent=2)
   print(json.dumps({"val": results["val"]}, indent=2))
   for name in labels:
     if name in results:

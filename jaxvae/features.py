@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvae import workdir as workdir_lib
+
 # Sample rate, FFT size, hop, mel bands: librosa.feature.melspectrogram's defaults.
 SR = 22050
 N_FFT = 2048
@@ -637,5 +639,6 @@ def write_wav(path: str, y: ArrayLike, sr: int) -> str:
   directory = os.path.dirname(path)
   if directory:
     os.makedirs(directory, exist_ok=True)
-  sf.write(path, np.clip(y, -1.0, 1.0).T, int(sr), subtype="PCM_16")
+  with workdir_lib.atomic_path(path) as tmp:  # a kill never leaves half a WAV
+    sf.write(tmp, np.clip(y, -1.0, 1.0).T, int(sr), subtype="PCM_16", format="WAV")
   return path

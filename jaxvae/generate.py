@@ -23,6 +23,7 @@ from jaxvae import analysis
 from jaxvae import evaluate as evaluate_lib
 from jaxvae import features
 from jaxvae import train
+from jaxvae import workdir as workdir_lib
 from jaxvae.config_lib import ConfigError
 from jaxvae.data import store as store_lib
 
@@ -146,8 +147,7 @@ def interpolate_midi(run, state, config, paths: list[str], windows: np.ndarray, 
             "z_a": z_ends[0].tolist(), "z_b": z_ends[1].tolist(),
             "num_tokens": g.num_tokens, "temperature": g.temperature, "top_k": g.top_k,
             "top_p": g.top_p, "seed": seed, "step": int(state.step)}
-  with open(os.path.join(out_dir, "interp.json"), "w", encoding="utf-8") as f:
-    json.dump(record, f, indent=2)
+  workdir_lib.write_json(os.path.join(out_dir, "interp.json"), record, indent=2)
   return record
 
 
@@ -184,8 +184,8 @@ def run_generate(config, workdir: str, condition: str | None = None, num_samples
     written.append(stem)
   analysis.plot_spectrograms(specs, os.path.join(out_dir, f"{tag}.png"),
                              titles=[f"{tag} {i}" for i in range(len(specs))])
-  with open(os.path.join(out_dir, f"{tag}.json"), "w", encoding="utf-8") as f:
-    json.dump({"condition": condition, "num_samples": num_samples, "seed": seed,
-               "files": written, "step": int(state.step)}, f, indent=2)
+  workdir_lib.write_json(os.path.join(out_dir, f"{tag}.json"), {
+      "condition": condition, "num_samples": num_samples, "seed": seed, "files": written,
+      "step": int(state.step)}, indent=2)
   print(f"wrote {num_samples} samples ({tag}) to {out_dir}")
   return 0

@@ -13,6 +13,7 @@ import numpy as np
 
 from jaxvae import monitor
 from jaxvae import registry
+from jaxvae import workdir as workdir_lib
 from jaxvae.config_lib import ConfigError
 from jaxvae.data import audio as audio_lib
 from jaxvae.data import demo as demo_lib
@@ -22,8 +23,7 @@ from jaxvae.spec import DataSpec
 
 def _write_json(path: str, value) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=2, ensure_ascii=False)
+  workdir_lib.write_json(path, value, indent=2)
 
 
 def spec_from_config(config) -> DataSpec:

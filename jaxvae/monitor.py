@@ -226,7 +226,8 @@ def finish(workdir: str, config, meta: dict) -> None:
     analysis.plot_training_curves(curves, os.path.join(workdir, "training_curves.png"))
   faults.point("finish")
   tb = SummaryWriter(os.path.join(workdir, "tb"))
-  final = {"hparam/best_val_loss": float(meta.get("best_val", float("nan")))}
+  best = float(meta.get("best_val", float("nan")))
+  final = {"hparam/best_val_loss": best} if math.isfinite(best) else {}
   if history:
     final["hparam/epochs"] = float(history[-1]["epoch"])
   try:

@@ -132,10 +132,10 @@ def make_train_step(model, tx, objective, kl_fn, config) -> Callable:
 def skip_nonfinite(train_step: Callable) -> Callable:
   """Wraps a train step so that an update from a non-finite loss or gradient is not applied.
 
-  When the loss or the gradient norm is not finite, the step keeps the old parameters,
-  optimizer and model state (the step counter, the RNG position and a float16 loss scale
-  still advance) and reports `nonfinite` = 1. All of it is inside the jitted step, no host
-  sync. The test reads two scalars the step computes anyway, so the selects fuse into the
+  When a loss or gradient norm it reports (`loss*`, `grad_norm*`) is not finite, the step
+  keeps the old parameters, optimizer and model state (the step counter, the RNG position and
+  a float16 loss scale still advance) and reports `nonfinite` = 1. All of it is inside the jitted step, no host
+  sync. The test reads scalars the step computes anyway, so the selects fuse into the
   update (a check of every new parameter would cost a pass over them and split the fusion);
   parameters that an update made non-finite give non-finite losses from the next step on, and
   `checkpoint.check_finite` keeps them out of every checkpoint. The loop stops a run after
@@ -144,7 +144,10 @@ def skip_nonfinite(train_step: Callable) -> Callable:
 
   def guarded(state: TrainState, batch):
     new_state, metrics = train_step(state, batch)
-    ok = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics.get("grad_norm", 0.0))
+    # Every loss and gradient norm the step reports (the VAE-GAN has loss_d, grad_norm_g, ...).
+    checked = [v for k, v in metrics.items()
+               if k.startswith(("loss", "grad_norm")) and k != "loss_scale"]
+    ok = jnp.all(jnp.isfinite(jnp.stack([jnp.asarray(v, jnp.float32) for v in checked])))
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
     new_state = new_state.replace(params=keep(new_state.params, state.params),
                                   opt_state=keep(new_state.opt_state, state.opt_state),
@@ -580,8 +583,10 @@ def _loop(run, state, meta, iterator, ckpts, writer, progress, epoch_callback=No
         writer.scalars(step, {f"train/{k}": v for k, v in logged.items()}
                        | {"train/samples_per_s": rate})
         bar.set_postfix(loss=f"{logged.get('loss', float('nan')):.4g}", samples_s=f"{rate:.0f}")
+      # Not on an epoch's last step (nor the run's, when max_steps cuts the epoch short):
+      # the epoch-end save covers it, and a resume from there must still end the epoch.
       if (t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0
-          and step - meta["epoch_start_step"] < spe):
+          and step - meta["epoch_start_step"] < spe and step < run.total_steps):
         sync()
         ckpts.save(step, state, iterator, meta)
     bar.close()

@@ -20,6 +20,7 @@ import os
 import re
 
 from jaxvae import config_lib
+from jaxvae import errors
 from jaxvae import faults
 from jaxvae import workdir as workdir_lib
 from jaxvae.config_lib import ConfigError
@@ -96,8 +97,12 @@ def _objective(spec, base_overrides, space, config, workdir, optuna):
       if trial.should_prune():
         raise optuna.TrialPruned()
 
-    meta = train.train_and_evaluate(trial_cfg, os.path.join(workdir, f"trial_{trial.number}"),
-                                    progress=False, epoch_callback=report)
+    try:
+      meta = train.train_and_evaluate(trial_cfg, os.path.join(workdir, f"trial_{trial.number}"),
+                                      progress=False, epoch_callback=report)
+    except errors.DivergedError as e:  # a normal outcome of a search, not the study's end
+      logging.warning("Trial %d diverged: %s", trial.number, e)
+      return float("nan")  # Optuna records a NaN value as a failed trial
     return meta["best_val"]
 
   return objective

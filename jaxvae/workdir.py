@@ -143,7 +143,13 @@ class Lock:
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    except OSError as e:
+      if not isinstance(e, BlockingIOError):  # ENOLCK, EOPNOTSUPP: a file system without flock
+        logging.warning("Cannot lock %s (%s): this file system has no flock, so a second "
+                        "writer in this workdir is not detected", self.path, e.strerror or e)
+        os.close(fd)
+        _HELD[self.path] = [None, 1]
+        return self
       holder = _holder(fd)
       os.close(fd)
       who = (f"process {holder.get('pid', '?')} on host {holder.get('host', '?')} (running "
@@ -173,6 +179,8 @@ class Lock:
       return
     del _HELD[self.path]
     fd = held[0]
+    if fd is None:  # never locked (no flock on this file system)
+      return
     os.ftruncate(fd, 0)  # an empty file: released cleanly, nobody to warn about
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
@@ -189,7 +197,7 @@ def ensure_writable(workdir: str) -> str:
   path = os.path.abspath(workdir)
   try:
     os.makedirs(path, exist_ok=True)
-    probe = os.path.join(path, f".write_test{os.getpid()}")
+    probe = os.path.join(path, f".write_test.{socket.gethostname()}.{os.getpid()}")
     with open(probe, "w", encoding="utf-8") as f:
       f.write("ok")
     os.remove(probe)

@@ -30,6 +30,7 @@ TRAINING_KILLS = [
     ("epoch.logged", 1),  # epoch 1 logged, no checkpoint of it yet
     ("checkpoint.best", 1),  # best of epoch 1 saved, latest not (the StepAlreadyExists bug)
     ("checkpoint.latest", 2),  # end of epoch 1 saved
+    ("checkpoint.latest", 3),  # mid-epoch 2 saved
     ("report.written", 2),  # half of epoch 2's report
     ("finish", 1),  # training done, end-of-run files half written
 ]
@@ -96,21 +97,21 @@ def killed_runs(tmp_path_factory, short_overrides, short_run):
   run at a time (their startup is mostly single-threaded Python), after `short_run` filled
   the compile cache."""
   root = tmp_path_factory.mktemp("killed")
-  runs = {point: (root / point.replace(".", "_"), n) for point, n in TRAINING_KILLS}
+  runs = {(point, n): root / f"{point.replace('.', '_')}_{n}" for point, n in TRAINING_KILLS}
   pending = list(runs.items())
   while pending:
     batch, pending = pending[:3], pending[3:]
     procs = [(point, n, _start(_train_args(w, _overrides(short_overrides, point)), point, n))
-             for point, (w, n) in batch]
+             for (point, n), w in batch]
     for point, n, proc in procs:
       _wait_killed(proc, point, n)
-  return {point: w for point, (w, _) in runs.items()}
+  return runs
 
 
-@pytest.mark.parametrize("point", [p for p, _ in TRAINING_KILLS])
+@pytest.mark.parametrize("point, n", TRAINING_KILLS)
 def test_kill_at_fault_point_then_rerun_matches_uninterrupted(killed_runs, short_run,
-                                                                 short_overrides, point):
-  workdir = killed_runs[point]
+                                                                 short_overrides, point, n):
+  workdir = killed_runs[point, n]
   assert _cli(workdir, _overrides(short_overrides, point)) == 0  # the same command again
   for which in ("checkpoints", "best"):
     step_a, a = _params(str(workdir), which)
@@ -155,6 +156,8 @@ def test_feature_store_and_demo_corpus_killed_half_way_are_rebuilt(tmp_path, tin
   for point in ("demo.clip", "store.chunk", "store.commit"):
     _killed(args, point, 1 if point != "demo.clip" else 5)
     assert not _published(tmp_path / "cache" / "features"), point
+    if point == "demo.clip":
+      assert not _published(tmp_path / "cache" / "demo")
   built = store_lib.build(load_config("conv_vae.py:small", overrides), progress=False)
   assert not _leftovers(tmp_path / "cache"), "temporary folders of killed builds remain"
   reference = store_lib.build(load_config("conv_vae.py:small", tiny_overrides), progress=False)

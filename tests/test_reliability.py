@@ -54,6 +54,30 @@ def test_nonfinite_step_keeps_the_state_and_counts_it(tiny_overrides):
   assert any(jax.tree.leaves(changed))
 
 
+def test_guard_checks_every_loss_and_gradient_norm_of_a_custom_step():
+  """The VAE-GAN's step reports loss_d / grad_norm_d for its discriminator: a NaN there must
+  skip the update too (a float16 loss scale is not a loss)."""
+  state = train.TrainState(step=jnp.int32(0), params={"w": jnp.ones(3)}, model_state={},
+                           opt_state={"mu": jnp.zeros(3)}, rng=jax.random.PRNGKey(0))
+
+  def step(bad_key):
+    def fn(s, batch):
+      metrics = {"loss": jnp.float32(1.0), "grad_norm_g": jnp.float32(1.0),
+                 "loss_scale": jnp.float32(2.0**15), bad_key: jnp.float32(jnp.nan)}
+      return s.replace(step=s.step + 1, params={"w": s.params["w"] + 1},
+                       opt_state={"mu": s.opt_state["mu"] + 1}), metrics
+    return jax.jit(train.skip_nonfinite(fn))
+
+  for key in ("loss_d", "grad_norm_d"):
+    new, metrics = step(key)(state, None)
+    assert float(metrics["nonfinite"]) == 1.0 and int(new.step) == 1, key
+    np.testing.assert_array_equal(new.params["w"], 1.0)
+    np.testing.assert_array_equal(new.opt_state["mu"], 0.0)
+  new, metrics = step("kl_not_a_loss")(state, None)  # only loss* and grad_norm* are checked
+  assert float(metrics["nonfinite"]) == 0.0
+  np.testing.assert_array_equal(new.params["w"], 2.0)
+
+
 def test_nonfinite_watch_counts_runs_and_names_the_metric():
   watch = train.NonfiniteWatch(3)
   ok, bad = {"loss": 1.0, "nonfinite": 0.0}, {"loss": float("nan"), "grad_norm": 1.0,
@@ -133,6 +157,7 @@ def test_second_writer_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path
     assert f"is in use by process {holder.pid} on host " in line
     assert "use another --workdir" in line
     assert _cli(tmp_path, tiny_overrides, mode="summary", extra=["--clear"]) == 1
+    assert "is in use by process" in _last_error_line(capsys)
     assert _cli(tmp_path, tiny_overrides, mode="tune") == 1
     assert "is in use by process" in _last_error_line(capsys)
     assert holder.poll() is None  # the first run is untouched

@@ -166,10 +166,12 @@ def publish(tmp: str, path: str, manifest: dict, fault: str) -> None:
     f.flush()
     os.fsync(f.fileno())
   faults.point(fault)
-  if os.path.exists(path):  # another process finished the same store first
-    shutil.rmtree(tmp, ignore_errors=True)
-  else:
+  try:
     os.replace(tmp, path)
+  except OSError:
+    if not os.path.exists(os.path.join(path, "manifest.json")):
+      raise
+    shutil.rmtree(tmp, ignore_errors=True)  # another process (host) published it first
 
 
 def open_store(path: str) -> Store:

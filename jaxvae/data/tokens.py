@@ -69,10 +69,12 @@ def ensure_chorales(cache_dir: str, limit: int) -> str:
   with open(os.path.join(tmp, "done.json"), "w") as f:
     json.dump({"chorales": written}, f)
   faults.point("chorales.commit")
-  if not os.path.exists(folder):
+  try:
     os.replace(tmp, folder)
-  else:
-    shutil.rmtree(tmp, ignore_errors=True)
+  except OSError:
+    if not os.path.exists(os.path.join(folder, "done.json")):
+      raise
+    shutil.rmtree(tmp, ignore_errors=True)  # another process (host) converted them first
   return folder
 
 
