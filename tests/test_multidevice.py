@@ -28,8 +28,11 @@ def _main(workdir, overrides, devices, env=None):
   args = [sys.executable, "-m", "jaxvae.main", "--config=configs/conv_vae.py:small",
           f"--workdir={workdir}", "--no_progress"] + [
               f"--config.{k}={v}" for k, v in overrides.items()]
-  full_env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-                  JAX_PLATFORMS="cpu", **(env or {}))
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  full_env = dict(os.environ, XLA_FLAGS=" ".join(
+      flags + [f"--xla_force_host_platform_device_count={devices}"]), JAX_PLATFORMS="cpu",
+                  **(env or {}))
   return subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
 
