@@ -6,7 +6,6 @@ Writes `DIR/analysis.json`, `DIR/analysis.md` and `DIR/analysis/puzzle_<i>.png`.
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np

@@ -12,7 +12,6 @@ used by reports too.
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax

@@ -69,6 +69,17 @@ def tmp_name(path: str) -> str:
   return f"{path}.tmp.{socket.gethostname()}.{os.getpid()}"
 
 
+def rename_into_place(tmp: str, path: str, marker: str) -> None:
+  """Publishes the finished folder `tmp` as `path` in one rename. When another process (or
+  host) published `path` first, its copy (which has `marker`) is kept and `tmp` removed."""
+  try:
+    os.replace(tmp, path)
+  except OSError:
+    if not os.path.exists(os.path.join(path, marker)):
+      raise
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def remove_stale_tmp(path: str) -> None:
   """Removes the temporary folders of builds of `path` killed half-way: those of this host
   whose process is gone. Another host's build (shared storage) is never touched."""

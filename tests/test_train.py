@@ -3,7 +3,6 @@ plus 1-vs-4-device equality and mixed precision (kills at every write: tests/tes
 
 import json
 import os
-import sys
 
 import jax
 import numpy as np

@@ -14,7 +14,6 @@ import csv
 import hashlib
 import json
 import os
-import shutil
 
 import numpy as np
 import soundfile as sf
@@ -172,10 +171,6 @@ def ensure_corpus(cache_dir: str, *, seconds: float, sr: int, clips_per_class: i
     writer.writerows(rows)
   with open(os.path.join(tmp, "params.json"), "w") as f:
     json.dump(params, f)
-  try:
-    os.replace(tmp, root)  # atomic: a half-written corpus is never mistaken for a whole one.
-  except OSError:
-    if not os.path.exists(manifest):
-      raise
-    shutil.rmtree(tmp, ignore_errors=True)  # another process published it first
+  # Atomic: a half-written corpus is never mistaken for a whole one.
+  workdir_lib.rename_into_place(tmp, root, "manifest.csv")
   return manifest

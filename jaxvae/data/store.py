@@ -166,12 +166,7 @@ def publish(tmp: str, path: str, manifest: dict, fault: str) -> None:
     f.flush()
     os.fsync(f.fileno())
   faults.point(fault)
-  try:
-    os.replace(tmp, path)
-  except OSError:
-    if not os.path.exists(os.path.join(path, "manifest.json")):
-      raise
-    shutil.rmtree(tmp, ignore_errors=True)  # another process (host) published it first
+  workdir_lib.rename_into_place(tmp, path, "manifest.json")
 
 
 def open_store(path: str) -> Store:

@@ -24,7 +24,6 @@ import glob
 import json
 import logging
 import os
-import shutil
 import zlib
 
 import numpy as np
@@ -69,12 +68,7 @@ def ensure_chorales(cache_dir: str, limit: int) -> str:
   with open(os.path.join(tmp, "done.json"), "w") as f:
     json.dump({"chorales": written}, f)
   faults.point("chorales.commit")
-  try:
-    os.replace(tmp, folder)
-  except OSError:
-    if not os.path.exists(os.path.join(folder, "done.json")):
-      raise
-    shutil.rmtree(tmp, ignore_errors=True)  # another process (host) converted them first
+  workdir_lib.rename_into_place(tmp, folder, "done.json")
   return folder
 
 
