@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import load_config
+from conftest import ROOT, load_config
 from test_faults import _killed, _train_args
 from test_train import _cli
 
@@ -44,3 +44,23 @@ def test_bad_space_names_the_key(tiny_overrides):
     tune.parse_space("train.lrr=uniform(0, 1)", config)
   with pytest.raises(ConfigError, match="expected one of uniform"):
     tune.parse_space("train.lr=gauss(0, 1)", config)
+
+
+def test_a_diverged_trial_fails_and_the_study_goes_on(tmp_path, tiny_overrides, monkeypatch):
+  from jaxvae import errors, train, tune
+  config = load_config("conv_vae.py:small", dict(tiny_overrides, **{"tune.space": SPACE}))
+  space = tune.parse_space(config.tune.space, config)
+  calls = []
+
+  def fake_training(trial_config, workdir, **kwargs):
+    calls.append(workdir)
+    if len(calls) == 1:
+      raise errors.DivergedError("training diverged: 25 steps in a row from step 3 ...")
+    return {"best_val": 1.0}
+
+  monkeypatch.setattr(train, "train_and_evaluate", fake_training)
+  study = optuna.create_study()
+  objective = tune._objective(os.path.join(ROOT, "configs", "conv_vae.py:small"),
+                              tiny_overrides, space, config, str(tmp_path), optuna)
+  study.optimize(objective, n_trials=2, catch=())  # catch=(): as run_tune, any error ends it
+  assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
