@@ -94,7 +94,7 @@ def run_analyze(config, workdir: str, num_puzzles: int = 4) -> int:
         for i in range(min(num_puzzles, len(clip_ids)))]
   workdir_lib.write_json(os.path.join(workdir, "analysis.json"), result, indent=2)
   table = markdown(result)
-  workdir_lib.write_text(os.path.join(workdir, "analysis.md"),
-                         f"# {config.model.name}: trained vs untrained (validation split)\n\n{table}")
+  title = f"# {config.model.name}: trained vs untrained (validation split)"
+  workdir_lib.write_text(os.path.join(workdir, "analysis.md"), f"{title}\n\n{table}")
   print(table)
   return 0

@@ -115,11 +115,8 @@ def make_train_step(model, tx, objective, kl_fn, config) -> Callable:
     updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
     params = optax.apply_updates(state.params, updates)
     if finite is not None:
-      # A float16 overflow skips the update; the scaler has already backed off.
-      keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-      params = keep(params, state.params)
-      opt_state = keep(opt_state, state.opt_state)
-      model_state = keep(model_state, state.model_state)
+      # A float16 overflow makes the gradient norm non-finite, so `skip_nonfinite` drops the
+      # update like any other; the scaler has already backed off.
       metrics = dict(metrics, loss_scale=scale.scale, finite=finite.astype(jnp.float32))
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
@@ -134,12 +131,12 @@ def skip_nonfinite(train_step: Callable) -> Callable:
 
   When a loss or gradient norm it reports (`loss*`, `grad_norm*`) is not finite, the step
   keeps the old parameters, optimizer and model state (the step counter, the RNG position and
-  a float16 loss scale still advance) and reports `nonfinite` = 1. All of it is inside the jitted step, no host
-  sync. The test reads scalars the step computes anyway, so the selects fuse into the
-  update (a check of every new parameter would cost a pass over them and split the fusion);
-  parameters that an update made non-finite give non-finite losses from the next step on, and
-  `checkpoint.check_finite` keeps them out of every checkpoint. The loop stops a run after
-  `train.max_nonfinite_steps` skipped steps in a row (see `NonfiniteWatch`).
+  a float16 loss scale still advance) and reports `nonfinite` = 1. All of it is inside the
+  jitted step, no host sync. The test reads scalars the step computes anyway, so the selects
+  fuse into the update (a check of every new parameter would cost a pass over them and split
+  the fusion); parameters that an update made non-finite give non-finite losses from the next
+  step on, and `checkpoint.check_finite` keeps them out of every checkpoint. The loop stops a
+  run after `train.max_nonfinite_steps` skipped steps in a row (see `NonfiniteWatch`).
   """
 
   def guarded(state: TrainState, batch):
