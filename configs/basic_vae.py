@@ -8,7 +8,7 @@ dropout 0.1. KL annealed 0 -> 1 over 20 epochs.
 Presets: '' (seed size), 'small' (demo corpus at 64 x 130, 2-core CPU).
 """
 
-from jaxvae import config_lib
+from jaxvae.config import loading as config_lib
 
 
 def get_config(arg=None):

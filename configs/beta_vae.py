@@ -6,7 +6,7 @@ Presets: those of conv_vae: '' (seed size, 63,555,809 parameters), 'small' (demo
 2-core CPU).
 """
 
-from jaxvae import config_lib
+from jaxvae.config import loading as config_lib
 
 
 def get_config(arg=None):

@@ -11,7 +11,7 @@ KL annealed 0 -> 1 over 20 epochs, clip 0.5, early stopping with patience 15.
 Presets: '' (seed size), 'small' (demo corpus at 64 x 130 for a 2-core CPU).
 """
 
-from jaxvae import config_lib
+from jaxvae.config import loading as config_lib
 
 
 def get_config(arg=None):

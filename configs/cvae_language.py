@@ -12,7 +12,7 @@ gtzan 'genre', speech_commands 'word', folder 'label'): --config.model.cond_labe
 Presets: those of conv_vae: '' (seed size), 'small' (demo corpus, 2-core CPU).
 """
 
-from jaxvae import config_lib
+from jaxvae.config import loading as config_lib
 
 
 def get_config(arg=None):

@@ -17,7 +17,7 @@ HarmonicLayer as an option (model.harmonic=True). 46,785,920 parameters by defau
 Presets: '' (seed), 'small' (demo corpus, 2-core CPU).
 """
 
-from jaxvae import config_lib
+from jaxvae.config import loading as config_lib
 
 
 def get_config(arg=None):

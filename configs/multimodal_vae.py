@@ -17,7 +17,7 @@ Presets: '' (seed size: 128 x 1292, latent 128; 64,049,889 parameters with 768-d
 embeddings and concat fusion), 'small' (demo corpus at 64 x 130).
 """
 
-from jaxvae import config_lib
+from jaxvae.config import loading as config_lib
 
 
 def get_config(arg=None):

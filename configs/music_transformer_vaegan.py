@@ -40,7 +40,7 @@ up to 1 bin of 4 (data.midi.velocity_jitter; seeded by data.midi.augment_seed): 
 per training window. The `small` preset turns all of them off.
 """
 
-from jaxvae import config_lib
+from jaxvae.config import loading as config_lib
 
 
 def get_config(arg=None):

@@ -15,7 +15,7 @@ Beyond the seed: `model.use_ema`, `model.kmeans_init`, `model.dead_code_threshol
 2-core CPU).
 """
 
-from jaxvae import config_lib
+from jaxvae.config import loading as config_lib
 
 
 def get_config(arg=None):

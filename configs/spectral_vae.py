@@ -14,8 +14,8 @@ step and data position are kept; the new values apply from the next step).
 Presets: '' (seed), 'small' (demo corpus, 2-core CPU).
 """
 
-from jaxvae import config_lib
-from jaxvae import losses
+from jaxvae.config import loading as config_lib
+from jaxvae.losses import spectral as losses
 
 
 def get_config(arg=None):

@@ -14,7 +14,7 @@ in the paper: a linear ramp over the global step would be spent partly in pretra
 Presets: '' (seed size: 5.5 M parameters, 15 clusters), 'small' (demo corpus, 2-core CPU).
 """
 
-from jaxvae import config_lib
+from jaxvae.config import loading as config_lib
 
 
 def get_config(arg=None):

@@ -34,7 +34,7 @@ def parse_args(argv: list[str]):
   args, rest = parser.parse_known_args(argv)
   if args.interpolate is not None and args.mode != "generate":
     parser.error("--interpolate is an option of --mode=generate")
-  from jaxvae import config_lib  # light: no JAX import
+  from jaxvae.config import loading as config_lib  # light: no JAX import
   return args, config_lib.overrides_from_args(parser, rest)
 
 
@@ -45,10 +45,10 @@ def run(argv: list[str]) -> int:
   # Orbax and Grain log every checkpoint file operation at INFO through absl.
   logging.getLogger("absl").setLevel(logging.WARNING)
   # Imported after argument parsing so that `--help` and argument errors are instant.
-  from jaxvae import config_lib
+  from jaxvae.config import loading as config_lib
   from jaxvae import errors
-  from jaxvae import midi
-  from jaxvae.data import audio as audio_lib
+  from jaxvae.symbolic import midi
+  from jaxvae.audio import decode as audio_lib
   from jaxvae.data import readers
 
   try:
@@ -62,12 +62,12 @@ def run(argv: list[str]) -> int:
 
 def _run_mode(args, config, overrides) -> int:
   import jax
-  from jaxvae import checkpoint
+  from jaxvae.training import checkpoint
   from jaxvae import errors
-  from jaxvae import modes
+  from jaxvae.modes import summary as modes
   from jaxvae import workdir as workdir_lib
   if config.distributed:
-    from jaxvae import train
+    from jaxvae.training import loop as train
     train.initialize_distributed()
   workdir_lib.ensure_writable(args.workdir)
   writes = args.clear or args.mode in ("train", "tune")
@@ -83,21 +83,21 @@ def _run_mode(args, config, overrides) -> int:
           f"--workdir={args.workdir}")
     progress = not args.no_progress
     if args.mode == "train":
-      from jaxvae import train
+      from jaxvae.training import loop as train
       train.train_and_evaluate(config, args.workdir, progress=progress)
       return 0
     if args.mode == "eval":
-      from jaxvae import evaluate
+      from jaxvae.modes import evaluate
       return evaluate.run_eval(config, args.workdir)
     if args.mode == "generate":
-      from jaxvae import generate
+      from jaxvae.modes import generate
       return generate.run_generate(config, args.workdir, args.condition, args.num_samples,
                                    args.seed, args.interpolate)
     if args.mode == "tune":
-      from jaxvae import tune
+      from jaxvae.modes import tune
       return tune.run_tune(config, args.workdir, args.config, overrides)
     if args.mode == "analyze":
-      from jaxvae import analyze
+      from jaxvae.modes import analyze
       return analyze.run_analyze(config, args.workdir)
     return getattr(modes, args.mode)(config, args.workdir)
 

@@ -49,7 +49,7 @@ def tiny_overrides(cache_dir):
 
 
 def load_config(name: str, overrides: dict, **more):
-  from jaxvae import config_lib
+  from jaxvae.config import loading as config_lib
   return config_lib.load(os.path.join(ROOT, "configs", name), {**overrides, **more})
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxvae import analysis
+from jaxvae.evaluators import clustering as analysis
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,7 +218,7 @@ def test_plot_embedding_2d_umap_falls_back_with_a_log_line(tmp_path, monkeypatch
 
   monkeypatch.setattr(builtins, "__import__", no_umap)
   x, y = _blobs(n_per=8, k=2, dim=4)
-  with caplog.at_level(logging.WARNING, logger="jaxvae.analysis"):
+  with caplog.at_level(logging.WARNING, logger="jaxvae.evaluators.clustering"):
     path = analysis.plot_embedding_2d(x, {"g": y}, {"g": ["a", "b"]}, str(tmp_path / "u.png"),
                                       method="umap")
   _assert_png(path)
@@ -251,7 +251,7 @@ def test_plot_training_curves(tmp_path, caplog):
   history[2].pop("val/loss")
   path = analysis.plot_training_curves(history, str(tmp_path / "curves.png"))
   _assert_png(path)
-  with caplog.at_level(logging.WARNING, logger="jaxvae.analysis"):
+  with caplog.at_level(logging.WARNING, logger="jaxvae.evaluators.clustering"):
     a = analysis.plot_training_curves(history, None, keys=["train/loss", "nope"],
                                       return_array=True)
   _assert_rgb(a)
@@ -342,7 +342,7 @@ def test_write_projector_single_column_has_no_header(tmp_path):
 def test_plot_embedding_2d_real_umap(tmp_path, caplog):
   pytest.importorskip("umap")
   x, y = _blobs(n_per=20, k=3, dim=8)
-  with caplog.at_level(logging.WARNING, logger="jaxvae.analysis"):
+  with caplog.at_level(logging.WARNING, logger="jaxvae.evaluators.clustering"):
     path = analysis.plot_embedding_2d(x, {"g": y}, {"g": ["a", "b", "c"]},
                                       str(tmp_path / "umap.png"), method="umap")
   _assert_png(path)

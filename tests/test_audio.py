@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxvae.data import audio
-from jaxvae.data.audio import AudioError
+from jaxvae.audio import decode as audio
+from jaxvae.audio.decode import AudioError
 from jaxvae.data.readers import Item
 
 

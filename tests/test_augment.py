@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxvae.data import augment
+from jaxvae.audio import augment
 
 SR = 16000
 OFF = dict(p_pitch=0.0, p_stretch=0.0, p_noise=0.0, p_gain=0.0)
@@ -229,7 +229,7 @@ def test_maybe_spec_mask_follows_the_config_and_returns_a_new_dict():
 def test_train_step_masks_the_input_but_reconstructs_the_clean_batch():
   import flax.linen as nn
   import optax
-  from jaxvae import train
+  from jaxvae.training import loop as train
 
   class Identity(nn.Module):  # recon = input * w, w = 1: a perfect copy of what it is given
     @nn.compact

@@ -131,7 +131,7 @@ def test_on_error_skip_drops_bad_files_but_counts_them(tmp_path, tiny_overrides,
 
 
 def test_a_manifest_row_naming_a_directory_is_a_bad_file(tmp_path):
-  from jaxvae.data import audio
+  from jaxvae.audio import decode as audio
   os.makedirs(tmp_path / "x.wav")
   examples, reason = audio.load_examples(str(tmp_path / "x.wav"), sr=SR, mode="pad_crop",
                                          seconds=1.0)

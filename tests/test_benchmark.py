@@ -51,7 +51,7 @@ def _jax_params(model, spec, batch) -> int:
 
 def _seed_model(name):
   """(config, spec, flax model, abstract batch) of a model at its seed size."""
-  from jaxvae import registry
+  from jaxvae.variants import registry
   config = benchmark.load_config(name, _args())
   shape = benchmark.input_shape(config)
   spec = benchmark.data_spec(config, shape)
@@ -85,7 +85,7 @@ def test_transformer_reference_has_the_seed_size():
   if torch is None:
     pytest.skip("torch is not installed")
   from benchmarks import torch_ref
-  from jaxvae import registry
+  from jaxvae.variants import registry
   config = benchmark.load_config("music_transformer", _args())  # the vaegan config, stage 1
   shape = benchmark.input_shape(config)
   assert shape == (512,)

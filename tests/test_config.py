@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from conftest import ROOT, load_config
-from jaxvae import config_lib
+from jaxvae.config import loading as config_lib
 
 
 def test_preset_and_override_types():
@@ -67,7 +67,7 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
 
 
 def test_missing_data_root_is_a_clear_error(tmp_path):
-  from jaxvae import modes
+  from jaxvae.modes import summary as modes
   from jaxvae.data import readers, store
   with pytest.raises(readers.DataError, match="config key 'data.root' is empty"):
     store.list_dataset(load_config("conv_vae.py:small", {"data.layout": "gtzan"}))

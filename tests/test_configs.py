@@ -22,7 +22,7 @@ SEED_PARAMS = {"basic_vae.py": 5_488_032, "conv_vae.py": 63_555_809, "beta_vae.p
 @pytest.mark.parametrize("name", CONFIGS)
 def test_summary_of_every_config(tmp_path, name, capsys):
   """The docstring shows a command, and --mode=summary works without any data."""
-  from jaxvae import config_lib
+  from jaxvae.config import loading as config_lib
   text = open(os.path.join(ROOT, "configs", name)).read()
   assert "python -m jaxvae.main --config=configs/" + name in text
   assert _cli(tmp_path, {}, mode="summary", config=name) == 0

@@ -182,7 +182,7 @@ def test_token_store_killed_before_publishing_is_rebuilt(tmp_path):
 
 
 def test_lyrics_store_killed_between_its_files_is_refused_then_rewritten(tmp_path):
-  from jaxvae import lyrics
+  from jaxvae.text import lyrics
   from jaxvae.data import pipeline, readers
   out = str(tmp_path / "lyrics")
   lyrics.write_embeddings(out, ["a", "b"], np.ones((2, 3)), info={})

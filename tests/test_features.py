@@ -16,7 +16,7 @@ import pytest
 import scipy.fft
 import soundfile as sf
 
-from jaxvae import features
+from jaxvae.audio import features
 
 # (sr, n_fft, hop_length, n_mels): the defaults, the speech setting, a finer hop, a small one.
 CONFIGS = [(22050, 2048, 512, 128), (16000, 1024, 512, 128), (22050, 1024, 256, 128),

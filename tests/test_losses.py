@@ -6,9 +6,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxvae import config_lib
-from jaxvae import losses
-from jaxvae import objectives
+from jaxvae.config import loading as config_lib
+from jaxvae.losses import spectral as losses
+from jaxvae.losses import core as objectives
 
 # One compile per shape instead of one per primitive: keeps this file fast on 2 cores.
 _spectral = jax.jit(losses.spectral_loss, static_argnums=(2, 3))

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from jaxvae import lyrics  # noqa: E402
+from jaxvae.text import lyrics  # noqa: E402
 from jaxvae.data import demo  # noqa: E402
 from jaxvae.data import pipeline  # noqa: E402
 

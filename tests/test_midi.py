@@ -15,7 +15,7 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from jaxvae import midi
+from jaxvae.symbolic import midi
 
 V = midi.DEFAULT
 DT = V.step_s

@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvae import objectives
-from jaxvae import train
+from jaxvae.losses import core as objectives
+from jaxvae.training import loop as train
 from jaxvae.models import vae
 
 

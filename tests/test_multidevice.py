@@ -14,8 +14,8 @@ import pytest
 
 from conftest import ROOT, load_config
 from test_train import _cli
-from jaxvae import checkpoint as ckpt_lib
-from jaxvae import train
+from jaxvae.training import checkpoint as ckpt_lib
+from jaxvae.training import loop as train
 
 SLOW = os.environ.get("JAXVAE_SLOW_TESTS") == "1"
 # SGD: Adam would turn float noise in near-zero gradients into full-size steps.

@@ -11,11 +11,11 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvae import multimodal_objective as mm_obj
-from jaxvae import train
+from jaxvae.losses import multimodal as mm_obj
+from jaxvae.training import loop as train
 from jaxvae.models import multimodal
 from jaxvae.models import vae
-from jaxvae.spec import DataSpec
+from jaxvae.data.spec import DataSpec
 
 SHAPE = (16, 18)  # 18 is not a multiple of 4: the decoder's resize path runs too.
 DIM = 12

@@ -120,7 +120,7 @@ def test_progressive_stages_and_generation(tmp_path, midi_folder, cache_dir):
 
 
 def _store(cache, midi_folder, **overrides):
-  from jaxvae import config_lib
+  from jaxvae.config import loading as config_lib
   from jaxvae.data import tokens
   base = {"data.layout": "folder", "data.root": midi_folder, "data.cache_dir": str(cache),
           "data.midi.seq_len": "48", "data.midi.overlap": "8", "data.val_fraction": "0.3"}
@@ -130,8 +130,8 @@ def _store(cache, midi_folder, **overrides):
 
 
 def test_token_store_tempo_and_velocity_augmentation(tmp_path, midi_folder):
-  from jaxvae import midi
-  from jaxvae.config_lib import ConfigError
+  from jaxvae.symbolic import midi
+  from jaxvae.config.loading import ConfigError
   plain = _store(tmp_path, midi_folder)
   aug_overrides = {"data.midi.tempo_stretch": "(0.5, 2.0)", "data.midi.velocity_jitter": "2",
                    "data.midi.velocity_copies": "2"}
@@ -180,7 +180,7 @@ def test_token_store_tempo_and_velocity_augmentation(tmp_path, midi_folder):
 
 def test_chorales_corpus_is_offline(tmp_path, cache_dir):
   pytest.importorskip("music21")
-  from jaxvae import config_lib
+  from jaxvae.config import loading as config_lib
   from jaxvae.data import tokens
   from conftest import ROOT
   config = config_lib.load(os.path.join(ROOT, "configs", "music_transformer_vaegan.py:small"),

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jaxvae import music_stats
+from jaxvae.symbolic import stats as music_stats
 
 pretty_midi = pytest.importorskip("pretty_midi")
 
@@ -58,7 +58,7 @@ def test_pitch_class_weighting():
 
 
 def test_token_arrays_are_decoded():
-  from jaxvae import midi
+  from jaxvae.symbolic import midi
   s = music_stats.piece_stats(midi.encode(_piece(TRIAD)))
   assert s["polyphony"] == pytest.approx(3.0) and s["pitch_range"] == 7
   assert music_stats.piece_stats(_piece([], drums=[(36, 0.0, 1.0)])) is None

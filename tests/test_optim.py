@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from conftest import load_config
-from jaxvae import optim
+from jaxvae.training import optim
 
 
 def _config(**overrides):

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import ROOT, load_config
 from test_train import _cli, _params
-from jaxvae import train
+from jaxvae.training import loop as train
 from jaxvae import workdir as workdir_lib
 from jaxvae.data import pipeline
 
@@ -258,7 +258,7 @@ def test_init_from_another_architecture_names_both_models(tmp_path, short_run, t
 def test_init_from_a_partial_match_warns_with_counts(short_run, caplog):
   """A model with one more layer and one resized layer (the progressive transformer stages do
   this): the matching leaves are loaded, the others keep their fresh values, both counted."""
-  from jaxvae import checkpoint as ckpt_lib
+  from jaxvae.training import checkpoint as ckpt_lib
   _, restored = _params(short_run)
   params = jax.tree.map(jnp.asarray, restored["params"])
   name = sorted(params)[0]

@@ -9,10 +9,10 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvae import losses
-from jaxvae import train
+from jaxvae.losses import spectral as losses
+from jaxvae.training import loop as train
 from jaxvae.models import spectral
-from jaxvae.spec import DataSpec
+from jaxvae.data.spec import DataSpec
 
 
 def _key(seed):

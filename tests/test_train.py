@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT, load_config
 from jaxvae import main as main_lib
-from jaxvae import train
+from jaxvae.training import loop as train
 
 
 def _cli(workdir, overrides, mode="train", config="conv_vae.py:small", extra=()):

@@ -10,8 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvae import seq_objectives as so
-from jaxvae.midi import PAD, START
+from jaxvae.losses import sequence as so
+from jaxvae.symbolic.midi import PAD, START
 from jaxvae.models import transformer as tr
 
 T = 33  # tokens per window: the decoder reads 32 and predicts 32.
@@ -267,7 +267,7 @@ def test_bad_config_names_the_key():
   with pytest.raises(ValueError, match="model.max_len"):
     jax.eval_shape(lambda b: tiny_model().init(RNGS, b), batch_of(random_tokens(0, (1, 130))))
   config = ml_collections.ConfigDict({"model": dict(TINY, mode="gan")})
-  from jaxvae.config_lib import ConfigError
+  from jaxvae.config.loading import ConfigError
   with pytest.raises(ConfigError, match="model.mode"):
     tr.validate(config)
 

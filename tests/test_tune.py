@@ -29,7 +29,7 @@ def test_study_survives_a_kill_resumes_and_writes_best_config(tmp_path, tiny_ove
   assert [r["state"] for r in rows] == ["FAIL", "COMPLETE", "COMPLETE"]
   assert rows[0]["train.lr"] == rows[1]["train.lr"]  # the killed trial's parameters, again
   best = min(rows[1:], key=lambda r: float(r["value"]))
-  from jaxvae import config_lib
+  from jaxvae.config import loading as config_lib
   config = config_lib.load(str(tmp_path / "tune" / "best_config.py"))
   assert config.train.lr == pytest.approx(float(best["train.lr"]))
   assert config.model.latent_dim == int(best["model.latent_dim"])
@@ -37,8 +37,8 @@ def test_study_survives_a_kill_resumes_and_writes_best_config(tmp_path, tiny_ove
 
 
 def test_bad_space_names_the_key(tiny_overrides):
-  from jaxvae import tune
-  from jaxvae.config_lib import ConfigError
+  from jaxvae.modes import tune
+  from jaxvae.config.loading import ConfigError
   config = load_config("conv_vae.py:small", tiny_overrides)
   with pytest.raises(ConfigError, match="unknown config key 'train.lrr'"):
     tune.parse_space("train.lrr=uniform(0, 1)", config)
@@ -47,7 +47,9 @@ def test_bad_space_names_the_key(tiny_overrides):
 
 
 def test_a_diverged_trial_fails_and_the_study_goes_on(tmp_path, tiny_overrides, monkeypatch):
-  from jaxvae import errors, train, tune
+  from jaxvae import errors
+  from jaxvae.training import loop as train
+  from jaxvae.modes import tune
   config = load_config("conv_vae.py:small", dict(tiny_overrides, **{"tune.space": SPACE}))
   space = tune.parse_space(config.tune.space, config)
   calls = []

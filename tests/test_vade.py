@@ -9,10 +9,10 @@ import optax
 import pytest
 from sklearn.mixture import GaussianMixture
 
-from jaxvae import train
-from jaxvae import vade_objective
+from jaxvae.training import loop as train
+from jaxvae.losses import vade as vade_objective
 from jaxvae.models import vade
-from jaxvae.spec import DataSpec
+from jaxvae.data.spec import DataSpec
 
 SHAPE = (4, 5)  # tiny "spectrogram": 20 features
 K, L = 3, 2
@@ -329,7 +329,7 @@ def test_a_few_steps_lower_the_vade_loss():
 
 
 def test_config_mistakes_name_the_key():
-  from jaxvae.config_lib import ConfigError
+  from jaxvae.config.loading import ConfigError
   vade.validate(_config())
   with pytest.raises(ConfigError, match="model.n_clusters"):
     vade.validate(_config(n_clusters=0))

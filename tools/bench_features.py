@@ -29,7 +29,7 @@ import numpy as np
 import threadpoolctl
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from jaxvae import features  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxvae.audio import features  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def parse_args(argv=None) -> argparse.Namespace:

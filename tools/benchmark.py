@@ -189,7 +189,7 @@ def overrides(args) -> dict[str, str]:
 
 def load_config(model: str, args):
   """The model's locked config: `configs/<model>.py[:preset]` plus the overrides."""
-  from jaxvae import config_lib
+  from jaxvae.config import loading as config_lib
   path = os.path.join(ROOT, "configs", f"{ALIASES.get(model, model)}.py")
   if not os.path.exists(path):
     raise Skip(f"no config file configs/{ALIASES.get(model, model)}.py")
@@ -232,7 +232,7 @@ def labels(config) -> dict[str, tuple[str, ...]]:
 
 
 def data_spec(config, shape):
-  from jaxvae.spec import DataSpec
+  from jaxvae.data.spec import DataSpec
   if is_token_model(config):
     return DataSpec(input_shape=tuple(shape))
   # A store has lyrics embeddings only when the config names them; models with lyrics
@@ -358,7 +358,7 @@ class JaxStepper:
 
   def __init__(self, config, spec, examples):
     import jax
-    from jaxvae import train
+    from jaxvae.training import loop as train
     self.jax = jax
     self.batch_size = int(config.train.batch_size)
     start = now()
@@ -448,8 +448,8 @@ def run_jax(model: str, args, guarded: bool = True) -> dict:
   """`guarded=False` (framework 'jax.unguarded') builds the steps without the trainer's
   non-finite guard (`train.skip_nonfinite`), to measure what the guard costs."""
   from unittest import mock
-  from jaxvae import registry
-  from jaxvae import train
+  from jaxvae.variants import registry
+  from jaxvae.training import loop as train
   config = load_config(model, args)
   if config.model.name not in registry.names():
     raise Skip(f"registry has no variant '{config.model.name}'")

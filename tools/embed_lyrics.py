@@ -30,8 +30,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from jaxvae import config_lib
-from jaxvae import lyrics as lyrics_lib
+from jaxvae.config import loading as config_lib
+from jaxvae.text import lyrics as lyrics_lib
 from jaxvae.data import readers
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxvae.data import readers
 from jaxvae.data import store as store_lib
-from jaxvae.spec import DataSpec
+from jaxvae.data.spec import DataSpec
 
 
 class Lyrics:

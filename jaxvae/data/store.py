@@ -28,8 +28,8 @@ import tqdm
 
 from jaxvae import faults
 from jaxvae import workdir as workdir_lib
-from jaxvae.data import audio as audio_lib
-from jaxvae.data import augment as augment_lib
+from jaxvae.audio import decode as audio_lib
+from jaxvae.audio import augment as augment_lib
 from jaxvae.data import demo as demo_lib
 from jaxvae.data import readers
 
@@ -96,7 +96,7 @@ def _feature_fn(params_json: str):
   """A jitted waveform batch -> feature batch function for one parameter set."""
   import jax
   import jax.numpy as jnp
-  from jaxvae import features
+  from jaxvae.audio import features
   p = json.loads(params_json)
   common = dict(sr=p["sr"], n_fft=p["n_fft"], hop_length=p["hop_length"], n_mels=p["n_mels"])
 

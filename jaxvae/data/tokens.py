@@ -30,9 +30,9 @@ import numpy as np
 import tqdm
 
 from jaxvae import faults
-from jaxvae import midi
+from jaxvae.symbolic import midi
 from jaxvae import workdir as workdir_lib
-from jaxvae.config_lib import ConfigError
+from jaxvae.config.loading import ConfigError
 from jaxvae.data import readers
 from jaxvae.data import store as store_lib
 

@@ -27,9 +27,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvae.config_lib import ConfigError
+from jaxvae.config.loading import ConfigError
 from jaxvae.models.vae import ConvVAE, reparameterize
-from jaxvae.spec import DataSpec
+from jaxvae.data.spec import DataSpec
 
 FUSIONS = ("concat", "poe", "attention")
 

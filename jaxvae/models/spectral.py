@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvae import features
+from jaxvae.audio import features
 from jaxvae.models import layers
 from jaxvae.models.vae import _activate, _dtype, reparameterize
-from jaxvae.spec import DataSpec
+from jaxvae.data.spec import DataSpec
 
 
 def _batch_norm(dtype) -> nn.BatchNorm:

@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvae.midi import PAD, START
+from jaxvae.symbolic.midi import PAD, START
 
 ATTENTION_KINDS = ("full", "sliding", "hierarchical")
 MODES = ("transformer", "vae", "vaegan")
@@ -570,7 +570,7 @@ def build_music_transformer(model_config, spec=None, dtype="float32") -> MusicTr
 
 def validate(config) -> None:
   """Registry hook: the model fields of a full config, as one ConfigError."""
-  from jaxvae.config_lib import ConfigError
+  from jaxvae.config.loading import ConfigError
   try:
     config_from(config.model)
   except (ValueError, TypeError) as e:

@@ -28,11 +28,11 @@ import numpy as np
 from sklearn.mixture import GaussianMixture
 
 from jaxvae import multihost
-from jaxvae import vade_objective
-from jaxvae.config_lib import ConfigError
+from jaxvae.losses import vade as vade_objective
+from jaxvae.config.loading import ConfigError
 from jaxvae.models import vae
-from jaxvae.registry import Stage
-from jaxvae.spec import DataSpec
+from jaxvae.variants.registry import Stage
+from jaxvae.data.spec import DataSpec
 
 GMM_PARAMS = ("pi_logits", "mu_c", "logvar_c")
 NOISE_COLLECTION = "vade"

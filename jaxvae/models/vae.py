@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvae.models import layers
-from jaxvae.spec import DataSpec
+from jaxvae.data.spec import DataSpec
 
 
 def _dtype(name: str) -> Any:

@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxvae import objectives
-from jaxvae.midi import PAD
+from jaxvae.losses import core as objectives
+from jaxvae.symbolic.midi import PAD
 from jaxvae.models import transformer as transformer_lib
 
 

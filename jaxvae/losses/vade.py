@@ -24,7 +24,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxvae import objectives
+from jaxvae.losses import core as objectives
 
 LOG_2PI = math.log(2.0 * math.pi)
 

@@ -24,16 +24,16 @@ from flax import struct
 from flax.training import dynamic_scale as dynamic_scale_lib
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxvae import checkpoint as ckpt_lib
+from jaxvae.training import checkpoint as ckpt_lib
 from jaxvae import errors
 from jaxvae import faults
-from jaxvae import monitor
+from jaxvae.training import writer as monitor
 from jaxvae import multihost
-from jaxvae import optim
-from jaxvae import registry
+from jaxvae.training import optim
+from jaxvae.variants import registry
 from jaxvae import workdir as workdir_lib
-from jaxvae.config_lib import ConfigError
-from jaxvae.data import augment
+from jaxvae.config.loading import ConfigError
+from jaxvae.audio import augment
 from jaxvae.data import pipeline
 from jaxvae.data import store as store_lib
 

@@ -190,7 +190,7 @@ def _integer(config, key: str, low: int) -> None:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks the values every variant relies on; raises ConfigError naming the key."""
-  from jaxvae import registry  # late: registry imports models, which import config_lib.
+  from jaxvae.variants import registry  # late: registry imports models, which import config_lib.
   _choice(config, "model.name", registry.names())
   _choice(config, "dtype", DTYPES)
   _choice(config, "train.optimizer", OPTIMIZERS)

@@ -10,14 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvae import monitor
-from jaxvae import registry
+from jaxvae.training import writer as monitor
+from jaxvae.variants import registry
 from jaxvae import workdir as workdir_lib
-from jaxvae.config_lib import ConfigError
-from jaxvae.data import audio as audio_lib
+from jaxvae.config.loading import ConfigError
+from jaxvae.audio import decode as audio_lib
 from jaxvae.data import demo as demo_lib
 from jaxvae.data import store as store_lib
-from jaxvae.spec import DataSpec
+from jaxvae.data.spec import DataSpec
 
 
 def _write_json(path: str, value) -> None:
@@ -74,7 +74,7 @@ def parameter_table(params) -> tuple[list[tuple[str, tuple, int]], int]:
 
 def summary(config, workdir: str) -> int:
   """Prints the parameter table and `total params: N`; writes summary.json."""
-  from jaxvae import train
+  from jaxvae.training import loop as train
   spec = spec_from_config(config)
   build = registry.get(config.model.name).build_model
   try:
@@ -102,7 +102,7 @@ def summary(config, workdir: str) -> int:
 
 
 def preprocess(config, workdir: str) -> int:
-  from jaxvae import train
+  from jaxvae.training import loop as train
   store = train.open_data(config)
   m = store.manifest
   print(f"feature store: {store.path}")

@@ -19,11 +19,11 @@ import logging
 import os
 import re
 
-from jaxvae import config_lib
+from jaxvae.config import loading as config_lib
 from jaxvae import errors
 from jaxvae import faults
 from jaxvae import workdir as workdir_lib
-from jaxvae.config_lib import ConfigError
+from jaxvae.config.loading import ConfigError
 
 KINDS = ("uniform", "loguniform", "int", "choice")
 _ITEM = re.compile(r"^\s*([\w.]+)\s*=\s*(\w+)\s*\((.*)\)\s*$", re.S)
@@ -85,7 +85,7 @@ def trial_config(spec: str, base_overrides: dict, params: dict, epochs: int):
 
 
 def _objective(spec, base_overrides, space, config, workdir, optuna):
-  from jaxvae import train
+  from jaxvae.training import loop as train
 
   def objective(trial):
     params = suggest(trial, space)
@@ -140,7 +140,7 @@ def write_best_config(study, out_dir: str, spec: str, base_overrides: dict) -> s
   python -m jaxvae.main --config={path} --workdir=runs/best
 """
 
-from jaxvae import config_lib
+from jaxvae.config import loading as config_lib
 
 BASE = {os.path.abspath(base_path) + (":" + preset if preset else "")!r}
 OVERRIDES = {overrides!r}

@@ -70,12 +70,12 @@ def _load_builtin() -> None:
   if _REGISTRY:
     return
   # Imported here so that `import jaxvae.registry` stays cheap and cycle-free.
-  from jaxvae import losses
-  from jaxvae import multimodal_objective
-  from jaxvae import music
-  from jaxvae import objectives
-  from jaxvae import vade_objective
-  from jaxvae import vq_objective
+  from jaxvae.losses import spectral as losses
+  from jaxvae.losses import multimodal as multimodal_objective
+  from jaxvae.variants import music_transformer as music
+  from jaxvae.losses import core as objectives
+  from jaxvae.losses import vade as vade_objective
+  from jaxvae.losses import vq as vq_objective
   from jaxvae.models import multimodal
   from jaxvae.models import spectral
   from jaxvae.models import vade

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import optax
 
-from jaxvae import optim
-from jaxvae import seq_objectives
+from jaxvae.training import optim
+from jaxvae.losses import sequence as seq_objectives
 from jaxvae.models import transformer
 
 STAGE_MODES = {1: "transformer", 2: "vae", 3: "vaegan"}
@@ -37,7 +37,7 @@ def objective(outputs, batch, *, kl_weight, config):
 
 
 def validate(config) -> None:
-  from jaxvae.config_lib import ConfigError
+  from jaxvae.config.loading import ConfigError
   if int(config.model.stage) not in STAGE_MODES:
     raise ConfigError(f"config key 'stage' is {config.model.stage!r}; expected 1, 2 or 3")
   if config.data.kind != "midi":

@@ -35,8 +35,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxvae import objectives
-from jaxvae.config_lib import ConfigError
+from jaxvae.losses import core as objectives
+from jaxvae.config.loading import ConfigError
 from jaxvae.models.multimodal import FUSIONS
 
 LYRICS_LOSSES = ("mse", "cosine")

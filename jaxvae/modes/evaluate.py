@@ -17,12 +17,12 @@ import os
 
 import numpy as np
 
-from jaxvae import analysis
-from jaxvae import checkpoint as ckpt_lib
+from jaxvae.evaluators import clustering as analysis
+from jaxvae.training import checkpoint as ckpt_lib
 from jaxvae import errors
 from jaxvae import workdir as workdir_lib
-from jaxvae import music_stats
-from jaxvae import train
+from jaxvae.symbolic import stats as music_stats
+from jaxvae.training import loop as train
 from jaxvae.data import pipeline
 
 
@@ -93,8 +93,8 @@ def _print_music(results: dict) -> None:
 
 def run_eval_midi(run, state, workdir: str) -> int:
   """Token NLL / perplexity and generated-vs-data music statistics (see the module doc)."""
-  from jaxvae import generate
-  from jaxvae import monitor
+  from jaxvae.modes import generate
+  from jaxvae.training import writer as monitor
   config = run.config
   n = config.eval.num_generated
   out_dir = os.path.join(workdir, "eval")

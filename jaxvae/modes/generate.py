@@ -18,12 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvae import analysis
-from jaxvae import evaluate as evaluate_lib
-from jaxvae import features
-from jaxvae import train
+from jaxvae.evaluators import clustering as analysis
+from jaxvae.modes import evaluate as evaluate_lib
+from jaxvae.audio import features
+from jaxvae.training import loop as train
 from jaxvae import workdir as workdir_lib
-from jaxvae.config_lib import ConfigError
+from jaxvae.config.loading import ConfigError
 from jaxvae.data import store as store_lib
 
 
@@ -91,7 +91,7 @@ def sample_tokens(run, state, config, num_samples: int, seed: int, z=None) -> np
 
 def write_midi(tokens: np.ndarray, out_dir: str, prefix: str = "sample") -> list[str]:
   """Each token row -> `out_dir/<prefix>_XX.mid` and its tokens as `.npy`."""
-  from jaxvae import midi
+  from jaxvae.symbolic import midi
   os.makedirs(out_dir, exist_ok=True)
   paths = []
   for i, seq in enumerate(tokens):
@@ -104,7 +104,7 @@ def write_midi(tokens: np.ndarray, out_dir: str, prefix: str = "sample") -> list
 
 def _first_windows(paths: list[str], config) -> np.ndarray:
   """int32 [len(paths), seq_len]: each file's first window, framed as in the token store."""
-  from jaxvae import midi
+  from jaxvae.symbolic import midi
   m = config.data.midi
   try:
     return np.stack([midi.windows(midi.encode(p), m.seq_len, m.overlap)[0] for p in paths])

@@ -152,8 +152,8 @@ def report(run, state, writer: Writer, step: int, epoch: int, n: int = 8) -> str
   with `train.report_audio`, Griffin-Lim audio of a reconstruction and a sample; with
   `train.report_tsne`, the validation latents' t-SNE coloured by each label.
   """
-  from jaxvae import analysis
-  from jaxvae import generate
+  from jaxvae.evaluators import clustering as analysis
+  from jaxvae.modes import generate
   from jaxvae.data import pipeline
   config = run.config
   out_dir = os.path.join(writer.workdir, "reports", f"epoch_{epoch:04d}")
@@ -182,7 +182,7 @@ def report(run, state, writer: Writer, step: int, epoch: int, n: int = 8) -> str
     for name, spec in audio.items():
       y = generate.features_to_audio(spec, run.store, config)
       writer.audio(f"report/{name}", y, step, config.data.sr)
-      from jaxvae import features
+      from jaxvae.audio import features
       features.write_wav(os.path.join(out_dir, f"{name}.wav"), y, config.data.sr)
   if config.train.report_tsne and "mu" in outputs and run.store.label_values:
     _latent_plot(run, state, writer, step, out_dir)
@@ -190,8 +190,8 @@ def report(run, state, writer: Writer, step: int, epoch: int, n: int = 8) -> str
 
 
 def _latent_plot(run, state, writer, step, out_dir, limit: int = 512) -> None:
-  from jaxvae import analysis
-  from jaxvae import evaluate
+  from jaxvae.evaluators import clustering as analysis
+  from jaxvae.modes import evaluate
   from jaxvae.data import pipeline
   ex = run.val_examples
   indices = ex.indices
@@ -218,7 +218,7 @@ def _flat_config(config, prefix="") -> dict:
 
 def finish(workdir: str, config, meta: dict) -> None:
   """The end-of-run artifacts: training-curve PNG and hparams with the final metrics."""
-  from jaxvae import analysis
+  from jaxvae.evaluators import clustering as analysis
   history = meta.get("history", [])
   if history:
     timing = ("seconds", "samples_per_s", "eval_seconds", "train/nonfinite_steps")

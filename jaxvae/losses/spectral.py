@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvae import config_lib
-from jaxvae import objectives
+from jaxvae.config import loading as config_lib
+from jaxvae.losses import core as objectives
 
 # Seed 002's emphasis: low mels (bass, fundamentals) and the middle band weigh more, the top
 # band (mostly noise and cymbals) less. Each entry is (start, end, weight) in fractions of F.

@@ -12,8 +12,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from jaxvae import evaluate as evaluate_lib
-from jaxvae import train
+from jaxvae.modes import evaluate as evaluate_lib
+from jaxvae.training import loop as train
 from jaxvae import workdir as workdir_lib
 from jaxvae.data import pipeline
 
