@@ -13,6 +13,7 @@ import pytest
 from jaxvae.losses import sequence as so
 from jaxvae.symbolic.midi import PAD, START
 from jaxvae.models import transformer as tr
+from jaxvae.sampling import tokens as token_sampling
 
 T = 33  # tokens per window: the decoder reads 32 and predicts 32.
 TINY = dict(vocab_size=774, d_model=32, num_layers=2, num_heads=4, d_ff=64, dropout=0.1,
@@ -211,7 +212,7 @@ def test_vae_z_changes_logits_and_encode_matches_mu():
     moved[:, level] += 1.0
     moved = forward(tokens, moved)["logits"]
     assert np.abs(np.asarray(out["logits"] - moved)).max() > 1e-3
-  np.testing.assert_allclose(tr.encode(model, variables, tokens), out["mu"], atol=1e-5)
+  np.testing.assert_allclose(token_sampling.encode(model, variables, tokens), out["mu"], atol=1e-5)
 
 
 def test_encoder_pools_regions_without_padding():
@@ -298,8 +299,8 @@ def test_cached_decoding_matches_the_full_forward(attention):
   model, variables, forward = setup_model("transformer", attention)
   tokens = random_tokens(16)
   want = np.asarray(forward(tokens)["logits"])
-  step = jax.jit(functools.partial(tr.decode_step, model))
-  cache = tr.init_cache(model, 2, T - 1)
+  step = jax.jit(functools.partial(token_sampling.decode_step, model))
+  cache = token_sampling.init_cache(model, 2, T - 1)
   for i in range(T - 1):
     logits, cache = step(variables["params"], cache, jnp.asarray(tokens[:, i:i + 1]))
     np.testing.assert_allclose(logits[:, 0], want[:, i], atol=2e-4, rtol=1e-4)
@@ -308,7 +309,7 @@ def test_cached_decoding_matches_the_full_forward(attention):
 def test_cached_greedy_equals_uncached_greedy():
   model, variables, _ = setup_model("transformer", "hierarchical")
   prompt = random_tokens(8, (2, 3))
-  got = tr.generate(model, variables, rkey(0), num_tokens=17, batch_size=2,
+  got = token_sampling.generate(model, variables, rkey(0), num_tokens=17, batch_size=2,
                     temperature=0.0, prompt=prompt)
   want = uncached_greedy(model, variables, prompt, 17)  # 20 positions > window 8
   np.testing.assert_array_equal(got, want)
@@ -318,7 +319,7 @@ def test_cached_greedy_from_a_given_z():
   model, variables, _ = setup_model("vaegan", "hierarchical")
   prompt = np.full((2, 1), START, np.int32)
   z = normal(9, (2, 66))
-  greedy = tr.generate(model, variables, rkey(0), num_tokens=12, batch_size=2,
+  greedy = token_sampling.generate(model, variables, rkey(0), num_tokens=12, batch_size=2,
                        temperature=0.0, z=z)
   np.testing.assert_array_equal(greedy, uncached_greedy(model, variables, prompt, 12, z))
 
@@ -326,7 +327,7 @@ def test_cached_greedy_from_a_given_z():
 def test_sampled_ids_are_in_range_and_respect_prompt():
   model, variables, _ = setup_model("transformer", "hierarchical")
   prompt = random_tokens(10, (1, 3))[0]  # shared by the batch; shapes of the greedy test
-  out = np.asarray(tr.generate(model, variables, rkey(1), num_tokens=17, batch_size=2,
+  out = np.asarray(token_sampling.generate(model, variables, rkey(1), num_tokens=17, batch_size=2,
                                top_p=0.9, prompt=prompt))
   assert out.shape == (2, 20)
   np.testing.assert_array_equal(out[:, :3], np.broadcast_to(prompt, (2, 3)))
@@ -334,13 +335,13 @@ def test_sampled_ids_are_in_range_and_respect_prompt():
   assert new.min() > START and new.max() < 774
   assert len(np.unique(new)) > 10  # sampling, not a constant
   with pytest.raises(ValueError, match="max_len"):
-    tr.generate(model, variables, rkey(1), num_tokens=200)
+    token_sampling.generate(model, variables, rkey(1), num_tokens=200)
 
 
 def test_sample_logits_filters():
   logits = np.log(np.array([[0.0, 0.0, 0.5, 0.3, 0.15, 0.05]], np.float32) + 1e-9)
   keys = jax.random.split(rkey(0), 64)
-  draws = jax.jit(jax.vmap(lambda k, t, p, top_k: tr.sample_logits(logits, k, t, top_k, p)[0],
+  draws = jax.jit(jax.vmap(lambda k, t, p, top_k: token_sampling.sample_logits(logits, k, t, top_k, p)[0],
                            in_axes=(0, None, None, None)), static_argnums=3)
   draw = lambda t=1.0, p=1.0, k=0: set(np.asarray(draws(keys, t, p, k)).tolist())
   assert draw(k=2) == {2, 3}
@@ -351,7 +352,7 @@ def test_sample_logits_filters():
 
 def test_top_k_one_is_greedy():
   logits = normal(1, (16, 774))
-  sample = jax.jit(tr.sample_logits, static_argnames="top_k")
+  sample = jax.jit(token_sampling.sample_logits, static_argnames="top_k")
   greedy = sample(logits, rkey(2), temperature=0.0)
   np.testing.assert_array_equal(sample(logits, rkey(3), top_k=1), greedy)
   assert not np.isin(np.asarray(greedy), [PAD, START]).any()

@@ -536,13 +536,13 @@ def flops_record(stepper, config, shape, samples_per_s: float, args) -> dict:
 
 
 def generation_record(stepper, num_tokens: int) -> dict:
-  """Tokens/s of the KV-cached sampler (jaxvae.models.transformer.generate) at the train
+  """Tokens/s of the KV-cached sampler (jaxvae.sampling.tokens.generate) at the train
   batch size: compile excluded, the best of two timed runs."""
   import jax
-  from jaxvae.models import transformer
+  from jaxvae.sampling import tokens as token_sampling
   model, params = stepper.compiled.model, {"params": stepper.state.params}
   num_tokens = min(num_tokens, int(model.cfg.max_len) - 1)
-  run = lambda seed: jax.block_until_ready(transformer.generate(
+  run = lambda seed: jax.block_until_ready(token_sampling.generate(
       model, params, jax.random.PRNGKey(seed), num_tokens=num_tokens,
       batch_size=stepper.batch_size, top_p=0.95))
   start = now()

@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvae.symbolic.midi import PAD, START
+from jaxvae.symbolic.midi import PAD
 
 ATTENTION_KINDS = ("full", "sliding", "hierarchical")
 MODES = ("transformer", "vae", "vaegan")
@@ -575,118 +575,6 @@ def validate(config) -> None:
     config_from(config.model)
   except (ValueError, TypeError) as e:
     raise ConfigError(str(e)) from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Inference helpers
-# ---------------------------------------------------------------------------------------------
-
-def sample_logits(logits, rng, temperature=1.0, top_k: int = 0, top_p=1.0):
-  """[B, V] logits -> [B] int32 ids. PAD and START are never drawn: neither can follow a
-  token inside a piece. `temperature` (0: greedy) and `top_p` (1: off) may be traced, so
-  one compiled generator serves every value; `top_k` (0: off) is static."""
-  logits = jnp.asarray(logits, jnp.float32).at[:, jnp.array([PAD, START])].set(-jnp.inf)
-  greedy = jnp.argmax(logits, -1)
-  if top_k > 0:
-    kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
-    logits = jnp.where(logits < kth, -jnp.inf, logits)
-  top_p = jnp.asarray(top_p, jnp.float32)
-  ordered = jnp.sort(logits, -1)[:, ::-1]
-  probs = jax.nn.softmax(ordered, -1)
-  before = jnp.cumsum(probs, -1) - probs  # mass of the more likely tokens
-  cutoff = jnp.min(jnp.where(before < top_p, ordered, jnp.inf), -1, keepdims=True)
-  logits = jnp.where((top_p < 1.0) & (logits < cutoff), -jnp.inf, logits)
-  temperature = jnp.asarray(temperature, jnp.float32)
-  sampled = jax.random.categorical(rng, logits / jnp.maximum(temperature, 1e-6), -1)
-  return jnp.where(temperature > 0.0, sampled, greedy).astype(jnp.int32)
-
-
-def init_cache(model: MusicTransformer, batch_size: int, length: int, z=None):
-  """Zeroed key/value caches for `length` positions (shapes only are traced, nothing runs)."""
-  shapes = jax.eval_shape(lambda: model.clone(decode=True).init(
-      jax.random.key(0), jnp.zeros((batch_size, length), jnp.int32), z,
-      method="decode_tokens"))
-  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])
-
-
-def decode_step(model: MusicTransformer, params, cache, tokens, z=None):
-  """Feeds tokens [B, 1] at the cache's position: (logits [B, 1, V], updated cache)."""
-  logits, updated = model.clone(decode=True).apply(
-      {"params": params, "cache": cache}, tokens, z, method="decode_tokens", mutable=["cache"])
-  return logits, updated["cache"]
-
-
-@functools.lru_cache(maxsize=32)
-def _generate_fn(model, batch_size, prompt_len, length, top_k, with_z):
-  """A jitted generator for one set of static arguments (cached: one compile per shape)."""
-
-  def run(params, prompt, z, rng, temperature, top_p):
-    zs = z if with_z else None
-    cache = init_cache(model, batch_size, length, zs)
-    tokens = jnp.zeros((batch_size, length), jnp.int32).at[:, :prompt_len].set(prompt)
-
-    def body(i, carry):
-      tokens, cache = carry
-      current = jax.lax.dynamic_slice_in_dim(tokens, i, 1, axis=1)
-      logits, cache = decode_step(model, params, cache, current, zs)
-      chosen = sample_logits(logits[:, 0], jax.random.fold_in(rng, i), temperature, top_k,
-                             top_p)
-      # Inside the prompt the next token is given, not sampled.
-      given = jax.lax.dynamic_slice_in_dim(tokens, i + 1, 1, axis=1)[:, 0]
-      chosen = jnp.where(i + 1 < prompt_len, given, chosen)
-      tokens = jax.lax.dynamic_update_slice_in_dim(tokens, chosen[:, None], i + 1, axis=1)
-      return tokens, cache
-
-    tokens, _ = jax.lax.fori_loop(0, length - 1, body, (tokens, cache))
-    return tokens
-
-  return jax.jit(run)
-
-
-def generate(model: MusicTransformer, variables, rng, *, num_tokens: int, batch_size: int = 1,
-             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, z=None,
-             prompt=None):
-  """Autoregressive sampling with a key/value cache, jitted, one token per loop step.
-
-  prompt: int [P] or [B, P] (default: START). z: [B, latent_dim] for VAE modes (default: a
-  draw from the prior N(0, I)); must be None for mode 'transformer'.
-  Returns int32 [B, P + num_tokens]: the prompt, then the sampled ids. `midi.decode` stops
-  at the first END; ids after it are meaningless.
-  """
-  cfg = model.cfg
-  prompt = np.full((1, 1), START, np.int32) if prompt is None else np.asarray(prompt, np.int32)
-  prompt = np.broadcast_to(np.atleast_2d(prompt), (batch_size, np.atleast_2d(prompt).shape[1]))
-  length = prompt.shape[1] + num_tokens
-  if prompt.shape[1] == 0:
-    raise ValueError("the prompt is empty; start it with midi.START")
-  if length > cfg.max_len:
-    raise ValueError(f"prompt + num_tokens = {length} exceeds model.max_len = {cfg.max_len}")
-  rng, z_rng = jax.random.split(rng)
-  if cfg.is_vae and z is None:
-    z = jax.random.normal(z_rng, (batch_size, cfg.latent_dim), jnp.float32)
-  if not cfg.is_vae and z is not None:
-    raise ValueError("z is only meaningful for model.mode 'vae' or 'vaegan'")
-  fn = _generate_fn(model, batch_size, prompt.shape[1], length, int(top_k), z is not None)
-  z = jnp.zeros((), jnp.float32) if z is None else jnp.asarray(z, jnp.float32)
-  return fn(variables["params"], jnp.asarray(prompt), z, rng, jnp.float32(temperature),
-            jnp.float32(top_p))
-
-
-@functools.lru_cache(maxsize=8)
-def _encode_fn(model):
-  return jax.jit(lambda params, tokens: model.apply({"params": params}, tokens,
-                                                    method="encode")[0])
-
-
-def encode(model: MusicTransformer, variables, tokens):
-  """Posterior means [B, latent_dim] of token windows [B, T] (for interpolation)."""
-  return _encode_fn(model)(variables["params"], jnp.asarray(tokens, jnp.int32))
-
-
-def interpolate(z_a, z_b, steps: int):
-  """Straight-line path from z_a to z_b ([D] each) -> [steps, D]; decode with generate(z=...)."""
-  alpha = jnp.linspace(0.0, 1.0, steps)[:, None]
-  return (1.0 - alpha) * jnp.asarray(z_a)[None] + alpha * jnp.asarray(z_b)[None]
 
 
 def param_labels(params) -> dict:

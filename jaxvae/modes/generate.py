@@ -82,9 +82,9 @@ def sample(run, state, config, condition: str | None, n: int, seed: int) -> np.n
 def sample_tokens(run, state, config, num_samples: int, seed: int, z=None) -> np.ndarray:
   """int32 [num_samples, 1 + generate.num_tokens]: START, then sampled ids (prior z in VAE
   stages unless `z` is given)."""
-  from jaxvae.models import transformer
+  from jaxvae.sampling import tokens as token_sampling
   g = config.generate
-  return np.asarray(transformer.generate(
+  return np.asarray(token_sampling.generate(
       run.model, {"params": state.params}, jax.random.PRNGKey(seed), num_tokens=g.num_tokens,
       batch_size=num_samples, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, z=z))
 
@@ -135,10 +135,10 @@ def interpolate_midi(run, state, config, paths: list[str], windows: np.ndarray, 
                      seed: int) -> dict:
   """Decodes points on the line between the latents of two MIDI files' first windows;
   returns the record written to `interp.json`."""
-  from jaxvae.models import transformer
+  from jaxvae.sampling import tokens as token_sampling
   steps = config.generate.interpolation_steps
-  z_ends = np.asarray(transformer.encode(run.model, {"params": state.params}, windows))
-  z = transformer.interpolate(z_ends[0], z_ends[1], steps)
+  z_ends = np.asarray(token_sampling.encode(run.model, {"params": state.params}, windows))
+  z = token_sampling.interpolate(z_ends[0], z_ends[1], steps)
   files = write_midi(sample_tokens(run, state, config, steps, seed, z=z), out_dir, "interp")
   g = config.generate
   record = {"a": paths[0], "b": paths[1], "steps": steps,
