@@ -1,4 +1,5 @@
-"""Seed 002's loss terms on inputs whose answers are known by hand or by a numpy reference."""
+"""Loss terms (the shared reductions, seed 002's spectral terms, the free-bits KL) and seed 002's
+objective, on inputs whose answers are known by hand or by a numpy reference."""
 
 import jax
 import jax.numpy as jnp
@@ -6,12 +7,38 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxvae.config import loading as config_lib
-from jaxvae.losses import spectral as losses
-from jaxvae.losses import core as objectives
+from jaxvae import errors
+from jaxvae.losses import divergence
+from jaxvae.losses import reconstruction
+from jaxvae.losses import reduce
+from jaxvae.variants import spectral
 
 # One compile per shape instead of one per primitive: keeps this file fast on 2 cores.
-_spectral = jax.jit(losses.spectral_loss, static_argnums=(2, 3))
+_spectral = jax.jit(reconstruction.spectral_loss, static_argnums=(2, 3))
+
+
+# ----------------------------------------------------------------------------------------------
+# reduce
+# ----------------------------------------------------------------------------------------------
+
+def test_masked_mean_over_examples_and_over_tokens():
+  values = jnp.array([1.0, 3.0, 100.0])
+  np.testing.assert_allclose(reduce.masked_mean(values, jnp.array([1.0, 1.0, 0.0])), 2.0)
+  np.testing.assert_allclose(reduce.masked_mean(values), 104.0 / 3)
+  np.testing.assert_allclose(reduce.masked_mean(values, jnp.zeros(3)), 0.0)  # not NaN
+  per_dim = jnp.array([[1.0, 2.0], [3.0, 4.0], [50.0, 60.0]])
+  np.testing.assert_allclose(reduce.masked_mean(per_dim, jnp.array([1.0, 1.0, 0.0])),
+                             [2.0, 3.0])  # trailing axes kept
+  tokens = jnp.array([[1.0, 2.0], [3.0, 9.0]])
+  np.testing.assert_allclose(reduce.masked_mean(tokens, jnp.array([[1.0, 1.0], [1.0, 0.0]])),
+                             2.0)  # a mask of the values' shape: mean over counted entries
+
+
+def test_recon_mse_is_the_mean_per_feature():
+  x = jnp.zeros((2, 2, 3))
+  recon = jnp.stack([jnp.full((2, 3), 2.0), jnp.ones((2, 3))])
+  np.testing.assert_allclose(reconstruction.mean_squared_error(recon, x), [4.0, 1.0])
+  np.testing.assert_allclose(reconstruction.nll(recon, x, "mse"), [24.0, 6.0])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -21,12 +48,12 @@ _spectral = jax.jit(losses.spectral_loss, static_argnums=(2, 3))
 def test_band_weights_on_ten_rows():
   # Row f sits at f / 10: [0, 0.2) -> 1.5, [0.3, 0.7) -> 2.0, [0.8, 1.0] -> 0.8, gaps -> 1.
   expected = [1.5, 1.5, 1.0, 2.0, 2.0, 2.0, 2.0, 1.0, 0.8, 0.8]
-  np.testing.assert_array_equal(losses.band_weights(10), np.float32(expected))
-  np.testing.assert_array_equal(losses.band_weights(4, (), default=0.5), np.full(4, 0.5))
+  np.testing.assert_array_equal(reconstruction.band_weights(10), np.float32(expected))
+  np.testing.assert_array_equal(reconstruction.band_weights(4, (), default=0.5), np.full(4, 0.5))
 
 
 def test_band_edges_at_128_mels():
-  w = losses.band_weights(128)
+  w = reconstruction.band_weights(128)
   # 0.2 * 128 = 25.6: rows 0..25 are below 0.2; 0.3 * 128 = 38.4: row 39 is the first >= 0.3.
   assert w[25] == 1.5 and w[26] == 1.0
   assert w[38] == 1.0 and w[39] == 2.0 and w[89] == 2.0 and w[90] == 1.0
@@ -37,13 +64,13 @@ def test_band_edges_at_128_mels():
 @pytest.mark.parametrize("band", [(0.5, 0.2, 1.0), (0.0, 1.2, 1.0), (0.0, 0.5, -1.0), (0.1, 0.2)])
 def test_band_weights_rejects_bad_bands(band):
   with pytest.raises(ValueError, match="band"):
-    losses.band_weights(8, (band,))
+    reconstruction.band_weights(8, (band,))
 
 
 def test_uniform_weights_give_plain_mse():
   recon, x = np.random.default_rng(0).normal(size=(2, 3, 6, 5)).astype(np.float32)
   mse = np.mean(np.square(recon - x), axis=(1, 2))
-  np.testing.assert_allclose(losses.frequency_weighted_mse(recon, x, jnp.full(6, 3.0)), mse,
+  np.testing.assert_allclose(reconstruction.frequency_weighted_mse(recon, x, jnp.full(6, 3.0)), mse,
                              rtol=1e-6)
 
 
@@ -51,10 +78,10 @@ def test_weighted_mse_by_hand():
   x = jnp.zeros((1, 2, 2))
   recon = jnp.array([[[1.0, 1.0], [2.0, 2.0]]])
   # (1 * (1 + 1) + 3 * (4 + 4)) / ((1 + 3) * 2 frames) = 26 / 8
-  value = losses.frequency_weighted_mse(recon, x, jnp.array([1.0, 3.0]))
+  value = reconstruction.frequency_weighted_mse(recon, x, jnp.array([1.0, 3.0]))
   np.testing.assert_allclose(value, [3.25], rtol=1e-6)
   # A full [F, T] weight map: only the (1, 0) element counts.
-  value = losses.frequency_weighted_mse(recon, x, jnp.array([[0.0, 0.0], [1.0, 0.0]]))
+  value = reconstruction.frequency_weighted_mse(recon, x, jnp.array([[0.0, 0.0], [1.0, 0.0]]))
   np.testing.assert_allclose(value, [4.0], rtol=1e-6)
 
 
@@ -122,7 +149,7 @@ def test_multi_resolution_spectral_loss_matches_numpy(n_frames):
 
 def test_spectral_loss_rejects_unknown_kind():
   with pytest.raises(ValueError, match="l1"):
-    losses.spectral_loss(jnp.zeros((1, 2, 4)), jnp.zeros((1, 2, 4)), kind="l3")
+    reconstruction.spectral_loss(jnp.zeros((1, 2, 4)), jnp.zeros((1, 2, 4)), kind="l3")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -132,27 +159,28 @@ def test_spectral_loss_rejects_unknown_kind():
 def test_range_penalty_zero_inside_and_exact_outside():
   x = jnp.array([[[0.0, 1.0], [0.2, 0.8]]])
   inside = jnp.array([[[0.0, 1.0], [0.5, 0.5]]])
-  np.testing.assert_allclose(losses.range_penalty(inside, x), [0.0])
+  np.testing.assert_allclose(reconstruction.range_penalty(inside, x), [0.0])
   outside = jnp.array([[[1.5, -0.5], [0.5, 0.5]]])
-  np.testing.assert_allclose(losses.range_penalty(outside, x), [(0.25 + 0.25) / 4], rtol=1e-6)
-  np.testing.assert_allclose(losses.range_penalty(outside, x, margin=0.25),
+  np.testing.assert_allclose(reconstruction.range_penalty(outside, x), [(0.25 + 0.25) / 4],
+                             rtol=1e-6)
+  np.testing.assert_allclose(reconstruction.range_penalty(outside, x, margin=0.25),
                              [(0.0625 + 0.0625) / 4], rtol=1e-6)
 
 
 def test_range_is_per_example():
   x = jnp.stack([jnp.zeros((2, 2)), jnp.full((2, 2), 10.0)])
   recon = jnp.full((2, 2, 2), 5.0)  # inside neither example's (degenerate) range
-  np.testing.assert_allclose(losses.range_penalty(recon, x), [25.0, 25.0])
+  np.testing.assert_allclose(reconstruction.range_penalty(recon, x), [25.0, 25.0])
 
 
-def test_free_bits_kl_is_the_objectives_kl_term():
+def test_free_bits_kl_counts_only_real_examples():
   mu = jnp.array([[1.0, 0.0], [3.0, 0.0]])
   logvar = jnp.zeros((2, 2))
   mask = jnp.array([1.0, 0.0])
-  penalized, reported = losses.free_bits_kl(mu, logvar, mask, 0.2)
+  penalized, reported = divergence.free_bits_kl(mu, logvar, mask, 0.2)
   np.testing.assert_allclose(reported, 0.5)  # only example 0 counts: 0.5 * 1^2
   np.testing.assert_allclose(penalized, 0.5 + 0.2)  # dim 1 floored at 0.2
-  ref = objectives.kl_term(mu, logvar, {"mask": mask}, 0.2)
+  ref = divergence.free_bits_kl(mu[:1], logvar[:1], jnp.ones(1), 0.2)  # the padded row dropped
   np.testing.assert_allclose((penalized, reported), ref)
 
 
@@ -163,7 +191,7 @@ def test_free_bits_kl_is_the_objectives_kl_term():
 def _config(recon_loss="weighted_mse", spectral_weight=0.5, range_weight=2.0, fft_sizes=(4,),
             free_bits=0.0):
   c = ml_collections.ConfigDict()
-  c.objective = {"recon_loss": recon_loss, "bands": losses.DEFAULT_BANDS,
+  c.objective = {"recon_loss": recon_loss, "bands": reconstruction.DEFAULT_BANDS,
                  "spectral_weight": spectral_weight, "fft_sizes": fft_sizes,
                  "range_weight": range_weight}
   c.kl = {"free_bits": free_bits}
@@ -181,11 +209,11 @@ def _outputs_and_batch():
 
 def test_spectral_elbo_sums_its_terms():
   outputs, batch = _outputs_and_batch()
-  loss, m = jax.jit(lambda o, b: losses.spectral_elbo(o, b, kl_weight=0.3, config=_config()))(
+  loss, m = jax.jit(lambda o, b: spectral.spectral_elbo(o, b, kl_weight=0.3, config=_config()))(
       outputs, batch)
   # numpy references, batch means of per-example means
   x, recon = np.asarray(batch["x"], np.float64), np.asarray(outputs["recon"], np.float64)
-  w = losses.band_weights(10)[:, None]
+  w = reconstruction.band_weights(10)[:, None]
   sq = np.square(recon - x)
   np.testing.assert_allclose(m["recon"], np.mean(np.sum(w * sq, (1, 2)) / (w.sum() * 8)),
                              rtol=1e-5)
@@ -207,7 +235,7 @@ def test_spectral_elbo_ignores_padded_examples():
   first_out = {k: v[:1] for k, v in outputs.items()}
   first = {"x": batch["x"][:1], "mask": jnp.ones((1,))}
   for cfg in [_config(), _config("mse", fft_sizes=())]:
-    objective = jax.jit(lambda o, b, cfg=cfg: losses.spectral_elbo(o, b, kl_weight=0.3,
+    objective = jax.jit(lambda o, b, cfg=cfg: spectral.spectral_elbo(o, b, kl_weight=0.3,
                                                                    config=cfg)[1])
     got, want = objective(padded_out, padded), objective(first_out, first)
     for key in want:
@@ -217,10 +245,10 @@ def test_spectral_elbo_ignores_padded_examples():
 def test_zero_weights_skip_their_terms(monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError("a term with weight 0 was computed")
-  monkeypatch.setattr(losses, "spectral_loss", fail)
-  monkeypatch.setattr(losses, "range_penalty", fail)
+  monkeypatch.setattr(reconstruction, "spectral_loss", fail)
+  monkeypatch.setattr(reconstruction, "range_penalty", fail)
   outputs, batch = _outputs_and_batch()
-  loss, m = losses.spectral_elbo(outputs, batch, kl_weight=0.0,
+  loss, m = spectral.spectral_elbo(outputs, batch, kl_weight=0.0,
                                  config=_config("mse", spectral_weight=0.0, range_weight=0.0))
   assert float(m["spectral"]) == 0.0 and float(m["range"]) == 0.0
   np.testing.assert_allclose(loss, m["recon_mse"], rtol=1e-6)
@@ -230,14 +258,14 @@ def test_zero_weights_skip_their_terms(monkeypatch):
 def test_spectral_elbo_rejects_unknown_recon_loss():
   outputs, batch = _outputs_and_batch()
   with pytest.raises(ValueError, match="recon_loss"):
-    losses.spectral_elbo(outputs, batch, kl_weight=0.0, config=_config("bce"))
+    spectral.spectral_elbo(outputs, batch, kl_weight=0.0, config=_config("bce"))
 
 
 @pytest.mark.parametrize("key,value", [("recon_loss", "bce"), ("spectral_weight", -1.0),
                                        ("fft_sizes", (8, 1)), ("bands", ((0.5, 0.1, 1.0),))])
 def test_validate_names_the_bad_key(key, value):
-  losses.validate_spectral_objective(_config())  # the defaults are fine
+  spectral.validate(_config())  # the defaults are fine
   config = _config()
   config.objective[key] = value
-  with pytest.raises(config_lib.ConfigError, match=f"objective.{key}"):
-    losses.validate_spectral_objective(config)
+  with pytest.raises(errors.ConfigError, match=f"objective.{key}"):
+    spectral.validate(config)

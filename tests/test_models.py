@@ -8,9 +8,10 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvae.losses import core as objectives
-from jaxvae.training import loop as train
+from jaxvae.losses import divergence
 from jaxvae.models import vae
+from jaxvae.training import state as train_state
+from jaxvae.variants import audio_vae
 
 
 def _batch(shape, n=3, labels=None):
@@ -23,11 +24,11 @@ def _batch(shape, n=3, labels=None):
 
 def _init_apply(model, batch, train_mode=False):
   """Jitted init + apply: one compile each instead of one per primitive (eager)."""
-  variables = jax.jit(lambda b: train.init_variables(model, b, jax.random.PRNGKey(1)))(batch)
+  variables = jax.jit(lambda b: train_state.init_variables(model, b, jax.random.PRNGKey(1)))(batch)
   mutable = [k for k in variables if k != "params"] if train_mode else False
 
   def apply(variables, batch):
-    rngs = train.step_rngs(jax.random.PRNGKey(2), jnp.int32(0))
+    rngs = train_state.step_rngs(jax.random.PRNGKey(2), jnp.int32(0))
     return model.apply(variables, batch, train=train_mode, rngs=rngs, mutable=mutable)
 
   out = jax.jit(apply)(variables, batch)
@@ -53,7 +54,7 @@ def test_basic_vae_shapes(shape):
 
 def _count(model, shape, labels=None):
   batch = _batch(shape, 2, labels)
-  v = jax.eval_shape(lambda: train.init_variables(model, batch, jax.random.PRNGKey(0)))
+  v = jax.eval_shape(lambda: train_state.init_variables(model, batch, jax.random.PRNGKey(0)))
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(v["params"]))
 
 
@@ -70,8 +71,8 @@ def test_seed_000_parameter_counts():
 def test_kl_of_standard_normal_is_zero_and_positive_otherwise():
   mu = jnp.zeros((4, 8))
   logvar = jnp.zeros((4, 8))
-  np.testing.assert_allclose(objectives.gaussian_kl(mu, logvar), 0.0, atol=1e-7)
-  kl = objectives.gaussian_kl(mu + 1.0, logvar)
+  np.testing.assert_allclose(divergence.gaussian_kl(mu, logvar), 0.0, atol=1e-7)
+  kl = divergence.gaussian_kl(mu + 1.0, logvar)
   np.testing.assert_allclose(kl, 0.5, rtol=1e-6)  # 0.5 * mu^2 per dimension
 
 
@@ -86,9 +87,9 @@ def test_elbo_masks_padding_and_free_bits():
   batch = {"x": jnp.ones((2, 3, 3)), "mask": jnp.array([1.0, 0.0])}
   outputs = {"recon": jnp.stack([jnp.ones((3, 3)), jnp.zeros((3, 3))]),
              "mu": jnp.zeros((2, 4)), "logvar": jnp.zeros((2, 4))}
-  loss, m = objectives.elbo(outputs, batch, kl_weight=1.0, config=_cfg())
+  loss, m = audio_vae.elbo(outputs, batch, kl_weight=1.0, config=_cfg())
   assert float(m["recon"]) == 0.0  # the padded example's error is not counted
-  loss_fb, m_fb = objectives.elbo(outputs, batch, kl_weight=1.0, config=_cfg(0.5))
+  loss_fb, m_fb = audio_vae.elbo(outputs, batch, kl_weight=1.0, config=_cfg(0.5))
   assert float(loss_fb) == pytest.approx(4 * 0.5)  # each dim floored at 0.5 nats
   assert float(m_fb["kl"]) == 0.0  # the reported KL is the real one
 
@@ -98,7 +99,7 @@ def test_conditioning_changes_the_decoder():
   model = vae.ConvVAE(input_shape=shape, channels=(4, 4, 4), latent_dim=4,
                       cond_label="genre", num_classes=3)
   batch = _batch(shape, 2, {"genre": [0, 0]})
-  variables = train.init_variables(model, batch, jax.random.PRNGKey(0))
+  variables = train_state.init_variables(model, batch, jax.random.PRNGKey(0))
   z = jnp.ones((2, 4))
   a = model.apply(variables, z, batch, False, method=model.decode)
   b = model.apply(variables, z, dict(batch, label_genre=jnp.array([2, -1])), False,
@@ -116,7 +117,7 @@ def test_loss_falls_on_a_fixed_batch():
   batch = {"x": x, "mask": jnp.ones((8,))}
   config = _cfg()
   tx = optax.adam(3e-3)
-  variables = train.init_variables(model, batch, jax.random.PRNGKey(0))
+  variables = train_state.init_variables(model, batch, jax.random.PRNGKey(0))
   params, state = variables["params"], {"batch_stats": variables["batch_stats"]}
   opt = tx.init(params)
 
@@ -124,9 +125,9 @@ def test_loss_falls_on_a_fixed_batch():
   def step(params, state, opt, i):
     def loss_fn(p):
       out, new = model.apply({"params": p, **state}, batch, train=True,
-                             rngs=train.step_rngs(jax.random.PRNGKey(3), i),
+                             rngs=train_state.step_rngs(jax.random.PRNGKey(3), i),
                              mutable=["batch_stats"])
-      return objectives.elbo(out, batch, kl_weight=0.1, config=config)[0], new
+      return audio_vae.elbo(out, batch, kl_weight=0.1, config=config)[0], new
     (loss, new), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
     upd, opt = tx.update(g, opt)
     return optax.apply_updates(params, upd), new, opt, loss

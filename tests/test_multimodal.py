@@ -11,11 +11,12 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvae.losses import multimodal as mm_obj
-from jaxvae.training import loop as train
+from jaxvae import errors
+from jaxvae.data.spec import DataSpec
 from jaxvae.models import multimodal
 from jaxvae.models import vae
-from jaxvae.data.spec import DataSpec
+from jaxvae.training import state as train_state
+from jaxvae.variants import multimodal as mm_variant
 
 SHAPE = (16, 18)  # 18 is not a multiple of 4: the decoder's resize path runs too.
 DIM = 12
@@ -49,13 +50,13 @@ def _batch(lyrics_mask=None, seed=0):
 @functools.cache
 def _variables(fusion):
   """One initialization per fusion, shared by the tests (the module is a static argument)."""
-  init = _jit(train.init_variables, static_argnums=0)
+  init = _jit(train_state.init_variables, static_argnums=0)
   return init(_model(fusion), _batch(), _key(1))
 
 
 @functools.partial(_jit, static_argnums=(0, 3))
 def _apply(model, variables, batch, train_mode=False):
-  rngs = train.step_rngs(_key(2), jnp.int32(0))
+  rngs = train_state.step_rngs(_key(2), jnp.int32(0))
   if train_mode:
     return model.apply(variables, batch, train=True, rngs=rngs, mutable=["batch_stats"])[0]
   return model.apply(variables, batch, train=False, rngs=rngs)
@@ -94,7 +95,7 @@ def test_reduced_precision_still_returns_float32():
   """Compute in bfloat16, losses' inputs in float32 (shapes and dtypes only: no compile)."""
   model = _model("attention", dtype=jnp.bfloat16)
   batch = _batch()
-  variables = jax.eval_shape(lambda: train.init_variables(model, batch, _key(0)))
+  variables = jax.eval_shape(lambda: train_state.init_variables(model, batch, _key(0)))
   out = jax.eval_shape(lambda v: model.apply(v, batch, rngs={"sample": _key(1)}), variables)
   chex.assert_shape(out["recon"], (N, *SHAPE))
   for key in ("recon", "lyrics_recon", "mu", "logvar", "z"):
@@ -198,6 +199,8 @@ def test_missing_lyrics_are_a_clear_error():
   cfg = ml_collections.ConfigDict({"channels": (4, 8, 8), "latent_dim": 6, "fusion": "poe"})
   with pytest.raises(ValueError, match="set config key data.lyrics_embeddings"):
     multimodal.build_multimodal_vae(cfg, DataSpec(input_shape=SHAPE))
+  with pytest.raises(errors.ConfigError, match="set config key data.lyrics_embeddings"):
+    mm_variant.build(cfg, DataSpec(input_shape=SHAPE))  # at run time: one line, no traceback
   bad = ml_collections.ConfigDict(dict(cfg.to_dict(), fusion="sum"))
   with pytest.raises(ValueError, match="model.fusion"):
     multimodal.build_multimodal_vae(bad, DataSpec(input_shape=SHAPE, lyrics_dim=DIM))
@@ -209,7 +212,7 @@ def _param_count(model, shape, lyrics_dim=0):
   batch = {"x": jnp.zeros((2, *shape)), "mask": jnp.ones((2,))}
   if lyrics_dim:
     batch.update(lyrics=jnp.zeros((2, lyrics_dim)), lyrics_mask=jnp.ones((2,)))
-  variables = jax.eval_shape(lambda: train.init_variables(model, batch, _key(0)))
+  variables = jax.eval_shape(lambda: train_state.init_variables(model, batch, _key(0)))
   return sum(int(np.prod(v.shape)) for v in jax.tree.leaves(variables["params"]))
 
 
@@ -241,7 +244,7 @@ def _objective_case():
 
 def test_objective_masks_lyrics_of_clips_without_lyrics():
   outputs, batch = _objective_case()
-  loss, m = mm_obj.multimodal_objective(outputs, batch, kl_weight=1.0,
+  loss, m = mm_variant.objective(outputs, batch, kl_weight=1.0,
                                         config=_config("mse", lyrics_weight=0.5))
   # Only clip 0 has a lyrics error: (0 - 1)^2 + (1 - 0)^2 = 2; balance n_audio / D = 6 / 2;
   # averaged over the 2 real clips.
@@ -253,11 +256,11 @@ def test_objective_masks_lyrics_of_clips_without_lyrics():
   np.testing.assert_allclose(m["recon_mse"], 1.0, rtol=1e-6)
   # Whatever is predicted for the clip without lyrics (or the padding clip) changes nothing.
   nan_out = dict(outputs, lyrics_recon=outputs["lyrics_recon"].at[1:].set(jnp.nan))
-  loss_nan, _ = mm_obj.multimodal_objective(nan_out, batch, kl_weight=1.0,
+  loss_nan, _ = mm_variant.objective(nan_out, batch, kl_weight=1.0,
                                             config=_config("mse", lyrics_weight=0.5))
   np.testing.assert_allclose(loss_nan, loss, rtol=1e-7)
   # Weight 0: lyrics are an input only.
-  loss0, _ = mm_obj.multimodal_objective(outputs, batch, kl_weight=1.0,
+  loss0, _ = mm_variant.objective(outputs, batch, kl_weight=1.0,
                                          config=_config("mse", lyrics_weight=0.0))
   np.testing.assert_allclose(loss0, 6.0, rtol=1e-6)
 
@@ -265,7 +268,7 @@ def test_objective_masks_lyrics_of_clips_without_lyrics():
 def test_objective_cosine_and_kl():
   outputs, batch = _objective_case()
   outputs = dict(outputs, mu=jnp.ones((3, 4)))  # KL 0.5 per dimension -> 2 per clip
-  loss, m = mm_obj.multimodal_objective(outputs, batch, kl_weight=0.25,
+  loss, m = mm_variant.objective(outputs, batch, kl_weight=0.25,
                                         config=_config("cosine", lyrics_weight=1.0))
   # Clip 0: (0, 1) vs (1, 0) -> 1 - cos = 1; balance n_audio = 6; over 2 real clips.
   np.testing.assert_allclose(m["lyrics_recon"], 1.0, rtol=1e-6)
@@ -273,7 +276,7 @@ def test_objective_cosine_and_kl():
   np.testing.assert_allclose(m["kl"], 2.0, rtol=1e-6)
   np.testing.assert_allclose(loss, 6.0 + 3.0 + 0.25 * 2.0, rtol=1e-6)
   same = dict(outputs, lyrics_recon=batch["lyrics"] * 3.0)  # cosine ignores the scale
-  _, m_same = mm_obj.multimodal_objective(same, batch, kl_weight=0.25,
+  _, m_same = mm_variant.objective(same, batch, kl_weight=0.25,
                                           config=_config("cosine"))
   np.testing.assert_allclose(m_same["lyrics_term"], 0.0, atol=1e-6)
 
@@ -310,8 +313,8 @@ def _adam_step(model, tx):
   def step(params, state, opt, i, batch):
     def loss_fn(p):
       out, new = model.apply({"params": p, **state}, batch, train=True,
-                             rngs=train.step_rngs(_key(3), i), mutable=["batch_stats"])
-      return mm_obj.multimodal_objective(out, batch, kl_weight=0.1, config=config)[0], new
+                             rngs=train_state.step_rngs(_key(3), i), mutable=["batch_stats"])
+      return mm_variant.objective(out, batch, kl_weight=0.1, config=config)[0], new
     (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt = tx.update(grads, opt)
     return optax.apply_updates(params, updates), new, opt, loss
@@ -351,12 +354,12 @@ def test_validate_names_the_config_key():
                                    "data": {"lyrics_embeddings": ""}})
     c.model.update(model)
     return c
-  mm_obj.validate(config())  # no embeddings yet is fine: tools/embed_lyrics.py needs this
+  mm_variant.validate(config())  # no embeddings yet is fine: tools/embed_lyrics.py needs this
   with pytest.raises(ValueError, match="model.fusion"):
-    mm_obj.validate(config(fusion="sum"))
+    mm_variant.validate(config(fusion="sum"))
   with pytest.raises(ValueError, match="model.lyrics_weight"):
-    mm_obj.validate(config(lyrics_weight=-1.0))
+    mm_variant.validate(config(lyrics_weight=-1.0))
   bad_loss = config()
   bad_loss.objective.lyrics_loss = "l1"
   with pytest.raises(ValueError, match="objective.lyrics_loss"):
-    mm_obj.validate(bad_loss)
+    mm_variant.validate(bad_loss)

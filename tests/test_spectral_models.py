@@ -9,10 +9,11 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvae.losses import spectral as losses
-from jaxvae.training import loop as train
-from jaxvae.models import spectral
 from jaxvae.data.spec import DataSpec
+from jaxvae.losses import reconstruction
+from jaxvae.models import spectral
+from jaxvae.training import state as train_state
+from jaxvae.variants import spectral as spectral_variant
 
 
 def _key(seed):
@@ -29,8 +30,8 @@ def _batch(shape, n=2):
 def _abstract(model, shape):
   """(variables, outputs) as shapes only: seed-size models without allocating them."""
   batch = _batch(shape)
-  variables = jax.eval_shape(lambda: train.init_variables(model, batch, _key(0)))
-  rngs = train.step_rngs(_key(1), jnp.int32(0))
+  variables = jax.eval_shape(lambda: train_state.init_variables(model, batch, _key(0)))
+  rngs = train_state.step_rngs(_key(1), jnp.int32(0))
   mutable = [k for k in variables if k != "params"]
   out = jax.eval_shape(lambda v: model.apply(v, batch, train=True, rngs=rngs, mutable=mutable),
                        variables)[0]
@@ -171,8 +172,8 @@ def test_harmonic_vae_seed_size():
 def test_harmonic_vae_output_is_in_unit_interval():
   model = spectral.HarmonicVAE(input_shape=(6, 5), hidden=(8,), latent_dim=2, harmonic=True)
   batch = _batch((6, 5))
-  recon = jax.jit(lambda b: model.apply(train.init_variables(model, b, _key(0)), b,
-                                        rngs=train.step_rngs(_key(1), 0))["recon"])(batch)
+  recon = jax.jit(lambda b: model.apply(train_state.init_variables(model, b, _key(0)), b,
+                                        rngs=train_state.step_rngs(_key(1), 0))["recon"])(batch)
   assert float(jnp.min(recon)) >= 0.0 and float(jnp.max(recon)) <= 1.0
 
 
@@ -182,7 +183,7 @@ def test_harmonic_vae_output_is_in_unit_interval():
 
 def _objective_config():
   c = ml_collections.ConfigDict()
-  c.objective = {"recon_loss": "weighted_mse", "bands": losses.DEFAULT_BANDS,
+  c.objective = {"recon_loss": "weighted_mse", "bands": reconstruction.DEFAULT_BANDS,
                  "spectral_weight": 0.1, "fft_sizes": (), "range_weight": 1.0}
   c.kl = {"free_bits": 0.0}
   return c
@@ -202,14 +203,14 @@ def _smooth_batch(shape=(16, 16), n=6):
 ], ids=["spectral_vae", "harmonic_vae"])
 def test_adam_lowers_spectral_elbo(model, lr):
   batch, config, tx = _smooth_batch(), _objective_config(), optax.adam(lr)
-  variables = jax.jit(lambda b: train.init_variables(model, b, _key(0)))(batch)
+  variables = jax.jit(lambda b: train_state.init_variables(model, b, _key(0)))(batch)
   params = variables["params"]
   state = {k: v for k, v in variables.items() if k != "params"}
 
   def loss_fn(p, state, i):
     out, new = model.apply({"params": p, **state}, batch, train=True,
-                           rngs=train.step_rngs(_key(3), i), mutable=list(state))
-    return losses.spectral_elbo(out, batch, kl_weight=1e-3, config=config)[0], new
+                           rngs=train_state.step_rngs(_key(3), i), mutable=list(state))
+    return spectral_variant.spectral_elbo(out, batch, kl_weight=1e-3, config=config)[0], new
 
   @jax.jit
   def run(params, state):

@@ -10,10 +10,11 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvae.losses import sequence as so
 from jaxvae.symbolic.midi import PAD, START
+from jaxvae.losses import adversarial
 from jaxvae.models import transformer as tr
 from jaxvae.sampling import tokens as token_sampling
+from jaxvae.variants import music_transformer as mt
 
 T = 33  # tokens per window: the decoder reads 32 and predicts 32.
 TINY = dict(vocab_size=774, d_model=32, num_layers=2, num_heads=4, d_ff=64, dropout=0.1,
@@ -268,9 +269,9 @@ def test_bad_config_names_the_key():
   with pytest.raises(ValueError, match="model.max_len"):
     jax.eval_shape(lambda b: tiny_model().init(RNGS, b), batch_of(random_tokens(0, (1, 130))))
   config = ml_collections.ConfigDict({"model": dict(TINY, mode="gan")})
-  from jaxvae.config.loading import ConfigError
+  from jaxvae.errors import ConfigError
   with pytest.raises(ConfigError, match="model.mode"):
-    tr.validate(config)
+    mt.validate_model(config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,8 +342,9 @@ def test_sampled_ids_are_in_range_and_respect_prompt():
 def test_sample_logits_filters():
   logits = np.log(np.array([[0.0, 0.0, 0.5, 0.3, 0.15, 0.05]], np.float32) + 1e-9)
   keys = jax.random.split(rkey(0), 64)
-  draws = jax.jit(jax.vmap(lambda k, t, p, top_k: token_sampling.sample_logits(logits, k, t, top_k, p)[0],
-                           in_axes=(0, None, None, None)), static_argnums=3)
+  draws = jax.jit(jax.vmap(
+      lambda k, t, p, top_k: token_sampling.sample_logits(logits, k, t, top_k, p)[0],
+      in_axes=(0, None, None, None)), static_argnums=3)
   draw = lambda t=1.0, p=1.0, k=0: set(np.asarray(draws(keys, t, p, k)).tolist())
   assert draw(k=2) == {2, 3}
   assert draw(p=0.7) == {2, 3}  # 0.5 alone < 0.7, 0.5 + 0.3 covers it
@@ -372,7 +374,7 @@ def objective_config(free_bits=0.0, **objective):
 
 def test_lm_objective_scores_shifted_targets_and_skips_padding():
   config = objective_config()
-  objective = jax.jit(lambda logits, batch: so.lm_objective({"logits": logits}, batch,
+  objective = jax.jit(lambda logits, batch: mt.lm_objective({"logits": logits}, batch,
                                                              kl_weight=0.0, config=config))
   tokens = random_tokens(11, (3, T))
   tokens[1, 25:] = PAD
@@ -401,7 +403,7 @@ def test_vae_objective_kl_free_bits_and_levels():
   mu[:, 0] = 2.0  # KL 2 nats in one global dimension
   outputs = {"logits": logits, "mu": mu, "logvar": np.zeros((2, 66), np.float32)}
   config = objective_config(free_bits=0.1)
-  loss, m = jax.jit(lambda o, b: so.vae_objective(o, b, kl_weight=0.5, config=config))(
+  loss, m = jax.jit(lambda o, b: mt.vae_objective(o, b, kl_weight=0.5, config=config))(
       outputs, batch_of(tokens))
   np.testing.assert_allclose(m["nll"], np.log(774), rtol=1e-5)
   np.testing.assert_allclose(m["kl"], 2.0, rtol=1e-6)
@@ -418,18 +420,18 @@ def test_vae_objective_kl_free_bits_and_levels():
 def test_gan_losses_by_hand():
   real = [{"logits": np.array([2.0, 0.5], np.float32)}]
   fake = [{"logits": np.array([-2.0, 0.0], np.float32)}]
-  d_loss = jax.jit(so.discriminator_loss, static_argnames="kind")
+  d_loss = jax.jit(adversarial.discriminator_loss, static_argnames="kind")
   np.testing.assert_allclose(d_loss(real, fake), 0.25 + 0.5)
-  np.testing.assert_allclose(jax.jit(so.generator_adv_loss)(fake), 1.0)
+  np.testing.assert_allclose(jax.jit(adversarial.generator_adv_loss)(fake), 1.0)
   np.testing.assert_allclose(d_loss(real, fake, kind="ns"),
                              np.mean(np.log1p(np.exp([-2.0, -0.5])))
                              + np.mean(np.log1p(np.exp([-2.0, 0.0]))), rtol=1e-6)
   w = normal(0, (3, 5))
   linear = lambda x: [{"logits": jnp.sum(x * w, axis=(1, 2))}]
-  r1 = jax.jit(lambda x: so.r1_penalty(linear, x))(np.ones((4, 3, 5), np.float32))
+  r1 = jax.jit(lambda x: adversarial.r1_penalty(linear, x))(np.ones((4, 3, 5), np.float32))
   np.testing.assert_allclose(r1, 0.5 * np.sum(np.square(w)), rtol=1e-5)
   feats = [{"features": [np.ones((2, 4, 3), np.float32)]}]
-  assert float(jax.jit(so.feature_matching_loss)(feats, feats)) == 0.0
+  assert float(jax.jit(adversarial.feature_matching_loss)(feats, feats)) == 0.0
 
 
 def test_adversarial_gradient_reaches_generator_parameters():
@@ -444,8 +446,8 @@ def test_adversarial_gradient_reaches_generator_parameters():
     if hard_ids:
       outs = model.apply(variables, jax.nn.one_hot(jnp.argmax(logits, -1), 774),
                          method="discriminate")
-      return so.generator_adv_loss(outs, batch["mask"])
-    return so.adversarial_terms(model, disc_params, logits, batch, rkey(3), config)[0]
+      return adversarial.generator_adv_loss(outs, batch["mask"])
+    return mt.adversarial_terms(model, disc_params, logits, batch, rkey(3), config)[0]
 
   logits = normal(4, (2, T - 1, 774))
   by_logits = jax.jit(jax.grad(adv), static_argnums=1)
@@ -476,8 +478,8 @@ def test_vaegan_step_updates_both_sides():
   params = variables["params"]
   config = objective_config(free_bits=0.05)
   tx_gen, tx_disc = optax.sgd(1e-2), optax.sgd(1e-2)  # the step is agnostic; sgd compiles fast
-  state = so.init_vaegan_state(params, tx_gen, tx_disc)
-  step = jax.jit(so.vaegan_train_step(model, tx_gen, tx_disc, config, kl_fn=lambda s: 0.1))
+  state = mt.init_vaegan_state(params, tx_gen, tx_disc)
+  step = jax.jit(mt.vaegan_train_step(model, tx_gen, tx_disc, config, kl_fn=lambda s: 0.1))
   batch = batch_of(random_tokens(15), [1.0, 0.0])
   new, metrics = step(state, batch, rkey(0))
   new, metrics = step(new, batch, rkey(0))

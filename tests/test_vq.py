@@ -14,7 +14,7 @@ import pytest
 from jaxvae.models import vq as vq_lib
 from jaxvae.models.vq import VectorQuantizer, kmeans_init, with_codebook
 from jaxvae.models.vqvae import PuzzleVQVAE, build_puzzle_vqvae
-from jaxvae.losses.vq import vq_objective
+from jaxvae.variants.puzzle_vq import objective as vq_objective
 
 # A miniature of the seed model: same layer structure, compiles and runs in a fraction of the
 # time. The full-size model is only traced (jax.eval_shape), never compiled, in these tests.

@@ -1,4 +1,5 @@
-"""Layers shared by the conv models.
+"""Pieces shared by the models: compute dtypes, the reparameterization, output activations,
+and the transposed convolution.
 
 `ConvTranspose` is a drop-in for `flax.linen.ConvTranspose` (same parameters, same names,
 same initialization, same outputs) with a choice of how the strided transposed convolution
@@ -31,6 +32,27 @@ import jax.numpy as jnp
 import numpy as np
 
 IMPLS = ("auto", "matmul", "lax")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def compute_dtype(name: Any) -> Any:
+  """`config.dtype` ('float32' | 'bfloat16' | 'float16') -> the jnp dtype; a dtype passes."""
+  if not isinstance(name, str):
+    return name
+  return DTYPES[name]
+
+
+def reparameterize(module: nn.Module, mu: jax.Array, logvar: jax.Array) -> jax.Array:
+  """z = mu + sigma * eps, eps ~ N(0, I) from the module's 'sample' rng stream, float32."""
+  eps = jax.random.normal(module.make_rng("sample"), mu.shape, jnp.float32)
+  return mu + jnp.exp(0.5 * logvar) * eps
+
+
+def activate(x: jax.Array, name: str) -> jax.Array:
+  """A decoder's output activation: 'sigmoid' (for a Bernoulli likelihood) or none."""
+  if name == "sigmoid":
+    return jax.nn.sigmoid(x)
+  return x
 
 
 def transpose_padding(k: int, s: int, padding) -> tuple[int, int]:

@@ -27,8 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvae.config.loading import ConfigError
-from jaxvae.models.vae import ConvVAE, reparameterize
+from jaxvae.models import layers
+from jaxvae.models.vae import ConvVAE
 from jaxvae.data.spec import DataSpec
 
 FUSIONS = ("concat", "poe", "attention")
@@ -130,7 +130,7 @@ class MultimodalVAE(nn.Module):
 
   def setup(self):
     if self.fusion not in FUSIONS:
-      raise ConfigError(f"config key 'model.fusion' is {self.fusion!r}; expected one of "
+      raise ValueError(f"config key 'model.fusion' is {self.fusion!r}; expected one of "
                         f"{', '.join(FUSIONS)}")
     # The audio side is ConvVAE's conv stacks (its `features` / `decode_features`; its
     # Gaussian heads are never called, so they hold no parameters here).
@@ -200,7 +200,7 @@ class MultimodalVAE(nn.Module):
 
   def __call__(self, batch, train: bool = False) -> dict[str, jax.Array]:
     post = self.posterior(batch, train)
-    z = reparameterize(self, post["mu"], post["logvar"])
+    z = layers.reparameterize(self, post["mu"], post["logvar"])
     return {**post, "z": z, "recon": self.decode(z, batch, train),
             "lyrics_recon": self.decode_lyrics(z)}
 
@@ -210,10 +210,10 @@ def build_multimodal_vae(model_config, spec: DataSpec, dtype: str = "float32") -
   output_activation}` (+ optional `attention_dim`, `attention_heads`); `model.lyrics_weight`
   is read by the objective."""
   if not spec.lyrics_dim:
-    raise ConfigError(NO_LYRICS_MESSAGE)
+    raise ValueError(NO_LYRICS_MESSAGE)
   fusion = model_config.get("fusion", "concat")
   if fusion not in FUSIONS:
-    raise ConfigError(f"config key 'model.fusion' is {fusion!r}; expected one of "
+    raise ValueError(f"config key 'model.fusion' is {fusion!r}; expected one of "
                       f"{', '.join(FUSIONS)}")
   return MultimodalVAE(
       input_shape=tuple(spec.input_shape), lyrics_dim=spec.lyrics_dim,

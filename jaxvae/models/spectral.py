@@ -2,8 +2,8 @@
 
 Both follow the Gaussian VAE interface of `jaxvae.models.vae` (`encode(batch, train)`,
 `decode(z, batch, train)`, `__call__(batch, train)` -> recon / mu / logvar / z), take the
-compute `dtype` and return float32 outputs. They are trained with `jaxvae.losses.spectral_elbo`
-(seed 002) or `jaxvae.objectives.elbo` (seed 003).
+compute `dtype` and return float32 outputs. Both are trained with seed 002's objective
+(`jaxvae.variants.spectral.spectral_elbo`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import numpy as np
 
 from jaxvae.audio import features
 from jaxvae.models import layers
-from jaxvae.models.vae import _activate, _dtype, reparameterize
 from jaxvae.data.spec import DataSpec
 
 
@@ -84,11 +83,11 @@ class SpectralVAE(nn.Module):
       x = _gelu(bn(conv(x), use_running_average=not train))
     x = self.dec_convs[-1](x)[..., 0].astype(jnp.float32)
     h, w = self.input_shape
-    return _activate(x[:, :h, :w], self.output_activation)
+    return layers.activate(x[:, :h, :w], self.output_activation)
 
   def __call__(self, batch, train: bool = False):
     mu, logvar = self.encode(batch, train)
-    z = reparameterize(self, mu, logvar)
+    z = layers.reparameterize(self, mu, logvar)
     return {"recon": self.decode(z, batch, train), "mu": mu, "logvar": logvar, "z": z}
 
 
@@ -97,7 +96,7 @@ def build_spectral_vae(model_config, spec: DataSpec, dtype: str = "float32") -> 
                      latent_dim=model_config.latent_dim,
                      output_activation=model_config.get("output_activation", "none"),
                      conv_transpose=model_config.get("conv_transpose", "auto"),
-                     dtype=_dtype(dtype))
+                     dtype=layers.compute_dtype(dtype))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,11 +244,11 @@ class HarmonicVAE(nn.Module):
     h = self._mlp(z.astype(self.dtype), self.dec,
                   self.dec_bns if self.batch_norm else None, train)
     x = self.out(h).reshape(z.shape[0], *self.input_shape)
-    return _activate(x.astype(jnp.float32), self.output_activation)
+    return layers.activate(x.astype(jnp.float32), self.output_activation)
 
   def __call__(self, batch, train: bool = False):
     mu, logvar = self.encode(batch, train)
-    z = reparameterize(self, mu, logvar)
+    z = layers.reparameterize(self, mu, logvar)
     return {"recon": self.decode(z, batch, train), "mu": mu, "logvar": logvar, "z": z}
 
 
@@ -262,4 +261,4 @@ def build_harmonic_vae(model_config, spec: DataSpec, dtype: str = "float32") -> 
                      fmin=model_config.get("fmin", 0.0),
                      fmax=model_config.get("fmax", 11025.0),
                      output_activation=model_config.get("output_activation", "sigmoid"),
-                     dtype=_dtype(dtype))
+                     dtype=layers.compute_dtype(dtype))

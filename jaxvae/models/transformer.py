@@ -57,18 +57,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvae.models import layers
 from jaxvae.symbolic.midi import PAD
 
 ATTENTION_KINDS = ("full", "sliding", "hierarchical")
 MODES = ("transformer", "vae", "vaegan")
 POSITIONS = ("sinusoidal", "learned")
 _NEG = -1e30  # finite, so a fully masked row gives a uniform softmax rather than NaN.
-
-
-def _dtype(name: Any) -> Any:
-  if not isinstance(name, str):
-    return name
-  return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,11 +418,6 @@ class LatentConditioner(nn.Module):
     return cond
 
 
-def reparameterize(module: nn.Module, mu, logvar):
-  eps = jax.random.normal(module.make_rng("sample"), mu.shape, jnp.float32)
-  return mu + jnp.exp(0.5 * logvar) * eps
-
-
 class Generator(nn.Module):
   """Everything but the discriminator: decoder, and in VAE modes encoder + conditioner."""
   cfg: TransformerConfig
@@ -463,7 +453,7 @@ class Generator(nn.Module):
     if self.cfg.is_vae:
       mu, logvar = self.encode(tokens, train)
       if z is None:
-        z = reparameterize(self, mu, logvar)
+        z = layers.reparameterize(self, mu, logvar)
       out.update(mu=mu, logvar=logvar, z=z)
     # Shifted: position t reads tokens[:, t] and is scored against tokens[:, t + 1].
     out["logits"] = self.decode_tokens(tokens[:, :-1], z, train)
@@ -565,16 +555,7 @@ class MusicTransformer(nn.Module):
 
 def build_music_transformer(model_config, spec=None, dtype="float32") -> MusicTransformer:
   """Registry builder: `model_config` fields as in TransformerConfig (missing ones default)."""
-  return MusicTransformer(config_from(model_config, spec), _dtype(dtype))
-
-
-def validate(config) -> None:
-  """Registry hook: the model fields of a full config, as one ConfigError."""
-  from jaxvae.config.loading import ConfigError
-  try:
-    config_from(config.model)
-  except (ValueError, TypeError) as e:
-    raise ConfigError(str(e)) from None
+  return MusicTransformer(config_from(model_config, spec), layers.compute_dtype(dtype))
 
 
 def param_labels(params) -> dict:

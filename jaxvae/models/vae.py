@@ -17,17 +17,8 @@ from jaxvae.models import layers
 from jaxvae.data.spec import DataSpec
 
 
-def _dtype(name: str) -> Any:
-  return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
-
-
 # BatchNorm below uses PyTorch's defaults (momentum 0.1 there is 0.9 here) so seed-size
 # models behave like the originals.
-
-
-def reparameterize(module: nn.Module, mu: jax.Array, logvar: jax.Array) -> jax.Array:
-  eps = jax.random.normal(module.make_rng("sample"), mu.shape, jnp.float32)
-  return mu + jnp.exp(0.5 * logvar) * eps
 
 
 class LabelEmbed(nn.Module):
@@ -101,7 +92,7 @@ class ConvVAE(nn.Module):
     x = x.astype(jnp.float32)
     if x.shape[1:] != tuple(self.input_shape):
       x = jax.image.resize(x, (x.shape[0], *self.input_shape), "bilinear")
-    return _activate(x, self.output_activation)
+    return layers.activate(x, self.output_activation)
 
   def encode(self, batch, train: bool):
     h = self.features(batch["x"], train)
@@ -119,7 +110,7 @@ class ConvVAE(nn.Module):
 
   def __call__(self, batch, train: bool = False):
     mu, logvar = self.encode(batch, train)
-    z = reparameterize(self, mu, logvar)
+    z = layers.reparameterize(self, mu, logvar)
     return {"recon": self.decode(z, batch, train), "mu": mu, "logvar": logvar, "z": z}
 
 
@@ -178,18 +169,12 @@ class BasicVAE(nn.Module):
       h = jnp.concatenate([h, cond], axis=-1)
     h = self._mlp(h, self.dec, self.dec_bns, train)
     x = self.out(h).reshape(z.shape[0], *self.input_shape)
-    return _activate(x.astype(jnp.float32), self.output_activation)
+    return layers.activate(x.astype(jnp.float32), self.output_activation)
 
   def __call__(self, batch, train: bool = False):
     mu, logvar = self.encode(batch, train)
-    z = reparameterize(self, mu, logvar)
+    z = layers.reparameterize(self, mu, logvar)
     return {"recon": self.decode(z, batch, train), "mu": mu, "logvar": logvar, "z": z}
-
-
-def _activate(x: jax.Array, name: str) -> jax.Array:
-  if name == "sigmoid":
-    return jax.nn.sigmoid(x)
-  return x
 
 
 def _cond_fields(model_config, spec: DataSpec) -> dict:
@@ -205,11 +190,11 @@ def build_conv_vae(model_config, spec: DataSpec, dtype: str = "float32") -> Conv
                  latent_dim=model_config.latent_dim,
                  output_activation=model_config.get("output_activation", "none"),
                  conv_transpose=model_config.get("conv_transpose", "auto"),
-                 dtype=_dtype(dtype), **_cond_fields(model_config, spec))
+                 dtype=layers.compute_dtype(dtype), **_cond_fields(model_config, spec))
 
 
 def build_basic_vae(model_config, spec: DataSpec, dtype: str = "float32") -> BasicVAE:
   return BasicVAE(input_shape=spec.input_shape, hidden=tuple(model_config.hidden),
                   latent_dim=model_config.latent_dim, dropout=model_config.dropout,
                   output_activation=model_config.get("output_activation", "none"),
-                  dtype=_dtype(dtype), **_cond_fields(model_config, spec))
+                  dtype=layers.compute_dtype(dtype), **_cond_fields(model_config, spec))

@@ -29,11 +29,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxvae import multihost
 from jaxvae.models import layers
-from jaxvae.models import vq
 from jaxvae.models.vq import VectorQuantizer
 
 # PyTorch BatchNorm2d defaults: running = 0.9 * running + 0.1 * batch, eps 1e-5. (PyTorch keeps
@@ -173,25 +170,3 @@ def build_puzzle_vqvae(model_config, spec, dtype: str | None = None) -> PuzzleVQ
       dtype=jnp.dtype(dtype or get("dtype", "float32")),
       conv_transpose=get("conv_transpose", "auto"),
   )
-
-
-def data_init(state, model: PuzzleVQVAE, batches, config):
-  """k-means codebook initialization from encoder outputs of a few training batches.
-
-  Runs before the first step when `config.model.kmeans_init` is set; the result is part of
-  the first checkpoint, so a resumed run never repeats it.
-  """
-  if not config.model.get("kmeans_init", False):
-    return state
-  variables = {"params": state.params, **state.model_state}
-  encode = jax.jit(lambda v, b: model.apply(v, b, train=False, method="encode"))
-  # A few batches are plenty: each clip gives grid_h * grid_w encoder vectors.
-  chunks = []
-  for b, _ in zip(batches(), range(config.model.get("kmeans_batches", 8))):
-    z, mask = multihost.to_host((encode(variables, b), b["mask"]))
-    chunks.append(z[mask > 0].reshape(-1, model.code_dim))
-  z = np.concatenate(chunks)
-  codebook = vq.kmeans_init(z, model.num_codes, seed=config.seed)
-  variables = vq.with_codebook(variables, codebook)
-  params = variables.pop("params")
-  return state.replace(params=params, model_state=variables)

@@ -1,8 +1,8 @@
-"""Spectral loss terms (seed 002) and the objective that combines them.
+"""Per-example reconstruction errors: `[B, ...]` predictions and targets -> `[B]` float32.
 
-Every term takes spectrograms `[B, F, T]` (mel rows F, frames T) and returns one float32 value
-per example (shape `[B]`), so the objective can average over the batch with `batch['mask']`
-and padded evaluation examples cost nothing.
+The plain errors (`nll`, `mean_squared_error`), seed 002's spectral terms (frequency-weighted
+MSE, the multi-resolution FFT-magnitude distance, the range penalty) and the distance between
+predicted and target embeddings. Spectrogram terms take `[B, F, T]` (mel rows F, frames T).
 
 Seed 002's "spectral" term was plain MSE in the original code although its write-up described
 an FFT-magnitude distance; `spectral_loss` is the FFT-magnitude version.
@@ -16,22 +16,44 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvae.config import loading as config_lib
-from jaxvae.losses import core as objectives
+from jaxvae.losses import reduce
 
 # Seed 002's emphasis: low mels (bass, fundamentals) and the middle band weigh more, the top
 # band (mostly noise and cymbals) less. Each entry is (start, end, weight) in fractions of F.
 DEFAULT_BANDS = ((0.0, 0.2, 1.5), (0.3, 0.7, 2.0), (0.8, 1.0, 0.8))
-RECON_LOSSES = ("mse", "weighted_mse")
 SPECTRAL_KINDS = ("l1", "l2")
+EMBEDDING_DISTANCES = ("mse", "cosine")
 
 
 def _flat(x: jax.Array) -> jax.Array:
   return x.reshape(x.shape[0], -1)
 
 
-def _per_example_mean(x: jax.Array) -> jax.Array:
-  return jnp.mean(_flat(x), axis=-1)
+# ----------------------------------------------------------------------------------------------
+# Plain errors
+# ----------------------------------------------------------------------------------------------
+
+def nll(recon: jax.Array, x: jax.Array, kind: str) -> jax.Array:
+  """Per-example negative log-likelihood (up to a constant), summed over features.
+
+  'bce': Bernoulli (recon are probabilities); anything else: unit-variance Gaussian, i.e. the
+  sum of squared errors.
+  """
+  x = x.astype(jnp.float32)
+  recon = recon.astype(jnp.float32)
+  if kind == "bce":
+    p = jnp.clip(recon, 1e-6, 1.0 - 1e-6)
+    return reduce.per_example_sum(-(x * jnp.log(p) + (1.0 - x) * jnp.log1p(-p)))
+  return reduce.per_example_sum(jnp.square(recon - x))
+
+
+def mean_squared_error(recon: jax.Array, x: jax.Array) -> jax.Array:
+  """Per-example mean squared error over all features: `[B]`.
+
+  Every family reports its masked batch mean as `recon_mse`, comparable across families
+  because it is a mean per feature whatever the objective sums or weighs.
+  """
+  return reduce.per_example_mean(jnp.square(recon.astype(jnp.float32) - x.astype(jnp.float32)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,12 +147,12 @@ def spectral_loss(recon: jax.Array, x: jax.Array, fft_sizes: Sequence[int | None
   total = jnp.zeros((x.shape[0],), jnp.float32)
   for size in sizes:
     diff = _magnitudes(recon, size) - _magnitudes(x, size)
-    total = total + _per_example_mean(jnp.abs(diff) if kind == "l1" else jnp.square(diff))
+    total = total + reduce.per_example_mean(jnp.abs(diff) if kind == "l1" else jnp.square(diff))
   return total / len(sizes)
 
 
 # ----------------------------------------------------------------------------------------------
-# Range penalty and KL
+# Range penalty
 # ----------------------------------------------------------------------------------------------
 
 def range_penalty(recon: jax.Array, x: jax.Array, margin: float = 0.0) -> jax.Array:
@@ -147,85 +169,18 @@ def range_penalty(recon: jax.Array, x: jax.Array, margin: float = 0.0) -> jax.Ar
   return jnp.mean(jnp.square(excess), axis=-1)
 
 
-def free_bits_kl(mu: jax.Array, logvar: jax.Array, mask: jax.Array,
-                 free_bits: float) -> tuple[jax.Array, jax.Array]:
-  """(KL to penalize, KL to report), both scalars: `objectives.kl_term` on a mask alone."""
-  return objectives.kl_term(mu, logvar, {"mask": mask}, free_bits)
-
-
 # ----------------------------------------------------------------------------------------------
-# The objective
+# Embeddings
 # ----------------------------------------------------------------------------------------------
 
-def _recon_term(recon, x, mse, objective_config) -> jax.Array:
-  """Per-example reconstruction term `[B]`; `mse` (per-example MSE) is reused for 'mse'."""
-  kind = objective_config.recon_loss
-  if kind == "mse":
-    return mse
-  if kind == "weighted_mse":
-    weights = band_weights(x.shape[1], tuple(objective_config.bands))
-    return frequency_weighted_mse(recon, x, weights)
-  raise ValueError(f"objective.recon_loss must be 'mse' or 'weighted_mse', got {kind!r}")
-
-
-def spectral_elbo(outputs, batch, *, kl_weight, config):
-  """Seed 002's objective: recon + spectral + range terms + kl_weight * KL.
-
-  Reductions: every reconstruction-side term is a per-example MEAN over the spectrogram's
-  elements (weighted mean for 'weighted_mse', mean over rows, windows and bins for the
-  spectral term), then a masked mean over the batch; the KL is summed over latent dimensions
-  (batch mean per dimension, floored at `config.kl.free_bits`). Because the recon term is a
-  mean, not a sum as in `objectives.elbo`, the KL weight that balances it is much smaller.
-
-  Config: `objective.recon_loss` ('mse' | 'weighted_mse'), `objective.bands` ((start, end,
-  weight), ...), `objective.spectral_weight`, `objective.fft_sizes` (() = one full-length
-  FFT), `objective.range_weight`, optional `objective.spectral_kind` ('l1'), optional
-  `objective.range_margin` (0.0), `kl.free_bits`. A term whose weight is 0 is not computed and
-  reports 0.
-  """
-  oc = config.objective
-  x, recon = batch["x"], outputs["recon"]
-  sq = _per_example_mean(jnp.square(recon.astype(jnp.float32) - x.astype(jnp.float32)))
-  recon_mse = objectives.masked_mean(sq, batch)
-  recon_value = objectives.masked_mean(_recon_term(recon, x, sq, oc), batch)
-  zero = jnp.zeros((), jnp.float32)
-  spectral = zero
-  if oc.spectral_weight != 0:
-    sizes = tuple(int(s) for s in oc.fft_sizes) or (None,)
-    spectral = objectives.masked_mean(
-        spectral_loss(recon, x, sizes, oc.get("spectral_kind", "l1")), batch)
-  out_of_range = zero
-  if oc.range_weight != 0:
-    out_of_range = objectives.masked_mean(
-        range_penalty(recon, x, oc.get("range_margin", 0.0)), batch)
-  kl_penalized, kl = free_bits_kl(outputs["mu"], outputs["logvar"], batch["mask"],
-                                  config.kl.free_bits)
-  loss = (recon_value + oc.spectral_weight * spectral + oc.range_weight * out_of_range
-          + kl_weight * kl_penalized)
-  return loss, {"loss": loss, "recon": recon_value, "spectral": spectral, "range": out_of_range,
-                "kl": kl, "recon_mse": recon_mse,
-                "kl_weight": jnp.asarray(kl_weight, jnp.float32)}
-
-
-def _check_choice(key: str, value, allowed) -> None:
-  if value not in allowed:
-    raise config_lib.ConfigError(
-        f"config key 'objective.{key}' is {value!r}; expected one of {', '.join(allowed)}")
-
-
-def validate_spectral_objective(config) -> None:
-  """Registry `validate` hook for variants trained with `spectral_elbo`: one ConfigError
-  naming the key at load time, rather than a failure at the first traced step."""
-  oc = config.objective
-  _check_choice("recon_loss", oc.recon_loss, RECON_LOSSES)
-  _check_choice("spectral_kind", oc.get("spectral_kind", "l1"), SPECTRAL_KINDS)
-  for key in ("spectral_weight", "range_weight", "range_margin"):
-    if oc.get(key, 0.0) < 0:
-      raise config_lib.ConfigError(f"config key 'objective.{key}' must be >= 0")
-  if any(int(size) < 2 for size in oc.fft_sizes):
-    raise config_lib.ConfigError("config key 'objective.fft_sizes': each size must be >= 2 "
-                                 f"frames (got {tuple(oc.fft_sizes)}; () = one full-length FFT)")
-  try:
-    band_weights(8, tuple(oc.bands))
-  except ValueError as e:
-    raise config_lib.ConfigError(f"config key 'objective.bands': {e}") from None
+def embedding_distance(pred: jax.Array, target: jax.Array, kind: str) -> jax.Array:
+  """Per-example `[B]` distance of `[B, D]` vectors: sum of squares ('mse') or 1 - cosine
+  similarity ('cosine')."""
+  pred = pred.astype(jnp.float32)
+  target = target.astype(jnp.float32)
+  if kind == "cosine":
+    # eps inside the norms: a zero vector (never a real embedding) must not give NaN.
+    dot = jnp.sum(pred * target, -1)
+    norms = jnp.sqrt(jnp.sum(jnp.square(pred), -1) * jnp.sum(jnp.square(target), -1) + 1e-12)
+    return 1.0 - dot / norms
+  return jnp.sum(jnp.square(pred - target), -1)

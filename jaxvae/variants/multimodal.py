@@ -1,7 +1,7 @@
-"""Objective of the multimodal VAE: audio + weighted lyrics reconstruction + weighted KL.
+"""The multimodal VAE (audio + lyrics embedding) as a variant: builder, objective, checks.
 
   loss = recon + lyrics_term + kl_weight * KL(q(z | audio, lyrics) || N(0, I))   (free bits)
-  recon       = per-example audio reconstruction, summed over bins (objectives.reconstruction)
+  recon       = per-example audio reconstruction, summed over bins (`reconstruction.nll`)
   lyrics_term = model.lyrics_weight * balance * lyrics distance, per example, 0 without lyrics
 
 Why a lyrics weight, and why the balance factor is built in: the audio term is a sum over
@@ -35,23 +35,25 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxvae.losses import core as objectives
-from jaxvae.config.loading import ConfigError
-from jaxvae.models.multimodal import FUSIONS
+from jaxvae.data.spec import DataSpec
+from jaxvae.errors import ConfigError
+from jaxvae.losses import divergence
+from jaxvae.losses import reconstruction
+from jaxvae.losses import reduce
+from jaxvae.models import multimodal
+from jaxvae.variants import audio_vae
+from jaxvae.variants.base import Variant
 
-LYRICS_LOSSES = ("mse", "cosine")
+LYRICS_LOSSES = reconstruction.EMBEDDING_DISTANCES
 
 
-def lyrics_distance(pred: jax.Array, target: jax.Array, kind: str) -> jax.Array:
-  """Per-example [B] distance: sum of squares ('mse') or 1 - cosine similarity ('cosine')."""
-  pred = pred.astype(jnp.float32)
-  target = target.astype(jnp.float32)
-  if kind == "cosine":
-    # eps inside the norms: a zero vector (never a real embedding) must not give NaN.
-    dot = jnp.sum(pred * target, -1)
-    norms = jnp.sqrt(jnp.sum(jnp.square(pred), -1) * jnp.sum(jnp.square(target), -1) + 1e-12)
-    return 1.0 - dot / norms
-  return jnp.sum(jnp.square(pred - target), -1)
+def build(model_config, spec: DataSpec, dtype: str = "float32") -> multimodal.MultimodalVAE:
+  """`multimodal.build_multimodal_vae`, its mistakes (no lyrics embeddings, an unknown fusion)
+  reported as the ConfigError they are at run time."""
+  try:
+    return multimodal.build_multimodal_vae(model_config, spec, dtype)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def lyrics_balance(kind: str, n_audio: int, lyrics_dim: int) -> float:
@@ -66,7 +68,7 @@ def _lyrics_mask(batch) -> jax.Array:
   return mask.astype(jnp.float32)
 
 
-def multimodal_objective(outputs, batch, *, kl_weight, config):
+def objective(outputs, batch, *, kl_weight, config):
   """Negative multimodal ELBO; metrics are batch means over real clips (`batch['mask']`).
 
   Metrics: loss, recon (audio), lyrics_recon (the raw lyrics distance, mean over clips that
@@ -74,37 +76,34 @@ def multimodal_objective(outputs, batch, *, kl_weight, config):
   kl_weight.
   """
   kind = config.objective.get("lyrics_loss", "cosine")
-  recon = objectives.masked_mean(
-      objectives.reconstruction(outputs["recon"], batch["x"], config.objective.recon), batch)
-  has = _lyrics_mask(batch) * batch["mask"].astype(jnp.float32)
+  mask = batch["mask"]
+  recon, mse = audio_vae.recon_terms(outputs, batch, config)
+  has = _lyrics_mask(batch) * mask.astype(jnp.float32)
   # where, not a product: whatever is predicted for a clip without lyrics (or for batch
   # padding) must not reach the loss, not even as a NaN.
-  distance = jnp.where(has > 0, lyrics_distance(outputs["lyrics_recon"], batch["lyrics"],
-                                                kind), 0.0)
-  n_audio = batch["x"][0].size
-  balance = lyrics_balance(kind, n_audio, batch["lyrics"].shape[-1])
-  lyrics_term = (config.model.lyrics_weight * balance) * objectives.masked_mean(distance, batch)
-  kl_penalized, kl = objectives.kl_term(outputs["mu"], outputs["logvar"], batch,
-                                        config.kl.free_bits)
+  distance = jnp.where(
+      has > 0, reconstruction.embedding_distance(outputs["lyrics_recon"], batch["lyrics"], kind),
+      0.0)
+  balance = lyrics_balance(kind, batch["x"][0].size, batch["lyrics"].shape[-1])
+  lyrics_term = (config.model.lyrics_weight * balance) * reduce.masked_mean(distance, mask)
+  kl_penalized, kl = divergence.free_bits_kl(outputs["mu"], outputs["logvar"], mask,
+                                             config.kl.free_bits)
   loss = recon + lyrics_term + kl_weight * kl_penalized
-  lyrics_recon = jnp.sum(distance) / jnp.maximum(jnp.sum(has), 1.0)
-  mse = objectives.masked_mean(
-      jnp.sum(jnp.square(outputs["recon"] - batch["x"]).reshape(batch["x"].shape[0], -1), -1),
-      batch)
-  return loss, {"loss": loss, "recon": recon, "lyrics_recon": lyrics_recon,
-                "lyrics_term": lyrics_term, "kl": kl, "recon_mse": mse / n_audio,
+  return loss, {"loss": loss, "recon": recon,
+                "lyrics_recon": reduce.masked_mean(distance, has),
+                "lyrics_term": lyrics_term, "kl": kl, "recon_mse": mse,
                 "kl_weight": jnp.asarray(kl_weight, jnp.float32)}
 
 
 def validate(config) -> None:
-  """Registry hook: the multimodal config keys, each mistake as one ConfigError line.
+  """The multimodal config keys, each mistake as one ConfigError line.
 
   An empty `data.lyrics_embeddings` is not an error here: tools/embed_lyrics.py loads this
-  same config to make them. The model builder reports it (NO_LYRICS_MESSAGE).
+  same config to make them. The builder reports it (`multimodal.NO_LYRICS_MESSAGE`).
   """
-  if config.model.fusion not in FUSIONS:
+  if config.model.fusion not in multimodal.FUSIONS:
     raise ConfigError(f"config key 'model.fusion' is {config.model.fusion!r}; expected one "
-                      f"of {', '.join(FUSIONS)}")
+                      f"of {', '.join(multimodal.FUSIONS)}")
   if config.objective.lyrics_loss not in LYRICS_LOSSES:
     raise ConfigError(f"config key 'objective.lyrics_loss' is "
                       f"{config.objective.lyrics_loss!r}; expected one of "
@@ -112,3 +111,6 @@ def validate(config) -> None:
   weight = config.model.lyrics_weight
   if not isinstance(weight, (int, float)) or weight < 0:
     raise ConfigError(f"config key 'model.lyrics_weight' is {weight!r}; expected a number >= 0")
+
+
+VARIANT = Variant(build, objective, validate=validate)

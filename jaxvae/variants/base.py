@@ -1,0 +1,58 @@
+"""What a variant is: the `Variant` record the trainer runs, and the `Stage`s it trains in.
+
+Kept apart from the table in `registry` so that each family module can build its record
+without importing the table that imports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+
+def _no_checks(config) -> None:
+  del config
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """A phase of training with its own objective (VaDE: autoencoder pretraining, then joint).
+
+  on_start: optional (state, model, batches, config) -> state, run once when the stage
+    begins; `batches()` iterates the whole training split as device batches, in order.
+  """
+  name: str
+  epochs: int
+  objective: Callable[..., Any]
+  on_start: Callable[..., Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """How to build and train one model family.
+
+  build_model: (model_config, spec: DataSpec, dtype=str) -> flax.linen.Module.
+  objective: (outputs, batch, *, kl_weight, config) -> (loss, metrics).
+  validate: raises errors.ConfigError for variant-specific mistakes.
+  data_init: optional (state, model, batches, config) -> state, run once on training data
+    before the first step of a fresh run (k-means codebook init, ...).
+  stages: optional config -> list[Stage]; by default one stage of `train.epochs` epochs
+    with `objective` and `data_init`.
+  lr_multipliers: optional (params, config) -> pytree of floats (same structure as params)
+    scaling each parameter's update (VaDE's separate learning rate for the GMM).
+  make_optimizer / make_train_step: optional replacements of the generic optimizer and
+    step (the VAE-GAN's alternating generator / discriminator updates).
+  """
+  build_model: Callable[..., Any]
+  objective: Callable[..., Any]
+  validate: Callable[[Any], None] = _no_checks
+  data_init: Callable[..., Any] | None = None
+  stages: Callable[[Any], list[Stage]] | None = None
+  lr_multipliers: Callable[..., Any] | None = None
+  make_optimizer: Callable[..., Any] | None = None  # (config, total, params, default) -> tx
+  make_train_step: Callable[..., Any] | None = None  # (model, tx, obj, kl_fn, config, default)
+
+  def stage_list(self, config) -> list[Stage]:
+    if self.stages is not None:
+      return list(self.stages(config))
+    return [Stage("train", config.train.epochs, self.objective, self.data_init)]

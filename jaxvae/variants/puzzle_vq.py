@@ -1,0 +1,66 @@
+"""Seed 004's "puzzle" VQ-VAE as a variant: its objective and the k-means codebook init.
+
+The quantizer computes its own codebook and commitment losses (`jaxvae.models.vq`); the
+objective only adds the reconstruction error.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvae import multihost
+from jaxvae.losses import reconstruction
+from jaxvae.losses import reduce
+from jaxvae.models import vq
+from jaxvae.models import vqvae
+from jaxvae.variants.base import Variant
+
+
+def objective(outputs: dict, batch: dict, *, kl_weight, config) -> tuple[jax.Array, dict]:
+  """loss = masked mean over examples of the per-example MSE + outputs['vq_loss'].
+
+  `kl_weight` is unused (a VQ model has no KL term) and `config` needs no keys; both are taken
+  to keep the objective signature every variant shares.
+  """
+  del kl_weight, config
+  x = batch["x"]
+  mask = batch.get("mask", jnp.ones(x.shape[:1]))
+  recon_mse = reduce.masked_mean(reconstruction.mean_squared_error(outputs["recon"], x), mask)
+  vq_loss = outputs["vq_loss"].astype(jnp.float32)
+  loss = recon_mse + vq_loss
+  metrics = {
+      "loss": loss,
+      "recon_mse": recon_mse,
+      "vq_loss": vq_loss,
+      "codebook_loss": outputs["codebook_loss"].astype(jnp.float32),
+      "commitment_loss": outputs["commitment_loss"].astype(jnp.float32),
+      "perplexity": outputs["perplexity"].astype(jnp.float32),
+  }
+  return loss, metrics
+
+
+def data_init(state, model: vqvae.PuzzleVQVAE, batches, config):
+  """k-means codebook initialization from encoder outputs of a few training batches.
+
+  Runs before the first step when `config.model.kmeans_init` is set; the result is part of
+  the first checkpoint, so a resumed run never repeats it.
+  """
+  if not config.model.get("kmeans_init", False):
+    return state
+  variables = {"params": state.params, **state.model_state}
+  encode = jax.jit(lambda v, b: model.apply(v, b, train=False, method="encode"))
+  # A few batches are plenty: each clip gives grid_h * grid_w encoder vectors.
+  chunks = []
+  for b, _ in zip(batches(), range(config.model.get("kmeans_batches", 8))):
+    z, mask = multihost.to_host((encode(variables, b), b["mask"]))
+    chunks.append(z[mask > 0].reshape(-1, model.code_dim))
+  z = np.concatenate(chunks)
+  codebook = vq.kmeans_init(z, model.num_codes, seed=config.seed)
+  variables = vq.with_codebook(variables, codebook)
+  params = variables.pop("params")
+  return state.replace(params=params, model_state=variables)
+
+
+VARIANT = Variant(vqvae.build_puzzle_vqvae, objective, data_init=data_init)
