@@ -55,7 +55,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxvae.models import layers
 from jaxvae.symbolic.midi import PAD

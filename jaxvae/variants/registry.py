@@ -16,8 +16,11 @@ from jaxvae.variants import music_transformer
 from jaxvae.variants import puzzle_vq
 from jaxvae.variants import spectral
 from jaxvae.variants import vade
-from jaxvae.variants.base import Stage  # noqa: F401 - the trainer's `registry.Stage`
+from jaxvae.variants.base import Stage
 from jaxvae.variants.base import Variant
+
+# Stage and Variant are part of this module's interface: the trainer types its runs with them.
+__all__ = ["Stage", "Variant", "VARIANTS", "names", "get", "check", "load_config"]
 
 VARIANTS: dict[str, Variant] = {
     "basic_vae": audio_vae.BASIC,
