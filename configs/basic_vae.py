@@ -8,11 +8,11 @@ dropout 0.1. KL annealed 0 -> 1 over 20 epochs.
 Presets: '' (seed size), 'small' (demo corpus at 64 x 130, 2-core CPU).
 """
 
-from jaxvae.config import loading as config_lib
+from jaxvae.config import base
 
 
 def get_config(arg=None):
-  config = config_lib.base_config()
+  config = base.base_config()
   config.model.name = "basic_vae"
   config.model.hidden = (16, 32, 64)
   config.model.latent_dim = 128
@@ -21,8 +21,8 @@ def get_config(arg=None):
   config.model.cond_dim = 32
   config.model.output_activation = "none"
   config.train.batch_size = 16
-  config_lib.apply_preset(config, arg, {
-      "small": config_lib.small_data_preset() | {"model.hidden": (64, 64, 64),
+  base.apply_preset(config, arg, {
+      "small": base.small_data_preset() | {"model.hidden": (64, 64, 64),
                                                  "model.latent_dim": 32},
   })
   return config.lock()

@@ -6,10 +6,11 @@ Presets: those of conv_vae: '' (seed size, 63,555,809 parameters), 'small' (demo
 2-core CPU).
 """
 
-from jaxvae.config import loading as config_lib
+from jaxvae.config import base
+from jaxvae.config import loading
 
 
 def get_config(arg=None):
-  config = config_lib.sibling(__file__, "conv_vae.py", arg)
+  config = loading.sibling(__file__, "conv_vae.py", arg)
   config.kl.beta_end = 4.0
   return config.lock()

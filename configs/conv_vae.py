@@ -11,11 +11,11 @@ KL annealed 0 -> 1 over 20 epochs, clip 0.5, early stopping with patience 15.
 Presets: '' (seed size), 'small' (demo corpus at 64 x 130 for a 2-core CPU).
 """
 
-from jaxvae.config import loading as config_lib
+from jaxvae.config import base
 
 
 def get_config(arg=None):
-  config = config_lib.base_config()
+  config = base.base_config()
   config.model.name = "conv_vae"
   config.model.channels = (16, 32, 64)
   config.model.latent_dim = 128
@@ -24,7 +24,7 @@ def get_config(arg=None):
   config.model.output_activation = "none"
   config.train.lr = 1e-3
   config.train.batch_size = 16
-  config_lib.apply_preset(config, arg, {
-      "small": config_lib.small_data_preset() | {"model.latent_dim": 32},
+  base.apply_preset(config, arg, {
+      "small": base.small_data_preset() | {"model.latent_dim": 32},
   })
   return config.lock()

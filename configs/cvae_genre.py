@@ -12,10 +12,11 @@ gtzan 'genre', speech_commands 'word', folder 'label'): --config.model.cond_labe
 Presets: those of conv_vae: '' (seed size), 'small' (demo corpus, 2-core CPU).
 """
 
-from jaxvae.config import loading as config_lib
+from jaxvae.config import base
+from jaxvae.config import loading
 
 
 def get_config(arg=None):
-  config = config_lib.sibling(__file__, "conv_vae.py", arg)
+  config = loading.sibling(__file__, "conv_vae.py", arg)
   config.model.cond_label = "genre"
   return config.lock()

@@ -17,11 +17,11 @@ HarmonicLayer as an option (model.harmonic=True). 46,785,920 parameters by defau
 Presets: '' (seed), 'small' (demo corpus, 2-core CPU).
 """
 
-from jaxvae.config import loading as config_lib
+from jaxvae.config import base
 
 
 def get_config(arg=None):
-  config = config_lib.base_config()
+  config = base.base_config()
   config.model.name = "harmonic_vae"
   config.model.hidden = (1024, 512, 256)
   config.model.latent_dim = 128
@@ -66,7 +66,7 @@ def get_config(arg=None):
                        "model.hidden=choice((256, 128, 64), (1024, 512, 256))")
   config.tune.num_trials = 20
   config.tune.epochs = 5
-  config_lib.apply_preset(config, arg, {
+  base.apply_preset(config, arg, {
       "small": {"data.layout": "demo", "data.n_mels": 64, "data.example_mode": "pad_crop",
                 "model.hidden": (256, 128, 64), "model.latent_dim": 32, "train.epochs": 10,
                 "kl.epochs": 3.0, "train.batch_size": 16, "train.log_every_steps": 5,

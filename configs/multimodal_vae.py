@@ -17,11 +17,11 @@ Presets: '' (seed size: 128 x 1292, latent 128; 64,049,889 parameters with 768-d
 embeddings and concat fusion), 'small' (demo corpus at 64 x 130).
 """
 
-from jaxvae.config import loading as config_lib
+from jaxvae.config import base
 
 
 def get_config(arg=None):
-  config = config_lib.base_config()
+  config = base.base_config()
   config.model.name = "multimodal_vae"
   config.model.channels = (16, 32, 64)
   config.model.latent_dim = 128
@@ -39,8 +39,8 @@ def get_config(arg=None):
   config.objective.lyrics_loss = "cosine"  # scale-free; "mse" for standardized embeddings.
   config.train.lr = 1e-3
   config.train.batch_size = 16
-  config_lib.apply_preset(config, arg, {
-      "small": config_lib.small_data_preset() | {"model.latent_dim": 32,
+  base.apply_preset(config, arg, {
+      "small": base.small_data_preset() | {"model.latent_dim": 32,
                                                  "model.lyrics_hidden": (128,),
                                                  "model.attention_dim": 64},
   })

@@ -40,11 +40,11 @@ up to 1 bin of 4 (data.midi.velocity_jitter; seeded by data.midi.augment_seed): 
 per training window. The `small` preset turns all of them off.
 """
 
-from jaxvae.config import loading as config_lib
+from jaxvae.config import base
 
 
 def get_config(arg=None):
-  config = config_lib.base_config()
+  config = base.base_config()
   config.stage = 1
   config.model.name = "music_transformer"
   config.model.stage = config.get_ref("stage")
@@ -104,7 +104,7 @@ def get_config(arg=None):
   config.train.patience = 10
   config.train.image_every_epochs = 0
 
-  config_lib.apply_preset(config, arg, {
+  base.apply_preset(config, arg, {
       "quick_test": {"data.midi.chorales": 40, "train.epochs": 3, "train.warmup_steps": 20,
                      "model.num_layers": 2, "model.d_model": 128, "model.num_heads": 4,
                      "model.d_ff": 512},

@@ -15,11 +15,11 @@ Beyond the seed: `model.use_ema`, `model.kmeans_init`, `model.dead_code_threshol
 2-core CPU).
 """
 
-from jaxvae.config import loading as config_lib
+from jaxvae.config import base
 
 
 def get_config(arg=None):
-  config = config_lib.base_config()
+  config = base.base_config()
   config.model.name = "puzzle_vqvae"
   config.model.num_codes = 10
   config.model.code_dim = 64
@@ -54,7 +54,7 @@ def get_config(arg=None):
   config.train.patience = 0
   config.train.log_every_steps = 50
   config.train.image_every_epochs = 1
-  config_lib.apply_preset(config, arg, {
+  base.apply_preset(config, arg, {
       "small": {"data.layout": "demo", "data.demo.clips_per_class": 20,
                 "train.batch_size": 16, "train.epochs": 3, "train.log_every_steps": 5},
   })

@@ -14,12 +14,12 @@ step and data position are kept; the new values apply from the next step).
 Presets: '' (seed), 'small' (demo corpus, 2-core CPU).
 """
 
-from jaxvae.config import loading as config_lib
+from jaxvae.config import base
 from jaxvae.losses import spectral as losses
 
 
 def get_config(arg=None):
-  config = config_lib.base_config()
+  config = base.base_config()
   config.model.name = "spectral_vae"
   config.model.channels = (32, 64, 128, 256)
   config.model.latent_dim = 16
@@ -49,7 +49,7 @@ def get_config(arg=None):
   config.train.clip_norm = 1.0
   config.train.batch_size = 32
   config.train.epochs = 100
-  config_lib.apply_preset(config, arg, {
+  base.apply_preset(config, arg, {
       "small": {"data.layout": "demo", "data.n_mels": 64, "data.example_mode": "pad_crop",
                 "model.channels": (8, 16, 32, 64), "train.batch_size": 16, "train.epochs": 8,
                 "train.lr": 1e-3, "train.log_every_steps": 5, "train.image_every_epochs": 4},

@@ -14,11 +14,11 @@ in the paper: a linear ramp over the global step would be spent partly in pretra
 Presets: '' (seed size: 5.5 M parameters, 15 clusters), 'small' (demo corpus, 2-core CPU).
 """
 
-from jaxvae.config import loading as config_lib
+from jaxvae.config import base
 
 
 def get_config(arg=None):
-  config = config_lib.base_config()
+  config = base.base_config()
   config.model.name = "vade"
   config.model.hidden = (16, 32, 64)
   config.model.latent_dim = 128
@@ -29,8 +29,8 @@ def get_config(arg=None):
   config.model.output_activation = "none"
   config.kl.schedule = "constant"
   config.train.batch_size = 16
-  config_lib.apply_preset(config, arg, {
-      "small": config_lib.small_data_preset() | {
+  base.apply_preset(config, arg, {
+      "small": base.small_data_preset() | {
           "model.hidden": (64, 64, 64), "model.latent_dim": 16, "model.n_clusters": 6,
           "model.pretrain_epochs": 4},
   })

@@ -1,12 +1,41 @@
-"""Errors that end a run with one line and exit status 1 (no traceback).
+"""Every user-facing error type: the ones that end a run with one line and exit status 1.
 
-`jaxvae.main` prints `error: <message>` for these; the message alone must tell the user what
-went wrong, where (file, key, step, process) and what to do.
+`jaxvae.main` prints `error: <message>` for each type in `USER_ERRORS`; the message alone must
+tell the user what went wrong, where (file, key, step, process) and what to do. This module
+imports nothing of jaxvae, so every layer can raise these.
 """
 
 
 class ConfigError(ValueError):
   """A config key is unknown or has a value outside what is allowed."""
+
+
+class DataError(ValueError):
+  """A dataset (not a single file) cannot be read as configured."""
+
+
+class AudioError(Exception):
+  """One audio file cannot be used. `reason` is one of `jaxvae.audio.decode.REASONS`; `path`
+  names the file."""
+
+  def __init__(self, reason: str, path: str, detail: str = ""):
+    self.reason = reason
+    self.path = path
+    self.detail = detail
+    super().__init__(f"{path!r}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+class MidiError(Exception):
+  """A MIDI file that cannot be turned into tokens; names the file and the reason."""
+
+  def __init__(self, path, reason: str):
+    self.path = str(path)
+    self.reason = reason
+    super().__init__(f"{self.path}: {reason}")
+
+
+class LyricsModelError(RuntimeError):
+  """The text encoder cannot be loaded (not on disk, not a model folder, missing packages)."""
 
 
 class RunError(Exception):
@@ -27,3 +56,8 @@ class CheckpointError(RunError):
 
 class DivergedError(RunError):
   """Training produced non-finite losses, gradients or parameters too many steps in a row."""
+
+
+# What `jaxvae.main` (and the tools) report as one line, exit status 1.
+USER_ERRORS = (ConfigError, DataError, AudioError, MidiError, LyricsModelError, RunError,
+               FileNotFoundError)

@@ -11,8 +11,38 @@ import contextlib
 import logging
 import sys
 
-MODES = ("train", "eval", "analyze", "generate", "tune", "summary", "preprocess",
-         "validate")
+import jax
+
+from jaxvae import errors
+from jaxvae import multihost
+from jaxvae import workdir as workdir_lib
+from jaxvae.config import loading
+from jaxvae.modes import analyze
+from jaxvae.modes import clear
+from jaxvae.modes import evaluate
+from jaxvae.modes import generate
+from jaxvae.modes import preprocess
+from jaxvae.modes import summary
+from jaxvae.modes import train
+from jaxvae.modes import tune
+from jaxvae.modes import validate
+from jaxvae.training import checkpoint
+from jaxvae.variants import registry
+
+# Every mode is `run(config, workdir, args) -> exit status`; `args` are the parsed flags plus
+# `args.overrides` ({'a.b': 'value'} from --config.a.b=value).
+MODES = {
+    "train": train.run,
+    "eval": evaluate.run,
+    "analyze": analyze.run,
+    "generate": generate.run,
+    "tune": tune.run,
+    "summary": summary.run,
+    "preprocess": preprocess.run,
+    "validate": validate.run,
+}
+WRITES = ("train", "tune")  # modes that hold the workdir's lock (one writer per workdir)
+READS_CHECKPOINT = ("eval", "generate", "analyze")
 
 
 def parse_args(argv: list[str]):
@@ -20,7 +50,7 @@ def parse_args(argv: list[str]):
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--config", required=True, help="configs/<name>.py[:preset]")
   parser.add_argument("--workdir", required=True, help="run directory (the only state)")
-  parser.add_argument("--mode", default="train", choices=MODES)
+  parser.add_argument("--mode", default="train", choices=tuple(MODES))
   parser.add_argument("--clear", action="store_true",
                       help="delete this workdir's run outputs first (no question asked)")
   parser.add_argument("--no_progress", action="store_true", help="no progress bars")
@@ -34,72 +64,40 @@ def parse_args(argv: list[str]):
   args, rest = parser.parse_known_args(argv)
   if args.interpolate is not None and args.mode != "generate":
     parser.error("--interpolate is an option of --mode=generate")
-  from jaxvae.config import loading as config_lib  # light: no JAX import
-  return args, config_lib.overrides_from_args(parser, rest)
+  args.overrides = loading.overrides_from_args(parser, rest)
+  return args
 
 
 def run(argv: list[str]) -> int:
-  args, overrides = parse_args(argv)
+  args = parse_args(argv)
+  # force: importing orbax has already given the root logger a handler of its own.
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                      datefmt="%H:%M:%S")
+                      datefmt="%H:%M:%S", force=True)
   # Orbax and Grain log every checkpoint file operation at INFO through absl.
   logging.getLogger("absl").setLevel(logging.WARNING)
-  # Imported after argument parsing so that `--help` and argument errors are instant.
-  from jaxvae.config import loading as config_lib
-  from jaxvae import errors
-  from jaxvae.symbolic import midi
-  from jaxvae.audio import decode as audio_lib
-  from jaxvae.data import readers
-
   try:
-    config = config_lib.load(args.config, overrides)
-    return _run_mode(args, config, overrides)
-  except (config_lib.ConfigError, readers.DataError, audio_lib.AudioError, midi.MidiError,
-          errors.RunError, FileNotFoundError) as e:
+    config = registry.load_config(args.config, args.overrides)
+    return _run_mode(args, config)
+  except errors.USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
 
 
-def _run_mode(args, config, overrides) -> int:
-  import jax
-  from jaxvae.training import checkpoint
-  from jaxvae import errors
-  from jaxvae.modes import summary as modes
-  from jaxvae import workdir as workdir_lib
+def _run_mode(args, config) -> int:
   if config.distributed:
-    from jaxvae.training import loop as train
-    train.initialize_distributed()
+    multihost.initialize_distributed()
   workdir_lib.ensure_writable(args.workdir)
-  writes = args.clear or args.mode in ("train", "tune")
   with contextlib.ExitStack() as stack:
-    if writes:  # one writer per workdir: --clear must not pull a live run's files away
+    if args.clear or args.mode in WRITES:  # --clear must not pull a live run's files away
       stack.enter_context(workdir_lib.Lock(args.workdir, jax.process_index()))
     if args.clear:
-      modes.clear(args.workdir)
-    if args.mode in ("eval", "generate", "analyze") and not checkpoint.saved_steps(args.workdir):
+      clear.clear(args.workdir)
+    if args.mode in READS_CHECKPOINT and not checkpoint.saved_steps(args.workdir):
       raise errors.CheckpointError(
           f"workdir '{args.workdir}' has no checkpoint (nothing in checkpoints/ or best/); "
           f"train it first: python -m jaxvae.main --config={args.config} "
           f"--workdir={args.workdir}")
-    progress = not args.no_progress
-    if args.mode == "train":
-      from jaxvae.training import loop as train
-      train.train_and_evaluate(config, args.workdir, progress=progress)
-      return 0
-    if args.mode == "eval":
-      from jaxvae.modes import evaluate
-      return evaluate.run_eval(config, args.workdir)
-    if args.mode == "generate":
-      from jaxvae.modes import generate
-      return generate.run_generate(config, args.workdir, args.condition, args.num_samples,
-                                   args.seed, args.interpolate)
-    if args.mode == "tune":
-      from jaxvae.modes import tune
-      return tune.run_tune(config, args.workdir, args.config, overrides)
-    if args.mode == "analyze":
-      from jaxvae.modes import analyze
-      return analyze.run_analyze(config, args.workdir)
-    return getattr(modes, args.mode)(config, args.workdir)
+    return MODES[args.mode](config, args.workdir, args)
 
 
 def main() -> None:

@@ -49,8 +49,8 @@ def tiny_overrides(cache_dir):
 
 
 def load_config(name: str, overrides: dict, **more):
-  from jaxvae.config import loading as config_lib
-  return config_lib.load(os.path.join(ROOT, "configs", name), {**overrides, **more})
+  from jaxvae.variants import registry
+  return registry.load_config(os.path.join(ROOT, "configs", name), {**overrides, **more})
 
 
 # The short run most reliability tests compare with or copy: TINY, 2 epochs x 2 steps, a

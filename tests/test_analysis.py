@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxvae import figures
 from jaxvae.evaluators import clustering as analysis
+from jaxvae.evaluators import plots
+from jaxvae.training import writer
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,9 +191,9 @@ def _assert_rgb(array):
 
 
 def test_figure_to_array_matches_figure_size():
-  fig = analysis._new_figure(3, 2)
+  fig = figures.new_figure(3, 2)
   fig.add_subplot(1, 1, 1).plot([0, 1], [1, 0])
-  a = analysis.figure_to_array(fig)
+  a = figures.figure_to_array(fig)
   assert a.shape == (200, 300, 3)
   _assert_rgb(a)
 
@@ -201,11 +204,11 @@ def test_plot_embedding_2d_tsne(tmp_path):
   unknown[:5] = -1
   labels = {"genre": y, "language": unknown}
   names = {"genre": ["rock", "pop", "jazz"], "language": ["en", "es", "fr"]}
-  path = analysis.plot_embedding_2d(x, labels, names, str(tmp_path / "sub" / "tsne.png"))
+  path = plots.plot_embedding_2d(x, labels, names, str(tmp_path / "sub" / "tsne.png"))
   assert path.endswith("tsne.png")
   w, h = _assert_png(path)
   assert w > h  # two panels side by side
-  _assert_rgb(analysis.plot_embedding_2d(x[:6], {}, {}, None, return_array=True))
+  _assert_rgb(plots.plot_embedding_2d(x[:6], {}, {}, None, return_array=True))
 
 
 def test_plot_embedding_2d_umap_falls_back_with_a_log_line(tmp_path, monkeypatch, caplog):
@@ -219,7 +222,7 @@ def test_plot_embedding_2d_umap_falls_back_with_a_log_line(tmp_path, monkeypatch
   monkeypatch.setattr(builtins, "__import__", no_umap)
   x, y = _blobs(n_per=8, k=2, dim=4)
   with caplog.at_level(logging.WARNING, logger="jaxvae.evaluators.clustering"):
-    path = analysis.plot_embedding_2d(x, {"g": y}, {"g": ["a", "b"]}, str(tmp_path / "u.png"),
+    path = plots.plot_embedding_2d(x, {"g": y}, {"g": ["a", "b"]}, str(tmp_path / "u.png"),
                                       method="umap")
   _assert_png(path)
   assert "umap-learn is not installed" in caplog.text
@@ -228,7 +231,7 @@ def test_plot_embedding_2d_umap_falls_back_with_a_log_line(tmp_path, monkeypatch
 def test_plot_embedding_2d_rejects_unknown_method(tmp_path):
   x, y = _blobs(n_per=5, k=2, dim=4)
   with pytest.raises(ValueError, match="tsne"):
-    analysis.plot_embedding_2d(x, {"g": y}, {"g": ["a", "b"]}, str(tmp_path / "x.png"),
+    plots.plot_embedding_2d(x, {"g": y}, {"g": ["a", "b"]}, str(tmp_path / "x.png"),
                                method="pca")
 
 
@@ -238,7 +241,7 @@ def test_metric_series_groups_train_and_val_and_skips_missing():
       {"epoch": 2, "train/loss": 2.0, "train/kl": 0.2},  # no val this epoch
       {"epoch": 3, "train/loss": 1.0, "val/loss": 1.5},  # no kl
   ]
-  series = analysis._metric_series(history)
+  series = writer._metric_series(history)
   assert set(series) == {"loss", "kl"}  # the string "note" is not a curve
   assert series["loss"]["train"] == ([1, 2, 3], [3.0, 2.0, 1.0])
   assert series["loss"]["val"] == ([1, 3], [3.5, 1.5])
@@ -249,39 +252,39 @@ def test_plot_training_curves(tmp_path, caplog):
   history = [{"epoch": e, "train/loss": 1.0 / e, "val/loss": 1.2 / e, "train/recon": 0.8 / e,
               "train/kl": 0.1 * e} for e in range(1, 6)]
   history[2].pop("val/loss")
-  path = analysis.plot_training_curves(history, str(tmp_path / "curves.png"))
+  path = writer.plot_training_curves(history, str(tmp_path / "curves.png"))
   _assert_png(path)
   with caplog.at_level(logging.WARNING, logger="jaxvae.evaluators.clustering"):
-    a = analysis.plot_training_curves(history, None, keys=["train/loss", "nope"],
+    a = writer.plot_training_curves(history, None, keys=["train/loss", "nope"],
                                       return_array=True)
   _assert_rgb(a)
   assert "nope" in caplog.text
   # Nothing to plot still gives an image rather than an exception mid-eval.
-  _assert_rgb(analysis.plot_training_curves([], None, return_array=True))
+  _assert_rgb(writer.plot_training_curves([], None, return_array=True))
 
 
 def test_plot_spectrogram_grid_and_row(tmp_path):
   rng = np.random.default_rng(0)
   originals = rng.normal(size=(10, 16, 24)).astype(np.float32)
   recons = originals + 0.1
-  path = analysis.plot_spectrogram_grid(originals, recons, str(tmp_path / "grid.png"),
+  path = plots.plot_spectrogram_grid(originals, recons, str(tmp_path / "grid.png"),
                                         titles=[f"item {i}" for i in range(10)], max_items=4)
   _assert_png(path)
-  a = analysis.plot_spectrogram_grid(originals[:, None], recons[:, None], None,
+  a = plots.plot_spectrogram_grid(originals[:, None], recons[:, None], None,
                                      return_array=True)  # a channel axis is accepted
   _assert_rgb(a)
   with pytest.raises(ValueError, match="differ"):
-    analysis.plot_spectrogram_grid(originals, recons[:, :8], None, return_array=True)
-  row = analysis.plot_spectrograms(originals[:3], str(tmp_path / "row.png"), ["a", "b", "c"])
+    plots.plot_spectrogram_grid(originals, recons[:, :8], None, return_array=True)
+  row = plots.plot_spectrograms(originals[:3], str(tmp_path / "row.png"), ["a", "b", "c"])
   w, h = _assert_png(row)
   assert w > 2 * h
-  _assert_rgb(analysis.plot_spectrograms(originals[0], None, return_array=True))
+  _assert_rgb(plots.plot_spectrograms(originals[0], None, return_array=True))
 
 
 def test_spectrogram_is_drawn_with_low_frequencies_at_the_bottom():
   spec = np.zeros((1, 8, 8), np.float32)
   spec[0, 0, :] = 1.0  # bright lowest mel band
-  img = analysis.plot_spectrograms(spec, None, return_array=True).astype(int)
+  img = plots.plot_spectrograms(spec, None, return_array=True).astype(int)
   # magma maps 1.0 to pale yellow (252, 253, 191) and 0.0 to near black; the page is white.
   band = (img[..., 0] > 200) & (img[..., 2] < 220)
   dark = img.sum(-1) < 60
@@ -295,7 +298,7 @@ def test_spectrogram_is_drawn_with_low_frequencies_at_the_bottom():
 
 def test_plot_without_path_or_array_is_an_error():
   with pytest.raises(ValueError, match="path"):
-    analysis.plot_spectrograms(np.zeros((1, 4, 4)), None)
+    plots.plot_spectrograms(np.zeros((1, 4, 4)), None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -314,7 +317,7 @@ def _projector_files(logdir):
 def test_write_projector_two_label_columns(tmp_path):
   x, y = _blobs(n_per=4, k=2, dim=5)
   lang = np.where(np.arange(len(y)) % 3 == 0, -1, 1)
-  logdir = analysis.write_projector(x, {"genre": y, "language": lang},
+  logdir = plots.write_projector(x, {"genre": y, "language": lang},
                                     {"genre": ["rock", "hip\thop"], "language": ["en", "es"]},
                                     str(tmp_path / "proj"))
   files = _projector_files(logdir)
@@ -331,7 +334,7 @@ def test_write_projector_two_label_columns(tmp_path):
 
 def test_write_projector_single_column_has_no_header(tmp_path):
   x, y = _blobs(n_per=3, k=2, dim=3)
-  files = _projector_files(analysis.write_projector(
+  files = _projector_files(plots.write_projector(
       x, {"genre": y}, {"genre": ["a", "b"]}, str(tmp_path)))
   rows = open(files["metadata.tsv"], encoding="utf8").read().splitlines()
   assert rows == [["a", "b"][i] for i in y]
@@ -343,7 +346,7 @@ def test_plot_embedding_2d_real_umap(tmp_path, caplog):
   pytest.importorskip("umap")
   x, y = _blobs(n_per=20, k=3, dim=8)
   with caplog.at_level(logging.WARNING, logger="jaxvae.evaluators.clustering"):
-    path = analysis.plot_embedding_2d(x, {"g": y}, {"g": ["a", "b", "c"]},
+    path = plots.plot_embedding_2d(x, {"g": y}, {"g": ["a", "b", "c"]},
                                       str(tmp_path / "umap.png"), method="umap")
   _assert_png(path)
   assert "not installed" not in caplog.text

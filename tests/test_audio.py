@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from jaxvae.audio import decode as audio
-from jaxvae.audio.decode import AudioError
+from jaxvae.errors import AudioError
 from jaxvae.data.readers import Item
 
 

@@ -229,7 +229,8 @@ def test_maybe_spec_mask_follows_the_config_and_returns_a_new_dict():
 def test_train_step_masks_the_input_but_reconstructs_the_clean_batch():
   import flax.linen as nn
   import optax
-  from jaxvae.training import loop as train
+  from jaxvae.training import step as step_lib
+  from jaxvae.training import state as train_state
 
   class Identity(nn.Module):  # recon = input * w, w = 1: a perfect copy of what it is given
     @nn.compact
@@ -246,11 +247,11 @@ def test_train_step_masks_the_input_but_reconstructs_the_clean_batch():
       "data": {"augment": dict(spec_mask=True, time_masks=2, time_width=0.3, freq_masks=2,
                                freq_width=0.3)}})
   batch = {"x": _batch() + 3.0, "mask": jnp.ones(16)}  # offset: masked zeros differ from x
-  state, tx = train.create_state(Identity(), lambda p: optax.sgd(0.0), batch, config)
-  step = jax.jit(train.make_train_step(Identity(), tx, objective, lambda s: 0.0, config))
+  state, tx = train_state.create_state(Identity(), lambda p: optax.sgd(0.0), batch, config)
+  step = jax.jit(step_lib.make_train_step(Identity(), tx, objective, lambda s: 0.0, config))
   _, metrics = step(state, batch)
   assert float(metrics["loss"]) > 0.1  # the masked bins count against the clean target
   config.data.augment.spec_mask = False
-  _, metrics = jax.jit(train.make_train_step(Identity(), tx, objective, lambda s: 0.0,
+  _, metrics = jax.jit(step_lib.make_train_step(Identity(), tx, objective, lambda s: 0.0,
                                              config))(state, batch)
   assert float(metrics["loss"]) == 0.0

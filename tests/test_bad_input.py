@@ -12,6 +12,8 @@ import soundfile as sf
 
 from test_train import _cli
 
+from jaxvae import errors
+
 SR = 22050
 
 # file name -> the reason it is bad, or None for a valid oddity that must be read.
@@ -136,10 +138,10 @@ def test_a_manifest_row_naming_a_directory_is_a_bad_file(tmp_path):
   examples, reason = audio.load_examples(str(tmp_path / "x.wav"), sr=SR, mode="pad_crop",
                                          seconds=1.0)
   assert reason == "unreadable" and len(examples) == 1
-  with pytest.raises(audio.AudioError, match="a directory, not a file"):
+  with pytest.raises(errors.AudioError, match="a directory, not a file"):
     audio.load_audio(str(tmp_path / "x.wav"), SR)
   os.symlink(str(tmp_path / "gone.wav"), tmp_path / "link.wav")
-  with pytest.raises(audio.AudioError, match="missing .a broken symbolic link"):
+  with pytest.raises(errors.AudioError, match="missing .a broken symbolic link"):
     audio.load_audio(str(tmp_path / "link.wav"), SR)
 
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from conftest import ROOT, load_config
-from jaxvae.config import loading as config_lib
+from jaxvae import errors
 
 
 def test_preset_and_override_types():
@@ -41,17 +41,17 @@ def test_preset_and_override_types():
     ({"generate.interpolation_steps": "1"}, "config key 'generate.interpolation_steps' is 1"),
 ])
 def test_bad_config_names_the_key(overrides, message):
-  with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(")):
+  with pytest.raises(errors.ConfigError, match=message.replace("(", r"\(")):
     load_config("conv_vae.py:small", overrides)
 
 
 def test_float16_vaegan_is_refused():
-  with pytest.raises(config_lib.ConfigError, match="config key 'dtype' is 'float16'"):
+  with pytest.raises(errors.ConfigError, match="config key 'dtype' is 'float16'"):
     load_config("music_transformer_vaegan.py:small", {"stage": "3", "dtype": "float16"})
 
 
 def test_unknown_preset():
-  with pytest.raises(config_lib.ConfigError, match="unknown preset 'huge'"):
+  with pytest.raises(errors.ConfigError, match="unknown preset 'huge'"):
     load_config("conv_vae.py:huge", {})
 
 
@@ -67,11 +67,11 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
 
 
 def test_missing_data_root_is_a_clear_error(tmp_path):
-  from jaxvae.modes import summary as modes
-  from jaxvae.data import readers, store
-  with pytest.raises(readers.DataError, match="config key 'data.root' is empty"):
+  from jaxvae.data import dataset
+  from jaxvae.data import store
+  with pytest.raises(errors.DataError, match="config key 'data.root' is empty"):
     store.list_dataset(load_config("conv_vae.py:small", {"data.layout": "gtzan"}))
   config = load_config("conv_vae.py:small", {"data.layout": "gtzan",
                                              "data.root": str(tmp_path / "nowhere")})
-  with pytest.raises(readers.DataError, match="nowhere"):
-    modes.spec_from_config(config)
+  with pytest.raises(errors.DataError, match="nowhere"):
+    dataset.spec_from_config(config)

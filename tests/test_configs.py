@@ -22,14 +22,14 @@ SEED_PARAMS = {"basic_vae.py": 5_488_032, "conv_vae.py": 63_555_809, "beta_vae.p
 @pytest.mark.parametrize("name", CONFIGS)
 def test_summary_of_every_config(tmp_path, name, capsys):
   """The docstring shows a command, and --mode=summary works without any data."""
-  from jaxvae.config import loading as config_lib
+  from jaxvae.variants import registry
   text = open(os.path.join(ROOT, "configs", name)).read()
   assert "python -m jaxvae.main --config=configs/" + name in text
   assert _cli(tmp_path, {}, mode="summary", config=name) == 0
   total = json.load(open(tmp_path / "summary.json"))["total_params"]
   if name in SEED_PARAMS:
     assert total == SEED_PARAMS[name]
-  config = config_lib.load(os.path.join(ROOT, "configs", name) + ":small")
+  config = registry.load_config(os.path.join(ROOT, "configs", name) + ":small")
   for key in ("train.epochs", "train.batch_size", "data.root", "data.layout"):
     parent, leaf = key.split(".")
     assert leaf in config[parent]

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import ROOT, load_config
 from test_train import _cli, _params
+from jaxvae import errors
 from jaxvae import faults
 
 # Reports only read the state: the run with them (for report.written) ends like the others.
@@ -133,8 +134,8 @@ def test_kill_at_fault_point_then_rerun_matches_uninterrupted(killed_runs, short
   assert not leftovers
 
 
-_BUILD_STORE = ("import json, sys; from jaxvae import config_lib; from jaxvae.data import store; "
-                "store.build(config_lib.load(sys.argv[1], json.loads(sys.argv[2])), "
+_BUILD_STORE = ("import json, sys; from jaxvae.variants import registry; from jaxvae.data import store; "
+                "store.build(registry.load_config(sys.argv[1], json.loads(sys.argv[2])), "
                 "progress=False)")
 
 
@@ -170,8 +171,8 @@ def test_token_store_killed_before_publishing_is_rebuilt(tmp_path):
   from test_music import midi_folder_overrides
   from jaxvae.data import tokens
   _, overrides = midi_folder_overrides(tmp_path)
-  code = ("import json, sys; from jaxvae import config_lib; from jaxvae.data import tokens; "
-          "tokens.build(config_lib.load(sys.argv[1], json.loads(sys.argv[2])), progress=False)")
+  code = ("import json, sys; from jaxvae.variants import registry; from jaxvae.data import tokens; "
+          "tokens.build(registry.load_config(sys.argv[1], json.loads(sys.argv[2])), progress=False)")
   spec = os.path.join(ROOT, "configs/music_transformer_vaegan.py:small")
   _killed([sys.executable, "-c", code, spec, json.dumps(overrides)], "tokens.commit", 1)
   assert not _published(tmp_path / "cache" / "tokens")
@@ -182,15 +183,14 @@ def test_token_store_killed_before_publishing_is_rebuilt(tmp_path):
 
 
 def test_lyrics_store_killed_between_its_files_is_refused_then_rewritten(tmp_path):
-  from jaxvae.text import lyrics
-  from jaxvae.data import pipeline, readers
+  from jaxvae.data import lyrics
   out = str(tmp_path / "lyrics")
   lyrics.write_embeddings(out, ["a", "b"], np.ones((2, 3)), info={})
-  code = ("import sys, numpy as np; from jaxvae import lyrics; "
+  code = ("import sys, numpy as np; from jaxvae.data import lyrics; "
           "lyrics.write_embeddings(sys.argv[1], ['a', 'b', 'c'], np.zeros((3, 4)), info={})")
   _killed([sys.executable, "-c", code, out], "lyrics.commit", 1)
-  with pytest.raises(readers.DataError, match="no clips.json .an interrupted write"):
-    pipeline.Lyrics(out, ["a", "b", "c"])
+  with pytest.raises(errors.DataError, match="no clips.json .an interrupted write"):
+    lyrics.Lyrics(out, ["a", "b", "c"])
   lyrics.write_embeddings(out, ["a", "b", "c"], np.zeros((3, 4)), info={})
-  table = pipeline.Lyrics(out, ["a", "b", "c"])
+  table = lyrics.Lyrics(out, ["a", "b", "c"])
   assert table.dim == 4 and table.mask.tolist() == [1, 1, 1]

@@ -13,9 +13,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
+from jaxvae import errors
 from jaxvae.text import lyrics  # noqa: E402
 from jaxvae.data import demo  # noqa: E402
-from jaxvae.data import pipeline  # noqa: E402
+from jaxvae.data import lyrics as lyrics_store  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = ("love night heart fire dream road baby light wild free home rain amor noche "
@@ -116,7 +117,7 @@ def test_bad_arguments(tiny_model):
 # ----------------------------------------------------------------------------------------------
 
 def test_missing_hub_model_says_offline_and_how_to_provide_it():
-  with pytest.raises(lyrics.LyricsModelError) as e:
+  with pytest.raises(errors.LyricsModelError) as e:
     lyrics.load_model("jaxvae-test/no-such-model")
   msg = str(e.value)
   assert "'jaxvae-test/no-such-model' is not available offline" in msg
@@ -127,10 +128,10 @@ def test_missing_hub_model_says_offline_and_how_to_provide_it():
 
 
 def test_missing_or_wrong_folder(tmp_path):
-  with pytest.raises(lyrics.LyricsModelError, match="does not exist"):
+  with pytest.raises(errors.LyricsModelError, match="does not exist"):
     lyrics.load_model(str(tmp_path / "nope"))
   (tmp_path / "empty").mkdir()
-  with pytest.raises(lyrics.LyricsModelError, match="no config.json"):
+  with pytest.raises(errors.LyricsModelError, match="no config.json"):
     lyrics.load_model(str(tmp_path / "empty"))
 
 
@@ -140,7 +141,7 @@ def test_missing_or_wrong_folder(tmp_path):
 
 def test_written_files_align_by_clip_id_through_pipeline(tmp_path):
   vectors = np.arange(6, dtype=np.float32).reshape(2, 3) + 1
-  lyrics.write_embeddings(str(tmp_path), ["a.wav", "c.wav"], vectors,
+  lyrics_store.write_embeddings(str(tmp_path), ["a.wav", "c.wav"], vectors,
                           info={"model": "m", "pooling": "mean", "missing": ["b.wav"]})
   assert sorted(os.listdir(tmp_path)) == ["clips.json", "embeddings.npy"]  # no temp files left
   np.testing.assert_array_equal(np.load(tmp_path / "embeddings.npy", allow_pickle=False),
@@ -149,7 +150,7 @@ def test_written_files_align_by_clip_id_through_pipeline(tmp_path):
   assert meta == {"clip_ids": ["a.wav", "c.wav"], "model": "m", "pooling": "mean", "dim": 3,
                   "missing": ["b.wav"]}
   # A store lists clips in its own order, and a clip may have several segments.
-  table = pipeline.Lyrics(str(tmp_path), ["c.wav", "b.wav", "a.wav", "a.wav"])
+  table = lyrics_store.Lyrics(str(tmp_path), ["c.wav", "b.wav", "a.wav", "a.wav"])
   assert table.dim == 3
   np.testing.assert_array_equal(table.mask, [1, 0, 1, 1])
   np.testing.assert_array_equal(table.vectors, [vectors[1], np.zeros(3), vectors[0],
@@ -159,11 +160,11 @@ def test_written_files_align_by_clip_id_through_pipeline(tmp_path):
 def test_write_rejects_misaligned_input(tmp_path):
   info = {"model": "m", "pooling": "mean", "missing": []}
   with pytest.raises(ValueError, match="one row per clip"):
-    lyrics.write_embeddings(str(tmp_path), ["a", "b"], np.zeros((3, 4)), info=info)
+    lyrics_store.write_embeddings(str(tmp_path), ["a", "b"], np.zeros((3, 4)), info=info)
   with pytest.raises(ValueError, match="repeat"):
-    lyrics.write_embeddings(str(tmp_path), ["a", "a"], np.zeros((2, 4)), info=info)
+    lyrics_store.write_embeddings(str(tmp_path), ["a", "a"], np.zeros((2, 4)), info=info)
   with pytest.raises(ValueError, match="NaN"):
-    lyrics.write_embeddings(str(tmp_path), ["a"], np.full((1, 4), np.nan), info=info)
+    lyrics_store.write_embeddings(str(tmp_path), ["a"], np.full((1, 4), np.nan), info=info)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,7 +208,7 @@ def test_tool_embeds_a_dataset_and_reports_missing(tiny_model, tmp_path, capsys)
   assert meta["clip_ids"] == ["audio/one.wav", "audio/two.wav"]
   assert meta["missing"] == ["audio/three.wav"]
   assert (meta["model"], meta["pooling"], meta["dim"]) == (tiny_model, "cls", 16)
-  table = pipeline.Lyrics(out, ["audio/one.wav", "audio/three.wav", "audio/two.wav"])
+  table = lyrics_store.Lyrics(out, ["audio/one.wav", "audio/three.wav", "audio/two.wav"])
   expected = lyrics.embed_texts(["love night heart\nfire dream", "amor noche luna"],
                                 tiny_model, pooling="cls")
   np.testing.assert_array_equal(table.mask, [1, 0, 1])

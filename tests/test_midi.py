@@ -15,6 +15,7 @@ import numpy as np
 import pretty_midi
 import pytest
 
+from jaxvae import errors
 from jaxvae.symbolic import midi
 
 V = midi.DEFAULT
@@ -308,26 +309,26 @@ def test_corrupt_midi_raises_midi_error_naming_the_file(tmp_path):
     rng = np.random.default_rng(0)
     bad = tmp_path / "random_bytes.mid"
     bad.write_bytes(rng.integers(0, 256, 2000, dtype=np.uint8).tobytes())
-    with pytest.raises(midi.MidiError, match="random_bytes.mid") as info:
+    with pytest.raises(errors.MidiError, match="random_bytes.mid") as info:
         midi.encode(bad)
     assert info.value.path == str(bad) and info.value.reason
 
     truncated = tmp_path / "truncated.mid"
     truncated.write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\x00\x00\x01\x00\x90")
-    with pytest.raises(midi.MidiError, match="truncated.mid"):
+    with pytest.raises(errors.MidiError, match="truncated.mid"):
         midi.encode(truncated)
 
 
 def test_empty_and_missing_files(tmp_path):
     empty = tmp_path / "empty.mid"
     empty.write_bytes(b"")
-    with pytest.raises(midi.MidiError, match="empty.mid"):
+    with pytest.raises(errors.MidiError, match="empty.mid"):
         midi.encode(empty)
     no_notes = tmp_path / "no_notes.mid"
     pretty_midi.PrettyMIDI().write(str(no_notes))
-    with pytest.raises(midi.MidiError, match="no notes"):
+    with pytest.raises(errors.MidiError, match="no notes"):
         midi.encode(no_notes)
-    with pytest.raises(midi.MidiError, match="no such file"):
+    with pytest.raises(errors.MidiError, match="no such file"):
         midi.encode(tmp_path / "missing.mid")
 
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, load_config
 from test_train import _cli
 from jaxvae.training import checkpoint as ckpt_lib
-from jaxvae.training import loop as train
+from jaxvae.training import builder
 
 SLOW = os.environ.get("JAXVAE_SLOW_TESTS") == "1"
 # SGD: Adam would turn float noise in near-zero gradients into full-size steps.
@@ -94,7 +94,7 @@ def test_checkpoint_from_eight_devices_restores_on_two_and_resumes_on_four(runs)
   assert "on 8 devices" in outputs[0]
   _, saved = _params(eight)
   config = load_config("conv_vae.py:small", overrides, **{"train.num_devices": "2"})
-  run = train.setup(config, progress=False)
+  run = builder.setup(config, progress=False)
   ckpts = ckpt_lib.Checkpoints(eight)
   try:
     state, meta = ckpts.restore_latest(run.state, None)

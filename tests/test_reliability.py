@@ -20,7 +20,12 @@ import pytest
 
 from conftest import ROOT, load_config
 from test_train import _cli, _params
-from jaxvae.training import loop as train
+from jaxvae import errors
+from jaxvae.training import builder
+from jaxvae.training import loop
+from jaxvae.training import metrics as metrics_lib
+from jaxvae.training import step as step_lib
+from jaxvae.training import state as train_state
 from jaxvae import workdir as workdir_lib
 from jaxvae.data import pipeline
 
@@ -37,7 +42,7 @@ def _last_error_line(capsys):
 
 def test_nonfinite_step_keeps_the_state_and_counts_it(tiny_overrides):
   config = load_config("conv_vae.py:small", tiny_overrides)
-  run = train.setup(config, progress=False)
+  run = builder.setup(config, progress=False)
   batch = next(pipeline.eval_batches(run.train_examples, config.train.batch_size))
   state = run.state
   before = jax.device_get((state.params, state.opt_state, state.model_state))
@@ -57,7 +62,7 @@ def test_nonfinite_step_keeps_the_state_and_counts_it(tiny_overrides):
 def test_guard_checks_every_loss_and_gradient_norm_of_a_custom_step():
   """The VAE-GAN's step reports loss_d / grad_norm_d for its discriminator: a NaN there must
   skip the update too (a float16 loss scale is not a loss)."""
-  state = train.TrainState(step=jnp.int32(0), params={"w": jnp.ones(3)}, model_state={},
+  state = train_state.TrainState(step=jnp.int32(0), params={"w": jnp.ones(3)}, model_state={},
                            opt_state={"mu": jnp.zeros(3)}, rng=jax.random.PRNGKey(0))
 
   def step(bad_key):
@@ -66,7 +71,7 @@ def test_guard_checks_every_loss_and_gradient_norm_of_a_custom_step():
                  "loss_scale": jnp.float32(2.0**15), bad_key: jnp.float32(jnp.nan)}
       return s.replace(step=s.step + 1, params={"w": s.params["w"] + 1},
                        opt_state={"mu": s.opt_state["mu"] + 1}), metrics
-    return jax.jit(train.skip_nonfinite(fn))
+    return jax.jit(step_lib.skip_nonfinite(fn))
 
   for key in ("loss_d", "grad_norm_d"):
     new, metrics = step(key)(state, None)
@@ -79,12 +84,12 @@ def test_guard_checks_every_loss_and_gradient_norm_of_a_custom_step():
 
 
 def test_nonfinite_watch_counts_runs_and_names_the_metric():
-  watch = train.NonfiniteWatch(3)
+  watch = metrics_lib.NonfiniteWatch(3)
   ok, bad = {"loss": 1.0, "nonfinite": 0.0}, {"loss": float("nan"), "grad_norm": 1.0,
                                               "nonfinite": 1.0}
   watch.update([ok, bad, bad, ok, bad], first_step=10)
   assert watch.run == 1 and watch.first_step == 14
-  with pytest.raises(train.errors.DivergedError, match="3 steps in a row from step 14 had a "
+  with pytest.raises(errors.DivergedError, match="3 steps in a row from step 14 had a "
                      "non-finite loss"):
     watch.update([bad, bad], first_step=15)
 
@@ -266,7 +271,7 @@ def test_init_from_a_partial_match_warns_with_counts(short_run, caplog):
   params[name][first] = jax.tree.map(lambda x: jnp.zeros(x.shape[:-1] + (x.shape[-1] + 1,)),
                                      params[name][first])
   params["NewLayer"] = {"kernel": jnp.ones((3, 2))}
-  template = train.TrainState(step=0, params=params, model_state={}, opt_state=None, rng=None)
+  template = train_state.TrainState(step=0, params=params, model_state={}, opt_state=None, rng=None)
   with caplog.at_level(logging.WARNING):
     loaded, _ = ckpt_lib.restore_weights(short_run, template, "conv_vae")
   message = next(r.getMessage() for r in caplog.records if "init_from" in r.getMessage())
@@ -288,7 +293,7 @@ def test_epoch_seconds_measure_finished_steps(tmp_path, tiny_overrides, monkeypa
   behind the step and run asynchronously to Python). An epoch's `seconds` must include that work, not only the
   asynchronous dispatch of the steps."""
   sleep = jax.jit(lambda m: (jax.debug.callback(lambda _: time.sleep(0.4), m["loss"]), m)[1])
-  build = train.build
+  build = builder.build
 
   def slow_build(*args, **kwargs):
     compiled = build(*args, **kwargs)
@@ -297,13 +302,30 @@ def test_epoch_seconds_measure_finished_steps(tmp_path, tiny_overrides, monkeypa
         for f in compiled.train_steps]
     return compiled
 
-  monkeypatch.setattr(train, "build", slow_build)
+  monkeypatch.setattr(builder, "build", slow_build)
   overrides = dict(tiny_overrides, **{"train.image_every_epochs": "0",
                                       "train.log_every_steps": "100"})
   config = load_config("conv_vae.py:small", overrides)
-  train.train_and_evaluate(config, str(tmp_path), progress=False)
+  loop.train_and_evaluate(config, str(tmp_path), progress=False)
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   second = [r for r in rows if r.get("kind") == "epoch"][1]  # no compile in it
   assert second["seconds"] >= 2 * 0.4
   assert second["samples_per_s"] == pytest.approx(
       2 * config.train.batch_size / second["seconds"], rel=0.01)
+
+
+def test_workdir_from_before_the_redesign_evaluates_and_resumes(tmp_path, tiny_overrides):
+  """tests/data/workdir_v0 was written by the code before the package moved into folders
+  (its checkpoints hold the run bookkeeping as the old JSON dict): today's code evaluates its
+  best checkpoint and resumes it from step 2 to the end of epoch 2."""
+  workdir = str(tmp_path / "old")
+  shutil.copytree(os.path.join(ROOT, "tests", "data", "workdir_v0"), workdir)
+  overrides = dict(tiny_overrides, **{"train.image_every_epochs": "0", "eval.plots": ""})
+  assert _cli(workdir, overrides, mode="eval") == 0
+  metrics = json.load(open(os.path.join(workdir, "eval", "metrics.json")))
+  assert metrics["step"] == 2 and np.isfinite(metrics["val"]["loss"])
+  assert _cli(workdir, overrides) == 0
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [(r["epoch"], r["step"]) for r in rows if r.get("kind") == "epoch"] == [(1, 2), (2, 4)]
+  step, state = _params(workdir)
+  assert step == 4 and int(state["step"]) == 4

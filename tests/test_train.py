@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT, load_config
 from jaxvae import main as main_lib
-from jaxvae.training import loop as train
+from jaxvae.training import builder
 
 
 def _cli(workdir, overrides, mode="train", config="conv_vae.py:small", extra=()):
@@ -138,7 +138,7 @@ def test_batch_that_does_not_divide_over_devices(tmp_path, tiny_overrides, capsy
 
 
 def _steps(config, n):
-  run = train.setup(config, progress=False)
+  run = builder.setup(config, progress=False)
   from jaxvae.data import pipeline
   it = pipeline.train_iterator(run.train_examples, config.train.batch_size, config.seed, config)
   state = run.state

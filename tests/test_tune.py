@@ -29,8 +29,8 @@ def test_study_survives_a_kill_resumes_and_writes_best_config(tmp_path, tiny_ove
   assert [r["state"] for r in rows] == ["FAIL", "COMPLETE", "COMPLETE"]
   assert rows[0]["train.lr"] == rows[1]["train.lr"]  # the killed trial's parameters, again
   best = min(rows[1:], key=lambda r: float(r["value"]))
-  from jaxvae.config import loading as config_lib
-  config = config_lib.load(str(tmp_path / "tune" / "best_config.py"))
+  from jaxvae.variants import registry
+  config = registry.load_config(str(tmp_path / "tune" / "best_config.py"))
   assert config.train.lr == pytest.approx(float(best["train.lr"]))
   assert config.model.latent_dim == int(best["model.latent_dim"])
   assert os.path.isdir(tmp_path / "tune" / "trial_2" / "checkpoints")
@@ -38,7 +38,7 @@ def test_study_survives_a_kill_resumes_and_writes_best_config(tmp_path, tiny_ove
 
 def test_bad_space_names_the_key(tiny_overrides):
   from jaxvae.modes import tune
-  from jaxvae.config.loading import ConfigError
+  from jaxvae.errors import ConfigError
   config = load_config("conv_vae.py:small", tiny_overrides)
   with pytest.raises(ConfigError, match="unknown config key 'train.lrr'"):
     tune.parse_space("train.lrr=uniform(0, 1)", config)
@@ -48,8 +48,9 @@ def test_bad_space_names_the_key(tiny_overrides):
 
 def test_a_diverged_trial_fails_and_the_study_goes_on(tmp_path, tiny_overrides, monkeypatch):
   from jaxvae import errors
-  from jaxvae.training import loop as train
   from jaxvae.modes import tune
+  from jaxvae.training import loop
+  from jaxvae.training.state import RunMeta
   config = load_config("conv_vae.py:small", dict(tiny_overrides, **{"tune.space": SPACE}))
   space = tune.parse_space(config.tune.space, config)
   calls = []
@@ -58,11 +59,11 @@ def test_a_diverged_trial_fails_and_the_study_goes_on(tmp_path, tiny_overrides, 
     calls.append(workdir)
     if len(calls) == 1:
       raise errors.DivergedError("training diverged: 25 steps in a row from step 3 ...")
-    return {"best_val": 1.0}
+    return RunMeta(best_val=1.0)
 
-  monkeypatch.setattr(train, "train_and_evaluate", fake_training)
+  monkeypatch.setattr(loop, "train_and_evaluate", fake_training)
   study = optuna.create_study()
   objective = tune._objective(os.path.join(ROOT, "configs", "conv_vae.py:small"),
                               tiny_overrides, space, config, str(tmp_path), optuna)
-  study.optimize(objective, n_trials=2, catch=())  # catch=(): as run_tune, any error ends it
+  study.optimize(objective, n_trials=2, catch=())  # catch=(): as tune.run, any error ends it
   assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]

@@ -69,6 +69,8 @@ import time
 
 import numpy as np
 
+from jaxvae import errors
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -189,13 +191,13 @@ def overrides(args) -> dict[str, str]:
 
 def load_config(model: str, args):
   """The model's locked config: `configs/<model>.py[:preset]` plus the overrides."""
-  from jaxvae.config import loading as config_lib
+  from jaxvae.variants import registry
   path = os.path.join(ROOT, "configs", f"{ALIASES.get(model, model)}.py")
   if not os.path.exists(path):
     raise Skip(f"no config file configs/{ALIASES.get(model, model)}.py")
   try:
-    return config_lib.load(path + (f":{args.preset}" if args.preset else ""), overrides(args))
-  except (config_lib.ConfigError, KeyError) as e:
+    return registry.load_config(path + (f":{args.preset}" if args.preset else ""), overrides(args))
+  except (errors.ConfigError, KeyError) as e:
     raise Skip(f"config: {e}") from None
 
 
@@ -354,16 +356,16 @@ def measure(stepper, examples, config, args) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 class JaxStepper:
-  """`train.build` of a config: the trainer's own jitted, sharded, donating train_step."""
+  """`builder.build` of a config: the trainer's own jitted, sharded, donating train_step."""
 
   def __init__(self, config, spec, examples):
     import jax
-    from jaxvae.training import loop as train
+    from jaxvae.training import builder
     self.jax = jax
     self.batch_size = int(config.train.batch_size)
     start = now()
     self.example_batch = first_batch(examples, self.batch_size)
-    self.compiled = train.build(config, spec, self.example_batch,
+    self.compiled = builder.build(config, spec, self.example_batch,
                                 steps_per_epoch=100, total_steps=10_000)
     self.build_s = now() - start
     self.state = self.compiled.state
@@ -446,10 +448,10 @@ def _top_tables(ops, kinds, steps: int, top: int) -> dict:
 
 def run_jax(model: str, args, guarded: bool = True) -> dict:
   """`guarded=False` (framework 'jax.unguarded') builds the steps without the trainer's
-  non-finite guard (`train.skip_nonfinite`), to measure what the guard costs."""
+  non-finite guard (`step_lib.skip_nonfinite`), to measure what the guard costs."""
   from unittest import mock
   from jaxvae.variants import registry
-  from jaxvae.training import loop as train
+  from jaxvae.training import step as step_lib
   config = load_config(model, args)
   if config.model.name not in registry.names():
     raise Skip(f"registry has no variant '{config.model.name}'")
@@ -457,11 +459,11 @@ def run_jax(model: str, args, guarded: bool = True) -> dict:
   spec = data_spec(config, shape)
   examples = synthetic_examples(config, spec, pool_size(config))
   try:
-    with mock.patch.object(train, "skip_nonfinite", train.skip_nonfinite if guarded
+    with mock.patch.object(step_lib, "skip_nonfinite", step_lib.skip_nonfinite if guarded
                            else lambda step: step):
       stepper = JaxStepper(config, spec, examples)
   except Exception as e:  # a variant that cannot build from synthetic data is reported
-    raise Skip(f"train.build failed: {type(e).__name__}: {e}") from None
+    raise Skip(f"builder.build failed: {type(e).__name__}: {e}") from None
   rec = measure(stepper, examples, config, args)
   rec.update(flops_record(stepper, config, shape, rec["samples_per_s"], args))
   if args.generate_tokens and is_token_model(config):

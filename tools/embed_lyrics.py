@@ -30,9 +30,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from jaxvae.config import loading as config_lib
+from jaxvae import errors
+from jaxvae.config import loading
+from jaxvae.data import lyrics as lyrics_store
 from jaxvae.text import lyrics as lyrics_lib
-from jaxvae.data import readers
+from jaxvae.variants import registry
 
 
 def _at_least(low: int):
@@ -59,7 +61,7 @@ def parse_args(argv: list[str]):
                  help="torch CPU threads (0: torch's default; 1 is often faster on a busy "
                       "2-core machine)")
   args, rest = p.parse_known_args(argv)
-  return args, config_lib.overrides_from_args(p, rest)
+  return args, loading.overrides_from_args(p, rest)
 
 
 def report(summary: dict, missing_ids: list[str]) -> None:
@@ -81,13 +83,13 @@ def run(argv: list[str]) -> int:
   args, overrides = parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
   try:
-    config = config_lib.load(args.config, overrides)
+    config = registry.load_config(args.config, overrides)
     if args.threads:
       import torch  # pylint: disable=import-outside-toplevel
       torch.set_num_threads(args.threads)
-    summary, missing = lyrics_lib.embed_dataset(config, out=args.out, model=args.model, pooling=args.pooling,
+    summary, missing = lyrics_store.embed_dataset(config, out=args.out, model=args.model, pooling=args.pooling,
                             batch_size=args.batch_size, max_length=args.max_length)
-  except (config_lib.ConfigError, readers.DataError, lyrics_lib.LyricsModelError) as e:
+  except errors.USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   report(summary, missing)

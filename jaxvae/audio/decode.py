@@ -20,6 +20,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import soundfile as sf
 
+from jaxvae.errors import AudioError
+
 # Peak amplitude below which a clip counts as silent (-100 dBFS): digital silence and dither.
 SILENCE_PEAK = 1e-5
 
@@ -27,25 +29,6 @@ REASONS = ("missing", "unreadable", "empty", "non_finite", "too_short", "silent"
 MODES = ("pad_crop", "segment")
 ON_ERROR = ("silence", "skip", "raise")
 
-
-class AudioError(Exception):
-  """One file cannot be used. `reason` is one of `REASONS`; `path` names the file."""
-
-  def __init__(self, reason: str, path: str, detail: str = ""):
-    self.reason = reason
-    self.path = path
-    self.detail = detail
-    super().__init__(f"{path!r}: {reason}" + (f" ({detail})" if detail else ""))
-
-  def __reduce__(self):
-    # Data-loader worker processes send exceptions back pickled; the default would call
-    # AudioError(message) and fail, hiding the real error.
-    return (AudioError, (self.reason, self.path, self.detail))
-
-
-# ----------------------------------------------------------------------------------------------
-# Decoding and checks
-# ----------------------------------------------------------------------------------------------
 
 def load_audio(path: str, sr: int, *, mono: bool = True, min_seconds: float = 0.0) -> np.ndarray:
   """Decodes `path`, checks it, downmixes and resamples to `sr`.

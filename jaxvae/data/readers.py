@@ -29,6 +29,8 @@ import os
 import re
 from typing import Callable, Iterable, Sequence
 
+from jaxvae.errors import DataError
+
 # Formats libsndfile reads (plus those the audioread fallback may read). Lower case, with dot.
 AUDIO_EXTENSIONS: tuple[str, ...] = (
     ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".m4a",
@@ -42,10 +44,6 @@ _SPLIT_ALIASES = {
     "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
     "test": "test", "testing": "test", "eval": "test",
 }
-
-
-class DataError(ValueError):
-  """A dataset (not a single file) cannot be read as configured."""
 
 
 @dataclasses.dataclass(frozen=True)

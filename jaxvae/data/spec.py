@@ -22,3 +22,10 @@ class DataSpec:
       known = ", ".join(sorted(self.labels)) or "none"
       raise KeyError(f"label column '{label}' is not in the data (label columns: {known})")
     return len(self.labels[label])
+
+
+def of_store(store, lyrics=None) -> DataSpec:
+  """The spec of an opened store (`jaxvae.data.store.Store`) and its lyrics embeddings."""
+  return DataSpec(input_shape=store.shape,
+                  labels={k: tuple(v) for k, v in store.label_values.items()},
+                  lyrics_dim=lyrics.dim if lyrics is not None else 0)

@@ -26,6 +26,7 @@ import time
 import numpy as np
 import tqdm
 
+from jaxvae import errors
 from jaxvae import faults
 from jaxvae import workdir as workdir_lib
 from jaxvae.audio import decode as audio_lib
@@ -47,7 +48,7 @@ def resolve_dataset(config) -> tuple[str, str]:
   d = config.data
   if d.layout != "demo":
     if not d.root:
-      raise readers.DataError(f"config key 'data.root' is empty; data.layout '{d.layout}' "
+      raise errors.DataError(f"config key 'data.root' is empty; data.layout '{d.layout}' "
                               "needs a dataset path (--config.data.root=PATH)")
     return d.layout, d.root
   csv_path = demo_lib.ensure_corpus(cache_dir(config), seconds=d.seconds, sr=d.sr,
@@ -116,7 +117,7 @@ def compute_features(waves: np.ndarray, params: dict) -> np.ndarray:
   return np.asarray(_feature_fn(json.dumps(params, sort_keys=True))(waves), np.float32)
 
 
-def _split_of(item: readers.Item, val_fraction: float, seed: int) -> str:
+def split_of(item: readers.Item, val_fraction: float, seed: int) -> str:
   """The item's own split when the layout has one, else a seeded hash of its clip id."""
   if item.split:
     return {"valid": "validation", "val": "validation", "dev": "validation"}.get(
@@ -127,10 +128,23 @@ def _split_of(item: readers.Item, val_fraction: float, seed: int) -> str:
 
 @dataclasses.dataclass
 class Store:
-  """An opened feature store."""
+  """An opened store: the interface the pipeline and the modes read, whatever the data.
+
+  This class is the feature store (`features` a memmap [N, n_mels, frames] of dB or log1p
+  features, normalized per example by `example`); `jaxvae.data.tokens.TokenStore` is the
+  token store with the same interface. `manifest` holds `examples` (one row per example:
+  clip_id, split, labels, augment), `bad` (every file left out, with its reason),
+  `label_values` and `stats`.
+  """
   path: str
-  features: np.ndarray  # memmap [N, F, T]
+  features: np.ndarray  # memmap [N, ...]
   manifest: dict
+
+  def example(self, j: int, normalize: str) -> dict[str, np.ndarray]:
+    """Row `j` as a batch row: `x` normalized float32 features, `mask` 1."""
+    x = normalize_features(np.asarray(self.features[j], np.float32), self.manifest["stats"],
+                           normalize)
+    return {"x": x.astype(np.float32), "mask": np.float32(1.0)}
 
   @property
   def shape(self) -> tuple[int, int]:
@@ -194,7 +208,7 @@ def build(config, *, progress: bool = True) -> Store:
   rows, bad = _write_features(config, items, params, tmp, progress)
   if not rows:
     shutil.rmtree(tmp, ignore_errors=True)
-    raise readers.DataError(
+    raise errors.DataError(
         f"no usable audio in data.root '{config.data.root or 'demo'}': all {len(items)} "
         f"files were bad ({_reason_counts(bad)})")
   manifest = {
@@ -202,7 +216,7 @@ def build(config, *, progress: bool = True) -> Store:
       "dataset": {"layout": config.data.layout, "root": config.data.root,
                   "num_files": len(items)},
       "examples": rows, "bad": bad,
-      "label_values": _label_values(rows),
+      "label_values": label_values(rows),
       "lyrics": {it.clip_id: it.lyrics for it in items if it.lyrics},
       "seconds_to_build": round(time.time() - start, 3),
   }
@@ -221,7 +235,7 @@ def _load_one(item, config):
       item, sr=d.sr, mode=d.example_mode, seconds=d.seconds,
       hop_seconds=d.segment_hop_seconds or None, on_error=d.on_error,
       min_seconds=d.min_seconds)
-  split = _split_of(item, d.val_fraction, d.split_seed)
+  split = split_of(item, d.val_fraction, d.split_seed)
   out = [(0, y) for y in examples]
   if split == "train" and d.augment.copies > 0 and not reason:
     kwargs = augment_lib.waveform_kwargs(config)
@@ -290,7 +304,7 @@ def _write_features(config, items, params, out_dir, progress):
   return rows, bad
 
 
-def _label_values(rows) -> dict[str, list[str]]:
+def label_values(rows) -> dict[str, list[str]]:
   values: dict[str, set] = {}
   for r in rows:
     for k, v in r["labels"].items():
@@ -324,7 +338,7 @@ def _reason_counts(bad) -> str:
   return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
 
 
-def normalize(x: np.ndarray, stats: dict, method: str) -> np.ndarray:
+def normalize_features(x: np.ndarray, stats: dict, method: str) -> np.ndarray:
   """Applied the same way at train, eval and generation time."""
   if method == "global":
     return (x - stats["mean"]) / stats["std"]

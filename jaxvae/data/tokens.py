@@ -29,10 +29,11 @@ import zlib
 import numpy as np
 import tqdm
 
+from jaxvae import errors
 from jaxvae import faults
 from jaxvae.symbolic import midi
 from jaxvae import workdir as workdir_lib
-from jaxvae.config.loading import ConfigError
+from jaxvae.errors import ConfigError
 from jaxvae.data import readers
 from jaxvae.data import store as store_lib
 
@@ -49,7 +50,7 @@ def ensure_chorales(cache_dir: str, limit: int) -> str:
     from music21 import corpus, repeat
     from music21.corpus import chorales
   except ImportError:
-    raise readers.DataError("data.layout 'chorales' needs music21 (pip install music21, or "
+    raise errors.DataError("data.layout 'chorales' needs music21 (pip install music21, or "
                             "jaxvae[midi]); or point data.root at a folder of MIDI files "
                             "with data.layout=folder") from None
   workdir_lib.remove_stale_tmp(folder)
@@ -78,20 +79,20 @@ def list_midi(config) -> list[readers.Item]:
     root = ensure_chorales(store_lib.cache_dir(config), d.midi.chorales)
     return readers.list_items("folder", root, extensions=MIDI_EXTENSIONS)
   if not d.root:
-    raise readers.DataError(f"config key 'data.root' is empty; data.layout '{d.layout}' "
+    raise errors.DataError(f"config key 'data.root' is empty; data.layout '{d.layout}' "
                             "needs a dataset path")
   if d.layout == "maestro":
     return _maestro_midi(d.root)
   if d.layout == "folder":
     return readers.list_items("folder", d.root, extensions=MIDI_EXTENSIONS)
-  raise readers.DataError(f"config key 'data.layout' is '{d.layout}'; MIDI data uses folder, "
+  raise errors.DataError(f"config key 'data.layout' is '{d.layout}'; MIDI data uses folder, "
                           "maestro or chorales")
 
 
 def _maestro_midi(root: str) -> list[readers.Item]:
   found = sorted(glob.glob(os.path.join(root, "maestro-v*.csv")))
   if not found:
-    raise readers.DataError(f"data.root '{root}' has no maestro-v*.csv (expected MAESTRO v3)")
+    raise errors.DataError(f"data.root '{root}' has no maestro-v*.csv (expected MAESTRO v3)")
   items = []
   with open(found[-1], newline="", encoding="utf-8") as f:
     for row in csv.DictReader(f):
@@ -158,23 +159,23 @@ def _write(config, items, params, key, path, progress) -> None:
   for item in tqdm.tqdm(items, desc="tokenize", unit="file", disable=not progress):
     try:
       tokens = midi.encode(item.path)
-    except midi.MidiError as e:
+    except errors.MidiError as e:
       bad.append({"path": item.path, "clip_id": item.clip_id, "reason": e.reason,
                   "action": "skipped"})
       continue
-    split = store_lib._split_of(item, config.data.val_fraction, config.data.split_seed)  # pylint: disable=protected-access
+    split = store_lib.split_of(item, config.data.val_fraction, config.data.split_seed)
     for record, win in _windows_of(tokens, split, params, item.clip_id):
       arrays.append(win)
       rows += [{"clip_id": item.clip_id, "segment": k, "augment": record, "split": split,
                 "labels": dict(item.labels), "bad": None} for k in range(len(win))]
   if not rows:
-    raise readers.DataError(f"no usable MIDI file among {len(items)} ({len(bad)} bad)")
+    raise errors.DataError(f"no usable MIDI file among {len(items)} ({len(bad)} bad)")
   workdir_lib.remove_stale_tmp(path)
   tmp = workdir_lib.tmp_name(path)
   os.makedirs(tmp, exist_ok=True)
   np.save(os.path.join(tmp, "tokens.npy"), np.concatenate(arrays).astype(np.int32))
   manifest = {"kind": "tokens", "version": TOKEN_STORE_VERSION, "key": key, "params": params, "examples": rows,
-              "bad": bad, "label_values": store_lib._label_values(rows),  # pylint: disable=protected-access
+              "bad": bad, "label_values": store_lib.label_values(rows),
               "dataset": {"layout": config.data.layout, "root": config.data.root,
                           "num_files": len(items)}, "stats": {}}
   store_lib.publish(tmp, path, manifest, "tokens.commit")
@@ -183,9 +184,17 @@ def _write(config, items, params, key, path, progress) -> None:
                     os.path.join(path, "manifest.json"))
 
 
-def open_store(path: str) -> store_lib.Store:
-  """A token store opened as a `Store` whose `features` are the token windows."""
+class TokenStore(store_lib.Store):
+  """A token store: `features` are the int32 token windows [N, seq_len]."""
+
+  def example(self, j: int, normalize: str) -> dict[str, np.ndarray]:
+    del normalize  # token ids are not normalized
+    return {"tokens": np.asarray(self.features[j], np.int32), "mask": np.float32(1.0)}
+
+
+def open_store(path: str) -> TokenStore:
+  """A token store opened as a `TokenStore`."""
   with open(os.path.join(path, "manifest.json"), encoding="utf-8") as f:
     manifest = json.load(f)
   tokens = np.load(os.path.join(path, "tokens.npy"), mmap_mode="r", allow_pickle=False)
-  return store_lib.Store(path, tokens, manifest)
+  return TokenStore(path, tokens, manifest)

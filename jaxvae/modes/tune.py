@@ -19,11 +19,13 @@ import logging
 import os
 import re
 
-from jaxvae.config import loading as config_lib
 from jaxvae import errors
 from jaxvae import faults
 from jaxvae import workdir as workdir_lib
-from jaxvae.config.loading import ConfigError
+from jaxvae.errors import ConfigError
+from jaxvae.evaluators import report as report_lib
+from jaxvae.training import loop
+from jaxvae.variants import registry
 
 KINDS = ("uniform", "loguniform", "int", "choice")
 _ITEM = re.compile(r"^\s*([\w.]+)\s*=\s*(\w+)\s*\((.*)\)\s*$", re.S)
@@ -81,12 +83,10 @@ def trial_config(spec: str, base_overrides: dict, params: dict, epochs: int):
   overrides = dict(base_overrides)
   overrides |= {k: _as_override(v) for k, v in params.items()}
   overrides["train.epochs"] = str(epochs)
-  return config_lib.load(spec, overrides), overrides
+  return registry.load_config(spec, overrides), overrides
 
 
 def _objective(spec, base_overrides, space, config, workdir, optuna):
-  from jaxvae.training import loop as train
-
   def objective(trial):
     params = suggest(trial, space)
     trial_cfg, _ = trial_config(spec, base_overrides, params, config.tune.epochs)
@@ -98,12 +98,13 @@ def _objective(spec, base_overrides, space, config, workdir, optuna):
         raise optuna.TrialPruned()
 
     try:
-      meta = train.train_and_evaluate(trial_cfg, os.path.join(workdir, f"trial_{trial.number}"),
-                                      progress=False, epoch_callback=report)
+      meta = loop.train_and_evaluate(trial_cfg, os.path.join(workdir, f"trial_{trial.number}"),
+                                     progress=False, epoch_hooks=report_lib.training_hooks,
+                                     epoch_callback=report)
     except errors.DivergedError as e:  # a normal outcome of a search, not the study's end
       logging.warning("Trial %d diverged: %s", trial.number, e)
       return float("nan")  # Optuna records a NaN value as a failed trial
-    return meta["best_val"]
+    return meta.best_val
 
   return objective
 
@@ -140,7 +141,7 @@ def write_best_config(study, out_dir: str, spec: str, base_overrides: dict) -> s
   python -m jaxvae.main --config={path} --workdir=runs/best
 """
 
-from jaxvae.config import loading as config_lib
+from jaxvae.variants import registry
 
 BASE = {os.path.abspath(base_path) + (":" + preset if preset else "")!r}
 OVERRIDES = {overrides!r}
@@ -148,12 +149,13 @@ OVERRIDES = {overrides!r}
 
 def get_config(arg=None):
   del arg
-  return config_lib.load(BASE, OVERRIDES)
+  return registry.load_config(BASE, OVERRIDES)
 ''')
   return path
 
 
-def run_tune(config, workdir: str, spec: str, overrides: dict) -> int:
+def run(config, workdir: str, args) -> int:
+  spec, overrides = args.config, args.overrides
   try:
     import optuna
   except ImportError:

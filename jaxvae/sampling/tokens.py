@@ -1,16 +1,19 @@
 """Sampling from a token model: nucleus / top-k sampling of one step, a jitted generator
-with a key/value cache (one token per loop step), and posterior means for interpolation.
+with a key/value cache (one token per loop step), the config's sampling settings
+(`sample`), posterior means for interpolation, and token rows written as MIDI files.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxvae.models.transformer import MusicTransformer
+from jaxvae.symbolic import midi
 from jaxvae.symbolic.midi import PAD, START
 
 
@@ -120,3 +123,24 @@ def interpolate(z_a, z_b, steps: int):
   """Straight-line path from z_a to z_b ([D] each) -> [steps, D]; decode with generate(z=...)."""
   alpha = jnp.linspace(0.0, 1.0, steps)[:, None]
   return (1.0 - alpha) * jnp.asarray(z_a)[None] + alpha * jnp.asarray(z_b)[None]
+
+
+def sample(run, state, config, num_samples: int, seed: int, z=None) -> np.ndarray:
+  """int32 [num_samples, 1 + generate.num_tokens]: START, then sampled ids (prior z in VAE
+  stages unless `z` is given)."""
+  g = config.generate
+  return np.asarray(generate(
+      run.model, {"params": state.params}, jax.random.PRNGKey(seed), num_tokens=g.num_tokens,
+      batch_size=num_samples, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, z=z))
+
+
+def write_midi(tokens: np.ndarray, out_dir: str, prefix: str = "sample") -> list[str]:
+  """Each token row -> `out_dir/<prefix>_XX.mid` and its tokens as `.npy`."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = []
+  for i, seq in enumerate(tokens):
+    path = os.path.join(out_dir, f"{prefix}_{i:02d}.mid")
+    midi.decode(seq).write(path)
+    np.save(path[:-4] + ".npy", np.asarray(seq, np.int32))
+    paths.append(path)
+  return paths

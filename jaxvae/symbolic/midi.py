@@ -39,6 +39,8 @@ import os
 import numpy as np
 import pretty_midi
 
+from jaxvae.errors import MidiError
+
 PAD, START, END, UNK = 0, 1, 2, 3
 SPECIAL_NAMES = ("PAD", "START", "END", "UNK")
 
@@ -194,15 +196,6 @@ def token_name(token: int, vocab: Vocab = DEFAULT) -> str:
 
 
 # ----------------------------------------------------------------------------- encode
-
-
-class MidiError(Exception):
-    """A MIDI file that cannot be turned into tokens; names the file and the reason."""
-
-    def __init__(self, path, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 @dataclasses.dataclass

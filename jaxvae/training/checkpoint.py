@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 
 from jaxvae import errors
 from jaxvae import faults
+from jaxvae.training.state import RunMeta
 
 
 def _options(keep: int) -> ocp.CheckpointManagerOptions:
@@ -101,16 +102,16 @@ class Checkpoints:
     manager.wait_until_finished()
     faults.point(fault)
 
-  def save(self, step: int, state, iterator, meta: dict) -> None:
+  def save(self, step: int, state, iterator, meta: RunMeta) -> None:
     check_finite(state, step)
-    args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+    args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta.to_json())}
     if iterator is not None:
       args["data"] = grain.checkpoint.CheckpointSave(iterator)
     self._save(self.latest, step, args, "checkpoint.latest")
 
-  def save_best(self, step: int, state, meta: dict) -> None:
+  def save_best(self, step: int, state, meta: RunMeta) -> None:
     check_finite(state, step)
-    args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+    args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta.to_json())}
     self._save(self.best, step, args, "checkpoint.best")
 
   def restore_latest(self, template, iterator):
@@ -131,7 +132,7 @@ class Checkpoints:
     if damaged:
       logging.warning("Resuming from step %d: the newer checkpoint(s) at step %s are damaged",
                       step, ", ".join(str(s) for s, _ in damaged))
-    return out["state"], out["meta"]
+    return out["state"], RunMeta.from_json(out["meta"])
 
   def restore_best(self, template):
     """The best checkpoint, or (None, None) when there is none that restores."""
@@ -139,11 +140,28 @@ class Checkpoints:
         state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()), "best")
     if step is None:
       return None, None
-    return out["state"], out["meta"]
+    return out["state"], RunMeta.from_json(out["meta"])
 
   def close(self) -> None:
     self.latest.close()
     self.best.close()
+
+
+def restore(workdir: str, template):
+  """(state, meta) of `workdir`'s best checkpoint, else of its newest intact latest one, in
+  `template`'s structure and shardings: what eval, generate, analyze and the Python API
+  load. CheckpointError when none restores."""
+  ckpts = Checkpoints(workdir)
+  try:
+    state, meta = ckpts.restore_best(template)
+    if state is None:
+      if ckpts.latest_step() is None:
+        raise errors.CheckpointError(f"no checkpoint in workdir '{workdir}' can be restored; "
+                                     "train first (or start over with --clear)")
+      state, meta = ckpts.restore_latest(template, None)
+  finally:
+    ckpts.close()
+  return state, meta
 
 
 def _merge(template, restored, path=""):

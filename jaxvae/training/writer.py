@@ -12,11 +12,14 @@ import math
 import os
 import sys
 import time
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from jaxvae import faults
+from jaxvae import figures
 from jaxvae import workdir as workdir_lib
+from jaxvae.training.state import RunMeta
 
 def _summary_writer_class():
   """tensorboardX.SummaryWriter, imported with torch hidden when torch is installed but not
@@ -144,66 +147,56 @@ class NullWriter(Writer):
     pass
 
 
-def report(run, state, writer: Writer, step: int, epoch: int, n: int = 8) -> str:
-  """The periodic listening/looking report, to TensorBoard and `DIR/reports/epoch_NNNN/`.
+def _metric_series(history: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, tuple]]:
+  """{metric: {split: (xs, ys)}} from rows like {"epoch": 1, "train/loss": .., "val/loss": ..}."""
+  xkey = next((k for k in ("epoch", "step") if any(k in row for row in history)), None)
+  series: dict[str, dict[str, tuple[list, list]]] = {}
+  for i, row in enumerate(history):
+    x = row.get(xkey, i) if xkey else i
+    for key, value in row.items():
+      if key in ("epoch", "step"):
+        continue
+      try:
+        value = float(value)
+      except (TypeError, ValueError):
+        continue  # strings, arrays with more than one value: not a curve
+      split, _, metric = key.rpartition("/")
+      xs, ys = series.setdefault(metric, {}).setdefault(split, ([], []))
+      xs.append(x)
+      ys.append(value)
+  return series
 
-  Input-vs-reconstruction spectrograms of the first validation batch (also kept as
-  `DIR/reconstructions.png`); with `train.report_samples`, spectrograms decoded from the prior;
-  with `train.report_audio`, Griffin-Lim audio of a reconstruction and a sample; with
-  `train.report_tsne`, the validation latents' t-SNE coloured by each label.
+
+def plot_training_curves(history: Sequence[Mapping[str, Any]], path: str | None,
+                         keys: Sequence[str] | None = None, *, return_array: bool = False):
+  """One subplot per metric name, its train / val / ... curves on the same axes.
+
+  `keys` picks metrics by name ("loss", or "train/loss" meaning "loss"); requested keys that
+  never occur are logged and skipped, and rows that lack a metric are simply not plotted.
   """
-  from jaxvae.evaluators import clustering as analysis
-  from jaxvae.modes import generate
-  from jaxvae.data import pipeline
-  config = run.config
-  out_dir = os.path.join(writer.workdir, "reports", f"epoch_{epoch:04d}")
-  os.makedirs(out_dir, exist_ok=True)
-  batch = next(pipeline.eval_batches(run.val_examples, config.train.batch_size))
-  outputs = run.forward(state, run.put(batch))
-  if "recon" not in outputs:  # token models: their report is generated MIDI (eval mode)
-    return ""
-  recon = np.asarray(outputs["recon"])[:n]
-  image = analysis.plot_spectrogram_grid(batch["x"][:n], recon, None, max_items=n,
-                                         return_array=True)
-  writer.image("report/reconstructions", image, step)
-  path = os.path.join(writer.workdir, "reconstructions.png")
-  analysis.plot_spectrogram_grid(batch["x"][:n], recon, path, max_items=n)
-  faults.point("report.written")
-  analysis.plot_spectrogram_grid(batch["x"][:n], recon,
-                                 os.path.join(out_dir, "reconstructions.png"), max_items=n)
-  audio = {"reconstruction": recon[0]} if config.train.report_audio else {}
-  if config.train.report_samples and "mu" in outputs:
-    samples = generate.sample(run, state, config, None, min(n, 4), seed=epoch)
-    writer.image("report/prior_samples", analysis.plot_spectrograms(
-        samples, os.path.join(out_dir, "prior_samples.png"), return_array=True), step)
-    if config.train.report_audio:
-      audio["prior_sample"] = samples[0]
-  if config.data.feature == "mel":
-    for name, spec in audio.items():
-      y = generate.features_to_audio(spec, run.store, config)
-      writer.audio(f"report/{name}", y, step, config.data.sr)
-      from jaxvae.audio import features
-      features.write_wav(os.path.join(out_dir, f"{name}.wav"), y, config.data.sr)
-  if config.train.report_tsne and "mu" in outputs and run.store.label_values:
-    _latent_plot(run, state, writer, step, out_dir)
-  return path
-
-
-def _latent_plot(run, state, writer, step, out_dir, limit: int = 512) -> None:
-  from jaxvae.evaluators import clustering as analysis
-  from jaxvae.modes import evaluate
-  from jaxvae.data import pipeline
-  ex = run.val_examples
-  indices = ex.indices
-  if len(indices) < 32:  # too few validation clips for a readable map: add training clips
-    indices = np.concatenate([indices, run.train_examples.indices])
-  sub = pipeline.Examples(ex.store, indices[:limit], ex.normalize, ex.lyrics)
-  latent = evaluate.encode_all(run, state, sub)["mu"]
-  labels = {k: ex.store.label_array(k)[sub.indices] for k in ex.store.label_values}
-  image = analysis.plot_embedding_2d(latent, labels, ex.store.label_values,
-                                     os.path.join(out_dir, "latent_tsne.png"), method="tsne",
-                                     seed=run.config.seed, return_array=True)
-  writer.image("report/latent_tsne", image, step)
+  series = _metric_series(history)
+  names = sorted(series) if keys is None else list(dict.fromkeys(
+      k.rpartition("/")[2] for k in keys))
+  missing = [k for k in names if k not in series]
+  if missing:
+    logging.warning("plot_training_curves: no values for %s in the history", missing)
+  names = [k for k in names if k in series]
+  cols = min(3, max(1, len(names)))
+  rows = max(1, -(-len(names) // cols))
+  fig = figures.new_figure(4.5 * cols, 3.2 * rows)
+  if not names:
+    ax = fig.add_subplot(1, 1, 1)
+    ax.text(0.5, 0.5, "no metrics to plot", ha="center", va="center")
+    ax.set_axis_off()
+  for i, name in enumerate(names):
+    ax = fig.add_subplot(rows, cols, i + 1)
+    for split, (xs, ys) in sorted(series[name].items()):
+      ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=split or name)
+    ax.set_title(name)
+    ax.set_xlabel("epoch" if any("epoch" in r for r in history) else "step")
+    ax.legend(fontsize="small")
+  fig.tight_layout()
+  return figures.finish(fig, path, return_array)
 
 
 def _flat_config(config, prefix="") -> dict:
@@ -216,17 +209,16 @@ def _flat_config(config, prefix="") -> dict:
   return out
 
 
-def finish(workdir: str, config, meta: dict) -> None:
+def finish(workdir: str, config, meta: RunMeta) -> None:
   """The end-of-run artifacts: training-curve PNG and hparams with the final metrics."""
-  from jaxvae.evaluators import clustering as analysis
-  history = meta.get("history", [])
+  history = meta.history
   if history:
     timing = ("seconds", "samples_per_s", "eval_seconds", "train/nonfinite_steps")
     curves = [{k: v for k, v in row.items() if k not in timing} for row in history]
-    analysis.plot_training_curves(curves, os.path.join(workdir, "training_curves.png"))
+    plot_training_curves(curves, os.path.join(workdir, "training_curves.png"))
   faults.point("finish")
   tb = SummaryWriter(os.path.join(workdir, "tb"))
-  best = float(meta.get("best_val", float("nan")))
+  best = float(meta.best_val)
   final = {"hparam/best_val_loss": best} if math.isfinite(best) else {}
   if history:
     final["hparam/epochs"] = float(history[-1]["epoch"])
@@ -234,5 +226,5 @@ def finish(workdir: str, config, meta: dict) -> None:
     tb.add_hparams(_flat_config(config), final, name="hparams")
   finally:
     tb.close()
-  logging.info("Run finished: best validation loss %.5g at step %d", meta["best_val"],
-               meta["best_step"])
+  logging.info("Run finished: best validation loss %.5g at step %d", meta.best_val,
+               meta.best_step)

@@ -1,0 +1,240 @@
+"""The base config: every key a run has, grouped by concern, and the helpers config files use.
+
+A config file (`configs/<name>.py`) defines `get_config(arg=None)` that starts from
+`base_config()`, sets what its variant needs, applies the preset named by `arg` (e.g. `small`)
+with `apply_preset`, and returns the dict locked. Variants add their own keys under `model` and
+`objective`; the values are checked by `jaxvae.config.checks` and the variant's own checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+DTYPES = ("float32", "bfloat16", "float16")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "warmup_cosine", "plateau")
+KL_SCHEDULES = ("constant", "linear", "cyclical")
+LAYOUTS = ("demo", "gtzan", "maestro", "speech_commands", "folder", "manifest", "chorales")
+KINDS = ("audio", "midi")
+ON_ERROR = ("silence", "skip", "raise")
+NORMALIZATIONS = ("global", "minmax", "none")
+FEATURES = ("mel", "mfcc")
+EXAMPLE_MODES = ("pad_crop", "segment")
+SCALES = ("db", "log1p")
+CONV_TRANSPOSE = ("auto", "matmul", "lax")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Keys every config has; variants override and add under `model` and `objective`."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.dtype = "float32"  # compute dtype; parameters stay float32.
+  c.init_from = ""  # a workdir or checkpoint dir: load its weights, fresh optimizer.
+  c.distributed = False  # call jax.distributed.initialize() (multi-host).
+  c.model = model()
+  c.objective = objective()
+  c.kl = kl()
+  c.data = audio_data()
+  c.data.midi = midi_data()
+  c.data.demo = demo_data()
+  c.eval = evaluation()
+  c.generate = generation()
+  c.tune = tuning()
+  c.train = training()
+  return c
+
+
+def model() -> ml_collections.ConfigDict:
+  """The variant and how conv decoders compute (`jaxvae/models/layers.py`)."""
+  c = ml_collections.ConfigDict()
+  c.name = "conv_vae"
+  # How conv decoders compute strided transposed convolutions (jaxvae/models/layers.py):
+  # 'auto' (a matmul form on CPU, lax.conv_transpose elsewhere), 'matmul' or 'lax'.
+  c.conv_transpose = "auto"
+  return c
+
+
+def objective() -> ml_collections.ConfigDict:
+  """Reconstruction term; variants add their own keys."""
+  c = ml_collections.ConfigDict()
+  c.recon = "mse"  # 'mse' (Gaussian) or 'bce' (inputs in [0, 1]).
+  return c
+
+
+def kl() -> ml_collections.ConfigDict:
+  """The KL weight schedule and free bits."""
+  c = ml_collections.ConfigDict()
+  c.schedule = "linear"
+  c.beta_start = 0.0
+  c.beta_end = 1.0
+  c.steps = 0  # ramp length in steps; 0 means use `epochs`.
+  c.epochs = 20.0
+  c.cycles = 4  # cyclical: number of ramps over training.
+  c.free_bits = 0.0  # nats per latent dimension below which KL is not penalized.
+  return c
+
+
+def audio_data() -> ml_collections.ConfigDict:
+  """Dataset layout, audio decoding, features, splits and waveform augmentation."""
+  c = ml_collections.ConfigDict()
+  c.kind = "audio"  # 'audio' (feature store) or 'midi' (token store)
+  c.layout = "demo"
+  c.root = ""
+  c.cache_dir = ""  # '' means $JAXVAE_CACHE or ~/.cache/jaxvae.
+  c.sr = 22050
+  c.n_fft = 2048
+  c.hop_length = 512
+  c.n_mels = 128
+  c.feature = "mel"
+  c.n_mfcc = 40
+  c.scale = "db"
+  c.seconds = 30.0
+  c.example_mode = "pad_crop"
+  c.segment_hop_seconds = 0.0  # 0 means non-overlapping segments.
+  c.normalize = "global"
+  c.on_error = "silence"
+  c.min_seconds = 0.0
+  c.val_fraction = 0.2
+  c.split_seed = 0
+  c.audio_column = "audio"
+  c.lyrics_column = "lyrics"
+  c.label_columns = ""  # comma-separated; '' means every label column.
+  c.lyrics_embeddings = ""  # path to a lyrics store made by tools/embed_lyrics.py.
+  c.read_threads = 2
+  c.prefetch = 4
+  c.augment = ml_collections.ConfigDict()
+  c.augment.copies = 0  # K augmented copies of each training clip in the store; 0: none.
+  c.augment.seed = 0
+  c.augment.p_pitch = 0.5
+  c.augment.max_semitones = 2.0
+  c.augment.p_stretch = 0.5
+  c.augment.max_stretch = 0.1  # rate uniform in 1 +- this.
+  c.augment.p_noise = 0.5
+  c.augment.noise_snr_db = (20.0, 40.0)
+  c.augment.p_gain = 0.5
+  c.augment.gain_db = (-6.0, 6.0)
+  c.augment.spec_mask = False  # time/frequency masking inside the jitted train step.
+  c.augment.time_masks = 2
+  c.augment.time_width = 0.1  # fraction of frames, per band (max).
+  c.augment.freq_masks = 2
+  c.augment.freq_width = 0.1  # fraction of mel bins, per band (max).
+  return c
+
+
+def midi_data() -> ml_collections.ConfigDict:
+  """MIDI tokenization windows and symbolic augmentation (`data.kind=midi`)."""
+  c = ml_collections.ConfigDict()
+  c.seq_len = 512
+  c.overlap = 128
+  c.transpose = ()  # extra transposed copies of training pieces, in semitones
+  c.tempo_stretch = ()  # extra time-stretched copies of training pieces (1.1: slower)
+  c.velocity_jitter = 0  # > 0: copies with each VELOCITY moved by up to this many bins
+  c.velocity_copies = 1  # how many velocity-jittered copies (when velocity_jitter > 0)
+  c.augment_seed = 0  # seeds the velocity jitter (builds are reproducible)
+  c.chorales = 350  # data.layout 'chorales': how many of music21's Bach chorales
+  return c
+
+
+def demo_data() -> ml_collections.ConfigDict:
+  """The built-in demo corpus (`data.layout=demo`)."""
+  c = ml_collections.ConfigDict()
+  c.clips_per_class = 20  # per (language, genre) pair.
+  c.seed = 0
+  return c
+
+
+def evaluation() -> ml_collections.ConfigDict:
+  """`--mode=eval`: latent plots and how many pieces token models generate."""
+  c = ml_collections.ConfigDict()
+  c.plots = "tsne,umap"  # 2-D latent plots in --mode=eval (umap needs umap-learn).
+  c.num_generated = 8  # token models: pieces generated to compare with the data
+  return c
+
+
+def generation() -> ml_collections.ConfigDict:
+  """`--mode=generate` and evaluation sampling of token models."""
+  c = ml_collections.ConfigDict()
+  c.num_tokens = 1024
+  c.temperature = 1.0
+  c.top_k = 0
+  c.top_p = 0.95
+  c.interpolation_steps = 5  # --interpolate=a.mid,b.mid: points from a to b
+  return c
+
+
+def tuning() -> ml_collections.ConfigDict:
+  """`--mode=tune`: the search space and the study."""
+  c = ml_collections.ConfigDict()
+  c.space = ""  # e.g. "train.lr=loguniform(1e-5, 1e-2); model.latent_dim=int(8, 64)"
+  c.num_trials = 20
+  c.epochs = 5  # training epochs per trial
+  c.pruner_startup_trials = 3
+  c.pruner_warmup_epochs = 1
+  return c
+
+
+def training() -> ml_collections.ConfigDict:
+  """Optimization, schedules, checkpoints, reports, devices and the divergence guard."""
+  c = ml_collections.ConfigDict()
+  c.epochs = 100
+  c.batch_size = 32
+  c.optimizer = "adam"
+  c.lr = 1e-3
+  c.lr_schedule = "constant"
+  c.warmup_steps = 0
+  c.min_lr_ratio = 0.0
+  c.weight_decay = 0.0
+  c.plateau_factor = 0.5  # lr_schedule 'plateau': scale applied on a plateau,
+  c.plateau_patience = 10  # after this many non-improving loss readings,
+  c.plateau_accumulation = 1  # each the mean over this many steps.
+  c.clip_norm = 0.5
+  c.grad_accum_steps = 1
+  c.patience = 15  # early stopping on validation loss; 0 disables.
+  c.log_every_steps = 10
+  c.checkpoint_every_steps = 0  # 0: at the end of every epoch only.
+  c.keep_checkpoints = 3
+  c.image_every_epochs = 5  # report every N epochs (and after the first); 0: never
+  c.report_samples = True  # prior samples in the report
+  c.report_audio = True  # Griffin-Lim audio of a reconstruction and a sample
+  c.report_tsne = False  # t-SNE of validation latents (a few seconds each time)
+  c.num_devices = 0  # devices in the data-parallel mesh; 0 means all local devices.
+  c.max_steps = 0  # 0: no limit beyond epochs (useful for smoke runs).
+  c.loss_scale_init = 2.0**15  # float16 dynamic loss scaling start.
+  # A step whose loss or gradient norm is non-finite is skipped (counted as
+  # train/nonfinite_steps); this many in a row stop the run (exit 1). 0: skip, never stop.
+  c.max_nonfinite_steps = 25
+  return c
+
+
+def get_path(config: ml_collections.ConfigDict, dotted: str) -> Any:
+  node = config
+  for part in dotted.split("."):
+    node = node[part]
+  return node
+
+
+
+def apply_preset(config: ml_collections.ConfigDict, arg: str | None, presets: dict) -> None:
+  """Applies the preset named `arg` (a dict of dotted key -> value) to `config`."""
+  if not arg:
+    return
+  if arg not in presets:
+    raise KeyError(f"unknown preset '{arg}'; expected one of {', '.join(presets)}")
+  for dotted, value in presets[arg].items():
+    parent_path, _, leaf = dotted.rpartition(".")
+    parent = get_path(config, parent_path) if parent_path else config
+    if leaf not in parent:
+      raise KeyError(f"preset '{arg}' sets unknown key '{dotted}'")
+    with parent.unlocked():
+      parent[leaf] = value
+
+
+def small_data_preset() -> dict:
+  """Demo-corpus settings sized for a 2-core CPU: 3 s clips, 64 mels, 130 frames."""
+  return {
+      "data.seconds": 3.0, "data.n_mels": 64, "data.n_fft": 1024, "data.hop_length": 512,
+      "train.batch_size": 16, "train.epochs": 8, "kl.epochs": 4.0, "train.log_every_steps": 5,
+      "train.image_every_epochs": 4,
+  }

@@ -1,0 +1,74 @@
+"""A config's dataset as the pipeline and the modes see it: the store (feature store for
+audio, token store for MIDI: the one place the two kinds part), its splits, and its DataSpec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import numpy as np
+
+from jaxvae.data import demo as demo_lib
+from jaxvae.data import lyrics as lyrics_lib
+from jaxvae.data import pipeline
+from jaxvae.data import store as store_lib
+from jaxvae.data import tokens
+from jaxvae.data.spec import DataSpec, of_store
+
+
+def open_store(config, *, progress: bool = True) -> store_lib.Store:
+  """The feature store (audio) or token store (MIDI) of the config's dataset, built when
+  missing."""
+  if config.data.kind == "midi":
+    return tokens.build(config, progress=progress)
+  return store_lib.build(config, progress=progress)
+
+
+@dataclasses.dataclass
+class Dataset:
+  """An opened dataset: its store, the train and validation examples, and their spec."""
+  store: store_lib.Store
+  train: pipeline.Examples
+  validation: pipeline.Examples
+  spec: DataSpec
+
+
+def load(config, *, progress: bool = True) -> Dataset:
+  """Opens (building when missing) the store and splits it; an empty validation split
+  (tiny datasets) falls back to the training split."""
+  store = open_store(config, progress=progress)
+  lyrics = lyrics_lib.load_lyrics(config, store)
+  train = pipeline.split_examples(config, store, "train", lyrics)
+  validation = pipeline.split_examples(config, store, "validation", lyrics)
+  if len(validation) == 0:
+    logging.warning("The validation split is empty; validating on the training split.")
+    validation = train
+  return Dataset(store, train, validation, of_store(store, lyrics))
+
+
+def spec_from_config(config) -> DataSpec:
+  """The DataSpec `load(config).spec` would have, without computing any features (for
+  `--mode=summary` before the data is there)."""
+  d = config.data
+  if d.kind == "midi":  # token windows; labels matter only to conditional audio models
+    return DataSpec(input_shape=(d.midi.seq_len,), labels={})
+  n_samples = int(round(d.seconds * d.sr))
+  frames = 1 + n_samples // d.hop_length  # centered frames, as librosa
+  rows = d.n_mfcc if d.feature == "mfcc" else d.n_mels
+  if d.layout == "demo":
+    labels = {"genre": demo_lib.GENRES, "language": demo_lib.LANGUAGES}
+  elif not d.root and not config.model.get("cond_label"):
+    labels = {}  # nothing needs them: a parameter summary works before the data is there
+  else:
+    values: dict[str, set] = {}
+    for item in store_lib.list_dataset(config):
+      for k, v in item.labels.items():
+        values.setdefault(k, set()).add(v)
+    labels = {k: tuple(sorted(v)) for k, v in values.items()}
+  lyrics_dim = 0
+  if d.lyrics_embeddings:
+    emb = np.load(os.path.join(d.lyrics_embeddings, "embeddings.npy"), mmap_mode="r")
+    lyrics_dim = emb.shape[1]
+  return DataSpec(input_shape=(rows, frames), labels=labels, lyrics_dim=lyrics_dim)

@@ -1,0 +1,58 @@
+"""Token models in `--mode=eval`: validation token NLL and perplexity, and the statistics of
+`eval.num_generated` generated pieces (`generate.num_tokens` each, from the prior in VAE
+stages) against those of the validation windows (`jaxvae.symbolic.stats`). The pieces are
+written as `<out_dir>/samples/sample_XX.mid`."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from jaxvae.evaluators.validation import Validation
+from jaxvae.sampling import tokens
+from jaxvae.symbolic import stats as music_stats
+
+
+def data_windows(job) -> np.ndarray:
+  """The validation split's token windows, without augmented copies."""
+  rows = job.store.manifest["examples"]
+  keep = [i for i in job.val_examples.indices if not rows[i].get("augment")]
+  return np.asarray(job.store.features[np.asarray(keep, np.int64)])
+
+
+def tensorboard_scalars(music: dict) -> dict[str, float]:
+  """The scalar part of `MusicStatistics.run`'s result, named for TensorBoard (`eval/...`)."""
+  out = {f"eval/val_{k}": music["val"][k] for k in ("nll", "ppl", "accuracy")
+         if k in music["val"]}
+  for name in ("generated", "data"):
+    out |= {f"eval/{name}_{k}": v for k, v in music[name].items()
+            if k in music_stats.SCALARS and v is not None}
+  out |= {f"eval/distance_{k}": v for k, v in music["distance"].items()
+          if isinstance(v, float)}
+  return out
+
+
+class MusicStatistics:
+  """`run(state)` -> {"step", "val", "generated", "data", "distance", "generation", "note"}
+  (docs/ARCHITECTURE.md, "Token models in eval and generate")."""
+
+  def __init__(self, job, out_dir: str):
+    self.job = job  # a `training.builder.Run`
+    self.out_dir = out_dir
+
+  def run(self, state) -> dict:
+    run, config = self.job, self.job.config
+    n = config.eval.num_generated
+    val = Validation(run).run(state)
+    val["ppl"] = float(np.exp(val["nll"]))  # of the mean NLL, not a mean of per-batch ppl
+    generated = tokens.sample(run, state, config, n, config.seed)
+    files = tokens.write_midi(generated, os.path.join(self.out_dir, "samples"))
+    g = config.generate
+    return {"step": int(state.step), "val": val,
+            **music_stats.compare(list(generated), list(data_windows(run))),
+            "generation": {"num_generated": n, "num_tokens": g.num_tokens,
+                           "latent": "prior" if run.model.cfg.is_vae else "none",
+                           "temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p,
+                           "seed": config.seed, "files": files},
+            "note": "pitch-class histograms are duration-weighted; drum notes excluded"}

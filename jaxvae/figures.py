@@ -1,0 +1,44 @@
+"""Matplotlib figures without pyplot: made on an explicit Agg canvas (importing this never
+changes a caller's backend, e.g. a notebook's), rendered to RGB arrays for TensorBoard, and
+saved atomically (a kill never leaves half a PNG)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from jaxvae import workdir as workdir_lib
+
+
+def new_figure(width: float, height: float) -> Figure:
+  fig = Figure(figsize=(width, height), dpi=100)
+  FigureCanvasAgg(fig)  # attaches itself as fig.canvas
+  return fig
+
+
+def figure_to_array(fig: Figure) -> np.ndarray:
+  """Renders a figure to uint8 [H, W, 3] RGB, for tensorboardX `add_image(dataformats="HWC")`."""
+  if not isinstance(fig.canvas, FigureCanvasAgg):
+    FigureCanvasAgg(fig)  # a pyplot figure under a non-Agg backend cannot hand out its pixels
+  fig.canvas.draw()
+  return np.array(fig.canvas.buffer_rgba(), dtype=np.uint8)[..., :3]
+
+
+def finish(fig: Figure, path: str | os.PathLike | None, return_array: bool):
+  """Saves and/or renders a figure, then drops it; returns the path or the RGB array."""
+  try:
+    if path is not None:
+      path = os.fspath(path)
+      os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+      with workdir_lib.atomic_path(path) as tmp:  # a kill never leaves half a PNG
+        fig.savefig(tmp)
+    if return_array:
+      return figure_to_array(fig)
+    if path is None:
+      raise ValueError("give a path, or return_array=True, or both")
+    return path
+  finally:
+    fig.clear()  # the figure is not registered with pyplot, so this frees it

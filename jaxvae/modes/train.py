@@ -1,0 +1,13 @@
+"""`--mode=train` (the default): train or resume in the workdir, with the listening reports
+at epoch ends."""
+
+from __future__ import annotations
+
+from jaxvae.evaluators import report
+from jaxvae.training import loop
+
+
+def run(config, workdir: str, args) -> int:
+  loop.train_and_evaluate(config, workdir, progress=not args.no_progress,
+                          epoch_hooks=report.training_hooks)
+  return 0

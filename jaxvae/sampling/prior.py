@@ -1,0 +1,65 @@
+"""Sampling audio models: latents from the prior (N(0, I), or the model's own prior such as
+VaDE's GMM), decoded to normalized spectrograms, optionally conditioned on a label value;
+and the one path from a model's (normalized) output back to feature units and to sound."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvae.audio import features
+from jaxvae.data import store as store_lib
+from jaxvae.errors import ConfigError
+
+
+def to_feature_units(x: np.ndarray, store, config) -> np.ndarray:
+  """Model space (normalized) -> the store's units (dB or log1p of mel power)."""
+  return store_lib.denormalize(np.asarray(x, np.float64), store.manifest["stats"],
+                               config.data.normalize)
+
+
+def features_to_audio(x: np.ndarray, store, config, n_iter: int = 32) -> np.ndarray:
+  """One normalized mel spectrogram [n_mels, frames] -> waveform (Griffin-Lim)."""
+  d = config.data
+  if d.feature != "mel":
+    raise ConfigError(f"config key 'data.feature' is '{d.feature}': only mel features "
+                      "can be turned back into audio")
+  units = to_feature_units(x, store, config)
+  power = np.expm1(np.maximum(units, 0.0)) if d.scale == "log1p" else np.asarray(
+      features.db_to_power(units))
+  return features.mel_to_audio(power, sr=d.sr, n_fft=d.n_fft, hop_length=d.hop_length,
+                               n_iter=n_iter)
+
+
+def _condition_batch(run, config, condition: str | None, n: int) -> dict:
+  """The label inputs a conditional decoder reads (one class id for every sample)."""
+  batch = {"mask": jnp.ones((n,), jnp.float32)}
+  for name in run.store.label_values:
+    batch[f"label_{name}"] = jnp.full((n,), -1, jnp.int32)
+  label = config.model.get("cond_label", "")
+  if condition is not None:
+    if not label:
+      raise ConfigError(f"--condition={condition!r} given, but model '{config.model.name}' "
+                        "is not conditional (config key model.cond_label is empty)")
+    values = run.store.label_values[label]
+    if condition not in values:
+      raise ConfigError(f"--condition={condition!r} is not a value of label '{label}'; "
+                        f"expected one of {', '.join(values)}")
+    batch[f"label_{label}"] = jnp.full((n,), values.index(condition), jnp.int32)
+  return batch
+
+
+def sample(run, state, config, condition: str | None, n: int, seed: int) -> np.ndarray:
+  """Decodes z ~ N(0, I) to normalized spectrograms [n, n_mels, frames]."""
+  if not hasattr(run.model, "decode") or "latent_dim" not in config.model:
+    raise ConfigError(f"model '{config.model.name}' has no Gaussian prior to sample from")
+  batch = _condition_batch(run, config, condition, n)
+  variables = {"params": state.params, **state.model_state}
+  key = jax.random.PRNGKey(seed)
+  if hasattr(run.model, "sample_prior"):  # e.g. VaDE: its prior is the learned GMM
+    z = run.model.apply(variables, n, method=run.model.sample_prior, rngs={"sample": key})
+  else:
+    z = jax.random.normal(key, (n, config.model.latent_dim))
+  return np.asarray(jax.jit(lambda v, z, b: run.model.apply(
+      v, z, b, False, method=run.model.decode))(variables, z, batch))

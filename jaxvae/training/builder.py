@@ -1,0 +1,130 @@
+"""From a config to what the loop and the modes run: the model, its optimizer and state, the
+sharded jitted steps (`build` -> `Compiled`), and with the data (`setup` -> `Run`).
+
+The variant registry gives the model, objective, stages and optional hooks; the trainer never
+learns a variant's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import optax
+from jax.sharding import Mesh, NamedSharding
+
+from jaxvae import multihost
+from jaxvae.data import dataset as dataset_lib
+from jaxvae.data import pipeline
+from jaxvae.data import store as store_lib
+from jaxvae.errors import ConfigError
+from jaxvae.training import mesh as mesh_lib
+from jaxvae.training import optim
+from jaxvae.training import step as step_lib
+from jaxvae.training.state import TrainState, create_state
+from jaxvae.variants import registry
+
+
+@dataclasses.dataclass
+class Compiled:
+  """A model with its optimizer, state and jitted steps, for a given data spec."""
+  config: Any
+  model: nn.Module
+  variant: registry.Variant
+  tx: optax.GradientTransformation
+  mesh: Mesh
+  batch_sharding: NamedSharding
+  state: TrainState  # the initial state (replicated)
+  kl_fn: Callable
+  stages: list[registry.Stage]
+  train_steps: list[Callable]  # one per stage
+  eval_steps: list[Callable]
+  forward: Callable
+
+  @property
+  def train_step(self) -> Callable:
+    return self.train_steps[-1]
+
+  @property
+  def eval_step(self) -> Callable:
+    return self.eval_steps[-1]
+
+  def put(self, batch: dict) -> dict:
+    """A host batch (this process's share or the whole global batch) as sharded arrays."""
+    return mesh_lib.put_batch(batch, self.batch_sharding, self.config.train.batch_size)
+
+  def gather(self, tree):
+    """Device arrays (batch-sharded or replicated) -> numpy on every process."""
+    return multihost.to_host(tree)
+
+
+@dataclasses.dataclass
+class Run(Compiled):
+  """A `Compiled` with its data: what the loop and every mode need."""
+  store: store_lib.Store = None
+  train_examples: pipeline.Examples = None
+  val_examples: pipeline.Examples = None
+  spec: Any = None
+  steps_per_epoch: int = 0
+  total_steps: int = 0
+
+
+def total_epochs(config) -> int:
+  return sum(s.epochs for s in registry.get(config.model.name).stage_list(config))
+
+
+def build(config, spec, example_batch: dict, steps_per_epoch: int, total_steps: int) -> Compiled:
+  """Model, optimizer, replicated state and the sharded, jitted steps (no data needed)."""
+  variant = registry.get(config.model.name)
+  try:
+    model = variant.build_model(config.model, spec, dtype=config.dtype)
+  except KeyError as e:
+    raise ConfigError(f"config key 'model': {e.args[0]}") from None
+  mesh = mesh_lib.make_mesh(config.train.num_devices)
+  mesh_lib.check_batch(config.train.batch_size, mesh)
+  kl_fn = optim.kl_weight(config, steps_per_epoch, total_steps)
+  replicated = mesh_lib.replicated(mesh)
+  batch_sharding = mesh_lib.batch_sharded(mesh)
+
+  def make_tx(params):
+    mult = variant.lr_multipliers(params, config) if variant.lr_multipliers else None
+    tx = optim.optimizer(config, total_steps, mult)
+    if variant.make_optimizer is not None:
+      tx = variant.make_optimizer(config, total_steps, params, tx)
+    return tx
+
+  state, tx = create_state(model, make_tx, example_batch, config)
+  state = jax.device_put(state, replicated)
+  state_sharding = jax.tree.map(lambda _: replicated, state)
+  stages = variant.stage_list(config)
+  train_steps, eval_steps = [], []
+  for stage in stages:
+    step_fn = step_lib.make_train_step(model, tx, stage.objective, kl_fn, config)
+    if variant.make_train_step is not None:
+      step_fn = variant.make_train_step(model, tx, stage.objective, kl_fn, config, step_fn)
+    train_steps.append(jax.jit(step_lib.skip_nonfinite(step_fn),
+                               in_shardings=(state_sharding, batch_sharding),
+                               out_shardings=(state_sharding, replicated), donate_argnums=(0,)))
+    eval_steps.append(jax.jit(step_lib.make_eval_step(model, stage.objective, kl_fn, config),
+                              in_shardings=(state_sharding, batch_sharding),
+                              out_shardings=replicated))
+  forward = jax.jit(step_lib.make_forward(model), in_shardings=(state_sharding, batch_sharding))
+  return Compiled(config, model, variant, tx, mesh, batch_sharding, state, kl_fn, stages,
+                  train_steps, eval_steps, forward)
+
+
+def setup(config, *, progress: bool = True) -> Run:
+  """The config's dataset (`jaxvae.data.dataset.load`) and the `Compiled` built for it."""
+  data = dataset_lib.load(config, progress=progress)
+  spe = pipeline.steps_per_epoch(data.train, config.train.batch_size)
+  total = spe * total_epochs(config)
+  if config.train.max_steps:
+    total = min(total, config.train.max_steps)
+  example = next(pipeline.eval_batches(data.train, config.train.batch_size))
+  compiled = build(config, data.spec, example, spe, total)
+  fields = {f.name: getattr(compiled, f.name) for f in dataclasses.fields(Compiled)}
+  return Run(**fields, store=data.store, train_examples=data.train,
+             val_examples=data.validation, spec=data.spec, steps_per_epoch=spe,
+             total_steps=total)

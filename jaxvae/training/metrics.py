@@ -1,0 +1,90 @@
+"""Step metrics on the host: means over a split (validation), over a window of train steps,
+and the watch that stops a run whose steps keep being skipped as non-finite."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxvae import errors
+from jaxvae.data import pipeline
+from jaxvae.training.state import TrainState
+
+
+def evaluate(run, state: TrainState, examples: pipeline.Examples,
+             stage: int = -1) -> dict[str, float]:
+  """Example-weighted means of the objective's metrics over a whole split.
+
+  Histogram outputs (`*_counts`) are summed over the split instead; for each the result has
+  `<name>s_used` (non-zero bins, e.g. `codes_used`) and `<name>_perplexity` (exp of the usage entropy), and the
+  raw histogram is returned under `histograms`.
+  """
+  eval_step = run.eval_steps[stage]
+  collected = [eval_step(state, run.put(b))
+               for b in pipeline.eval_batches(examples, run.config.train.batch_size)]
+  collected = jax.device_get(collected)
+  weights = np.array([m["count"] for m in collected])
+  out: dict[str, Any] = {}
+  for key in collected[0]:
+    if key not in ("count", "counts"):
+      out[key] = float(np.sum([m[key] * w for m, w in zip(collected, weights)]) / weights.sum())
+  histograms = {}
+  for key in collected[0]["counts"]:
+    total = np.sum([np.asarray(m["counts"][key], np.float64) for m in collected], axis=0)
+    name = key[: -len("_counts")]
+    p = total / max(total.sum(), 1e-12)
+    out[f"{name}s_used"] = int(np.count_nonzero(total))
+    out[f"{name}_perplexity"] = float(np.exp(-np.sum(p[p > 0] * np.log(p[p > 0]))))
+    histograms[key] = total
+  if histograms:
+    out["histograms"] = histograms
+  return out
+
+
+def mean_metrics(rows: list[dict]) -> dict[str, float]:
+  """Means of host rows over the steps whose update was applied, and `nonfinite_steps`, how
+  many were skipped. A metric with no finite value in the window is left out, not NaN."""
+  if not rows:
+    return {}
+  out = {}
+  for k in rows[0]:
+    values = [r[k] for r in rows if not r.get("nonfinite") and np.isfinite(r[k])]
+    if k != "nonfinite" and values:
+      out[k] = float(np.mean(values))
+  out["nonfinite_steps"] = float(sum(r.get("nonfinite", 0.0) for r in rows))
+  return out
+
+
+class NonfiniteWatch:
+  """Counts skipped (non-finite) steps in a row from host copies of the step metrics, read
+  only at log steps, checkpoints and epoch ends; raises DivergedError at the limit."""
+
+  def __init__(self, limit: int):
+    self.limit = limit
+    self.run = 0  # skipped steps in a row, up to the last row seen
+    self.first_step = -1
+    self.bad_metrics: list[str] = []
+
+  def update(self, rows: list[dict], first_step: int) -> None:
+    """`rows` are host metrics of consecutive steps, the first at (1-based) `first_step`."""
+    for i, row in enumerate(rows):
+      if not row.get("nonfinite"):
+        self.run = 0
+        continue
+      if self.run == 0:
+        self.first_step = first_step + i
+        self.bad_metrics = sorted(k for k, v in row.items()
+                                  if k != "nonfinite" and not np.isfinite(v))
+      self.run += 1
+    if self.limit and self.run >= self.limit:
+      what = ", ".join(self.bad_metrics) or "the updated parameters"
+      raise errors.DivergedError(
+          f"training diverged: {self.run} steps in a row from step {self.first_step} had a "
+          f"non-finite {what} (their updates were skipped; train.max_nonfinite_steps is "
+          f"{self.limit}). The last checkpoint before them is the resume point. Try a lower "
+          "train.lr, a smaller train.clip_norm, or dtype float32 (or bfloat16 instead of "
+          "float16)")
+
+
