@@ -23,6 +23,8 @@ import os
 import shutil
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import tqdm
 
@@ -31,6 +33,7 @@ from jaxvae import faults
 from jaxvae import workdir as workdir_lib
 from jaxvae.audio import decode as audio_lib
 from jaxvae.audio import augment as augment_lib
+from jaxvae.audio import features
 from jaxvae.data import demo as demo_lib
 from jaxvae.data import readers
 
@@ -95,9 +98,6 @@ def store_key(params: dict, items: list[readers.Item]) -> str:
 @functools.lru_cache(maxsize=8)
 def _feature_fn(params_json: str):
   """A jitted waveform batch -> feature batch function for one parameter set."""
-  import jax
-  import jax.numpy as jnp
-  from jaxvae.audio import features
   p = json.loads(params_json)
   common = dict(sr=p["sr"], n_fft=p["n_fft"], hop_length=p["hop_length"], n_mels=p["n_mels"])
 

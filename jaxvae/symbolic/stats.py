@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxvae.symbolic import midi
+
 SCALARS = ("note_density", "polyphony", "polyphony_max", "pitch_range", "mean_duration")
 OVERLAP_BINS = 20
 
@@ -32,7 +34,6 @@ OVERLAP_BINS = 20
 def _notes(piece) -> np.ndarray:
   """float64 [n, 3] (start, end, pitch) of the melodic notes of a piece or token array."""
   if not hasattr(piece, "instruments"):
-    from jaxvae.symbolic import midi
     piece = midi.decode(piece)
   rows = [(n.start, n.end, n.pitch) for inst in piece.instruments if not inst.is_drum
           for n in inst.notes if n.end > n.start]
