@@ -15,7 +15,7 @@ Presets: '' (seed), 'small' (demo corpus, 2-core CPU).
 """
 
 from jaxvae.config import base
-from jaxvae.losses import spectral as losses
+from jaxvae.losses import reconstruction
 
 
 def get_config(arg=None):
@@ -26,7 +26,7 @@ def get_config(arg=None):
   config.model.output_activation = "none"
 
   config.objective.recon_loss = "weighted_mse"
-  config.objective.bands = losses.DEFAULT_BANDS  # 0-20 % x1.5, 30-70 % x2.0, 80-100 % x0.8
+  config.objective.bands = reconstruction.DEFAULT_BANDS  # 0-20 % x1.5, 30-70 % x2.0, 80-100 % x0.8
   config.objective.spectral_weight = 0.1
   config.objective.fft_sizes = ()  # () = one full-length FFT along time; e.g. (16, 64)
   config.objective.spectral_kind = "l1"

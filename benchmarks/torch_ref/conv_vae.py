@@ -70,7 +70,7 @@ class ConvVAE(nn.Module):
 
 
 def elbo(model: ConvVAE, batch: dict, kl_weight: float) -> torch.Tensor:
-  """The reduction of `jaxvae.objectives.elbo` (mask all ones, no free bits): per-example sum
+  """The reduction of `jaxvae.variants.audio_vae.elbo` (mask all ones, no free bits): per-example sum
   of squared errors averaged over the batch, plus kl_weight x the summed per-dimension
   batch-mean KL."""
   x = batch["x"]

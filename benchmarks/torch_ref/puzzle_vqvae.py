@@ -1,4 +1,4 @@
-"""PyTorch twin of `jaxvae.models.vqvae.PuzzleVQVAE` (seed 004) and of `vq_objective`.
+"""PyTorch twin of `jaxvae.models.vqvae.PuzzleVQVAE` (seed 004) and of `jaxvae.variants.puzzle_vq.objective`.
 
 Encoder: 4x4 stride-2 convs 1->32->64 (padding 1) + BatchNorm + ReLU, bilinear resize to the
 30 x 30 grid, 1x1 conv to 64. Codebook 10 x 64 (uniform +-0.1), nearest code, codebook loss +
@@ -74,7 +74,7 @@ class PuzzleVQVAE(nn.Module):
 
 
 def vq_loss(model: PuzzleVQVAE, batch: dict) -> torch.Tensor:
-  """`jaxvae.vq_objective.vq_objective` with a full mask: MSE + the quantizer's loss."""
+  """`jaxvae.variants.puzzle_vq.objective` with a full mask: MSE + the quantizer's loss."""
   out = model(batch["x"])
   return F.mse_loss(out["recon"], batch["x"]) + out["vq_loss"]
 

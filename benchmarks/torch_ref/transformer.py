@@ -5,7 +5,7 @@ Mirrors `jaxvae.models.transformer` (mode 'transformer', attention 'full'): toke
 (4-head causal self-attention with biased q/k/v/out projections, GELU MLP 256 -> 1024 -> 256,
 residual dropout), a final LayerNorm and logits tied to the embedding: 3,357,696 parameters.
 Next-token cross entropy over tokens[:, 1:] from tokens[:, :-1], PAD (id 0) ignored, as
-`jaxvae.seq_objectives.lm_objective`.
+`jaxvae.variants.music_transformer.lm_objective`.
 Attention is `F.scaled_dot_product_attention(is_causal=True)`, PyTorch's fused kernel.
 """
 
