@@ -24,6 +24,11 @@ class AudioError(Exception):
     self.detail = detail
     super().__init__(f"{path!r}: {reason}" + (f" ({detail})" if detail else ""))
 
+  def __reduce__(self):
+    # Data-loader worker processes send exceptions back pickled; the default would call
+    # AudioError(message) and fail, hiding the real error.
+    return (AudioError, (self.reason, self.path, self.detail))
+
 
 class MidiError(Exception):
   """A MIDI file that cannot be turned into tokens; names the file and the reason."""
@@ -32,6 +37,9 @@ class MidiError(Exception):
     self.path = str(path)
     self.reason = reason
     super().__init__(f"{self.path}: {reason}")
+
+  def __reduce__(self):  # pickled across processes as AudioError is
+    return (MidiError, (self.path, self.reason))
 
 
 class LyricsModelError(RuntimeError):

@@ -70,17 +70,29 @@ def parse_args(argv: list[str]):
 
 def run(argv: list[str]) -> int:
   args = parse_args(argv)
-  # force: importing orbax has already given the root logger a handler of its own.
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                      datefmt="%H:%M:%S", force=True)
-  # Orbax and Grain log every checkpoint file operation at INFO through absl.
-  logging.getLogger("absl").setLevel(logging.WARNING)
+  _log_to_stderr()
   try:
     config = registry.load_config(args.config, args.overrides)
     return _run_mode(args, config)
   except errors.USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+
+
+def _log_to_stderr() -> None:
+  """INFO and above to stderr as `HH:MM:SS LEVEL message`. Importing orbax has already called
+  `logging.basicConfig`: its stderr handler is reformatted rather than doubled (and handlers
+  of others, such as pytest's, are left alone)."""
+  root = logging.getLogger()
+  handlers = [h for h in root.handlers if type(h) is logging.StreamHandler]
+  if not handlers:
+    handlers = [logging.StreamHandler()]
+    root.addHandler(handlers[0])
+  for handler in handlers:
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+  root.setLevel(logging.INFO)
+  # Orbax and Grain log every checkpoint file operation at INFO through absl.
+  logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 def _run_mode(args, config) -> int:

@@ -1,4 +1,4 @@
-"""jaxvae.features against librosa: filterbank, STFT, mel power, dB, MFCC, Griffin-Lim, WAV.
+"""jaxvae.audio.features against librosa: filterbank, STFT, mel power, dB, MFCC, Griffin-Lim, WAV.
 
 Every numeric check compares with librosa's own output on the same audio: a real recording that
 ships with music21 (skipped where it is not installed) and deterministic synthetic music

@@ -1,4 +1,4 @@
-"""Tests of jaxvae.midi: vocabulary layout, MIDI round trips, bad files, windows, augmentation.
+"""Tests of jaxvae.symbolic.midi: vocabulary layout, MIDI round trips, bad files, windows, augmentation.
 
 Real MIDI files: every *.mid shipped inside the installed pretty_midi / mido / music21
 packages (music21 ships ~23), plus a multi-instrument file built here with mido (drums,

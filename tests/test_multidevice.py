@@ -101,7 +101,7 @@ def test_checkpoint_from_eight_devices_restores_on_two_and_resumes_on_four(runs)
   finally:
     ckpts.close()
   leaf = jax.tree.leaves(state.params)[0]
-  assert len(leaf.sharding.device_set) == 2 and meta["epoch"] == 1
+  assert len(leaf.sharding.device_set) == 2 and meta.epoch == 1
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), saved["params"])
   # One more epoch on this process's 4 devices continues from step 2 with its data position.
   assert _cli(eight, dict(overrides, **{"train.epochs": "2"})) == 0

@@ -1,5 +1,6 @@
 """A config's dataset as the pipeline and the modes see it: the store (feature store for
-audio, token store for MIDI: the one place the two kinds part), its splits, and its DataSpec.
+audio, token store for MIDI: the one place the two kinds part), its splits, and its DataSpec
+(derived here only: from an opened store, or predicted from the config alone).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from jaxvae.data import lyrics as lyrics_lib
 from jaxvae.data import pipeline
 from jaxvae.data import store as store_lib
 from jaxvae.data import tokens
-from jaxvae.data.spec import DataSpec, of_store
+from jaxvae.data.spec import DataSpec
 
 
 def open_store(config, *, progress: bool = True) -> store_lib.Store:
@@ -45,7 +46,14 @@ def load(config, *, progress: bool = True) -> Dataset:
   if len(validation) == 0:
     logging.warning("The validation split is empty; validating on the training split.")
     validation = train
-  return Dataset(store, train, validation, of_store(store, lyrics))
+  return Dataset(store, train, validation, spec_of(store, lyrics))
+
+
+def spec_of(store: store_lib.Store, lyrics=None) -> DataSpec:
+  """The spec of an opened store and its lyrics embeddings (what `load` returns)."""
+  return DataSpec(input_shape=store.shape,
+                  labels={k: tuple(v) for k, v in store.label_values.items()},
+                  lyrics_dim=lyrics.dim if lyrics is not None else 0)
 
 
 def spec_from_config(config) -> DataSpec:

@@ -1,4 +1,4 @@
-"""What a model needs to know about the data it will see."""
+"""What a model needs to know about the data it will see (derived in `jaxvae.data.dataset`)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,3 @@ class DataSpec:
       known = ", ".join(sorted(self.labels)) or "none"
       raise KeyError(f"label column '{label}' is not in the data (label columns: {known})")
     return len(self.labels[label])
-
-
-def of_store(store, lyrics=None) -> DataSpec:
-  """The spec of an opened store (`jaxvae.data.store.Store`) and its lyrics embeddings."""
-  return DataSpec(input_shape=store.shape,
-                  labels={k: tuple(v) for k, v in store.label_values.items()},
-                  lyrics_dim=lyrics.dim if lyrics is not None else 0)

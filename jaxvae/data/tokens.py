@@ -1,4 +1,4 @@
-"""Symbolic data: MIDI files -> event tokens (jaxvae.midi) -> fixed windows in a token store.
+"""Symbolic data: MIDI files -> event tokens (jaxvae.symbolic.midi) -> fixed windows in a token store.
 
 Like the feature store, a token store is a folder keyed by a hash of the tokenizer settings
 and the file list: `tokens.npy` (int32 [N, seq_len], PAD-filled) and `manifest.json` (one row

@@ -2,7 +2,7 @@
 
 One module, `MusicTransformer`, serves the three training stages (`mode`):
 
-* 'transformer': a decoder-only causal LM over MIDI event tokens (`jaxvae.midi`).
+* 'transformer': a decoder-only causal LM over MIDI event tokens (`jaxvae.symbolic.midi`).
 * 'vae': a bidirectional encoder gives a hierarchical Gaussian posterior; the same causal
   decoder, conditioned on z, predicts the window.
 * 'vaegan': the VAE plus a multi-scale discriminator over (soft) token sequences.

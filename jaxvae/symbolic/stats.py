@@ -1,6 +1,6 @@
 """Statistics of symbolic music, to compare generated pieces with the data (pure numpy).
 
-Per piece (a `pretty_midi.PrettyMIDI` or a token array, decoded with `jaxvae.midi.decode`),
+Per piece (a `pretty_midi.PrettyMIDI` or a token array, decoded with `jaxvae.symbolic.midi.decode`),
 over its melodic notes only (a drum pitch is an instrument, not a pitch):
 
 * `pitch_class_histogram`: 12 bins (C = 0), duration-weighted by default (a held note weighs

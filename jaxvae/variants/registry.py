@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from jaxvae.config import checks
 from jaxvae.config import loading
-from jaxvae.errors import ConfigError
 from jaxvae.variants import audio_vae
 from jaxvae.variants import multimodal
 from jaxvae.variants import music_transformer
@@ -45,11 +45,8 @@ def get(name: str) -> Variant:
 def check(config) -> None:
   """`model.name` is a known variant and the variant's own keys are right; raises
   ConfigError naming the key. `jaxvae.config` checks the keys every run has."""
-  name = config.model.name
-  if name not in VARIANTS:
-    raise ConfigError(
-        f"config key 'model.name' is {name!r}; expected one of {', '.join(names())}")
-  VARIANTS[name].validate(config)
+  checks.choice(config, "model.name", names())
+  VARIANTS[config.model.name].validate(config)
 
 
 def load_config(spec: str, overrides: dict[str, str] | None = None
