@@ -21,8 +21,9 @@ def get_config(arg=None):
   config.model.cond_dim = 32
   config.model.output_activation = "none"
   config.train.batch_size = 16
-  base.apply_preset(config, arg, {
-      "small": base.small_data_preset() | {"model.hidden": (64, 64, 64),
-                                                 "model.latent_dim": 32},
-  })
+  base.apply_preset(
+    config,
+    arg,
+    {"small": base.small_data_preset() | {"model.hidden": (64, 64, 64), "model.latent_dim": 32}},
+  )
   return config.lock()

@@ -6,7 +6,6 @@ Presets: those of conv_vae: '' (seed size, 63,555,809 parameters), 'small' (demo
 2-core CPU).
 """
 
-from jaxvae.config import base
 from jaxvae.config import loading
 
 

@@ -24,7 +24,5 @@ def get_config(arg=None):
   config.model.output_activation = "none"
   config.train.lr = 1e-3
   config.train.batch_size = 16
-  base.apply_preset(config, arg, {
-      "small": base.small_data_preset() | {"model.latent_dim": 32},
-  })
+  base.apply_preset(config, arg, {"small": base.small_data_preset() | {"model.latent_dim": 32}})
   return config.lock()

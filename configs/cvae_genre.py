@@ -12,7 +12,6 @@ gtzan 'genre', speech_commands 'word', folder 'label'): --config.model.cond_labe
 Presets: those of conv_vae: '' (seed size), 'small' (demo corpus, 2-core CPU).
 """
 
-from jaxvae.config import base
 from jaxvae.config import loading
 
 

@@ -61,15 +61,31 @@ def get_config(arg=None):
   config.train.plateau_patience = 200  # steps of non-improving training loss
   config.train.clip_norm = 1.0
 
-  config.tune.space = ("train.lr=loguniform(1e-4, 3e-3); model.latent_dim=int(16, 128); "
-                       "kl.beta_end=loguniform(1e-3, 1e-1); "
-                       "model.hidden=choice((256, 128, 64), (1024, 512, 256))")
+  config.tune.space = (
+    "train.lr=loguniform(1e-4, 3e-3); model.latent_dim=int(16, 128); "
+    "kl.beta_end=loguniform(1e-3, 1e-1); "
+    "model.hidden=choice((256, 128, 64), (1024, 512, 256))"
+  )
   config.tune.num_trials = 20
   config.tune.epochs = 5
-  base.apply_preset(config, arg, {
-      "small": {"data.layout": "demo", "data.n_mels": 64, "data.example_mode": "pad_crop",
-                "model.hidden": (256, 128, 64), "model.latent_dim": 32, "train.epochs": 10,
-                "kl.epochs": 3.0, "train.batch_size": 16, "train.log_every_steps": 5,
-                "train.image_every_epochs": 5, "tune.epochs": 2, "tune.num_trials": 6},
-  })
+  base.apply_preset(
+    config,
+    arg,
+    {
+      "small": {
+        "data.layout": "demo",
+        "data.n_mels": 64,
+        "data.example_mode": "pad_crop",
+        "model.hidden": (256, 128, 64),
+        "model.latent_dim": 32,
+        "train.epochs": 10,
+        "kl.epochs": 3.0,
+        "train.batch_size": 16,
+        "train.log_every_steps": 5,
+        "train.image_every_epochs": 5,
+        "tune.epochs": 2,
+        "tune.num_trials": 6,
+      }
+    },
+  )
   return config.lock()

@@ -39,9 +39,12 @@ def get_config(arg=None):
   config.objective.lyrics_loss = "cosine"  # scale-free; "mse" for standardized embeddings.
   config.train.lr = 1e-3
   config.train.batch_size = 16
-  base.apply_preset(config, arg, {
-      "small": base.small_data_preset() | {"model.latent_dim": 32,
-                                                 "model.lyrics_hidden": (128,),
-                                                 "model.attention_dim": 64},
-  })
+  base.apply_preset(
+    config,
+    arg,
+    {
+      "small": base.small_data_preset()
+      | {"model.latent_dim": 32, "model.lyrics_hidden": (128,), "model.attention_dim": 64}
+    },
+  )
   return config.lock()

@@ -54,8 +54,17 @@ def get_config(arg=None):
   config.train.patience = 0
   config.train.log_every_steps = 50
   config.train.image_every_epochs = 1
-  base.apply_preset(config, arg, {
-      "small": {"data.layout": "demo", "data.demo.clips_per_class": 20,
-                "train.batch_size": 16, "train.epochs": 3, "train.log_every_steps": 5},
-  })
+  base.apply_preset(
+    config,
+    arg,
+    {
+      "small": {
+        "data.layout": "demo",
+        "data.demo.clips_per_class": 20,
+        "train.batch_size": 16,
+        "train.epochs": 3,
+        "train.log_every_steps": 5,
+      }
+    },
+  )
   return config.lock()

@@ -49,9 +49,21 @@ def get_config(arg=None):
   config.train.clip_norm = 1.0
   config.train.batch_size = 32
   config.train.epochs = 100
-  base.apply_preset(config, arg, {
-      "small": {"data.layout": "demo", "data.n_mels": 64, "data.example_mode": "pad_crop",
-                "model.channels": (8, 16, 32, 64), "train.batch_size": 16, "train.epochs": 8,
-                "train.lr": 1e-3, "train.log_every_steps": 5, "train.image_every_epochs": 4},
-  })
+  base.apply_preset(
+    config,
+    arg,
+    {
+      "small": {
+        "data.layout": "demo",
+        "data.n_mels": 64,
+        "data.example_mode": "pad_crop",
+        "model.channels": (8, 16, 32, 64),
+        "train.batch_size": 16,
+        "train.epochs": 8,
+        "train.lr": 1e-3,
+        "train.log_every_steps": 5,
+        "train.image_every_epochs": 4,
+      }
+    },
+  )
   return config.lock()

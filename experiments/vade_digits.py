@@ -45,10 +45,18 @@ BATCH = 100
 def make_config(args) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = args.seed
-  c.model = ml_collections.ConfigDict(dict(
-      name="vade", hidden=tuple(args.hidden), latent_dim=args.latent_dim, dropout=0.0,
-      n_clusters=10, pretrain_epochs=args.pretrain_epochs, gmm_lr_scale=args.gmm_lr_scale,
-      output_activation="sigmoid"))
+  c.model = ml_collections.ConfigDict(
+    dict(
+      name="vade",
+      hidden=tuple(args.hidden),
+      latent_dim=args.latent_dim,
+      dropout=0.0,
+      n_clusters=10,
+      pretrain_epochs=args.pretrain_epochs,
+      gmm_lr_scale=args.gmm_lr_scale,
+      output_activation="sigmoid",
+    )
+  )
   c.objective = ml_collections.ConfigDict({"recon": "bce"})
   c.train = ml_collections.ConfigDict({"epochs": args.epochs, "lr": args.lr})
   return c
@@ -63,7 +71,7 @@ def epoch_batches(x: np.ndarray, rng: np.random.Generator):
   """Shuffled full batches; the remainder (97 images) changes from epoch to epoch."""
   order = rng.permutation(len(x))
   for i in range(len(x) // BATCH):
-    idx = order[i * BATCH:(i + 1) * BATCH]
+    idx = order[i * BATCH : (i + 1) * BATCH]
     yield {"x": jnp.asarray(x[idx]), "mask": jnp.ones((BATCH,), jnp.float32)}
 
 
@@ -73,11 +81,15 @@ def whole_set(x: np.ndarray) -> dict:
 
 def optimizer(config, params, steps_per_epoch: int) -> optax.GradientTransformation:
   """Adam with the paper's decay; the GMM gets `gmm_lr_scale` times the network's rate."""
+
   def adam(scale):
-    return optax.adam(optax.exponential_decay(config.train.lr * scale, 10 * steps_per_epoch,
-                                              0.9, staircase=True))
-  return optax.multi_transform({"net": adam(1.0), "gmm": adam(config.model.gmm_lr_scale)},
-                               vade.param_labels(params))
+    return optax.adam(
+      optax.exponential_decay(config.train.lr * scale, 10 * steps_per_epoch, 0.9, staircase=True)
+    )
+
+  return optax.multi_transform(
+    {"net": adam(1.0), "gmm": adam(config.model.gmm_lr_scale)}, vade.param_labels(params)
+  )
 
 
 def make_step(model, tx, objective, config):
@@ -87,22 +99,35 @@ def make_step(model, tx, objective, config):
     rngs = train.step_rngs(state.rng, state.step)
 
     def loss_fn(params):
-      outputs, model_state = model.apply({"params": params, **state.model_state}, batch,
-                                         train=True, rngs=rngs, mutable=list(state.model_state))
+      outputs, model_state = model.apply(
+        {"params": params, **state.model_state},
+        batch,
+        train=True,
+        rngs=rngs,
+        mutable=list(state.model_state),
+      )
       loss, _ = objective(outputs, batch, kl_weight=1.0, config=config)
       return loss, model_state
 
     (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                         model_state=model_state, opt_state=opt_state), loss
+    return state.replace(
+      step=state.step + 1,
+      params=optax.apply_updates(state.params, updates),
+      model_state=model_state,
+      opt_state=opt_state,
+    ), loss
 
   return jax.jit(step)
 
 
 def scores(model, state, x, y) -> dict[str, float]:
-  outputs = model.apply({"params": state.params, **state.model_state}, whole_set(x),
-                        train=False, rngs=train.step_rngs(state.rng, jnp.int32(-1)))
+  outputs = model.apply(
+    {"params": state.params, **state.model_state},
+    whole_set(x),
+    train=False,
+    rngs=train.step_rngs(state.rng, jnp.int32(-1)),
+  )
   return analysis.cluster_metrics(y, np.asarray(outputs["assignments"]))
 
 
@@ -114,8 +139,10 @@ def run_stage(model, state, step_fn, x, epochs, rng, log_every=0, report=None):
       losses.append(loss)
     if log_every and (epoch + 1) % log_every == 0:
       extra = report(state) if report else ""
-      print(f"  epoch {epoch + 1:4d}: loss {float(np.mean(jax.device_get(losses))):9.3f}{extra}",
-            flush=True)
+      print(
+        f"  epoch {epoch + 1:4d}: loss {float(np.mean(jax.device_get(losses))):9.3f}{extra}",
+        flush=True,
+      )
   return state
 
 
@@ -139,12 +166,16 @@ def main(argv=None) -> dict[str, float]:
   results = {"kmeans_pixels": analysis.cluster_metrics(y, raw)}
 
   model = vade.build_vade(config.model, DataSpec(x.shape[1:]))
-  variables = dict(train.init_variables(model, whole_set(x[:BATCH]),
-                                        jax.random.PRNGKey(args.seed)))
+  variables = dict(train.init_variables(model, whole_set(x[:BATCH]), jax.random.PRNGKey(args.seed)))
   params = variables.pop("params")
   tx = optimizer(config, params, spe)
-  state = train.TrainState(step=jnp.int32(0), params=params, model_state=variables,
-                           opt_state=tx.init(params), rng=jax.random.PRNGKey(args.seed + 1))
+  state = train.TrainState(
+    step=jnp.int32(0),
+    params=params,
+    model_state=variables,
+    opt_state=tx.init(params),
+    rng=jax.random.PRNGKey(args.seed + 1),
+  )
 
   t0 = time.time()
   pretrain = make_step(model, tx, vade_variant.pretrain_objective, config)
@@ -161,9 +192,11 @@ def main(argv=None) -> dict[str, float]:
   results["vade"] = scores(model, state, x, y)
   t2 = time.time()
 
-  for name, label in (("kmeans_pixels", "k-means on pixels"),
-                      ("ae_gmm", f"pretrained AE + GMM ({args.pretrain_epochs} epochs)"),
-                      ("vade", f"VaDE ({args.epochs} joint epochs)")):
+  for name, label in (
+    ("kmeans_pixels", "k-means on pixels"),
+    ("ae_gmm", f"pretrained AE + GMM ({args.pretrain_epochs} epochs)"),
+    ("vade", f"VaDE ({args.epochs} joint epochs)"),
+  ):
     r = results[name]
     print(f"{label:40s} acc {r['acc']:.4f}  nmi {r['nmi']:.4f}")
   print(f"seed {args.seed}; pretrain {t1 - t0:.0f} s, joint {t2 - t1:.0f} s")

@@ -67,5 +67,12 @@ class DivergedError(RunError):
 
 
 # What `jaxvae.main` (and the tools) report as one line, exit status 1.
-USER_ERRORS = (ConfigError, DataError, AudioError, MidiError, LyricsModelError, RunError,
-               FileNotFoundError)
+USER_ERRORS = (
+  ConfigError,
+  DataError,
+  AudioError,
+  MidiError,
+  LyricsModelError,
+  RunError,
+  FileNotFoundError,
+)

@@ -16,21 +16,21 @@ import signal
 
 # name -> what has happened when the process passes it.
 POINTS = {
-    "run_file": "the run file's new content is written to its temporary name, not yet renamed",
-    "train.step": "a train step was dispatched (mid-epoch, between checkpoints)",
-    "metrics.line": "half of a metrics.jsonl line is written and flushed",
-    "epoch.logged": "an epoch's record is in metrics.jsonl and TensorBoard; no checkpoint yet",
-    "checkpoint.best": "the epoch's best checkpoint has landed; the latest one has not",
-    "checkpoint.latest": "a latest checkpoint (mid-epoch or end of epoch) has landed",
-    "report.written": "the first picture of a periodic report is written, the rest is not",
-    "finish": "training is done; the end-of-run curves and hparams are being written",
-    "demo.clip": "a demo-corpus clip is written to the corpus' temporary folder",
-    "store.chunk": "a chunk of features is written to a feature store's temporary folder",
-    "store.commit": "a feature store is complete in its temporary folder, not yet published",
-    "tokens.commit": "a token store is complete in its temporary folder, not yet published",
-    "chorales.commit": "the chorale corpus is converted in its temporary folder, not published",
-    "lyrics.commit": "a lyrics store's embeddings are renamed into place, its clips.json not",
-    "tune.trial": "a tuning trial reported an epoch to the study",
+  "run_file": "the run file's new content is written to its temporary name, not yet renamed",
+  "train.step": "a train step was dispatched (mid-epoch, between checkpoints)",
+  "metrics.line": "half of a metrics.jsonl line is written and flushed",
+  "epoch.logged": "an epoch's record is in metrics.jsonl and TensorBoard; no checkpoint yet",
+  "checkpoint.best": "the epoch's best checkpoint has landed; the latest one has not",
+  "checkpoint.latest": "a latest checkpoint (mid-epoch or end of epoch) has landed",
+  "report.written": "the first picture of a periodic report is written, the rest is not",
+  "finish": "training is done; the end-of-run curves and hparams are being written",
+  "demo.clip": "a demo-corpus clip is written to the corpus' temporary folder",
+  "store.chunk": "a chunk of features is written to a feature store's temporary folder",
+  "store.commit": "a feature store is complete in its temporary folder, not yet published",
+  "tokens.commit": "a token store is complete in its temporary folder, not yet published",
+  "chorales.commit": "the chorale corpus is converted in its temporary folder, not published",
+  "lyrics.commit": "a lyrics store's embeddings are renamed into place, its clips.json not",
+  "tune.trial": "a tuning trial reported an epoch to the study",
 }
 
 ENV = "JAXVAE_FAULT"
@@ -41,8 +41,9 @@ def _parse(value: str | None) -> tuple[str, int] | None:
     return None
   name, _, count = value.rpartition(":")
   if name not in POINTS or not count.isdigit() or int(count) < 1:
-    raise ValueError(f"{ENV}={value!r}: expected <point>:<n> with n >= 1 and point one of "
-                     f"{', '.join(POINTS)}")
+    raise ValueError(
+      f"{ENV}={value!r}: expected <point>:<n> with n >= 1 and point one of {', '.join(POINTS)}"
+    )
   return name, int(count)
 
 

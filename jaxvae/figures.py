@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+import numpy as np
 
 from jaxvae import workdir as workdir_lib
 

@@ -32,35 +32,48 @@ from jaxvae.variants import registry
 # Every mode is `run(config, workdir, args) -> exit status`; `args` are the parsed flags plus
 # `args.overrides` ({'a.b': 'value'} from --config.a.b=value).
 MODES = {
-    "train": train.run,
-    "eval": evaluate.run,
-    "analyze": analyze.run,
-    "generate": generate.run,
-    "tune": tune.run,
-    "summary": summary.run,
-    "preprocess": preprocess.run,
-    "validate": validate.run,
+  "train": train.run,
+  "eval": evaluate.run,
+  "analyze": analyze.run,
+  "generate": generate.run,
+  "tune": tune.run,
+  "summary": summary.run,
+  "preprocess": preprocess.run,
+  "validate": validate.run,
 }
 WRITES = ("train", "tune")  # modes that hold the workdir's lock (one writer per workdir)
 READS_CHECKPOINT = ("eval", "generate", "analyze")
 
 
 def parse_args(argv: list[str]):
-  parser = argparse.ArgumentParser(prog="python -m jaxvae.main", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    prog="python -m jaxvae.main",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   parser.add_argument("--config", required=True, help="configs/<name>.py[:preset]")
   parser.add_argument("--workdir", required=True, help="run directory (the only state)")
   parser.add_argument("--mode", default="train", choices=tuple(MODES))
-  parser.add_argument("--clear", action="store_true",
-                      help="delete this workdir's run outputs first (no question asked)")
+  parser.add_argument(
+    "--clear",
+    action="store_true",
+    help="delete this workdir's run outputs first (no question asked)",
+  )
   parser.add_argument("--no_progress", action="store_true", help="no progress bars")
-  parser.add_argument("--condition", default=None,
-                      help="generate: the label value to condition on (e.g. --condition=rock)")
+  parser.add_argument(
+    "--condition",
+    default=None,
+    help="generate: the label value to condition on (e.g. --condition=rock)",
+  )
   parser.add_argument("--num_samples", type=int, default=4, help="generate: how many")
   parser.add_argument("--seed", type=int, default=0, help="generate: sampling seed")
-  parser.add_argument("--interpolate", default=None, metavar="A.mid,B.mid",
-                      help="generate (MIDI, stage 2 or 3): decode generate.interpolation_steps "
-                           "latents from the first window of A to that of B -> interp_XX.mid")
+  parser.add_argument(
+    "--interpolate",
+    default=None,
+    metavar="A.mid,B.mid",
+    help="generate (MIDI, stage 2 or 3): decode generate.interpolation_steps "
+    "latents from the first window of A to that of B -> interp_XX.mid",
+  )
   args, rest = parser.parse_known_args(argv)
   if args.interpolate is not None and args.mode != "generate":
     parser.error("--interpolate is an option of --mode=generate")
@@ -106,9 +119,10 @@ def _run_mode(args, config) -> int:
       clear.clear(args.workdir)
     if args.mode in READS_CHECKPOINT and not checkpoint.saved_steps(args.workdir):
       raise errors.CheckpointError(
-          f"workdir '{args.workdir}' has no checkpoint (nothing in checkpoints/ or best/); "
-          f"train it first: python -m jaxvae.main --config={args.config} "
-          f"--workdir={args.workdir}")
+        f"workdir '{args.workdir}' has no checkpoint (nothing in checkpoints/ or best/); "
+        f"train it first: python -m jaxvae.main --config={args.config} "
+        f"--workdir={args.workdir}"
+      )
     return MODES[args.mode](config, args.workdir, args)
 
 

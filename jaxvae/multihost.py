@@ -11,8 +11,8 @@ import logging
 import os
 
 import jax
-import numpy as np
 from jax.experimental import multihost_utils
+import numpy as np
 
 
 def to_host(tree):
@@ -34,8 +34,13 @@ def initialize_distributed() -> None:
     if os.environ.get(env):
       kwargs[arg] = int(os.environ[env])
   jax.distributed.initialize(**kwargs)
-  logging.info("Process %d of %d; %d local / %d global devices", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
+  logging.info(
+    "Process %d of %d; %d local / %d global devices",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
 
 
 def is_main_process() -> bool:

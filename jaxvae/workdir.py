@@ -33,6 +33,7 @@ LOCK_NAME = "jaxvae.lock"
 # Atomic files
 # ---------------------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def atomic_path(path: str, fault: str | None = None):
   """Yields a temporary path beside `path` (same extension); renames it over `path` when the
@@ -55,8 +56,10 @@ def atomic_path(path: str, fault: str | None = None):
 
 def write_text(path: str, text: str, fault: str | None = None) -> None:
   # backslashreplace: a file name that is not valid UTF-8 is written escaped, not a crash.
-  with atomic_path(path, fault) as tmp, open(tmp, "w", encoding="utf-8",
-                                             errors="backslashreplace") as f:
+  with (
+    atomic_path(path, fault) as tmp,
+    open(tmp, "w", encoding="utf-8", errors="backslashreplace") as f,
+  ):
     f.write(text)
 
 
@@ -88,7 +91,7 @@ def remove_stale_tmp(path: str) -> None:
     return
   prefix = f"{name}.tmp.{socket.gethostname()}."
   for entry in os.listdir(parent):
-    pid = entry[len(prefix):]
+    pid = entry[len(prefix) :]
     if entry.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
       logging.info("Removing %s, left by an interrupted build", os.path.join(parent, entry))
       shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
@@ -122,6 +125,7 @@ def _alive(pid: int) -> bool:
 # One writer per workdir
 # ---------------------------------------------------------------------------------------------
 
+
 def _holder(fd: int) -> dict:
   os.lseek(fd, 0, os.SEEK_SET)
   text = os.read(fd, 4096).decode("utf-8", "replace")
@@ -147,7 +151,7 @@ class Lock:
     name = LOCK_NAME if process_index == 0 else f"{LOCK_NAME}.{process_index}"
     self.path = os.path.join(os.path.abspath(workdir), name)
 
-  def acquire(self) -> "Lock":
+  def acquire(self) -> Lock:
     if self.path in _HELD:
       _HELD[self.path][1] += 1
       return self
@@ -156,25 +160,40 @@ class Lock:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
       if not isinstance(e, BlockingIOError):  # ENOLCK, EOPNOTSUPP: a file system without flock
-        logging.warning("Cannot lock %s (%s): this file system has no flock, so a second "
-                        "writer in this workdir is not detected", self.path, e.strerror or e)
+        logging.warning(
+          "Cannot lock %s (%s): this file system has no flock, so a second "
+          "writer in this workdir is not detected",
+          self.path,
+          e.strerror or e,
+        )
         os.close(fd)
         _HELD[self.path] = [None, 1]
         return self
       holder = _holder(fd)
       os.close(fd)
-      who = (f"process {holder.get('pid', '?')} on host {holder.get('host', '?')} (running "
-             f"since {holder.get('started', '?')})" if holder else "another process")
+      who = (
+        f"process {holder.get('pid', '?')} on host {holder.get('host', '?')} (running "
+        f"since {holder.get('started', '?')})"
+        if holder
+        else "another process"
+      )
       raise errors.WorkdirBusyError(
-          f"workdir '{os.path.dirname(self.path)}' is in use by {who}; wait for it to end or "
-          "use another --workdir") from None
+        f"workdir '{os.path.dirname(self.path)}' is in use by {who}; wait for it to end or "
+        "use another --workdir"
+      ) from None
     previous = _holder(fd)
     if previous:
-      logging.warning("Taking over %s: its holder (process %s on host %s) is gone without "
-                      "releasing it (killed?)", self.path, previous.get("pid"),
-                      previous.get("host"))
-    record = {"pid": os.getpid(), "host": socket.gethostname(),
-              "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+      logging.warning(
+        "Taking over %s: its holder (process %s on host %s) is gone without releasing it (killed?)",
+        self.path,
+        previous.get("pid"),
+        previous.get("host"),
+      )
+    record = {
+      "pid": os.getpid(),
+      "host": socket.gethostname(),
+      "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(record).encode(), 0)
     os.fsync(fd)
@@ -213,14 +232,17 @@ def ensure_writable(workdir: str) -> str:
       f.write("ok")
     os.remove(probe)
   except OSError as e:
-    raise errors.WorkdirError(f"--workdir '{workdir}' cannot be created or written "
-                              f"({e.strerror or e}); expected a writable folder") from None
+    raise errors.WorkdirError(
+      f"--workdir '{workdir}' cannot be created or written "
+      f"({e.strerror or e}); expected a writable folder"
+    ) from None
   return path
 
 
 # ---------------------------------------------------------------------------------------------
 # metrics.jsonl on resume
 # ---------------------------------------------------------------------------------------------
+
 
 def repair_metrics(path: str, last_step: int) -> int:
   """Keeps the complete rows of `path` with step <= `last_step`; returns how many it dropped.
@@ -243,6 +265,7 @@ def repair_metrics(path: str, last_step: int) -> int:
         dropped += 1
   if dropped:
     write_text(path, "".join(kept))
-    logging.info("metrics.jsonl: dropped %d rows written after step %d (they are redone)",
-                 dropped, last_step)
+    logging.info(
+      "metrics.jsonl: dropped %d rows written after step %d (they are redone)", dropped, last_step
+    )
   return dropped

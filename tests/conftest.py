@@ -8,8 +8,9 @@ import os
 # The suite's time is mostly XLA compiling tiny steps; LLVM's backend optimizations change how
 # fast the code runs, not what it computes, and without them the suite compiles about 30 %
 # faster (tests/test_configs.py: 58 s -> 40 s). Benchmarks (tools/benchmark.py) use defaults.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4 "
-                      "--xla_backend_optimization_level=0")
+os.environ.setdefault(
+  "XLA_FLAGS", "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0"
+)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One persistent XLA compilation cache for the session and the CLI subprocesses it starts:
 # many tests compile the same tiny steps (same config, same shapes) in fresh jit objects or
@@ -18,6 +19,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   import atexit
   import shutil
   import tempfile
+
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxvae_xla_cache_")
   atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
@@ -28,10 +30,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A conv VAE on a 24-clip demo corpus of 1 s clips at 32 mels: seconds per run on 2 cores.
 TINY = {
-    "data.seconds": "1.0", "data.n_mels": "32", "data.n_fft": "512", "data.hop_length": "256",
-    "data.demo.clips_per_class": "2", "data.val_fraction": "0.25", "train.batch_size": "8",
-    "train.epochs": "2", "train.log_every_steps": "1", "train.image_every_epochs": "1",
-    "model.latent_dim": "8", "model.channels": "(4, 8, 8)", "kl.epochs": "1.0", "eval.plots": "tsne", "train.report_tsne": "True",
+  "data.seconds": "1.0",
+  "data.n_mels": "32",
+  "data.n_fft": "512",
+  "data.hop_length": "256",
+  "data.demo.clips_per_class": "2",
+  "data.val_fraction": "0.25",
+  "train.batch_size": "8",
+  "train.epochs": "2",
+  "train.log_every_steps": "1",
+  "train.image_every_epochs": "1",
+  "model.latent_dim": "8",
+  "model.channels": "(4, 8, 8)",
+  "kl.epochs": "1.0",
+  "eval.plots": "tsne",
+  "train.report_tsne": "True",
 }
 
 
@@ -50,6 +63,7 @@ def tiny_overrides(cache_dir):
 
 def load_config(name: str, overrides: dict, **more):
   from jaxvae.variants import registry
+
   return registry.load_config(os.path.join(ROOT, "configs", name), {**overrides, **more})
 
 
@@ -68,9 +82,11 @@ def short_overrides(tiny_overrides):
 def short_run(tmp_path_factory, short_overrides):
   """An uninterrupted short run's workdir (also fills the compile cache for the others)."""
   from jaxvae import main as main_lib
+
   workdir = str(tmp_path_factory.mktemp("short_run"))
   args = ["--config=configs/conv_vae.py:small", f"--workdir={workdir}", "--no_progress"] + [
-      f"--config.{k}={v}" for k, v in short_overrides.items()]
+    f"--config.{k}={v}" for k, v in short_overrides.items()
+  ]
   cwd = os.getcwd()
   os.chdir(ROOT)
   try:

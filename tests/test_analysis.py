@@ -7,14 +7,13 @@ import logging
 import os
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
 from jaxvae import figures
 from jaxvae.evaluators import clustering as analysis
 from jaxvae.evaluators import plots
 from jaxvae.training import writer
-
 
 # ----------------------------------------------------------------------------------------------
 # cluster_metrics
@@ -146,8 +145,9 @@ def test_evaluate_latents_separated_blobs_vs_noise():
   assert res["language"]["nmi"] < 0.2
 
   noise = rng.normal(size=(120, 8))
-  res = analysis.evaluate_latents(noise, {"genre": rng.integers(0, 4, 120)},
-                                  {"genre": list("abcd")})
+  res = analysis.evaluate_latents(
+    noise, {"genre": rng.integers(0, 4, 120)}, {"genre": list("abcd")}
+  )
   assert res["genre"]["nmi"] < 0.2 and res["genre"]["gmm"]["nmi"] < 0.2
   assert "own" not in res["genre"]
 
@@ -164,9 +164,10 @@ def test_pca_kmeans_baseline_on_spectrogram_like_features():
   # Each class lights up a different band of a [16, 10] "spectrogram"; the rest is noise.
   specs = rng.normal(0, 1, (len(y), 16, 10)).astype(np.float32)
   for c in range(3):
-    specs[y == c, 5 * c:5 * c + 5, :] += 4.0
-  res = analysis.pca_kmeans_baseline(specs, {"genre": y}, {"genre": ["a", "b", "c"]},
-                                     n_components=64)  # > N-1: must be clipped
+    specs[y == c, 5 * c : 5 * c + 5, :] += 4.0
+  res = analysis.pca_kmeans_baseline(
+    specs, {"genre": y}, {"genre": ["a", "b", "c"]}, n_components=64
+  )  # > N-1: must be clipped
   assert res["genre"]["nmi"] > 0.9
   noise = rng.normal(0, 1, specs.shape)
   res = analysis.pca_kmeans_baseline(noise, {"genre": y}, {"genre": ["a", "b", "c"]})
@@ -222,8 +223,9 @@ def test_plot_embedding_2d_umap_falls_back_with_a_log_line(tmp_path, monkeypatch
   monkeypatch.setattr(builtins, "__import__", no_umap)
   x, y = _blobs(n_per=8, k=2, dim=4)
   with caplog.at_level(logging.WARNING, logger="jaxvae.evaluators.clustering"):
-    path = plots.plot_embedding_2d(x, {"g": y}, {"g": ["a", "b"]}, str(tmp_path / "u.png"),
-                                      method="umap")
+    path = plots.plot_embedding_2d(
+      x, {"g": y}, {"g": ["a", "b"]}, str(tmp_path / "u.png"), method="umap"
+    )
   _assert_png(path)
   assert "umap-learn is not installed" in caplog.text
 
@@ -231,15 +233,14 @@ def test_plot_embedding_2d_umap_falls_back_with_a_log_line(tmp_path, monkeypatch
 def test_plot_embedding_2d_rejects_unknown_method(tmp_path):
   x, y = _blobs(n_per=5, k=2, dim=4)
   with pytest.raises(ValueError, match="tsne"):
-    plots.plot_embedding_2d(x, {"g": y}, {"g": ["a", "b"]}, str(tmp_path / "x.png"),
-                               method="pca")
+    plots.plot_embedding_2d(x, {"g": y}, {"g": ["a", "b"]}, str(tmp_path / "x.png"), method="pca")
 
 
 def test_metric_series_groups_train_and_val_and_skips_missing():
   history = [
-      {"epoch": 1, "train/loss": 3.0, "val/loss": 3.5, "train/kl": 0.1, "note": "warmup"},
-      {"epoch": 2, "train/loss": 2.0, "train/kl": 0.2},  # no val this epoch
-      {"epoch": 3, "train/loss": 1.0, "val/loss": 1.5},  # no kl
+    {"epoch": 1, "train/loss": 3.0, "val/loss": 3.5, "train/kl": 0.1, "note": "warmup"},
+    {"epoch": 2, "train/loss": 2.0, "train/kl": 0.2},  # no val this epoch
+    {"epoch": 3, "train/loss": 1.0, "val/loss": 1.5},  # no kl
   ]
   series = writer._metric_series(history)
   assert set(series) == {"loss", "kl"}  # the string "note" is not a curve
@@ -249,14 +250,21 @@ def test_metric_series_groups_train_and_val_and_skips_missing():
 
 
 def test_plot_training_curves(tmp_path, caplog):
-  history = [{"epoch": e, "train/loss": 1.0 / e, "val/loss": 1.2 / e, "train/recon": 0.8 / e,
-              "train/kl": 0.1 * e} for e in range(1, 6)]
+  history = [
+    {
+      "epoch": e,
+      "train/loss": 1.0 / e,
+      "val/loss": 1.2 / e,
+      "train/recon": 0.8 / e,
+      "train/kl": 0.1 * e,
+    }
+    for e in range(1, 6)
+  ]
   history[2].pop("val/loss")
   path = writer.plot_training_curves(history, str(tmp_path / "curves.png"))
   _assert_png(path)
   with caplog.at_level(logging.WARNING, logger="jaxvae.evaluators.clustering"):
-    a = writer.plot_training_curves(history, None, keys=["train/loss", "nope"],
-                                      return_array=True)
+    a = writer.plot_training_curves(history, None, keys=["train/loss", "nope"], return_array=True)
   _assert_rgb(a)
   assert "nope" in caplog.text
   # Nothing to plot still gives an image rather than an exception mid-eval.
@@ -267,11 +275,17 @@ def test_plot_spectrogram_grid_and_row(tmp_path):
   rng = np.random.default_rng(0)
   originals = rng.normal(size=(10, 16, 24)).astype(np.float32)
   recons = originals + 0.1
-  path = plots.plot_spectrogram_grid(originals, recons, str(tmp_path / "grid.png"),
-                                        titles=[f"item {i}" for i in range(10)], max_items=4)
+  path = plots.plot_spectrogram_grid(
+    originals,
+    recons,
+    str(tmp_path / "grid.png"),
+    titles=[f"item {i}" for i in range(10)],
+    max_items=4,
+  )
   _assert_png(path)
-  a = plots.plot_spectrogram_grid(originals[:, None], recons[:, None], None,
-                                     return_array=True)  # a channel axis is accepted
+  a = plots.plot_spectrogram_grid(
+    originals[:, None], recons[:, None], None, return_array=True
+  )  # a channel axis is accepted
   _assert_rgb(a)
   with pytest.raises(ValueError, match="differ"):
     plots.plot_spectrogram_grid(originals, recons[:, :8], None, return_array=True)
@@ -317,9 +331,12 @@ def _projector_files(logdir):
 def test_write_projector_two_label_columns(tmp_path):
   x, y = _blobs(n_per=4, k=2, dim=5)
   lang = np.where(np.arange(len(y)) % 3 == 0, -1, 1)
-  logdir = plots.write_projector(x, {"genre": y, "language": lang},
-                                    {"genre": ["rock", "hip\thop"], "language": ["en", "es"]},
-                                    str(tmp_path / "proj"))
+  logdir = plots.write_projector(
+    x,
+    {"genre": y, "language": lang},
+    {"genre": ["rock", "hip\thop"], "language": ["en", "es"]},
+    str(tmp_path / "proj"),
+  )
   files = _projector_files(logdir)
   assert {"tensors.tsv", "metadata.tsv", "projector_config.pbtxt"} <= set(files)
   tensors = np.loadtxt(files["tensors.tsv"], delimiter="\t")
@@ -327,26 +344,31 @@ def test_write_projector_two_label_columns(tmp_path):
   rows = open(files["metadata.tsv"], encoding="utf8").read().splitlines()
   assert rows[0] == "genre\tlanguage"
   assert len(rows) == len(y) + 1
-  expected = [f"{['rock', 'hip hop'][g]}\t{'unknown' if l < 0 else ['en', 'es'][l]}"
-              for g, l in zip(y, lang)]
+  expected = [
+    f"{['rock', 'hip hop'][g]}\t{'unknown' if k < 0 else ['en', 'es'][k]}" for g, k in zip(y, lang)
+  ]
   assert rows[1:] == expected
 
 
 def test_write_projector_single_column_has_no_header(tmp_path):
   x, y = _blobs(n_per=3, k=2, dim=3)
-  files = _projector_files(plots.write_projector(
-      x, {"genre": y}, {"genre": ["a", "b"]}, str(tmp_path)))
+  files = _projector_files(
+    plots.write_projector(x, {"genre": y}, {"genre": ["a", "b"]}, str(tmp_path))
+  )
   rows = open(files["metadata.tsv"], encoding="utf8").read().splitlines()
   assert rows == [["a", "b"][i] for i in y]
 
 
-@pytest.mark.skipif(not os.environ.get("JAXVAE_SLOW_TESTS"),
-                    reason="UMAP's numba compile takes ~15-30 s; set JAXVAE_SLOW_TESTS=1")
+@pytest.mark.skipif(
+  not os.environ.get("JAXVAE_SLOW_TESTS"),
+  reason="UMAP's numba compile takes ~15-30 s; set JAXVAE_SLOW_TESTS=1",
+)
 def test_plot_embedding_2d_real_umap(tmp_path, caplog):
   pytest.importorskip("umap")
   x, y = _blobs(n_per=20, k=3, dim=8)
   with caplog.at_level(logging.WARNING, logger="jaxvae.evaluators.clustering"):
-    path = plots.plot_embedding_2d(x, {"g": y}, {"g": ["a", "b", "c"]},
-                                      str(tmp_path / "umap.png"), method="umap")
+    path = plots.plot_embedding_2d(
+      x, {"g": y}, {"g": ["a", "b", "c"]}, str(tmp_path / "umap.png"), method="umap"
+    )
   _assert_png(path)
   assert "not installed" not in caplog.text

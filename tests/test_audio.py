@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 
 from jaxvae.audio import decode as audio
-from jaxvae.errors import AudioError
 from jaxvae.data.readers import Item
+from jaxvae.errors import AudioError
 
 
 def _sine(freq, sr, seconds, amp=0.5):
@@ -56,6 +56,7 @@ def _bad_files(tmp_path):
 # load_audio
 # ----------------------------------------------------------------------------------------------
 
+
 def test_resample_keeps_frequency(tmp_path):
   path = _wav(tmp_path / "a.wav", _sine(1000, 44100, 1.0), 44100)
   y = audio.load_audio(path, 22050)
@@ -94,8 +95,9 @@ def test_flac_and_int_pcm(tmp_path):
     np.testing.assert_allclose(audio.load_audio(path, 22050), y, atol=1e-4)
 
 
-@pytest.mark.parametrize("ext,fmt,subtype", [("ogg", "OGG", "VORBIS"),
-                                             ("mp3", "MP3", "MPEG_LAYER_III")])
+@pytest.mark.parametrize(
+  "ext,fmt,subtype", [("ogg", "OGG", "VORBIS"), ("mp3", "MP3", "MPEG_LAYER_III")]
+)
 def test_compressed_formats(tmp_path, ext, fmt, subtype):
   path = str(tmp_path / f"a.{ext}")
   try:
@@ -118,8 +120,12 @@ def test_load_audio_reasons(tmp_path):
 def test_audio_error_survives_worker_processes():
   # copy goes through __reduce__, as multiprocessing does when a worker re-raises.
   e = copy.deepcopy(AudioError("silent", "/x.wav", "detail"))
-  assert (e.reason, e.path, e.detail, str(e)) == ("silent", "/x.wav", "detail",
-                                                  "'/x.wav': silent (detail)")
+  assert (e.reason, e.path, e.detail, str(e)) == (
+    "silent",
+    "/x.wav",
+    "detail",
+    "'/x.wav': silent (detail)",
+  )
 
 
 def test_too_short(tmp_path):
@@ -146,6 +152,7 @@ def test_check_audio():
 # fix_length / segment
 # ----------------------------------------------------------------------------------------------
 
+
 def test_fix_length():
   y = np.arange(1, 6, dtype=np.float32)
   np.testing.assert_array_equal(audio.fix_length(y, 3), [1, 2, 3])
@@ -154,14 +161,17 @@ def test_fix_length():
   assert audio.fix_length(np.ones((2, 5)), 8).shape == (2, 8)
 
 
-@pytest.mark.parametrize("length,n,hop,starts,last_real", [
-    (25, 10, 10, [0, 10, 20], 5),     # 2 full + a half-full last one (kept)
-    (24, 10, 10, [0, 10], 10),        # the 4-sample tail is < half: dropped
+@pytest.mark.parametrize(
+  "length,n,hop,starts,last_real",
+  [
+    (25, 10, 10, [0, 10, 20], 5),  # 2 full + a half-full last one (kept)
+    (24, 10, 10, [0, 10], 10),  # the 4-sample tail is < half: dropped
     (25, 10, 5, [0, 5, 10, 15], 10),  # overlapping; the last window ends exactly at 25
     (27, 10, 5, [0, 5, 10, 15, 20], 7),
-    (6, 10, 10, [0], 6),              # shorter than one window but >= half
-    (4, 10, 10, [], 0),               # too short for anything
-])
+    (6, 10, 10, [0], 6),  # shorter than one window but >= half
+    (4, 10, 10, [], 0),  # too short for anything
+  ],
+)
 def test_segment(length, n, hop, starts, last_real):
   y = np.arange(1, length + 1, dtype=np.float32)
   segs = audio.segment(y, n, hop)
@@ -183,6 +193,7 @@ def test_segment_min_fraction_and_bad_args():
 # load_examples
 # ----------------------------------------------------------------------------------------------
 
+
 def test_load_examples_modes(tmp_path):
   path = _wav(tmp_path / "a.wav", _sine(440, 44100, 2.5), 44100)
   item = Item(clip_id="a.wav", path=path)
@@ -200,8 +211,7 @@ def test_load_examples_modes(tmp_path):
 
 def test_load_examples_segment_too_short(tmp_path):
   path = _wav(tmp_path / "a.wav", _sine(440, 8000, 0.4), 8000)
-  segs, reason = audio.load_examples(path, sr=8000, mode="segment", seconds=1.0,
-                                     on_error="skip")
+  segs, reason = audio.load_examples(path, sr=8000, mode="segment", seconds=1.0, on_error="skip")
   assert (segs, reason) == ([], "too_short")
 
 
@@ -230,14 +240,21 @@ def test_load_examples_bad_arguments(tmp_path):
 # validate_items
 # ----------------------------------------------------------------------------------------------
 
+
 def test_validate_items(tmp_path):
   items = [
-      Item("a.wav", _wav(tmp_path / "a.wav", _sine(440, 22050, 1.0), 22050),
-           {"genre": "jazz"}, "train"),
-      Item("b.wav", _wav(tmp_path / "b.wav", _sine(440, 22050, 3.0), 22050),
-           {"genre": "jazz", "language": "en"}, "train"),
-      Item("c.flac", _wav(tmp_path / "c.flac", _sine(440, 44100, 2.0), 44100),
-           {"genre": "rock"}, "test"),
+    Item(
+      "a.wav", _wav(tmp_path / "a.wav", _sine(440, 22050, 1.0), 22050), {"genre": "jazz"}, "train"
+    ),
+    Item(
+      "b.wav",
+      _wav(tmp_path / "b.wav", _sine(440, 22050, 3.0), 22050),
+      {"genre": "jazz", "language": "en"},
+      "train",
+    ),
+    Item(
+      "c.flac", _wav(tmp_path / "c.flac", _sine(440, 44100, 2.0), 44100), {"genre": "rock"}, "test"
+    ),
   ]
   bad = _bad_files(tmp_path)
   items += [Item(os.path.basename(p), p, {"genre": "pop"}) for p in bad]

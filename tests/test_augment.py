@@ -40,6 +40,7 @@ def _only(name):
 # Waveforms
 # ----------------------------------------------------------------------------------------------
 
+
 def test_all_off_is_the_identity_and_keeps_length_and_dtype():
   y = _music()
   out = augment.augment_waveform(y.astype(np.float64), SR, np.random.default_rng(0), **OFF)
@@ -90,20 +91,21 @@ def test_random_pitch_shift_moves_the_peak_by_the_drawn_amount():
 def test_time_stretch_changes_tempo_not_length():
   # Clicks every 0.25 s: a faster rate brings the second click earlier.
   y = np.zeros(SR, np.float32)
-  y[::SR // 4] = 0.5
+  y[:: SR // 4] = 0.5
   fast = augment.time_stretch(y, 1.25)
   assert fast.shape == y.shape
-  onset = lambda z: np.argmax(np.abs(z[SR // 8:]) > 0.1 * np.abs(z).max()) + SR // 8
+  onset = lambda z: np.argmax(np.abs(z[SR // 8 :]) > 0.1 * np.abs(z).max()) + SR // 8
   assert onset(fast) < 0.9 * onset(y)
 
 
 def test_noise_snr_is_within_the_range():
   y = _music()
   for seed in range(10):
-    out = augment.augment_waveform(y, SR, np.random.default_rng(seed), **_only("p_noise"),
-                                   noise_snr_db=(10.0, 20.0))
+    out = augment.augment_waveform(
+      y, SR, np.random.default_rng(seed), **_only("p_noise"), noise_snr_db=(10.0, 20.0)
+    )
     noise = out.astype(np.float64) - y
-    snr = 10 * np.log10(np.mean(np.square(y, dtype=np.float64)) / np.mean(noise ** 2))
+    snr = 10 * np.log10(np.mean(np.square(y, dtype=np.float64)) / np.mean(noise**2))
     assert 10.0 - 0.2 < snr < 20.0 + 0.2
 
 
@@ -111,8 +113,9 @@ def test_gain_is_within_the_db_range():
   y = _music()
   gains = []
   for seed in range(10):
-    out = augment.augment_waveform(y, SR, np.random.default_rng(seed), **_only("p_gain"),
-                                   gain_db=(-6.0, 6.0))
+    out = augment.augment_waveform(
+      y, SR, np.random.default_rng(seed), **_only("p_gain"), gain_db=(-6.0, 6.0)
+    )
     db = 20 * np.log10(np.abs(out).max() / np.abs(y).max())
     np.testing.assert_allclose(out, y * 10 ** (db / 20), atol=1e-5)  # a pure level change
     gains.append(db)
@@ -122,8 +125,9 @@ def test_gain_is_within_the_db_range():
 
 def test_loud_results_are_scaled_not_clipped():
   y = _sine(amp=0.9)
-  out = augment.augment_waveform(y, SR, np.random.default_rng(0), **_only("p_gain"),
-                                 gain_db=(12.0, 12.0))
+  out = augment.augment_waveform(
+    y, SR, np.random.default_rng(0), **_only("p_gain"), gain_db=(12.0, 12.0)
+  )
   assert np.abs(out).max() <= augment.PEAK + 1e-6
   np.testing.assert_allclose(out / np.abs(out).max(), y / np.abs(y).max(), atol=1e-5)
 
@@ -136,9 +140,22 @@ def test_bad_arguments():
 
 
 def test_config_section_to_kwargs():
-  config = ml_collections.ConfigDict({"data": {"augment": {
-      "p_pitch": 1.0, "max_semitones": 1.0, "p_stretch": 0.0, "max_stretch": 0.1,
-      "p_noise": 0.0, "noise_snr_db": (20.0, 40.0), "p_gain": 0.0, "gain_db": (-6.0, 6.0)}}})
+  config = ml_collections.ConfigDict(
+    {
+      "data": {
+        "augment": {
+          "p_pitch": 1.0,
+          "max_semitones": 1.0,
+          "p_stretch": 0.0,
+          "max_stretch": 0.1,
+          "p_noise": 0.0,
+          "noise_snr_db": (20.0, 40.0),
+          "p_gain": 0.0,
+          "gain_db": (-6.0, 6.0),
+        }
+      }
+    }
+  )
   kwargs = augment.waveform_kwargs(config)
   assert kwargs == augment.waveform_kwargs(config.data.augment)
   assert kwargs["p_pitch"] == 1.0 and kwargs["noise_snr_db"] == (20.0, 40.0)
@@ -150,8 +167,10 @@ def test_config_section_to_kwargs():
 
 # Jitted once per static setting: eager op-by-op dispatch compiles every primitive separately
 # and would dominate this file's run time.
-_mask = jax.jit(augment.spec_mask, static_argnames=(
-    "time_masks", "time_width", "freq_masks", "freq_width", "value"))
+_mask = jax.jit(
+  augment.spec_mask,
+  static_argnames=("time_masks", "time_width", "freq_masks", "freq_width", "value"),
+)
 
 
 def _batch(b=16, f=32, t=50):
@@ -178,8 +197,9 @@ def test_time_masks_are_whole_frames_within_the_width_bound_filled_with_the_mean
   assert 2.0 < per_example.mean() < 8.0
   means = np.asarray(x).mean(axis=(1, 2))
   rows, bins, frames_hit = np.nonzero(changed)
-  np.testing.assert_allclose(np.asarray(out)[rows, bins, frames_hit], means[rows], rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(out)[rows, bins, frames_hit], means[rows], rtol=1e-5, atol=1e-5
+  )
 
 
 def test_freq_masks_are_whole_bins_and_examples_differ():
@@ -214,23 +234,29 @@ def test_jitted_matches_eager_and_is_deterministic_per_key():
 def test_maybe_spec_mask_follows_the_config_and_returns_a_new_dict():
   section = dict(spec_mask=True, time_masks=1, time_width=0.2, freq_masks=1, freq_width=0.2)
   batch = {"x": _batch(), "mask": jnp.ones(16)}
-  on = augment.maybe_spec_mask(jax.random.key(0), batch,
-                               ml_collections.ConfigDict({"data": {"augment": section}}))
+  on = augment.maybe_spec_mask(
+    jax.random.key(0), batch, ml_collections.ConfigDict({"data": {"augment": section}})
+  )
   assert on is not batch and on["mask"] is batch["mask"]
   assert np.any(np.asarray(on["x"]) != np.asarray(batch["x"]))
-  off = augment.maybe_spec_mask(jax.random.key(0), batch,
-                                ml_collections.ConfigDict(dict(section, spec_mask=False)))
+  off = augment.maybe_spec_mask(
+    jax.random.key(0), batch, ml_collections.ConfigDict(dict(section, spec_mask=False))
+  )
   assert off is not batch and off["x"] is batch["x"]
-  step = jax.jit(lambda key, b: augment.maybe_spec_mask(
-      key, b, ml_collections.ConfigDict({"data": {"augment": section}}))["x"])
+  step = jax.jit(
+    lambda key, b: augment.maybe_spec_mask(
+      key, b, ml_collections.ConfigDict({"data": {"augment": section}})
+    )["x"]
+  )
   chex.assert_trees_all_close(step(jax.random.key(0), batch), on["x"])
 
 
 def test_train_step_masks_the_input_but_reconstructs_the_clean_batch():
   import flax.linen as nn
   import optax
-  from jaxvae.training import step as step_lib
+
   from jaxvae.training import state as train_state
+  from jaxvae.training import step as step_lib
 
   class Identity(nn.Module):  # recon = input * w, w = 1: a perfect copy of what it is given
     @nn.compact
@@ -242,16 +268,23 @@ def test_train_step_masks_the_input_but_reconstructs_the_clean_batch():
     loss = jnp.mean((outputs["recon"] - batch["x"]) ** 2)
     return loss, {"loss": loss}
 
-  config = ml_collections.ConfigDict({
-      "seed": 0, "dtype": "float32", "train": {"loss_scale_init": 1.0},
-      "data": {"augment": dict(spec_mask=True, time_masks=2, time_width=0.3, freq_masks=2,
-                               freq_width=0.3)}})
+  config = ml_collections.ConfigDict(
+    {
+      "seed": 0,
+      "dtype": "float32",
+      "train": {"loss_scale_init": 1.0},
+      "data": {
+        "augment": dict(spec_mask=True, time_masks=2, time_width=0.3, freq_masks=2, freq_width=0.3)
+      },
+    }
+  )
   batch = {"x": _batch() + 3.0, "mask": jnp.ones(16)}  # offset: masked zeros differ from x
   state, tx = train_state.create_state(Identity(), lambda p: optax.sgd(0.0), batch, config)
   step = jax.jit(step_lib.make_train_step(Identity(), tx, objective, lambda s: 0.0, config))
   _, metrics = step(state, batch)
   assert float(metrics["loss"]) > 0.1  # the masked bins count against the clean target
   config.data.augment.spec_mask = False
-  _, metrics = jax.jit(step_lib.make_train_step(Identity(), tx, objective, lambda s: 0.0,
-                                             config))(state, batch)
+  _, metrics = jax.jit(step_lib.make_train_step(Identity(), tx, objective, lambda s: 0.0, config))(
+    state, batch
+  )
   assert float(metrics["loss"]) == 0.0

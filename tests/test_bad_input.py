@@ -9,7 +9,6 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-
 from test_train import _cli
 
 from jaxvae import errors
@@ -18,20 +17,20 @@ SR = 22050
 
 # file name -> the reason it is bad, or None for a valid oddity that must be read.
 AUDIO_CASES = {
-    "zero_bytes.wav": "empty",
-    "text.wav": "unreadable",
-    "garbage_header.wav": "unreadable",
-    "nan_samples.wav": "non_finite",
-    "digital_silence.wav": "silent",
-    "broken_link.wav": "missing",
-    "truncated.wav": None,  # libsndfile reads the frames that are there
-    "ten_ms.wav": None,  # padded to data.seconds (pad_crop)
-    "rate_8k.wav": None,
-    "three_channels.wav": None,
-    "ten_minutes.wav": None,
-    "clipped.wav": None,
-    "ünïcødé_名前.wav": None,
-    b"not_utf8_\xff.wav".decode("utf-8", "surrogateescape"): None,
+  "zero_bytes.wav": "empty",
+  "text.wav": "unreadable",
+  "garbage_header.wav": "unreadable",
+  "nan_samples.wav": "non_finite",
+  "digital_silence.wav": "silent",
+  "broken_link.wav": "missing",
+  "truncated.wav": None,  # libsndfile reads the frames that are there
+  "ten_ms.wav": None,  # padded to data.seconds (pad_crop)
+  "rate_8k.wav": None,
+  "three_channels.wav": None,
+  "ten_minutes.wav": None,
+  "clipped.wav": None,
+  "ünïcødé_名前.wav": None,
+  b"not_utf8_\xff.wav".decode("utf-8", "surrogateescape"): None,
 }
 
 
@@ -53,7 +52,7 @@ def _write_cases(folder):
   with open(path("garbage_header.wav"), "wb") as f:
     f.write(np.random.default_rng(0).bytes(44) + good[44:])
   with open(path("truncated.wav"), "wb") as f:
-    f.write(good[:len(good) // 3])
+    f.write(good[: len(good) // 3])
   nan = _tone(1.0)
   nan[100:200] = np.nan
   sf.write(path("nan_samples.wav"), nan, SR, subtype="FLOAT")
@@ -83,8 +82,15 @@ def bad_folder(tmp_path_factory):
 def _overrides(tiny_overrides, root):
   # 22 files, 18 for training: 2 steps of 8 per epoch for TINY's 2 epochs, the step shapes and
   # schedules of the other tiny runs, so its steps come from the compile cache.
-  return dict(tiny_overrides, **{"data.layout": "folder", "data.root": root,
-                                 "data.val_fraction": "0.2", "train.image_every_epochs": "0"})
+  return dict(
+    tiny_overrides,
+    **{
+      "data.layout": "folder",
+      "data.root": root,
+      "data.val_fraction": "0.2",
+      "train.image_every_epochs": "0",
+    },
+  )
 
 
 def test_preprocess_counts_each_bad_file_with_its_reason(tmp_path, tiny_overrides, bad_folder):
@@ -100,6 +106,7 @@ def test_preprocess_counts_each_bad_file_with_its_reason(tmp_path, tiny_override
   # Every listed file gives an example (bad ones as silence): none is dropped uncounted.
   assert info["examples"] == len(AUDIO_CASES) + 8
   from jaxvae.data import store
+
   s = store.open_store(info["store"])
   ids = [e["clip_id"] for e in s.manifest["examples"]]
   assert "odd/not_utf8_\\xff.wav" in ids and "odd/ünïcødé_名前.wav" in ids
@@ -134,9 +141,11 @@ def test_on_error_skip_drops_bad_files_but_counts_them(tmp_path, tiny_overrides,
 
 def test_a_manifest_row_naming_a_directory_is_a_bad_file(tmp_path):
   from jaxvae.audio import decode as audio
+
   os.makedirs(tmp_path / "x.wav")
-  examples, reason = audio.load_examples(str(tmp_path / "x.wav"), sr=SR, mode="pad_crop",
-                                         seconds=1.0)
+  examples, reason = audio.load_examples(
+    str(tmp_path / "x.wav"), sr=SR, mode="pad_crop", seconds=1.0
+  )
   assert reason == "unreadable" and len(examples) == 1
   with pytest.raises(errors.AudioError, match="a directory, not a file"):
     audio.load_audio(str(tmp_path / "x.wav"), SR)
@@ -147,17 +156,20 @@ def test_a_manifest_row_naming_a_directory_is_a_bad_file(tmp_path):
 
 def test_broken_midi_files_are_counted_by_the_token_store(tmp_path):
   pytest.importorskip("pretty_midi")
-  from conftest import load_config
   from test_music import midi_folder_overrides
+
+  from conftest import load_config
   from jaxvae.data import tokens
+
   folder, overrides = midi_folder_overrides(tmp_path)
   good = (folder / "good0.mid").read_bytes()
   (folder / "zero.mid").write_bytes(b"")
   (folder / "text.mid").write_text("not a MIDI file\n")
-  (folder / "truncated.mid").write_bytes(good[:len(good) // 2])
+  (folder / "truncated.mid").write_bytes(good[: len(good) // 2])
   at = good.index(b"MTrk")
-  (folder / "bad_chunk.mid").write_bytes(good[:at + 4] + (0x7FFFFFFF).to_bytes(4, "big")
-                                         + good[at + 8:])
+  (folder / "bad_chunk.mid").write_bytes(
+    good[: at + 4] + (0x7FFFFFFF).to_bytes(4, "big") + good[at + 8 :]
+  )
   config = load_config("music_transformer_vaegan.py:small", overrides)
   store = tokens.build(config, progress=False)
   reasons = {os.path.basename(b["path"]): b["reason"] for b in store.manifest["bad"]}
@@ -166,5 +178,4 @@ def test_broken_midi_files_are_counted_by_the_token_store(tmp_path):
   assert reasons["text.mid"].startswith("unreadable MIDI")
   assert reasons["bad_chunk.mid"].startswith(("unreadable MIDI", "truncated MIDI"))
   assert len(reasons) == 4
-  assert {e["clip_id"] for e in store.manifest["examples"]} == {
-      f"good{i}.mid" for i in range(3)}
+  assert {e["clip_id"] for e in store.manifest["examples"]} == {f"good{i}.mid" for i in range(3)}

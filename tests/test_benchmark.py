@@ -52,12 +52,15 @@ def _jax_params(model, spec, batch) -> int:
 def _seed_model(name):
   """(config, spec, flax model, abstract batch) of a model at its seed size."""
   from jaxvae.variants import registry
+
   config = benchmark.load_config(name, _args())
   shape = benchmark.input_shape(config)
   spec = benchmark.data_spec(config, shape)
   model = registry.get(config.model.name).build_model(config.model, spec, dtype=config.dtype)
-  batch = {"x": jax.ShapeDtypeStruct((2, *shape), np.float32),
-           "mask": jax.ShapeDtypeStruct((2,), np.float32)}
+  batch = {
+    "x": jax.ShapeDtypeStruct((2, *shape), np.float32),
+    "mask": jax.ShapeDtypeStruct((2,), np.float32),
+  }
   return config, spec, model, batch
 
 
@@ -76,6 +79,7 @@ def test_seed_parameter_counts_match(name, expected):
   if torch is None:
     pytest.skip("torch is not installed")
   from benchmarks import torch_ref
+
   with torch.device("meta"):  # counting only: 63.6 M parameters need no memory
     torch_model, _ = torch_ref.build(config, spec.input_shape)
   assert torch_ref.param_count(torch_model) == expected
@@ -86,6 +90,7 @@ def test_transformer_reference_has_the_seed_size():
     pytest.skip("torch is not installed")
   from benchmarks import torch_ref
   from jaxvae.variants import registry
+
   config = benchmark.load_config("music_transformer", _args())  # the vaegan config, stage 1
   shape = benchmark.input_shape(config)
   assert shape == (512,)
@@ -94,11 +99,17 @@ def test_transformer_reference_has_the_seed_size():
   expected = 198_144 + 4 * 789_760 + 512
   assert torch_ref.param_count(torch_model) == expected
   model = registry.get("music_transformer").build_model(
-      config.model, benchmark.data_spec(config, shape), dtype=config.dtype)
-  batch = {"tokens": jax.ShapeDtypeStruct((2, 512), np.int32),
-           "mask": jax.ShapeDtypeStruct((2,), np.float32)}
-  shapes = jax.eval_shape(functools.partial(model.init, train=False),
-                          {"params": jax.random.key(0), "dropout": jax.random.key(1)}, batch)
+    config.model, benchmark.data_spec(config, shape), dtype=config.dtype
+  )
+  batch = {
+    "tokens": jax.ShapeDtypeStruct((2, 512), np.int32),
+    "mask": jax.ShapeDtypeStruct((2,), np.float32),
+  }
+  shapes = jax.eval_shape(
+    functools.partial(model.init, train=False),
+    {"params": jax.random.key(0), "dropout": jax.random.key(1)},
+    batch,
+  )
   assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(shapes["params"])) == expected
 
 
@@ -129,6 +140,7 @@ def _bn(module, p):
 def test_vqvae_reference_computes_the_same_function():
   from benchmarks.torch_ref.puzzle_vqvae import PuzzleVQVAE as TorchVQVAE
   from jaxvae.models.vqvae import PuzzleVQVAE
+
   sizes = dict(num_codes=4, code_dim=8, grid=(6, 6), enc_channels=(4, 8), dec_channels=(8, 4, 4))
   x = np.random.default_rng(0).uniform(size=(2, 16, 8)).astype(np.float32)
   batch = {"x": x, "mask": np.ones(2, np.float32)}
@@ -170,15 +182,19 @@ def test_conv_vae_reference_computes_the_same_function():
   torch NCHW) and the transposed-conv kernels (torch flips them) are mapped."""
   from benchmarks.torch_ref.conv_vae import ConvVAE as TorchConvVAE
   from jaxvae.models.vae import ConvVAE
+
   shape, channels, latent = (16, 20), (2, 3, 4), 5
   x = np.random.default_rng(1).standard_normal((2, *shape)).astype(np.float32)
   batch = {"x": x, "mask": np.ones(2, np.float32)}
   flax_model = ConvVAE(input_shape=shape, channels=channels, latent_dim=latent)
   variables = jax.jit(lambda b: flax_model.init({"params": _key(0), "sample": _key(1)}, b))(batch)
   z = np.random.default_rng(2).standard_normal((2, latent)).astype(np.float32)
-  mu, logvar, want = jax.jit(lambda v, b, z: (
+  mu, logvar, want = jax.jit(
+    lambda v, b, z: (
       *flax_model.apply(v, b, False, method="encode"),
-      flax_model.apply(v, z, b, False, method="decode")))(variables, batch, z)
+      flax_model.apply(v, z, b, False, method="decode"),
+    )
+  )(variables, batch, z)
   p = variables["params"]
   t = TorchConvVAE(shape, channels, latent).eval()
   gh, gw, c = 16 // 8, 20 // 8, channels[-1]
@@ -203,11 +219,35 @@ def test_conv_vae_reference_computes_the_same_function():
 
 
 def _tiny_argv(tmp_path, frameworks):
-  return ["--models", "puzzle_vqvae", "--frameworks", frameworks, "--shape", "16x8",
-          "--batch-size", "4", "--steps", "2", "--devices", "1", "--no-isolate", "--threads", "1",
-          "--override", "model.grid=(4, 4)", "--override", "model.enc_channels=(4, 8)",
-          "--override", "model.dec_channels=(8, 4, 4)", "--override", "model.num_codes=4",
-          "--override", "model.code_dim=8", "--json", str(tmp_path / "bench.json")]
+  return [
+    "--models",
+    "puzzle_vqvae",
+    "--frameworks",
+    frameworks,
+    "--shape",
+    "16x8",
+    "--batch-size",
+    "4",
+    "--steps",
+    "2",
+    "--devices",
+    "1",
+    "--no-isolate",
+    "--threads",
+    "1",
+    "--override",
+    "model.grid=(4, 4)",
+    "--override",
+    "model.enc_channels=(4, 8)",
+    "--override",
+    "model.dec_channels=(8, 4, 4)",
+    "--override",
+    "model.num_codes=4",
+    "--override",
+    "model.code_dim=8",
+    "--json",
+    str(tmp_path / "bench.json"),
+  ]
 
 
 def test_harness_times_both_frameworks_and_writes_json(tmp_path, capsys, fast_prng):
@@ -217,8 +257,15 @@ def test_harness_times_both_frameworks_and_writes_json(tmp_path, capsys, fast_pr
   assert [r["framework"] for r in records] == frameworks.split(",")
   for r in records:
     assert not r.get("skipped"), r
-    for key in ("model", "framework", "device", "dtype", "batch_size", "samples_per_s",
-                "compile_s"):
+    for key in (
+      "model",
+      "framework",
+      "device",
+      "dtype",
+      "batch_size",
+      "samples_per_s",
+      "compile_s",
+    ):
       assert key in r, key
     assert r["model"] == "puzzle_vqvae" and r["batch_size"] == 4 and r["dtype"] == "float32"
     assert r["samples_per_s"] > 0 and r["compile_s"] > 0
@@ -232,23 +279,45 @@ def test_harness_times_both_frameworks_and_writes_json(tmp_path, capsys, fast_pr
 
 
 def test_missing_model_is_skipped_with_a_reason(tmp_path):
-  records = benchmark.main(["--models", "no_such_model", "--frameworks", "jax", "--no-isolate",
-                            "--json", str(tmp_path / "b.json")])
+  records = benchmark.main(
+    [
+      "--models",
+      "no_such_model",
+      "--frameworks",
+      "jax",
+      "--no-isolate",
+      "--json",
+      str(tmp_path / "b.json"),
+    ]
+  )
   assert records[0]["skipped"] == "no config file configs/no_such_model.py"
   assert json.loads((tmp_path / "b.json").read_text())[0]["samples_per_s"] is None
 
 
 def test_ratio_and_seed004_lines():
   def rec(framework, mode, rate):
-    return {"model": "puzzle_vqvae", "framework": framework, "mode": mode,
-            "samples_per_s": rate, "compile_s": 1.0, "batch_size": 64, "input_shape": [128, 32]}
-  records = [rec("jax", "jax", 1000.0), rec("torch", "torch t2", 400.0),
-             {"model": "conv_vae", "framework": "torch", "skipped": "reason"}]
+    return {
+      "model": "puzzle_vqvae",
+      "framework": framework,
+      "mode": mode,
+      "samples_per_s": rate,
+      "compile_s": 1.0,
+      "batch_size": 64,
+      "input_shape": [128, 32],
+    }
+
+  records = [
+    rec("jax", "jax", 1000.0),
+    rec("torch", "torch t2", 400.0),
+    {"model": "conv_vae", "framework": "torch", "skipped": "reason"},
+  ]
   assert benchmark.ratios(records) == [
-      "puzzle_vqvae: jax/torch t2 = 2.50  (compile 1.00 s vs 1.00 s)"]
+    "puzzle_vqvae: jax/torch t2 = 2.50  (compile 1.00 s vs 1.00 s)"
+  ]
   unguarded = records + [rec("jax", "jax.unguarded", 1250.0)]
   assert benchmark.ratios(unguarded)[0] == (
-      "puzzle_vqvae: jax/jax.unguarded = 0.800  (the non-finite guard's cost)")
+    "puzzle_vqvae: jax/jax.unguarded = 0.800  (the non-finite guard's cost)"
+  )
   (line,) = benchmark.seed004_line(records)
   assert "= 4.2 min" in line  # 250,000 clips / 1000 per s = 250 s
 
@@ -256,8 +325,13 @@ def test_ratio_and_seed004_lines():
 def test_jobs_expand_frameworks_and_threads():
   args = _args("--models", "conv_vae,puzzle_vqvae", "--threads", "1,2", "--torch-compile")
   got = benchmark.jobs(args)
-  assert got[:5] == [("conv_vae", "jax", 0), ("conv_vae", "torch", 1), ("conv_vae", "torch", 2),
-                     ("conv_vae", "torch.compile", 1), ("conv_vae", "torch.compile", 2)]
+  assert got[:5] == [
+    ("conv_vae", "jax", 0),
+    ("conv_vae", "torch", 1),
+    ("conv_vae", "torch", 2),
+    ("conv_vae", "torch.compile", 1),
+    ("conv_vae", "torch.compile", 2),
+  ]
   assert len(got) == 10
   got = benchmark.jobs(_args("--models", "conv_vae", "--frameworks", "jax,jax.unguarded"))
   assert got == [("conv_vae", "jax", 0), ("conv_vae", "jax.unguarded", 0)]
@@ -265,17 +339,21 @@ def test_jobs_expand_frameworks_and_threads():
 
 def test_transformer_model_flops_follow_the_palm_formula():
   from conftest import load_config
+
   config = load_config("music_transformer_vaegan.py:small", {})
   # d 64, 2 layers, d_ff 128, vocab 774: 6 x (2 x (4 d^2 + 2 d d_ff) + d V) + 12 L d (T+1)/2.
   per_token = 6 * (2 * (4 * 64 * 64 + 2 * 64 * 128) + 64 * 774) + 12 * 2 * 64 * 64.5
   assert benchmark.transformer_model_flops(config, 128) == per_token
-  sliding = load_config("music_transformer_vaegan.py:small",
-                        {"model.attention": "sliding", "model.window": "16"})
+  sliding = load_config(
+    "music_transformer_vaegan.py:small", {"model.attention": "sliding", "model.window": "16"}
+  )
   assert benchmark.transformer_model_flops(sliding, 128) == per_token - 12 * 2 * 64 * (64.5 - 16)
-  hier = load_config("music_transformer_vaegan.py:small", {"model.attention": "hierarchical",
-                                                           "model.window": "16",
-                                                           "model.global_stride": "8"})
+  hier = load_config(
+    "music_transformer_vaegan.py:small",
+    {"model.attention": "hierarchical", "model.window": "16", "model.global_stride": "8"},
+  )
   assert benchmark.transformer_model_flops(hier, 128) == (
-      per_token - 12 * 2 * 64 * (64.5 - 16 - 112 ** 2 / (2 * 128 * 8)))
+    per_token - 12 * 2 * 64 * (64.5 - 16 - 112**2 / (2 * 128 * 8))
+  )
   assert benchmark.peak_tflops("gpu:NVIDIA H100 80GB HBM3", "bfloat16", 0.0) == 989.0
   assert benchmark.peak_tflops("cpu", "float32", 0.0) is None

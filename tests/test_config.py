@@ -5,13 +5,15 @@ import sys
 
 import pytest
 
-from conftest import ROOT, load_config
+from conftest import ROOT
+from conftest import load_config
 from jaxvae import errors
 
 
 def test_preset_and_override_types():
-  config = load_config("conv_vae.py:small", {"train.epochs": "3", "train.lr": "1e-4",
-                                             "model.channels": "[8, 16, 32]"})
+  config = load_config(
+    "conv_vae.py:small", {"train.epochs": "3", "train.lr": "1e-4", "model.channels": "[8, 16, 32]"}
+  )
   assert config.data.n_mels == 64  # from the preset
   assert config.train.epochs == 3 and isinstance(config.train.epochs, int)
   assert config.train.lr == pytest.approx(1e-4)
@@ -19,7 +21,9 @@ def test_preset_and_override_types():
   assert config.is_locked
 
 
-@pytest.mark.parametrize("overrides, message", [
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
     ({"train.epoch": "3"}, "unknown config key 'train.epoch'; did you mean train.epochs"),
     ({"dtype": "float64"}, "config key 'dtype' is 'float64'; expected one of float32"),
     ({"train.batch_size": "0"}, "config key 'train.batch_size' is 0; expected an integer >= 1"),
@@ -31,15 +35,18 @@ def test_preset_and_override_types():
     ({"train.lr": "fast"}, "config key 'train.lr' is 'fast'; expected a number"),
     ({"model.latent_dim": "0"}, "config key 'model.latent_dim' is 0; expected an integer >= 1"),
     ({"data.sr": "0"}, "config key 'data.sr' is 0; expected an integer >= 1"),
-    ({"train.max_nonfinite_steps": "-1"},
-     "config key 'train.max_nonfinite_steps' is -1; expected an integer >= 0"),
+    (
+      {"train.max_nonfinite_steps": "-1"},
+      "config key 'train.max_nonfinite_steps' is -1; expected an integer >= 0",
+    ),
     ({"model.channels": "wide"}, "config key 'model.channels' is 'wide'; expected a tuple"),
     ({"model.name": "nope"}, "config key 'model.name' is 'nope'; expected one of"),
     ({"train": "1"}, "config key 'train' is a group"),
     ({"model.conv_transpose": "fft"}, "config key 'model.conv_transpose' is 'fft'"),
     ({"eval.num_generated": "0"}, "config key 'eval.num_generated' is 0"),
     ({"generate.interpolation_steps": "1"}, "config key 'generate.interpolation_steps' is 1"),
-])
+  ],
+)
 def test_bad_config_names_the_key(overrides, message):
   with pytest.raises(errors.ConfigError, match=message.replace("(", r"\(")):
     load_config("conv_vae.py:small", overrides)
@@ -57,21 +64,32 @@ def test_unknown_preset():
 
 def test_cli_error_is_one_line_without_traceback(tmp_path):
   proc = subprocess.run(
-      [sys.executable, "-m", "jaxvae.main", "--config=configs/conv_vae.py:small",
-       f"--workdir={tmp_path}", "--config.train.epoch=3"],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      "-m",
+      "jaxvae.main",
+      "--config=configs/conv_vae.py:small",
+      f"--workdir={tmp_path}",
+      "--config.train.epoch=3",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 1
   assert "Traceback" not in proc.stderr
-  assert proc.stderr.strip().splitlines()[-1].startswith(
-      "error: unknown config key 'train.epoch'")
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown config key 'train.epoch'")
 
 
 def test_missing_data_root_is_a_clear_error(tmp_path):
   from jaxvae.data import dataset
   from jaxvae.data import store
+
   with pytest.raises(errors.DataError, match="config key 'data.root' is empty"):
     store.list_dataset(load_config("conv_vae.py:small", {"data.layout": "gtzan"}))
-  config = load_config("conv_vae.py:small", {"data.layout": "gtzan",
-                                             "data.root": str(tmp_path / "nowhere")})
+  config = load_config(
+    "conv_vae.py:small", {"data.layout": "gtzan", "data.root": str(tmp_path / "nowhere")}
+  )
   with pytest.raises(errors.DataError, match="nowhere"):
     dataset.spec_from_config(config)

@@ -6,23 +6,31 @@ import json
 import os
 
 import pytest
+from test_train import _cli
 
 from conftest import ROOT
-from test_train import _cli
 
 CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "configs", "*.py")))
 
 # Seed-size parameter counts (MISSION.md facts, or this library's measured seed-size models).
-SEED_PARAMS = {"basic_vae.py": 5_488_032, "conv_vae.py": 63_555_809, "beta_vae.py": 63_555_809,
-               "cvae_genre.py": 68_839_777, "puzzle_vqvae.py": 83_777,
-               "spectral_vae.py": 2_482_849, "harmonic_vae.py": 46_785_920,
-               "vade.py": 5_491_887, "multimodal_vae.py": 64_049_889}
+SEED_PARAMS = {
+  "basic_vae.py": 5_488_032,
+  "conv_vae.py": 63_555_809,
+  "beta_vae.py": 63_555_809,
+  "cvae_genre.py": 68_839_777,
+  "puzzle_vqvae.py": 83_777,
+  "spectral_vae.py": 2_482_849,
+  "harmonic_vae.py": 46_785_920,
+  "vade.py": 5_491_887,
+  "multimodal_vae.py": 64_049_889,
+}
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_summary_of_every_config(tmp_path, name, capsys):
   """The docstring shows a command, and --mode=summary works without any data."""
   from jaxvae.variants import registry
+
   text = open(os.path.join(ROOT, "configs", name)).read()
   assert "python -m jaxvae.main --config=configs/" + name in text
   assert _cli(tmp_path, {}, mode="summary", config=name) == 0
@@ -36,13 +44,19 @@ def test_summary_of_every_config(tmp_path, name, capsys):
 
 
 SMOKE = {
-    "spectral_vae.py:small": {"model.channels": "(4, 4, 8, 8)",
-                              "objective.fft_sizes": "(8,)"},
-    "harmonic_vae.py:small": {"model.hidden": "(16, 8)", "model.harmonic": "True",
-                              "model.latent_dim": "4"},
-    # Two stages (autoencoder pretraining, GMM fit, joint ELBO) through the one trainer.
-    "vade.py:small": {"model.hidden": "(16, 8)", "model.latent_dim": "4",
-                      "model.n_clusters": "3", "model.pretrain_epochs": "1"},
+  "spectral_vae.py:small": {"model.channels": "(4, 4, 8, 8)", "objective.fft_sizes": "(8,)"},
+  "harmonic_vae.py:small": {
+    "model.hidden": "(16, 8)",
+    "model.harmonic": "True",
+    "model.latent_dim": "4",
+  },
+  # Two stages (autoencoder pretraining, GMM fit, joint ELBO) through the one trainer.
+  "vade.py:small": {
+    "model.hidden": "(16, 8)",
+    "model.latent_dim": "4",
+    "model.n_clusters": "3",
+    "model.pretrain_epochs": "1",
+  },
 }
 
 

@@ -12,31 +12,43 @@ import sys
 import jax
 import numpy as np
 import pytest
+from test_train import _cli
+from test_train import _params
 
-from conftest import ROOT, load_config
-from test_train import _cli, _params
+from conftest import ROOT
+from conftest import load_config
 from jaxvae import errors
 from jaxvae import faults
 
 # Reports only read the state: the run with them (for report.written) ends like the others.
-REPORTS = {"train.image_every_epochs": "1", "train.report_samples": "False",
-           "train.report_audio": "False", "train.report_tsne": "False"}
+REPORTS = {
+  "train.image_every_epochs": "1",
+  "train.report_samples": "False",
+  "train.report_audio": "False",
+  "train.report_tsne": "False",
+}
 
 # (point, pass): where each kill lands in that run. Saves: 1 (mid-epoch), 2 (end of epoch 1),
 # 3 (mid-epoch), 4 (end); metrics rows: step 1, step 2, epoch 1, step 3, ...
 TRAINING_KILLS = [
-    ("run_file", 1),  # before the first step: a fresh start
-    ("train.step", 3),  # mid-epoch 2, before its first checkpoint
-    ("metrics.line", 3),  # epoch 1's record torn in half
-    ("epoch.logged", 1),  # epoch 1 logged, no checkpoint of it yet
-    ("checkpoint.best", 1),  # best of epoch 1 saved, latest not (the StepAlreadyExists bug)
-    ("checkpoint.latest", 2),  # end of epoch 1 saved
-    ("checkpoint.latest", 3),  # mid-epoch 2 saved
-    ("report.written", 2),  # half of epoch 2's report
-    ("finish", 1),  # training done, end-of-run files half written
+  ("run_file", 1),  # before the first step: a fresh start
+  ("train.step", 3),  # mid-epoch 2, before its first checkpoint
+  ("metrics.line", 3),  # epoch 1's record torn in half
+  ("epoch.logged", 1),  # epoch 1 logged, no checkpoint of it yet
+  ("checkpoint.best", 1),  # best of epoch 1 saved, latest not (the StepAlreadyExists bug)
+  ("checkpoint.latest", 2),  # end of epoch 1 saved
+  ("checkpoint.latest", 3),  # mid-epoch 2 saved
+  ("report.written", 2),  # half of epoch 2's report
+  ("finish", 1),  # training done, end-of-run files half written
 ]
-DATA_KILLS = ["demo.clip", "store.chunk", "store.commit", "tokens.commit", "lyrics.commit",
-              "tune.trial"]  # tune.trial: tests/test_tune.py
+DATA_KILLS = [
+  "demo.clip",
+  "store.chunk",
+  "store.commit",
+  "tokens.commit",
+  "lyrics.commit",
+  "tune.trial",
+]  # tune.trial: tests/test_tune.py
 # chorales.commit: converting music21's chorales is too slow for the suite; it uses the same
 # temporary-folder-then-rename code as the stores (tested here by store.commit).
 UNTESTED = {"chorales.commit"}
@@ -45,8 +57,9 @@ UNTESTED = {"chorales.commit"}
 def test_every_fault_point_is_in_the_code_and_tested():
   source = ""
   for folder, _, files in os.walk(os.path.join(ROOT, "jaxvae")):
-    source += "".join(open(os.path.join(folder, f)).read() for f in files
-                      if f.endswith(".py") and f != "faults.py")
+    source += "".join(
+      open(os.path.join(folder, f)).read() for f in files if f.endswith(".py") and f != "faults.py"
+    )
   assert [p for p in faults.POINTS if f'"{p}"' not in source] == []
   tested = {p for p, _ in TRAINING_KILLS} | set(DATA_KILLS) | UNTESTED
   assert tested == set(faults.POINTS)
@@ -66,8 +79,9 @@ def _killed(args, point, n):
 
 def _start(args, point, n):
   env = dict(os.environ, JAXVAE_FAULT=f"{point}:{n}")
-  return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen(
+    args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+  )
 
 
 def _wait_killed(proc, point, n):
@@ -76,9 +90,14 @@ def _wait_killed(proc, point, n):
 
 
 def _train_args(workdir, overrides):
-  return [sys.executable, "-m", "jaxvae.main", "--config=configs/conv_vae.py:small",
-          f"--workdir={workdir}", "--no_progress"] + [
-              f"--config.{k}={v}" for k, v in overrides.items()]
+  return [
+    sys.executable,
+    "-m",
+    "jaxvae.main",
+    "--config=configs/conv_vae.py:small",
+    f"--workdir={workdir}",
+    "--no_progress",
+  ] + [f"--config.{k}={v}" for k, v in overrides.items()]
 
 
 def _metrics(workdir):
@@ -102,16 +121,19 @@ def killed_runs(tmp_path_factory, short_overrides, short_run):
   pending = list(runs.items())
   while pending:
     batch, pending = pending[:3], pending[3:]
-    procs = [(point, n, _start(_train_args(w, _overrides(short_overrides, point)), point, n))
-             for (point, n), w in batch]
+    procs = [
+      (point, n, _start(_train_args(w, _overrides(short_overrides, point)), point, n))
+      for (point, n), w in batch
+    ]
     for point, n, proc in procs:
       _wait_killed(proc, point, n)
   return runs
 
 
 @pytest.mark.parametrize("point, n", TRAINING_KILLS)
-def test_kill_at_fault_point_then_rerun_matches_uninterrupted(killed_runs, short_run,
-                                                                 short_overrides, point, n):
+def test_kill_at_fault_point_then_rerun_matches_uninterrupted(
+  killed_runs, short_run, short_overrides, point, n
+):
   workdir = killed_runs[point, n]
   assert _cli(workdir, _overrides(short_overrides, point)) == 0  # the same command again
   for which in ("checkpoints", "best"):
@@ -124,19 +146,21 @@ def test_kill_at_fault_point_then_rerun_matches_uninterrupted(killed_runs, short
   assert epochs == [1, 2]
   assert steps == [1, 2, 3, 4]
   assert json.load(open(workdir / "jaxvae_run.json"))["config"]["train"]["epochs"] == 2
-  pictures = ["training_curves.png"] + (["reconstructions.png"] if point == "report.written"
-                                        else [])
+  pictures = ["training_curves.png"] + (
+    ["reconstructions.png"] if point == "report.written" else []
+  )
   for name in pictures:
     with open(workdir / name, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
-  leftovers = [os.path.join(d, n) for d, _, files in os.walk(workdir) for n in files
-               if ".tmp" in n]
+  leftovers = [os.path.join(d, n) for d, _, files in os.walk(workdir) for n in files if ".tmp" in n]
   assert not leftovers
 
 
-_BUILD_STORE = ("import json, sys; from jaxvae.variants import registry; from jaxvae.data import store; "
-                "store.build(registry.load_config(sys.argv[1], json.loads(sys.argv[2])), "
-                "progress=False)")
+_BUILD_STORE = (
+  "import json, sys; from jaxvae.variants import registry; from jaxvae.data import store; "
+  "store.build(registry.load_config(sys.argv[1], json.loads(sys.argv[2])), "
+  "progress=False)"
+)
 
 
 def _published(folder):
@@ -145,15 +169,22 @@ def _published(folder):
 
 
 def _leftovers(cache):
-  return [os.path.join(d, n) for d, dirs, files in os.walk(cache) for n in dirs + files
-          if ".tmp." in n]
+  return [
+    os.path.join(d, n) for d, dirs, files in os.walk(cache) for n in dirs + files if ".tmp." in n
+  ]
 
 
 def test_feature_store_and_demo_corpus_killed_half_way_are_rebuilt(tmp_path, tiny_overrides):
   from jaxvae.data import store as store_lib
+
   overrides = dict(tiny_overrides, **{"data.cache_dir": str(tmp_path / "cache")})
-  args = [sys.executable, "-c", _BUILD_STORE, os.path.join(ROOT, "configs/conv_vae.py:small"),
-          json.dumps(overrides)]
+  args = [
+    sys.executable,
+    "-c",
+    _BUILD_STORE,
+    os.path.join(ROOT, "configs/conv_vae.py:small"),
+    json.dumps(overrides),
+  ]
   for point in ("demo.clip", "store.chunk", "store.commit"):
     _killed(args, point, 1 if point != "demo.clip" else 5)
     assert not _published(tmp_path / "cache" / "features"), point
@@ -169,25 +200,31 @@ def test_feature_store_and_demo_corpus_killed_half_way_are_rebuilt(tmp_path, tin
 def test_token_store_killed_before_publishing_is_rebuilt(tmp_path):
   pytest.importorskip("pretty_midi")
   from test_music import midi_folder_overrides
+
   from jaxvae.data import tokens
+
   _, overrides = midi_folder_overrides(tmp_path)
-  code = ("import json, sys; from jaxvae.variants import registry; from jaxvae.data import tokens; "
-          "tokens.build(registry.load_config(sys.argv[1], json.loads(sys.argv[2])), progress=False)")
+  code = (
+    "import json, sys; from jaxvae.variants import registry; from jaxvae.data import tokens; "
+    "tokens.build(registry.load_config(sys.argv[1], json.loads(sys.argv[2])), progress=False)"
+  )
   spec = os.path.join(ROOT, "configs/music_transformer_vaegan.py:small")
   _killed([sys.executable, "-c", code, spec, json.dumps(overrides)], "tokens.commit", 1)
   assert not _published(tmp_path / "cache" / "tokens")
-  store = tokens.build(load_config("music_transformer_vaegan.py:small", overrides),
-                       progress=False)
+  store = tokens.build(load_config("music_transformer_vaegan.py:small", overrides), progress=False)
   assert len(store.manifest["examples"]) == store.features.shape[0] > 0
   assert not _leftovers(tmp_path / "cache")
 
 
 def test_lyrics_store_killed_between_its_files_is_refused_then_rewritten(tmp_path):
   from jaxvae.data import lyrics
+
   out = str(tmp_path / "lyrics")
   lyrics.write_embeddings(out, ["a", "b"], np.ones((2, 3)), info={})
-  code = ("import sys, numpy as np; from jaxvae.data import lyrics; "
-          "lyrics.write_embeddings(sys.argv[1], ['a', 'b', 'c'], np.zeros((3, 4)), info={})")
+  code = (
+    "import sys, numpy as np; from jaxvae.data import lyrics; "
+    "lyrics.write_embeddings(sys.argv[1], ['a', 'b', 'c'], np.zeros((3, 4)), info={})"
+  )
   _killed([sys.executable, "-c", code, out], "lyrics.commit", 1)
   with pytest.raises(errors.DataError, match="no clips.json .an interrupted write"):
     lyrics.Lyrics(out, ["a", "b", "c"])

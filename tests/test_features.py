@@ -19,8 +19,12 @@ import soundfile as sf
 from jaxvae.audio import features
 
 # (sr, n_fft, hop_length, n_mels): the defaults, the speech setting, a finer hop, a small one.
-CONFIGS = [(22050, 2048, 512, 128), (16000, 1024, 512, 128), (22050, 1024, 256, 128),
-           (16000, 512, 160, 64)]
+CONFIGS = [
+  (22050, 2048, 512, 128),
+  (16000, 1024, 512, 128),
+  (22050, 1024, 256, 128),
+  (16000, 512, 160, 64),
+]
 SECONDS = 3.0
 MEL_REL_TOL = 1e-4  # relative Frobenius error of the mel power
 DB_TOL = 1e-3  # max |dB difference| where librosa's dB is not clamped by top_db
@@ -40,7 +44,7 @@ def _synth_music(sr, seconds, seed=0):
     phase = 2 * np.pi * f0 * (local_t - 0.02 / (2 * np.pi * 5) * np.cos(2 * np.pi * 5 * local_t))
     envelope = np.minimum(local_t / 0.01, 1.0) * np.exp(-3.0 * local_t)
     for h in range(1, 9):
-      y[seg] += envelope * np.sin(h * phase + rng.uniform(0, 2 * np.pi)) / h ** 1.5
+      y[seg] += envelope * np.sin(h * phase + rng.uniform(0, 2 * np.pi)) / h**1.5
   clicks = rng.choice(n, size=8, replace=False)
   y[clicks] += rng.uniform(-0.5, 0.5, size=8)
   y += 10 ** (-50 / 20) * rng.standard_normal(n)
@@ -89,12 +93,16 @@ def _max_db_diff(ours_power, ref_power):
 # Filterbank and window
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs", [
+
+@pytest.mark.parametrize(
+  "kwargs",
+  [
     dict(sr=22050, n_fft=2048),
     dict(sr=16000, n_fft=1024, n_mels=80, fmin=20.0, fmax=7600.0),
     dict(sr=22050, n_fft=1024, n_mels=64, htk=True),
     dict(sr=8000, n_fft=512, n_mels=40, norm=None),
-])
+  ],
+)
 def test_mel_filterbank_is_librosas(kwargs):
   ours = features.mel_filterbank(**kwargs)
   ref = librosa.filters.mel(**kwargs)
@@ -105,23 +113,24 @@ def test_mel_filterbank_is_librosas(kwargs):
 
 def test_mel_filterbank_lp_norm_matches_librosa():
   ours = features.mel_filterbank(22050, 2048, n_mels=64, norm=2.0)
-  np.testing.assert_allclose(ours, librosa.filters.mel(sr=22050, n_fft=2048, n_mels=64, norm=2.0),
-                             rtol=1e-6, atol=1e-9)
+  np.testing.assert_allclose(
+    ours, librosa.filters.mel(sr=22050, n_fft=2048, n_mels=64, norm=2.0), rtol=1e-6, atol=1e-9
+  )
 
 
 @pytest.mark.parametrize("htk", [False, True])
 def test_mel_scale_matches_librosa(htk):
   hz = np.array([0.0, 50.0, 440.0, 999.9, 1000.0, 4000.0, 11025.0])
-  np.testing.assert_allclose(features.hz_to_mel(hz, htk), librosa.hz_to_mel(hz, htk=htk),
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+    features.hz_to_mel(hz, htk), librosa.hz_to_mel(hz, htk=htk), rtol=1e-12
+  )
   mels = librosa.hz_to_mel(hz, htk=htk)
   np.testing.assert_allclose(features.mel_to_hz(mels, htk), hz, rtol=1e-9, atol=1e-9)
 
 
 def test_window_is_periodic_hann_centred():
   ours = features.get_window("hann", 1000, 2048)
-  ref = librosa.util.pad_center(librosa.filters.get_window("hann", 1000, fftbins=True),
-                                size=2048)
+  ref = librosa.util.pad_center(librosa.filters.get_window("hann", 1000, fftbins=True), size=2048)
   np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-7)
   assert ours[0] == 0.0 and ours[523] == 0.0 and ours[524] == 0.0  # periodic: w[0] = 0
 
@@ -130,11 +139,15 @@ def test_window_is_periodic_hann_centred():
 # STFT and mel power
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs", [
+
+@pytest.mark.parametrize(
+  "kwargs",
+  [
     dict(n_fft=1024, hop_length=256),
     dict(n_fft=1024, hop_length=300, win_length=800, center=False),
     dict(n_fft=512, hop_length=128, pad_mode="reflect"),
-])
+  ],
+)
 def test_stft_matches_librosa(recording, kwargs):
   y = recording[:44100]
   ours = features.stft(y, **kwargs)
@@ -196,8 +209,18 @@ def test_defaults_are_librosas():
 
 def test_magnitude_and_other_options_match_librosa(recording):
   y = recording[:22050]
-  kwargs = dict(sr=22050, n_fft=1024, hop_length=256, n_mels=64, power=1.0, fmin=60.0,
-                fmax=8000.0, win_length=900, window=("kaiser", 8.0), htk=True)
+  kwargs = dict(
+    sr=22050,
+    n_fft=1024,
+    hop_length=256,
+    n_mels=64,
+    power=1.0,
+    fmin=60.0,
+    fmax=8000.0,
+    win_length=900,
+    window=("kaiser", 8.0),
+    htk=True,
+  )
   ours = features.mel_spectrogram(y, **kwargs)
   ref = librosa.feature.melspectrogram(y=y, **kwargs)
   assert _rel_err(ours, ref) < MEL_REL_TOL
@@ -206,7 +229,7 @@ def test_magnitude_and_other_options_match_librosa(recording):
 def test_float32_fft_is_close_and_less_exact(recording):
   """The fast path stays within 1e-6; the float64 default is what buys the dB agreement."""
   sr, n_fft, hop, n_mels = CONFIGS[2]
-  y = recording[:3 * 22050]
+  y = recording[: 3 * 22050]
   kwargs = dict(sr=sr, n_fft=n_fft, hop_length=hop, n_mels=n_mels)
   ref = librosa.feature.melspectrogram(y=y, **kwargs)
   fast = features.mel_spectrogram(y, fft_dtype="float32", **kwargs)
@@ -235,8 +258,9 @@ def test_gradients_flow_through_the_features(fft_dtype):
 def test_mel_spectrogram_traces_under_jit():
   y = _synth_music(16000, 1.0)
   jitted = jax.jit(lambda y: features.mel_spectrogram(y, sr=16000, n_fft=1024))
-  np.testing.assert_allclose(jitted(y), features.mel_spectrogram(y, sr=16000, n_fft=1024),
-                             rtol=1e-6, atol=1e-9)
+  np.testing.assert_allclose(
+    jitted(y), features.mel_spectrogram(y, sr=16000, n_fft=1024), rtol=1e-6, atol=1e-9
+  )
 
 
 def test_too_short_signal_is_a_clear_error():
@@ -248,6 +272,7 @@ def test_too_short_signal_is_a_clear_error():
 # Decibels
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def mel_pair():
   """Two clips' mel power with peaks 30 dB apart, so per-example semantics are visible."""
@@ -255,8 +280,9 @@ def mel_pair():
   return librosa.feature.melspectrogram(y=clips, sr=16000, n_fft=1024, hop_length=512)
 
 
-@pytest.mark.parametrize("kwargs", [dict(), dict(ref=np.max), dict(ref=0.5, top_db=None),
-                                    dict(amin=1e-6, top_db=40.0)])
+@pytest.mark.parametrize(
+  "kwargs", [dict(), dict(ref=np.max), dict(ref=0.5, top_db=None), dict(amin=1e-6, top_db=40.0)]
+)
 def test_power_to_db_matches_librosa(mel_pair, kwargs):
   ref = librosa.power_to_db(mel_pair[0], **kwargs)
   np.testing.assert_allclose(features.power_to_db(mel_pair[0], **kwargs), ref, atol=1e-4)
@@ -274,11 +300,15 @@ def test_power_to_db_batched_is_per_example(mel_pair):
 
 def test_amplitude_to_db_matches_librosa(mel_pair):
   magnitude = np.sqrt(mel_pair[1])
-  np.testing.assert_allclose(features.amplitude_to_db(magnitude, ref=np.max),
-                             librosa.amplitude_to_db(magnitude, ref=np.max), atol=1e-4)
+  np.testing.assert_allclose(
+    features.amplitude_to_db(magnitude, ref=np.max),
+    librosa.amplitude_to_db(magnitude, ref=np.max),
+    atol=1e-4,
+  )
   complex_spec = magnitude * np.exp(1j * 0.3)
-  np.testing.assert_allclose(features.amplitude_to_db(complex_spec),
-                             librosa.amplitude_to_db(magnitude), atol=1e-4)
+  np.testing.assert_allclose(
+    features.amplitude_to_db(complex_spec), librosa.amplitude_to_db(magnitude), atol=1e-4
+  )
 
 
 def test_db_arguments_are_checked():
@@ -292,12 +322,14 @@ def test_db_arguments_are_checked():
 # MFCC
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dct_type,norm", [(2, "ortho"), (2, None), (3, "ortho"), (3, None)])
 def test_dct_matrix_is_scipys(dct_type, norm):
   x = np.random.default_rng(0).standard_normal((40, 7))
   ref = scipy.fft.dct(x, type=dct_type, norm=norm, axis=0)[:13]
-  np.testing.assert_allclose(features.dct_matrix(40, 13, dct_type, norm) @ x, ref,
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    features.dct_matrix(40, 13, dct_type, norm) @ x, ref, rtol=1e-5, atol=1e-5
+  )
 
 
 def test_mfcc_matches_librosa(recording):
@@ -313,8 +345,9 @@ def test_mfcc_matches_librosa(recording):
 def test_mfcc_batched_lifter_and_precomputed_S(mel_pair):
   S_db = librosa.power_to_db(mel_pair[0])
   for kwargs in [dict(n_mfcc=13, lifter=22), dict(n_mfcc=30, dct_type=3)]:
-    np.testing.assert_allclose(features.mfcc(S=S_db, **kwargs),
-                               librosa.feature.mfcc(S=S_db, **kwargs), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(
+      features.mfcc(S=S_db, **kwargs), librosa.feature.mfcc(S=S_db, **kwargs), rtol=1e-5, atol=1e-3
+    )
   clips = np.stack([_synth_music(16000, 1.0, seed=s) for s in range(2)])
   ours = features.mfcc(clips, sr=16000, n_fft=1024, hop_length=512)
   chex.assert_shape(ours, (2, 20, 32))
@@ -327,6 +360,7 @@ def test_mfcc_batched_lifter_and_precomputed_S(mel_pair):
 # Listening
 # ---------------------------------------------------------------------------------------------
 
+
 def test_mel_to_audio_reconstructs_the_spectrum_and_writes_wav(tmp_path):
   sr = 16000
   y = _synth_music(sr, 0.5, seed=3)
@@ -335,7 +369,8 @@ def test_mel_to_audio_reconstructs_the_spectrum_and_writes_wav(tmp_path):
   audio = features.mel_to_audio(mel, n_iter=8, length=len(y), **kwargs)
   assert audio.dtype == np.float32 and audio.shape == y.shape
   np.testing.assert_array_equal(  # seeded: reproducible
-      audio, features.mel_to_audio(mel, n_iter=8, length=len(y), **kwargs))
+    audio, features.mel_to_audio(mel, n_iter=8, length=len(y), **kwargs)
+  )
   # Griffin-Lim loses phase, not the spectrum: the mel dB of the result tracks the input's
   # (~0.9 correlation measured; white noise of the same length gives ~-0.1).
   back = features.mel_spectrogram(audio, n_mels=64, **kwargs)

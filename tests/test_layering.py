@@ -16,25 +16,25 @@ PACKAGE = os.path.join(ROOT, "jaxvae")
 # modules (without circles) and from any layer below, never from one above. The root modules
 # other than `main` are the base every layer uses.
 LAYERS = (
-    ("errors", "faults", "workdir", "multihost", "figures"),
-    ("config",),
-    ("audio", "symbolic", "text"),
-    ("data",),
-    ("models",),
-    ("losses",),
-    ("variants",),
-    ("training",),
-    ("sampling",),
-    ("evaluators",),
-    ("modes",),
-    ("main",),
+  ("errors", "faults", "workdir", "multihost", "figures"),
+  ("config",),
+  ("audio", "symbolic", "text"),
+  ("data",),
+  ("models",),
+  ("losses",),
+  ("variants",),
+  ("training",),
+  ("sampling",),
+  ("evaluators",),
+  ("modes",),
+  ("main",),
 )
 LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 
 def _module_name(path: str) -> str:
-  rel = os.path.relpath(path, ROOT)[:-len(".py")].replace(os.sep, ".")
-  return rel[:-len(".__init__")] if rel.endswith(".__init__") else rel
+  rel = os.path.relpath(path, ROOT)[: -len(".py")].replace(os.sep, ".")
+  return rel[: -len(".__init__")] if rel.endswith(".__init__") else rel
 
 
 def _resolve(name: str, modules: set) -> str:
@@ -62,8 +62,9 @@ def _imports(path: str, modules: set) -> list[tuple[str, int, bool]]:
 
 
 def _graph():
-  paths = [os.path.join(d, f) for d, _, files in os.walk(PACKAGE) for f in files
-           if f.endswith(".py")]
+  paths = [
+    os.path.join(d, f) for d, _, files in os.walk(PACKAGE) for f in files if f.endswith(".py")
+  ]
   modules = {_module_name(p) for p in paths}
   return {_module_name(p): (p, _imports(p, modules)) for p in paths}
 
@@ -83,9 +84,12 @@ def test_every_folder_and_root_module_has_a_layer():
 
 
 def test_no_jaxvae_import_inside_a_function():
-  inner = [f"{os.path.relpath(path, ROOT)}:{line} imports {target}"
-           for path, imports in GRAPH.values() for target, line, at_top in imports
-           if not at_top]
+  inner = [
+    f"{os.path.relpath(path, ROOT)}:{line} imports {target}"
+    for path, imports in GRAPH.values()
+    for target, line, at_top in imports
+    if not at_top
+  ]
   assert not inner, "\n".join(inner)
 
 
@@ -96,8 +100,10 @@ def test_imports_point_down_the_layers():
     for target, line, _ in imports:
       there = LEVEL.get(_group(target))
       if here is not None and there is not None and there > here:
-        upward.append(f"{os.path.relpath(path, ROOT)}:{line} ({_group(module)}) imports "
-                      f"{target} ({_group(target)}, a higher layer)")
+        upward.append(
+          f"{os.path.relpath(path, ROOT)}:{line} ({_group(module)}) imports "
+          f"{target} ({_group(target)}, a higher layer)"
+        )
   assert not upward, "\n".join(upward)
 
 

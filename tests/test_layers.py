@@ -10,20 +10,27 @@ import pytest
 from jaxvae.models import layers
 
 GEOMETRIES = [  # kernel, stride, padding, transpose_kernel, input H x W
-    (4, 2, "SAME", False, (5, 7)),                # ConvVAE / multimodal decoders
-    (4, 2, ((2, 2), (2, 2)), True, (6, 5)),       # puzzle VQ-VAE (PyTorch k4 s2 p1)
-    (3, 2, "SAME", False, (4, 6)),                # spectral VAE
-    (5, 3, "SAME", True, (3, 4)),                 # phases with different tap counts
-    (2, 2, "VALID", False, (3, 3)),
+  (4, 2, "SAME", False, (5, 7)),  # ConvVAE / multimodal decoders
+  (4, 2, ((2, 2), (2, 2)), True, (6, 5)),  # puzzle VQ-VAE (PyTorch k4 s2 p1)
+  (3, 2, "SAME", False, (4, 6)),  # spectral VAE
+  (5, 3, "SAME", True, (3, 4)),  # phases with different tap counts
+  (2, 2, "VALID", False, (3, 3)),
 ]
 
 
-@pytest.mark.parametrize("impl,k,s,padding,transpose_kernel,hw",
-                         [("matmul", *g) for g in GEOMETRIES] + [("lax", *GEOMETRIES[1])])
+@pytest.mark.parametrize(
+  "impl,k,s,padding,transpose_kernel,hw",
+  [("matmul", *g) for g in GEOMETRIES] + [("lax", *GEOMETRIES[1])],
+)
 def test_matches_flax_conv_transpose(impl, k, s, padding, transpose_kernel, hw):
   x = jax.random.normal(jax.random.key(0), (2, *hw, 3))
-  kwargs = dict(features=4, kernel_size=(k, k), strides=(s, s), padding=padding,
-                transpose_kernel=transpose_kernel)
+  kwargs = dict(
+    features=4,
+    kernel_size=(k, k),
+    strides=(s, s),
+    padding=padding,
+    transpose_kernel=transpose_kernel,
+  )
   ref, ours = nn.ConvTranspose(**kwargs), layers.ConvTranspose(**kwargs, impl=impl)
   variables = ref.init(jax.random.key(1), x)
   # Same parameter shapes and initialization: checkpoints and parameter counts don't change.
@@ -33,8 +40,9 @@ def test_matches_flax_conv_transpose(impl, k, s, padding, transpose_kernel, hw):
   def loss(module):
     return lambda v, x: jnp.sum(jnp.sin(module.apply(v, x)))
 
-  np.testing.assert_allclose(jax.jit(ours.apply)(variables, x), jax.jit(ref.apply)(variables, x),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    jax.jit(ours.apply)(variables, x), jax.jit(ref.apply)(variables, x), atol=1e-5
+  )
   g_ours = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(variables, x)
   g_ref = jax.jit(jax.grad(loss(ref), argnums=(0, 1)))(variables, x)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), g_ours, g_ref)

@@ -21,17 +21,20 @@ _spectral = jax.jit(reconstruction.spectral_loss, static_argnums=(2, 3))
 # reduce
 # ----------------------------------------------------------------------------------------------
 
+
 def test_masked_mean_over_examples_and_over_tokens():
   values = jnp.array([1.0, 3.0, 100.0])
   np.testing.assert_allclose(reduce.masked_mean(values, jnp.array([1.0, 1.0, 0.0])), 2.0)
   np.testing.assert_allclose(reduce.masked_mean(values), 104.0 / 3)
   np.testing.assert_allclose(reduce.masked_mean(values, jnp.zeros(3)), 0.0)  # not NaN
   per_dim = jnp.array([[1.0, 2.0], [3.0, 4.0], [50.0, 60.0]])
-  np.testing.assert_allclose(reduce.masked_mean(per_dim, jnp.array([1.0, 1.0, 0.0])),
-                             [2.0, 3.0])  # trailing axes kept
+  np.testing.assert_allclose(
+    reduce.masked_mean(per_dim, jnp.array([1.0, 1.0, 0.0])), [2.0, 3.0]
+  )  # trailing axes kept
   tokens = jnp.array([[1.0, 2.0], [3.0, 9.0]])
-  np.testing.assert_allclose(reduce.masked_mean(tokens, jnp.array([[1.0, 1.0], [1.0, 0.0]])),
-                             2.0)  # a mask of the values' shape: mean over counted entries
+  np.testing.assert_allclose(
+    reduce.masked_mean(tokens, jnp.array([[1.0, 1.0], [1.0, 0.0]])), 2.0
+  )  # a mask of the values' shape: mean over counted entries
 
 
 def test_recon_mse_is_the_mean_per_feature():
@@ -44,6 +47,7 @@ def test_recon_mse_is_the_mean_per_feature():
 # ----------------------------------------------------------------------------------------------
 # band_weights / frequency_weighted_mse
 # ----------------------------------------------------------------------------------------------
+
 
 def test_band_weights_on_ten_rows():
   # Row f sits at f / 10: [0, 0.2) -> 1.5, [0.3, 0.7) -> 2.0, [0.8, 1.0] -> 0.8, gaps -> 1.
@@ -70,8 +74,9 @@ def test_band_weights_rejects_bad_bands(band):
 def test_uniform_weights_give_plain_mse():
   recon, x = np.random.default_rng(0).normal(size=(2, 3, 6, 5)).astype(np.float32)
   mse = np.mean(np.square(recon - x), axis=(1, 2))
-  np.testing.assert_allclose(reconstruction.frequency_weighted_mse(recon, x, jnp.full(6, 3.0)), mse,
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    reconstruction.frequency_weighted_mse(recon, x, jnp.full(6, 3.0)), mse, rtol=1e-6
+  )
 
 
 def test_weighted_mse_by_hand():
@@ -89,10 +94,12 @@ def test_weighted_mse_by_hand():
 # spectral_loss
 # ----------------------------------------------------------------------------------------------
 
+
 def _tones(cycles, n_frames=32, n_rows=3):
   t = np.arange(n_frames) / n_frames
-  return jnp.asarray([[np.cos(2 * np.pi * c * t + r) for r in range(n_rows)] for c in cycles],
-                     jnp.float32)
+  return jnp.asarray(
+    [[np.cos(2 * np.pi * c * t + r) for r in range(n_rows)] for c in cycles], jnp.float32
+  )
 
 
 def test_spectral_loss_zero_for_identical_and_positive_for_different():
@@ -126,11 +133,13 @@ def _numpy_multires(recon, x, sizes):
     window = np.hanning(size + 1)[:-1]  # periodic Hann
     diffs, start = [], 0
     while True:
+
       def mag(a, start=start):
         seg = np.zeros(a.shape[:-1] + (size,))
-        piece = a[..., start:start + size]
-        seg[..., :piece.shape[-1]] = piece
+        piece = a[..., start : start + size]
+        seg[..., : piece.shape[-1]] = piece
         return np.abs(np.fft.rfft(seg * window, axis=-1))
+
       diffs.append(np.abs(mag(recon) - mag(x)))
       if start + size >= t:
         break
@@ -156,15 +165,18 @@ def test_spectral_loss_rejects_unknown_kind():
 # range_penalty / free_bits_kl
 # ----------------------------------------------------------------------------------------------
 
+
 def test_range_penalty_zero_inside_and_exact_outside():
   x = jnp.array([[[0.0, 1.0], [0.2, 0.8]]])
   inside = jnp.array([[[0.0, 1.0], [0.5, 0.5]]])
   np.testing.assert_allclose(reconstruction.range_penalty(inside, x), [0.0])
   outside = jnp.array([[[1.5, -0.5], [0.5, 0.5]]])
-  np.testing.assert_allclose(reconstruction.range_penalty(outside, x), [(0.25 + 0.25) / 4],
-                             rtol=1e-6)
-  np.testing.assert_allclose(reconstruction.range_penalty(outside, x, margin=0.25),
-                             [(0.0625 + 0.0625) / 4], rtol=1e-6)
+  np.testing.assert_allclose(
+    reconstruction.range_penalty(outside, x), [(0.25 + 0.25) / 4], rtol=1e-6
+  )
+  np.testing.assert_allclose(
+    reconstruction.range_penalty(outside, x, margin=0.25), [(0.0625 + 0.0625) / 4], rtol=1e-6
+  )
 
 
 def test_range_is_per_example():
@@ -188,12 +200,18 @@ def test_free_bits_kl_counts_only_real_examples():
 # spectral_elbo
 # ----------------------------------------------------------------------------------------------
 
-def _config(recon_loss="weighted_mse", spectral_weight=0.5, range_weight=2.0, fft_sizes=(4,),
-            free_bits=0.0):
+
+def _config(
+  recon_loss="weighted_mse", spectral_weight=0.5, range_weight=2.0, fft_sizes=(4,), free_bits=0.0
+):
   c = ml_collections.ConfigDict()
-  c.objective = {"recon_loss": recon_loss, "bands": reconstruction.DEFAULT_BANDS,
-                 "spectral_weight": spectral_weight, "fft_sizes": fft_sizes,
-                 "range_weight": range_weight}
+  c.objective = {
+    "recon_loss": recon_loss,
+    "bands": reconstruction.DEFAULT_BANDS,
+    "spectral_weight": spectral_weight,
+    "fft_sizes": fft_sizes,
+    "range_weight": range_weight,
+  }
   c.kl = {"free_bits": free_bits}
   return c
 
@@ -201,8 +219,11 @@ def _config(recon_loss="weighted_mse", spectral_weight=0.5, range_weight=2.0, ff
 def _outputs_and_batch():
   rng = np.random.default_rng(3)
   x = rng.uniform(size=(2, 10, 8))
-  outputs = {"recon": x + 0.7 * rng.normal(size=x.shape), "mu": rng.normal(size=(2, 3)),
-             "logvar": 0.1 * rng.normal(size=(2, 3))}
+  outputs = {
+    "recon": x + 0.7 * rng.normal(size=x.shape),
+    "mu": rng.normal(size=(2, 3)),
+    "logvar": 0.1 * rng.normal(size=(2, 3)),
+  }
   f32 = lambda a: jnp.asarray(a, jnp.float32)
   return {k: f32(v) for k, v in outputs.items()}, {"x": f32(x), "mask": jnp.ones((2,))}
 
@@ -210,21 +231,23 @@ def _outputs_and_batch():
 def test_spectral_elbo_sums_its_terms():
   outputs, batch = _outputs_and_batch()
   loss, m = jax.jit(lambda o, b: spectral.spectral_elbo(o, b, kl_weight=0.3, config=_config()))(
-      outputs, batch)
+    outputs, batch
+  )
   # numpy references, batch means of per-example means
   x, recon = np.asarray(batch["x"], np.float64), np.asarray(outputs["recon"], np.float64)
   w = reconstruction.band_weights(10)[:, None]
   sq = np.square(recon - x)
-  np.testing.assert_allclose(m["recon"], np.mean(np.sum(w * sq, (1, 2)) / (w.sum() * 8)),
-                             rtol=1e-5)
+  np.testing.assert_allclose(m["recon"], np.mean(np.sum(w * sq, (1, 2)) / (w.sum() * 8)), rtol=1e-5)
   np.testing.assert_allclose(m["spectral"], np.mean(_numpy_multires(recon, x, (4,))), rtol=1e-5)
   excess = np.maximum(recon - x.max((1, 2), keepdims=True), 0) + np.maximum(
-      x.min((1, 2), keepdims=True) - recon, 0)
+    x.min((1, 2), keepdims=True) - recon, 0
+  )
   np.testing.assert_allclose(m["range"], np.mean(np.square(excess)), rtol=1e-5)
   np.testing.assert_allclose(m["recon_mse"], np.mean(sq), rtol=1e-5)
   assert float(m["range"]) > 0 and float(m["kl"]) > 0
-  np.testing.assert_allclose(loss, m["recon"] + 0.5 * m["spectral"] + 2.0 * m["range"]
-                             + 0.3 * m["kl"], rtol=1e-6)
+  np.testing.assert_allclose(
+    loss, m["recon"] + 0.5 * m["spectral"] + 2.0 * m["range"] + 0.3 * m["kl"], rtol=1e-6
+  )
   assert set(m) == {"loss", "recon", "spectral", "range", "kl", "recon_mse", "kl_weight"}
 
 
@@ -235,8 +258,9 @@ def test_spectral_elbo_ignores_padded_examples():
   first_out = {k: v[:1] for k, v in outputs.items()}
   first = {"x": batch["x"][:1], "mask": jnp.ones((1,))}
   for cfg in [_config(), _config("mse", fft_sizes=())]:
-    objective = jax.jit(lambda o, b, cfg=cfg: spectral.spectral_elbo(o, b, kl_weight=0.3,
-                                                                   config=cfg)[1])
+    objective = jax.jit(
+      lambda o, b, cfg=cfg: spectral.spectral_elbo(o, b, kl_weight=0.3, config=cfg)[1]
+    )
     got, want = objective(padded_out, padded), objective(first_out, first)
     for key in want:
       np.testing.assert_allclose(got[key], want[key], rtol=1e-5, err_msg=key)
@@ -245,11 +269,13 @@ def test_spectral_elbo_ignores_padded_examples():
 def test_zero_weights_skip_their_terms(monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError("a term with weight 0 was computed")
+
   monkeypatch.setattr(reconstruction, "spectral_loss", fail)
   monkeypatch.setattr(reconstruction, "range_penalty", fail)
   outputs, batch = _outputs_and_batch()
-  loss, m = spectral.spectral_elbo(outputs, batch, kl_weight=0.0,
-                                 config=_config("mse", spectral_weight=0.0, range_weight=0.0))
+  loss, m = spectral.spectral_elbo(
+    outputs, batch, kl_weight=0.0, config=_config("mse", spectral_weight=0.0, range_weight=0.0)
+  )
   assert float(m["spectral"]) == 0.0 and float(m["range"]) == 0.0
   np.testing.assert_allclose(loss, m["recon_mse"], rtol=1e-6)
   np.testing.assert_allclose(m["recon"], m["recon_mse"])
@@ -261,8 +287,15 @@ def test_spectral_elbo_rejects_unknown_recon_loss():
     spectral.spectral_elbo(outputs, batch, kl_weight=0.0, config=_config("bce"))
 
 
-@pytest.mark.parametrize("key,value", [("recon_loss", "bce"), ("spectral_weight", -1.0),
-                                       ("fft_sizes", (8, 1)), ("bands", ((0.5, 0.1, 1.0),))])
+@pytest.mark.parametrize(
+  "key,value",
+  [
+    ("recon_loss", "bce"),
+    ("spectral_weight", -1.0),
+    ("fft_sizes", (8, 1)),
+    ("bands", ((0.5, 0.1, 1.0),)),
+  ],
+)
 def test_validate_names_the_bad_key(key, value):
   spectral.validate(_config())  # the defaults are fine
   config = _config()

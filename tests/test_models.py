@@ -63,8 +63,11 @@ def test_seed_000_parameter_counts():
   assert _count(vae.BasicVAE(input_shape=(128, 1292)), (128, 1292)) == 5_488_032
   conv = _count(vae.ConvVAE(input_shape=(128, 1292)), (128, 1292))
   assert conv == 63_555_809  # "about 63.6 M"
-  cvae = _count(vae.ConvVAE(input_shape=(128, 1292), cond_label="genre", num_classes=3),
-                (128, 1292), {"genre": [0, 1]})
+  cvae = _count(
+    vae.ConvVAE(input_shape=(128, 1292), cond_label="genre", num_classes=3),
+    (128, 1292),
+    {"genre": [0, 1]},
+  )
   assert 68.5e6 < cvae < 69.1e6  # "about 68.8 M"
 
 
@@ -85,8 +88,11 @@ def _cfg(free_bits=0.0):
 
 def test_elbo_masks_padding_and_free_bits():
   batch = {"x": jnp.ones((2, 3, 3)), "mask": jnp.array([1.0, 0.0])}
-  outputs = {"recon": jnp.stack([jnp.ones((3, 3)), jnp.zeros((3, 3))]),
-             "mu": jnp.zeros((2, 4)), "logvar": jnp.zeros((2, 4))}
+  outputs = {
+    "recon": jnp.stack([jnp.ones((3, 3)), jnp.zeros((3, 3))]),
+    "mu": jnp.zeros((2, 4)),
+    "logvar": jnp.zeros((2, 4)),
+  }
   loss, m = audio_vae.elbo(outputs, batch, kl_weight=1.0, config=_cfg())
   assert float(m["recon"]) == 0.0  # the padded example's error is not counted
   loss_fb, m_fb = audio_vae.elbo(outputs, batch, kl_weight=1.0, config=_cfg(0.5))
@@ -96,14 +102,16 @@ def test_elbo_masks_padding_and_free_bits():
 
 def test_conditioning_changes_the_decoder():
   shape = (16, 16)
-  model = vae.ConvVAE(input_shape=shape, channels=(4, 4, 4), latent_dim=4,
-                      cond_label="genre", num_classes=3)
+  model = vae.ConvVAE(
+    input_shape=shape, channels=(4, 4, 4), latent_dim=4, cond_label="genre", num_classes=3
+  )
   batch = _batch(shape, 2, {"genre": [0, 0]})
   variables = train_state.init_variables(model, batch, jax.random.PRNGKey(0))
   z = jnp.ones((2, 4))
   a = model.apply(variables, z, batch, False, method=model.decode)
-  b = model.apply(variables, z, dict(batch, label_genre=jnp.array([2, -1])), False,
-                  method=model.decode)
+  b = model.apply(
+    variables, z, dict(batch, label_genre=jnp.array([2, -1])), False, method=model.decode
+  )
   assert not np.allclose(a, b)
 
 
@@ -112,8 +120,9 @@ def test_loss_falls_on_a_fixed_batch():
   model = vae.ConvVAE(input_shape=shape, channels=(8, 8, 8), latent_dim=4)
   # Eight smooth patterns: learnable, unlike white noise.
   t = jnp.linspace(0, 1, 16)
-  x = jnp.stack([jnp.outer(jnp.sin(2 * np.pi * (k + 1) * t), jnp.cos(np.pi * k * t))
-                 for k in range(8)])
+  x = jnp.stack(
+    [jnp.outer(jnp.sin(2 * np.pi * (k + 1) * t), jnp.cos(np.pi * k * t)) for k in range(8)]
+  )
   batch = {"x": x, "mask": jnp.ones((8,))}
   config = _cfg()
   tx = optax.adam(3e-3)
@@ -124,10 +133,15 @@ def test_loss_falls_on_a_fixed_batch():
   @jax.jit
   def step(params, state, opt, i):
     def loss_fn(p):
-      out, new = model.apply({"params": p, **state}, batch, train=True,
-                             rngs=train_state.step_rngs(jax.random.PRNGKey(3), i),
-                             mutable=["batch_stats"])
+      out, new = model.apply(
+        {"params": p, **state},
+        batch,
+        train=True,
+        rngs=train_state.step_rngs(jax.random.PRNGKey(3), i),
+        mutable=["batch_stats"],
+      )
       return audio_vae.elbo(out, batch, kl_weight=0.1, config=config)[0], new
+
     (loss, new), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
     upd, opt = tx.update(g, opt)
     return optax.apply_updates(params, upd), new, opt, loss

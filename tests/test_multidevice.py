@@ -11,42 +11,63 @@ import sys
 import jax
 import numpy as np
 import pytest
-
-from conftest import ROOT, load_config
 from test_train import _cli
-from jaxvae.training import checkpoint as ckpt_lib
+
+from conftest import ROOT
+from conftest import load_config
 from jaxvae.training import builder
+from jaxvae.training import checkpoint as ckpt_lib
 
 SLOW = os.environ.get("JAXVAE_SLOW_TESTS") == "1"
 # SGD: Adam would turn float noise in near-zero gradients into full-size steps.
-SGD = {"train.optimizer": "sgd", "train.lr": "1e-3", "train.epochs": "1",
-       "train.image_every_epochs": "0", "train.report_tsne": "False"}
+SGD = {
+  "train.optimizer": "sgd",
+  "train.lr": "1e-3",
+  "train.epochs": "1",
+  "train.image_every_epochs": "0",
+  "train.report_tsne": "False",
+}
 
 
 def _main(workdir, overrides, devices, env=None):
   """`python -m jaxvae.main` in a fresh process that sees `devices` CPU devices."""
-  args = [sys.executable, "-m", "jaxvae.main", "--config=configs/conv_vae.py:small",
-          f"--workdir={workdir}", "--no_progress"] + [
-              f"--config.{k}={v}" for k, v in overrides.items()]
-  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
-           if not f.startswith("--xla_force_host_platform_device_count")]
-  full_env = dict(os.environ, XLA_FLAGS=" ".join(
-      flags + [f"--xla_force_host_platform_device_count={devices}"]), JAX_PLATFORMS="cpu",
-                  **(env or {}))
-  return subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+  args = [
+    sys.executable,
+    "-m",
+    "jaxvae.main",
+    "--config=configs/conv_vae.py:small",
+    f"--workdir={workdir}",
+    "--no_progress",
+  ] + [f"--config.{k}={v}" for k, v in overrides.items()]
+  flags = [
+    f
+    for f in os.environ.get("XLA_FLAGS", "").split()
+    if not f.startswith("--xla_force_host_platform_device_count")
+  ]
+  full_env = dict(
+    os.environ,
+    XLA_FLAGS=" ".join(flags + [f"--xla_force_host_platform_device_count={devices}"]),
+    JAX_PLATFORMS="cpu",
+    **(env or {}),
+  )
+  return subprocess.Popen(
+    args, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+  )
 
 
 def _params(workdir):
   """(step, state) of the latest checkpoint on this process's first device, whatever
   devices wrote it."""
   import orbax.checkpoint as ocp
+
   step = max(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
   path = os.path.join(workdir, "checkpoints", str(step), "state")
   checkpointer = ocp.StandardCheckpointer()
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  template = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                          checkpointer.metadata(path).item_metadata)
+  template = jax.tree.map(
+    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+    checkpointer.metadata(path).item_metadata,
+  )
   return step, jax.device_get(checkpointer.restore(path, template))
 
 
@@ -64,9 +85,19 @@ def runs(tmp_path_factory, tiny_overrides):
   port = _free_port()
   procs = [_main(eight, overrides, 8)]
   if SLOW:
-    procs += [_main(multi, dict(overrides, distributed="True"), 2,
-                    {"JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
-                     "JAX_PROCESS_ID": str(i)}) for i in range(2)]
+    procs += [
+      _main(
+        multi,
+        dict(overrides, distributed="True"),
+        2,
+        {
+          "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+          "JAX_NUM_PROCESSES": "2",
+          "JAX_PROCESS_ID": str(i),
+        },
+      )
+      for i in range(2)
+    ]
   outputs = [p.communicate(timeout=600)[0] for p in procs]
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-3000:]
@@ -82,8 +113,9 @@ def test_two_processes_match_eight_devices(runs):
   assert step_a == step_b == 2  # 18 training clips, batch 8: 2 steps
   # atol: biases ahead of BatchNorm get ~zero gradients whose float noise differs with the
   # reduction order (gloo across processes vs one process); real weights agree to 1e-3.
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-3, atol=2e-5),
-               a["params"], b["params"])
+  jax.tree.map(
+    lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-3, atol=2e-5), a["params"], b["params"]
+  )
   # Only process 0 wrote the logs: one line per step and epoch, not two.
   rows = open(os.path.join(multi, "metrics.jsonl")).read().splitlines()
   assert sum('"kind": "epoch"' in r for r in rows) == 1

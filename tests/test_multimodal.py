@@ -35,16 +35,28 @@ def _key(seed):
 
 
 def _model(fusion, **kw):
-  return multimodal.MultimodalVAE(input_shape=SHAPE, lyrics_dim=DIM, channels=(4, 8),
-                                  latent_dim=6, lyrics_hidden=(16,), fusion=fusion,
-                                  attention_dim=16, attention_heads=2, **kw)
+  return multimodal.MultimodalVAE(
+    input_shape=SHAPE,
+    lyrics_dim=DIM,
+    channels=(4, 8),
+    latent_dim=6,
+    lyrics_hidden=(16,),
+    fusion=fusion,
+    attention_dim=16,
+    attention_heads=2,
+    **kw,
+  )
 
 
 def _batch(lyrics_mask=None, seed=0):
   kx, kl = jax.random.split(jax.random.PRNGKey(seed))
   mask = jnp.ones((N,)) if lyrics_mask is None else jnp.asarray(lyrics_mask, jnp.float32)
-  return {"x": jax.random.normal(kx, (N, *SHAPE)), "mask": jnp.ones((N,)),
-          "lyrics": jax.random.normal(kl, (N, DIM)), "lyrics_mask": mask}
+  return {
+    "x": jax.random.normal(kx, (N, *SHAPE)),
+    "mask": jnp.ones((N,)),
+    "lyrics": jax.random.normal(kl, (N, DIM)),
+    "lyrics_mask": mask,
+  }
 
 
 @functools.cache
@@ -134,8 +146,9 @@ def _shift_lyrics_params(params):
     if name in params:
       params[name] = shift(params[name])
   if "attention" in params:
-    params["attention"] = dict(params["attention"],
-                               lyrics_token=shift(params["attention"]["lyrics_token"]))
+    params["attention"] = dict(
+      params["attention"], lyrics_token=shift(params["attention"]["lyrics_token"])
+    )
   return params
 
 
@@ -157,13 +170,13 @@ def test_missing_lyrics_take_no_part_in_the_posterior(fusion):
 def test_poe_with_missing_lyrics_is_audio_times_prior():
   model = _model("poe")
   batch = _batch(lyrics_mask=[0, 1] * (N // 2))
-  out = jax.tree.map(lambda v: np.asarray(v, np.float64),
-                     _apply(model, _variables("poe"), batch))
+  out = jax.tree.map(lambda v: np.asarray(v, np.float64), _apply(model, _variables("poe"), batch))
   prec_a, prec_l = np.exp(-out["logvar_audio"]), np.exp(-out["logvar_lyrics"])
   # Even rows (no lyrics): N(0, 1) x N(mu_a, var_a).
   prec = 1.0 + prec_a[0::2]
-  np.testing.assert_allclose(out["mu"][0::2], out["mu_audio"][0::2] * prec_a[0::2] / prec,
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    out["mu"][0::2], out["mu_audio"][0::2] * prec_a[0::2] / prec, rtol=1e-5, atol=1e-6
+  )
   np.testing.assert_allclose(out["logvar"][0::2], -np.log(prec), rtol=1e-5, atol=1e-6)
   # Odd rows (lyrics): all three experts.
   prec = 1.0 + prec_a[1::2] + prec_l[1::2]
@@ -178,8 +191,9 @@ def test_product_of_experts_is_stable_for_confident_experts():
   mu_other = jnp.array([[5.0, 5.0]])
   lv = jnp.array([[-100.0, 0.0]])
   lv_other = jnp.array([[0.0, 0.0]])
-  got_mu, got_lv = multimodal.product_of_experts([mu, mu_other], [lv, lv_other],
-                                                 [jnp.ones((1,)), jnp.ones((1,))])
+  got_mu, got_lv = multimodal.product_of_experts(
+    [mu, mu_other], [lv, lv_other], [jnp.ones((1,)), jnp.ones((1,))]
+  )
   chex.assert_tree_all_finite((got_mu, got_lv))
   np.testing.assert_allclose(got_mu[0, 0], 2.0, rtol=1e-6)  # the confident expert wins
   np.testing.assert_allclose(got_lv[0, 0], -100.0, rtol=1e-6)
@@ -234,18 +248,26 @@ def test_seed_size_audio_path_is_the_conv_vae():
 def _objective_case():
   """3 clips of 2 x 3 bins (n_audio 6) and 2-d lyrics; clip 1 has no lyrics, clip 2 is
   batch padding. Audio error 1 per bin -> recon 6 per clip."""
-  batch = {"x": jnp.zeros((3, 2, 3)), "mask": jnp.array([1.0, 1.0, 0.0]),
-           "lyrics": jnp.array([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]]),
-           "lyrics_mask": jnp.array([1.0, 0.0, 1.0])}
-  outputs = {"recon": jnp.ones((3, 2, 3)), "mu": jnp.zeros((3, 4)), "logvar": jnp.zeros((3, 4)),
-             "lyrics_recon": jnp.array([[0.0, 1.0], [7.0, -7.0], [9.0, 9.0]])}
+  batch = {
+    "x": jnp.zeros((3, 2, 3)),
+    "mask": jnp.array([1.0, 1.0, 0.0]),
+    "lyrics": jnp.array([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]]),
+    "lyrics_mask": jnp.array([1.0, 0.0, 1.0]),
+  }
+  outputs = {
+    "recon": jnp.ones((3, 2, 3)),
+    "mu": jnp.zeros((3, 4)),
+    "logvar": jnp.zeros((3, 4)),
+    "lyrics_recon": jnp.array([[0.0, 1.0], [7.0, -7.0], [9.0, 9.0]]),
+  }
   return outputs, batch
 
 
 def test_objective_masks_lyrics_of_clips_without_lyrics():
   outputs, batch = _objective_case()
-  loss, m = mm_variant.objective(outputs, batch, kl_weight=1.0,
-                                        config=_config("mse", lyrics_weight=0.5))
+  loss, m = mm_variant.objective(
+    outputs, batch, kl_weight=1.0, config=_config("mse", lyrics_weight=0.5)
+  )
   # Only clip 0 has a lyrics error: (0 - 1)^2 + (1 - 0)^2 = 2; balance n_audio / D = 6 / 2;
   # averaged over the 2 real clips.
   want_term = 0.5 * 3.0 * 2.0 / 2.0
@@ -256,28 +278,30 @@ def test_objective_masks_lyrics_of_clips_without_lyrics():
   np.testing.assert_allclose(m["recon_mse"], 1.0, rtol=1e-6)
   # Whatever is predicted for the clip without lyrics (or the padding clip) changes nothing.
   nan_out = dict(outputs, lyrics_recon=outputs["lyrics_recon"].at[1:].set(jnp.nan))
-  loss_nan, _ = mm_variant.objective(nan_out, batch, kl_weight=1.0,
-                                            config=_config("mse", lyrics_weight=0.5))
+  loss_nan, _ = mm_variant.objective(
+    nan_out, batch, kl_weight=1.0, config=_config("mse", lyrics_weight=0.5)
+  )
   np.testing.assert_allclose(loss_nan, loss, rtol=1e-7)
   # Weight 0: lyrics are an input only.
-  loss0, _ = mm_variant.objective(outputs, batch, kl_weight=1.0,
-                                         config=_config("mse", lyrics_weight=0.0))
+  loss0, _ = mm_variant.objective(
+    outputs, batch, kl_weight=1.0, config=_config("mse", lyrics_weight=0.0)
+  )
   np.testing.assert_allclose(loss0, 6.0, rtol=1e-6)
 
 
 def test_objective_cosine_and_kl():
   outputs, batch = _objective_case()
   outputs = dict(outputs, mu=jnp.ones((3, 4)))  # KL 0.5 per dimension -> 2 per clip
-  loss, m = mm_variant.objective(outputs, batch, kl_weight=0.25,
-                                        config=_config("cosine", lyrics_weight=1.0))
+  loss, m = mm_variant.objective(
+    outputs, batch, kl_weight=0.25, config=_config("cosine", lyrics_weight=1.0)
+  )
   # Clip 0: (0, 1) vs (1, 0) -> 1 - cos = 1; balance n_audio = 6; over 2 real clips.
   np.testing.assert_allclose(m["lyrics_recon"], 1.0, rtol=1e-6)
   np.testing.assert_allclose(m["lyrics_term"], 6.0 * 1.0 / 2.0, rtol=1e-6)
   np.testing.assert_allclose(m["kl"], 2.0, rtol=1e-6)
   np.testing.assert_allclose(loss, 6.0 + 3.0 + 0.25 * 2.0, rtol=1e-6)
   same = dict(outputs, lyrics_recon=batch["lyrics"] * 3.0)  # cosine ignores the scale
-  _, m_same = mm_variant.objective(same, batch, kl_weight=0.25,
-                                          config=_config("cosine"))
+  _, m_same = mm_variant.objective(same, batch, kl_weight=0.25, config=_config("cosine"))
   np.testing.assert_allclose(m_same["lyrics_term"], 0.0, atol=1e-6)
 
 
@@ -289,8 +313,9 @@ def _label_batch():
   lyrics from different labels (one of two prototypes + noise). Only the lyrics can tell the
   label, so a model that does not use them has identical latents within each pair."""
   t, u = jnp.linspace(0, 1, SHAPE[0]), jnp.linspace(0, 1, SHAPE[1])
-  patterns = jnp.stack([jnp.outer(jnp.sin(2 * np.pi * (k + 1) * t), jnp.cos(np.pi * k * u))
-                        for k in range(N // 2)])
+  patterns = jnp.stack(
+    [jnp.outer(jnp.sin(2 * np.pi * (k + 1) * t), jnp.cos(np.pi * k * u)) for k in range(N // 2)]
+  )
   x = jnp.repeat(patterns, 2, axis=0)
   labels = np.array([0, 1] * (N // 2))
   kp, kn = jax.random.split(jax.random.PRNGKey(11))
@@ -312,12 +337,19 @@ def _adam_step(model, tx):
   @_jit
   def step(params, state, opt, i, batch):
     def loss_fn(p):
-      out, new = model.apply({"params": p, **state}, batch, train=True,
-                             rngs=train_state.step_rngs(_key(3), i), mutable=["batch_stats"])
+      out, new = model.apply(
+        {"params": p, **state},
+        batch,
+        train=True,
+        rngs=train_state.step_rngs(_key(3), i),
+        mutable=["batch_stats"],
+      )
       return mm_variant.objective(out, batch, kl_weight=0.1, config=config)[0], new
+
     (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt = tx.update(grads, opt)
     return optax.apply_updates(params, updates), new, opt, loss
+
   return step
 
 
@@ -349,11 +381,16 @@ def test_training_lowers_the_loss_and_separates_the_lyrics_groups(fusion):
 
 def test_validate_names_the_config_key():
   def config(**model):
-    c = ml_collections.ConfigDict({"model": {"fusion": "poe", "lyrics_weight": 1.0},
-                                   "objective": {"lyrics_loss": "cosine"},
-                                   "data": {"lyrics_embeddings": ""}})
+    c = ml_collections.ConfigDict(
+      {
+        "model": {"fusion": "poe", "lyrics_weight": 1.0},
+        "objective": {"lyrics_loss": "cosine"},
+        "data": {"lyrics_embeddings": ""},
+      }
+    )
     c.model.update(model)
     return c
+
   mm_variant.validate(config())  # no embeddings yet is fine: tools/embed_lyrics.py needs this
   with pytest.raises(ValueError, match="model.fusion"):
     mm_variant.validate(config(fusion="sum"))

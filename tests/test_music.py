@@ -8,20 +8,34 @@ import shutil
 
 import numpy as np
 import pytest
+from test_train import _cli
 
 from conftest import ROOT
-from test_train import _cli
 
 pretty_midi = pytest.importorskip("pretty_midi")
 
-TINY = {"data.midi.seq_len": "48", "data.midi.overlap": "8", "model.d_model": "32",
-        "model.num_layers": "1", "model.num_heads": "2", "model.d_ff": "64",
-        "model.enc_layers": "1", "model.disc_dim": "16", "model.disc_layers": "1",
-        "model.disc_scales": "(1, 2)", "model.latent_regions": "4",
-        "model.latent_fine_regions": "8", "train.batch_size": "4", "train.epochs": "1",
-        "train.max_steps": "2", "generate.num_tokens": "24", "data.val_fraction": "0.3",
-        # As many as --num_samples below: one compiled sampler serves all three.
-        "eval.num_generated": "3", "generate.interpolation_steps": "3"}
+TINY = {
+  "data.midi.seq_len": "48",
+  "data.midi.overlap": "8",
+  "model.d_model": "32",
+  "model.num_layers": "1",
+  "model.num_heads": "2",
+  "model.d_ff": "64",
+  "model.enc_layers": "1",
+  "model.disc_dim": "16",
+  "model.disc_layers": "1",
+  "model.disc_scales": "(1, 2)",
+  "model.latent_regions": "4",
+  "model.latent_fine_regions": "8",
+  "train.batch_size": "4",
+  "train.epochs": "1",
+  "train.max_steps": "2",
+  "generate.num_tokens": "24",
+  "data.val_fraction": "0.3",
+  # As many as --num_samples below: one compiled sampler serves all three.
+  "eval.num_generated": "3",
+  "generate.interpolation_steps": "3",
+}
 
 
 def _piece(path, seed):
@@ -31,8 +45,9 @@ def _piece(path, seed):
   t = 0.0
   for _ in range(40):
     d = float(rng.choice([0.25, 0.5]))
-    inst.notes.append(pretty_midi.Note(int(rng.integers(40, 110)), int(rng.integers(50, 80)),
-                                       t, t + d))
+    inst.notes.append(
+      pretty_midi.Note(int(rng.integers(40, 110)), int(rng.integers(50, 80)), t, t + d)
+    )
     t += d
   pm.instruments.append(inst)
   pm.write(str(path))
@@ -45,8 +60,14 @@ def midi_folder_overrides(tmp_path, n=3):
   folder.mkdir()
   for i in range(n):
     _piece(folder / f"good{i}.mid", i)
-  return folder, dict(TINY, **{"data.layout": "folder", "data.root": str(folder),
-                               "data.cache_dir": str(tmp_path / "cache")})
+  return folder, dict(
+    TINY,
+    **{
+      "data.layout": "folder",
+      "data.root": str(folder),
+      "data.cache_dir": str(tmp_path / "cache"),
+    },
+  )
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +82,9 @@ def midi_folder(tmp_path_factory):
 
 
 def test_progressive_stages_and_generation(tmp_path, midi_folder, cache_dir):
-  overrides = dict(TINY, **{"data.layout": "folder", "data.root": midi_folder,
-                            "data.cache_dir": cache_dir})
+  overrides = dict(
+    TINY, **{"data.layout": "folder", "data.root": midi_folder, "data.cache_dir": cache_dir}
+  )
   cfg = "music_transformer_vaegan.py:small"
   previous = None
   for stage in (1, 2, 3):
@@ -79,8 +101,12 @@ def test_progressive_stages_and_generation(tmp_path, midi_folder, cache_dir):
     previous = workdir
   info = json.load(open(tmp_path / "stage1" / "jaxvae_run.json"))["data"]
   assert info["bad_files"] == 1 and info["bad"][0]["clip_id"] == "slow/broken.mid"
-  assert _cli(previous, overrides | {"stage": "3"}, mode="generate", config=cfg,
-              extra=["--num_samples=3"]) == 0
+  assert (
+    _cli(
+      previous, overrides | {"stage": "3"}, mode="generate", config=cfg, extra=["--num_samples=3"]
+    )
+    == 0
+  )
   out = previous / "generate"
   tokens = np.load(out / "sample_01.npy")
   assert tokens.shape == (25,) and tokens.min() >= 0 and tokens.max() < 774
@@ -104,8 +130,16 @@ def test_progressive_stages_and_generation(tmp_path, midi_folder, cache_dir):
 
   # Interpolation between two files' latents.
   a, b = (os.path.join(midi_folder, f) for f in ("fast/fast_0.mid", "slow/slow_1.mid"))
-  assert _cli(previous, overrides | {"stage": "3"}, mode="generate", config=cfg,
-              extra=[f"--interpolate={a},{b}"]) == 0
+  assert (
+    _cli(
+      previous,
+      overrides | {"stage": "3"},
+      mode="generate",
+      config=cfg,
+      extra=[f"--interpolate={a},{b}"],
+    )
+    == 0
+  )
   record = json.load(open(out / "interp.json"))
   assert record["a"] == a and record["steps"] == 3 and record["alpha"] == [0.0, 0.5, 1.0]
   assert not np.allclose(record["z_a"], record["z_b"]) and len(record["z_a"]) == 66
@@ -113,28 +147,49 @@ def test_progressive_stages_and_generation(tmp_path, midi_folder, cache_dir):
     assert np.load(out / f"interp_{k:02d}.npy").shape == (25,)
     pretty_midi.PrettyMIDI(str(out / f"interp_{k:02d}.mid"))
   missing = f"--interpolate={a},{tmp_path / 'nope.mid'}"
-  assert _cli(previous, overrides | {"stage": "3"}, mode="generate", config=cfg,
-              extra=[missing]) == 1
-  assert _cli(tmp_path / "stage1", overrides | {"stage": "1"}, mode="generate", config=cfg,
-              extra=[f"--interpolate={a},{b}"]) == 1
+  assert (
+    _cli(previous, overrides | {"stage": "3"}, mode="generate", config=cfg, extra=[missing]) == 1
+  )
+  assert (
+    _cli(
+      tmp_path / "stage1",
+      overrides | {"stage": "1"},
+      mode="generate",
+      config=cfg,
+      extra=[f"--interpolate={a},{b}"],
+    )
+    == 1
+  )
 
 
 def _store(cache, midi_folder, **overrides):
-  from jaxvae.variants import registry
   from jaxvae.data import tokens
-  base = {"data.layout": "folder", "data.root": midi_folder, "data.cache_dir": str(cache),
-          "data.midi.seq_len": "48", "data.midi.overlap": "8", "data.val_fraction": "0.3"}
-  config = registry.load_config(os.path.join(ROOT, "configs", "music_transformer_vaegan.py:small"),
-                           base | overrides)
+  from jaxvae.variants import registry
+
+  base = {
+    "data.layout": "folder",
+    "data.root": midi_folder,
+    "data.cache_dir": str(cache),
+    "data.midi.seq_len": "48",
+    "data.midi.overlap": "8",
+    "data.val_fraction": "0.3",
+  }
+  config = registry.load_config(
+    os.path.join(ROOT, "configs", "music_transformer_vaegan.py:small"), base | overrides
+  )
   return tokens.build(config, progress=False)
 
 
 def test_token_store_tempo_and_velocity_augmentation(tmp_path, midi_folder):
-  from jaxvae.symbolic import midi
   from jaxvae.errors import ConfigError
+  from jaxvae.symbolic import midi
+
   plain = _store(tmp_path, midi_folder)
-  aug_overrides = {"data.midi.tempo_stretch": "(0.5, 2.0)", "data.midi.velocity_jitter": "2",
-                   "data.midi.velocity_copies": "2"}
+  aug_overrides = {
+    "data.midi.tempo_stretch": "(0.5, 2.0)",
+    "data.midi.velocity_jitter": "2",
+    "data.midi.velocity_copies": "2",
+  }
   aug = _store(tmp_path, midi_folder, **aug_overrides)
   assert aug.path != plain.path  # the augmentation is part of the store's key
   rows = aug.manifest["examples"]
@@ -142,19 +197,26 @@ def test_token_store_tempo_and_velocity_augmentation(tmp_path, midi_folder):
   n_train = len(plain.indices("train"))
   assert len(plain.indices("validation")) > 0 and n_train > 0
   assert len(aug.features) == len(plain.features) + 4 * n_train
-  np.testing.assert_array_equal(aug.features[aug.indices("validation")],
-                                plain.features[plain.indices("validation")])
-  np.testing.assert_array_equal(aug.features[aug.indices("train", augmented=False)],
-                                plain.features[plain.indices("train")])
+  np.testing.assert_array_equal(
+    aug.features[aug.indices("validation")], plain.features[plain.indices("validation")]
+  )
+  np.testing.assert_array_equal(
+    aug.features[aug.indices("train", augmented=False)], plain.features[plain.indices("train")]
+  )
   assert all(rows[i]["augment"] is None for i in aug.indices("validation"))
 
   def copy_of(clip, record):
-    return aug.features[[i for i, r in enumerate(rows)
-                         if r["clip_id"] == clip and r["augment"] == record]]
+    return aug.features[
+      [i for i, r in enumerate(rows) if r["clip_id"] == clip and r["augment"] == record]
+    ]
 
   train_clips = sorted({r["clip_id"] for r in rows if r["split"] == "train"})
-  for record in ({"tempo_stretch": 0.5}, {"tempo_stretch": 2.0},
-                 {"velocity_jitter": 2, "copy": 0}, {"velocity_jitter": 2, "copy": 1}):
+  for record in (
+    {"tempo_stretch": 0.5},
+    {"tempo_stretch": 2.0},
+    {"velocity_jitter": 2, "copy": 0},
+    {"velocity_jitter": 2, "copy": 1},
+  ):
     assert sorted({r["clip_id"] for r in rows if r["augment"] == record}) == train_clips
   clip = train_clips[0]
   orig = copy_of(clip, None)[0]
@@ -180,11 +242,14 @@ def test_token_store_tempo_and_velocity_augmentation(tmp_path, midi_folder):
 
 def test_chorales_corpus_is_offline(tmp_path, cache_dir):
   pytest.importorskip("music21")
-  from jaxvae.variants import registry
-  from jaxvae.data import tokens
   from conftest import ROOT
-  config = registry.load_config(os.path.join(ROOT, "configs", "music_transformer_vaegan.py:small"),
-                           {"data.midi.chorales": "3", "data.cache_dir": str(tmp_path)})
+  from jaxvae.data import tokens
+  from jaxvae.variants import registry
+
+  config = registry.load_config(
+    os.path.join(ROOT, "configs", "music_transformer_vaegan.py:small"),
+    {"data.midi.chorales": "3", "data.cache_dir": str(tmp_path)},
+  )
   store = tokens.build(config, progress=False)
   assert store.features.shape[1] == 128 and len(store.features) >= 3
   assert store.features[0][0] == 1  # START opens the first window of a piece

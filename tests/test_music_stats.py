@@ -59,6 +59,7 @@ def test_pitch_class_weighting():
 
 def test_token_arrays_are_decoded():
   from jaxvae.symbolic import midi
+
   s = music_stats.piece_stats(midi.encode(_piece(TRIAD)))
   assert s["polyphony"] == pytest.approx(3.0) and s["pitch_range"] == 7
   assert music_stats.piece_stats(_piece([], drums=[(36, 0.0, 1.0)])) is None
@@ -89,7 +90,8 @@ def test_distance_to_itself_is_zero_and_to_others_is_not():
   assert d["overlap_area"]["polyphony"] == pytest.approx(0.5)  # [3, 1] vs [1, 1]
   assert d["overlap_area"]["pitch_range"] == 0.0  # [7, 3] vs [0, 0]
   assert music_stats.compare(a, b)["distance"]["pitch_class_js"] == pytest.approx(
-      music_stats.compare(b, a)["distance"]["pitch_class_js"])
+    music_stats.compare(b, a)["distance"]["pitch_class_js"]
+  )
 
 
 def test_partial_overlap_and_undefined_distance():

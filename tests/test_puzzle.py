@@ -6,8 +6,6 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-
-
 from test_train import _cli
 
 WORDS = ("five", "left", "yes")
@@ -28,17 +26,26 @@ def speech_commands(tmp_path_factory):
   os.makedirs(root / "_background_noise_")
   sf.write(root / "_background_noise_" / "white.wav", rng.standard_normal(16000) * 0.1, 16000)
   (root / "validation_list.txt").write_text(
-      "\n".join(f"{w}/spk07_nohash_0.wav" for w in WORDS) + "\n")
+    "\n".join(f"{w}/spk07_nohash_0.wav" for w in WORDS) + "\n"
+  )
   (root / "testing_list.txt").write_text("left/spk06_nohash_0.wav\n")
   return str(root)
 
 
 @pytest.fixture(scope="module")
 def puzzle_run(tmp_path_factory, speech_commands, cache_dir):
-  overrides = {"data.root": speech_commands, "data.cache_dir": cache_dir, "data.n_mels": "32",
-               "model.enc_channels": "(4, 8)", "model.dec_channels": "(8, 8, 4)",
-               "model.code_dim": "8", "model.grid": "(6, 6)",
-               "train.batch_size": "4", "train.epochs": "2", "train.log_every_steps": "2"}
+  overrides = {
+    "data.root": speech_commands,
+    "data.cache_dir": cache_dir,
+    "data.n_mels": "32",
+    "model.enc_channels": "(4, 8)",
+    "model.dec_channels": "(8, 8, 4)",
+    "model.code_dim": "8",
+    "model.grid": "(6, 6)",
+    "train.batch_size": "4",
+    "train.epochs": "2",
+    "train.log_every_steps": "2",
+  }
   workdir = str(tmp_path_factory.mktemp("puzzle"))
   assert _cli(workdir, overrides, config="puzzle_vqvae.py") == 0
   return workdir, overrides
@@ -67,11 +74,18 @@ def test_analyze_compares_trained_with_untrained(puzzle_run):
   workdir, overrides = puzzle_run
   assert _cli(workdir, overrides, mode="analyze", config="puzzle_vqvae.py") == 0
   result = json.load(open(os.path.join(workdir, "analysis.json")))
-  for key in ("recon_mse_untrained", "recon_mse_trained", "recon_reduction_pct",
-              "perplexity", "codes_used", "codebook_size"):
+  for key in (
+    "recon_mse_untrained",
+    "recon_mse_trained",
+    "recon_reduction_pct",
+    "perplexity",
+    "codes_used",
+    "codebook_size",
+  ):
     assert key in result
   assert result["codebook_size"] == 10
   assert result["recon_reduction_pct"] == pytest.approx(
-      100 * (1 - result["recon_mse_trained"] / result["recon_mse_untrained"]))
+    100 * (1 - result["recon_mse_trained"] / result["recon_mse_untrained"])
+  )
   assert os.path.getsize(result["puzzles"][0]) > 1000
   assert "| Codes used |" in open(os.path.join(workdir, "analysis.md")).read()

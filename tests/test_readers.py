@@ -8,7 +8,9 @@ import os
 import pytest
 
 from jaxvae.data import readers
-from jaxvae.data.readers import DataError, Item, list_items
+from jaxvae.data.readers import DataError
+from jaxvae.data.readers import Item
+from jaxvae.data.readers import list_items
 
 
 def _touch(root, *rels, content=b""):
@@ -29,11 +31,19 @@ def _write(path, text):
 # gtzan
 # ----------------------------------------------------------------------------------------------
 
+
 def _gtzan(tmp_path):
   base = tmp_path / "Data" / "genres_original"
-  _touch(base, "rock/rock.00001.wav", "jazz/jazz.00054.wav", "jazz/jazz.00000.wav",
-         "blues/blues.00000.wav", "blues/._blues.00000.wav", "blues/notes.txt",
-         "stray.wav")  # beside the genre folders: no genre, not listed
+  _touch(
+    base,
+    "rock/rock.00001.wav",
+    "jazz/jazz.00054.wav",
+    "jazz/jazz.00000.wav",
+    "blues/blues.00000.wav",
+    "blues/._blues.00000.wav",
+    "blues/notes.txt",
+    "stray.wav",
+  )  # beside the genre folders: no genre, not listed
   _touch(tmp_path / "Data", "images_original/jazz/jazz00000.png")
   return tmp_path / "Data"
 
@@ -42,10 +52,17 @@ def test_gtzan_labels_and_ids(tmp_path):
   root = _gtzan(tmp_path)
   items = list_items("gtzan", str(root))
   assert [it.clip_id for it in items] == [
-      "blues/blues.00000.wav", "jazz/jazz.00000.wav", "jazz/jazz.00054.wav",
-      "rock/rock.00001.wav"]
+    "blues/blues.00000.wav",
+    "jazz/jazz.00000.wav",
+    "jazz/jazz.00054.wav",
+    "rock/rock.00001.wav",
+  ]
   assert [it.labels for it in items] == [
-      {"genre": "blues"}, {"genre": "jazz"}, {"genre": "jazz"}, {"genre": "rock"}]
+    {"genre": "blues"},
+    {"genre": "jazz"},
+    {"genre": "jazz"},
+    {"genre": "rock"},
+  ]
   assert all(it.split is None and it.lyrics is None for it in items)
   assert items[0].path == str(root / "genres_original" / "blues" / "blues.00000.wav")
   assert os.path.isabs(items[0].path)
@@ -68,20 +85,22 @@ def test_gtzan_marsyas_au_files(tmp_path):
 # maestro
 # ----------------------------------------------------------------------------------------------
 
-_MAESTRO_HEADER = ("canonical_composer,canonical_title,split,year,midi_filename,"
-                   "audio_filename,duration\n")
+_MAESTRO_HEADER = (
+  "canonical_composer,canonical_title,split,year,midi_filename,audio_filename,duration\n"
+)
 
 
 def _maestro(tmp_path):
   rows = [
-      'Frédéric Chopin,"Ballade No. 1, Op. 23",train,2018,2018/a.midi,2018/a.wav,10.5\n',
-      "Johann Sebastian Bach,Prelude,validation,2017,2017/b.midi,2017/b.wav,3.2\n",
-      "Franz Liszt,Etude,test,2009,2009/c.midi,2009/c.wav,7.0\n",
+    'Frédéric Chopin,"Ballade No. 1, Op. 23",train,2018,2018/a.midi,2018/a.wav,10.5\n',
+    "Johann Sebastian Bach,Prelude,validation,2017,2017/b.midi,2017/b.wav,3.2\n",
+    "Franz Liszt,Etude,test,2009,2009/c.midi,2009/c.wav,7.0\n",
   ]
   _write(str(tmp_path / "maestro-v3.0.0.csv"), _MAESTRO_HEADER + "".join(rows))
   # An older csv beside it must not be used.
-  _write(str(tmp_path / "maestro-v2.0.0.csv"), _MAESTRO_HEADER +
-         "X,Y,train,2000,old.midi,old.wav,1.0\n")
+  _write(
+    str(tmp_path / "maestro-v2.0.0.csv"), _MAESTRO_HEADER + "X,Y,train,2000,old.midi,old.wav,1.0\n"
+  )
   _touch(tmp_path, "2018/a.wav", "2017/b.wav", "2009/c.wav", "2018/a.midi")
   return tmp_path
 
@@ -108,8 +127,11 @@ def test_maestro_errors(tmp_path):
   with pytest.raises(DataError, match=r"has no 'maestro-v\*\.csv'"):
     list_items("maestro", str(tmp_path))
   _write(str(tmp_path / "maestro-v3.0.0.csv"), "canonical_composer,split,year\nA,train,2000\n")
-  with pytest.raises(DataError, match=r"has no column 'audio_filename' \(columns: "
-                                      r"canonical_composer, split, year\)"):
+  with pytest.raises(
+    DataError,
+    match=r"has no column 'audio_filename' \(columns: "
+    r"canonical_composer, split, year\)",
+  ):
     list_items("maestro", str(tmp_path))
   _write(str(tmp_path / "maestro-v3.0.0.csv"), _MAESTRO_HEADER)
   with pytest.raises(DataError, match=r"lists no audio files"):
@@ -123,10 +145,17 @@ def test_maestro_errors(tmp_path):
 # speech_commands
 # ----------------------------------------------------------------------------------------------
 
+
 def _speech_commands(tmp_path, lists=True):
-  _touch(tmp_path, "right/bb05582b_nohash_3.wav", "right/aa000000_nohash_0.wav",
-         "five/b544d4fd_nohash_0.wav", "five/cc111111_nohash_1.wav",
-         "_background_noise_/white_noise.wav", "_background_noise_/README.md")
+  _touch(
+    tmp_path,
+    "right/bb05582b_nohash_3.wav",
+    "right/aa000000_nohash_0.wav",
+    "five/b544d4fd_nohash_0.wav",
+    "five/cc111111_nohash_1.wav",
+    "_background_noise_/white_noise.wav",
+    "_background_noise_/README.md",
+  )
   _write(str(tmp_path / "LICENSE"), "cc-by")
   if lists:
     _write(str(tmp_path / "validation_list.txt"), "right/bb05582b_nohash_3.wav\n")
@@ -138,10 +167,10 @@ def test_speech_commands_words_and_splits(tmp_path):
   items = list_items("speech_commands", str(_speech_commands(tmp_path)))
   got = {it.clip_id: (it.labels["word"], it.split) for it in items}
   assert got == {
-      "five/b544d4fd_nohash_0.wav": ("five", "test"),
-      "five/cc111111_nohash_1.wav": ("five", "train"),
-      "right/aa000000_nohash_0.wav": ("right", "train"),
-      "right/bb05582b_nohash_3.wav": ("right", "validation"),
+    "five/b544d4fd_nohash_0.wav": ("five", "test"),
+    "five/cc111111_nohash_1.wav": ("five", "train"),
+    "right/aa000000_nohash_0.wav": ("right", "train"),
+    "right/bb05582b_nohash_3.wav": ("right", "validation"),
   }
   assert not any("_background_noise_" in it.path for it in items)
 
@@ -162,16 +191,24 @@ def test_speech_commands_only_noise_is_empty(tmp_path):
 # folder
 # ----------------------------------------------------------------------------------------------
 
+
 def test_folder_labels_recursive(tmp_path):
-  _touch(tmp_path, "cats/a.wav", "cats/deep/er/b.FLAC", "dogs/c.mp3", "loose.ogg",
-         "dogs/readme.txt", ".hidden/d.wav")
+  _touch(
+    tmp_path,
+    "cats/a.wav",
+    "cats/deep/er/b.FLAC",
+    "dogs/c.mp3",
+    "loose.ogg",
+    "dogs/readme.txt",
+    ".hidden/d.wav",
+  )
   items = list_items("folder", str(tmp_path))
   got = {it.clip_id: it.labels for it in items}
   assert got == {
-      "cats/a.wav": {"label": "cats"},
-      "cats/deep/er/b.FLAC": {"label": "cats"},
-      "dogs/c.mp3": {"label": "dogs"},
-      "loose.ogg": {},
+    "cats/a.wav": {"label": "cats"},
+    "cats/deep/er/b.FLAC": {"label": "cats"},
+    "dogs/c.mp3": {"label": "dogs"},
+    "loose.ogg": {},
   }
   assert [it.clip_id for it in items] == sorted(got)
 
@@ -186,14 +223,18 @@ def test_label_columns_for_builtin_layout(tmp_path):
   root = _maestro(tmp_path)
   items = list_items("maestro", str(root), label_columns=["year"])
   assert items[0].labels == {"year": "2009"}
-  with pytest.raises(DataError, match=r"asks for 'genre', but layout 'maestro' has labels: "
-                                      r"composer, year"):
+  with pytest.raises(
+    DataError,
+    match=r"asks for 'genre', but layout 'maestro' has labels: "
+    r"composer, year",
+  ):
     list_items("maestro", str(root), label_columns=["genre"])
 
 
 # ----------------------------------------------------------------------------------------------
 # manifest
 # ----------------------------------------------------------------------------------------------
+
 
 def _manifest(tmp_path, text):
   _touch(tmp_path / "data", "audio/a.wav", "audio/b.wav", "audio/c.wav")
@@ -206,11 +247,15 @@ def _manifest(tmp_path, text):
 def test_manifest_paths_labels_lyrics(tmp_path):
   outside = tmp_path / "elsewhere" / "z.wav"
   _touch(tmp_path / "elsewhere", "z.wav")
-  path = _manifest(tmp_path, (
+  path = _manifest(
+    tmp_path,
+    (
       "audio,language,genre,split,lyrics\n"
-      "audio/b.wav,en,pop,val,\"inline words, with a comma\"\n"
+      'audio/b.wav,en,pop,val,"inline words, with a comma"\n'
       "./audio/a.wav,fr,rock,train,lyrics/a.txt\n"
-      f"{outside},,jazz,,\n"))
+      f"{outside},,jazz,,\n"
+    ),
+  )
   items = list_items("manifest", str(path))
   by_id = {it.clip_id: it for it in items}
   assert sorted(by_id) == sorted(["audio/a.wav", "audio/b.wav", str(outside)])
@@ -227,10 +272,18 @@ def test_manifest_paths_labels_lyrics(tmp_path):
 
 def test_manifest_custom_columns_and_label_restriction(tmp_path):
   path = _manifest(tmp_path, "file,text,genre,mood\naudio/a.wav,hello,pop,happy\n")
-  items = list_items("manifest", str(path), audio_column="file", lyrics_column="text",
-                     label_columns=["mood"])
-  assert items == [Item(clip_id="audio/a.wav", path=str(tmp_path / "data" / "audio" / "a.wav"),
-                        labels={"mood": "happy"}, split=None, lyrics="hello")]
+  items = list_items(
+    "manifest", str(path), audio_column="file", lyrics_column="text", label_columns=["mood"]
+  )
+  assert items == [
+    Item(
+      clip_id="audio/a.wav",
+      path=str(tmp_path / "data" / "audio" / "a.wav"),
+      labels={"mood": "happy"},
+      split=None,
+      lyrics="hello",
+    )
+  ]
 
 
 def test_manifest_folder_with_manifest_csv(tmp_path):
@@ -274,6 +327,7 @@ def test_manifest_errors(tmp_path):
 # errors shared by all layouts
 # ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("layout", readers.LAYOUTS)
 def test_missing_root(tmp_path, layout):
   missing = str(tmp_path / "x" / "y")
@@ -292,16 +346,20 @@ def test_root_is_a_file(tmp_path, layout):
 @pytest.mark.parametrize("layout", ["gtzan", "speech_commands", "folder"])
 def test_empty_dataset(tmp_path, layout):
   _touch(tmp_path, "a/readme.txt")
-  with pytest.raises(DataError, match=r"no audio files \(wav, flac, .*\) found under "
-                                      rf"data.root .* for layout '{layout}'"):
+  with pytest.raises(
+    DataError,
+    match=r"no audio files \(wav, flac, .*\) found under "
+    rf"data.root .* for layout '{layout}'",
+  ):
     list_items(layout, str(tmp_path))
 
 
 def test_unknown_layout():
   with pytest.raises(DataError) as e:
     list_items("foo", "/x")
-  assert str(e.value) == ("unknown data.layout 'foo'; expected one of gtzan, maestro, "
-                          "speech_commands, folder, manifest")
+  assert str(e.value) == (
+    "unknown data.layout 'foo'; expected one of gtzan, maestro, speech_commands, folder, manifest"
+  )
   assert isinstance(e.value, ValueError)
 
 

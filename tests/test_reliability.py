@@ -17,17 +17,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_train import _cli
+from test_train import _params
 
-from conftest import ROOT, load_config
-from test_train import _cli, _params
+from conftest import ROOT
+from conftest import load_config
 from jaxvae import errors
+from jaxvae import workdir as workdir_lib
+from jaxvae.data import pipeline
 from jaxvae.training import builder
 from jaxvae.training import loop
 from jaxvae.training import metrics as metrics_lib
-from jaxvae.training import step as step_lib
 from jaxvae.training import state as train_state
-from jaxvae import workdir as workdir_lib
-from jaxvae.data import pipeline
+from jaxvae.training import step as step_lib
 
 
 def _last_error_line(capsys):
@@ -39,6 +41,7 @@ def _last_error_line(capsys):
 # ---------------------------------------------------------------------------------------------
 # Divergence
 # ---------------------------------------------------------------------------------------------
+
 
 def test_nonfinite_step_keeps_the_state_and_counts_it(tiny_overrides):
   config = load_config("conv_vae.py:small", tiny_overrides)
@@ -54,23 +57,35 @@ def test_nonfinite_step_keeps_the_state_and_counts_it(tiny_overrides):
   jax.tree.map(np.testing.assert_array_equal, after, before)
   state, metrics = run.train_step(state, run.put(batch))
   assert float(metrics["nonfinite"]) == 0.0
-  changed = jax.tree.map(lambda a, b: not np.array_equal(a, b),
-                         jax.device_get(state.params), before[0])
+  changed = jax.tree.map(
+    lambda a, b: not np.array_equal(a, b), jax.device_get(state.params), before[0]
+  )
   assert any(jax.tree.leaves(changed))
 
 
 def test_guard_checks_every_loss_and_gradient_norm_of_a_custom_step():
   """The VAE-GAN's step reports loss_d / grad_norm_d for its discriminator: a NaN there must
   skip the update too (a float16 loss scale is not a loss)."""
-  state = train_state.TrainState(step=jnp.int32(0), params={"w": jnp.ones(3)}, model_state={},
-                           opt_state={"mu": jnp.zeros(3)}, rng=jax.random.PRNGKey(0))
+  state = train_state.TrainState(
+    step=jnp.int32(0),
+    params={"w": jnp.ones(3)},
+    model_state={},
+    opt_state={"mu": jnp.zeros(3)},
+    rng=jax.random.PRNGKey(0),
+  )
 
   def step(bad_key):
     def fn(s, batch):
-      metrics = {"loss": jnp.float32(1.0), "grad_norm_g": jnp.float32(1.0),
-                 "loss_scale": jnp.float32(2.0**15), bad_key: jnp.float32(jnp.nan)}
-      return s.replace(step=s.step + 1, params={"w": s.params["w"] + 1},
-                       opt_state={"mu": s.opt_state["mu"] + 1}), metrics
+      metrics = {
+        "loss": jnp.float32(1.0),
+        "grad_norm_g": jnp.float32(1.0),
+        "loss_scale": jnp.float32(2.0**15),
+        bad_key: jnp.float32(jnp.nan),
+      }
+      return s.replace(
+        step=s.step + 1, params={"w": s.params["w"] + 1}, opt_state={"mu": s.opt_state["mu"] + 1}
+      ), metrics
+
     return jax.jit(step_lib.skip_nonfinite(fn))
 
   for key in ("loss_d", "grad_norm_d"):
@@ -85,21 +100,32 @@ def test_guard_checks_every_loss_and_gradient_norm_of_a_custom_step():
 
 def test_nonfinite_watch_counts_runs_and_names_the_metric():
   watch = metrics_lib.NonfiniteWatch(3)
-  ok, bad = {"loss": 1.0, "nonfinite": 0.0}, {"loss": float("nan"), "grad_norm": 1.0,
-                                              "nonfinite": 1.0}
+  ok, bad = (
+    {"loss": 1.0, "nonfinite": 0.0},
+    {"loss": float("nan"), "grad_norm": 1.0, "nonfinite": 1.0},
+  )
   watch.update([ok, bad, bad, ok, bad], first_step=10)
   assert watch.run == 1 and watch.first_step == 14
-  with pytest.raises(errors.DivergedError, match="3 steps in a row from step 14 had a "
-                     "non-finite loss"):
+  with pytest.raises(
+    errors.DivergedError, match="3 steps in a row from step 14 had a non-finite loss"
+  ):
     watch.update([bad, bad], first_step=15)
 
 
-def test_diverging_run_stops_with_one_line_and_only_finite_checkpoints(tmp_path, tiny_overrides,
-                                                                       capsys):
-  overrides = dict(tiny_overrides, **{"train.lr": "1e30", "train.clip_norm": "0.0",
-                                      "train.max_nonfinite_steps": "2", "train.epochs": "4",
-                                      "train.checkpoint_every_steps": "1",
-                                      "train.image_every_epochs": "0"})
+def test_diverging_run_stops_with_one_line_and_only_finite_checkpoints(
+  tmp_path, tiny_overrides, capsys
+):
+  overrides = dict(
+    tiny_overrides,
+    **{
+      "train.lr": "1e30",
+      "train.clip_norm": "0.0",
+      "train.max_nonfinite_steps": "2",
+      "train.epochs": "4",
+      "train.checkpoint_every_steps": "1",
+      "train.image_every_epochs": "0",
+    },
+  )
   assert _cli(tmp_path, overrides) == 1
   line = _last_error_line(capsys)
   assert line.startswith("error: training diverged: 2 steps in a row from step ")
@@ -110,6 +136,7 @@ def test_diverging_run_stops_with_one_line_and_only_finite_checkpoints(tmp_path,
     folder = tmp_path / which
     for step in [int(n) for n in os.listdir(folder) if n.isdigit()] if folder.exists() else []:
       import orbax.checkpoint as ocp
+
       mgr = ocp.CheckpointManager(str(folder))
       state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))
       mgr.close()
@@ -130,15 +157,15 @@ def test_diverging_run_stops_with_one_line_and_only_finite_checkpoints(tmp_path,
 def _tb_scalars(folder):
   """(tag, value) of every scalar in the TensorBoard event files (TFRecord-framed Events)."""
   from tensorboardX.proto import event_pb2
+
   out = []
   for name in os.listdir(folder):
     data = open(os.path.join(folder, name), "rb").read()
     i = 0
     while i < len(data):
-      (n,) = struct.unpack("<Q", data[i:i + 8])
-      event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
-      out += [(v.tag, v.simple_value) for v in event.summary.value
-              if v.HasField("simple_value")]
+      (n,) = struct.unpack("<Q", data[i : i + 8])
+      event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
+      out += [(v.tag, v.simple_value) for v in event.summary.value if v.HasField("simple_value")]
       i += 12 + n + 4
   return out
 
@@ -147,14 +174,18 @@ def _tb_scalars(folder):
 # One writer per workdir
 # ---------------------------------------------------------------------------------------------
 
-_HOLD = ("import sys, time; from jaxvae import workdir; workdir.Lock(sys.argv[1]).acquire(); "
-         "print('locked', flush=True); time.sleep(300)")
+_HOLD = (
+  "import sys, time; from jaxvae import workdir; workdir.Lock(sys.argv[1]).acquire(); "
+  "print('locked', flush=True); time.sleep(300)"
+)
 
 
-def test_second_writer_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path, capsys,
-                                                                         tiny_overrides, caplog):
-  holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(tmp_path)], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
+def test_second_writer_is_refused_and_a_dead_holders_lock_is_taken_over(
+  tmp_path, capsys, tiny_overrides, caplog
+):
+  holder = subprocess.Popen(
+    [sys.executable, "-c", _HOLD, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+  )
   try:
     assert holder.stdout.readline().strip() == "locked"
     assert _cli(tmp_path, tiny_overrides) == 1
@@ -184,6 +215,7 @@ def test_second_writer_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path
 # Damaged checkpoints
 # ---------------------------------------------------------------------------------------------
 
+
 def _truncate_data(step_dir):
   for folder, _, files in os.walk(os.path.join(step_dir, "state")):
     for name in files:
@@ -193,21 +225,23 @@ def _truncate_data(step_dir):
 
 
 DAMAGE = {
-    "truncated files": _truncate_data,
-    "deleted state": lambda d: shutil.rmtree(os.path.join(d, "state")),
-    "empty metadata": lambda d: open(os.path.join(d, "meta", "metadata"), "w").close(),
+  "truncated files": _truncate_data,
+  "deleted state": lambda d: shutil.rmtree(os.path.join(d, "state")),
+  "empty metadata": lambda d: open(os.path.join(d, "meta", "metadata"), "w").close(),
 }
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
-def test_damaged_newest_checkpoint_falls_back_to_an_intact_one(tmp_path, short_run,
-                                                                short_overrides, damage,
-                                                                caplog):
+def test_damaged_newest_checkpoint_falls_back_to_an_intact_one(
+  tmp_path, short_run, short_overrides, damage, caplog
+):
   workdir = tmp_path / "run"
   shutil.copytree(short_run, workdir)
   DAMAGE[damage](str(workdir / "checkpoints" / "4"))
   # A save killed inside Orbax leaves a temporary folder beside the steps; it is not a step.
-  shutil.copytree(workdir / "checkpoints" / "3", workdir / "checkpoints" / "4.orbax-checkpoint-tmp-1")
+  shutil.copytree(
+    workdir / "checkpoints" / "3", workdir / "checkpoints" / "4.orbax-checkpoint-tmp-1"
+  )
   with caplog.at_level(logging.WARNING):
     assert _cli(workdir, short_overrides) == 0
   assert "checkpoint at step 4 cannot be restored" in caplog.text
@@ -242,16 +276,20 @@ def test_unwritable_workdir_is_one_line(tmp_path, tiny_overrides, capsys):
   workdir = tmp_path / "a_file" / "run"
   assert _cli(workdir, tiny_overrides) == 1
   line = _last_error_line(capsys)
-  assert line == (f"error: --workdir '{workdir}' cannot be created or written (Not a "
-                  "directory); expected a writable folder")
+  assert line == (
+    f"error: --workdir '{workdir}' cannot be created or written (Not a "
+    "directory); expected a writable folder"
+  )
 
 
 # ---------------------------------------------------------------------------------------------
 # init_from
 # ---------------------------------------------------------------------------------------------
 
-def test_init_from_another_architecture_names_both_models(tmp_path, short_run, tiny_overrides,
-                                                          capsys):
+
+def test_init_from_another_architecture_names_both_models(
+  tmp_path, short_run, tiny_overrides, capsys
+):
   overrides = {k: v for k, v in tiny_overrides.items() if not k.startswith("model.")}
   overrides["init_from"] = short_run
   assert _cli(tmp_path, overrides, config="basic_vae.py:small") == 1
@@ -264,19 +302,24 @@ def test_init_from_a_partial_match_warns_with_counts(short_run, caplog):
   """A model with one more layer and one resized layer (the progressive transformer stages do
   this): the matching leaves are loaded, the others keep their fresh values, both counted."""
   from jaxvae.training import checkpoint as ckpt_lib
+
   _, restored = _params(short_run)
   params = jax.tree.map(jnp.asarray, restored["params"])
   name = sorted(params)[0]
   first = sorted(params[name])[0]
-  params[name][first] = jax.tree.map(lambda x: jnp.zeros(x.shape[:-1] + (x.shape[-1] + 1,)),
-                                     params[name][first])
+  params[name][first] = jax.tree.map(
+    lambda x: jnp.zeros(x.shape[:-1] + (x.shape[-1] + 1,)), params[name][first]
+  )
   params["NewLayer"] = {"kernel": jnp.ones((3, 2))}
   template = train_state.TrainState(step=0, params=params, model_state={}, opt_state=None, rng=None)
   with caplog.at_level(logging.WARNING):
     loaded, _ = ckpt_lib.restore_weights(short_run, template, "conv_vae")
   message = next(r.getMessage() for r in caplog.records if "init_from" in r.getMessage())
-  counts = re.search(r"loaded (\d+) leaves \(params/.*fresh initialization of (\d+) "
-                     r"\(params/", message)
+  counts = re.search(
+    r"loaded (\d+) leaves \(params/.*fresh initialization of (\d+) "
+    r"\(params/",
+    message,
+  )
   assert counts, message
   total = len(jax.tree.leaves(params))
   assert int(counts.group(2)) == len(jax.tree.leaves(params[name][first])) + 1
@@ -288,9 +331,11 @@ def test_init_from_a_partial_match_warns_with_counts(short_run, caplog):
 # Honest timing
 # ---------------------------------------------------------------------------------------------
 
+
 def test_epoch_seconds_measure_finished_steps(tmp_path, tiny_overrides, monkeypatch):
   """Each step's metrics pass through a 0.4 s sleep on the device side (a callback, enqueued
-  behind the step and run asynchronously to Python). An epoch's `seconds` must include that work, not only the
+  behind the step and run asynchronously to Python). An epoch's `seconds` must include that
+  work, not only the
   asynchronous dispatch of the steps."""
   sleep = jax.jit(lambda m: (jax.debug.callback(lambda _: time.sleep(0.4), m["loss"]), m)[1])
   build = builder.build
@@ -298,20 +343,23 @@ def test_epoch_seconds_measure_finished_steps(tmp_path, tiny_overrides, monkeypa
   def slow_build(*args, **kwargs):
     compiled = build(*args, **kwargs)
     compiled.train_steps = [
-        (lambda f: lambda state, batch: (lambda out: (out[0], sleep(out[1])))(f(state, batch)))(f)
-        for f in compiled.train_steps]
+      (lambda f: lambda state, batch: (lambda out: (out[0], sleep(out[1])))(f(state, batch)))(f)
+      for f in compiled.train_steps
+    ]
     return compiled
 
   monkeypatch.setattr(builder, "build", slow_build)
-  overrides = dict(tiny_overrides, **{"train.image_every_epochs": "0",
-                                      "train.log_every_steps": "100"})
+  overrides = dict(
+    tiny_overrides, **{"train.image_every_epochs": "0", "train.log_every_steps": "100"}
+  )
   config = load_config("conv_vae.py:small", overrides)
   loop.train_and_evaluate(config, str(tmp_path), progress=False)
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   second = [r for r in rows if r.get("kind") == "epoch"][1]  # no compile in it
   assert second["seconds"] >= 2 * 0.4
   assert second["samples_per_s"] == pytest.approx(
-      2 * config.train.batch_size / second["seconds"], rel=0.01)
+    2 * config.train.batch_size / second["seconds"], rel=0.01
+  )
 
 
 def test_workdir_from_before_the_redesign_evaluates_and_resumes(tmp_path, tiny_overrides):

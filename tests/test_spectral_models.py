@@ -33,8 +33,9 @@ def _abstract(model, shape):
   variables = jax.eval_shape(lambda: train_state.init_variables(model, batch, _key(0)))
   rngs = train_state.step_rngs(_key(1), jnp.int32(0))
   mutable = [k for k in variables if k != "params"]
-  out = jax.eval_shape(lambda v: model.apply(v, batch, train=True, rngs=rngs, mutable=mutable),
-                       variables)[0]
+  out = jax.eval_shape(
+    lambda v: model.apply(v, batch, train=True, rngs=rngs, mutable=mutable), variables
+  )[0]
   return variables, out
 
 
@@ -53,6 +54,7 @@ def _check_outputs(out, shape, latent):
 # SpectralVAE
 # ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shape", [(16, 16), (20, 37), (9, 5)])
 def test_spectral_vae_shapes(shape):
   model = spectral.SpectralVAE(input_shape=shape, channels=(2, 4, 4, 8), latent_dim=3)
@@ -63,9 +65,11 @@ def test_spectral_vae_shapes(shape):
 def test_spectral_vae_seed_size():
   """128 x 259 (3 s, n_fft 1024, hop 256): encoder map 256 x 8 x 17, latent 16."""
   model = spectral.build_spectral_vae(
-      ml_collections.ConfigDict({"channels": (32, 64, 128, 256), "latent_dim": 16,
-                                 "output_activation": "none"}),
-      DataSpec(input_shape=(128, 259)))
+    ml_collections.ConfigDict(
+      {"channels": (32, 64, 128, 256), "latent_dim": 16, "output_activation": "none"}
+    ),
+    DataSpec(input_shape=(128, 259)),
+  )
   variables, out = _abstract(model, (128, 259))
   _check_outputs(out, (128, 259), 16)
   params = variables["params"]
@@ -77,8 +81,9 @@ def test_spectral_vae_seed_size():
 
 
 def test_spectral_vae_bfloat16_compute_returns_float32():
-  model = spectral.SpectralVAE(input_shape=(8, 12), channels=(2, 2, 2, 2), latent_dim=2,
-                               dtype=jnp.bfloat16)
+  model = spectral.SpectralVAE(
+    input_shape=(8, 12), channels=(2, 2, 2, 2), latent_dim=2, dtype=jnp.bfloat16
+  )
   variables, out = _abstract(model, (8, 12))
   _check_outputs(out, (8, 12), 2)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables["params"]))
@@ -87,6 +92,7 @@ def test_spectral_vae_bfloat16_compute_returns_float32():
 # ----------------------------------------------------------------------------------------------
 # Consonance and HarmonicLayer
 # ----------------------------------------------------------------------------------------------
+
 
 def test_consonance_matrix_properties():
   f0 = 220.0
@@ -127,39 +133,56 @@ def test_harmonic_layer_matches_its_formula():
   layer, params, h, freqs = _layer_and_params(alpha=0.7)
   c = spectral.consonance_matrix(freqs)
   hn = np.asarray(h, np.float64)
-  want = (hn @ params["dense"]["kernel"] + params["dense"]["bias"]
-          + 0.7 * (hn @ c) @ params["harmonic"]["kernel"])
+  want = (
+    hn @ params["dense"]["kernel"]
+    + params["dense"]["bias"]
+    + 0.7 * (hn @ c) @ params["harmonic"]["kernel"]
+  )
   np.testing.assert_allclose(layer.apply({"params": params}, h), want, rtol=1e-5, atol=1e-5)
 
 
 def test_harmonic_layer_checks_its_input_width():
   with pytest.raises(ValueError, match="3 frequencies"):
-    spectral.HarmonicLayer(2, freqs=(100.0, 200.0, 300.0)).init(_key(0),
-                                                               jnp.ones((1, 4)))
+    spectral.HarmonicLayer(2, freqs=(100.0, 200.0, 300.0)).init(_key(0), jnp.ones((1, 4)))
 
 
 # ----------------------------------------------------------------------------------------------
 # HarmonicVAE
 # ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape,harmonic,batch_norm", [((16, 10), True, True),
-                                                       ((8, 3), False, False)])
+
+@pytest.mark.parametrize(
+  "shape,harmonic,batch_norm", [((16, 10), True, True), ((8, 3), False, False)]
+)
 def test_harmonic_vae_shapes(shape, harmonic, batch_norm):
-  model = spectral.HarmonicVAE(input_shape=shape, hidden=(12, 6), latent_dim=4,
-                               harmonic=harmonic, batch_norm=batch_norm, dropout=0.1)
+  model = spectral.HarmonicVAE(
+    input_shape=shape,
+    hidden=(12, 6),
+    latent_dim=4,
+    harmonic=harmonic,
+    batch_norm=batch_norm,
+    dropout=0.1,
+  )
   variables, out = _abstract(model, shape)
   _check_outputs(out, shape, 4)
   assert ("harmonic_layer" in variables["params"]) == harmonic
   if harmonic:
-    chex.assert_shape(variables["params"]["harmonic_layer"]["harmonic"]["kernel"],
-                      (shape[0], shape[0]))
+    chex.assert_shape(
+      variables["params"]["harmonic_layer"]["harmonic"]["kernel"], (shape[0], shape[0])
+    )
 
 
 def test_harmonic_vae_seed_size():
   """128 x 173 (4 s, hop 512) -> 1024 -> 512 -> 256 -> 128 and back: about 46.8 M weights."""
-  config = ml_collections.ConfigDict({"hidden": (1024, 512, 256), "latent_dim": 128,
-                                      "dropout": 0.0, "harmonic": False,
-                                      "output_activation": "sigmoid"})
+  config = ml_collections.ConfigDict(
+    {
+      "hidden": (1024, 512, 256),
+      "latent_dim": 128,
+      "dropout": 0.0,
+      "harmonic": False,
+      "output_activation": "sigmoid",
+    }
+  )
   spec = DataSpec(input_shape=(128, 173))
   variables, out = _abstract(spectral.build_harmonic_vae(config, spec), (128, 173))
   _check_outputs(out, (128, 173), 128)
@@ -172,8 +195,11 @@ def test_harmonic_vae_seed_size():
 def test_harmonic_vae_output_is_in_unit_interval():
   model = spectral.HarmonicVAE(input_shape=(6, 5), hidden=(8,), latent_dim=2, harmonic=True)
   batch = _batch((6, 5))
-  recon = jax.jit(lambda b: model.apply(train_state.init_variables(model, b, _key(0)), b,
-                                        rngs=train_state.step_rngs(_key(1), 0))["recon"])(batch)
+  recon = jax.jit(
+    lambda b: model.apply(
+      train_state.init_variables(model, b, _key(0)), b, rngs=train_state.step_rngs(_key(1), 0)
+    )["recon"]
+  )(batch)
   assert float(jnp.min(recon)) >= 0.0 and float(jnp.max(recon)) <= 1.0
 
 
@@ -181,10 +207,16 @@ def test_harmonic_vae_output_is_in_unit_interval():
 # Training lowers spectral_elbo
 # ----------------------------------------------------------------------------------------------
 
+
 def _objective_config():
   c = ml_collections.ConfigDict()
-  c.objective = {"recon_loss": "weighted_mse", "bands": reconstruction.DEFAULT_BANDS,
-                 "spectral_weight": 0.1, "fft_sizes": (), "range_weight": 1.0}
+  c.objective = {
+    "recon_loss": "weighted_mse",
+    "bands": reconstruction.DEFAULT_BANDS,
+    "spectral_weight": 0.1,
+    "fft_sizes": (),
+    "range_weight": 1.0,
+  }
   c.kl = {"free_bits": 0.0}
   return c
 
@@ -196,11 +228,17 @@ def _smooth_batch(shape=(16, 16), n=6):
   return {"x": jnp.asarray(0.5 + 0.5 * x, jnp.float32), "mask": jnp.ones((n,))}
 
 
-@pytest.mark.parametrize("model,lr", [
+@pytest.mark.parametrize(
+  "model,lr",
+  [
     (spectral.SpectralVAE(input_shape=(16, 16), channels=(4, 8), latent_dim=4), 3e-3),
-    (spectral.HarmonicVAE(input_shape=(16, 16), hidden=(32, 16), latent_dim=4, harmonic=True),
-     1e-2),
-], ids=["spectral_vae", "harmonic_vae"])
+    (
+      spectral.HarmonicVAE(input_shape=(16, 16), hidden=(32, 16), latent_dim=4, harmonic=True),
+      1e-2,
+    ),
+  ],
+  ids=["spectral_vae", "harmonic_vae"],
+)
 def test_adam_lowers_spectral_elbo(model, lr):
   batch, config, tx = _smooth_batch(), _objective_config(), optax.adam(lr)
   variables = jax.jit(lambda b: train_state.init_variables(model, b, _key(0)))(batch)
@@ -208,8 +246,13 @@ def test_adam_lowers_spectral_elbo(model, lr):
   state = {k: v for k, v in variables.items() if k != "params"}
 
   def loss_fn(p, state, i):
-    out, new = model.apply({"params": p, **state}, batch, train=True,
-                           rngs=train_state.step_rngs(_key(3), i), mutable=list(state))
+    out, new = model.apply(
+      {"params": p, **state},
+      batch,
+      train=True,
+      rngs=train_state.step_rngs(_key(3), i),
+      mutable=list(state),
+    )
     return spectral_variant.spectral_elbo(out, batch, kl_weight=1e-3, config=config)[0], new
 
   @jax.jit
@@ -219,6 +262,7 @@ def test_adam_lowers_spectral_elbo(model, lr):
       (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, state, i)
       updates, opt = tx.update(grads, opt)
       return (optax.apply_updates(params, updates), state, opt), loss
+
     return jax.lax.scan(step, (params, state, tx.init(params)), jnp.arange(60))[1]
 
   losses_seen = np.asarray(run(params, state))

@@ -8,14 +8,20 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, load_config
+from conftest import ROOT
+from conftest import load_config
 from jaxvae import main as main_lib
 from jaxvae.training import builder
 
 
 def _cli(workdir, overrides, mode="train", config="conv_vae.py:small", extra=()):
-  args = [f"--config=configs/{config}", f"--workdir={workdir}", f"--mode={mode}",
-          "--no_progress", *extra] + [f"--config.{k}={v}" for k, v in overrides.items()]
+  args = [
+    f"--config=configs/{config}",
+    f"--workdir={workdir}",
+    f"--mode={mode}",
+    "--no_progress",
+    *extra,
+  ] + [f"--config.{k}={v}" for k, v in overrides.items()]
   cwd = os.getcwd()
   os.chdir(ROOT)
   try:
@@ -26,6 +32,7 @@ def _cli(workdir, overrides, mode="train", config="conv_vae.py:small", extra=())
 
 def _params(workdir, which="checkpoints"):
   import orbax.checkpoint as ocp
+
   mgr = ocp.CheckpointManager(os.path.join(workdir, which))
   step = mgr.latest_step()
   out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))
@@ -42,8 +49,14 @@ def trained(tmp_path_factory, tiny_overrides):
 
 
 def test_train_leaves_checkpoints_logs_and_pictures(trained):
-  for name in ("checkpoints", "best", "tb", "metrics.jsonl", "training_curves.png",
-               "reconstructions.png"):
+  for name in (
+    "checkpoints",
+    "best",
+    "tb",
+    "metrics.jsonl",
+    "training_curves.png",
+    "reconstructions.png",
+  ):
     assert os.path.exists(os.path.join(trained, name)), name
   rows = [json.loads(line) for line in open(os.path.join(trained, "metrics.jsonl"))]
   epochs = [r for r in rows if r.get("kind") == "epoch"]
@@ -53,8 +66,13 @@ def test_train_leaves_checkpoints_logs_and_pictures(trained):
   assert any("train/samples_per_s" in r for r in rows)
   assert os.listdir(os.path.join(trained, "tb"))
   report = os.path.join(trained, "reports", "epoch_0002")
-  for name in ("reconstructions.png", "prior_samples.png", "latent_tsne.png",
-               "reconstruction.wav", "prior_sample.wav"):
+  for name in (
+    "reconstructions.png",
+    "prior_samples.png",
+    "latent_tsne.png",
+    "reconstruction.wav",
+    "prior_sample.wav",
+  ):
     assert os.path.getsize(os.path.join(report, name)) > 100, name
 
 
@@ -68,10 +86,10 @@ def test_rerun_of_a_finished_run_resumes_and_does_nothing(trained, tiny_override
 def test_resume_with_changed_hyperparameters(tmp_path, trained, tiny_overrides):
   """More epochs, a new learning rate and a new beta apply from the resumed step on."""
   import shutil
+
   workdir = tmp_path / "more"
   shutil.copytree(trained, workdir)
-  changed = dict(tiny_overrides, **{"train.epochs": "3", "train.lr": "5e-4",
-                                    "kl.beta_end": "0.5"})
+  changed = dict(tiny_overrides, **{"train.epochs": "3", "train.lr": "5e-4", "kl.beta_end": "0.5"})
   assert _cli(workdir, changed) == 0
   rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   epochs = [r for r in rows if r.get("kind") == "epoch"]
@@ -109,10 +127,13 @@ def test_preprocess_and_validate_modes(tmp_path, tiny_overrides):
 
 
 def test_augmented_copies_are_training_only_and_masking_runs(tmp_path, tiny_overrides):
-  overrides = dict(tiny_overrides, **{"data.augment.copies": "1", "data.augment.spec_mask": "True",
-                                      "train.epochs": "1"})
+  overrides = dict(
+    tiny_overrides,
+    **{"data.augment.copies": "1", "data.augment.spec_mask": "True", "train.epochs": "1"},
+  )
   assert _cli(tmp_path, overrides, mode="preprocess") == 0
   from jaxvae.data import store
+
   s = store.open_store(json.load(open(tmp_path / "preprocess.json"))["store"])
   rows = s.manifest["examples"]
   n_train = sum(1 for r in rows if r["split"] == "train" and not r["augment"])
@@ -140,6 +161,7 @@ def test_batch_that_does_not_divide_over_devices(tmp_path, tiny_overrides, capsy
 def _steps(config, n):
   run = builder.setup(config, progress=False)
   from jaxvae.data import pipeline
+
   it = pipeline.train_iterator(run.train_examples, config.train.batch_size, config.seed, config)
   state = run.state
   losses = []
@@ -171,6 +193,7 @@ def test_mixed_precision_keeps_float32_params(tiny_overrides, dtype):
 
 def test_generate_from_the_prior_writes_audio(trained, tiny_overrides):
   import soundfile as sf
+
   assert _cli(trained, tiny_overrides, mode="generate", extra=["--num_samples=2"]) == 0
   gen = os.path.join(trained, "generate")
   spec = np.load(os.path.join(gen, "prior_00.npy"), allow_pickle=False)
@@ -183,9 +206,21 @@ def test_generate_from_the_prior_writes_audio(trained, tiny_overrides):
 def test_conditional_generation(tmp_path, tiny_overrides, capsys):
   overrides = dict(tiny_overrides, **{"train.max_steps": "1", "train.epochs": "1"})
   assert _cli(tmp_path, overrides, config="cvae_genre.py:small") == 0
-  assert _cli(tmp_path, overrides, mode="generate", config="cvae_genre.py:small",
-              extra=["--condition=rock", "--num_samples=2"]) == 0
+  assert (
+    _cli(
+      tmp_path,
+      overrides,
+      mode="generate",
+      config="cvae_genre.py:small",
+      extra=["--condition=rock", "--num_samples=2"],
+    )
+    == 0
+  )
   assert os.path.exists(tmp_path / "generate" / "rock_01.wav")
-  assert _cli(tmp_path, overrides, mode="generate", config="cvae_genre.py:small",
-              extra=["--condition=jazz"]) == 1
+  assert (
+    _cli(
+      tmp_path, overrides, mode="generate", config="cvae_genre.py:small", extra=["--condition=jazz"]
+    )
+    == 1
+  )
   assert "expected one of hiphop, pop, rock" in capsys.readouterr().err

@@ -10,16 +10,29 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvae.symbolic.midi import PAD, START
 from jaxvae.losses import adversarial
 from jaxvae.models import transformer as tr
 from jaxvae.sampling import tokens as token_sampling
+from jaxvae.symbolic.midi import PAD
+from jaxvae.symbolic.midi import START
 from jaxvae.variants import music_transformer as mt
 
 T = 33  # tokens per window: the decoder reads 32 and predicts 32.
-TINY = dict(vocab_size=774, d_model=32, num_layers=2, num_heads=4, d_ff=64, dropout=0.1,
-            max_len=128, window=8, global_stride=4, enc_layers=1, latent_span=T,
-            disc_dim=16, disc_layers=2)
+TINY = dict(
+  vocab_size=774,
+  d_model=32,
+  num_layers=2,
+  num_heads=4,
+  d_ff=64,
+  dropout=0.1,
+  max_len=128,
+  window=8,
+  global_stride=4,
+  enc_layers=1,
+  latent_span=T,
+  disc_dim=16,
+  disc_layers=2,
+)
 VARIANTS = ("full", "sliding", "hierarchical")
 
 
@@ -65,7 +78,7 @@ def quick_init(model, batch):
   return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def setup_model(mode="transformer", attention="full", dtype="float32"):
   """(model, variables, forward) with forward(tokens, z=None) jitted once per model.
 
@@ -73,8 +86,11 @@ def setup_model(mode="transformer", attention="full", dtype="float32"):
   layer adds seconds to that step's compile."""
   model = tiny_model(mode, attention, dtype, **({"dropout": 0.0} if mode == "vaegan" else {}))
   variables = quick_init(model, batch_of(random_tokens(0)))
-  apply = jax.jit(lambda v, tokens, z: model.apply(v, batch_of(tokens), train=False, z=z,
-                                                   rngs={"sample": rkey(5)}))
+  apply = jax.jit(
+    lambda v, tokens, z: model.apply(
+      v, batch_of(tokens), train=False, z=z, rngs={"sample": rkey(5)}
+    )
+  )
   return model, variables, lambda tokens, z=None: apply(variables, tokens, z)
 
 
@@ -96,9 +112,11 @@ def rand_qkv(seed, t, heads=2, dim=4, batch=2):
 # Attention
 # ---------------------------------------------------------------------------------------------
 
+
 def test_attention_mask_definition():
-  allowed = lambda kind, q, w, s: [k for k in range(q + 3)
-                                   if bool(tr.attention_allowed(q, k, kind, w, s))]
+  allowed = lambda kind, q, w, s: [
+    k for k in range(q + 3) if bool(tr.attention_allowed(q, k, kind, w, s))
+  ]
   assert allowed("full", 5, 3, 4) == [0, 1, 2, 3, 4, 5]
   assert allowed("sliding", 5, 3, 4) == [3, 4, 5]
   assert allowed("hierarchical", 9, 2, 4) == [0, 4, 8, 9]
@@ -110,23 +128,34 @@ def test_full_attention_matches_loop_reference():
   q, k, v = map(np.asarray, (q, k, v))
   want = np.zeros_like(got)
   for t in range(11):
-    scores = np.einsum("bhd,bshd->bhs", q[:, t], k[:, :t + 1]) / np.sqrt(q.shape[-1])
+    scores = np.einsum("bhd,bshd->bhs", q[:, t], k[:, : t + 1]) / np.sqrt(q.shape[-1])
     p = np.exp(scores - scores.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
-    want[:, t] = np.einsum("bhs,bshd->bhd", p, v[:, :t + 1])
+    want[:, t] = np.einsum("bhs,bshd->bhd", p, v[:, : t + 1])
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind,t,window,stride", [
-    ("sliding", 37, 8, 0), ("sliding", 5, 8, 0), ("sliding", 32, 1, 0),
-    ("hierarchical", 40, 4, 3), ("hierarchical", 64, 16, 16)])
+@pytest.mark.parametrize(
+  "kind,t,window,stride",
+  [
+    ("sliding", 37, 8, 0),
+    ("sliding", 5, 8, 0),
+    ("sliding", 32, 1, 0),
+    ("hierarchical", 40, 4, 3),
+    ("hierarchical", 64, 16, 16),
+  ],
+)
 def test_blockwise_equals_naive_masked_attention(kind, t, window, stride):
   q, k, v = rand_qkv(t + window, t)
   pos = np.arange(t)
-  naive = jax.jit(lambda q, k, v: tr.dense_attention(
-      q, k, v, tr.attention_allowed(pos[:, None], pos[None], kind, window, stride)))(q, k, v)
-  blockwise = jax.jit(lambda q, k, v: tr.local_attention(
-      q, k, v, window, stride if kind == "hierarchical" else 0))(q, k, v)
+  naive = jax.jit(
+    lambda q, k, v: tr.dense_attention(
+      q, k, v, tr.attention_allowed(pos[:, None], pos[None], kind, window, stride)
+    )
+  )(q, k, v)
+  blockwise = jax.jit(
+    lambda q, k, v: tr.local_attention(q, k, v, window, stride if kind == "hierarchical" else 0)
+  )(q, k, v)
   np.testing.assert_allclose(blockwise, naive, rtol=1e-5, atol=1e-5)
 
 
@@ -137,7 +166,7 @@ def _largest_intermediate(jaxpr) -> int:
     for var in eqn.outvars:
       biggest = max(biggest, int(np.prod(getattr(var.aval, "shape", ()), dtype=np.int64)))
     for param in eqn.params.values():
-      for sub in (param if isinstance(param, (list, tuple)) else [param]):
+      for sub in param if isinstance(param, (list, tuple)) else [param]:
         inner = getattr(sub, "jaxpr", None)
         if inner is not None:
           biggest = max(biggest, _largest_intermediate(getattr(inner, "jaxpr", inner)))
@@ -163,6 +192,7 @@ def test_windowed_model_never_builds_a_t_by_t_matrix(attention):
 # ---------------------------------------------------------------------------------------------
 # Causality and the shifted VAE decoder
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("attention", VARIANTS)
 def test_changing_a_later_token_leaves_earlier_logits_unchanged(attention):
@@ -199,7 +229,7 @@ def test_vae_decoder_cannot_see_its_target():
   changed = tokens.copy()
   changed[:, t + 1] = (changed[:, t + 1] + 11) % 770 + 4
   a, b = forward(tokens, z)["logits"], forward(changed, z)["logits"]
-  np.testing.assert_allclose(a[:, :t + 1], b[:, :t + 1], atol=1e-5)
+  np.testing.assert_allclose(a[:, : t + 1], b[:, : t + 1], atol=1e-5)
   assert np.abs(np.asarray(a[:, t + 1]) - np.asarray(b[:, t + 1])).max() > 1e-3
 
 
@@ -220,8 +250,11 @@ def test_encoder_pools_regions_without_padding():
   cfg = tiny_model().cfg  # latent_span 33
   x = normal(13, (1, 10, 3))
   valid = np.arange(10)[None] < 7  # the last 3 positions are PAD
-  pooled = np.asarray(jax.jit(lambda x, v: tr.Encoder(cfg).apply(
-      {}, x, v, np.arange(10), 8, method="_pool"))(x, valid))
+  pooled = np.asarray(
+    jax.jit(lambda x, v: tr.Encoder(cfg).apply({}, x, v, np.arange(10), 8, method="_pool"))(
+      x, valid
+    )
+  )
   # 8 regions over 33 positions: 0-4 -> region 0, 5-8 -> 1, 9 -> 2 (PAD here).
   np.testing.assert_allclose(pooled[0, 0], x[0, :5].mean(0), rtol=1e-5)
   np.testing.assert_allclose(pooled[0, 1], x[0, 5:7].mean(0), rtol=1e-5)
@@ -232,8 +265,11 @@ def test_latent_conditioning_follows_the_regions():
   """Over latent_span = 33 positions the 8 regions hold ~4 positions and the 32 fine regions
   ~1: moving one level of z moves the conditioning alike inside its regions, not across."""
   model, variables, _ = setup_model("vaegan", "hierarchical")
-  condition = jax.jit(lambda v, z: model.apply(
-      v, z, np.arange(T - 1), method=lambda m, z, p: m.generator.conditioner(z, p)))
+  condition = jax.jit(
+    lambda v, z: model.apply(
+      v, z, np.arange(T - 1), method=lambda m, z, p: m.generator.conditioner(z, p)
+    )
+  )
   z = normal(12, (2, 66))
   base = np.asarray(condition(variables, z))
 
@@ -270,6 +306,7 @@ def test_bad_config_names_the_key():
     jax.eval_shape(lambda b: tiny_model().init(RNGS, b), batch_of(random_tokens(0, (1, 130))))
   config = ml_collections.ConfigDict({"model": dict(TINY, mode="gan")})
   from jaxvae.errors import ConfigError
+
   with pytest.raises(ConfigError, match="model.mode"):
     mt.validate_model(config)
 
@@ -278,14 +315,15 @@ def test_bad_config_names_the_key():
 # Generation
 # ---------------------------------------------------------------------------------------------
 
+
 def uncached_greedy(model, variables, prompt, num_tokens, z=None):
   """Greedy decoding by re-running the whole (causal) decoder on a fixed-size buffer."""
   length = prompt.shape[1] + num_tokens
-  run = functools.partial(jax.jit(lambda v, buf, z: model.apply(v, buf, z,
-                                                                method="decode_tokens")),
-                          variables, z=z)
+  run = functools.partial(
+    jax.jit(lambda v, buf, z: model.apply(v, buf, z, method="decode_tokens")), variables, z=z
+  )
   buf = np.zeros((prompt.shape[0], length), np.int32)
-  buf[:, :prompt.shape[1]] = prompt
+  buf[:, : prompt.shape[1]] = prompt
   for i in range(prompt.shape[1] - 1, length - 1):
     logits = np.array(run(jnp.asarray(buf)))[:, i]
     logits[:, [PAD, START]] = -np.inf
@@ -303,15 +341,16 @@ def test_cached_decoding_matches_the_full_forward(attention):
   step = jax.jit(functools.partial(token_sampling.decode_step, model))
   cache = token_sampling.init_cache(model, 2, T - 1)
   for i in range(T - 1):
-    logits, cache = step(variables["params"], cache, jnp.asarray(tokens[:, i:i + 1]))
+    logits, cache = step(variables["params"], cache, jnp.asarray(tokens[:, i : i + 1]))
     np.testing.assert_allclose(logits[:, 0], want[:, i], atol=2e-4, rtol=1e-4)
 
 
 def test_cached_greedy_equals_uncached_greedy():
   model, variables, _ = setup_model("transformer", "hierarchical")
   prompt = random_tokens(8, (2, 3))
-  got = token_sampling.generate(model, variables, rkey(0), num_tokens=17, batch_size=2,
-                    temperature=0.0, prompt=prompt)
+  got = token_sampling.generate(
+    model, variables, rkey(0), num_tokens=17, batch_size=2, temperature=0.0, prompt=prompt
+  )
   want = uncached_greedy(model, variables, prompt, 17)  # 20 positions > window 8
   np.testing.assert_array_equal(got, want)
 
@@ -320,16 +359,20 @@ def test_cached_greedy_from_a_given_z():
   model, variables, _ = setup_model("vaegan", "hierarchical")
   prompt = np.full((2, 1), START, np.int32)
   z = normal(9, (2, 66))
-  greedy = token_sampling.generate(model, variables, rkey(0), num_tokens=12, batch_size=2,
-                       temperature=0.0, z=z)
+  greedy = token_sampling.generate(
+    model, variables, rkey(0), num_tokens=12, batch_size=2, temperature=0.0, z=z
+  )
   np.testing.assert_array_equal(greedy, uncached_greedy(model, variables, prompt, 12, z))
 
 
 def test_sampled_ids_are_in_range_and_respect_prompt():
   model, variables, _ = setup_model("transformer", "hierarchical")
   prompt = random_tokens(10, (1, 3))[0]  # shared by the batch; shapes of the greedy test
-  out = np.asarray(token_sampling.generate(model, variables, rkey(1), num_tokens=17, batch_size=2,
-                               top_p=0.9, prompt=prompt))
+  out = np.asarray(
+    token_sampling.generate(
+      model, variables, rkey(1), num_tokens=17, batch_size=2, top_p=0.9, prompt=prompt
+    )
+  )
   assert out.shape == (2, 20)
   np.testing.assert_array_equal(out[:, :3], np.broadcast_to(prompt, (2, 3)))
   new = out[:, 3:]
@@ -342,9 +385,13 @@ def test_sampled_ids_are_in_range_and_respect_prompt():
 def test_sample_logits_filters():
   logits = np.log(np.array([[0.0, 0.0, 0.5, 0.3, 0.15, 0.05]], np.float32) + 1e-9)
   keys = jax.random.split(rkey(0), 64)
-  draws = jax.jit(jax.vmap(
+  draws = jax.jit(
+    jax.vmap(
       lambda k, t, p, top_k: token_sampling.sample_logits(logits, k, t, top_k, p)[0],
-      in_axes=(0, None, None, None)), static_argnums=3)
+      in_axes=(0, None, None, None),
+    ),
+    static_argnums=3,
+  )
   draw = lambda t=1.0, p=1.0, k=0: set(np.asarray(draws(keys, t, p, k)).tolist())
   assert draw(k=2) == {2, 3}
   assert draw(p=0.7) == {2, 3}  # 0.5 alone < 0.7, 0.5 + 0.3 covers it
@@ -364,18 +411,32 @@ def test_top_k_one_is_greedy():
 # Objectives
 # ---------------------------------------------------------------------------------------------
 
+
 def objective_config(free_bits=0.0, **objective):
-  return ml_collections.ConfigDict({
+  return ml_collections.ConfigDict(
+    {
       "model": dict(TINY, mode="vaegan"),
       "kl": {"free_bits": free_bits, "beta_end": 0.1},
-      "objective": dict({"adv_weight": 0.2, "adv_weight_start": 0.05, "adv_ramp_steps": 10,
-                         "r1_weight": 1.0, "fm_weight": 1.0, "gan_loss": "hinge"}, **objective)})
+      "objective": dict(
+        {
+          "adv_weight": 0.2,
+          "adv_weight_start": 0.05,
+          "adv_ramp_steps": 10,
+          "r1_weight": 1.0,
+          "fm_weight": 1.0,
+          "gan_loss": "hinge",
+        },
+        **objective,
+      ),
+    }
+  )
 
 
 def test_lm_objective_scores_shifted_targets_and_skips_padding():
   config = objective_config()
-  objective = jax.jit(lambda logits, batch: mt.lm_objective({"logits": logits}, batch,
-                                                             kl_weight=0.0, config=config))
+  objective = jax.jit(
+    lambda logits, batch: mt.lm_objective({"logits": logits}, batch, kl_weight=0.0, config=config)
+  )
   tokens = random_tokens(11, (3, T))
   tokens[1, 25:] = PAD
   one_hot = 30.0 * np.eye(774, dtype=np.float32)
@@ -404,7 +465,8 @@ def test_vae_objective_kl_free_bits_and_levels():
   outputs = {"logits": logits, "mu": mu, "logvar": np.zeros((2, 66), np.float32)}
   config = objective_config(free_bits=0.1)
   loss, m = jax.jit(lambda o, b: mt.vae_objective(o, b, kl_weight=0.5, config=config))(
-      outputs, batch_of(tokens))
+    outputs, batch_of(tokens)
+  )
   np.testing.assert_allclose(m["nll"], np.log(774), rtol=1e-5)
   np.testing.assert_allclose(m["kl"], 2.0, rtol=1e-6)
   np.testing.assert_allclose(m["kl_global"], 2.0, rtol=1e-6)
@@ -417,15 +479,18 @@ def test_vae_objective_kl_free_bits_and_levels():
 # GAN
 # ---------------------------------------------------------------------------------------------
 
+
 def test_gan_losses_by_hand():
   real = [{"logits": np.array([2.0, 0.5], np.float32)}]
   fake = [{"logits": np.array([-2.0, 0.0], np.float32)}]
   d_loss = jax.jit(adversarial.discriminator_loss, static_argnames="kind")
   np.testing.assert_allclose(d_loss(real, fake), 0.25 + 0.5)
   np.testing.assert_allclose(jax.jit(adversarial.generator_adv_loss)(fake), 1.0)
-  np.testing.assert_allclose(d_loss(real, fake, kind="ns"),
-                             np.mean(np.log1p(np.exp([-2.0, -0.5])))
-                             + np.mean(np.log1p(np.exp([-2.0, 0.0]))), rtol=1e-6)
+  np.testing.assert_allclose(
+    d_loss(real, fake, kind="ns"),
+    np.mean(np.log1p(np.exp([-2.0, -0.5]))) + np.mean(np.log1p(np.exp([-2.0, 0.0]))),
+    rtol=1e-6,
+  )
   w = normal(0, (3, 5))
   linear = lambda x: [{"logits": jnp.sum(x * w, axis=(1, 2))}]
   r1 = jax.jit(lambda x: adversarial.r1_penalty(linear, x))(np.ones((4, 3, 5), np.float32))
@@ -444,8 +509,9 @@ def test_adversarial_gradient_reaches_generator_parameters():
 
   def adv(logits, hard_ids=False):
     if hard_ids:
-      outs = model.apply(variables, jax.nn.one_hot(jnp.argmax(logits, -1), 774),
-                         method="discriminate")
+      outs = model.apply(
+        variables, jax.nn.one_hot(jnp.argmax(logits, -1), 774), method="discriminate"
+      )
       return adversarial.generator_adv_loss(outs, batch["mask"])
     return mt.adversarial_terms(model, disc_params, logits, batch, rkey(3), config)[0]
 
@@ -466,7 +532,8 @@ def test_discriminator_outputs_per_scale():
   mask = np.ones((2, T - 1), np.float32)
   mask[1, 20:] = 0.0
   outs = jax.jit(lambda v, x, m: model.apply(v, x, m, method="discriminate"))(
-      variables, np.full((2, T - 1, 774), 1.0 / 774, np.float32), mask)
+    variables, np.full((2, T - 1, 774), 1.0 / 774, np.float32), mask
+  )
   assert len(outs) == 3
   for out in outs:
     assert out["logits"].shape == (2,) and len(out["features"]) == TINY["disc_layers"]
@@ -486,14 +553,28 @@ def test_vaegan_step_updates_both_sides():
   assert int(new["step"]) == 2
   shapes = lambda tree: jax.tree.map(lambda a: (a.shape, a.dtype), tree)
   assert shapes(new) == shapes(state)
-  for key in ("loss", "nll", "ppl", "accuracy", "kl", "adv_g", "fm", "loss_d", "r1",
-              "d_real", "d_fake", "grad_norm_g", "grad_norm_d"):
+  for key in (
+    "loss",
+    "nll",
+    "ppl",
+    "accuracy",
+    "kl",
+    "adv_g",
+    "fm",
+    "loss_d",
+    "r1",
+    "d_real",
+    "d_fake",
+    "grad_norm_g",
+    "grad_norm_d",
+  ):
     assert np.isfinite(float(metrics[key])), key
   np.testing.assert_allclose(metrics["adv_weight"], 0.05 + 0.15 * 1 / 10, rtol=1e-6)
   assert float(metrics["d_real"]) != float(metrics["d_fake"])  # it sees the samples
   for side in ("generator", "discriminator"):
-    moved = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), new["params"][side],
-                         params[side])
+    moved = jax.tree.map(
+      lambda a, b: np.asarray(a) - np.asarray(b), new["params"][side], params[side]
+    )
     assert max_abs(moved) > 0, side
   labels = tr.param_labels(params)  # for one optax.multi_transform instead of two optimizers
   assert set(jax.tree.leaves(labels["discriminator"])) == {"discriminator"}

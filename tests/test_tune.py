@@ -5,19 +5,26 @@ import csv
 import os
 
 import pytest
-
-from conftest import ROOT, load_config
-from test_faults import _killed, _train_args
+from test_faults import _killed
+from test_faults import _train_args
 from test_train import _cli
+
+from conftest import ROOT
+from conftest import load_config
 
 optuna = pytest.importorskip("optuna")
 
-SPACE = "train.lr=loguniform(1e-4, 1e-2); model.latent_dim=int(4, 8); model.channels=choice((4, 8, 8), (4, 4, 4))"
+SPACE = (
+  "train.lr=loguniform(1e-4, 1e-2); model.latent_dim=int(4, 8); "
+  "model.channels=choice((4, 8, 8), (4, 4, 4))"
+)
 
 
 def test_study_survives_a_kill_resumes_and_writes_best_config(tmp_path, tiny_overrides):
-  overrides = dict(tiny_overrides, **{"tune.space": SPACE, "tune.num_trials": "1",
-                                      "tune.epochs": "1", "train.max_steps": "1"})
+  overrides = dict(
+    tiny_overrides,
+    **{"tune.space": SPACE, "tune.num_trials": "1", "tune.epochs": "1", "train.max_steps": "1"},
+  )
   # SIGKILLed inside trial 0 (fault point tune.trial): the same command runs it again.
   args = _train_args(tmp_path, overrides) + ["--mode=tune"]
   _killed(args, "tune.trial", 1)
@@ -30,6 +37,7 @@ def test_study_survives_a_kill_resumes_and_writes_best_config(tmp_path, tiny_ove
   assert rows[0]["train.lr"] == rows[1]["train.lr"]  # the killed trial's parameters, again
   best = min(rows[1:], key=lambda r: float(r["value"]))
   from jaxvae.variants import registry
+
   config = registry.load_config(str(tmp_path / "tune" / "best_config.py"))
   assert config.train.lr == pytest.approx(float(best["train.lr"]))
   assert config.model.latent_dim == int(best["model.latent_dim"])
@@ -37,8 +45,9 @@ def test_study_survives_a_kill_resumes_and_writes_best_config(tmp_path, tiny_ove
 
 
 def test_bad_space_names_the_key(tiny_overrides):
-  from jaxvae.modes import tune
   from jaxvae.errors import ConfigError
+  from jaxvae.modes import tune
+
   config = load_config("conv_vae.py:small", tiny_overrides)
   with pytest.raises(ConfigError, match="unknown config key 'train.lrr'"):
     tune.parse_space("train.lrr=uniform(0, 1)", config)
@@ -51,6 +60,7 @@ def test_a_diverged_trial_fails_and_the_study_goes_on(tmp_path, tiny_overrides, 
   from jaxvae.modes import tune
   from jaxvae.training import loop
   from jaxvae.training.state import RunMeta
+
   config = load_config("conv_vae.py:small", dict(tiny_overrides, **{"tune.space": SPACE}))
   space = tune.parse_space(config.tune.space, config)
   calls = []
@@ -63,7 +73,13 @@ def test_a_diverged_trial_fails_and_the_study_goes_on(tmp_path, tiny_overrides, 
 
   monkeypatch.setattr(loop, "train_and_evaluate", fake_training)
   study = optuna.create_study()
-  objective = tune._objective(os.path.join(ROOT, "configs", "conv_vae.py:small"),
-                              tiny_overrides, space, config, str(tmp_path), optuna)
+  objective = tune._objective(
+    os.path.join(ROOT, "configs", "conv_vae.py:small"),
+    tiny_overrides,
+    space,
+    config,
+    str(tmp_path),
+    optuna,
+  )
   study.optimize(objective, n_trials=2, catch=())  # catch=(): as tune.run, any error ends it
   assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]

@@ -22,9 +22,19 @@ K, L = 3, 2
 def _config(recon="bce", **model):
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.model = ml_collections.ConfigDict(dict(
-      name="vade", hidden=(16,), latent_dim=L, dropout=0.0, n_clusters=K, pretrain_epochs=2,
-      gmm_lr_scale=0.5, output_activation="sigmoid") | model)
+  c.model = ml_collections.ConfigDict(
+    dict(
+      name="vade",
+      hidden=(16,),
+      latent_dim=L,
+      dropout=0.0,
+      n_clusters=K,
+      pretrain_epochs=2,
+      gmm_lr_scale=0.5,
+      output_activation="sigmoid",
+    )
+    | model
+  )
   c.objective = ml_collections.ConfigDict({"recon": recon})
   c.train = ml_collections.ConfigDict({"epochs": 3})
   return c
@@ -42,16 +52,16 @@ def _batch(n=6, seed=0, mask=None):
 def _state(model, batch):
   variables = dict(train_state.init_variables(model, batch, jax.random.PRNGKey(1)))
   params = variables.pop("params")
-  return train_state.TrainState(step=jnp.int32(0), params=params, model_state=variables,
-                                opt_state=(), rng=jax.random.PRNGKey(2))
+  return train_state.TrainState(
+    step=jnp.int32(0), params=params, model_state=variables, opt_state=(), rng=jax.random.PRNGKey(2)
+  )
 
 
 def _apply(model, state, batch, train_mode=False, step=0):
   rngs = train_state.step_rngs(state.rng, jnp.int32(step))
   variables = {"params": state.params, **state.model_state}
   if train_mode:
-    return model.apply(variables, batch, train=True, rngs=rngs,
-                       mutable=list(state.model_state))[0]
+    return model.apply(variables, batch, train=True, rngs=rngs, mutable=list(state.model_state))[0]
   return model.apply(variables, batch, train=False, rngs=rngs)
 
 
@@ -62,15 +72,18 @@ _apply_jit = jax.jit(_apply, static_argnums=(0, 3))
 def _set_gmm(state, seed=3):
   """Arbitrary, well-separated mixture parameters (and the joint stage's noise on)."""
   r = np.random.default_rng(seed)
-  gmm = {"pi_logits": r.normal(size=K).astype(np.float32),
-         "mu_c": r.normal(scale=2.0, size=(K, L)).astype(np.float32),
-         "logvar_c": r.normal(scale=0.5, size=(K, L)).astype(np.float32)}
+  gmm = {
+    "pi_logits": r.normal(size=K).astype(np.float32),
+    "mu_c": r.normal(scale=2.0, size=(K, L)).astype(np.float32),
+    "logvar_c": r.normal(scale=0.5, size=(K, L)).astype(np.float32),
+  }
   return vade.with_gmm(state, gmm), gmm
 
 
 # ---------------------------------------------------------------------------------------------
 # numpy references (written from the paper, independently of the JAX code)
 # ---------------------------------------------------------------------------------------------
+
 
 def _np_log_softmax(a, axis=-1):
   a = a - a.max(axis=axis, keepdims=True)
@@ -82,8 +95,15 @@ def _np_gamma(z, gmm):
   pi = np.exp(_np_log_softmax(gmm["pi_logits"].astype(np.float64)))
   var = np.exp(gmm["logvar_c"].astype(np.float64))
   z = z.astype(np.float64)
-  dens = np.stack([np.prod(np.exp(-(z - gmm["mu_c"][c]) ** 2 / (2 * var[c]))
-                           / np.sqrt(2 * np.pi * var[c]), axis=-1) for c in range(K)], -1)
+  dens = np.stack(
+    [
+      np.prod(
+        np.exp(-((z - gmm["mu_c"][c]) ** 2) / (2 * var[c])) / np.sqrt(2 * np.pi * var[c]), axis=-1
+      )
+      for c in range(K)
+    ],
+    -1,
+  )
   joint = pi * dens
   return joint / joint.sum(-1, keepdims=True)
 
@@ -97,7 +117,7 @@ def _np_elbo(x, recon, mu, logvar, gamma, gmm):
   prior = np.zeros(len(x))
   for c in range(K):
     var_c = np.exp(gmm["logvar_c"][c])
-    inner = (np.log(var_c) + np.exp(logvar) / var_c + (mu - gmm["mu_c"][c]) ** 2 / var_c)
+    inner = np.log(var_c) + np.exp(logvar) / var_c + (mu - gmm["mu_c"][c]) ** 2 / var_c
     prior -= 0.5 * gamma[:, c] * inner.sum(-1)
   cat = np.sum(gamma * np.log(pi / gamma), -1)
   ent_z = 0.5 * np.sum(1 + logvar, -1)
@@ -107,13 +127,21 @@ def _np_elbo(x, recon, mu, logvar, gamma, gmm):
 def _outputs(seed=0, n=5):
   """Fixed small arrays in the shape of the model's outputs (gamma from p(c | z))."""
   r = np.random.default_rng(seed)
-  gmm = {"pi_logits": r.normal(size=K), "mu_c": r.normal(size=(K, L)),
-         "logvar_c": r.normal(scale=0.3, size=(K, L))}
+  gmm = {
+    "pi_logits": r.normal(size=K),
+    "mu_c": r.normal(size=(K, L)),
+    "logvar_c": r.normal(scale=0.3, size=(K, L)),
+  }
   mu, logvar = r.normal(size=(n, L)), r.normal(scale=0.3, size=(n, L))
   z = mu + np.exp(0.5 * logvar) * r.normal(size=(n, L))
   gamma = _np_gamma(z, gmm)
-  out = {"mu": mu, "logvar": logvar, "gamma": gamma, "log_gamma": np.log(gamma),
-         "recon": r.uniform(0.05, 0.95, size=(n, *SHAPE))} | gmm
+  out = {
+    "mu": mu,
+    "logvar": logvar,
+    "gamma": gamma,
+    "log_gamma": np.log(gamma),
+    "recon": r.uniform(0.05, 0.95, size=(n, *SHAPE)),
+  } | gmm
   batch = {"x": r.uniform(size=(n, *SHAPE)), "mask": np.ones(n)}
   as_f32 = lambda d: {k: jnp.asarray(v, jnp.float32) for k, v in d.items()}
   return as_f32(out), as_f32(batch), out, batch
@@ -122,6 +150,7 @@ def _outputs(seed=0, n=5):
 # ---------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------
+
 
 def test_shapes_and_pretrain_mode_is_deterministic():
   model, batch = _model(), _batch()
@@ -150,14 +179,16 @@ def test_gamma_is_the_cluster_posterior():
   np.testing.assert_allclose(gamma, _np_gamma(np.asarray(out["z"]), gmm), atol=1e-5)
   np.testing.assert_allclose(np.exp(out["log_gamma"]), gamma, atol=1e-6)
   np.testing.assert_array_equal(
-      out["assignments"], _np_gamma(np.asarray(out["mu"]), gmm).argmax(-1))
+    out["assignments"], _np_gamma(np.asarray(out["mu"]), gmm).argmax(-1)
+  )
 
 
 def test_gamma_is_stable_far_from_every_cluster():
   """Densities underflow to 0 far away; the log-sum-exp posterior must stay finite."""
   z = jnp.full((2, L), 1e3)
-  log_gamma = vade_model.cluster_log_posterior(z, jnp.zeros(K), jnp.zeros((K, L)),
-                                         jnp.log(jnp.full((K, L), 1e-2)))
+  log_gamma = vade_model.cluster_log_posterior(
+    z, jnp.zeros(K), jnp.zeros((K, L)), jnp.log(jnp.full((K, L), 1e-2))
+  )
   assert np.isfinite(np.asarray(log_gamma)).all()
   np.testing.assert_allclose(np.exp(log_gamma).sum(-1), 1.0, atol=1e-5)
 
@@ -197,11 +228,13 @@ def test_prior_samples_follow_the_mixture():
 # Objective
 # ---------------------------------------------------------------------------------------------
 
+
 def test_objective_is_the_papers_negative_elbo():
   out, batch, np_out, np_batch = _outputs()
   loss, metrics = vade.objective(out, batch, kl_weight=1.0, config=_config())
-  elbo = _np_elbo(np_batch["x"], np_out["recon"], np_out["mu"], np_out["logvar"],
-                  np_out["gamma"], np_out)
+  elbo = _np_elbo(
+    np_batch["x"], np_out["recon"], np_out["mu"], np_out["logvar"], np_out["gamma"], np_out
+  )
   np.testing.assert_allclose(loss, -elbo.mean(), rtol=1e-5)
   entropy = -np.sum(np_out["gamma"] * np.log(np_out["gamma"]), -1).mean()
   np.testing.assert_allclose(metrics["entropy"], entropy, rtol=1e-5)
@@ -213,18 +246,31 @@ def test_objective_is_the_papers_negative_elbo():
 def test_kl_matches_a_monte_carlo_estimate():
   """KL(q(z|x) q(c|x) || p(z|c) p(c)) estimated by sampling z: checks signs and constants."""
   out, _, np_out, _ = _outputs(seed=1, n=2)
-  kl, _ = clustering.vade_kl(*(out[k] for k in ("mu", "logvar", "gamma", "log_gamma",
-                                                 "pi_logits", "mu_c", "logvar_c")))
+  kl, _ = clustering.vade_kl(
+    *(out[k] for k in ("mu", "logvar", "gamma", "log_gamma", "pi_logits", "mu_c", "logvar_c"))
+  )
   r = np.random.default_rng(0)
   mu, logvar, gamma = np_out["mu"], np_out["logvar"], np_out["gamma"]
   for i in range(2):
     z = mu[i] + np.exp(0.5 * logvar[i]) * r.normal(size=(400_000, L))
-    log_q = np.sum(-0.5 * (np.log(2 * np.pi) + logvar[i] + (z - mu[i]) ** 2
-                           / np.exp(logvar[i])), -1)
+    log_q = np.sum(
+      -0.5 * (np.log(2 * np.pi) + logvar[i] + (z - mu[i]) ** 2 / np.exp(logvar[i])), -1
+    )
     log_p = _np_log_softmax(np_out["pi_logits"])[None] + np.stack(
-        [np.sum(-0.5 * (np.log(2 * np.pi) + np_out["logvar_c"][c]
-                        + (z - np_out["mu_c"][c]) ** 2 / np.exp(np_out["logvar_c"][c])), -1)
-         for c in range(K)], -1)
+      [
+        np.sum(
+          -0.5
+          * (
+            np.log(2 * np.pi)
+            + np_out["logvar_c"][c]
+            + (z - np_out["mu_c"][c]) ** 2 / np.exp(np_out["logvar_c"][c])
+          ),
+          -1,
+        )
+        for c in range(K)
+      ],
+      -1,
+    )
     estimate = np.mean(np.sum(gamma[i] * (log_q[:, None] + np.log(gamma[i]) - log_p), -1))
     np.testing.assert_allclose(kl[i], estimate, atol=0.02)
     assert kl[i] >= 0
@@ -240,15 +286,15 @@ def test_objective_weights_the_kl_and_the_mask():
   masked = dict(batch, mask=jnp.asarray([1, 1, 0, 0, 0], jnp.float32))
   first_two = jax.tree.map(lambda a: a[:2] if a.ndim and a.shape[0] == 5 else a, out)
   a, _ = vade.objective(out, masked, kl_weight=1.0, config=cfg)
-  b, _ = vade.objective(first_two, {"x": batch["x"][:2], "mask": jnp.ones(2)},
-                                       kl_weight=1.0, config=cfg)
+  b, _ = vade.objective(
+    first_two, {"x": batch["x"][:2], "mask": jnp.ones(2)}, kl_weight=1.0, config=cfg
+  )
   np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
 def test_pretrain_objective_is_reconstruction_only():
   out, batch, np_out, np_batch = _outputs()
-  loss, metrics = vade.pretrain_objective(out, batch, kl_weight=1.0,
-                                                    config=_config("mse"))
+  loss, metrics = vade.pretrain_objective(out, batch, kl_weight=1.0, config=_config("mse"))
   expected = np.sum((np_out["recon"] - np_batch["x"]) ** 2, axis=(1, 2)).mean()
   np.testing.assert_allclose(loss, expected, rtol=1e-5)
   np.testing.assert_allclose(metrics["recon_mse"], expected / 20, rtol=1e-5)
@@ -259,14 +305,16 @@ def test_pretrain_objective_is_reconstruction_only():
 # GMM init, optimizer labels, stages
 # ---------------------------------------------------------------------------------------------
 
+
 def test_gmm_init_fits_the_latent_means_of_real_examples():
   config = _config()
   model = _model(config)
   data = [_batch(8, seed=s, mask=[1] * 8 if s < 2 else [1] * 5 + [0] * 3) for s in range(3)]
   state = _state(model, data[0])
   new = vade.gmm_init(state, model, lambda: iter(data), config)
-  means = np.concatenate([np.asarray(_apply_jit(model, state, b)["mu"])[np.asarray(b["mask"]) > 0]
-                          for b in data])
+  means = np.concatenate(
+    [np.asarray(_apply_jit(model, state, b)["mu"])[np.asarray(b["mask"]) > 0] for b in data]
+  )
   assert means.shape == (21, L)
   gmm = GaussianMixture(K, covariance_type="diag", random_state=config.seed).fit(means)
   np.testing.assert_allclose(jax.nn.softmax(new.params["pi_logits"]), gmm.weights_, atol=1e-5)
@@ -332,6 +380,7 @@ def test_a_few_steps_lower_the_vade_loss():
 
 def test_config_mistakes_name_the_key():
   from jaxvae.errors import ConfigError
+
   vade.validate(_config())
   with pytest.raises(ConfigError, match="model.n_clusters"):
     vade.validate(_config(n_clusters=0))

@@ -12,8 +12,11 @@ import optax
 import pytest
 
 from jaxvae.models import vq as vq_lib
-from jaxvae.models.vq import VectorQuantizer, kmeans_init, with_codebook
-from jaxvae.models.vqvae import PuzzleVQVAE, build_puzzle_vqvae
+from jaxvae.models.vq import VectorQuantizer
+from jaxvae.models.vq import kmeans_init
+from jaxvae.models.vq import with_codebook
+from jaxvae.models.vqvae import PuzzleVQVAE
+from jaxvae.models.vqvae import build_puzzle_vqvae
 from jaxvae.variants.puzzle_vq import objective as vq_objective
 
 # A miniature of the seed model: same layer structure, compiles and runs in a fraction of the
@@ -45,7 +48,7 @@ def _init(model, batch):
   return jax.jit(functools.partial(model.init, train=False))(_key(), batch)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tiny_variables():
   """Variables of PuzzleVQVAE(**TINY), shared by tests (the same for every dtype and batch)."""
   return _init(PuzzleVQVAE(**TINY), _batch(2, 16, 8))
@@ -89,7 +92,8 @@ def test_output_shapes(shape):
   batch = _batch(3, *shape)
   variables = _abstract_init(model, batch)
   out, state = jax.eval_shape(
-      lambda v, b: model.apply(v, b, train=True, mutable=["batch_stats"]), variables, batch)
+    lambda v, b: model.apply(v, b, train=True, mutable=["batch_stats"]), variables, batch
+  )
   chex.assert_shape(out["recon"], (3, *shape))
   chex.assert_shape(out["codes"], (3, 30, 30))
   chex.assert_shape(out["code_counts"], (10,))
@@ -119,13 +123,17 @@ def test_tiny_forward_values_and_bfloat16():
   z = _run(model, variables, batch, train=False, method="encode")
   chex.assert_shape(z, (2, 6, 6, 8))
   codes = vq_lib.nearest_codes(z.reshape(-1, 8), variables["params"]["vq"]["codebook"])
-  np.testing.assert_array_equal(codes.reshape(2, 6, 6),
-                                _run(model, variables, batch, train=False)["codes"])
+  np.testing.assert_array_equal(
+    codes.reshape(2, 6, 6), _run(model, variables, batch, train=False)["codes"]
+  )
 
 
 def test_build_from_config():
-  cfg = ml_collections.ConfigDict(dict(name="puzzle_vqvae", num_codes=12, code_dim=16,
-                                       grid=(8, 8), use_ema=True, dtype="bfloat16"))
+  cfg = ml_collections.ConfigDict(
+    dict(
+      name="puzzle_vqvae", num_codes=12, code_dim=16, grid=(8, 8), use_ema=True, dtype="bfloat16"
+    )
+  )
   model = build_puzzle_vqvae(cfg, types.SimpleNamespace(input_shape=(128, 32)))
   assert (model.num_codes, model.code_dim, model.grid, model.use_ema) == (12, 16, (8, 8), True)
   assert model.dtype == jnp.bfloat16 and model.enc_channels == (32, 64)
@@ -194,8 +202,9 @@ def test_losses_and_straight_through_in_the_quantizer():
   g_p, g_z = jax.jit(jax.grad(term("commitment_loss"), argnums=(0, 1)))(params, z)
   assert np.abs(g_p["codebook"]).sum() == 0 and np.abs(g_z).sum() > 0
   # Straight-through: d sum(quantized) / dz is the identity.
-  g_p, g_z = jax.jit(jax.grad(lambda p, z: jnp.sum(term("quantized")(p, z)),
-                              argnums=(0, 1)))(params, z)
+  g_p, g_z = jax.jit(jax.grad(lambda p, z: jnp.sum(term("quantized")(p, z)), argnums=(0, 1)))(
+    params, z
+  )
   np.testing.assert_array_equal(g_z, np.ones_like(z))
   assert np.abs(g_p["codebook"]).sum() == 0
 
@@ -208,8 +217,9 @@ def test_model_gradients_reach_encoder_through_the_quantizer():
   @functools.partial(jax.jit, static_argnums=1)
   @functools.partial(jax.grad)
   def grad(params, name):
-    out, _ = model.apply({**variables, "params": params}, batch, train=True,
-                         mutable=["batch_stats"])
+    out, _ = model.apply(
+      {**variables, "params": params}, batch, train=True, mutable=["batch_stats"]
+    )
     if name == "recon":
       return jnp.mean(jnp.square(out["recon"] - batch["x"]))
     return out[name]
@@ -262,8 +272,15 @@ def test_dead_code_restart_replaces_unused_code():
   stats = dict(variables["vq_stats"])
   stats["cluster_size"] = jnp.array([1.0, 1.0, 0.1])  # code 2 has (almost) never been used
   variables = {"vq_stats": stats}
-  _, state = _run(module, variables, z, train=True, mask=np.array([1.0, 0.0]),
-                  mutable=["vq_stats"], rngs={"vq": _key()})
+  _, state = _run(
+    module,
+    variables,
+    z,
+    train=True,
+    mask=np.array([1.0, 0.0]),
+    mutable=["vq_stats"],
+    rngs={"vq": _key()},
+  )
   new = np.asarray(state["vq_stats"]["codebook"])
   assert np.min(np.abs(z[0] - new[2]).sum(-1)) < 1e-4  # now one of the real batch vectors
   assert np.all(np.abs(new[:2] - codebook[:2]) < 1.0)  # live codes are only EMA-updated
@@ -273,7 +290,8 @@ def test_dead_code_restart_replaces_unused_code():
 def test_dead_code_threshold_needs_ema():
   with pytest.raises(ValueError, match="use_ema"):
     VectorQuantizer(num_codes=2, code_dim=2, dead_code_threshold=1.0).init(
-        jax.random.key(0), np.zeros((3, 2), np.float32), train=False)
+      jax.random.key(0), np.zeros((3, 2), np.float32), train=False
+    )
 
 
 def test_kmeans_init_finds_separated_clusters_and_with_codebook_writes_it():
@@ -302,14 +320,29 @@ def test_kmeans_init_finds_separated_clusters_and_with_codebook_writes_it():
 def test_objective_masks_padded_examples():
   x = np.zeros((2, 4, 3), np.float32)
   recon = np.stack([np.full((4, 3), 0.5), np.full((4, 3), 9.0)]).astype(np.float32)
-  outputs = {"recon": recon, "vq_loss": jnp.float32(0.1), "codebook_loss": jnp.float32(0.08),
-             "commitment_loss": jnp.float32(0.08), "perplexity": jnp.float32(3.0)}
-  loss, metrics = vq_objective(outputs, {"x": x, "mask": np.array([1.0, 0.0], np.float32)},
-                               kl_weight=jnp.float32(1.0), config=None)
+  outputs = {
+    "recon": recon,
+    "vq_loss": jnp.float32(0.1),
+    "codebook_loss": jnp.float32(0.08),
+    "commitment_loss": jnp.float32(0.08),
+    "perplexity": jnp.float32(3.0),
+  }
+  loss, metrics = vq_objective(
+    outputs,
+    {"x": x, "mask": np.array([1.0, 0.0], np.float32)},
+    kl_weight=jnp.float32(1.0),
+    config=None,
+  )
   np.testing.assert_allclose(metrics["recon_mse"], 0.25)
   np.testing.assert_allclose(loss, 0.35, rtol=1e-6)
-  assert set(metrics) == {"loss", "recon_mse", "vq_loss", "codebook_loss", "commitment_loss",
-                          "perplexity"}
+  assert set(metrics) == {
+    "loss",
+    "recon_mse",
+    "vq_loss",
+    "codebook_loss",
+    "commitment_loss",
+    "perplexity",
+  }
   assert all(v.dtype == jnp.float32 and v.shape == () for v in metrics.values())
 
 
@@ -322,8 +355,9 @@ def test_adam_steps_lower_the_loss():
   @jax.jit
   def step(params, batch_stats, opt_state):
     def loss_fn(params):
-      out, state = model.apply({"params": params, "batch_stats": batch_stats}, batch,
-                               train=True, mutable=["batch_stats"])
+      out, state = model.apply(
+        {"params": params, "batch_stats": batch_stats}, batch, train=True, mutable=["batch_stats"]
+      )
       loss, _ = vq_objective(out, batch, kl_weight=0.0, config=None)
       return loss, state["batch_stats"]
 
@@ -344,5 +378,6 @@ def test_adam_steps_lower_the_loss():
 def test_squared_distances_expansion():
   rng = np.random.default_rng(6)
   x, e = rng.normal(size=(5, 4)), rng.normal(size=(3, 4))
-  np.testing.assert_allclose(vq_lib.squared_distances(x, e),
-                             ((x[:, None] - e[None]) ** 2).sum(-1), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    vq_lib.squared_distances(x, e), ((x[:, None] - e[None]) ** 2).sum(-1), rtol=1e-5, atol=1e-5
+  )

@@ -1,4 +1,4 @@
-"""Throughput of jaxvae.features (batched, jitted) against librosa on the same clips.
+"""Throughput of jaxvae.audio.features (batched, jitted) against librosa on the same clips.
 
     python tools/bench_features.py                                  # 64 clips x 3 s at 22050 Hz
     python tools/bench_features.py --sr 16000 --seconds 1 --n-fft 1024 --num-clips 256
@@ -41,13 +41,24 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--n-fft", type=int, default=features.N_FFT)
   p.add_argument("--hop-length", type=int, default=features.HOP_LENGTH)
   p.add_argument("--n-mels", type=int, default=features.N_MELS)
-  p.add_argument("--feature", choices=("mel", "mel_db", "mfcc"), default="mel_db",
-                 help="mel power, its dB (what the feature store keeps), or 20 MFCCs")
-  p.add_argument("--fft-dtypes", default="float64,float32",
-                 help="comma-separated FFT dtypes of the JAX path to time")
+  p.add_argument(
+    "--feature",
+    choices=("mel", "mel_db", "mfcc"),
+    default="mel_db",
+    help="mel power, its dB (what the feature store keeps), or 20 MFCCs",
+  )
+  p.add_argument(
+    "--fft-dtypes",
+    default="float64,float32",
+    help="comma-separated FFT dtypes of the JAX path to time",
+  )
   p.add_argument("--repeats", type=int, default=3)
-  p.add_argument("--blas-threads", type=int, default=1,
-                 help="numpy BLAS threads while librosa is timed (0 = library default)")
+  p.add_argument(
+    "--blas-threads",
+    type=int,
+    default=1,
+    help="numpy BLAS threads while librosa is timed (0 = library default)",
+  )
   p.add_argument("--json", default=None, help="also write the result here")
   return p.parse_args(argv)
 
@@ -68,8 +79,13 @@ def make_clips(num_clips: int, seconds: float, sr: int) -> np.ndarray:
 
 def jax_fn(args, fft_dtype: str):
   """Host batch -> host features, through the public API (one jitted graph per FFT dtype)."""
-  mel_kwargs = dict(sr=args.sr, n_fft=args.n_fft, hop_length=args.hop_length,
-                    n_mels=args.n_mels, fft_dtype=fft_dtype)
+  mel_kwargs = dict(
+    sr=args.sr,
+    n_fft=args.n_fft,
+    hop_length=args.hop_length,
+    n_mels=args.n_mels,
+    fft_dtype=fft_dtype,
+  )
 
   @jax.jit
   def compute(y):
@@ -97,10 +113,11 @@ def librosa_fn(args):
 def batches(clips: np.ndarray, batch: int):
   """Fixed-size batches (the last one zero-padded) so only one shape is ever compiled."""
   for start in range(0, len(clips), batch):
-    chunk = clips[start:start + batch]
+    chunk = clips[start : start + batch]
     if len(chunk) < batch:
-      chunk = np.concatenate([chunk, np.zeros((batch - len(chunk),) + chunk.shape[1:],
-                                              chunk.dtype)])
+      chunk = np.concatenate(
+        [chunk, np.zeros((batch - len(chunk),) + chunk.shape[1:], chunk.dtype)]
+      )
     yield chunk
 
 
@@ -121,9 +138,12 @@ def time_jax(args, clips: np.ndarray, fft_dtype: str) -> dict:
   first_call = time.perf_counter() - start
   seconds = best_time(lambda: [fn(b) for b in batches(clips, args.batch)], args.repeats)
   steady = best_time(lambda: fn(first), args.repeats)
-  return {"first_call_s": round(first_call, 4),
-          "compile_s": round(max(first_call - steady, 0.0), 4),
-          "seconds": round(seconds, 4), "clips_per_s": round(len(clips) / seconds, 2)}
+  return {
+    "first_call_s": round(first_call, 4),
+    "compile_s": round(max(first_call - steady, 0.0), 4),
+    "seconds": round(seconds, 4),
+    "clips_per_s": round(len(clips) / seconds, 2),
+  }
 
 
 def time_librosa(args, clips: np.ndarray) -> dict:
@@ -133,9 +153,10 @@ def time_librosa(args, clips: np.ndarray) -> dict:
     fn(clips[0])  # warm up (imports, first-call allocations)
     loop = best_time(lambda: [fn(c) for c in clips], args.repeats)
     multi = best_time(lambda: fn(clips), args.repeats)
-  return {"per_clip": {"seconds": round(loop, 4), "clips_per_s": round(len(clips) / loop, 2)},
-          "multichannel": {"seconds": round(multi, 4),
-                           "clips_per_s": round(len(clips) / multi, 2)}}
+  return {
+    "per_clip": {"seconds": round(loop, 4), "clips_per_s": round(len(clips) / loop, 2)},
+    "multichannel": {"seconds": round(multi, 4), "clips_per_s": round(len(clips) / multi, 2)},
+  }
 
 
 def agreement(args, clips: np.ndarray, fft_dtype: str) -> float:
@@ -149,22 +170,37 @@ def main(argv=None) -> dict:
   args = parse_args(argv)
   clips = make_clips(args.num_clips, args.seconds, args.sr)
   result = {
-      "setting": {k: getattr(args, k) for k in ("num_clips", "seconds", "sr", "batch", "n_fft",
-                                                "hop_length", "n_mels", "feature", "repeats",
-                                                "blas_threads")},
-      "frames": features.num_frames(clips.shape[-1], args.n_fft, args.hop_length),
-      "machine": {"jax_device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
-                  "processor": platform.processor() or platform.machine(),
-                  "jax": jax.__version__, "librosa": librosa.__version__},
-      "librosa": time_librosa(args, clips),
-      "jax": {},
+    "setting": {
+      k: getattr(args, k)
+      for k in (
+        "num_clips",
+        "seconds",
+        "sr",
+        "batch",
+        "n_fft",
+        "hop_length",
+        "n_mels",
+        "feature",
+        "repeats",
+        "blas_threads",
+      )
+    },
+    "frames": features.num_frames(clips.shape[-1], args.n_fft, args.hop_length),
+    "machine": {
+      "jax_device": str(jax.devices()[0]),
+      "cpu_count": os.cpu_count(),
+      "processor": platform.processor() or platform.machine(),
+      "jax": jax.__version__,
+      "librosa": librosa.__version__,
+    },
+    "librosa": time_librosa(args, clips),
+    "jax": {},
   }
   for fft_dtype in args.fft_dtypes.split(","):
     timing = time_jax(args, clips, fft_dtype)
     timing["rel_err_vs_librosa"] = agreement(args, clips, fft_dtype)
     for name, ref in result["librosa"].items():
-      timing[f"speedup_vs_librosa_{name}"] = round(
-          timing["clips_per_s"] / ref["clips_per_s"], 2)
+      timing[f"speedup_vs_librosa_{name}"] = round(timing["clips_per_s"] / ref["clips_per_s"], 2)
     result["jax"][fft_dtype] = timing
   text = json.dumps(result, indent=2)
   print(text)

@@ -86,37 +86,72 @@ FIRST_EVENT = 4  # token ids below are the specials START, END, PAD, UNK
 # Command line
 # ---------------------------------------------------------------------------------------------
 
+
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--models", default="all",
-                 help=f"comma-separated, or 'all' ({', '.join(available_models())})")
-  p.add_argument("--frameworks", default="jax,torch",
-                 help="jax, torch or both; jax.unguarded: jax without the non-finite guard")
+  p.add_argument(
+    "--models", default="all", help=f"comma-separated, or 'all' ({', '.join(available_models())})"
+  )
+  p.add_argument(
+    "--frameworks",
+    default="jax,torch",
+    help="jax, torch or both; jax.unguarded: jax without the non-finite guard",
+  )
   p.add_argument("--preset", default="", help="config preset for every model ('' = seed size)")
-  p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                 help="config override for every model, e.g. model.latent_dim=32 (repeatable)")
+  p.add_argument(
+    "--override",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="config override for every model, e.g. model.latent_dim=32 (repeatable)",
+  )
   p.add_argument("--shape", default="", help="input shape: NxF for spectrograms, T for tokens")
   p.add_argument("--batch-size", type=int, default=0, help="0: the config's train.batch_size")
-  p.add_argument("--dtype", default="", choices=("", "float32", "bfloat16", "float16"),
-                 help="compute dtype ('' = the config's)")
-  p.add_argument("--devices", type=int, default=0,
-                 help="JAX devices in the data-parallel mesh (0 = all visible); on CPU N > 1 "
-                      "splits the host into N XLA devices. Torch always uses one device.")
+  p.add_argument(
+    "--dtype",
+    default="",
+    choices=("", "float32", "bfloat16", "float16"),
+    help="compute dtype ('' = the config's)",
+  )
+  p.add_argument(
+    "--devices",
+    type=int,
+    default=0,
+    help="JAX devices in the data-parallel mesh (0 = all visible); on CPU N > 1 "
+    "splits the host into N XLA devices. Torch always uses one device.",
+  )
   p.add_argument("--steps", type=int, default=10, help="timed steps per run")
   p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first")
   p.add_argument("--repeats", type=int, default=1, help="timed runs; the best is reported")
-  p.add_argument("--pipeline-steps", type=int, default=-1,
-                 help="steps of the Grain-fed loop (-1 = --steps, 0 = skip it)")
-  p.add_argument("--torch-compile", action="store_true",
-                 help="also time the torch reference under torch.compile (a separate record)")
-  p.add_argument("--threads", default="0",
-                 help="torch threads, or a comma-separated list to time each "
-                      "(0 = os.cpu_count())")
-  p.add_argument("--peak-tflops", type=float, default=0.0,
-                 help="the device's peak dense TFLOP/s for MFU (0: a table of known GPUs "
-                      "for bfloat16/float32; none for CPUs)")
-  p.add_argument("--generate-tokens", type=int, default=0,
-                 help="token models: also time KV-cached sampling of this many tokens")
+  p.add_argument(
+    "--pipeline-steps",
+    type=int,
+    default=-1,
+    help="steps of the Grain-fed loop (-1 = --steps, 0 = skip it)",
+  )
+  p.add_argument(
+    "--torch-compile",
+    action="store_true",
+    help="also time the torch reference under torch.compile (a separate record)",
+  )
+  p.add_argument(
+    "--threads",
+    default="0",
+    help="torch threads, or a comma-separated list to time each (0 = os.cpu_count())",
+  )
+  p.add_argument(
+    "--peak-tflops",
+    type=float,
+    default=0.0,
+    help="the device's peak dense TFLOP/s for MFU (0: a table of known GPUs "
+    "for bfloat16/float32; none for CPUs)",
+  )
+  p.add_argument(
+    "--generate-tokens",
+    type=int,
+    default=0,
+    help="token models: also time KV-cached sampling of this many tokens",
+  )
   p.add_argument("--profile", action="store_true", help="add the top ops of the step")
   p.add_argument("--profile-steps", type=int, default=3, help="steps traced by --profile")
   p.add_argument("--trace-dir", default="", help="keep the --profile traces here")
@@ -144,7 +179,9 @@ def thread_counts(args) -> list[int]:
   try:
     counts = [int(t) for t in args.threads.split(",") if t.strip()]
   except ValueError:
-    raise SystemExit(f"error: --threads {args.threads!r}: expected integers, e.g. 2 or 1,2")
+    raise SystemExit(
+      f"error: --threads {args.threads!r}: expected integers, e.g. 2 or 1,2"
+    ) from None
   return [t or os.cpu_count() for t in counts] or [os.cpu_count()]
 
 
@@ -153,8 +190,10 @@ def jobs(args) -> list[tuple[str, str, int]]:
   frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
   unknown = set(frameworks) - {"jax", "jax.unguarded", "torch"}
   if unknown:
-    raise SystemExit(f"error: --frameworks: unknown {', '.join(sorted(unknown))}; "
-                     "expected jax, jax.unguarded and/or torch")
+    raise SystemExit(
+      f"error: --frameworks: unknown {', '.join(sorted(unknown))}; "
+      "expected jax, jax.unguarded and/or torch"
+    )
   if args.torch_compile and "torch" in frameworks:
     frameworks.append("torch.compile")
   out = []
@@ -168,6 +207,7 @@ def jobs(args) -> list[tuple[str, str, int]]:
 # ---------------------------------------------------------------------------------------------
 # Configs and synthetic data (no framework imported here)
 # ---------------------------------------------------------------------------------------------
+
 
 class Skip(Exception):
   """This record cannot be measured; the message says why."""
@@ -192,6 +232,7 @@ def overrides(args) -> dict[str, str]:
 def load_config(model: str, args):
   """The model's locked config: `configs/<model>.py[:preset]` plus the overrides."""
   from jaxvae.variants import registry
+
   path = os.path.join(ROOT, "configs", f"{ALIASES.get(model, model)}.py")
   if not os.path.exists(path):
     raise Skip(f"no config file configs/{ALIASES.get(model, model)}.py")
@@ -235,12 +276,14 @@ def labels(config) -> dict[str, tuple[str, ...]]:
 
 def data_spec(config, shape):
   from jaxvae.data.spec import DataSpec
+
   if is_token_model(config):
     return DataSpec(input_shape=tuple(shape))
   # A store has lyrics embeddings only when the config names them; models with lyrics
   # settings (the multimodal VAE) need them, so they get random ones of the seed's width.
   wants_lyrics = config.data.lyrics_embeddings or any(
-      k.startswith("lyrics") for k in config.model.keys())
+    k.startswith("lyrics") for k in config.model.keys()
+  )
   lyrics_dim = LYRICS_DIM if wants_lyrics else 0
   return DataSpec(input_shape=tuple(shape), labels=labels(config), lyrics_dim=lyrics_dim)
 
@@ -289,6 +332,7 @@ def first_batch(examples: dict[str, np.ndarray], batch_size: int) -> dict[str, n
 # Timing (the same code times both frameworks)
 # ---------------------------------------------------------------------------------------------
 
+
 def now() -> float:
   return time.perf_counter()
 
@@ -309,6 +353,7 @@ def timed_steps(stepper, batch, steps: int) -> float:
 def pipeline_loop(stepper, source: ArraySource, config, batch_size: int, steps: int) -> dict:
   """Steps fed by the trainer's Grain iterator; how long next() blocks, and the transfers."""
   from jaxvae.data import pipeline
+
   iterator = pipeline.train_iterator(source, batch_size, config.seed, config)
   stepper.step(stepper.put(next(iterator)))  # starts Grain's threads and fills its buffer
   stepper.sync()
@@ -324,8 +369,11 @@ def pipeline_loop(stepper, source: ArraySource, config, batch_size: int, steps: 
     wait, put = wait + t1 - t0, put + t2 - t1
   stepper.sync()
   total = now() - start
-  return {"input_wait_frac": wait / total, "put_frac": put / total,
-          "pipeline_samples_per_s": steps * batch_size / total}
+  return {
+    "input_wait_frac": wait / total,
+    "put_frac": put / total,
+    "pipeline_samples_per_s": steps * batch_size / total,
+  }
 
 
 def measure(stepper, examples, config, args) -> dict:
@@ -339,8 +387,9 @@ def measure(stepper, examples, config, args) -> dict:
   for _ in range(args.warmup):
     stepper.step(batch)
   stepper.sync()
-  runs = [args.steps * b / timed_steps(stepper, batch, args.steps)
-          for _ in range(max(1, args.repeats))]
+  runs = [
+    args.steps * b / timed_steps(stepper, batch, args.steps) for _ in range(max(1, args.repeats))
+  ]
   out.update(samples_per_s=max(runs), samples_per_s_runs=runs, step_ms=1e3 * b / max(runs))
   n = args.steps if args.pipeline_steps < 0 else args.pipeline_steps
   if n:
@@ -355,18 +404,22 @@ def measure(stepper, examples, config, args) -> dict:
 # JAX
 # ---------------------------------------------------------------------------------------------
 
+
 class JaxStepper:
   """`builder.build` of a config: the trainer's own jitted, sharded, donating train_step."""
 
   def __init__(self, config, spec, examples):
     import jax
+
     from jaxvae.training import builder
+
     self.jax = jax
     self.batch_size = int(config.train.batch_size)
     start = now()
     self.example_batch = first_batch(examples, self.batch_size)
-    self.compiled = builder.build(config, spec, self.example_batch,
-                                steps_per_epoch=100, total_steps=10_000)
+    self.compiled = builder.build(
+      config, spec, self.example_batch, steps_per_epoch=100, total_steps=10_000
+    )
     self.build_s = now() - start
     self.state = self.compiled.state
     self.params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(self.state.params))
@@ -407,8 +460,9 @@ class JaxStepper:
 
 
 def newest_xplane(path: str) -> str:
-  files = sorted(glob.glob(os.path.join(path, "**", "*.xplane.pb"), recursive=True),
-                 key=os.path.getmtime)
+  files = sorted(
+    glob.glob(os.path.join(path, "**", "*.xplane.pb"), recursive=True), key=os.path.getmtime
+  )
   if not files:
     raise RuntimeError(f"jax.profiler wrote no trace under {path}")
   return files[-1]
@@ -430,6 +484,7 @@ def summarize_xplane(path: str, steps: int, top: int = 8) -> dict:
   """Top ops and op kinds by summed time (CPU: summed over the XLA threads, so op time,
   not wall time)."""
   from jax.profiler import ProfileData
+
   ops, kinds = collections.Counter(), collections.Counter()
   for name, ns in _xla_op_events(ProfileData.from_file(path).planes):
     ops[name] += ns
@@ -441,17 +496,21 @@ def _top_tables(ops, kinds, steps: int, top: int) -> dict:
   """Per-step milliseconds and shares of the `top` ops and op kinds (kinds may be None)."""
   total = sum(ops.values()) or 1
   row = lambda name, ns: [name, round(ns / 1e6 / steps, 3), round(ns / total, 4)]
-  return {"op_ms_per_step": round(total / 1e6 / steps, 3),
-          "top_ops": [row(n, v) for n, v in ops.most_common(top)],
-          "top_kinds": [row(n, v) for n, v in kinds.most_common(top)] if kinds else []}
+  return {
+    "op_ms_per_step": round(total / 1e6 / steps, 3),
+    "top_ops": [row(n, v) for n, v in ops.most_common(top)],
+    "top_kinds": [row(n, v) for n, v in kinds.most_common(top)] if kinds else [],
+  }
 
 
 def run_jax(model: str, args, guarded: bool = True) -> dict:
   """`guarded=False` (framework 'jax.unguarded') builds the steps without the trainer's
   non-finite guard (`step_lib.skip_nonfinite`), to measure what the guard costs."""
   from unittest import mock
-  from jaxvae.variants import registry
+
   from jaxvae.training import step as step_lib
+  from jaxvae.variants import registry
+
   config = load_config(model, args)
   if config.model.name not in registry.names():
     raise Skip(f"registry has no variant '{config.model.name}'")
@@ -459,8 +518,9 @@ def run_jax(model: str, args, guarded: bool = True) -> dict:
   spec = data_spec(config, shape)
   examples = synthetic_examples(config, spec, pool_size(config))
   try:
-    with mock.patch.object(step_lib, "skip_nonfinite", step_lib.skip_nonfinite if guarded
-                           else lambda step: step):
+    with mock.patch.object(
+      step_lib, "skip_nonfinite", step_lib.skip_nonfinite if guarded else lambda step: step
+    ):
       stepper = JaxStepper(config, spec, examples)
   except Exception as e:  # a variant that cannot build from synthetic data is reported
     raise Skip(f"builder.build failed: {type(e).__name__}: {e}") from None
@@ -469,16 +529,23 @@ def run_jax(model: str, args, guarded: bool = True) -> dict:
   if args.generate_tokens and is_token_model(config):
     rec.update(generation_record(stepper, args.generate_tokens))
   import jax
-  return dict(rec, **base_record(model, "jax", config, shape, stepper),
-              mode="jax" if guarded else "jax.unguarded", build_s=stepper.build_s,
-              framework_version=jax.__version__)
+
+  return dict(
+    rec,
+    **base_record(model, "jax", config, shape, stepper),
+    mode="jax" if guarded else "jax.unguarded",
+    build_s=stepper.build_s,
+    framework_version=jax.__version__,
+  )
 
 
 # Peak dense TFLOP/s per device (NVIDIA datasheets, SXM parts; float32 means TF32 tensor
 # cores, which XLA uses for float32 matmuls at default precision).
-PEAK_TFLOPS = {"H100": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
-               "H200": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
-               "A100": {"bfloat16": 312.0, "float16": 312.0, "float32": 156.0}}
+PEAK_TFLOPS = {
+  "H100": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
+  "H200": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
+  "A100": {"bfloat16": 312.0, "float16": 312.0, "float32": 156.0},
+}
 
 
 def peak_tflops(device: str, dtype: str, override: float) -> float | None:
@@ -512,7 +579,8 @@ def flops_record(stepper, config, shape, samples_per_s: float, args) -> dict:
   out = {}
   try:
     cost = stepper.compiled.train_step.lower(
-        stepper.state, stepper.put(stepper.example_batch)).cost_analysis()
+      stepper.state, stepper.put(stepper.example_batch)
+    ).cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     if cost and cost.get("flops"):
       out["xla_flops_per_step"] = float(cost["flops"])
@@ -541,12 +609,21 @@ def generation_record(stepper, num_tokens: int) -> dict:
   """Tokens/s of the KV-cached sampler (jaxvae.sampling.tokens.generate) at the train
   batch size: compile excluded, the best of two timed runs."""
   import jax
+
   from jaxvae.sampling import tokens as token_sampling
+
   model, params = stepper.compiled.model, {"params": stepper.state.params}
   num_tokens = min(num_tokens, int(model.cfg.max_len) - 1)
-  run = lambda seed: jax.block_until_ready(token_sampling.generate(
-      model, params, jax.random.PRNGKey(seed), num_tokens=num_tokens,
-      batch_size=stepper.batch_size, top_p=0.95))
+  run = lambda seed: jax.block_until_ready(
+    token_sampling.generate(
+      model,
+      params,
+      jax.random.PRNGKey(seed),
+      num_tokens=num_tokens,
+      batch_size=stepper.batch_size,
+      top_p=0.95,
+    )
+  )
   start = now()
   run(0)
   compile_s = now() - start
@@ -555,8 +632,11 @@ def generation_record(stepper, num_tokens: int) -> dict:
     start = now()
     run(seed)
     times.append(now() - start)
-  return {"generate_tokens": num_tokens, "generate_compile_s": compile_s,
-          "generate_tokens_per_s": num_tokens * stepper.batch_size / min(times)}
+  return {
+    "generate_tokens": num_tokens,
+    "generate_compile_s": compile_s,
+    "generate_tokens_per_s": num_tokens * stepper.batch_size / min(times),
+  }
 
 
 def pool_size(config) -> int:
@@ -568,12 +648,15 @@ def pool_size(config) -> int:
 # PyTorch
 # ---------------------------------------------------------------------------------------------
 
+
 class TorchStepper:
   """The torch reference with the config's optimizer: zero_grad, loss, backward, clip, step."""
 
   def __init__(self, config, shape, threads: int, compile_model: bool):
     import torch
+
     from benchmarks import torch_ref
+
     self.torch = torch
     torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
@@ -587,8 +670,9 @@ class TorchStepper:
     self.model = model.to(self.dev).train()
     self.opt = torch_optimizer(torch, self.model.parameters(), config)
     self.clip = float(config.train.clip_norm)
-    self.dtype = {"float32": None, "bfloat16": torch.bfloat16,
-                  "float16": torch.float16}[config.dtype]
+    self.dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+      config.dtype
+    ]
     self.scaler = torch.amp.GradScaler(self.dev.type) if config.dtype == "float16" else None
     if compile_model:
       self.model = torch.compile(self.model)
@@ -625,12 +709,16 @@ class TorchStepper:
 
   def memory(self) -> dict:
     if self.cuda:
-      return {"peak_mem_bytes": int(self.torch.cuda.max_memory_allocated()),
-              "peak_mem_kind": "device"}
+      return {
+        "peak_mem_bytes": int(self.torch.cuda.max_memory_allocated()),
+        "peak_mem_kind": "device",
+      }
     return {"peak_mem_bytes": peak_rss_bytes(), "peak_mem_kind": "host_rss"}
 
   def profile(self, batch, steps: int, trace_dir: str) -> dict:
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile
+
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.cuda else [])
     with profile(activities=activities) as prof:
       for _ in range(steps):
@@ -652,8 +740,11 @@ def torch_optimizer(torch, params, config):
   """The torch counterpart of `jaxvae.optim.optimizer` (constant learning rate)."""
   t = config.train
   if t.lr_schedule != "constant" or t.warmup_steps:
-    print(f"note: torch reference uses a constant lr {t.lr} (config schedule "
-          f"{t.lr_schedule!r} does not change the step's cost)", file=sys.stderr)
+    print(
+      f"note: torch reference uses a constant lr {t.lr} (config schedule "
+      f"{t.lr_schedule!r} does not change the step's cost)",
+      file=sys.stderr,
+    )
   if t.optimizer == "adamw":
     return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
   if t.optimizer == "sgd":
@@ -664,6 +755,7 @@ def torch_optimizer(torch, params, config):
 def run_torch(model: str, args, compile_model: bool, threads: int) -> dict:
   try:
     import torch
+
     from benchmarks import torch_ref
   except ImportError as e:
     raise Skip(f"torch is not installed ({e}); pip install -e '.[bench]'") from None
@@ -684,21 +776,34 @@ def run_torch(model: str, args, compile_model: bool, threads: int) -> dict:
       raise
     raise Skip(f"torch.compile failed: {type(e).__name__}: {str(e)[:300]}") from None
   name = ("torch.compile" if compile_model else "torch") + f" t{torch.get_num_threads()}"
-  return dict(rec, **base_record(model, "torch", config, shape, stepper),
-              torch_compile=compile_model, mode=name, framework_version=torch.__version__,
-              threads=torch.get_num_threads())
+  return dict(
+    rec,
+    **base_record(model, "torch", config, shape, stepper),
+    torch_compile=compile_model,
+    mode=name,
+    framework_version=torch.__version__,
+    threads=torch.get_num_threads(),
+  )
 
 
 # ---------------------------------------------------------------------------------------------
 # Records and jobs
 # ---------------------------------------------------------------------------------------------
 
+
 def base_record(model, framework, config, shape, stepper) -> dict:
   tokens = int(shape[-1]) if is_token_model(config) else 0
-  return {"model": model, "framework": framework, "device": stepper.device,
-          "num_devices": stepper.num_devices, "dtype": config.dtype,
-          "batch_size": stepper.batch_size, "input_shape": list(shape),
-          "params": stepper.params, "seq_len": tokens}
+  return {
+    "model": model,
+    "framework": framework,
+    "device": stepper.device,
+    "num_devices": stepper.num_devices,
+    "dtype": config.dtype,
+    "batch_size": stepper.batch_size,
+    "input_shape": list(shape),
+    "params": stepper.params,
+    "seq_len": tokens,
+  }
 
 
 def finish_record(rec: dict) -> dict:
@@ -709,8 +814,12 @@ def finish_record(rec: dict) -> dict:
 
 
 def host_info() -> dict:
-  return {"host_cpu": cpu_model(), "cpu_count": os.cpu_count(),
-          "date": datetime.date.today().isoformat(), "python": platform.python_version()}
+  return {
+    "host_cpu": cpu_model(),
+    "cpu_count": os.cpu_count(),
+    "date": datetime.date.today().isoformat(),
+    "python": platform.python_version(),
+  }
 
 
 def cpu_model() -> str:
@@ -729,9 +838,17 @@ def job_name(framework: str, threads: int) -> str:
 
 
 def skipped(model: str, framework: str, threads: int, reason: str) -> dict:
-  return {"model": model, "framework": framework.split(".")[0],
-          "mode": job_name(framework, threads), "skipped": reason, "device": None,
-          "dtype": None, "batch_size": None, "samples_per_s": None, "compile_s": None}
+  return {
+    "model": model,
+    "framework": framework.split(".")[0],
+    "mode": job_name(framework, threads),
+    "skipped": reason,
+    "device": None,
+    "dtype": None,
+    "batch_size": None,
+    "samples_per_s": None,
+    "compile_s": None,
+  }
 
 
 def run_job(model: str, framework: str, threads: int, args) -> dict:
@@ -750,17 +867,24 @@ def run_isolated(model: str, framework: str, threads: int, args, argv: list[str]
   """One record in a fresh interpreter (own peak RSS, own thread pools)."""
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, "record.json")
-    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--job",
-           f"{model}:{framework}:{threads}", "--job-out", out]
+    cmd = [
+      sys.executable,
+      os.path.abspath(__file__),
+      *argv,
+      "--job",
+      f"{model}:{framework}:{threads}",
+      "--job-out",
+      out,
+    ]
     try:
-      proc = subprocess.run(cmd, env=child_env(args), capture_output=True, text=True,
-                            timeout=args.timeout, check=False)
+      proc = subprocess.run(
+        cmd, env=child_env(args), capture_output=True, text=True, timeout=args.timeout, check=False
+      )
     except subprocess.TimeoutExpired:
       return skipped(model, framework, threads, f"timed out after {args.timeout:.0f} s")
     if proc.returncode or not os.path.exists(out):
       tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-      return skipped(model, framework, threads,
-                     f"subprocess failed (rc {proc.returncode}): {tail}")
+      return skipped(model, framework, threads, f"subprocess failed (rc {proc.returncode}): {tail}")
     with open(out, encoding="utf-8") as f:
       return json.load(f)
 
@@ -768,8 +892,9 @@ def run_isolated(model: str, framework: str, threads: int, args, argv: list[str]
 def child_env(args) -> dict:
   env = dict(os.environ)
   if args.devices > 1:
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                        f" --xla_force_host_platform_device_count={args.devices}").strip()
+    env["XLA_FLAGS"] = (
+      env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={args.devices}"
+    ).strip()
   return env
 
 
@@ -777,8 +902,18 @@ def child_env(args) -> dict:
 # Report
 # ---------------------------------------------------------------------------------------------
 
-COLUMNS = ("model", "framework", "device", "dtype", "batch", "samples/s", "tokens/s",
-           "compile_s", "peak_mem", "input_wait")
+COLUMNS = (
+  "model",
+  "framework",
+  "device",
+  "dtype",
+  "batch",
+  "samples/s",
+  "tokens/s",
+  "compile_s",
+  "peak_mem",
+  "input_wait",
+)
 
 
 def _fmt(value, spec: str) -> str:
@@ -792,10 +927,20 @@ def table(records: list[dict]) -> str:
       continue
     mem = r.get("peak_mem_bytes")
     mem = f"{mem / 2**20:.0f} MiB {'rss' if r['peak_mem_kind'] == 'host_rss' else 'dev'}"
-    rows.append((r["model"], r.get("mode", "jax"), f"{r['device']} x{r['num_devices']}",
-                 r["dtype"], str(r["batch_size"]), _fmt(r["samples_per_s"], ".2f"),
-                 _fmt(r.get("tokens_per_s"), ".0f"), _fmt(r["compile_s"], ".2f"), mem,
-                 _fmt(r.get("input_wait_frac"), ".3f")))
+    rows.append(
+      (
+        r["model"],
+        r.get("mode", "jax"),
+        f"{r['device']} x{r['num_devices']}",
+        r["dtype"],
+        str(r["batch_size"]),
+        _fmt(r["samples_per_s"], ".2f"),
+        _fmt(r.get("tokens_per_s"), ".0f"),
+        _fmt(r["compile_s"], ".2f"),
+        mem,
+        _fmt(r.get("input_wait_frac"), ".3f"),
+      )
+    )
   widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
   lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
   lines.insert(1, "  ".join("-" * w for w in widths))
@@ -808,11 +953,15 @@ def ratios(records: list[dict]) -> list[str]:
   out = []
   for j in (r for r in done if r.get("mode") == "jax"):
     for u in (r for r in done if r.get("mode") == "jax.unguarded" and r["model"] == j["model"]):
-      out.append(f"{j['model']}: jax/jax.unguarded = "
-                 f"{j['samples_per_s'] / u['samples_per_s']:.3f}  (the non-finite guard's cost)")
+      out.append(
+        f"{j['model']}: jax/jax.unguarded = "
+        f"{j['samples_per_s'] / u['samples_per_s']:.3f}  (the non-finite guard's cost)"
+      )
     for t in (r for r in done if r["framework"] == "torch" and r["model"] == j["model"]):
-      out.append(f"{j['model']}: jax/{t['mode']} = {j['samples_per_s'] / t['samples_per_s']:.2f}"
-                 f"  (compile {j['compile_s']:.2f} s vs {t['compile_s']:.2f} s)")
+      out.append(
+        f"{j['model']}: jax/{t['mode']} = {j['samples_per_s'] / t['samples_per_s']:.2f}"
+        f"  (compile {j['compile_s']:.2f} s vs {t['compile_s']:.2f} s)"
+      )
   return out
 
 
@@ -825,15 +974,19 @@ def efficiency_lines(records: list[dict]) -> list[str]:
       continue
     parts = []
     if "xla_tflops_per_s" in r:
-      parts.append(f"{r['xla_flops_per_step'] / 1e9:.1f} GFLOP/step (XLA), "
-                   f"{r['xla_tflops_per_s'] * 1e3:.1f} GFLOP/s")
+      parts.append(
+        f"{r['xla_flops_per_step'] / 1e9:.1f} GFLOP/step (XLA), "
+        f"{r['xla_tflops_per_s'] * 1e3:.1f} GFLOP/s"
+      )
     if "model_tflops_per_s" in r:
       parts.append(f"model {r['model_tflops_per_s'] * 1e3:.1f} GFLOP/s")
     if "mfu" in r:
       parts.append(f"MFU {100 * r['mfu']:.1f} % of {r['peak_tflops']:g} TFLOP/s")
     if "generate_tokens_per_s" in r:
-      parts.append(f"sampling {r['generate_tokens_per_s']:.0f} tokens/s "
-                   f"({r['generate_tokens']} tokens x batch {r['batch_size']})")
+      parts.append(
+        f"sampling {r['generate_tokens_per_s']:.0f} tokens/s "
+        f"({r['generate_tokens']} tokens x batch {r['batch_size']})"
+      )
     if parts:
       out.append(f"{r['model']} ({r['dtype']}): " + "; ".join(parts))
   return out
@@ -843,12 +996,18 @@ def seed004_line(records: list[dict]) -> list[str]:
   """The seed-004 run (5 epochs x 50,000 clips in 54 min) at the measured JAX step rate."""
   out = []
   for r in records:
-    if (not r.get("skipped") and r["model"] == "puzzle_vqvae" and r["framework"] == "jax"
-        and r["input_shape"] == [128, 32]):
+    if (
+      not r.get("skipped")
+      and r["model"] == "puzzle_vqvae"
+      and r["framework"] == "jax"
+      and r["input_shape"] == [128, 32]
+    ):
       minutes = 5 * 50_000 / r["samples_per_s"] / 60
-      out.append(f"puzzle_vqvae: 5 epochs x 50,000 clips at {r['samples_per_s']:.0f} samples/s "
-                 f"(batch {r['batch_size']}) = {minutes:.1f} min of train steps "
-                 "(seed 004: 54 min)")
+      out.append(
+        f"puzzle_vqvae: 5 epochs x 50,000 clips at {r['samples_per_s']:.0f} samples/s "
+        f"(batch {r['batch_size']}) = {minutes:.1f} min of train steps "
+        "(seed 004: 54 min)"
+      )
   return out
 
 
@@ -860,8 +1019,10 @@ def profile_lines(records: list[dict]) -> list[str]:
       continue
     # JAX on CPU: op time summed over XLA's threads; torch: self time of each aten op.
     kind = "XLA op time" if r["framework"] == "jax" else "torch self time"
-    head = (f"profile {r['model']} / {r.get('mode', r['framework'])}: "
-            f"{prof['op_ms_per_step']:.1f} ms {kind} per step")
+    head = (
+      f"profile {r['model']} / {r.get('mode', r['framework'])}: "
+      f"{prof['op_ms_per_step']:.1f} ms {kind} per step"
+    )
     if "gflop_per_step" in prof:
       achieved = prof["gflop_per_step"] * r["samples_per_s"] / r["batch_size"]
       head += f", {prof['gflop_per_step']:.2f} GFLOP/step -> {achieved:.1f} GFLOP/s achieved"
@@ -873,10 +1034,18 @@ def profile_lines(records: list[dict]) -> list[str]:
 
 def report(records: list[dict]) -> str:
   parts = [table(records)]
-  notes = [f"skipped {r['model']} / {r.get('mode', r['framework'])}: {r['skipped']}"
-           for r in records if r.get("skipped")]
-  for block in (ratios(records), efficiency_lines(records), seed004_line(records),
-                profile_lines(records), notes):
+  notes = [
+    f"skipped {r['model']} / {r.get('mode', r['framework'])}: {r['skipped']}"
+    for r in records
+    if r.get("skipped")
+  ]
+  for block in (
+    ratios(records),
+    efficiency_lines(records),
+    seed004_line(records),
+    profile_lines(records),
+    notes,
+  ):
     if block:
       parts.append("\n".join(block))
   return "\n\n".join(parts)
@@ -885,6 +1054,7 @@ def report(records: list[dict]) -> str:
 # ---------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------
+
 
 def _forwarded(argv: list[str]) -> list[str]:
   """The parent's arguments minus the ones only the parent uses."""
@@ -916,8 +1086,11 @@ def main(argv=None) -> list[dict]:
   records = []
   for model, framework, threads in jobs(args):
     print(f"... {model} / {job_name(framework, threads)}", file=sys.stderr, flush=True)
-    rec = (run_job(model, framework, threads, args) if args.no_isolate
-           else run_isolated(model, framework, threads, args, _forwarded(argv)))
+    rec = (
+      run_job(model, framework, threads, args)
+      if args.no_isolate
+      else run_isolated(model, framework, threads, args, _forwarded(argv))
+    )
     records.append(rec)
   print(report(records))
   print(json.dumps(records))  # the same records, machine-readable, on the last line

@@ -43,38 +43,52 @@ def _at_least(low: int):
     if value < low:
       raise argparse.ArgumentTypeError(f"{value} is below {low}")
     return value
+
   return parse
 
 
 def parse_args(argv: list[str]):
-  p = argparse.ArgumentParser(prog="python tools/embed_lyrics.py", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    prog="python tools/embed_lyrics.py",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   p.add_argument("--config", required=True, help="configs/<name>.py[:preset]")
-  p.add_argument("--out", default="",
-                 help="output folder (default: <cache>/lyrics/<model>-<pooling>-<hash>)")
-  p.add_argument("--model", default=lyrics_lib.DEFAULT_MODEL,
-                 help="Hugging Face model id in the local cache, or a local model folder")
+  p.add_argument(
+    "--out", default="", help="output folder (default: <cache>/lyrics/<model>-<pooling>-<hash>)"
+  )
+  p.add_argument(
+    "--model",
+    default=lyrics_lib.DEFAULT_MODEL,
+    help="Hugging Face model id in the local cache, or a local model folder",
+  )
   p.add_argument("--pooling", default="mean", choices=lyrics_lib.POOLINGS)
   p.add_argument("--batch-size", type=_at_least(1), default=16)
   p.add_argument("--max-length", type=_at_least(2), default=256, help="tokens kept per text")
-  p.add_argument("--threads", type=_at_least(0), default=0,
-                 help="torch CPU threads (0: torch's default; 1 is often faster on a busy "
-                      "2-core machine)")
+  p.add_argument(
+    "--threads",
+    type=_at_least(0),
+    default=0,
+    help="torch CPU threads (0: torch's default; 1 is often faster on a busy 2-core machine)",
+  )
   args, rest = p.parse_known_args(argv)
   return args, loading.overrides_from_args(p, rest)
 
 
 def report(summary: dict, missing_ids: list[str]) -> None:
-  print(f"embedded {summary['embedded']} of {summary['clips']} clips with "
-        f"{summary['model']} ({summary['pooling']} pooling, dim {summary['dim']}) in "
-        f"{summary['seconds']} s -> {summary['out']}")
+  print(
+    f"embedded {summary['embedded']} of {summary['clips']} clips with "
+    f"{summary['model']} ({summary['pooling']} pooling, dim {summary['dim']}) in "
+    f"{summary['seconds']} s -> {summary['out']}"
+  )
   if missing_ids:
     shown = ", ".join(missing_ids[:5]) + (" ..." if len(missing_ids) > 5 else "")
-    print(f"{len(missing_ids)} clips have no lyrics (no row; lyrics_mask 0 in training): "
-          f"{shown}")
+    print(f"{len(missing_ids)} clips have no lyrics (no row; lyrics_mask 0 in training): {shown}")
   if summary["truncated"]:
-    print(f"{summary['truncated']} lyrics were longer than --max-length tokens; their ends "
-          "were not embedded")
+    print(
+      f"{summary['truncated']} lyrics were longer than --max-length tokens; their ends "
+      "were not embedded"
+    )
   print(f"use it: --config.data.lyrics_embeddings={summary['out']}")
   print(json.dumps(summary))
 
@@ -86,9 +100,16 @@ def run(argv: list[str]) -> int:
     config = registry.load_config(args.config, overrides)
     if args.threads:
       import torch  # pylint: disable=import-outside-toplevel
+
       torch.set_num_threads(args.threads)
-    summary, missing = lyrics_store.embed_dataset(config, out=args.out, model=args.model, pooling=args.pooling,
-                            batch_size=args.batch_size, max_length=args.max_length)
+    summary, missing = lyrics_store.embed_dataset(
+      config,
+      out=args.out,
+      model=args.model,
+      pooling=args.pooling,
+      batch_size=args.batch_size,
+      max_length=args.max_length,
+    )
   except errors.USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 
 MODULES = {
-    "conv_vae": "benchmarks.torch_ref.conv_vae",
-    "puzzle_vqvae": "benchmarks.torch_ref.puzzle_vqvae",
-    "music_transformer": "benchmarks.torch_ref.transformer",
+  "conv_vae": "benchmarks.torch_ref.conv_vae",
+  "puzzle_vqvae": "benchmarks.torch_ref.puzzle_vqvae",
+  "music_transformer": "benchmarks.torch_ref.transformer",
 }
 
 
@@ -24,8 +24,9 @@ def build(config, input_shape):
   """(model, loss_fn) for `config.model.name`; NotImplementedError names what is missing."""
   name = config.model.name
   if name not in MODULES:
-    raise NotImplementedError(f"no torch reference for model '{name}' "
-                              f"(references: {', '.join(MODULES)})")
+    raise NotImplementedError(
+      f"no torch reference for model '{name}' (references: {', '.join(MODULES)})"
+    )
   return importlib.import_module(MODULES[name]).build(config, input_shape)
 
 

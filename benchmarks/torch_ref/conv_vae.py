@@ -16,15 +16,19 @@ from torch.nn import functional as F
 
 
 def _down(c_in: int, c_out: int) -> list[nn.Module]:
-  return [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out, eps=1e-5, momentum=0.1),
-          nn.LeakyReLU(0.2)]
+  return [
+    nn.Conv2d(c_in, c_out, 4, 2, 1),
+    nn.BatchNorm2d(c_out, eps=1e-5, momentum=0.1),
+    nn.LeakyReLU(0.2),
+  ]
 
 
 class ConvVAE(nn.Module):
   """See the module docstring; `forward(x [B, H, W]) -> (recon, mu, logvar)`."""
 
-  def __init__(self, input_shape, channels=(16, 32, 64), latent_dim: int = 128,
-               output_activation: str = "none"):
+  def __init__(
+    self, input_shape, channels=(16, 32, 64), latent_dim: int = 128, output_activation: str = "none"
+  ):
     super().__init__()
     self.input_shape = tuple(int(v) for v in input_shape)
     self.channels = tuple(int(c) for c in channels)
@@ -44,8 +48,11 @@ class ConvVAE(nn.Module):
     out_channels = list(self.channels[-2::-1]) + [1]
     layers, c_in = [], self.channels[-1]
     for c in out_channels[:-1]:
-      layers += [nn.ConvTranspose2d(c_in, c, 4, 2, 1), nn.BatchNorm2d(c, eps=1e-5, momentum=0.1),
-                 nn.LeakyReLU(0.2)]
+      layers += [
+        nn.ConvTranspose2d(c_in, c, 4, 2, 1),
+        nn.BatchNorm2d(c, eps=1e-5, momentum=0.1),
+        nn.LeakyReLU(0.2),
+      ]
       c_in = c
     layers.append(nn.ConvTranspose2d(c_in, 1, 4, 2, 1))
     self.decoder = nn.Sequential(*layers)
@@ -70,7 +77,8 @@ class ConvVAE(nn.Module):
 
 
 def elbo(model: ConvVAE, batch: dict, kl_weight: float) -> torch.Tensor:
-  """The reduction of `jaxvae.variants.audio_vae.elbo` (mask all ones, no free bits): per-example sum
+  """The reduction of `jaxvae.variants.audio_vae.elbo` (mask all ones, no free bits):
+  per-example sum
   of squared errors averaged over the batch, plus kl_weight x the summed per-dimension
   batch-mean KL."""
   x = batch["x"]
@@ -84,9 +92,11 @@ def build(config, input_shape):
   """(model, loss_fn(model, batch)) from a jaxvae config (`config.model` of a conv VAE)."""
   m = config.model
   if m.get("cond_label", ""):
-    raise NotImplementedError("the torch conv VAE reference is unconditional "
-                              f"(model.cond_label={m.cond_label!r})")
-  model = ConvVAE(input_shape, tuple(m.channels), int(m.latent_dim),
-                  m.get("output_activation", "none"))
+    raise NotImplementedError(
+      f"the torch conv VAE reference is unconditional (model.cond_label={m.cond_label!r})"
+    )
+  model = ConvVAE(
+    input_shape, tuple(m.channels), int(m.latent_dim), m.get("output_activation", "none")
+  )
   kl_weight = float(config.kl.beta_end)
   return model, lambda mdl, batch: elbo(mdl, batch, kl_weight)

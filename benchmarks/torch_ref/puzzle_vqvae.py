@@ -1,4 +1,5 @@
-"""PyTorch twin of `jaxvae.models.vqvae.PuzzleVQVAE` (seed 004) and of `jaxvae.variants.puzzle_vq.objective`.
+"""PyTorch twin of `jaxvae.models.vqvae.PuzzleVQVAE` (seed 004) and of
+`jaxvae.variants.puzzle_vq.objective`.
 
 Encoder: 4x4 stride-2 convs 1->32->64 (padding 1) + BatchNorm + ReLU, bilinear resize to the
 30 x 30 grid, 1x1 conv to 64. Codebook 10 x 64 (uniform +-0.1), nearest code, codebook loss +
@@ -21,8 +22,16 @@ def _bn_relu(c: int) -> list[nn.Module]:
 class PuzzleVQVAE(nn.Module):
   """`forward(x [B, H, W]) -> dict(recon, vq_loss, codes, perplexity)`."""
 
-  def __init__(self, num_codes=10, code_dim=64, grid=(30, 30), enc_channels=(32, 64),
-               dec_channels=(64, 32, 16), commitment_cost=0.25, init_scale=0.1):
+  def __init__(
+    self,
+    num_codes=10,
+    code_dim=64,
+    grid=(30, 30),
+    enc_channels=(32, 64),
+    dec_channels=(64, 32, 16),
+    commitment_cost=0.25,
+    init_scale=0.1,
+  ):
     super().__init__()
     self.grid = tuple(int(g) for g in grid)
     self.commitment_cost = float(commitment_cost)
@@ -32,8 +41,7 @@ class PuzzleVQVAE(nn.Module):
       c_in = c
     self.enc_convs = nn.Sequential(*layers)
     self.enc_out = nn.Conv2d(c_in, code_dim, 1)
-    self.codebook = nn.Parameter(torch.empty(num_codes, code_dim).uniform_(-init_scale,
-                                                                             init_scale))
+    self.codebook = nn.Parameter(torch.empty(num_codes, code_dim).uniform_(-init_scale, init_scale))
     layers = [nn.Conv2d(code_dim, dec_channels[0], 1)] + _bn_relu(dec_channels[0])
     c_in = dec_channels[0]
     for c in dec_channels[1:]:
@@ -47,8 +55,7 @@ class PuzzleVQVAE(nn.Module):
     b, d, h, w = z.shape
     flat = z.float().permute(0, 2, 3, 1).reshape(-1, d)
     book = self.codebook
-    dist = (flat.square().sum(1, keepdim=True) - 2.0 * flat @ book.t()
-            + book.square().sum(1)[None])
+    dist = flat.square().sum(1, keepdim=True) - 2.0 * flat @ book.t() + book.square().sum(1)[None]
     codes = dist.argmin(1)
     q = book[codes]
     codebook_loss = F.mse_loss(q, flat.detach())
@@ -58,9 +65,12 @@ class PuzzleVQVAE(nn.Module):
     perplexity = torch.exp(-(probs * torch.log(probs.clamp_min(1e-30))).sum())
     quantized = flat + (q - flat).detach()
     quantized = quantized.view(b, h, w, d).permute(0, 3, 1, 2).to(z.dtype)
-    return {"quantized": quantized, "codes": codes.view(b, h, w),
-            "vq_loss": codebook_loss + self.commitment_cost * commitment_loss,
-            "perplexity": perplexity}
+    return {
+      "quantized": quantized,
+      "codes": codes.view(b, h, w),
+      "vq_loss": codebook_loss + self.commitment_cost * commitment_loss,
+      "perplexity": perplexity,
+    }
 
   def forward(self, x: torch.Tensor) -> dict:
     size = tuple(x.shape[1:])
@@ -84,8 +94,17 @@ def build(config, input_shape):
   del input_shape  # the output size follows the input, as in the Flax module
   m = config.model
   if m.get("use_ema", False):
-    raise NotImplementedError("the torch VQ-VAE reference learns the codebook by gradient "
-                              "(model.use_ema=False, the seed's setting)")
-  model = PuzzleVQVAE(int(m.num_codes), int(m.code_dim), tuple(m.grid), tuple(m.enc_channels),
-                      tuple(m.dec_channels), float(m.commitment_cost), float(m.init_scale))
+    raise NotImplementedError(
+      "the torch VQ-VAE reference learns the codebook by gradient "
+      "(model.use_ema=False, the seed's setting)"
+    )
+  model = PuzzleVQVAE(
+    int(m.num_codes),
+    int(m.code_dim),
+    tuple(m.grid),
+    tuple(m.enc_channels),
+    tuple(m.dec_channels),
+    float(m.commitment_cost),
+    float(m.init_scale),
+  )
   return model, vq_loss

@@ -60,20 +60,27 @@ class Block(nn.Module):
 class MusicTransformer(nn.Module):
   """`forward(tokens [B, T] int64) -> logits [B, T, V]` (unshifted; the loss shifts)."""
 
-  def __init__(self, vocab_size=774, d_model=256, num_layers=4, num_heads=4, d_ff=1024,
-               dropout=0.1, max_len=2048):
+  def __init__(
+    self,
+    vocab_size=774,
+    d_model=256,
+    num_layers=4,
+    num_heads=4,
+    d_ff=1024,
+    dropout=0.1,
+    max_len=2048,
+  ):
     super().__init__()
     self.d_model = d_model
     self.embed = nn.Embedding(vocab_size, d_model)
-    nn.init.normal_(self.embed.weight, std=d_model ** -0.5)
+    nn.init.normal_(self.embed.weight, std=d_model**-0.5)
     self.register_buffer("positions", sinusoidal(max_len, d_model), persistent=False)
     self.drop = nn.Dropout(dropout)
-    self.blocks = nn.ModuleList(Block(d_model, num_heads, d_ff, dropout)
-                                for _ in range(num_layers))
+    self.blocks = nn.ModuleList(Block(d_model, num_heads, d_ff, dropout) for _ in range(num_layers))
     self.norm = nn.LayerNorm(d_model, eps=_LN_EPS)
 
   def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-    x = self.embed(tokens) * math.sqrt(self.d_model) + self.positions[:tokens.shape[1]]
+    x = self.embed(tokens) * math.sqrt(self.d_model) + self.positions[: tokens.shape[1]]
     x = self.drop(x)
     for block in self.blocks:
       x = block(x)
@@ -83,18 +90,31 @@ class MusicTransformer(nn.Module):
 def next_token_loss(model: MusicTransformer, batch: dict) -> torch.Tensor:
   tokens = batch["tokens"]
   logits = model(tokens[:, :-1])
-  return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
-                         ignore_index=PAD)
+  return F.cross_entropy(
+    logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), ignore_index=PAD
+  )
 
 
 def build(config, input_shape):
   """(model, loss_fn) from a music_transformer config at stage 1 (the causal LM)."""
   m = config.model
-  if int(config.get("stage", 1)) != 1 or m.get("attention", "full") != "full" \
-      or m.get("positions", "sinusoidal") != "sinusoidal":
-    raise NotImplementedError("the torch transformer reference covers stage 1 (causal LM) with "
-                              "full attention and sinusoidal positions only")
+  if (
+    int(config.get("stage", 1)) != 1
+    or m.get("attention", "full") != "full"
+    or m.get("positions", "sinusoidal") != "sinusoidal"
+  ):
+    raise NotImplementedError(
+      "the torch transformer reference covers stage 1 (causal LM) with "
+      "full attention and sinusoidal positions only"
+    )
   max_len = max(int(m.max_len), int(input_shape[-1]))
-  model = MusicTransformer(int(m.vocab_size), int(m.d_model), int(m.num_layers),
-                           int(m.num_heads), int(m.d_ff), float(m.dropout), max_len)
+  model = MusicTransformer(
+    int(m.vocab_size),
+    int(m.d_model),
+    int(m.num_layers),
+    int(m.num_heads),
+    int(m.d_ff),
+    float(m.dropout),
+    max_len,
+  )
   return model, next_token_loss

@@ -19,9 +19,10 @@ Randomness comes only from the `np.random.Generator` or JAX key passed in: no gl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import dataclasses
 import hashlib
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,27 +37,40 @@ PEAK = 0.999
 # Waveforms
 # ----------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class WaveformParams:
   """What one augmented copy does; a field is None when that augmentation is off."""
+
   semitones: float | None = None
   stretch_rate: float | None = None
   snr_db: float | None = None
   gain_db: float | None = None
 
 
-def sample_params(rng: np.random.Generator, *, p_pitch: float = 0.5,
-                  max_semitones: float = 2.0, p_stretch: float = 0.5, max_stretch: float = 0.1,
-                  p_noise: float = 0.5, noise_snr_db: tuple[float, float] = (20.0, 40.0),
-                  p_gain: float = 0.5,
-                  gain_db: tuple[float, float] = (-6.0, 6.0)) -> WaveformParams:
+def sample_params(
+  rng: np.random.Generator,
+  *,
+  p_pitch: float = 0.5,
+  max_semitones: float = 2.0,
+  p_stretch: float = 0.5,
+  max_stretch: float = 0.1,
+  p_noise: float = 0.5,
+  noise_snr_db: tuple[float, float] = (20.0, 40.0),
+  p_gain: float = 0.5,
+  gain_db: tuple[float, float] = (-6.0, 6.0),
+) -> WaveformParams:
   """Draws which augmentations apply and their amounts.
 
   Every coin and amount is drawn whether or not it is used, so changing one probability
   does not change the random values the other augmentations get.
   """
-  for name, p in (("p_pitch", p_pitch), ("p_stretch", p_stretch), ("p_noise", p_noise),
-                  ("p_gain", p_gain)):
+  for name, p in (
+    ("p_pitch", p_pitch),
+    ("p_stretch", p_stretch),
+    ("p_noise", p_noise),
+    ("p_gain", p_gain),
+  ):
     if not 0.0 <= p <= 1.0:
       raise ValueError(f"{name} is {p}; expected a probability in [0, 1]")
   if not 0.0 <= max_stretch < 1.0:
@@ -67,15 +81,17 @@ def sample_params(rng: np.random.Generator, *, p_pitch: float = 0.5,
   snr = rng.uniform(*noise_snr_db)
   gain = rng.uniform(*gain_db)
   return WaveformParams(
-      semitones=float(semitones) if coins[0] < p_pitch else None,
-      stretch_rate=float(rate) if coins[1] < p_stretch else None,
-      snr_db=float(snr) if coins[2] < p_noise else None,
-      gain_db=float(gain) if coins[3] < p_gain else None)
+    semitones=float(semitones) if coins[0] < p_pitch else None,
+    stretch_rate=float(rate) if coins[1] < p_stretch else None,
+    snr_db=float(snr) if coins[2] < p_noise else None,
+    gain_db=float(gain) if coins[3] < p_gain else None,
+  )
 
 
 def pitch_shift(y: np.ndarray, sr: int, semitones: float) -> np.ndarray:
   """Shifts pitch by `semitones`, keeping the duration (librosa: phase vocoder + resample)."""
   import librosa  # imported here: the train step uses this module without librosa.
+
   return librosa.effects.pitch_shift(y, sr=sr, n_steps=semitones)
 
 
@@ -86,6 +102,7 @@ def time_stretch(y: np.ndarray, rate: float) -> np.ndarray:
   ends in silence, a slower one loses its end.
   """
   import librosa
+
   return librosa.util.fix_length(librosa.effects.time_stretch(y, rate=rate), size=len(y))
 
 
@@ -100,8 +117,9 @@ def apply_gain(y: np.ndarray, db: float) -> np.ndarray:
   return y * 10.0 ** (db / 20.0)
 
 
-def apply_params(y: np.ndarray, sr: int, params: WaveformParams,
-                 rng: np.random.Generator) -> np.ndarray:
+def apply_params(
+  y: np.ndarray, sr: int, params: WaveformParams, rng: np.random.Generator
+) -> np.ndarray:
   """Applies `params` in the order pitch, stretch, noise, gain; float32, peak <= `PEAK`.
 
   Noise goes after the pitch and stretch so that it stays white and its SNR is measured
@@ -122,12 +140,20 @@ def apply_params(y: np.ndarray, sr: int, params: WaveformParams,
   return out.astype(np.float32)
 
 
-def augment_waveform(y: np.ndarray, sr: int, rng: np.random.Generator, *,
-                     p_pitch: float = 0.5, max_semitones: float = 2.0,
-                     p_stretch: float = 0.5, max_stretch: float = 0.1,
-                     p_noise: float = 0.5, noise_snr_db: tuple[float, float] = (20.0, 40.0),
-                     p_gain: float = 0.5,
-                     gain_db: tuple[float, float] = (-6.0, 6.0)) -> np.ndarray:
+def augment_waveform(
+  y: np.ndarray,
+  sr: int,
+  rng: np.random.Generator,
+  *,
+  p_pitch: float = 0.5,
+  max_semitones: float = 2.0,
+  p_stretch: float = 0.5,
+  max_stretch: float = 0.1,
+  p_noise: float = 0.5,
+  noise_snr_db: tuple[float, float] = (20.0, 40.0),
+  p_gain: float = 0.5,
+  gain_db: tuple[float, float] = (-6.0, 6.0),
+) -> np.ndarray:
   """One randomly augmented copy of the mono waveform `y`: float32, same length.
 
   Args:
@@ -144,9 +170,17 @@ def augment_waveform(y: np.ndarray, sr: int, rng: np.random.Generator, *,
   y = np.asarray(y)
   if y.ndim != 1:
     raise ValueError(f"augment_waveform expects a mono waveform [samples]; got shape {y.shape}")
-  params = sample_params(rng, p_pitch=p_pitch, max_semitones=max_semitones,
-                         p_stretch=p_stretch, max_stretch=max_stretch, p_noise=p_noise,
-                         noise_snr_db=noise_snr_db, p_gain=p_gain, gain_db=gain_db)
+  params = sample_params(
+    rng,
+    p_pitch=p_pitch,
+    max_semitones=max_semitones,
+    p_stretch=p_stretch,
+    max_stretch=max_stretch,
+    p_noise=p_noise,
+    noise_snr_db=noise_snr_db,
+    p_gain=p_gain,
+    gain_db=gain_db,
+  )
   if y.size == 0:
     return y.astype(np.float32)
   return apply_params(y, sr, params, rng)
@@ -168,18 +202,24 @@ def _augment_section(config: Any) -> Any:
 def waveform_kwargs(config: Any) -> dict:
   """`augment_waveform` keyword arguments from a config's `data.augment` section."""
   a = _augment_section(config)
-  return {"p_pitch": a.p_pitch, "max_semitones": a.max_semitones, "p_stretch": a.p_stretch,
-          "max_stretch": a.max_stretch, "p_noise": a.p_noise,
-          "noise_snr_db": tuple(a.noise_snr_db), "p_gain": a.p_gain,
-          "gain_db": tuple(a.gain_db)}
+  return {
+    "p_pitch": a.p_pitch,
+    "max_semitones": a.max_semitones,
+    "p_stretch": a.p_stretch,
+    "max_stretch": a.max_stretch,
+    "p_noise": a.p_noise,
+    "noise_snr_db": tuple(a.noise_snr_db),
+    "p_gain": a.p_gain,
+    "gain_db": tuple(a.gain_db),
+  }
 
 
 # ----------------------------------------------------------------------------------------------
 # Spectrogram masking (jittable)
 # ----------------------------------------------------------------------------------------------
 
-def _band_mask(key: jax.Array, batch: int, length: int, count: int,
-               width: float) -> jax.Array:
+
+def _band_mask(key: jax.Array, batch: int, length: int, count: int, width: float) -> jax.Array:
   """bool [batch, length]: the union of `count` random bands per example.
 
   A band's width is uniform in 0..floor(width * length) and its start uniform over the
@@ -196,9 +236,16 @@ def _band_mask(key: jax.Array, batch: int, length: int, count: int,
   return inside.any(axis=1)
 
 
-def spec_mask(rng_key: jax.Array, x: jax.Array, *, time_masks: int = 2,
-              time_width: float = 0.1, freq_masks: int = 2, freq_width: float = 0.1,
-              value: float | None = None) -> jax.Array:
+def spec_mask(
+  rng_key: jax.Array,
+  x: jax.Array,
+  *,
+  time_masks: int = 2,
+  time_width: float = 0.1,
+  freq_masks: int = 2,
+  freq_width: float = 0.1,
+  value: float | None = None,
+) -> jax.Array:
   """SpecAugment-style masking of a batch of spectrograms `x` [B, F, T].
 
   Each example gets `time_masks` bands of whole frames and `freq_masks` bands of whole bins,
@@ -214,8 +261,10 @@ def spec_mask(rng_key: jax.Array, x: jax.Array, *, time_masks: int = 2,
       raise ValueError(f"{name} is {frac}; expected a fraction of the axis in [0, 1]")
   b, f, t = x.shape
   k_time, k_freq = jax.random.split(rng_key)
-  masked = (_band_mask(k_time, b, t, time_masks, time_width)[:, None, :]
-            | _band_mask(k_freq, b, f, freq_masks, freq_width)[:, :, None])
+  masked = (
+    _band_mask(k_time, b, t, time_masks, time_width)[:, None, :]
+    | _band_mask(k_freq, b, f, freq_masks, freq_width)[:, :, None]
+  )
   if value is None:
     fill = jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(x.dtype)
   else:
@@ -223,8 +272,9 @@ def spec_mask(rng_key: jax.Array, x: jax.Array, *, time_masks: int = 2,
   return jnp.where(masked, fill, x)
 
 
-def maybe_spec_mask(rng_key: jax.Array, batch: Mapping[str, jax.Array],
-                    config: Any) -> dict[str, jax.Array]:
+def maybe_spec_mask(
+  rng_key: jax.Array, batch: Mapping[str, jax.Array], config: Any
+) -> dict[str, jax.Array]:
   """A new batch dict whose `x` is masked when `spec_mask` is on in the config.
 
   `config` is the full config (its `data.augment` section is read) or that section. Call it
@@ -233,7 +283,12 @@ def maybe_spec_mask(rng_key: jax.Array, batch: Mapping[str, jax.Array],
   a = _augment_section(config)
   out = dict(batch)
   if a.spec_mask:
-    out["x"] = spec_mask(rng_key, batch["x"], time_masks=a.time_masks,
-                         time_width=a.time_width, freq_masks=a.freq_masks,
-                         freq_width=a.freq_width)
+    out["x"] = spec_mask(
+      rng_key,
+      batch["x"],
+      time_masks=a.time_masks,
+      time_width=a.time_width,
+      freq_masks=a.freq_masks,
+      freq_width=a.freq_width,
+    )
   return out

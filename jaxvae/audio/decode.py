@@ -12,10 +12,11 @@ the reason so the caller can count it.
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterable, Sequence
 import dataclasses
 import os
 import sys
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -49,6 +50,7 @@ def load_audio(path: str, sr: int, *, mono: bool = True, min_seconds: float = 0.
     y = y.mean(axis=0)
   if native_sr != sr:
     import librosa  # slow import; only paid when a file actually needs resampling.
+
     y = librosa.resample(y, orig_sr=native_sr, target_sr=sr)
   return np.ascontiguousarray(y, dtype=np.float32)
 
@@ -66,9 +68,11 @@ def decode(path: str) -> tuple[np.ndarray, int]:
     try:
       return _decode_audioread(path)
     except Exception as ar_error:  # noqa: BLE001
-      raise AudioError("unreadable", path,
-                       f"soundfile: {sf_error}; audioread: {type(ar_error).__name__}: "
-                       f"{ar_error}") from ar_error
+      raise AudioError(
+        "unreadable",
+        path,
+        f"soundfile: {sf_error}; audioread: {type(ar_error).__name__}: {ar_error}",
+      ) from ar_error
 
 
 def _not_a_file(path: str) -> tuple[str, str, str]:
@@ -83,6 +87,7 @@ def _not_a_file(path: str) -> tuple[str, str, str]:
 def _decode_audioread(path: str) -> tuple[np.ndarray, int]:
   """audioread yields 16-bit little-endian PCM buffers, interleaved by channel."""
   import audioread  # optional; only needed for formats libsndfile does not know.
+
   with audioread.audio_open(path) as f:
     channels, sr = int(f.channels), int(f.samplerate)
     pcm = b"".join(f)
@@ -119,6 +124,7 @@ def _describe(y: np.ndarray, sr: int) -> str:
 # Fixed-length examples
 # ----------------------------------------------------------------------------------------------
 
+
 def fix_length(y: np.ndarray, n_samples: int) -> np.ndarray:
   """Crops (keeping the start) or zero-pads (at the end) the last axis to `n_samples`."""
   y = np.asarray(y)
@@ -129,8 +135,9 @@ def fix_length(y: np.ndarray, n_samples: int) -> np.ndarray:
   return np.pad(y, pad)
 
 
-def segment(y: np.ndarray, n_samples: int, hop_samples: int, *,
-            min_fraction: float = 0.5) -> list[np.ndarray]:
+def segment(
+  y: np.ndarray, n_samples: int, hop_samples: int, *, min_fraction: float = 0.5
+) -> list[np.ndarray]:
   """Cuts `y` into windows of `n_samples` every `hop_samples`.
 
   The first window that runs past the end is zero-padded and kept when at least
@@ -139,13 +146,14 @@ def segment(y: np.ndarray, n_samples: int, hop_samples: int, *,
   A clip shorter than `min_fraction * n_samples` gives an empty list.
   """
   if n_samples <= 0 or hop_samples <= 0:
-    raise ValueError(f"segment needs n_samples > 0 and hop_samples > 0, got "
-                     f"{n_samples} and {hop_samples}")
+    raise ValueError(
+      f"segment needs n_samples > 0 and hop_samples > 0, got {n_samples} and {hop_samples}"
+    )
   y = np.asarray(y)
   n = y.shape[-1]
   out, start = [], 0
   while start + n_samples <= n:
-    out.append(y[..., start:start + n_samples].copy())
+    out.append(y[..., start : start + n_samples].copy())
     start += hop_samples
   rest = n - start
   covered = start - hop_samples + n_samples if out else 0
@@ -154,9 +162,16 @@ def segment(y: np.ndarray, n_samples: int, hop_samples: int, *,
   return out
 
 
-def load_examples(item: Any, *, sr: int, mode: str, seconds: float,
-                  hop_seconds: float | None = None, on_error: str = "silence",
-                  min_seconds: float = 0.0) -> tuple[list[np.ndarray], str | None]:
+def load_examples(
+  item: Any,
+  *,
+  sr: int,
+  mode: str,
+  seconds: float,
+  hop_seconds: float | None = None,
+  on_error: str = "silence",
+  min_seconds: float = 0.0,
+) -> tuple[list[np.ndarray], str | None]:
   """Loads one item (an `Item` or a path) as fixed-length mono examples.
 
   Args:
@@ -200,6 +215,7 @@ def load_examples(item: Any, *, sr: int, mode: str, seconds: float,
 # Dataset validation
 # ----------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class _Scan:
   frames: int
@@ -232,8 +248,9 @@ def _scan(path: str) -> _Scan:
   return _Scan(frames, int(info.samplerate), peak, finite)
 
 
-def validate_items(items: Sequence[Any], *, sr: int, min_seconds: float = 0.0,
-                   progress: bool = True) -> dict[str, Any]:
+def validate_items(
+  items: Sequence[Any], *, sr: int, min_seconds: float = 0.0, progress: bool = True
+) -> dict[str, Any]:
   """Decodes every file once and summarizes the dataset (the data validation mode).
 
   Files are decoded at their own rate (resampling cannot fail in a new way), so this
@@ -246,6 +263,7 @@ def validate_items(items: Sequence[Any], *, sr: int, min_seconds: float = 0.0,
     (labels and splits counted over ok files: what training will see).
   """
   from tqdm import tqdm
+
   bad: list[dict[str, str]] = []
   durations: list[float] = []
   rates: collections.Counter[str] = collections.Counter()
@@ -267,14 +285,14 @@ def validate_items(items: Sequence[Any], *, sr: int, min_seconds: float = 0.0,
       labels[name][value] += 1
     splits[getattr(item, "split", None) or "none"] += 1
   return {
-      "num_files": len(items),
-      "ok": len(durations),
-      "bad": bad,
-      "resampled": sum(c for r, c in rates.items() if int(r) != sr),
-      "durations": _duration_stats(durations),
-      "sample_rates": dict(sorted(rates.items(), key=lambda kv: int(kv[0]))),
-      "labels": {k: dict(sorted(v.items())) for k, v in sorted(labels.items())},
-      "splits": dict(sorted(splits.items())),
+    "num_files": len(items),
+    "ok": len(durations),
+    "bad": bad,
+    "resampled": sum(c for r, c in rates.items() if int(r) != sr),
+    "durations": _duration_stats(durations),
+    "sample_rates": dict(sorted(rates.items(), key=lambda kv: int(kv[0]))),
+    "labels": {k: dict(sorted(v.items())) for k, v in sorted(labels.items())},
+    "splits": dict(sorted(splits.items())),
   }
 
 
@@ -282,8 +300,12 @@ def _duration_stats(durations: list[float]) -> dict[str, float]:
   if not durations:
     return {"min": 0.0, "max": 0.0, "mean": 0.0, "total": 0.0}
   d = np.asarray(durations, np.float64)
-  return {"min": float(d.min()), "max": float(d.max()), "mean": float(d.mean()),
-          "total": float(d.sum())}
+  return {
+    "min": float(d.min()),
+    "max": float(d.max()),
+    "mean": float(d.mean()),
+    "total": float(d.sum()),
+  }
 
 
 def format_validation_table(report: dict[str, Any], *, max_bad_listed: int = 20) -> str:
@@ -299,8 +321,10 @@ def format_validation_table(report: dict[str, Any], *, max_bad_listed: int = 20)
     if len(bad) > max_bad_listed:
       lines.append(f"    ... and {len(bad) - max_bad_listed} more")
   d = report["durations"]
-  lines.append(f"durations (s): min {d['min']:.2f}  mean {d['mean']:.2f}  max {d['max']:.2f}  "
-               f"total {d['total']:.1f} ({d['total'] / 3600:.2f} h)")
+  lines.append(
+    f"durations (s): min {d['min']:.2f}  mean {d['mean']:.2f}  max {d['max']:.2f}  "
+    f"total {d['total']:.1f} ({d['total'] / 3600:.2f} h)"
+  )
   rates = ", ".join(f"{r} Hz x {c}" for r, c in report["sample_rates"].items()) or "-"
   lines.append(f"sample rates: {rates}")
   if report.get("resampled"):

@@ -29,9 +29,10 @@ on the host; librosa is imported lazily there so importing this module stays che
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import functools
 import os
-from typing import Any, Callable, Optional, Union
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -60,12 +61,13 @@ _SLANEY_MIN_LOG_HZ = 1000.0
 _SLANEY_MIN_LOG_MEL = _SLANEY_MIN_LOG_HZ / _SLANEY_F_SP
 _SLANEY_LOGSTEP = np.log(6.4) / 27.0
 
-ArrayLike = Union[np.ndarray, jax.Array]
+ArrayLike = np.ndarray | jax.Array
 
 
 # ----------------------------------------------------------------------------------------------
 # Mel scale and filterbank (numpy, float64)
 # ----------------------------------------------------------------------------------------------
+
 
 def hz_to_mel(frequencies: Any, htk: bool = False) -> np.ndarray:
   """Hz -> mels (slaney by default, HTK with `htk=True`), as librosa.hz_to_mel."""
@@ -74,8 +76,10 @@ def hz_to_mel(frequencies: Any, htk: bool = False) -> np.ndarray:
     return 2595.0 * np.log10(1.0 + f / 700.0)
   linear = f / _SLANEY_F_SP
   # np.maximum keeps log() away from zero/negative inputs that the linear branch handles.
-  log_part = _SLANEY_MIN_LOG_MEL + np.log(np.maximum(f, _SLANEY_MIN_LOG_HZ) /
-                                          _SLANEY_MIN_LOG_HZ) / _SLANEY_LOGSTEP
+  log_part = (
+    _SLANEY_MIN_LOG_MEL
+    + np.log(np.maximum(f, _SLANEY_MIN_LOG_HZ) / _SLANEY_MIN_LOG_HZ) / _SLANEY_LOGSTEP
+  )
   return np.where(f >= _SLANEY_MIN_LOG_HZ, log_part, linear)
 
 
@@ -89,8 +93,9 @@ def mel_to_hz(mels: Any, htk: bool = False) -> np.ndarray:
   return np.where(m >= _SLANEY_MIN_LOG_MEL, log_part, linear)
 
 
-def mel_frequencies(n_mels: int = N_MELS, fmin: float = 0.0, fmax: float = 11025.0,
-                    htk: bool = False) -> np.ndarray:
+def mel_frequencies(
+  n_mels: int = N_MELS, fmin: float = 0.0, fmax: float = 11025.0, htk: bool = False
+) -> np.ndarray:
   """`n_mels` frequencies (Hz) evenly spaced on the mel scale from `fmin` to `fmax`."""
   mels = np.linspace(hz_to_mel(fmin, htk), hz_to_mel(fmax, htk), n_mels)
   return mel_to_hz(mels, htk)
@@ -101,10 +106,16 @@ def fft_frequencies(sr: float = SR, n_fft: int = N_FFT) -> np.ndarray:
   return np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
 
 
-def mel_filterbank(sr: float = SR, n_fft: int = N_FFT, n_mels: int = N_MELS, fmin: float = 0.0,
-                   fmax: Optional[float] = None, htk: bool = False,
-                   norm: Union[str, float, None] = "slaney",
-                   dtype: Any = np.float32) -> np.ndarray:
+def mel_filterbank(
+  sr: float = SR,
+  n_fft: int = N_FFT,
+  n_mels: int = N_MELS,
+  fmin: float = 0.0,
+  fmax: float | None = None,
+  htk: bool = False,
+  norm: str | float | None = "slaney",
+  dtype: Any = np.float32,
+) -> np.ndarray:
   """Triangular mel filters `[n_mels, 1 + n_fft // 2]`, equal to librosa.filters.mel.
 
   Args:
@@ -129,14 +140,15 @@ def mel_filterbank(sr: float = SR, n_fft: int = N_FFT, n_mels: int = N_MELS, fmi
   return weights.astype(dtype)
 
 
-def _normalize_filters(weights: np.ndarray, edges: np.ndarray,
-                       norm: Union[str, float, None]) -> np.ndarray:
+def _normalize_filters(
+  weights: np.ndarray, edges: np.ndarray, norm: str | float | None
+) -> np.ndarray:
   """Applies librosa's filter normalizations (slaney area, l_p, or none)."""
   if norm is None:
     return weights
   if norm == "slaney":
     n_mels = weights.shape[0]
-    return weights * (2.0 / (edges[2:n_mels + 2] - edges[:n_mels]))[:, None]
+    return weights * (2.0 / (edges[2 : n_mels + 2] - edges[:n_mels]))[:, None]
   if isinstance(norm, str):
     raise ValueError(f"mel norm must be 'slaney', a number or None, got {norm!r}")
   length = np.linalg.norm(weights, ord=norm, axis=-1, keepdims=True)
@@ -161,8 +173,10 @@ def _cached_filterbank(sr, n_fft, n_mels, fmin, fmax, htk, norm) -> np.ndarray:
 # Windows and framing
 # ----------------------------------------------------------------------------------------------
 
-def get_window(window: Any = "hann", win_length: int = N_FFT,
-               n_fft: Optional[int] = None) -> np.ndarray:
+
+def get_window(
+  window: Any = "hann", win_length: int = N_FFT, n_fft: int | None = None
+) -> np.ndarray:
   """Analysis window of `win_length` samples, zero-padded (centred) to `n_fft`, as librosa.
 
   `window` is a scipy.signal.get_window spec ('hann', ('kaiser', 4.0), ...) evaluated periodic
@@ -176,6 +190,7 @@ def get_window(window: Any = "hann", win_length: int = N_FFT,
     w = np.asarray(window(win_length), dtype=np.float64)
   elif isinstance(window, (str, tuple, float, int)):
     import scipy.signal  # pylint: disable=g-import-not-at-top  (scipy is a librosa dependency)
+
     w = scipy.signal.get_window(window, win_length, fftbins=True)
   else:
     w = np.asarray(window, dtype=np.float64)
@@ -211,13 +226,16 @@ def _window_pair(window: Any, win_length: int, n_fft: int) -> tuple[np.ndarray, 
     return _split_window(get_window(window, win_length, n_fft))
 
 
-def num_frames(n_samples: int, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH,
-               center: bool = True) -> int:
+def num_frames(
+  n_samples: int, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH, center: bool = True
+) -> int:
   """Number of STFT frames for a signal of `n_samples`, as librosa counts them."""
   padded = n_samples + 2 * (n_fft // 2) if center else n_samples
   if padded < n_fft:
-    raise ValueError(f"signal of {n_samples} samples is shorter than n_fft={n_fft} "
-                     "(use center=True or a smaller n_fft)")
+    raise ValueError(
+      f"signal of {n_samples} samples is shorter than n_fft={n_fft} "
+      "(use center=True or a smaller n_fft)"
+    )
   return 1 + (padded - n_fft) // hop_length
 
 
@@ -245,7 +263,7 @@ def _windowed_rfft(frames, w_hi, w_lo, fft_dtype):
   return jnp.fft.rfft(frames.astype(fft_dtype) * window, axis=-1)
 
 
-def _chunk_frames(n_fft: int, fft_dtype: str) -> Optional[int]:
+def _chunk_frames(n_fft: int, fft_dtype: str) -> int | None:
   """Frames per sequential chunk of the mel path, or None for one pass over the whole batch.
 
   On CPU the frames of a batch (4x the audio at hop n_fft/4, in float64) overflow the caches
@@ -314,8 +332,9 @@ def _mel_in_chunks(y, w_hi, w_lo, basis, n_fft, hop_length, fft_dtype, power, ch
 
 
 @functools.partial(jax.jit, static_argnames=_SIGNAL_STATICS + ("power", "chunk"))
-def _mel_power(y, w_hi, w_lo, basis, *, n_fft, hop_length, center, pad_mode, fft_dtype, power,
-               chunk):
+def _mel_power(
+  y, w_hi, w_lo, basis, *, n_fft, hop_length, center, pad_mode, fft_dtype, power, chunk
+):
   y = _pad_signal(y, n_fft, center, pad_mode)
   n_frames = num_frames(y.shape[-1], n_fft, hop_length, center=False)
   if chunk is None or np.prod(y.shape[:-1], dtype=np.int64) * n_frames <= chunk:
@@ -369,9 +388,16 @@ def _as_signal(y: ArrayLike) -> jax.Array:
   return y
 
 
-def stft(y: ArrayLike, n_fft: int = N_FFT, hop_length: Optional[int] = None,
-         win_length: Optional[int] = None, window: Any = "hann", center: bool = True,
-         pad_mode: str = "constant", fft_dtype: str = FFT_DTYPE) -> jax.Array:
+def stft(
+  y: ArrayLike,
+  n_fft: int = N_FFT,
+  hop_length: int | None = None,
+  win_length: int | None = None,
+  window: Any = "hann",
+  center: bool = True,
+  pad_mode: str = "constant",
+  fft_dtype: str = FFT_DTYPE,
+) -> jax.Array:
   """Short-time Fourier transform, as librosa.stft.
 
   Args:
@@ -394,13 +420,23 @@ def stft(y: ArrayLike, n_fft: int = N_FFT, hop_length: Optional[int] = None,
   return _signal_path(_stft, fft_dtype, statics, y, *_window_pair(window, win_length, n_fft))
 
 
-def mel_spectrogram(y: ArrayLike, sr: float = SR, n_fft: int = N_FFT,
-                    hop_length: int = HOP_LENGTH, win_length: Optional[int] = None,
-                    window: Any = "hann", center: bool = True, pad_mode: str = "constant",
-                    power: float = 2.0, n_mels: int = N_MELS, fmin: float = 0.0,
-                    fmax: Optional[float] = None, htk: bool = False,
-                    norm: Union[str, float, None] = "slaney",
-                    fft_dtype: str = FFT_DTYPE) -> jax.Array:
+def mel_spectrogram(
+  y: ArrayLike,
+  sr: float = SR,
+  n_fft: int = N_FFT,
+  hop_length: int = HOP_LENGTH,
+  win_length: int | None = None,
+  window: Any = "hann",
+  center: bool = True,
+  pad_mode: str = "constant",
+  power: float = 2.0,
+  n_mels: int = N_MELS,
+  fmin: float = 0.0,
+  fmax: float | None = None,
+  htk: bool = False,
+  norm: str | float | None = "slaney",
+  fft_dtype: str = FFT_DTYPE,
+) -> jax.Array:
   """Mel spectrogram, as librosa.feature.melspectrogram(y=y, ...).
 
   Args:
@@ -417,10 +453,17 @@ def mel_spectrogram(y: ArrayLike, sr: float = SR, n_fft: int = N_FFT,
   y = _as_signal(y)
   num_frames(y.shape[-1], n_fft, hop_length, center)
   basis = _cached_filterbank(sr, n_fft, n_mels, fmin, fmax, htk, norm)
-  statics = dict(n_fft=n_fft, hop_length=hop_length, center=center, pad_mode=pad_mode,
-                 power=float(power), chunk=_chunk_frames(n_fft, fft_dtype))
-  return _signal_path(_mel_power, fft_dtype, statics, y,
-                      *_window_pair(window, win_length, n_fft), basis)
+  statics = dict(
+    n_fft=n_fft,
+    hop_length=hop_length,
+    center=center,
+    pad_mode=pad_mode,
+    power=float(power),
+    chunk=_chunk_frames(n_fft, fft_dtype),
+  )
+  return _signal_path(
+    _mel_power, fft_dtype, statics, y, *_window_pair(window, win_length, n_fft), basis
+  )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -429,10 +472,19 @@ def mel_spectrogram(y: ArrayLike, sr: float = SR, n_fft: int = N_FFT,
 
 # numpy reductions a user may pass as `ref` (librosa's docs use np.max), mapped to jnp so they
 # run per example and under jit.
-_REDUCTIONS = {np.max: jnp.max, np.amax: jnp.max, np.min: jnp.min, np.amin: jnp.min,
-               np.mean: jnp.mean, np.median: jnp.median, jnp.max: jnp.max,
-               jnp.amax: jnp.max, jnp.min: jnp.min, jnp.mean: jnp.mean,
-               jnp.median: jnp.median}
+_REDUCTIONS = {
+  np.max: jnp.max,
+  np.amax: jnp.max,
+  np.min: jnp.min,
+  np.amin: jnp.min,
+  np.mean: jnp.mean,
+  np.median: jnp.median,
+  jnp.max: jnp.max,
+  jnp.amax: jnp.max,
+  jnp.min: jnp.min,
+  jnp.mean: jnp.mean,
+  jnp.median: jnp.median,
+}
 
 
 def _example_axes(x: jax.Array) -> tuple[int, ...]:
@@ -440,7 +492,7 @@ def _example_axes(x: jax.Array) -> tuple[int, ...]:
   return tuple(range(max(x.ndim - 2, 0), x.ndim))
 
 
-def _reference_value(x: jax.Array, ref: Union[float, ArrayLike, Callable]) -> jax.Array:
+def _reference_value(x: jax.Array, ref: float | ArrayLike | Callable) -> jax.Array:
   """`ref` as an array that broadcasts against `x`; a callable is applied per example."""
   if not callable(ref):
     return jnp.abs(jnp.asarray(ref, dtype=x.dtype))
@@ -464,15 +516,19 @@ def _db(power, ref_power, amin, *, top_db):
   return db
 
 
-def _check_db_args(amin: float, top_db: Optional[float]) -> None:
+def _check_db_args(amin: float, top_db: float | None) -> None:
   if amin <= 0:
     raise ValueError(f"amin must be strictly positive, got {amin}")
   if top_db is not None and top_db < 0:
     raise ValueError(f"top_db must be non-negative, got {top_db}")
 
 
-def power_to_db(S: ArrayLike, ref: Union[float, ArrayLike, Callable] = 1.0,
-                amin: float = 1e-10, top_db: Optional[float] = 80.0) -> jax.Array:
+def power_to_db(
+  S: ArrayLike,
+  ref: float | ArrayLike | Callable = 1.0,
+  amin: float = 1e-10,
+  top_db: float | None = 80.0,
+) -> jax.Array:
   """Power spectrogram -> dB, `10 log10(max(amin, S) / max(amin, ref))`, as librosa.
 
   `ref` is a number, an array broadcasting against `S`, or a callable such as `np.max`.
@@ -493,14 +549,17 @@ def power_to_db(S: ArrayLike, ref: Union[float, ArrayLike, Callable] = 1.0,
   return _db(S, _reference_value(S, ref), jnp.asarray(amin, S.dtype), top_db=top_db)
 
 
-def amplitude_to_db(S: ArrayLike, ref: Union[float, ArrayLike, Callable] = 1.0,
-                    amin: float = 1e-5, top_db: Optional[float] = 80.0) -> jax.Array:
+def amplitude_to_db(
+  S: ArrayLike,
+  ref: float | ArrayLike | Callable = 1.0,
+  amin: float = 1e-5,
+  top_db: float | None = 80.0,
+) -> jax.Array:
   """Amplitude spectrogram -> dB, `20 log10(|S| / ref)`, as librosa (see `power_to_db`)."""
   _check_db_args(amin, top_db)
   magnitude = jnp.abs(jnp.asarray(S)).astype(jnp.float32)
   ref_value = _reference_value(magnitude, ref)
-  return power_to_db(jnp.square(magnitude), ref=jnp.square(ref_value), amin=amin ** 2,
-                     top_db=top_db)
+  return power_to_db(jnp.square(magnitude), ref=jnp.square(ref_value), amin=amin**2, top_db=top_db)
 
 
 def db_to_power(S_db: ArrayLike, ref: float = 1.0) -> jax.Array:
@@ -512,8 +571,10 @@ def db_to_power(S_db: ArrayLike, ref: float = 1.0) -> jax.Array:
 # MFCC
 # ----------------------------------------------------------------------------------------------
 
-def dct_matrix(n_in: int, n_out: Optional[int] = None, dct_type: int = 2,
-               norm: Optional[str] = "ortho") -> np.ndarray:
+
+def dct_matrix(
+  n_in: int, n_out: int | None = None, dct_type: int = 2, norm: str | None = "ortho"
+) -> np.ndarray:
   """`[n_out, n_in]` float32 matrix D with `D @ x == scipy.fft.dct(x, type, norm=norm)[:n_out]`.
 
   Types 2 and 3 (its inverse, HTK-style MFCC), with norm 'ortho' or None.
@@ -558,10 +619,17 @@ def _apply_dct(basis, S_db):
   return jnp.einsum("km,...mt->...kt", basis, S_db, precision=_HIGHEST)
 
 
-def mfcc(y: Optional[ArrayLike] = None, sr: float = SR, S: Optional[ArrayLike] = None,
-         n_mfcc: int = 20, dct_type: int = 2, norm: Optional[str] = "ortho",
-         lifter: float = 0.0, mel_norm: Union[str, float, None] = "slaney",
-         **mel_kwargs: Any) -> jax.Array:
+def mfcc(
+  y: ArrayLike | None = None,
+  sr: float = SR,
+  S: ArrayLike | None = None,
+  n_mfcc: int = 20,
+  dct_type: int = 2,
+  norm: str | None = "ortho",
+  lifter: float = 0.0,
+  mel_norm: str | float | None = "slaney",
+  **mel_kwargs: Any,
+) -> jax.Array:
   """Mel-frequency cepstral coefficients, as librosa.feature.mfcc.
 
   Args:
@@ -592,11 +660,22 @@ def mfcc(y: Optional[ArrayLike] = None, sr: float = SR, S: Optional[ArrayLike] =
 # Back to audio (host side: librosa Griffin-Lim, soundfile)
 # ----------------------------------------------------------------------------------------------
 
-def mel_to_audio(M: ArrayLike, sr: float = SR, n_fft: int = N_FFT,
-                 hop_length: int = HOP_LENGTH, win_length: Optional[int] = None,
-                 window: Any = "hann", center: bool = True, pad_mode: str = "constant",
-                 power: float = 2.0, n_iter: int = 32, length: Optional[int] = None,
-                 seed: Optional[int] = 0, **mel_kwargs: Any) -> np.ndarray:
+
+def mel_to_audio(
+  M: ArrayLike,
+  sr: float = SR,
+  n_fft: int = N_FFT,
+  hop_length: int = HOP_LENGTH,
+  win_length: int | None = None,
+  window: Any = "hann",
+  center: bool = True,
+  pad_mode: str = "constant",
+  power: float = 2.0,
+  n_iter: int = 32,
+  length: int | None = None,
+  seed: int | None = 0,
+  **mel_kwargs: Any,
+) -> np.ndarray:
   """Mel spectrogram -> waveform for listening: NNLS inverse of the filterbank + Griffin-Lim.
 
   Same steps as librosa.feature.inverse.mel_to_audio, but with a seeded Griffin-Lim start so
@@ -614,14 +693,23 @@ def mel_to_audio(M: ArrayLike, sr: float = SR, n_fft: int = N_FFT,
     float32 numpy waveform `[..., samples]`.
   """
   import librosa  # pylint: disable=g-import-not-at-top  (heavy; only needed for listening)
+
   M = np.asarray(M, dtype=np.float32)
-  magnitude = librosa.feature.inverse.mel_to_stft(M, sr=sr, n_fft=n_fft, power=power,
-                                                  **mel_kwargs)
+  magnitude = librosa.feature.inverse.mel_to_stft(M, sr=sr, n_fft=n_fft, power=power, **mel_kwargs)
   rng = None if seed is None else np.random.default_rng(seed)
-  return librosa.griffinlim(magnitude, n_iter=n_iter, hop_length=hop_length,
-                            win_length=win_length, n_fft=n_fft, window=window, center=center,
-                            dtype=np.float32, length=length, pad_mode=pad_mode,
-                            random_state=rng)
+  return librosa.griffinlim(
+    magnitude,
+    n_iter=n_iter,
+    hop_length=hop_length,
+    win_length=win_length,
+    n_fft=n_fft,
+    window=window,
+    center=center,
+    dtype=np.float32,
+    length=length,
+    pad_mode=pad_mode,
+    random_state=rng,
+  )
 
 
 def write_wav(path: str, y: ArrayLike, sr: int) -> str:
@@ -636,6 +724,7 @@ def write_wav(path: str, y: ArrayLike, sr: int) -> str:
   if not np.all(np.isfinite(y)):
     raise ValueError(f"{path!r}: waveform has NaN or infinite samples")
   import soundfile as sf  # pylint: disable=g-import-not-at-top
+
   directory = os.path.dirname(path)
   if directory:
     os.makedirs(directory, exist_ok=True)

@@ -215,7 +215,6 @@ def get_path(config: ml_collections.ConfigDict, dotted: str) -> Any:
   return node
 
 
-
 def apply_preset(config: ml_collections.ConfigDict, arg: str | None, presets: dict) -> None:
   """Applies the preset named `arg` (a dict of dotted key -> value) to `config`."""
   if not arg:
@@ -234,7 +233,13 @@ def apply_preset(config: ml_collections.ConfigDict, arg: str | None, presets: di
 def small_data_preset() -> dict:
   """Demo-corpus settings sized for a 2-core CPU: 3 s clips, 64 mels, 130 frames."""
   return {
-      "data.seconds": 3.0, "data.n_mels": 64, "data.n_fft": 1024, "data.hop_length": 512,
-      "train.batch_size": 16, "train.epochs": 8, "kl.epochs": 4.0, "train.log_every_steps": 5,
-      "train.image_every_epochs": 4,
+    "data.seconds": 3.0,
+    "data.n_mels": 64,
+    "data.n_fft": 1024,
+    "data.hop_length": 512,
+    "train.batch_size": 16,
+    "train.epochs": 8,
+    "kl.epochs": 4.0,
+    "train.log_every_steps": 5,
+    "train.image_every_epochs": 4,
   }

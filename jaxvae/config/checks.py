@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import ml_collections
 
@@ -13,12 +13,28 @@ from jaxvae.config import base
 from jaxvae.config.base import get_path
 from jaxvae.errors import ConfigError
 
+# Keys whose value is one of a fixed set.
+CHOICES = {
+  "dtype": base.DTYPES,
+  "train.optimizer": base.OPTIMIZERS,
+  "train.lr_schedule": base.LR_SCHEDULES,
+  "kl.schedule": base.KL_SCHEDULES,
+  "data.layout": base.LAYOUTS,
+  "data.kind": base.KINDS,
+  "data.on_error": base.ON_ERROR,
+  "data.normalize": base.NORMALIZATIONS,
+  "data.feature": base.FEATURES,
+  "data.example_mode": base.EXAMPLE_MODES,
+  "data.scale": base.SCALES,
+  "model.conv_transpose": base.CONV_TRANSPOSE,
+}
+
+
 def choice(config, key: str, allowed: Iterable[str]) -> None:
   value = get_path(config, key)
   allowed = tuple(allowed)
   if value not in allowed:
-    raise ConfigError(
-        f"config key '{key}' is {value!r}; expected one of {', '.join(allowed)}")
+    raise ConfigError(f"config key '{key}' is {value!r}; expected one of {', '.join(allowed)}")
 
 
 def positive(config, key: str, allow_zero: bool = False) -> None:
@@ -37,36 +53,43 @@ def integer(config, key: str, low: int) -> None:
 def validate(config: ml_collections.ConfigDict) -> None:
   """The keys every run has; raises ConfigError naming the key. A variant's own keys are
   checked by its module (`jaxvae.variants.registry.check`)."""
-  choice(config, "dtype", base.DTYPES)
-  choice(config, "train.optimizer", base.OPTIMIZERS)
-  choice(config, "train.lr_schedule", base.LR_SCHEDULES)
-  choice(config, "kl.schedule", base.KL_SCHEDULES)
-  choice(config, "data.layout", base.LAYOUTS)
-  choice(config, "data.kind", base.KINDS)
-  choice(config, "data.on_error", base.ON_ERROR)
-  choice(config, "data.normalize", base.NORMALIZATIONS)
-  choice(config, "data.feature", base.FEATURES)
-  choice(config, "data.example_mode", base.EXAMPLE_MODES)
-  choice(config, "data.scale", base.SCALES)
-  choice(config, "model.conv_transpose", base.CONV_TRANSPOSE)
+  for key, allowed in CHOICES.items():
+    choice(config, key, allowed)
   for key in ("train.lr", "data.seconds"):
     positive(config, key)
-  for key, low in (("train.epochs", 1), ("train.batch_size", 1), ("data.sr", 1),
-                   ("data.n_fft", 1), ("data.hop_length", 1), ("data.n_mels", 1),
-                   ("train.grad_accum_steps", 1), ("train.log_every_steps", 1),
-                   ("eval.num_generated", 1), ("train.keep_checkpoints", 1),
-                   ("data.read_threads", 1), ("train.max_nonfinite_steps", 0),
-                   ("train.checkpoint_every_steps", 0), ("train.image_every_epochs", 0),
-                   ("train.patience", 0), ("train.max_steps", 0), ("train.num_devices", 0)):
+  for key, low in (
+    ("train.epochs", 1),
+    ("train.batch_size", 1),
+    ("data.sr", 1),
+    ("data.n_fft", 1),
+    ("data.hop_length", 1),
+    ("data.n_mels", 1),
+    ("train.grad_accum_steps", 1),
+    ("train.log_every_steps", 1),
+    ("eval.num_generated", 1),
+    ("train.keep_checkpoints", 1),
+    ("data.read_threads", 1),
+    ("train.max_nonfinite_steps", 0),
+    ("train.checkpoint_every_steps", 0),
+    ("train.image_every_epochs", 0),
+    ("train.patience", 0),
+    ("train.max_steps", 0),
+    ("train.num_devices", 0),
+  ):
     integer(config, key, low)
   if "latent_dim" in config.model:
     integer(config, "model.latent_dim", 1)
   integer(config, "generate.interpolation_steps", 2)
-  for key in ("train.clip_norm", "kl.beta_start", "kl.beta_end", "train.weight_decay",
-              "kl.free_bits"):
+  for key in (
+    "train.clip_norm",
+    "kl.beta_start",
+    "kl.beta_end",
+    "train.weight_decay",
+    "kl.free_bits",
+  ):
     positive(config, key, allow_zero=True)
   if not 0.0 <= config.data.val_fraction < 1.0:
-    raise ConfigError(f"config key 'data.val_fraction' is {config.data.val_fraction!r}; "
-                      "expected a fraction in [0, 1)")
-
-
+    raise ConfigError(
+      f"config key 'data.val_fraction' is {config.data.val_fraction!r}; "
+      "expected a fraction in [0, 1)"
+    )

@@ -18,11 +18,13 @@ from jaxvae.config import checks as checks_lib
 from jaxvae.config.base import get_path
 from jaxvae.errors import ConfigError
 
+
 def _load_module(path: str):
   if not os.path.isfile(path):
     raise ConfigError(f"config file '{path}' does not exist")
   spec = importlib.util.spec_from_file_location(
-      "jaxvae_config_" + os.path.basename(path)[:-3], path)
+    "jaxvae_config_" + os.path.basename(path)[:-3], path
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
@@ -54,8 +56,12 @@ def parse_value(text: str, current: Any) -> Any:
 
 
 def _kind(value) -> str:
-  return {int: "an integer", float: "a number", tuple: "a tuple such as (1, 2)",
-          list: "a list such as [1, 2]"}.get(type(value), f"a {type(value).__name__}")
+  return {
+    int: "an integer",
+    float: "a number",
+    tuple: "a tuple such as (1, 2)",
+    list: "a list such as [1, 2]",
+  }.get(type(value), f"a {type(value).__name__}")
 
 
 def overrides_from_args(parser, tokens: list[str]) -> dict[str, str]:
@@ -64,9 +70,10 @@ def overrides_from_args(parser, tokens: list[str]) -> dict[str, str]:
   overrides = {}
   for token in tokens:
     if not token.startswith("--config.") or "=" not in token:
-      parser.error(f"unrecognized argument '{token}' (config overrides look like "
-                   "--config.train.epochs=3)")
-    key, value = token[len("--config."):].split("=", 1)
+      parser.error(
+        f"unrecognized argument '{token}' (config overrides look like --config.train.epochs=3)"
+      )
+    key, value = token[len("--config.") :].split("=", 1)
     overrides[key] = value
   return overrides
 
@@ -81,8 +88,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
     except (KeyError, AttributeError, TypeError):
       raise ConfigError(f"unknown config key '{dotted}'{_suggest(config, dotted)}") from None
     if isinstance(current, ml_collections.ConfigDict):
-      raise ConfigError(f"config key '{dotted}' is a group; set one of its keys: "
-                        f"{', '.join(sorted(current.keys()))}")
+      raise ConfigError(
+        f"config key '{dotted}' is a group; set one of its keys: "
+        f"{', '.join(sorted(current.keys()))}"
+      )
     try:
       value = parse_value(text, current)
     except (ValueError, SyntaxError) as e:
@@ -128,5 +137,3 @@ def sibling(config_file: str, name: str, arg: str | None) -> ml_collections.Conf
   config = module.get_config(arg)
   config.unlock()
   return config
-
-

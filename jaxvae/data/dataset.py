@@ -30,6 +30,7 @@ def open_store(config, *, progress: bool = True) -> store_lib.Store:
 @dataclasses.dataclass
 class Dataset:
   """An opened dataset: its store, the train and validation examples, and their spec."""
+
   store: store_lib.Store
   train: pipeline.Examples
   validation: pipeline.Examples
@@ -51,9 +52,11 @@ def load(config, *, progress: bool = True) -> Dataset:
 
 def spec_of(store: store_lib.Store, lyrics=None) -> DataSpec:
   """The spec of an opened store and its lyrics embeddings (what `load` returns)."""
-  return DataSpec(input_shape=store.shape,
-                  labels={k: tuple(v) for k, v in store.label_values.items()},
-                  lyrics_dim=lyrics.dim if lyrics is not None else 0)
+  return DataSpec(
+    input_shape=store.shape,
+    labels={k: tuple(v) for k, v in store.label_values.items()},
+    lyrics_dim=lyrics.dim if lyrics is not None else 0,
+  )
 
 
 def spec_from_config(config) -> DataSpec:

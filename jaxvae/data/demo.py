@@ -25,23 +25,25 @@ LANGUAGES = ("arabic", "english", "hindi", "spanish")
 GENRES = ("hiphop", "pop", "rock")
 
 # Genre: (tempo BPM, number of harmonics of the chord voice, distortion drive, hat density).
-_GENRE_STYLE = {"hiphop": (88.0, 3, 0.0, 2), "pop": (118.0, 8, 0.0, 4),
-                "rock": (142.0, 12, 4.0, 8)}
+_GENRE_STYLE = {"hiphop": (88.0, 3, 0.0, 2), "pop": (118.0, 8, 0.0, 4), "rock": (142.0, 12, 4.0, 8)}
 # Language: vowel formants (F1, F2) in Hz and syllables per beat of the sung line.
 _LANGUAGE_VOICE = {
-    "arabic": ([(700, 1200), (350, 2200), (400, 800)], 1.0),
-    "english": ([(600, 1700), (450, 1900), (300, 900)], 2.0),
-    "hindi": ([(750, 1300), (300, 2400), (500, 1000)], 1.5),
-    "spanish": ([(650, 1500), (400, 2000), (350, 750)], 3.0),
+  "arabic": ([(700, 1200), (350, 2200), (400, 800)], 1.0),
+  "english": ([(600, 1700), (450, 1900), (300, 900)], 2.0),
+  "hindi": ([(750, 1300), (300, 2400), (500, 1000)], 1.5),
+  "spanish": ([(650, 1500), (400, 2000), (350, 750)], 3.0),
 }
 _SYLLABLES = {
-    "arabic": "حَب قَل نور لَي لا سَما قَمَر روح يا عين دَرب شَمس".split(),
-    "english": "love night heart fire dream road baby light wild free home rain".split(),
-    "hindi": "प्यार दिल रात सपना चाँद तेरा मेरा जान गीत दुनिया साथ रंग".split(),
-    "spanish": "amor noche corazón fuego sueño camino cielo vida luna baila mar sol".split(),
+  "arabic": "حَب قَل نور لَي لا سَما قَمَر روح يا عين دَرب شَمس".split(),
+  "english": "love night heart fire dream road baby light wild free home rain".split(),
+  "hindi": "प्यार दिल रात सपना चाँद तेरा मेरा जान गीत दुनिया साथ रंग".split(),
+  "spanish": "amor noche corazón fuego sueño camino cielo vida luna baila mar sol".split(),
 }
-_GENRE_WORDS = {"hiphop": "flow street beat", "pop": "dance shine forever",
-                "rock": "thunder scream loud"}
+_GENRE_WORDS = {
+  "hiphop": "flow street beat",
+  "pop": "dance shine forever",
+  "rock": "thunder scream loud",
+}
 
 
 def _envelope(n: int, sr: int, attack: float, decay: float) -> np.ndarray:
@@ -103,25 +105,29 @@ def _voice(n, sr, tempo, formants, syll_per_beat, rng):
     gain = np.zeros(n)
     for k, (f1, f2) in enumerate(formants):
       sel = vowel == k
-      gain[sel] = (np.exp(-((fh[sel] - f1) / 150.0) ** 2)
-                   + 0.7 * np.exp(-((fh[sel] - f2) / 200.0) ** 2))
+      gain[sel] = np.exp(-(((fh[sel] - f1) / 150.0) ** 2)) + 0.7 * np.exp(
+        -(((fh[sel] - f2) / 200.0) ** 2)
+      )
     out += gain * np.sin(2 * np.pi * h * phase) / np.sqrt(h)
   gate = (np.arange(n) % syll) < 0.85 * syll
   return (out * gate * 0.4).astype(np.float32)
 
 
-def synthesize(language: str, genre: str, seconds: float, sr: int,
-               rng: np.random.Generator) -> np.ndarray:
+def synthesize(
+  language: str, genre: str, seconds: float, sr: int, rng: np.random.Generator
+) -> np.ndarray:
   """One clip, peak-normalized to 0.9."""
   n = int(round(seconds * sr))
   tempo0, harmonics, drive, hats = _GENRE_STYLE[genre]
   tempo = tempo0 * rng.uniform(0.95, 1.05)
   formants, rate = _LANGUAGE_VOICE[language]
   root = 110 * 2 ** (rng.integers(0, 12) / 12)
-  y = (_drums(n, sr, tempo, hats, rng) * rng.uniform(0.8, 1.2)
-       + _chords(n, sr, tempo, harmonics, drive, root, rng) * rng.uniform(0.6, 1.0)
-       + _voice(n, sr, tempo, formants, rate, rng) * rng.uniform(0.5, 0.8)
-       + 0.01 * rng.standard_normal(n))
+  y = (
+    _drums(n, sr, tempo, hats, rng) * rng.uniform(0.8, 1.2)
+    + _chords(n, sr, tempo, harmonics, drive, root, rng) * rng.uniform(0.6, 1.0)
+    + _voice(n, sr, tempo, formants, rate, rng) * rng.uniform(0.5, 0.8)
+    + 0.01 * rng.standard_normal(n)
+  )
   return (0.9 * y / (np.max(np.abs(y)) + 1e-9)).astype(np.float32)
 
 
@@ -136,11 +142,17 @@ def lyrics(language: str, genre: str, rng: np.random.Generator, lines: int = 4) 
   return "\n".join(out) + "\n"
 
 
-def ensure_corpus(cache_dir: str, *, seconds: float, sr: int, clips_per_class: int,
-                  seed: int = 0) -> str:
+def ensure_corpus(
+  cache_dir: str, *, seconds: float, sr: int, clips_per_class: int, seed: int = 0
+) -> str:
   """Writes the corpus once per parameter set; returns the manifest CSV path."""
-  params = {"seconds": seconds, "sr": sr, "clips_per_class": clips_per_class, "seed": seed,
-            "version": 1}
+  params = {
+    "seconds": seconds,
+    "sr": sr,
+    "clips_per_class": clips_per_class,
+    "seed": seed,
+    "version": 1,
+  }
   key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
   root = os.path.join(cache_dir, "demo", key)
   manifest = os.path.join(root, "manifest.csv")
@@ -158,13 +170,23 @@ def ensure_corpus(cache_dir: str, *, seconds: float, sr: int, clips_per_class: i
       for k in range(clips_per_class):
         rng = np.random.default_rng([seed, li, gi, k])
         name = f"{language}_{genre}_{k:03d}"
-        sf.write(os.path.join(tmp, "audio", name + ".wav"),
-                 synthesize(language, genre, seconds, sr, rng), sr, subtype="PCM_16")
+        sf.write(
+          os.path.join(tmp, "audio", name + ".wav"),
+          synthesize(language, genre, seconds, sr, rng),
+          sr,
+          subtype="PCM_16",
+        )
         with open(os.path.join(tmp, "lyrics", name + ".txt"), "w", encoding="utf-8") as f:
           f.write(lyrics(language, genre, rng))
         faults.point("demo.clip")
-        rows.append({"audio": f"audio/{name}.wav", "lyrics": f"lyrics/{name}.txt",
-                     "language": language, "genre": genre})
+        rows.append(
+          {
+            "audio": f"audio/{name}.wav",
+            "lyrics": f"lyrics/{name}.txt",
+            "language": language,
+            "genre": genre,
+          }
+        )
   with open(os.path.join(tmp, "manifest.csv"), "w", newline="", encoding="utf-8") as f:
     writer = csv.DictWriter(f, fieldnames=["audio", "lyrics", "language", "genre"])
     writer.writeheader()

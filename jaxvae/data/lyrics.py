@@ -9,12 +9,12 @@ interrupted write and is refused.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import hashlib
 import json
 import os
 import re
 import time
-from typing import Sequence
 
 import numpy as np
 
@@ -25,8 +25,9 @@ from jaxvae.data import store as store_lib
 from jaxvae.text import lyrics as text_lib
 
 
-def write_embeddings(out_dir: str, clip_ids: Sequence[str], vectors: np.ndarray, *,
-                     info: dict) -> None:
+def write_embeddings(
+  out_dir: str, clip_ids: Sequence[str], vectors: np.ndarray, *, info: dict
+) -> None:
   """Writes `embeddings.npy` and `clips.json` (row i of the table is clip_ids[i]).
 
   `info` is recorded in clips.json next to `clip_ids` and `dim`; it should hold at least
@@ -36,14 +37,21 @@ def write_embeddings(out_dir: str, clip_ids: Sequence[str], vectors: np.ndarray,
   vectors = np.asarray(vectors, np.float32)
   clip_ids = list(clip_ids)
   if vectors.ndim != 2 or vectors.shape[0] != len(clip_ids):
-    raise ValueError(f"vectors have shape {vectors.shape}; expected [{len(clip_ids)}, D] "
-                     "(one row per clip id)")
+    raise ValueError(
+      f"vectors have shape {vectors.shape}; expected [{len(clip_ids)}, D] (one row per clip id)"
+    )
   if len(set(clip_ids)) != len(clip_ids):
     raise ValueError("clip_ids repeat; each clip must have one row")
   if not np.all(np.isfinite(vectors)):
     raise ValueError("vectors contain NaN or inf")
-  meta = {"clip_ids": clip_ids, "model": None, "pooling": None, "missing": [],
-          **info, "dim": int(vectors.shape[1])}
+  meta = {
+    "clip_ids": clip_ids,
+    "model": None,
+    "pooling": None,
+    "missing": [],
+    **info,
+    "dim": int(vectors.shape[1]),
+  }
   os.makedirs(out_dir, exist_ok=True)
   emb_path = os.path.join(out_dir, "embeddings.npy")
   clips_path = os.path.join(out_dir, "clips.json")
@@ -61,6 +69,7 @@ def write_embeddings(out_dir: str, clip_ids: Sequence[str], vectors: np.ndarray,
 # A dataset's lyrics
 # ----------------------------------------------------------------------------------------------
 
+
 def default_out(config, model: str, pooling: str, clip_ids: list[str]) -> str:
   """A folder beside the feature store, named so that another model or dataset gets its own."""
   is_dir = os.path.isdir(model)
@@ -72,8 +81,9 @@ def default_out(config, model: str, pooling: str, clip_ids: list[str]) -> str:
   return os.path.join(store_lib.cache_dir(config), "lyrics", f"{name}-{pooling}-{digest}")
 
 
-def embed_dataset(config, *, out: str, model: str, pooling: str, batch_size: int,
-                  max_length: int) -> tuple[dict, list[str]]:
+def embed_dataset(
+  config, *, out: str, model: str, pooling: str, batch_size: int, max_length: int
+) -> tuple[dict, list[str]]:
   """Embeds the lyrics of every clip of `config`'s dataset into `out`.
 
   Returns a summary (counts, dim, seconds, the folder) and the clip ids without lyrics.
@@ -87,22 +97,36 @@ def embed_dataset(config, *, out: str, model: str, pooling: str, batch_size: int
   texts = [it.lyrics for it in with_text]
   if not texts:
     raise errors.DataError(
-        f"none of the {len(items)} clips of data.root '{config.data.root or 'demo'}' has "
-        f"lyrics (manifest column config key 'data.lyrics_column' = "
-        f"'{config.data.lyrics_column}'); nothing to embed")
-  vectors = text_lib.embed_texts(texts, model, pooling=pooling, batch_size=batch_size,
-                                   max_length=max_length)
+      f"none of the {len(items)} clips of data.root '{config.data.root or 'demo'}' has "
+      f"lyrics (manifest column config key 'data.lyrics_column' = "
+      f"'{config.data.lyrics_column}'); nothing to embed"
+    )
+  vectors = text_lib.embed_texts(
+    texts, model, pooling=pooling, batch_size=batch_size, max_length=max_length
+  )
   truncated = text_lib.count_truncated(texts, model, max_length=max_length)
   clip_ids = [it.clip_id for it in with_text]
   out = out or default_out(config, model, pooling, clip_ids)
-  info = {"model": model, "pooling": pooling, "max_length": max_length,
-          "missing": missing, "truncated": truncated,
-          "dataset": {"layout": config.data.layout, "root": config.data.root}}
+  info = {
+    "model": model,
+    "pooling": pooling,
+    "max_length": max_length,
+    "missing": missing,
+    "truncated": truncated,
+    "dataset": {"layout": config.data.layout, "root": config.data.root},
+  }
   write_embeddings(out, clip_ids, vectors, info=info)
-  return {"out": os.path.abspath(out), "clips": len(items), "embedded": len(clip_ids),
-          "missing": len(missing), "truncated": truncated, "dim": int(vectors.shape[1]),
-          "model": model, "pooling": pooling,
-          "seconds": round(time.time() - start, 2)}, missing
+  return {
+    "out": os.path.abspath(out),
+    "clips": len(items),
+    "embedded": len(clip_ids),
+    "missing": len(missing),
+    "truncated": truncated,
+    "dim": int(vectors.shape[1]),
+    "model": model,
+    "pooling": pooling,
+    "seconds": round(time.time() - start, 2),
+  }, missing
 
 
 class Lyrics:
@@ -111,27 +135,31 @@ class Lyrics:
   def __init__(self, path: str, clip_ids: list[str]):
     emb_path = os.path.join(path, "embeddings.npy")
     if not os.path.exists(emb_path):
-      raise errors.DataError(f"config key 'data.lyrics_embeddings': '{path}' has no "
-                              "embeddings.npy; make it with tools/embed_lyrics.py")
+      raise errors.DataError(
+        f"config key 'data.lyrics_embeddings': '{path}' has no "
+        "embeddings.npy; make it with tools/embed_lyrics.py"
+      )
     clips_path = os.path.join(path, "clips.json")
     if not os.path.exists(clips_path):  # written last: its absence means an interrupted write
-      raise errors.DataError(f"config key 'data.lyrics_embeddings': '{path}' has no "
-                              "clips.json (an interrupted write?); run tools/embed_lyrics.py "
-                              "again")
+      raise errors.DataError(
+        f"config key 'data.lyrics_embeddings': '{path}' has no "
+        "clips.json (an interrupted write?); run tools/embed_lyrics.py "
+        "again"
+      )
     table = np.load(emb_path, allow_pickle=False).astype(np.float32)
     with open(clips_path, encoding="utf-8") as f:
       meta = json.load(f)
     if table.ndim != 2 or table.shape != (len(meta["clip_ids"]), meta["dim"]):
       raise errors.DataError(
-          f"config key 'data.lyrics_embeddings': '{emb_path}' has shape {table.shape}, but "
-          f"clips.json lists {len(meta['clip_ids'])} clips of dim {meta['dim']}; run "
-          "tools/embed_lyrics.py again")
+        f"config key 'data.lyrics_embeddings': '{emb_path}' has shape {table.shape}, but "
+        f"clips.json lists {len(meta['clip_ids'])} clips of dim {meta['dim']}; run "
+        "tools/embed_lyrics.py again"
+      )
     row_of = {c: i for i, c in enumerate(meta["clip_ids"])}
     self.dim = table.shape[1]
     rows = np.array([row_of.get(c, -1) for c in clip_ids])
     self.mask = (rows >= 0).astype(np.float32)
-    self.vectors = np.where(rows[:, None] >= 0, table[np.maximum(rows, 0)], 0.0).astype(
-        np.float32)
+    self.vectors = np.where(rows[:, None] >= 0, table[np.maximum(rows, 0)], 0.0).astype(np.float32)
 
 
 def load_lyrics(config, store: store_lib.Store) -> Lyrics | None:

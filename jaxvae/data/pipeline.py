@@ -7,7 +7,7 @@ and, when the run has lyrics embeddings, `lyrics` and `lyrics_mask`.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import grain
 import numpy as np
@@ -19,8 +19,7 @@ from jaxvae.data import store as store_lib
 class Examples:
   """Random access to normalized examples and their labels (a Grain data source)."""
 
-  def __init__(self, store: store_lib.Store, indices: np.ndarray, normalize: str,
-               lyrics=None):
+  def __init__(self, store: store_lib.Store, indices: np.ndarray, normalize: str, lyrics=None):
     self.store = store
     self.indices = np.asarray(indices, np.int64)
     self.normalize = normalize
@@ -48,13 +47,15 @@ def split_examples(config, store, split: str, lyrics=None) -> Examples:
 def steps_per_epoch(examples: Examples, batch_size: int) -> int:
   if len(examples) < batch_size:
     raise errors.DataError(
-        f"the training split has {len(examples)} examples, fewer than train.batch_size "
-        f"{batch_size}; lower config key 'train.batch_size' or add data")
+      f"the training split has {len(examples)} examples, fewer than train.batch_size "
+      f"{batch_size}; lower config key 'train.batch_size' or add data"
+    )
   return len(examples) // batch_size
 
 
-def train_iterator(examples: Examples, batch_size: int, seed: int, config, *, shard: int = 0,
-                   num_shards: int = 1):
+def train_iterator(
+  examples: Examples, batch_size: int, seed: int, config, *, shard: int = 0, num_shards: int = 1
+):
   """An endless iterator of shuffled full batches, reshuffled each epoch; checkpointable.
 
   Multi-host: every process shuffles with the same seed, keeps the epoch's first
@@ -63,15 +64,17 @@ def train_iterator(examples: Examples, batch_size: int, seed: int, config, *, sh
   batch k, disjoint from the others', and every process has the same number of steps.
   """
   if batch_size % num_shards:
-    raise errors.DataError(f"train.batch_size {batch_size} does not divide over "
-                            f"{num_shards} processes")
+    raise errors.DataError(
+      f"train.batch_size {batch_size} does not divide over {num_shards} processes"
+    )
   used = steps_per_epoch(examples, batch_size) * batch_size
   ds = grain.MapDataset.source(examples).seed(seed).shuffle()[:used]
   if num_shards > 1:
     ds = ds[shard::num_shards]
   ds = ds.batch(batch_size // num_shards, drop_remainder=True).repeat(None)
-  options = grain.ReadOptions(num_threads=config.data.read_threads,
-                              prefetch_buffer_size=config.data.prefetch)
+  options = grain.ReadOptions(
+    num_threads=config.data.read_threads, prefetch_buffer_size=config.data.prefetch
+  )
   return ds.to_iter_dataset(read_options=options).__iter__()
 
 

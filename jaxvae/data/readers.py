@@ -23,26 +23,41 @@ or config key and says what was expected.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 import csv
 import dataclasses
 import os
 import re
-from typing import Callable, Iterable, Sequence
 
 from jaxvae.errors import DataError
 
 # Formats libsndfile reads (plus those the audioread fallback may read). Lower case, with dot.
 AUDIO_EXTENSIONS: tuple[str, ...] = (
-    ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".m4a",
+  ".wav",
+  ".flac",
+  ".ogg",
+  ".oga",
+  ".opus",
+  ".mp3",
+  ".aif",
+  ".aiff",
+  ".au",
+  ".m4a",
 )
 
 LAYOUTS: tuple[str, ...] = ("gtzan", "maestro", "speech_commands", "folder", "manifest")
 
 # Spellings of split names seen in hand-made manifests, mapped to the three the pipeline uses.
 _SPLIT_ALIASES = {
-    "train": "train", "training": "train",
-    "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
-    "test": "test", "testing": "test", "eval": "test",
+  "train": "train",
+  "training": "train",
+  "validation": "validation",
+  "valid": "validation",
+  "val": "validation",
+  "dev": "validation",
+  "test": "test",
+  "testing": "test",
+  "eval": "test",
 }
 
 
@@ -57,6 +72,7 @@ class Item:
     split: 'train', 'validation', 'test', or None when the dataset defines no split.
     lyrics: lyrics text, or None.
   """
+
   clip_id: str
   path: str
   labels: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -68,14 +84,15 @@ class Item:
 # Public entry point
 # ----------------------------------------------------------------------------------------------
 
+
 def list_items(
-    layout: str,
-    root: str,
-    *,
-    audio_column: str = "audio",
-    lyrics_column: str = "lyrics",
-    label_columns: Sequence[str] | None = None,
-    extensions: Sequence[str] = AUDIO_EXTENSIONS,
+  layout: str,
+  root: str,
+  *,
+  audio_column: str = "audio",
+  lyrics_column: str = "lyrics",
+  label_columns: Sequence[str] | None = None,
+  extensions: Sequence[str] = AUDIO_EXTENSIONS,
 ) -> list[Item]:
   """Lists the clips of a dataset, sorted by `clip_id`.
 
@@ -92,11 +109,11 @@ def list_items(
     DataError: unknown layout, missing or wrong-kind root, no audio, bad manifest.
   """
   readers: dict[str, Callable[[], list[Item]]] = {
-      "gtzan": lambda: _read_gtzan(root, extensions),
-      "maestro": lambda: _read_maestro(root),
-      "speech_commands": lambda: _read_speech_commands(root, extensions),
-      "folder": lambda: _read_folder(root, extensions),
-      "manifest": lambda: _read_manifest(root, audio_column, lyrics_column, label_columns),
+    "gtzan": lambda: _read_gtzan(root, extensions),
+    "maestro": lambda: _read_maestro(root),
+    "speech_commands": lambda: _read_speech_commands(root, extensions),
+    "folder": lambda: _read_folder(root, extensions),
+    "manifest": lambda: _read_manifest(root, audio_column, lyrics_column, label_columns),
   }
   if layout not in readers:
     raise DataError(f"unknown data.layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
@@ -123,6 +140,7 @@ def _printable(item: Item) -> Item:
 # Layout readers
 # ----------------------------------------------------------------------------------------------
 
+
 def _read_gtzan(root: str, extensions: Sequence[str]) -> list[Item]:
   """`<genre>/<genre>.000NN.wav` under `genres_original/` (Kaggle) or `genres/` (marsyas .au)."""
   _require_dir(root, "gtzan")
@@ -132,9 +150,9 @@ def _read_gtzan(root: str, extensions: Sequence[str]) -> list[Item]:
       base = os.path.join(root, name)
       break
   items = [
-      Item(clip_id=rel, path=os.path.abspath(path), labels={"genre": rel.split("/")[0]})
-      for rel, path in _walk_audio(base, extensions)
-      if "/" in rel  # files beside the genre folders have no genre
+    Item(clip_id=rel, path=os.path.abspath(path), labels={"genre": rel.split("/")[0]})
+    for rel, path in _walk_audio(base, extensions)
+    if "/" in rel  # files beside the genre folders have no genre
   ]
   _require_nonempty(items, base, "gtzan", extensions)
   return items
@@ -148,17 +166,23 @@ def _read_maestro(root: str) -> list[Item]:
   needed = ("canonical_composer", "year", "split", "audio_filename")
   for col in needed:
     if col not in columns:
-      raise DataError(f"maestro csv {csv_path!r} has no column {col!r} "
-                      f'(columns: {", ".join(columns)})')
+      raise DataError(
+        f"maestro csv {csv_path!r} has no column {col!r} (columns: {', '.join(columns)})"
+      )
   items = []
   for row in rows:
     rel = _clean_rel(row["audio_filename"])
     if not rel:
       continue
     labels = {"composer": row["canonical_composer"].strip(), "year": _year(row["year"])}
-    items.append(Item(clip_id=rel, path=os.path.abspath(os.path.join(root, rel)),
-                      labels={k: v for k, v in labels.items() if v},
-                      split=_split_name(row["split"], csv_path)))
+    items.append(
+      Item(
+        clip_id=rel,
+        path=os.path.abspath(os.path.join(root, rel)),
+        labels={k: v for k, v in labels.items() if v},
+        split=_split_name(row["split"], csv_path),
+      )
+    )
   _require_some_exist(items, csv_path)
   return items
 
@@ -183,8 +207,7 @@ def _read_speech_commands(root: str, extensions: Sequence[str]) -> list[Item]:
     split = None
     if has_lists:
       split = "validation" if rel in val else "test" if rel in test else "train"
-    items.append(Item(clip_id=rel, path=os.path.abspath(path), labels={"word": word},
-                      split=split))
+    items.append(Item(clip_id=rel, path=os.path.abspath(path), labels={"word": word}, split=split))
   _require_nonempty(items, root, "speech_commands", extensions)
   return items
 
@@ -200,17 +223,20 @@ def _read_folder(root: str, extensions: Sequence[str]) -> list[Item]:
   return items
 
 
-def _read_manifest(root: str, audio_column: str, lyrics_column: str,
-                   label_columns: Sequence[str] | None) -> list[Item]:
+def _read_manifest(
+  root: str, audio_column: str, lyrics_column: str, label_columns: Sequence[str] | None
+) -> list[Item]:
   """A CSV with one row per clip: audio path, optional split and lyrics, label columns."""
   csv_path = _manifest_path(root)
   base = os.path.dirname(os.path.abspath(csv_path))
   rows, columns = _read_csv(csv_path)
   if audio_column not in columns:
-    raise DataError(f"manifest {csv_path!r} has no column {audio_column!r} "
-                    f'(columns: {", ".join(columns)})')
-  label_cols = _manifest_label_columns(csv_path, columns, audio_column, lyrics_column,
-                                       label_columns)
+    raise DataError(
+      f"manifest {csv_path!r} has no column {audio_column!r} (columns: {', '.join(columns)})"
+    )
+  label_cols = _manifest_label_columns(
+    csv_path, columns, audio_column, lyrics_column, label_columns
+  )
   items = []
   for line, row in enumerate(rows, start=2):  # line 1 is the header
     audio = (row.get(audio_column) or "").strip()
@@ -219,10 +245,15 @@ def _read_manifest(root: str, audio_column: str, lyrics_column: str,
     path = os.path.abspath(os.path.join(base, os.path.expanduser(audio)))
     labels = {c: row[c].strip() for c in label_cols if (row.get(c) or "").strip()}
     split = row.get("split") if "split" in columns else None
-    items.append(Item(
-        clip_id=_clip_id(path, base), path=path, labels=labels,
+    items.append(
+      Item(
+        clip_id=_clip_id(path, base),
+        path=path,
+        labels=labels,
         split=_split_name(split, f"{csv_path}:{line}"),
-        lyrics=_lyrics(row.get(lyrics_column), base, csv_path, line)))
+        lyrics=_lyrics(row.get(lyrics_column), base, csv_path, line),
+      )
+    )
   if not items:
     raise DataError(f"manifest {csv_path!r} has a header but no rows; expected one row per clip")
   _require_some_exist(items, csv_path)
@@ -233,6 +264,7 @@ def _read_manifest(root: str, audio_column: str, lyrics_column: str,
 # Helpers: roots and emptiness
 # ----------------------------------------------------------------------------------------------
 
+
 def _require_dir(root: str, layout: str) -> None:
   if not os.path.exists(root):
     raise DataError(f"data.root {root!r} does not exist")
@@ -240,11 +272,12 @@ def _require_dir(root: str, layout: str) -> None:
     raise DataError(f"data.root {root!r} is a file; layout {layout!r} expects a directory")
 
 
-def _require_nonempty(items: list[Item], root: str, layout: str,
-                      extensions: Sequence[str]) -> None:
+def _require_nonempty(items: list[Item], root: str, layout: str, extensions: Sequence[str]) -> None:
   if not items:
-    raise DataError(f'no audio files ({", ".join(e.lstrip(".") for e in extensions)}) found '
-                    f"under data.root {root!r} for layout {layout!r}")
+    raise DataError(
+      f"no audio files ({', '.join(e.lstrip('.') for e in extensions)}) found "
+      f"under data.root {root!r} for layout {layout!r}"
+    )
 
 
 def _require_some_exist(items: list[Item], csv_path: str) -> None:
@@ -253,16 +286,19 @@ def _require_some_exist(items: list[Item], csv_path: str) -> None:
   if not items:
     raise DataError(f"{csv_path!r} lists no audio files; expected one row per clip")
   if not any(os.path.isfile(it.path) for it in items):
-    raise DataError(f"none of the {len(items)} audio files listed in {csv_path!r} exist "
-                    f"(first expected at {items[0].path!r})")
+    raise DataError(
+      f"none of the {len(items)} audio files listed in {csv_path!r} exist "
+      f"(first expected at {items[0].path!r})"
+    )
 
 
 def _check_unique(items: list[Item], root: str) -> None:
   seen: set[str] = set()
   for it in items:
     if it.clip_id in seen:
-      raise DataError(f"{root!r} lists the audio file {it.clip_id!r} more than once; "
-                      "expected each clip once")
+      raise DataError(
+        f"{root!r} lists the audio file {it.clip_id!r} more than once; expected each clip once"
+      )
     seen.add(it.clip_id)
 
 
@@ -270,15 +306,20 @@ def _keep_labels(items: list[Item], names: Sequence[str], layout: str) -> list[I
   available = sorted({k for it in items for k in it.labels})
   for name in names:
     if name not in available:
-      raise DataError(f"data.label_columns asks for {name!r}, but layout {layout!r} has "
-                      f'labels: {", ".join(available) or "(none)"}')
-  return [dataclasses.replace(it, labels={k: v for k, v in it.labels.items() if k in names})
-          for it in items]
+      raise DataError(
+        f"data.label_columns asks for {name!r}, but layout {layout!r} has "
+        f"labels: {', '.join(available) or '(none)'}"
+      )
+  return [
+    dataclasses.replace(it, labels={k: v for k, v in it.labels.items() if k in names})
+    for it in items
+  ]
 
 
 # ----------------------------------------------------------------------------------------------
 # Helpers: folders
 # ----------------------------------------------------------------------------------------------
+
 
 def _walk_audio(base: str, extensions: Sequence[str]) -> Iterable[tuple[str, str]]:
   """Yields (path relative to base with '/', path) for audio files below base.
@@ -330,12 +371,15 @@ def _clip_id(path: str, base: str) -> str:
 # Helpers: CSV files
 # ----------------------------------------------------------------------------------------------
 
+
 def _find_maestro_csv(root: str) -> str:
   """The newest `maestro-v*.csv` in root (v3.0.0 sorts after v2.0.0 by version numbers)."""
   names = [n for n in os.listdir(root) if re.fullmatch(r"maestro-v[\d.]+\.csv", n)]
   if not names:
-    raise DataError(f"data.root {root!r} has no 'maestro-v*.csv' (e.g. maestro-v3.0.0.csv); "
-                    "expected the MAESTRO folder with its metadata CSV")
+    raise DataError(
+      f"data.root {root!r} has no 'maestro-v*.csv' (e.g. maestro-v3.0.0.csv); "
+      "expected the MAESTRO folder with its metadata CSV"
+    )
   version = lambda n: tuple(int(p) for p in re.findall(r"\d+", n))
   return os.path.join(root, max(names, key=version))
 
@@ -347,8 +391,10 @@ def _manifest_path(root: str) -> str:
     candidate = os.path.join(root, "manifest.csv")
     if os.path.isfile(candidate):
       return candidate
-    raise DataError(f"data.root {root!r} is a directory without 'manifest.csv'; "
-                    "layout 'manifest' expects a CSV file")
+    raise DataError(
+      f"data.root {root!r} is a directory without 'manifest.csv'; "
+      "layout 'manifest' expects a CSV file"
+    )
   return root
 
 
@@ -366,14 +412,20 @@ def _read_csv(path: str) -> tuple[list[dict[str, str]], list[str]]:
   return rows, header
 
 
-def _manifest_label_columns(csv_path: str, columns: list[str], audio_column: str,
-                            lyrics_column: str, label_columns: Sequence[str] | None) -> list[str]:
+def _manifest_label_columns(
+  csv_path: str,
+  columns: list[str],
+  audio_column: str,
+  lyrics_column: str,
+  label_columns: Sequence[str] | None,
+) -> list[str]:
   if label_columns is None:
     return [c for c in columns if c and c not in (audio_column, lyrics_column, "split")]
   for c in label_columns:
     if c not in columns:
-      raise DataError(f"manifest {csv_path!r} has no label column {c!r} "
-                      f'(columns: {", ".join(columns)})')
+      raise DataError(
+        f"manifest {csv_path!r} has no label column {c!r} (columns: {', '.join(columns)})"
+      )
   return list(label_columns)
 
 

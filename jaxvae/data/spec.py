@@ -13,6 +13,7 @@ class DataSpec:
   labels: label column name -> its values (the index is the class id in `label_<name>`).
   lyrics_dim: width of `batch['lyrics']`, or 0 when the store has no lyrics embeddings.
   """
+
   input_shape: tuple[int, int]
   labels: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
   lyrics_dim: int = 0

@@ -31,8 +31,8 @@ import tqdm
 from jaxvae import errors
 from jaxvae import faults
 from jaxvae import workdir as workdir_lib
-from jaxvae.audio import decode as audio_lib
 from jaxvae.audio import augment as augment_lib
+from jaxvae.audio import decode as audio_lib
 from jaxvae.audio import features
 from jaxvae.data import demo as demo_lib
 from jaxvae.data import readers
@@ -42,8 +42,11 @@ _CHUNK = 32  # waveforms per feature call: one compiled shape, bounded memory.
 
 
 def cache_dir(config) -> str:
-  return (config.data.cache_dir or os.environ.get("JAXVAE_CACHE")
-          or os.path.join(os.path.expanduser("~"), ".cache", "jaxvae"))
+  return (
+    config.data.cache_dir
+    or os.environ.get("JAXVAE_CACHE")
+    or os.path.join(os.path.expanduser("~"), ".cache", "jaxvae")
+  )
 
 
 def resolve_dataset(config) -> tuple[str, str]:
@@ -51,24 +54,42 @@ def resolve_dataset(config) -> tuple[str, str]:
   d = config.data
   if d.layout != "demo":
     if not d.root:
-      raise errors.DataError(f"config key 'data.root' is empty; data.layout '{d.layout}' "
-                              "needs a dataset path (--config.data.root=PATH)")
+      raise errors.DataError(
+        f"config key 'data.root' is empty; data.layout '{d.layout}' "
+        "needs a dataset path (--config.data.root=PATH)"
+      )
     return d.layout, d.root
-  csv_path = demo_lib.ensure_corpus(cache_dir(config), seconds=d.seconds, sr=d.sr,
-                                    clips_per_class=d.demo.clips_per_class, seed=d.demo.seed)
+  csv_path = demo_lib.ensure_corpus(
+    cache_dir(config),
+    seconds=d.seconds,
+    sr=d.sr,
+    clips_per_class=d.demo.clips_per_class,
+    seed=d.demo.seed,
+  )
   return "manifest", csv_path
 
 
 def feature_params(config) -> dict:
   """Everything that changes the stored arrays (and nothing that does not)."""
   d = config.data
-  return {"sr": d.sr, "n_fft": d.n_fft, "hop_length": d.hop_length, "n_mels": d.n_mels,
-          "feature": d.feature, "n_mfcc": d.n_mfcc, "scale": d.scale, "seconds": d.seconds,
-          "example_mode": d.example_mode, "segment_hop_seconds": d.segment_hop_seconds,
-          "on_error": d.on_error, "min_seconds": d.min_seconds, "version": STORE_VERSION,
-          # Only when used, so stores made without augmentation keep their keys.
-          **({"augment": json.loads(d.augment.to_json())} if d.augment.copies > 0 else {}),
-          "split": {"val_fraction": d.val_fraction, "seed": d.split_seed}}
+  return {
+    "sr": d.sr,
+    "n_fft": d.n_fft,
+    "hop_length": d.hop_length,
+    "n_mels": d.n_mels,
+    "feature": d.feature,
+    "n_mfcc": d.n_mfcc,
+    "scale": d.scale,
+    "seconds": d.seconds,
+    "example_mode": d.example_mode,
+    "segment_hop_seconds": d.segment_hop_seconds,
+    "on_error": d.on_error,
+    "min_seconds": d.min_seconds,
+    "version": STORE_VERSION,
+    # Only when used, so stores made without augmentation keep their keys.
+    **({"augment": json.loads(d.augment.to_json())} if d.augment.copies > 0 else {}),
+    "split": {"val_fraction": d.val_fraction, "seed": d.split_seed},
+  }
 
 
 def _labels_wanted(config) -> list[str] | None:
@@ -78,9 +99,13 @@ def _labels_wanted(config) -> list[str] | None:
 
 def list_dataset(config) -> list[readers.Item]:
   layout, root = resolve_dataset(config)
-  return readers.list_items(layout, root, audio_column=config.data.audio_column,
-                            lyrics_column=config.data.lyrics_column,
-                            label_columns=_labels_wanted(config))
+  return readers.list_items(
+    layout,
+    root,
+    audio_column=config.data.audio_column,
+    lyrics_column=config.data.lyrics_column,
+    label_columns=_labels_wanted(config),
+  )
 
 
 def store_key(params: dict, items: list[readers.Item]) -> str:
@@ -109,6 +134,7 @@ def _feature_fn(params_json: str):
     if p["scale"] == "log1p":
       return jnp.log1p(power)
     return features.power_to_db(power, ref=1.0, amin=1e-10, top_db=80.0)
+
   return fn
 
 
@@ -121,7 +147,8 @@ def split_of(item: readers.Item, val_fraction: float, seed: int) -> str:
   """The item's own split when the layout has one, else a seeded hash of its clip id."""
   if item.split:
     return {"valid": "validation", "val": "validation", "dev": "validation"}.get(
-        item.split, item.split)
+      item.split, item.split
+    )
   digest = hashlib.sha256(f"{seed}:{item.clip_id}".encode()).digest()
   return "validation" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
 
@@ -136,14 +163,16 @@ class Store:
   clip_id, split, labels, augment), `bad` (every file left out, with its reason),
   `label_values` and `stats`.
   """
+
   path: str
   features: np.ndarray  # memmap [N, ...]
   manifest: dict
 
   def example(self, j: int, normalize: str) -> dict[str, np.ndarray]:
     """Row `j` as a batch row: `x` normalized float32 features, `mask` 1."""
-    x = normalize_features(np.asarray(self.features[j], np.float32), self.manifest["stats"],
-                           normalize)
+    x = normalize_features(
+      np.asarray(self.features[j], np.float32), self.manifest["stats"], normalize
+    )
     return {"x": x.astype(np.float32), "mask": np.float32(1.0)}
 
   @property
@@ -156,15 +185,21 @@ class Store:
 
   def indices(self, split: str | None = None, *, augmented: bool = True) -> np.ndarray:
     """Example rows of a split (all when None), with or without augmented copies."""
-    return np.array([i for i, e in enumerate(self.manifest["examples"])
-                     if (split is None or e["split"] == split)
-                     and (augmented or not e.get("augment"))], np.int64)
+    return np.array(
+      [
+        i
+        for i, e in enumerate(self.manifest["examples"])
+        if (split is None or e["split"] == split) and (augmented or not e.get("augment"))
+      ],
+      np.int64,
+    )
 
   def label_array(self, name: str) -> np.ndarray:
     """int32 [N] class ids of one label column, -1 where unknown."""
     values = {v: i for i, v in enumerate(self.label_values[name])}
-    return np.array([values.get(e["labels"].get(name), -1) for e in self.manifest["examples"]],
-                    np.int32)
+    return np.array(
+      [values.get(e["labels"].get(name), -1) for e in self.manifest["examples"]], np.int32
+    )
 
   @property
   def bad(self) -> list[dict]:
@@ -209,22 +244,30 @@ def build(config, *, progress: bool = True) -> Store:
   if not rows:
     shutil.rmtree(tmp, ignore_errors=True)
     raise errors.DataError(
-        f"no usable audio in data.root '{config.data.root or 'demo'}': all {len(items)} "
-        f"files were bad ({_reason_counts(bad)})")
+      f"no usable audio in data.root '{config.data.root or 'demo'}': all {len(items)} "
+      f"files were bad ({_reason_counts(bad)})"
+    )
   manifest = {
-      "version": STORE_VERSION, "key": key, "params": params,
-      "dataset": {"layout": config.data.layout, "root": config.data.root,
-                  "num_files": len(items)},
-      "examples": rows, "bad": bad,
-      "label_values": label_values(rows),
-      "lyrics": {it.clip_id: it.lyrics for it in items if it.lyrics},
-      "seconds_to_build": round(time.time() - start, 3),
+    "version": STORE_VERSION,
+    "key": key,
+    "params": params,
+    "dataset": {"layout": config.data.layout, "root": config.data.root, "num_files": len(items)},
+    "examples": rows,
+    "bad": bad,
+    "label_values": label_values(rows),
+    "lyrics": {it.clip_id: it.lyrics for it in items if it.lyrics},
+    "seconds_to_build": round(time.time() - start, 3),
   }
   manifest["stats"] = _stats(np.load(os.path.join(tmp, "features.npy"), mmap_mode="r"), rows)
   publish(tmp, path, manifest, "store.commit")
   if bad:
-    logging.warning("%d of %d files were bad (%s); see %s", len(bad), len(items),
-                    _reason_counts(bad), os.path.join(path, "manifest.json"))
+    logging.warning(
+      "%d of %d files were bad (%s); see %s",
+      len(bad),
+      len(items),
+      _reason_counts(bad),
+      os.path.join(path, "manifest.json"),
+    )
   return open_store(path)
 
 
@@ -232,9 +275,14 @@ def _load_one(item, config):
   """(split, [(augment copy, waveform)], bad reason) of one file; copy 0 is the original."""
   d = config.data
   examples, reason = audio_lib.load_examples(
-      item, sr=d.sr, mode=d.example_mode, seconds=d.seconds,
-      hop_seconds=d.segment_hop_seconds or None, on_error=d.on_error,
-      min_seconds=d.min_seconds)
+    item,
+    sr=d.sr,
+    mode=d.example_mode,
+    seconds=d.seconds,
+    hop_seconds=d.segment_hop_seconds or None,
+    on_error=d.on_error,
+    min_seconds=d.min_seconds,
+  )
   split = split_of(item, d.val_fraction, d.split_seed)
   out = [(0, y) for y in examples]
   if split == "train" and d.augment.copies > 0 and not reason:
@@ -260,6 +308,7 @@ def _write_features(config, items, params, out_dir, progress):
   rows, bad, pending = [], [], []
   shape = None
   with open(raw_path, "wb") as raw:
+
     def flush():
       nonlocal shape
       if not pending:
@@ -277,15 +326,22 @@ def _write_features(config, items, params, out_dir, progress):
     for item, split, examples, reason in _load_all(config, items):
       if reason:
         action = "skipped" if not examples else "silence"
-        bad.append({"path": item.path, "clip_id": item.clip_id, "reason": reason,
-                    "action": action})
+        bad.append({"path": item.path, "clip_id": item.clip_id, "reason": reason, "action": action})
         if len(bad) <= 10:  # the rest are counted below and all listed in the manifest
           logging.warning("bad file %s: %s (%s)", readers.printable(item.path), reason, action)
       segment = {}
       for copy, y in examples:
         k = segment[copy] = segment.get(copy, -1) + 1
-        rows.append({"clip_id": item.clip_id, "segment": k, "augment": copy, "split": split,
-                     "labels": dict(item.labels), "bad": reason})
+        rows.append(
+          {
+            "clip_id": item.clip_id,
+            "segment": k,
+            "augment": copy,
+            "split": split,
+            "labels": dict(item.labels),
+            "bad": reason,
+          }
+        )
         pending.append(y)
         if len(pending) == _CHUNK:
           flush()
@@ -294,10 +350,11 @@ def _write_features(config, items, params, out_dir, progress):
     bar.close()
   if rows:
     raw_arr = np.memmap(raw_path, np.float32, mode="r", shape=(len(rows), *shape))
-    out = np.lib.format.open_memmap(os.path.join(out_dir, "features.npy"), mode="w+",
-                                    dtype=np.float32, shape=raw_arr.shape)
+    out = np.lib.format.open_memmap(
+      os.path.join(out_dir, "features.npy"), mode="w+", dtype=np.float32, shape=raw_arr.shape
+    )
     for i in range(0, len(rows), 1024):
-      out[i:i + 1024] = raw_arr[i:i + 1024]
+      out[i : i + 1024] = raw_arr[i : i + 1024]
     out.flush()
     del out, raw_arr
   os.remove(raw_path)
@@ -314,21 +371,25 @@ def label_values(rows) -> dict[str, list[str]]:
 
 def _stats(features: np.ndarray, rows) -> dict:
   """Normalization statistics from the training split only (no peeking at validation)."""
-  train = [i for i, r in enumerate(rows)
-           if r["split"] == "train" and not r["bad"] and not r.get("augment")]
+  train = [
+    i for i, r in enumerate(rows) if r["split"] == "train" and not r["bad"] and not r.get("augment")
+  ]
   train = train or list(range(len(rows)))
   total, sq, count, mins, maxs = 0.0, 0.0, 0, [], []
   for i in range(0, len(train), 256):
-    x = np.asarray(features[train[i:i + 256]], np.float64)
+    x = np.asarray(features[train[i : i + 256]], np.float64)
     total += x.sum()
     sq += np.square(x).sum()
     count += x.size
     mins.append(x.reshape(len(x), -1).min(1))
     maxs.append(x.reshape(len(x), -1).max(1))
   mean = total / count
-  return {"mean": mean, "std": float(np.sqrt(max(sq / count - mean**2, 1e-12))),
-          "min_mean": float(np.concatenate(mins).mean()),
-          "max_mean": float(np.concatenate(maxs).mean())}
+  return {
+    "mean": mean,
+    "std": float(np.sqrt(max(sq / count - mean**2, 1e-12))),
+    "min_mean": float(np.concatenate(mins).mean()),
+    "max_mean": float(np.concatenate(maxs).mean()),
+  }
 
 
 def _reason_counts(bad) -> str:

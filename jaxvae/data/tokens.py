@@ -1,4 +1,5 @@
-"""Symbolic data: MIDI files -> event tokens (jaxvae.symbolic.midi) -> fixed windows in a token store.
+"""Symbolic data: MIDI files -> event tokens (jaxvae.symbolic.midi) -> fixed windows in a
+token store.
 
 Like the feature store, a token store is a folder keyed by a hash of the tokenizer settings
 and the file list: `tokens.npy` (int32 [N, seq_len], PAD-filled) and `manifest.json` (one row
@@ -31,11 +32,11 @@ import tqdm
 
 from jaxvae import errors
 from jaxvae import faults
-from jaxvae.symbolic import midi
 from jaxvae import workdir as workdir_lib
-from jaxvae.errors import ConfigError
 from jaxvae.data import readers
 from jaxvae.data import store as store_lib
+from jaxvae.errors import ConfigError
+from jaxvae.symbolic import midi
 
 MIDI_EXTENSIONS = (".mid", ".midi")
 TOKEN_STORE_VERSION = 2
@@ -47,12 +48,15 @@ def ensure_chorales(cache_dir: str, limit: int) -> str:
   if os.path.exists(os.path.join(folder, "done.json")):
     return folder
   try:
-    from music21 import corpus, repeat
+    from music21 import corpus
+    from music21 import repeat
     from music21.corpus import chorales
   except ImportError:
-    raise errors.DataError("data.layout 'chorales' needs music21 (pip install music21, or "
-                            "jaxvae[midi]); or point data.root at a folder of MIDI files "
-                            "with data.layout=folder") from None
+    raise errors.DataError(
+      "data.layout 'chorales' needs music21 (pip install music21, or "
+      "jaxvae[midi]); or point data.root at a folder of MIDI files "
+      "with data.layout=folder"
+    ) from None
   workdir_lib.remove_stale_tmp(folder)
   tmp = workdir_lib.tmp_name(folder)
   os.makedirs(tmp, exist_ok=True)
@@ -79,14 +83,16 @@ def list_midi(config) -> list[readers.Item]:
     root = ensure_chorales(store_lib.cache_dir(config), d.midi.chorales)
     return readers.list_items("folder", root, extensions=MIDI_EXTENSIONS)
   if not d.root:
-    raise errors.DataError(f"config key 'data.root' is empty; data.layout '{d.layout}' "
-                            "needs a dataset path")
+    raise errors.DataError(
+      f"config key 'data.root' is empty; data.layout '{d.layout}' needs a dataset path"
+    )
   if d.layout == "maestro":
     return _maestro_midi(d.root)
   if d.layout == "folder":
     return readers.list_items("folder", d.root, extensions=MIDI_EXTENSIONS)
-  raise errors.DataError(f"config key 'data.layout' is '{d.layout}'; MIDI data uses folder, "
-                          "maestro or chorales")
+  raise errors.DataError(
+    f"config key 'data.layout' is '{d.layout}'; MIDI data uses folder, maestro or chorales"
+  )
 
 
 def _maestro_midi(root: str) -> list[readers.Item]:
@@ -97,9 +103,15 @@ def _maestro_midi(root: str) -> list[readers.Item]:
   with open(found[-1], newline="", encoding="utf-8") as f:
     for row in csv.DictReader(f):
       rel = row["midi_filename"]
-      items.append(readers.Item(clip_id=rel, path=os.path.join(root, rel),
-                                labels={"composer": row["canonical_composer"]},
-                                split=row["split"], lyrics=None))
+      items.append(
+        readers.Item(
+          clip_id=rel,
+          path=os.path.join(root, rel),
+          labels={"composer": row["canonical_composer"]},
+          split=row["split"],
+          lyrics=None,
+        )
+      )
   return sorted(items, key=lambda it: it.clip_id)
 
 
@@ -108,18 +120,28 @@ def token_params(config) -> dict:
   m = d.midi
   stretch = [float(f) for f in m.tempo_stretch]
   if any(not f > 0 for f in stretch):
-    raise ConfigError(f"config key 'data.midi.tempo_stretch' is {tuple(m.tempo_stretch)!r}; "
-                      "expected factors > 0 (1.1 = 10% slower)")
+    raise ConfigError(
+      f"config key 'data.midi.tempo_stretch' is {tuple(m.tempo_stretch)!r}; "
+      "expected factors > 0 (1.1 = 10% slower)"
+    )
   for key in ("velocity_jitter", "velocity_copies"):
     if not isinstance(m[key], int) or m[key] < (key == "velocity_copies"):
-      raise ConfigError(f"config key 'data.midi.{key}' is {m[key]!r}; expected an integer "
-                        f">= {int(key == 'velocity_copies')}")
-  return {"seq_len": m.seq_len, "overlap": m.overlap, "transpose": list(m.transpose),
-          "tempo_stretch": stretch, "velocity_jitter": m.velocity_jitter,
-          "velocity_copies": m.velocity_copies if m.velocity_jitter else 0,
-          "augment_seed": m.augment_seed, "vocab": midi.DEFAULT.size,
-          "split": {"val_fraction": d.val_fraction, "seed": d.split_seed},
-          "version": TOKEN_STORE_VERSION}
+      raise ConfigError(
+        f"config key 'data.midi.{key}' is {m[key]!r}; expected an integer "
+        f">= {int(key == 'velocity_copies')}"
+      )
+  return {
+    "seq_len": m.seq_len,
+    "overlap": m.overlap,
+    "transpose": list(m.transpose),
+    "tempo_stretch": stretch,
+    "velocity_jitter": m.velocity_jitter,
+    "velocity_copies": m.velocity_copies if m.velocity_jitter else 0,
+    "augment_seed": m.augment_seed,
+    "vocab": midi.DEFAULT.size,
+    "split": {"val_fraction": d.val_fraction, "seed": d.split_seed},
+    "version": TOKEN_STORE_VERSION,
+  }
 
 
 def build(config, *, progress: bool = True):
@@ -141,8 +163,10 @@ def _augmented(tokens, clip_id, params):
     yield {"tempo_stretch": factor}, midi.stretch_tempo(tokens, factor)
   for k in range(params["velocity_copies"]):
     rng = np.random.default_rng([params["augment_seed"], zlib.crc32(clip_id.encode()), k])
-    yield ({"velocity_jitter": params["velocity_jitter"], "copy": k},
-           midi.jitter_velocity(tokens, rng, params["velocity_jitter"]))
+    yield (
+      {"velocity_jitter": params["velocity_jitter"], "copy": k},
+      midi.jitter_velocity(tokens, rng, params["velocity_jitter"]),
+    )
 
 
 def _windows_of(tokens, split, params, clip_id):
@@ -150,8 +174,7 @@ def _windows_of(tokens, split, params, clip_id):
   copies = [(None, tokens)]
   if split == "train":
     copies += list(_augmented(tokens, clip_id, params))
-  return [(record, midi.windows(t, params["seq_len"], params["overlap"]))
-          for record, t in copies]
+  return [(record, midi.windows(t, params["seq_len"], params["overlap"])) for record, t in copies]
 
 
 def _write(config, items, params, key, path, progress) -> None:
@@ -160,28 +183,49 @@ def _write(config, items, params, key, path, progress) -> None:
     try:
       tokens = midi.encode(item.path)
     except errors.MidiError as e:
-      bad.append({"path": item.path, "clip_id": item.clip_id, "reason": e.reason,
-                  "action": "skipped"})
+      bad.append(
+        {"path": item.path, "clip_id": item.clip_id, "reason": e.reason, "action": "skipped"}
+      )
       continue
     split = store_lib.split_of(item, config.data.val_fraction, config.data.split_seed)
     for record, win in _windows_of(tokens, split, params, item.clip_id):
       arrays.append(win)
-      rows += [{"clip_id": item.clip_id, "segment": k, "augment": record, "split": split,
-                "labels": dict(item.labels), "bad": None} for k in range(len(win))]
+      rows += [
+        {
+          "clip_id": item.clip_id,
+          "segment": k,
+          "augment": record,
+          "split": split,
+          "labels": dict(item.labels),
+          "bad": None,
+        }
+        for k in range(len(win))
+      ]
   if not rows:
     raise errors.DataError(f"no usable MIDI file among {len(items)} ({len(bad)} bad)")
   workdir_lib.remove_stale_tmp(path)
   tmp = workdir_lib.tmp_name(path)
   os.makedirs(tmp, exist_ok=True)
   np.save(os.path.join(tmp, "tokens.npy"), np.concatenate(arrays).astype(np.int32))
-  manifest = {"kind": "tokens", "version": TOKEN_STORE_VERSION, "key": key, "params": params, "examples": rows,
-              "bad": bad, "label_values": store_lib.label_values(rows),
-              "dataset": {"layout": config.data.layout, "root": config.data.root,
-                          "num_files": len(items)}, "stats": {}}
+  manifest = {
+    "kind": "tokens",
+    "version": TOKEN_STORE_VERSION,
+    "key": key,
+    "params": params,
+    "examples": rows,
+    "bad": bad,
+    "label_values": store_lib.label_values(rows),
+    "dataset": {"layout": config.data.layout, "root": config.data.root, "num_files": len(items)},
+    "stats": {},
+  }
   store_lib.publish(tmp, path, manifest, "tokens.commit")
   if bad:
-    logging.warning("%d of %d MIDI files were bad and skipped; see %s", len(bad), len(items),
-                    os.path.join(path, "manifest.json"))
+    logging.warning(
+      "%d of %d MIDI files were bad and skipped; see %s",
+      len(bad),
+      len(items),
+      os.path.join(path, "manifest.json"),
+    )
 
 
 class TokenStore(store_lib.Store):

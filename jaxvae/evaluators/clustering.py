@@ -9,19 +9,15 @@ holding an index into `label_names[column]`, or -1 when the value is unknown.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import logging
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from sklearn import metrics as skmetrics
-from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA
-from sklearn.mixture import GaussianMixture
-from sklearn.preprocessing import StandardScaler
-
 
 log = logging.getLogger(__name__)
+# scikit-learn and scipy (about 1.3 s to import) are imported inside the functions that use
+# them: every jaxvae process imports this module (main imports every mode), few use them.
 
 UNKNOWN = -1
 METRIC_KEYS = ("nmi", "ari", "purity", "acc", "silhouette")
@@ -63,22 +59,32 @@ def hungarian_accuracy(table: np.ndarray) -> float:
   the surplus clusters stay unmatched and their points count as errors (unlike purity,
   which rewards over-clustering).
   """
+  from scipy.optimize import linear_sum_assignment
+
   rows, cols = linear_sum_assignment(table, maximize=True)
   return float(table[rows, cols].sum() / table.sum())
 
 
 def _silhouette(features: np.ndarray | None, labels_pred: np.ndarray, seed: int) -> float:
+  from sklearn import metrics as skmetrics
+
   n_clusters = len(np.unique(labels_pred))
   # sklearn requires 2 <= n_clusters <= n_samples - 1.
   if features is None or n_clusters < 2 or n_clusters >= len(labels_pred):
     return float("nan")
   sample = SILHOUETTE_MAX_POINTS if len(labels_pred) > SILHOUETTE_MAX_POINTS else None
-  return float(skmetrics.silhouette_score(
-      features, labels_pred, sample_size=sample, random_state=seed))
+  return float(
+    skmetrics.silhouette_score(features, labels_pred, sample_size=sample, random_state=seed)
+  )
 
 
-def cluster_metrics(labels_true: np.ndarray, labels_pred: np.ndarray,
-                    features: np.ndarray | None = None, *, seed: int = 0) -> dict[str, float]:
+def cluster_metrics(
+  labels_true: np.ndarray,
+  labels_pred: np.ndarray,
+  features: np.ndarray | None = None,
+  *,
+  seed: int = 0,
+) -> dict[str, float]:
   """Scores a clustering against ground-truth labels.
 
   Args:
@@ -91,11 +97,14 @@ def cluster_metrics(labels_true: np.ndarray, labels_pred: np.ndarray,
     {"nmi", "ari", "purity", "acc", "silhouette"}: floats; all NaN when no label is known,
     silhouette NaN when there are fewer than 2 clusters or no features.
   """
+  from sklearn import metrics as skmetrics
+
   labels_true = np.asarray(labels_true).ravel()
   labels_pred = np.asarray(labels_pred).ravel()
   if labels_true.shape != labels_pred.shape:
-    raise ValueError(f"labels_true has {labels_true.size} entries but labels_pred has "
-                     f"{labels_pred.size}")
+    raise ValueError(
+      f"labels_true has {labels_true.size} entries but labels_pred has {labels_pred.size}"
+    )
   known = labels_true != UNKNOWN
   if not known.any():
     return {k: float("nan") for k in METRIC_KEYS}
@@ -105,15 +114,16 @@ def cluster_metrics(labels_true: np.ndarray, labels_pred: np.ndarray,
   if features is not None:
     feats = flatten(features)
     if feats.shape[0] != labels_true.size:
-      raise ValueError(f"features has {feats.shape[0]} rows but there are "
-                       f"{labels_true.size} labels")
+      raise ValueError(
+        f"features has {feats.shape[0]} rows but there are {labels_true.size} labels"
+      )
     feats = feats[known]
   return {
-      "nmi": float(skmetrics.normalized_mutual_info_score(t, p)),
-      "ari": float(skmetrics.adjusted_rand_score(t, p)),
-      "purity": purity(table),
-      "acc": hungarian_accuracy(table),
-      "silhouette": _silhouette(feats, p, seed),
+    "nmi": float(skmetrics.normalized_mutual_info_score(t, p)),
+    "ari": float(skmetrics.adjusted_rand_score(t, p)),
+    "purity": purity(table),
+    "acc": hungarian_accuracy(table),
+    "silhouette": _silhouette(feats, p, seed),
   }
 
 
@@ -122,17 +132,22 @@ def cluster_metrics(labels_true: np.ndarray, labels_pred: np.ndarray,
 # ----------------------------------------------------------------------------------------------
 
 
-def cluster_latents(latents: np.ndarray, n_clusters: int, *, method: str = "kmeans",
-                    seed: int = 0) -> np.ndarray:
+def cluster_latents(
+  latents: np.ndarray, n_clusters: int, *, method: str = "kmeans", seed: int = 0
+) -> np.ndarray:
   """Clusters [N, ...] latents into `n_clusters`; returns int [N] cluster ids.
 
   method: "kmeans" (10 restarts) or "gmm" (diagonal covariances, the same family as a
   VaDE prior, so its score is the fair comparison for VaDE's own assignments).
   """
+  from sklearn.cluster import KMeans
+  from sklearn.mixture import GaussianMixture
+
   x = flatten(latents).astype(np.float64)
   if not 1 <= n_clusters <= x.shape[0]:
-    raise ValueError(f"n_clusters must be in [1, {x.shape[0]}] (the number of points), "
-                     f"got {n_clusters}")
+    raise ValueError(
+      f"n_clusters must be in [1, {x.shape[0]}] (the number of points), got {n_clusters}"
+    )
   if method == "kmeans":
     model = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed)
   elif method == "gmm":
@@ -157,13 +172,20 @@ def _check_label_range(name: str, y: np.ndarray, names: Sequence[str] | None) ->
   bad = (y < UNKNOWN) | ((y >= len(names)) if names is not None else False)
   if np.any(bad):
     size = "?" if names is None else len(names)
-    raise ValueError(f"label {name!r} has ids {sorted(set(y[bad].tolist()))[:5]} outside "
-                     f"[-1, {size}) (its label_names has {size} values)")
+    raise ValueError(
+      f"label {name!r} has ids {sorted(set(y[bad].tolist()))[:5]} outside "
+      f"[-1, {size}) (its label_names has {size} values)"
+    )
 
 
-def evaluate_latents(latents: np.ndarray, labels: Mapping[str, np.ndarray],
-                     label_names: Mapping[str, Sequence[str]], *, seed: int = 0,
-                     assignments: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+def evaluate_latents(
+  latents: np.ndarray,
+  labels: Mapping[str, np.ndarray],
+  label_names: Mapping[str, Sequence[str]],
+  *,
+  seed: int = 0,
+  assignments: np.ndarray | None = None,
+) -> dict[str, dict[str, Any]]:
   """Clusters the latents once per label column and scores the clusters against it.
 
   k is the number of distinct known values of the column in these data (a split may lack
@@ -203,13 +225,20 @@ def evaluate_latents(latents: np.ndarray, labels: Mapping[str, np.ndarray],
   return results
 
 
-def pca_kmeans_baseline(features: np.ndarray, labels: Mapping[str, np.ndarray],
-                        label_names: Mapping[str, Sequence[str]], n_components: int = 32,
-                        seed: int = 0) -> dict[str, dict[str, Any]]:
+def pca_kmeans_baseline(
+  features: np.ndarray,
+  labels: Mapping[str, np.ndarray],
+  label_names: Mapping[str, Sequence[str]],
+  n_components: int = 32,
+  seed: int = 0,
+) -> dict[str, dict[str, Any]]:
   """The no-VAE baseline: standardize the flattened features, PCA, then `evaluate_latents`.
 
   A VAE's latents are worth having for clustering only if they beat this.
   """
+  from sklearn.decomposition import PCA
+  from sklearn.preprocessing import StandardScaler
+
   x = flatten(features).astype(np.float32)
   n, d = x.shape
   if n < 2:

@@ -19,8 +19,7 @@ def encode_all(run, state, examples) -> dict[str, np.ndarray]:
   keep = {"mu", "z", "recon", "assignments"}
   chunks: dict[str, list] = {}
   for batch in pipeline.eval_batches(examples, run.config.train.batch_size):
-    outputs = run.gather({k: v for k, v in run.forward(state, run.put(batch)).items()
-                          if k in keep})
+    outputs = run.gather({k: v for k, v in run.forward(state, run.put(batch)).items() if k in keep})
     real = batch["mask"] > 0
     for k, v in outputs.items():
       chunks.setdefault(k, []).append(np.asarray(v)[real])
@@ -39,28 +38,41 @@ class Latents:
   def run(self, state) -> dict:
     run, config, out_dir = self.job, self.job.config, self.out_dir
     # Every original clip (augmented copies would count clips twice in the clustering).
-    everything = pipeline.Examples(run.store, run.store.indices(augmented=False),
-                                   config.data.normalize, run.train_examples.lyrics)
+    everything = pipeline.Examples(
+      run.store,
+      run.store.indices(augmented=False),
+      config.data.normalize,
+      run.train_examples.lyrics,
+    )
     encoded = encode_all(run, state, everything)
-    labels = {name: run.store.label_array(name)[everything.indices]
-              for name in run.store.label_values}
+    labels = {
+      name: run.store.label_array(name)[everything.indices] for name in run.store.label_values
+    }
     names = run.store.label_values
     latent = encoded.get("mu", encoded.get("z"))
     results = {}
     if latent is not None and labels:
-      results |= clustering.evaluate_latents(latent, labels, names, seed=config.seed,
-                                             assignments=encoded.get("assignments"))
+      results |= clustering.evaluate_latents(
+        latent, labels, names, seed=config.seed, assignments=encoded.get("assignments")
+      )
       results["baseline_pca_kmeans"] = clustering.pca_kmeans_baseline(
-          encoded["x"], labels, names, seed=config.seed)
+        encoded["x"], labels, names, seed=config.seed
+      )
       for method in [m.strip() for m in config.eval.plots.split(",") if m.strip()]:
         try:
-          plots.plot_embedding_2d(latent, labels, names,
-                                  os.path.join(out_dir, f"latent_{method}.png"),
-                                  method=method, seed=config.seed,
-                                  title=f"{config.model.name} latent ({method})")
+          plots.plot_embedding_2d(
+            latent,
+            labels,
+            names,
+            os.path.join(out_dir, f"latent_{method}.png"),
+            method=method,
+            seed=config.seed,
+            title=f"{config.model.name} latent ({method})",
+          )
         except ImportError as e:
           logging.warning("Skipping the %s plot: %s", method, e)
       plots.write_projector(latent, labels, names, os.path.join(out_dir, "projector"))
-    plots.plot_spectrogram_grid(encoded["x"][:8], encoded["recon"][:8],
-                                os.path.join(out_dir, "reconstructions.png"))
+    plots.plot_spectrogram_grid(
+      encoded["x"][:8], encoded["recon"][:8], os.path.join(out_dir, "reconstructions.png")
+    )
     return results

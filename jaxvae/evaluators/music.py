@@ -23,13 +23,14 @@ def data_windows(job) -> np.ndarray:
 
 def tensorboard_scalars(music: dict) -> dict[str, float]:
   """The scalar part of `MusicStatistics.run`'s result, named for TensorBoard (`eval/...`)."""
-  out = {f"eval/val_{k}": music["val"][k] for k in ("nll", "ppl", "accuracy")
-         if k in music["val"]}
+  out = {f"eval/val_{k}": music["val"][k] for k in ("nll", "ppl", "accuracy") if k in music["val"]}
   for name in ("generated", "data"):
-    out |= {f"eval/{name}_{k}": v for k, v in music[name].items()
-            if k in music_stats.SCALARS and v is not None}
-  out |= {f"eval/distance_{k}": v for k, v in music["distance"].items()
-          if isinstance(v, float)}
+    out |= {
+      f"eval/{name}_{k}": v
+      for k, v in music[name].items()
+      if k in music_stats.SCALARS and v is not None
+    }
+  out |= {f"eval/distance_{k}": v for k, v in music["distance"].items() if isinstance(v, float)}
   return out
 
 
@@ -49,10 +50,19 @@ class MusicStatistics:
     generated = tokens.sample(run, state, config, n, config.seed)
     files = tokens.write_midi(generated, os.path.join(self.out_dir, "samples"))
     g = config.generate
-    return {"step": int(state.step), "val": val,
-            **music_stats.compare(list(generated), list(data_windows(run))),
-            "generation": {"num_generated": n, "num_tokens": g.num_tokens,
-                           "latent": "prior" if run.model.cfg.is_vae else "none",
-                           "temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p,
-                           "seed": config.seed, "files": files},
-            "note": "pitch-class histograms are duration-weighted; drum notes excluded"}
+    return {
+      "step": int(state.step),
+      "val": val,
+      **music_stats.compare(list(generated), list(data_windows(run))),
+      "generation": {
+        "num_generated": n,
+        "num_tokens": g.num_tokens,
+        "latent": "prior" if run.model.cfg.is_vae else "none",
+        "temperature": g.temperature,
+        "top_k": g.top_k,
+        "top_p": g.top_p,
+        "seed": config.seed,
+        "files": files,
+      },
+      "note": "pitch-class histograms are duration-weighted; drum notes excluded",
+    }

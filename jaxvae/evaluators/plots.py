@@ -7,23 +7,26 @@ holding an index into `label_names[column]`, or -1 when the value is unknown.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import logging
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
 
 from jaxvae import figures
 from jaxvae.evaluators import clustering
 
 log = logging.getLogger(__name__)
-
+# scikit-learn and scipy (about 1.3 s to import) are imported inside the functions that use
+# them: every jaxvae process imports this module (main imports every mode), few use them.
 
 
 def _embed_2d(x: np.ndarray, method: str, seed: int) -> tuple[np.ndarray, str]:
   """[N, D] -> ([N, 2], the method actually used)."""
+  from sklearn.decomposition import PCA
+  from sklearn.manifold import TSNE
+
   n, d = x.shape
   if d > 50 and n > 2:  # PCA first: t-SNE / UMAP neighbours are cheaper and less noisy in 50-d
     x = PCA(n_components=min(50, n), random_state=seed).fit_transform(x)
@@ -31,8 +34,10 @@ def _embed_2d(x: np.ndarray, method: str, seed: int) -> tuple[np.ndarray, str]:
     try:
       import umap  # pylint: disable=import-outside-toplevel
     except ImportError:
-      log.warning("plot_embedding_2d: umap-learn is not installed (pip install umap-learn); "
-                  "using t-SNE instead")
+      log.warning(
+        "plot_embedding_2d: umap-learn is not installed (pip install umap-learn); "
+        "using t-SNE instead"
+      )
       method = "tsne"
     else:
       reducer = umap.UMAP(n_components=2, n_neighbors=max(2, min(15, n - 1)), random_state=seed)
@@ -41,8 +46,9 @@ def _embed_2d(x: np.ndarray, method: str, seed: int) -> tuple[np.ndarray, str]:
     raise ValueError(f"method must be 'tsne' or 'umap', got {method!r}")
   # t-SNE needs perplexity < N; for small N keep it under N/3 so neighbourhoods stay local.
   perplexity = min(30.0, max(1.0, (n - 1) / 3.0))
-  tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
-              random_state=seed)
+  tsne = TSNE(
+    n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed
+  )
   return tsne.fit_transform(x), "tsne"
 
 
@@ -52,8 +58,9 @@ def _label_text(names: Sequence[str], index: int) -> str:
   return str(names[index]) if 0 <= index < len(names) else str(index)
 
 
-def _scatter_by_label(ax, xy: np.ndarray, y: np.ndarray | None, names: Sequence[str],
-                      title: str) -> None:
+def _scatter_by_label(
+  ax, xy: np.ndarray, y: np.ndarray | None, names: Sequence[str], title: str
+) -> None:
   ax.set_title(title)
   ax.set_xticks([])
   ax.set_yticks([])
@@ -68,14 +75,27 @@ def _scatter_by_label(ax, xy: np.ndarray, y: np.ndarray | None, names: Sequence[
     sel = y == v
     # Unknowns are drawn grey and underneath so they do not hide the labelled points.
     color = (0.7, 0.7, 0.7) if v == clustering.UNKNOWN else cmap(int(v) % cmap.N)
-    ax.scatter(xy[sel, 0], xy[sel, 1], s=8, color=color, label=_label_text(names, int(v)),
-               zorder=1 if v == clustering.UNKNOWN else 2)
-  ax.legend(fontsize="x-small", markerscale=1.5, loc="upper left", bbox_to_anchor=(1.0, 1.0),
-            ncol=1 + len(values) // 25, frameon=False)
+    ax.scatter(
+      xy[sel, 0],
+      xy[sel, 1],
+      s=8,
+      color=color,
+      label=_label_text(names, int(v)),
+      zorder=1 if v == clustering.UNKNOWN else 2,
+    )
+  ax.legend(
+    fontsize="x-small",
+    markerscale=1.5,
+    loc="upper left",
+    bbox_to_anchor=(1.0, 1.0),
+    ncol=1 + len(values) // 25,
+    frameon=False,
+  )
 
 
 def _colormap(n: int):
   from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
+
   if n <= 10:
     return colormaps["tab10"]
   if n <= 20:
@@ -83,10 +103,17 @@ def _colormap(n: int):
   return colormaps["turbo"].resampled(n)
 
 
-def plot_embedding_2d(latents: np.ndarray, labels: Mapping[str, np.ndarray],
-                      label_names: Mapping[str, Sequence[str]], path: str | None, *,
-                      method: str = "tsne", seed: int = 0, title: str | None = None,
-                      return_array: bool = False):
+def plot_embedding_2d(
+  latents: np.ndarray,
+  labels: Mapping[str, np.ndarray],
+  label_names: Mapping[str, Sequence[str]],
+  path: str | None,
+  *,
+  method: str = "tsne",
+  seed: int = 0,
+  title: str | None = None,
+  return_array: bool = False,
+):
   """2-D t-SNE or UMAP of the latents, one panel per label column coloured by its values.
 
   UMAP falls back to t-SNE (with a warning) when umap-learn is missing. With no label
@@ -121,17 +148,30 @@ def _as_images(specs: Any, what: str) -> np.ndarray:
 
 
 def _show(ax, image: np.ndarray, title: str | None, vmin=None, vmax=None) -> None:
-  ax.imshow(image, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax,
-            interpolation="nearest")
+  ax.imshow(
+    image,
+    origin="lower",
+    aspect="auto",
+    cmap="magma",
+    vmin=vmin,
+    vmax=vmax,
+    interpolation="nearest",
+  )
   ax.set_xticks([])
   ax.set_yticks([])
   if title:
     ax.set_title(title, fontsize="small")
 
 
-def plot_spectrogram_grid(originals: np.ndarray, recons: np.ndarray, path: str | None, *,
-                          titles: Sequence[str] | None = None, max_items: int = 8,
-                          return_array: bool = False):
+def plot_spectrogram_grid(
+  originals: np.ndarray,
+  recons: np.ndarray,
+  path: str | None,
+  *,
+  titles: Sequence[str] | None = None,
+  max_items: int = 8,
+  return_array: bool = False,
+):
   """Inputs on the top row, reconstructions below, at most `max_items` columns.
 
   Each column shares one colour scale so a reconstruction's level errors stay visible.
@@ -153,15 +193,24 @@ def plot_spectrogram_grid(originals: np.ndarray, recons: np.ndarray, path: str |
   return figures.finish(fig, path, return_array)
 
 
-def plot_spectrograms(specs: np.ndarray, path: str | None, titles: Sequence[str] | None = None,
-                      *, max_items: int | None = None, return_array: bool = False):
+def plot_spectrograms(
+  specs: np.ndarray,
+  path: str | None,
+  titles: Sequence[str] | None = None,
+  *,
+  max_items: int | None = None,
+  return_array: bool = False,
+):
   """One row of spectrograms (e.g. samples from the prior), each on its own colour scale."""
   a = _as_images(specs, "specs")
   n = len(a) if max_items is None else min(len(a), max_items)
   fig = figures.new_figure(2.2 * n + 0.4, 2.6)
   for j in range(n):
-    _show(fig.add_subplot(1, n, j + 1), a[j],
-          titles[j] if titles is not None and j < len(titles) else None)
+    _show(
+      fig.add_subplot(1, n, j + 1),
+      a[j],
+      titles[j] if titles is not None and j < len(titles) else None,
+    )
   fig.tight_layout()
   return figures.finish(fig, path, return_array)
 
@@ -175,19 +224,28 @@ def _tsv_safe(text: str) -> str:
   return " ".join(str(text).split())  # tabs / newlines would break the metadata table
 
 
-def write_projector(latents: np.ndarray, labels: Mapping[str, np.ndarray],
-                    label_names: Mapping[str, Sequence[str]], logdir: str, *,
-                    tag: str = "latents", global_step: int = 0) -> str:
+def write_projector(
+  latents: np.ndarray,
+  labels: Mapping[str, np.ndarray],
+  label_names: Mapping[str, Sequence[str]],
+  logdir: str,
+  *,
+  tag: str = "latents",
+  global_step: int = 0,
+) -> str:
   """Writes the latents and their labels for TensorBoard's projector; returns `logdir`.
 
   Metadata has one column per label column (value names, "unknown" for -1). The projector
   reads a one-column file as headerless, so a single column is written without a header.
   """
   from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+
   x = clustering.flatten(latents).astype(np.float32)
   columns = clustering.label_columns(labels, x.shape[0])
-  rows = [[_tsv_safe(_label_text(label_names.get(name, ()), int(y[i])))
-           for name, y in columns.items()] for i in range(x.shape[0])]
+  rows = [
+    [_tsv_safe(_label_text(label_names.get(name, ()), int(y[i]))) for name, y in columns.items()]
+    for i in range(x.shape[0])
+  ]
   header = [_tsv_safe(name) for name in columns]
   if len(header) == 0:
     metadata, header = None, None
@@ -198,15 +256,17 @@ def write_projector(latents: np.ndarray, labels: Mapping[str, np.ndarray],
   os.makedirs(logdir, exist_ok=True)
   writer = SummaryWriter(logdir)
   try:
-    writer.add_embedding(x, metadata=metadata, global_step=global_step, tag=tag,
-                         metadata_header=header)
+    writer.add_embedding(
+      x, metadata=metadata, global_step=global_step, tag=tag, metadata_header=header
+    )
   finally:
     writer.close()
   return logdir
 
 
-def plot_puzzle(x: np.ndarray, recon: np.ndarray, codes: np.ndarray, num_codes: int,
-                path: str, title: str) -> str:
+def plot_puzzle(
+  x: np.ndarray, recon: np.ndarray, codes: np.ndarray, num_codes: int, path: str, title: str
+) -> str:
   """Input spectrogram, its reconstruction and its code grid side by side."""
   fig = figures.new_figure(11, 3.4)
   fig.set_layout_engine("constrained")
@@ -214,8 +274,13 @@ def plot_puzzle(x: np.ndarray, recon: np.ndarray, codes: np.ndarray, num_codes: 
   for ax, img, name in ((axes[0], x, "input"), (axes[1], recon, "reconstruction")):
     ax.imshow(img, origin="lower", aspect="auto", cmap="magma", vmin=0.0, vmax=1.0)
     ax.set_title(name)
-  im = axes[2].imshow(codes, origin="lower", cmap="tab10" if num_codes <= 10 else "tab20",
-                      vmin=-0.5, vmax=num_codes - 0.5)
+  im = axes[2].imshow(
+    codes,
+    origin="lower",
+    cmap="tab10" if num_codes <= 10 else "tab20",
+    vmin=-0.5,
+    vmax=num_codes - 0.5,
+  )
   axes[2].set_title(f"codes ({codes.shape[0]} x {codes.shape[1]})")
   fig.colorbar(im, ax=axes[2], ticks=range(num_codes))
   fig.suptitle(title)

@@ -49,19 +49,24 @@ class Report:
     if "recon" not in outputs:
       return ""
     recon = np.asarray(outputs["recon"])[:n]
-    image = plots.plot_spectrogram_grid(batch["x"][:n], recon, None, max_items=n,
-                                        return_array=True)
+    image = plots.plot_spectrogram_grid(batch["x"][:n], recon, None, max_items=n, return_array=True)
     writer.image("report/reconstructions", image, step)
     path = os.path.join(writer.workdir, "reconstructions.png")
     plots.plot_spectrogram_grid(batch["x"][:n], recon, path, max_items=n)
     faults.point("report.written")
-    plots.plot_spectrogram_grid(batch["x"][:n], recon,
-                                os.path.join(out_dir, "reconstructions.png"), max_items=n)
+    plots.plot_spectrogram_grid(
+      batch["x"][:n], recon, os.path.join(out_dir, "reconstructions.png"), max_items=n
+    )
     audio = {"reconstruction": recon[0]} if config.train.report_audio else {}
     if config.train.report_samples and "mu" in outputs:
       samples = prior.sample(run, state, config, None, min(n, 4), seed=epoch)
-      writer.image("report/prior_samples", plots.plot_spectrograms(
-          samples, os.path.join(out_dir, "prior_samples.png"), return_array=True), step)
+      writer.image(
+        "report/prior_samples",
+        plots.plot_spectrograms(
+          samples, os.path.join(out_dir, "prior_samples.png"), return_array=True
+        ),
+        step,
+      )
       if config.train.report_audio:
         audio["prior_sample"] = samples[0]
     if config.data.feature == "mel":
@@ -82,9 +87,15 @@ class Report:
     sub = pipeline.Examples(ex.store, indices[:limit], ex.normalize, ex.lyrics)
     latent = encode_all(run, state, sub)["mu"]
     labels = {k: ex.store.label_array(k)[sub.indices] for k in ex.store.label_values}
-    image = plots.plot_embedding_2d(latent, labels, ex.store.label_values,
-                                    os.path.join(out_dir, "latent_tsne.png"), method="tsne",
-                                    seed=run.config.seed, return_array=True)
+    image = plots.plot_embedding_2d(
+      latent,
+      labels,
+      ex.store.label_values,
+      os.path.join(out_dir, "latent_tsne.png"),
+      method="tsne",
+      seed=run.config.seed,
+      return_array=True,
+    )
     self.writer.image("report/latent_tsne", image, step)
 
 

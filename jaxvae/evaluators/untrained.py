@@ -18,27 +18,51 @@ def compare(run, trained_state) -> dict:
   untrained = _summarize(Validation(run).run(run.state))
   trained = _summarize(Validation(run).run(trained_state))
   before, after = untrained["recon_mse"], trained["recon_mse"]
-  result = {"recon_mse_untrained": before, "recon_mse_trained": after,
-            "recon_reduction_pct": 100.0 * (before - after) / before if before else 0.0,
-            "validation_examples": len(run.val_examples), "step": int(trained_state.step)}
+  result = {
+    "recon_mse_untrained": before,
+    "recon_mse_trained": after,
+    "recon_reduction_pct": 100.0 * (before - after) / before if before else 0.0,
+    "validation_examples": len(run.val_examples),
+    "step": int(trained_state.step),
+  }
   if "codes_used" in trained:
-    result |= {"perplexity": trained["perplexity"], "perplexity_untrained":
-               untrained["perplexity"], "codes_used": trained["codes_used"],
-               "codes_used_untrained": untrained["codes_used"],
-               "codebook_size": int(run.config.model.num_codes)}
+    result |= {
+      "perplexity": trained["perplexity"],
+      "perplexity_untrained": untrained["perplexity"],
+      "codes_used": trained["codes_used"],
+      "codes_used_untrained": untrained["codes_used"],
+      "codebook_size": int(run.config.model.num_codes),
+    }
   return result
 
 
 def markdown(result: dict) -> str:
-  rows = [("Recon MSE", result["recon_mse_trained"], result["recon_mse_untrained"],
-           f"{result['recon_reduction_pct']:.1f}% reduction")]
+  rows = [
+    (
+      "Recon MSE",
+      result["recon_mse_trained"],
+      result["recon_mse_untrained"],
+      f"{result['recon_reduction_pct']:.1f}% reduction",
+    )
+  ]
   if "codes_used" in result:
-    rows.append(("Perplexity", result["perplexity"], result["perplexity_untrained"],
-                 f"{result['perplexity'] - result['perplexity_untrained']:+.2f}"))
+    rows.append(
+      (
+        "Perplexity",
+        result["perplexity"],
+        result["perplexity_untrained"],
+        f"{result['perplexity'] - result['perplexity_untrained']:+.2f}",
+      )
+    )
     n = result["codebook_size"]
-    rows.append(("Codes used", f"{result['codes_used']}/{n}",
-                 f"{result['codes_used_untrained']}/{n}",
-                 f"{result['codes_used'] - result['codes_used_untrained']:+d} codes"))
+    rows.append(
+      (
+        "Codes used",
+        f"{result['codes_used']}/{n}",
+        f"{result['codes_used_untrained']}/{n}",
+        f"{result['codes_used'] - result['codes_used_untrained']:+d} codes",
+      )
+    )
   lines = ["| Metric | Trained | Untrained | Improvement |", "|---|---|---|---|"]
   for name, a, b, c in rows:
     fa = f"{a:.5f}" if isinstance(a, float) else a

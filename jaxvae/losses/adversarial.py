@@ -7,7 +7,7 @@ scales. `mask` [B] leaves padded examples out; None averages over the whole batc
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -68,6 +68,7 @@ def r1_penalty(disc_fn: Callable, real_inputs, mask=None):
   `disc_fn(x)` returns the discriminator output list; the discriminator has no batch
   statistics, so the gradient of the batch sum splits into per-example gradients.
   """
+
   def total(x):
     return jnp.sum(sum(out["logits"] for out in disc_fn(x)))
 

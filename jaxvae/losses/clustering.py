@@ -28,12 +28,13 @@ LOG_2PI = math.log(2.0 * math.pi)
 def cluster_cross_entropy(mu, logvar, mu_c, logvar_c) -> jax.Array:
   """E_{q(z|x)}[-log p(z | c)] for every cluster: [B, L] x [K, L] -> [B, K]."""
   mu, logvar = mu[:, None, :], logvar[:, None, :]
-  return 0.5 * jnp.sum(LOG_2PI + logvar_c + jnp.exp(logvar - logvar_c)
-                       + jnp.square(mu - mu_c) * jnp.exp(-logvar_c), axis=-1)
+  return 0.5 * jnp.sum(
+    LOG_2PI + logvar_c + jnp.exp(logvar - logvar_c) + jnp.square(mu - mu_c) * jnp.exp(-logvar_c),
+    axis=-1,
+  )
 
 
-def vade_kl(mu, logvar, gamma, log_gamma, pi_logits, mu_c,
-            logvar_c) -> tuple[jax.Array, jax.Array]:
+def vade_kl(mu, logvar, gamma, log_gamma, pi_logits, mu_c, logvar_c) -> tuple[jax.Array, jax.Array]:
   """Per-example KL(q(z, c | x) || p(z, c)) [B] and entropy of q(c | x) [B], in float32.
 
   mu, logvar [B, L]: q(z | x); gamma, log_gamma [B, K]: q(c | x); pi_logits [K], mu_c and

@@ -18,8 +18,9 @@ def gaussian_kl(mu: jax.Array, logvar: jax.Array) -> jax.Array:
   return 0.5 * (jnp.square(mu) + jnp.exp(logvar) - 1.0 - logvar)
 
 
-def free_bits_kl(mu: jax.Array, logvar: jax.Array, mask: jax.Array,
-                 free_bits: float) -> tuple[jax.Array, jax.Array]:
+def free_bits_kl(
+  mu: jax.Array, logvar: jax.Array, mask: jax.Array, free_bits: float
+) -> tuple[jax.Array, jax.Array]:
   """(KL to penalize, KL to report), both scalars summed over latent dimensions.
 
   Each dimension's KL is averaged over the real examples (`mask` [B]); free bits then floor

@@ -10,7 +10,7 @@ an FFT-magnitude distance; `spectral_loss` is the FFT-magnitude version.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,7 @@ def _flat(x: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------------------------
 # Plain errors
 # ----------------------------------------------------------------------------------------------
+
 
 def nll(recon: jax.Array, x: jax.Array, kind: str) -> jax.Array:
   """Per-example negative log-likelihood (up to a constant), summed over features.
@@ -60,8 +61,10 @@ def mean_squared_error(recon: jax.Array, x: jax.Array) -> jax.Array:
 # Frequency-weighted reconstruction
 # ----------------------------------------------------------------------------------------------
 
-def band_weights(n_bins: int, bands: Sequence[Sequence[float]] = DEFAULT_BANDS,
-                 default: float = 1.0) -> np.ndarray:
+
+def band_weights(
+  n_bins: int, bands: Sequence[Sequence[float]] = DEFAULT_BANDS, default: float = 1.0
+) -> np.ndarray:
   """Weight per frequency row from fractional bands, float32 `[n_bins]`.
 
   Row `f` sits at the fraction `f / n_bins` of the axis and belongs to the band
@@ -101,6 +104,7 @@ def frequency_weighted_mse(recon: jax.Array, x: jax.Array, weights) -> jax.Array
 # FFT-magnitude distance along time
 # ----------------------------------------------------------------------------------------------
 
+
 def _hann(size: int) -> np.ndarray:
   """Periodic Hann window: overlapping at hop size // 2 it sums to a constant."""
   return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(size) / size)).astype(np.float32)
@@ -128,8 +132,9 @@ def _magnitudes(x: jax.Array, size: int | None) -> jax.Array:
   return jnp.abs(jnp.fft.rfft(frames, axis=-1))
 
 
-def spectral_loss(recon: jax.Array, x: jax.Array, fft_sizes: Sequence[int | None] = (None,),
-                  kind: str = "l1") -> jax.Array:
+def spectral_loss(
+  recon: jax.Array, x: jax.Array, fft_sizes: Sequence[int | None] = (None,), kind: str = "l1"
+) -> jax.Array:
   """Distance between FFT magnitudes along the time axis of `[B, F, T]` spectrograms: `[B]`.
 
   For each size in `fft_sizes` (None = one rfft over all T frames, no window; an int = Hann
@@ -155,6 +160,7 @@ def spectral_loss(recon: jax.Array, x: jax.Array, fft_sizes: Sequence[int | None
 # Range penalty
 # ----------------------------------------------------------------------------------------------
 
+
 def range_penalty(recon: jax.Array, x: jax.Array, margin: float = 0.0) -> jax.Array:
   """Mean squared excess of `recon` outside its own input's [min - margin, max + margin]: `[B]`.
 
@@ -172,6 +178,7 @@ def range_penalty(recon: jax.Array, x: jax.Array, margin: float = 0.0) -> jax.Ar
 # ----------------------------------------------------------------------------------------------
 # Embeddings
 # ----------------------------------------------------------------------------------------------
+
 
 def embedding_distance(pred: jax.Array, target: jax.Array, kind: str) -> jax.Array:
   """Per-example `[B]` distance of `[B, D]` vectors: sum of squares ('mse') or 1 - cosine

@@ -29,6 +29,8 @@ def token_terms(logits: jax.Array, tokens: jax.Array, mask: jax.Array) -> dict[s
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
   correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
   examples = jnp.maximum(jnp.sum(mask.astype(jnp.float32)), 1.0)
-  return {"nll": reduce.masked_mean(nll, weights),
-          "accuracy": reduce.masked_mean(correct, weights),
-          "tokens_per_example": jnp.maximum(jnp.sum(weights) / examples, 1.0)}
+  return {
+    "nll": reduce.masked_mean(nll, weights),
+    "accuracy": reduce.masked_mean(correct, weights),
+    "tokens_per_example": jnp.maximum(jnp.sum(weights) / examples, 1.0),
+  }

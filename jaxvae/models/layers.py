@@ -24,7 +24,8 @@ BUILD_NOTES.md.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -77,12 +78,11 @@ def phase_taps(k: int, s: int, pad_lo: int) -> tuple[int, list[int], list[int]]:
   return taps, first, base
 
 
-def _phase_kernel(kernel: jax.Array, k: int, s: int, first: Sequence[int],
-                  taps: int) -> jax.Array:
+def _phase_kernel(kernel: jax.Array, k: int, s: int, first: Sequence[int], taps: int) -> jax.Array:
   """[k, I, O] along one spatial axis -> [T, I, s, O]: tap t of phase a is W'[r_a + s*t]
   (zero past the kernel's end)."""
   padded = jnp.pad(kernel, [(0, s * taps - k)] + [(0, 0)] * (kernel.ndim - 1))
-  return jnp.stack([padded[r:r + s * taps:s] for r in first], axis=-2)
+  return jnp.stack([padded[r : r + s * taps : s] for r in first], axis=-2)
 
 
 class ConvTranspose(nn.Module):
@@ -107,19 +107,28 @@ class ConvTranspose(nn.Module):
       raise ValueError(f"ConvTranspose impl {self.impl!r}: expected one of {IMPLS}")
     kh, kw = self.kernel_size
     in_features = x.shape[-1]
-    shape = (kh, kw) + ((self.features, in_features) if self.transpose_kernel
-                        else (in_features, self.features))
+    shape = (kh, kw) + (
+      (self.features, in_features) if self.transpose_kernel else (in_features, self.features)
+    )
     kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
-    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-            if self.use_bias else None)
+    bias = (
+      self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+      if self.use_bias
+      else None
+    )
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     impl = self.impl
     if impl == "auto":
       impl = "matmul" if jax.default_backend() == "cpu" else "lax"
     if impl == "lax":
-      y = jax.lax.conv_transpose(x, kernel, tuple(self.strides), self._padding(),
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                 transpose_kernel=self.transpose_kernel)
+      y = jax.lax.conv_transpose(
+        x,
+        kernel,
+        tuple(self.strides),
+        self._padding(),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        transpose_kernel=self.transpose_kernel,
+      )
     else:
       y = self._phases(x, kernel)
     return y if bias is None else y + bias
@@ -139,14 +148,16 @@ class ConvTranspose(nn.Module):
       lo, hi = transpose_padding(k, s, pad)
       out = (size - 1) * s + 1 + lo + hi - k + 1
       if out % s:
-        raise ValueError(f"ConvTranspose: output length {out} is not a multiple of the "
-                         f"stride {s}; use impl='lax' for this geometry")
+        raise ValueError(
+          f"ConvTranspose: output length {out} is not a multiple of the "
+          f"stride {s}; use impl='lax' for this geometry"
+        )
       taps, first, base = phase_taps(k, s, lo)
       geo.append((size, out // s, s, taps, first, base))
     (h, mh, _, th, fh, bh), (w, mw, _, tw, fw, bw) = geo
     # [kh, kw, I, O] -> [Th, Tw, I, sh * sw * O]: all phases side by side in the output.
-    k_h = _phase_kernel(kernel, kh, sh, fh, th)                           # [Th, kw, I, sh, O]
-    k_hw = _phase_kernel(jnp.moveaxis(k_h, 1, 0), kw, sw, fw, tw)         # [Tw, Th, I, sh, sw, O]
+    k_h = _phase_kernel(kernel, kh, sh, fh, th)  # [Th, kw, I, sh, O]
+    k_hw = _phase_kernel(jnp.moveaxis(k_h, 1, 0), kw, sw, fw, tw)  # [Tw, Th, I, sh, sw, O]
     phase_kernel = jnp.moveaxis(k_hw, 1, 0).reshape(th, tw, x.shape[-1], -1)
     # Pad so every phase's window lies inside; phase a of output m reads conv row m + shift_a.
     lo_h, lo_w = max(0, -min(bh)), max(0, -min(bw))
@@ -155,13 +166,22 @@ class ConvTranspose(nn.Module):
     # The stride-1 convolution as one matmul over the Th x Tw shifted copies (im2col).
     xp = jnp.pad(x, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
     p, q = xp.shape[1] - th + 1, xp.shape[2] - tw + 1
-    cols = jnp.concatenate([xp[:, i:i + p, j:j + q] for i in range(th) for j in range(tw)], -1)
+    cols = jnp.concatenate([xp[:, i : i + p, j : j + q] for i in range(th) for j in range(tw)], -1)
     y = jnp.einsum("bpqk,ko->bpqo", cols, phase_kernel.reshape(-1, phase_kernel.shape[-1]))
     y = y.reshape(*y.shape[:3], sh, sw, -1)
-    rows = [jax.lax.slice_in_dim(y[:, :, :, a], bh[a] + lo_h, bh[a] + lo_h + mh, axis=1)
-            for a in range(sh)]                                            # [B, mh, W', sw, O]
-    cols = [jnp.stack([jax.lax.slice_in_dim(r[:, :, :, b], bw[b] + lo_w, bw[b] + lo_w + mw,
-                                            axis=2) for b in range(sw)], axis=3)
-            for r in rows]                                                 # [B, mh, mw, sw, O]
-    y = jnp.stack(cols, axis=2)                                            # [B, mh, sh, mw, sw, O]
+    rows = [
+      jax.lax.slice_in_dim(y[:, :, :, a], bh[a] + lo_h, bh[a] + lo_h + mh, axis=1)
+      for a in range(sh)
+    ]  # [B, mh, W', sw, O]
+    cols = [
+      jnp.stack(
+        [
+          jax.lax.slice_in_dim(r[:, :, :, b], bw[b] + lo_w, bw[b] + lo_w + mw, axis=2)
+          for b in range(sw)
+        ],
+        axis=3,
+      )
+      for r in rows
+    ]  # [B, mh, mw, sw, O]
+    y = jnp.stack(cols, axis=2)  # [B, mh, sh, mw, sw, O]
     return y.reshape(y.shape[0], mh * sh, mw * sw, y.shape[-1])

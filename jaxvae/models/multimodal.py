@@ -21,20 +21,24 @@ change the posterior (the tests check that two different vectors give identical 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxvae.data.spec import DataSpec
 from jaxvae.models import layers
 from jaxvae.models.vae import ConvVAE
-from jaxvae.data.spec import DataSpec
 
 FUSIONS = ("concat", "poe", "attention")
 
-NO_LYRICS_MESSAGE = ("multimodal_vae needs lyrics embeddings: set config key "
-                     "data.lyrics_embeddings (make them with tools/embed_lyrics.py)")
+NO_LYRICS_MESSAGE = (
+  "multimodal_vae needs lyrics embeddings: set config key "
+  "data.lyrics_embeddings (make them with tools/embed_lyrics.py)"
+)
+
 
 class MLP(nn.Module):
   """Dense + LayerNorm + GELU per hidden layer, then an optional linear output layer.
@@ -42,6 +46,7 @@ class MLP(nn.Module):
   LayerNorm rather than BatchNorm: a batch can hold only a few clips with lyrics, and
   per-example normalization also absorbs the arbitrary scale of a text encoder's vectors.
   """
+
   hidden: Sequence[int]
   out_features: int = 0  # 0: no output layer (an encoder's features).
   dtype: Any = jnp.float32
@@ -58,6 +63,7 @@ class MLP(nn.Module):
 
 class GaussianHead(nn.Module):
   """Features -> (mu, logvar) of a diagonal Gaussian, float32 (the KL is taken in float32)."""
+
   latent_dim: int
   dtype: Any = jnp.float32
 
@@ -68,8 +74,9 @@ class GaussianHead(nn.Module):
     return mu.astype(jnp.float32), logvar.astype(jnp.float32)
 
 
-def product_of_experts(mus: Sequence[jax.Array], logvars: Sequence[jax.Array],
-                       present: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
+def product_of_experts(
+  mus: Sequence[jax.Array], logvars: Sequence[jax.Array], present: Sequence[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
   """Product of N(0, I) with the diagonal Gaussian experts whose `present` flag is 1.
 
   present: one [B] array per expert; an absent expert gets precision exactly 0 (its
@@ -89,23 +96,28 @@ def product_of_experts(mus: Sequence[jax.Array], logvars: Sequence[jax.Array],
 class AttentionFusion(nn.Module):
   """A learned query attends over [audio token, lyrics token]; missing lyrics are a padded
   key, so their attention weight is exactly 0. Returns the fused [B, dim] feature."""
+
   dim: int = 256
   heads: int = 4
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, h_audio: jax.Array, h_lyrics: jax.Array, has_lyrics: jax.Array):
-    tokens = jnp.stack([nn.Dense(self.dim, dtype=self.dtype, name="audio_token")(h_audio),
-                        nn.Dense(self.dim, dtype=self.dtype, name="lyrics_token")(h_lyrics)],
-                       axis=1)
+    tokens = jnp.stack(
+      [
+        nn.Dense(self.dim, dtype=self.dtype, name="audio_token")(h_audio),
+        nn.Dense(self.dim, dtype=self.dtype, name="lyrics_token")(h_lyrics),
+      ],
+      axis=1,
+    )
     tokens = nn.LayerNorm(dtype=self.dtype)(tokens)
     query = self.param("query", nn.initializers.normal(0.02), (1, 1, self.dim))
     query = jnp.broadcast_to(query, (h_audio.shape[0], 1, self.dim)).astype(self.dtype)
     # [B, heads, q=1, kv=2]: the audio key is always there, the lyrics key only with lyrics.
     keep = jnp.stack([jnp.ones_like(has_lyrics, bool), has_lyrics > 0], axis=-1)
     attended = nn.MultiHeadDotProductAttention(
-        num_heads=self.heads, qkv_features=self.dim, dtype=self.dtype)(
-            query, tokens, tokens, mask=keep[:, None, None, :])
+      num_heads=self.heads, qkv_features=self.dim, dtype=self.dtype
+    )(query, tokens, tokens, mask=keep[:, None, None, :])
     return nn.LayerNorm(dtype=self.dtype)(query + attended)[:, 0]
 
 
@@ -116,6 +128,7 @@ class MultimodalVAE(nn.Module):
   Outputs of `__call__`: recon [B, H, W], lyrics_recon [B, D], mu, logvar, z [B, latent]
   (float32); 'poe' adds mu_audio, logvar_audio, mu_lyrics, logvar_lyrics.
   """
+
   input_shape: tuple[int, int]
   lyrics_dim: int
   channels: Sequence[int] = (16, 32, 64)
@@ -130,13 +143,19 @@ class MultimodalVAE(nn.Module):
 
   def setup(self):
     if self.fusion not in FUSIONS:
-      raise ValueError(f"config key 'model.fusion' is {self.fusion!r}; expected one of "
-                        f"{', '.join(FUSIONS)}")
+      raise ValueError(
+        f"config key 'model.fusion' is {self.fusion!r}; expected one of {', '.join(FUSIONS)}"
+      )
     # The audio side is ConvVAE's conv stacks (its `features` / `decode_features`; its
     # Gaussian heads are never called, so they hold no parameters here).
-    self.audio = ConvVAE(input_shape=tuple(self.input_shape), channels=tuple(self.channels),
-                         latent_dim=self.latent_dim, output_activation=self.output_activation,
-                         dtype=self.dtype, conv_transpose=self.conv_transpose)
+    self.audio = ConvVAE(
+      input_shape=tuple(self.input_shape),
+      channels=tuple(self.channels),
+      latent_dim=self.latent_dim,
+      output_activation=self.output_activation,
+      dtype=self.dtype,
+      conv_transpose=self.conv_transpose,
+    )
     self.lyrics_encoder = MLP(self.lyrics_hidden, dtype=self.dtype)
     if self.fusion == "poe":
       self.audio_head = GaussianHead(self.latent_dim, self.dtype)
@@ -153,9 +172,11 @@ class MultimodalVAE(nn.Module):
       raise ValueError("the batch has no 'lyrics': " + NO_LYRICS_MESSAGE)
     lyrics = batch["lyrics"]
     if lyrics.ndim != 2 or lyrics.shape[-1] != self.lyrics_dim:
-      raise ValueError(f"batch['lyrics'] has shape {lyrics.shape}; the model expects "
-                       f"[batch, {self.lyrics_dim}] (config key data.lyrics_embeddings must "
-                       "name embeddings from the text encoder the model was built for)")
+      raise ValueError(
+        f"batch['lyrics'] has shape {lyrics.shape}; the model expects "
+        f"[batch, {self.lyrics_dim}] (config key data.lyrics_embeddings must "
+        "name embeddings from the text encoder the model was built for)"
+      )
     mask = batch.get("lyrics_mask")
     if mask is None:
       mask = jnp.ones(lyrics.shape[:1], jnp.float32)
@@ -172,10 +193,15 @@ class MultimodalVAE(nn.Module):
     if self.fusion == "poe":
       mu_a, logvar_a = self.audio_head(h_audio)
       mu_l, logvar_l = self.lyrics_head(h_lyrics)
-      mu, logvar = product_of_experts([mu_a, mu_l], [logvar_a, logvar_l],
-                                      [jnp.ones_like(has), has])
-      return {"mu": mu, "logvar": logvar, "mu_audio": mu_a, "logvar_audio": logvar_a,
-              "mu_lyrics": mu_l, "logvar_lyrics": logvar_l}
+      mu, logvar = product_of_experts([mu_a, mu_l], [logvar_a, logvar_l], [jnp.ones_like(has), has])
+      return {
+        "mu": mu,
+        "logvar": logvar,
+        "mu_audio": mu_a,
+        "logvar_audio": logvar_a,
+        "mu_lyrics": mu_l,
+        "logvar_lyrics": logvar_l,
+      }
     if self.fusion == "attention":
       fused = self.attention(h_audio, h_lyrics, has)
     else:
@@ -201,8 +227,12 @@ class MultimodalVAE(nn.Module):
   def __call__(self, batch, train: bool = False) -> dict[str, jax.Array]:
     post = self.posterior(batch, train)
     z = layers.reparameterize(self, post["mu"], post["logvar"])
-    return {**post, "z": z, "recon": self.decode(z, batch, train),
-            "lyrics_recon": self.decode_lyrics(z)}
+    return {
+      **post,
+      "z": z,
+      "recon": self.decode(z, batch, train),
+      "lyrics_recon": self.decode_lyrics(z),
+    }
 
 
 def build_multimodal_vae(model_config, spec: DataSpec, dtype: str = "float32") -> MultimodalVAE:
@@ -213,14 +243,19 @@ def build_multimodal_vae(model_config, spec: DataSpec, dtype: str = "float32") -
     raise ValueError(NO_LYRICS_MESSAGE)
   fusion = model_config.get("fusion", "concat")
   if fusion not in FUSIONS:
-    raise ValueError(f"config key 'model.fusion' is {fusion!r}; expected one of "
-                      f"{', '.join(FUSIONS)}")
+    raise ValueError(
+      f"config key 'model.fusion' is {fusion!r}; expected one of {', '.join(FUSIONS)}"
+    )
   return MultimodalVAE(
-      input_shape=tuple(spec.input_shape), lyrics_dim=spec.lyrics_dim,
-      channels=tuple(model_config.channels), latent_dim=model_config.latent_dim,
-      lyrics_hidden=tuple(model_config.get("lyrics_hidden", (256,))), fusion=fusion,
-      attention_dim=model_config.get("attention_dim", 256),
-      attention_heads=model_config.get("attention_heads", 4),
-      output_activation=model_config.get("output_activation", "none"),
-      conv_transpose=model_config.get("conv_transpose", "auto"),
-      dtype=jnp.dtype(dtype))
+    input_shape=tuple(spec.input_shape),
+    lyrics_dim=spec.lyrics_dim,
+    channels=tuple(model_config.channels),
+    latent_dim=model_config.latent_dim,
+    lyrics_hidden=tuple(model_config.get("lyrics_hidden", (256,))),
+    fusion=fusion,
+    attention_dim=model_config.get("attention_dim", 256),
+    attention_heads=model_config.get("attention_heads", 4),
+    output_activation=model_config.get("output_activation", "none"),
+    conv_transpose=model_config.get("conv_transpose", "auto"),
+    dtype=jnp.dtype(dtype),
+  )

@@ -8,8 +8,9 @@ compute `dtype` and return float32 outputs. Both are trained with seed 002's obj
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -17,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae.audio import features
-from jaxvae.models import layers
 from jaxvae.data.spec import DataSpec
+from jaxvae.models import layers
 
 
 def _batch_norm(dtype) -> nn.BatchNorm:
@@ -34,6 +35,7 @@ def _gelu(x: jax.Array) -> jax.Array:
 # Seed 002: SpectralVAE
 # ----------------------------------------------------------------------------------------------
 
+
 class SpectralVAE(nn.Module):
   """3x3 stride-2 conv encoder (BN + GELU), dense posterior, mirrored transposed-conv decoder.
 
@@ -42,6 +44,7 @@ class SpectralVAE(nn.Module):
   same 8 x 17 grid and doubles it per transposed conv (128 x 272), then crops to the input:
   the encoder's ceil division makes the decoded grid at least as large as the input.
   """
+
   input_shape: tuple[int, int]
   channels: Sequence[int] = (32, 64, 128, 256)
   latent_dim: int = 16
@@ -54,8 +57,10 @@ class SpectralVAE(nn.Module):
     return tuple(math.ceil(s / 2**n) for s in self.input_shape)
 
   def setup(self):
-    self.enc_convs = [nn.Conv(c, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                              dtype=self.dtype) for c in self.channels]
+    self.enc_convs = [
+      nn.Conv(c, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype)
+      for c in self.channels
+    ]
     self.enc_bns = [_batch_norm(self.dtype) for _ in self.channels]
     self.mu_head = nn.Dense(self.latent_dim, dtype=self.dtype)
     self.logvar_head = nn.Dense(self.latent_dim, dtype=self.dtype)
@@ -63,9 +68,12 @@ class SpectralVAE(nn.Module):
     self.dec_dense = nn.Dense(grid[0] * grid[1] * self.channels[-1], dtype=self.dtype)
     out_channels = list(self.channels[-2::-1]) + [1]
     # 'SAME' with stride 2 doubles the grid exactly (PyTorch: padding 1, output_padding 1).
-    self.dec_convs = [layers.ConvTranspose(c, (3, 3), strides=(2, 2), padding="SAME",
-                                           dtype=self.dtype, impl=self.conv_transpose)
-                      for c in out_channels]
+    self.dec_convs = [
+      layers.ConvTranspose(
+        c, (3, 3), strides=(2, 2), padding="SAME", dtype=self.dtype, impl=self.conv_transpose
+      )
+      for c in out_channels
+    ]
     self.dec_bns = [_batch_norm(self.dtype) for _ in out_channels[:-1]]
 
   def encode(self, batch, train: bool):
@@ -92,11 +100,14 @@ class SpectralVAE(nn.Module):
 
 
 def build_spectral_vae(model_config, spec: DataSpec, dtype: str = "float32") -> SpectralVAE:
-  return SpectralVAE(input_shape=tuple(spec.input_shape), channels=tuple(model_config.channels),
-                     latent_dim=model_config.latent_dim,
-                     output_activation=model_config.get("output_activation", "none"),
-                     conv_transpose=model_config.get("conv_transpose", "auto"),
-                     dtype=layers.compute_dtype(dtype))
+  return SpectralVAE(
+    input_shape=tuple(spec.input_shape),
+    channels=tuple(model_config.channels),
+    latent_dim=model_config.latent_dim,
+    output_activation=model_config.get("output_activation", "none"),
+    conv_transpose=model_config.get("conv_transpose", "auto"),
+    dtype=layers.compute_dtype(dtype),
+  )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -117,8 +128,9 @@ def mel_centres(n_mels: int, fmin: float = 0.0, fmax: float = 11025.0) -> np.nda
   return features.mel_frequencies(n_mels + 2, fmin, fmax)[1:-1]
 
 
-def consonance_matrix(freqs: Sequence[float], ratios: Sequence[float] = JUST_RATIOS,
-                      sigma: float = 0.02) -> np.ndarray:
+def consonance_matrix(
+  freqs: Sequence[float], ratios: Sequence[float] = JUST_RATIOS, sigma: float = 0.02
+) -> np.ndarray:
   """`C[i, j] = max_r exp(-|log(f_i / f_j) - log(r)| / sigma)`, float32 `[D, D]`.
 
   r runs over `ratios` and their inverses, so C is symmetric, and the ratio 1 puts ones on the
@@ -151,6 +163,7 @@ class HarmonicLayer(nn.Module):
   note or chord, so the layer gets their sum as a feature without having to learn which mel
   rows are related. With alpha = 0 the layer is exactly its Dense part.
   """
+
   features: int
   freqs: Sequence[float] | None = None
   n_mels: int = 0
@@ -171,14 +184,14 @@ class HarmonicLayer(nn.Module):
   def __call__(self, h: jax.Array) -> jax.Array:
     freqs = self.frequencies()
     if h.shape[-1] != len(freqs):
-      raise ValueError(f"HarmonicLayer: input has {h.shape[-1]} units but {len(freqs)} "
-                       "frequencies")
+      raise ValueError(f"HarmonicLayer: input has {h.shape[-1]} units but {len(freqs)} frequencies")
     h = h.astype(self.dtype)
     consonance = jnp.asarray(consonance_matrix(freqs, sigma=self.sigma), self.dtype)
     alpha = self.param("alpha", nn.initializers.constant(self.alpha_init), (), jnp.float32)
     dense = nn.Dense(self.features, dtype=self.dtype, name="dense")(h)
-    harmonic = nn.Dense(self.features, use_bias=False, dtype=self.dtype,
-                        name="harmonic")(h @ consonance)
+    harmonic = nn.Dense(self.features, use_bias=False, dtype=self.dtype, name="harmonic")(
+      h @ consonance
+    )
     return dense + alpha.astype(self.dtype) * harmonic
 
 
@@ -195,6 +208,7 @@ class HarmonicVAE(nn.Module):
   over frames keeps it small (about 2 n_mels^2 weights) and makes it a property of pitch
   relations, not of a time position.
   """
+
   input_shape: tuple[int, int]
   hidden: Sequence[int] = (1024, 512, 256)
   latent_dim: int = 128
@@ -219,8 +233,14 @@ class HarmonicVAE(nn.Module):
     self.drop = nn.Dropout(self.dropout)
     if self.harmonic:
       n_mels = self.input_shape[0]
-      self.harmonic_layer = HarmonicLayer(n_mels, n_mels=n_mels, fmin=self.fmin, fmax=self.fmax,
-                                          sigma=self.harmonic_sigma, dtype=self.dtype)
+      self.harmonic_layer = HarmonicLayer(
+        n_mels,
+        n_mels=n_mels,
+        fmin=self.fmin,
+        fmax=self.fmax,
+        sigma=self.harmonic_sigma,
+        dtype=self.dtype,
+      )
 
   def _mlp(self, h, layers, bns, train):
     for i, dense in enumerate(layers):
@@ -235,14 +255,14 @@ class HarmonicVAE(nn.Module):
     if self.harmonic:
       # [B, F, T] -> per-frame mel vectors [B, T, F] -> HarmonicLayer on the mel axis.
       x = nn.relu(self.harmonic_layer(jnp.swapaxes(x, 1, 2)))
-    h = self._mlp(x.reshape(x.shape[0], -1), self.enc,
-                  self.enc_bns if self.batch_norm else None, train)
+    h = self._mlp(
+      x.reshape(x.shape[0], -1), self.enc, self.enc_bns if self.batch_norm else None, train
+    )
     return (self.mu_head(h).astype(jnp.float32), self.logvar_head(h).astype(jnp.float32))
 
   def decode(self, z, batch, train: bool):
     del batch  # unconditional; the argument keeps the VAE interface
-    h = self._mlp(z.astype(self.dtype), self.dec,
-                  self.dec_bns if self.batch_norm else None, train)
+    h = self._mlp(z.astype(self.dtype), self.dec, self.dec_bns if self.batch_norm else None, train)
     x = self.out(h).reshape(z.shape[0], *self.input_shape)
     return layers.activate(x.astype(jnp.float32), self.output_activation)
 
@@ -253,12 +273,16 @@ class HarmonicVAE(nn.Module):
 
 
 def build_harmonic_vae(model_config, spec: DataSpec, dtype: str = "float32") -> HarmonicVAE:
-  return HarmonicVAE(input_shape=tuple(spec.input_shape), hidden=tuple(model_config.hidden),
-                     latent_dim=model_config.latent_dim, dropout=model_config.dropout,
-                     harmonic=model_config.harmonic,
-                     batch_norm=model_config.get("batch_norm", False),
-                     harmonic_sigma=model_config.get("harmonic_sigma", 0.02),
-                     fmin=model_config.get("fmin", 0.0),
-                     fmax=model_config.get("fmax", 11025.0),
-                     output_activation=model_config.get("output_activation", "sigmoid"),
-                     dtype=layers.compute_dtype(dtype))
+  return HarmonicVAE(
+    input_shape=tuple(spec.input_shape),
+    hidden=tuple(model_config.hidden),
+    latent_dim=model_config.latent_dim,
+    dropout=model_config.dropout,
+    harmonic=model_config.harmonic,
+    batch_norm=model_config.get("batch_norm", False),
+    harmonic_sigma=model_config.get("harmonic_sigma", 0.02),
+    fmin=model_config.get("fmin", 0.0),
+    fmax=model_config.get("fmax", 11025.0),
+    output_activation=model_config.get("output_activation", "sigmoid"),
+    dtype=layers.compute_dtype(dtype),
+  )

@@ -69,9 +69,11 @@ _NEG = -1e30  # finite, so a fully masked row gives a uniform softmax rather tha
 # Config
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
   """Hyperparameters; `config.model` fields of the same names override these defaults."""
+
   vocab_size: int = 774
   d_model: int = 256
   num_layers: int = 4
@@ -123,8 +125,10 @@ def config_from(model_config, spec=None) -> TransformerConfig:
 
 def check(cfg: TransformerConfig) -> None:
   """Raises ValueError naming the `model.<key>` that is wrong."""
+
   def bad(key, msg):
     raise ValueError(f"config key 'model.{key}' is {getattr(cfg, key)!r}: {msg}")
+
   if cfg.attention not in ATTENTION_KINDS:
     bad("attention", f"expected one of {ATTENTION_KINDS}")
   if cfg.mode not in MODES:
@@ -133,8 +137,15 @@ def check(cfg: TransformerConfig) -> None:
     bad("positions", f"expected one of {POSITIONS}")
   if cfg.d_model % cfg.num_heads:
     bad("d_model", f"must be a multiple of model.num_heads ({cfg.num_heads})")
-  for key in ("window", "global_stride", "max_len", "latent_span", "vocab_size",
-              "latent_regions", "latent_fine_regions"):
+  for key in (
+    "window",
+    "global_stride",
+    "max_len",
+    "latent_span",
+    "vocab_size",
+    "latent_regions",
+    "latent_fine_regions",
+  ):
     if getattr(cfg, key) <= 0:
       bad(key, "must be positive")
   if not cfg.disc_scales or min(cfg.disc_scales) < 1:
@@ -144,13 +155,17 @@ def check(cfg: TransformerConfig) -> None:
 def latent_levels(cfg: TransformerConfig) -> dict[str, slice]:
   """Level name -> its slice of the concatenated latent (`mu`, `logvar`, `z`)."""
   g, r = cfg.latent_global, cfg.latent_regional
-  return {"global": slice(0, g), "regional": slice(g, g + r),
-          "fine": slice(g + r, g + r + cfg.latent_fine)}
+  return {
+    "global": slice(0, g),
+    "regional": slice(g, g + r),
+    "fine": slice(g + r, g + r + cfg.latent_fine),
+  }
 
 
 # ---------------------------------------------------------------------------------------------
 # Attention functions (pure; q, k, v are [B, T, H, D])
 # ---------------------------------------------------------------------------------------------
+
 
 def attention_allowed(q_pos, k_pos, kind: str, window: int, global_stride: int):
   """Which keys a query may see, for every variant: the reference every path must equal."""
@@ -216,9 +231,9 @@ def local_attention(q, k, v, window: int, global_stride: int = 0):
     g_scores = jnp.where(global_ok, _scores("bnqhd,bghd->bhnqg", qb, kg), _NEG)
     scores = jnp.concatenate([scores, g_scores], axis=-1)
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-  out = jnp.einsum("bhnqk,bnkhd->bnqhd", probs[..., :2 * size], vb)
+  out = jnp.einsum("bhnqk,bnkhd->bnqhd", probs[..., : 2 * size], vb)
   if global_stride:
-    out = out + jnp.einsum("bhnqg,bghd->bnqhd", probs[..., 2 * size:], vg)
+    out = out + jnp.einsum("bhnqg,bghd->bnqhd", probs[..., 2 * size :], vg)
   return out.reshape(b, n * size, h, d)[:, :t]
 
 
@@ -233,12 +248,14 @@ def attend(q, k, v, kind: str, window: int, global_stride: int):
 # Layers
 # ---------------------------------------------------------------------------------------------
 
+
 class SelfAttention(nn.Module):
   """Multi-head self-attention; causal with a variant, or bidirectional with a key mask.
 
   With `decode=True` it keeps a full-length key/value cache (collection 'cache') and takes
   one position at a time; the window still applies through `attention_allowed`.
   """
+
   num_heads: int
   kind: str = "full"
   window: int = 128
@@ -250,8 +267,9 @@ class SelfAttention(nn.Module):
   @nn.compact
   def __call__(self, x, positions, key_mask=None):
     d = x.shape[-1]
-    proj = functools.partial(nn.DenseGeneral, features=(self.num_heads, d // self.num_heads),
-                             dtype=self.dtype)
+    proj = functools.partial(
+      nn.DenseGeneral, features=(self.num_heads, d // self.num_heads), dtype=self.dtype
+    )
     q, k, v = proj(name="query")(x), proj(name="key")(x), proj(name="value")(x)
     if not self.causal:
       out = dense_attention(q, k, v, key_mask[:, None, None, :])
@@ -272,13 +290,15 @@ class SelfAttention(nn.Module):
     cache_k.value = jax.lax.dynamic_update_slice(cache_k.value, k, start)
     cache_v.value = jax.lax.dynamic_update_slice(cache_v.value, v, start)
     k_pos = jnp.arange(cache_k.value.shape[1])
-    allowed = attention_allowed(positions[:, None], k_pos[None, :], self.kind, self.window,
-                                self.global_stride)
+    allowed = attention_allowed(
+      positions[:, None], k_pos[None, :], self.kind, self.window, self.global_stride
+    )
     return dense_attention(q, cache_k.value, cache_v.value, allowed)
 
 
 class Block(nn.Module):
   """Pre-LN transformer block: attention and a GELU MLP, each with residual dropout."""
+
   cfg: TransformerConfig
   causal: bool = True
   decode: bool = False
@@ -289,8 +309,9 @@ class Block(nn.Module):
     c = self.cfg
     drop = nn.Dropout(c.dropout, deterministic=not train)
     h = nn.LayerNorm(dtype=self.dtype)(x)
-    h = SelfAttention(c.num_heads, c.attention, c.window, c.global_stride, self.causal,
-                      self.decode, self.dtype)(h, positions, key_mask)
+    h = SelfAttention(
+      c.num_heads, c.attention, c.window, c.global_stride, self.causal, self.decode, self.dtype
+    )(h, positions, key_mask)
     x = x + drop(h)
     h = nn.LayerNorm(dtype=self.dtype)(x)
     h = nn.Dense(c.d_ff, dtype=self.dtype)(h)
@@ -308,21 +329,28 @@ def sinusoidal(positions, d: int):
 class TokenEmbed(nn.Module):
   """Token + position embedding. Rows start at std d^-1/2 and inputs are scaled by sqrt(d):
   inputs are O(1) per feature while the tied output logits start O(1) as well."""
+
   cfg: TransformerConfig
   dtype: Any = jnp.float32
 
   def setup(self):
     c = self.cfg
-    self.embed = nn.Embed(c.vocab_size, c.d_model, dtype=self.dtype,
-                          embedding_init=nn.initializers.normal(c.d_model ** -0.5))
+    self.embed = nn.Embed(
+      c.vocab_size,
+      c.d_model,
+      dtype=self.dtype,
+      embedding_init=nn.initializers.normal(c.d_model**-0.5),
+    )
     if c.positions == "learned":
-      self.pos = nn.Embed(c.max_len, c.d_model, dtype=self.dtype,
-                          embedding_init=nn.initializers.normal(1.0))
+      self.pos = nn.Embed(
+        c.max_len, c.d_model, dtype=self.dtype, embedding_init=nn.initializers.normal(1.0)
+      )
 
   def __call__(self, tokens, positions):
     if tokens.shape[1] > self.cfg.max_len:  # learned positions would silently clip
-      raise ValueError(f"a window of {tokens.shape[1]} tokens is longer than model.max_len "
-                       f"= {self.cfg.max_len}")
+      raise ValueError(
+        f"a window of {tokens.shape[1]} tokens is longer than model.max_len = {self.cfg.max_len}"
+      )
     x = self.embed(tokens) * jnp.asarray(math.sqrt(self.cfg.d_model), self.dtype)
     if self.cfg.positions == "learned":
       return x + self.pos(positions)[None]
@@ -336,6 +364,7 @@ class TokenEmbed(nn.Module):
 
 class CausalDecoder(nn.Module):
   """Token embedding (+ optional per-position z conditioning) -> causal blocks -> logits."""
+
   cfg: TransformerConfig
   decode: bool = False
   dtype: Any = jnp.float32
@@ -343,8 +372,9 @@ class CausalDecoder(nn.Module):
   def setup(self):
     self.tokens = TokenEmbed(self.cfg, self.dtype)
     self.drop = nn.Dropout(self.cfg.dropout)
-    self.blocks = [Block(self.cfg, True, self.decode, self.dtype)
-                   for _ in range(self.cfg.num_layers)]
+    self.blocks = [
+      Block(self.cfg, True, self.decode, self.dtype) for _ in range(self.cfg.num_layers)
+    ]
     self.norm = nn.LayerNorm(dtype=self.dtype)
 
   def __call__(self, tokens, positions, cond, train: bool):
@@ -368,6 +398,7 @@ class Encoder(nn.Module):
   Full (non-windowed) attention: it runs once per training window (T = 512 in the seed).
   PAD positions are masked out of attention and of every pooled mean.
   """
+
   cfg: TransformerConfig
   dtype: Any = jnp.float32
 
@@ -382,9 +413,11 @@ class Encoder(nn.Module):
       x = Block(c, causal=False, dtype=self.dtype, name=f"block_{i}")(x, positions, train, valid)
     x = nn.LayerNorm(dtype=self.dtype)(x).astype(jnp.float32)
     mus, logvars = [], []
-    for name, regions, width in (("global", 1, c.latent_global),
-                                 ("regional", c.latent_regions, c.latent_regional),
-                                 ("fine", c.latent_fine_regions, c.latent_fine)):
+    for name, regions, width in (
+      ("global", 1, c.latent_global),
+      ("regional", c.latent_regions, c.latent_regional),
+      ("fine", c.latent_fine_regions, c.latent_fine),
+    ):
       pooled = self._pool(x, valid, positions, regions)
       stats = nn.Dense(2 * width, name=f"{name}_head")(pooled.reshape(x.shape[0], -1))
       mus.append(stats[:, :width])
@@ -401,6 +434,7 @@ class Encoder(nn.Module):
 
 class LatentConditioner(nn.Module):
   """z [B, 66] and positions [T] -> [B, T, d_model] added to the decoder's embeddings."""
+
   cfg: TransformerConfig
 
   @nn.compact
@@ -419,6 +453,7 @@ class LatentConditioner(nn.Module):
 
 class Generator(nn.Module):
   """Everything but the discriminator: decoder, and in VAE modes encoder + conditioner."""
+
   cfg: TransformerConfig
   decode: bool = False
   dtype: Any = jnp.float32
@@ -463,6 +498,7 @@ class Generator(nn.Module):
 # Discriminator
 # ---------------------------------------------------------------------------------------------
 
+
 def _pool_time(x, factor: int):
   """Mean over non-overlapping groups of `factor` steps: [B, T, ...] -> [B, ceil(T/f), ...]."""
   if factor == 1:
@@ -475,6 +511,7 @@ def _pool_time(x, factor: int):
 
 class ScaleDiscriminator(nn.Module):
   """Dilated 1-D convs (no normalization, so R1 and per-example losses stay per example)."""
+
   dim: int
   layers: int
   dtype: Any = jnp.float32
@@ -483,7 +520,7 @@ class ScaleDiscriminator(nn.Module):
   def __call__(self, h, mask):
     features = []
     for i in range(self.layers):
-      h = nn.Conv(self.dim, (5,), kernel_dilation=(2 ** i,), padding="SAME", dtype=self.dtype)(h)
+      h = nn.Conv(self.dim, (5,), kernel_dilation=(2**i,), padding="SAME", dtype=self.dtype)(h)
       h = nn.leaky_relu(h, 0.2)
       features.append(h.astype(jnp.float32))
     per_step = nn.Conv(1, (3,), padding="SAME", dtype=self.dtype)(h)[..., 0].astype(jnp.float32)
@@ -498,6 +535,7 @@ class MultiScaleDiscriminator(nn.Module):
   one-hot real sequence and a straight-through Gumbel sample are treated alike, and the
   gradient reaches the generator through the probabilities.
   """
+
   cfg: TransformerConfig
   dtype: Any = jnp.float32
 
@@ -508,14 +546,20 @@ class MultiScaleDiscriminator(nn.Module):
       mask = jnp.ones(inputs.shape[:2], jnp.float32)
     mask = mask.astype(jnp.float32)
     h = nn.Dense(c.disc_dim, use_bias=False, dtype=self.dtype, name="embed")(
-        inputs.astype(self.dtype)) * mask[..., None].astype(self.dtype)
-    return [ScaleDiscriminator(c.disc_dim, c.disc_layers, self.dtype, name=f"scale_{s}")(
-        _pool_time(h, s), _pool_time(mask, s)) for s in c.disc_scales]
+      inputs.astype(self.dtype)
+    ) * mask[..., None].astype(self.dtype)
+    return [
+      ScaleDiscriminator(c.disc_dim, c.disc_layers, self.dtype, name=f"scale_{s}")(
+        _pool_time(h, s), _pool_time(mask, s)
+      )
+      for s in c.disc_scales
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------------
+
 
 class MusicTransformer(nn.Module):
   """See the module docstring. Methods for `apply(..., method=...)`:
@@ -525,6 +569,7 @@ class MusicTransformer(nn.Module):
   encode(tokens) -> (mu, logvar); decode_tokens(tokens, z=None) -> logits (unshifted);
   discriminate(inputs [B, T, V], mask [B, T] | None) -> list of per-scale dicts.
   """
+
   cfg: TransformerConfig
   dtype: Any = jnp.float32
   decode: bool = False

@@ -34,14 +34,14 @@ NOISE_COLLECTION = "vade"
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def log_joint(z: jax.Array, pi_logits: jax.Array, mu_c: jax.Array,
-              logvar_c: jax.Array) -> jax.Array:
+def log_joint(
+  z: jax.Array, pi_logits: jax.Array, mu_c: jax.Array, logvar_c: jax.Array
+) -> jax.Array:
   """log p(c) + log p(z | c) for every cluster: [B, L] -> [B, K], in float32."""
   z = z.astype(jnp.float32)[:, None, :]
   log_pi = jax.nn.log_softmax(pi_logits.astype(jnp.float32))
   mu_c, logvar_c = mu_c.astype(jnp.float32), logvar_c.astype(jnp.float32)
-  log_pdf = -0.5 * jnp.sum(LOG_2PI + logvar_c + jnp.square(z - mu_c) * jnp.exp(-logvar_c),
-                           axis=-1)
+  log_pdf = -0.5 * jnp.sum(LOG_2PI + logvar_c + jnp.square(z - mu_c) * jnp.exp(-logvar_c), axis=-1)
   return log_pi + log_pdf
 
 
@@ -58,6 +58,7 @@ class VaDE(vae.BasicVAE):
   (deterministic, for evaluation); and the mixture parameters themselves, which the objective
   needs (`pi_logits`, `mu_c`, `logvar_c`).
   """
+
   n_clusters: int = 15
 
   def setup(self):
@@ -65,12 +66,11 @@ class VaDE(vae.BasicVAE):
     k, latent = self.n_clusters, self.latent_dim
     # Placeholders until the joint stage's GMM fit: equal weights, unit variances, spread-out means.
     self.pi_logits = self.param("pi_logits", flax.linen.initializers.zeros, (k,), jnp.float32)
-    self.mu_c = self.param("mu_c", flax.linen.initializers.normal(1.0), (k, latent),
-                           jnp.float32)
-    self.logvar_c = self.param("logvar_c", flax.linen.initializers.zeros, (k, latent),
-                               jnp.float32)
-    self.posterior_noise = self.variable(NOISE_COLLECTION, "posterior_noise",
-                                         lambda: jnp.zeros((), jnp.float32))
+    self.mu_c = self.param("mu_c", flax.linen.initializers.normal(1.0), (k, latent), jnp.float32)
+    self.logvar_c = self.param("logvar_c", flax.linen.initializers.zeros, (k, latent), jnp.float32)
+    self.posterior_noise = self.variable(
+      NOISE_COLLECTION, "posterior_noise", lambda: jnp.zeros((), jnp.float32)
+    )
 
   def gmm(self) -> tuple[jax.Array, jax.Array, jax.Array]:
     return self.pi_logits, self.mu_c, self.logvar_c
@@ -94,22 +94,36 @@ class VaDE(vae.BasicVAE):
     z = mu + self.posterior_noise.value * jnp.exp(0.5 * logvar) * eps
     log_gamma = cluster_log_posterior(z, *self.gmm())
     assignments = jnp.argmax(cluster_log_posterior(mu, *self.gmm()), axis=-1)
-    return {"recon": self.decode(z, batch, train), "mu": mu, "logvar": logvar, "z": z,
-            "gamma": jnp.exp(log_gamma), "log_gamma": log_gamma,
-            "assignments": assignments.astype(jnp.int32), "pi_logits": self.pi_logits,
-            "mu_c": self.mu_c, "logvar_c": self.logvar_c}
+    return {
+      "recon": self.decode(z, batch, train),
+      "mu": mu,
+      "logvar": logvar,
+      "z": z,
+      "gamma": jnp.exp(log_gamma),
+      "log_gamma": log_gamma,
+      "assignments": assignments.astype(jnp.int32),
+      "pi_logits": self.pi_logits,
+      "mu_c": self.mu_c,
+      "logvar_c": self.logvar_c,
+    }
 
 
 def build_vade(model_config, spec: DataSpec, dtype: str = "float32") -> VaDE:
-  return VaDE(input_shape=spec.input_shape, hidden=tuple(model_config.hidden),
-              latent_dim=model_config.latent_dim, dropout=model_config.dropout,
-              n_clusters=model_config.get("n_clusters", 15),
-              output_activation=model_config.get("output_activation", "none"),
-              dtype=layers.compute_dtype(dtype))
+  return VaDE(
+    input_shape=spec.input_shape,
+    hidden=tuple(model_config.hidden),
+    latent_dim=model_config.latent_dim,
+    dropout=model_config.dropout,
+    n_clusters=model_config.get("n_clusters", 15),
+    output_activation=model_config.get("output_activation", "none"),
+    dtype=layers.compute_dtype(dtype),
+  )
 
 
 def param_labels(params) -> Any:
   """'gmm' for the mixture parameters, 'net' for everything else (for optax.multi_transform)."""
   params = flax.core.unfreeze(params)
-  return {name: jax.tree.map(lambda _, n=name: "gmm" if n in GMM_PARAMS else "net", sub)
-          for name, sub in params.items()}
+  return {
+    name: jax.tree.map(lambda _, n=name: "gmm" if n in GMM_PARAMS else "net", sub)
+    for name, sub in params.items()
+  }

@@ -7,15 +7,15 @@ A beta-VAE is the conv VAE with a larger KL weight: it differs only in its confi
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvae.models import layers
 from jaxvae.data.spec import DataSpec
-
+from jaxvae.models import layers
 
 # BatchNorm below uses PyTorch's defaults (momentum 0.1 there is 0.9 here) so seed-size
 # models behave like the originals.
@@ -23,6 +23,7 @@ from jaxvae.data.spec import DataSpec
 
 class LabelEmbed(nn.Module):
   """Embeds an int label; -1 (unknown) gets its own learned row rather than a wrong class."""
+
   num_classes: int
   features: int
 
@@ -39,6 +40,7 @@ class ConvVAE(nn.Module):
   The decoder mirrors the encoder's grid (floor(size / 8)); when the input is not a multiple
   of 8 (1292 frames -> 1288) the last map is resized to the input, as the original did.
   """
+
   input_shape: tuple[int, int]
   channels: Sequence[int] = (16, 32, 64)
   latent_dim: int = 128
@@ -51,22 +53,30 @@ class ConvVAE(nn.Module):
 
   def setup(self):
     n = len(self.channels)
-    self.enc_convs = [nn.Conv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
-                              dtype=self.dtype) for c in self.channels]
-    self.enc_bns = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype)
-                    for _ in self.channels]
+    self.enc_convs = [
+      nn.Conv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype)
+      for c in self.channels
+    ]
+    self.enc_bns = [
+      nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype) for _ in self.channels
+    ]
     self.mu_head = nn.Dense(self.latent_dim, dtype=self.dtype)
     self.logvar_head = nn.Dense(self.latent_dim, dtype=self.dtype)
     h, w = self.input_shape
     self.dec_grid = (h // 2**n, w // 2**n)
-    self.dec_dense = nn.Dense(self.dec_grid[0] * self.dec_grid[1] * self.channels[-1],
-                              dtype=self.dtype)
+    self.dec_dense = nn.Dense(
+      self.dec_grid[0] * self.dec_grid[1] * self.channels[-1], dtype=self.dtype
+    )
     out_channels = list(self.channels[-2::-1]) + [1]
-    self.dec_convs = [layers.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME",
-                                           dtype=self.dtype, impl=self.conv_transpose)
-                      for c in out_channels]
-    self.dec_bns = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype)
-                    for _ in out_channels[:-1]]
+    self.dec_convs = [
+      layers.ConvTranspose(
+        c, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype, impl=self.conv_transpose
+      )
+      for c in out_channels
+    ]
+    self.dec_bns = [
+      nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype) for _ in out_channels[:-1]
+    ]
     if self.cond_label:
       self.embed = LabelEmbed(self.num_classes, self.cond_dim)
 
@@ -84,8 +94,7 @@ class ConvVAE(nn.Module):
 
   def decode_features(self, h, train: bool):
     """The mirrored transposed-conv stack: [B, any] (z, or z with a condition) -> [B, H, W]."""
-    x = self.dec_dense(h.astype(self.dtype)).reshape(h.shape[0], *self.dec_grid,
-                                                     self.channels[-1])
+    x = self.dec_dense(h.astype(self.dtype)).reshape(h.shape[0], *self.dec_grid, self.channels[-1])
     for conv, bn in zip(self.dec_convs[:-1], self.dec_bns):
       x = nn.leaky_relu(bn(conv(x), use_running_average=not train), 0.2)
     x = self.dec_convs[-1](x)[..., 0]
@@ -119,6 +128,7 @@ class BasicVAE(nn.Module):
 
   Seed-000 sizes: 165,376 -> 16 -> 32 -> 64 -> latent 128, mirrored decoder (~5.49 M params).
   """
+
   input_shape: tuple[int, int]
   hidden: Sequence[int] = (16, 32, 64)
   latent_dim: int = 128
@@ -131,8 +141,7 @@ class BasicVAE(nn.Module):
 
   def setup(self):
     self.enc = [nn.Dense(h, dtype=self.dtype) for h in self.hidden]
-    self.enc_bns = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype)
-                    for _ in self.hidden]
+    self.enc_bns = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype) for _ in self.hidden]
     self.mu_head = nn.Dense(self.latent_dim, dtype=self.dtype)
     self.logvar_head = nn.Dense(self.latent_dim, dtype=self.dtype)
     rev = list(self.hidden[::-1])
@@ -181,20 +190,32 @@ def _cond_fields(model_config, spec: DataSpec) -> dict:
   label = model_config.get("cond_label", "")
   if not label:
     return {}
-  return {"cond_label": label, "num_classes": spec.num_classes(label),
-          "cond_dim": model_config.get("cond_dim", 32)}
+  return {
+    "cond_label": label,
+    "num_classes": spec.num_classes(label),
+    "cond_dim": model_config.get("cond_dim", 32),
+  }
 
 
 def build_conv_vae(model_config, spec: DataSpec, dtype: str = "float32") -> ConvVAE:
-  return ConvVAE(input_shape=spec.input_shape, channels=tuple(model_config.channels),
-                 latent_dim=model_config.latent_dim,
-                 output_activation=model_config.get("output_activation", "none"),
-                 conv_transpose=model_config.get("conv_transpose", "auto"),
-                 dtype=layers.compute_dtype(dtype), **_cond_fields(model_config, spec))
+  return ConvVAE(
+    input_shape=spec.input_shape,
+    channels=tuple(model_config.channels),
+    latent_dim=model_config.latent_dim,
+    output_activation=model_config.get("output_activation", "none"),
+    conv_transpose=model_config.get("conv_transpose", "auto"),
+    dtype=layers.compute_dtype(dtype),
+    **_cond_fields(model_config, spec),
+  )
 
 
 def build_basic_vae(model_config, spec: DataSpec, dtype: str = "float32") -> BasicVAE:
-  return BasicVAE(input_shape=spec.input_shape, hidden=tuple(model_config.hidden),
-                  latent_dim=model_config.latent_dim, dropout=model_config.dropout,
-                  output_activation=model_config.get("output_activation", "none"),
-                  dtype=layers.compute_dtype(dtype), **_cond_fields(model_config, spec))
+  return BasicVAE(
+    input_shape=spec.input_shape,
+    hidden=tuple(model_config.hidden),
+    latent_dim=model_config.latent_dim,
+    dropout=model_config.dropout,
+    output_activation=model_config.get("output_activation", "none"),
+    dtype=layers.compute_dtype(dtype),
+    **_cond_fields(model_config, spec),
+  )

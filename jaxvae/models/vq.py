@@ -17,11 +17,11 @@ import functools
 from typing import Any
 
 import flax
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
 VQ_STATS = "vq_stats"
 
@@ -45,8 +45,11 @@ def squared_distances(x: jax.Array, codebook: jax.Array) -> jax.Array:
   x = x.astype(jnp.float32)
   codebook = codebook.astype(jnp.float32)
   cross = jnp.dot(x, codebook.T, precision=jax.lax.Precision.HIGHEST)
-  return (jnp.sum(x * x, axis=-1, keepdims=True) - 2.0 * cross
-          + jnp.sum(codebook * codebook, axis=-1)[None, :])
+  return (
+    jnp.sum(x * x, axis=-1, keepdims=True)
+    - 2.0 * cross
+    + jnp.sum(codebook * codebook, axis=-1)[None, :]
+  )
 
 
 def nearest_codes(x: jax.Array, codebook: jax.Array) -> jax.Array:
@@ -66,10 +69,11 @@ def _position_weights(mask: jax.Array | None, lead_shape: tuple[int, ...]) -> ja
   if mask is None:
     return jnp.ones((int(np.prod(lead_shape)),), jnp.float32)
   mask = jnp.asarray(mask, jnp.float32)
-  if mask.shape != lead_shape[:mask.ndim]:
+  if mask.shape != lead_shape[: mask.ndim]:
     raise ValueError(
-        f"VectorQuantizer: mask shape {mask.shape} does not match the leading axes "
-        f"{lead_shape} of the input")
+      f"VectorQuantizer: mask shape {mask.shape} does not match the leading axes "
+      f"{lead_shape} of the input"
+    )
   mask = mask.reshape(mask.shape + (1,) * (len(lead_shape) - mask.ndim))
   return jnp.broadcast_to(mask, lead_shape).reshape(-1)
 
@@ -131,8 +135,9 @@ class VectorQuantizer(nn.Module):
       stats = self._ema_stats()
       codebook = stats["codebook"].value
     else:
-      codebook = self.param("codebook", _uniform_init(self.init_scale),
-                            (self.num_codes, self.code_dim), jnp.float32)
+      codebook = self.param(
+        "codebook", _uniform_init(self.init_scale), (self.num_codes, self.code_dim), jnp.float32
+      )
 
     codes = nearest_codes(flat, codebook)
     q = jnp.take(codebook, codes, axis=0)
@@ -146,50 +151,56 @@ class VectorQuantizer(nn.Module):
     if not self.use_ema:
       vq_loss = vq_loss + codebook_loss
 
-    if self.use_ema and train and self.is_mutable_collection(VQ_STATS) \
-        and not self.is_initializing():
+    if (
+      self.use_ema and train and self.is_mutable_collection(VQ_STATS) and not self.is_initializing()
+    ):
       self._ema_update(stats, flat, codes, counts, weights)
 
     quantized = flat + jax.lax.stop_gradient(q - flat)
     return {
-        "quantized": quantized.reshape(z.shape).astype(self.dtype),
-        "codes": codes.reshape(lead_shape),
-        "vq_loss": vq_loss,
-        "codebook_loss": codebook_loss,
-        "commitment_loss": commitment_loss,
-        "perplexity": perplexity_from_counts(counts),
-        "code_counts": counts,
+      "quantized": quantized.reshape(z.shape).astype(self.dtype),
+      "codes": codes.reshape(lead_shape),
+      "vq_loss": vq_loss,
+      "codebook_loss": codebook_loss,
+      "commitment_loss": commitment_loss,
+      "perplexity": perplexity_from_counts(counts),
+      "code_counts": counts,
     }
 
   def _check(self, z: jax.Array) -> None:
     if z.ndim < 2 or z.shape[-1] != self.code_dim:
-      raise ValueError(f"VectorQuantizer: expected input [..., {self.code_dim}], "
-                       f"got shape {z.shape}")
+      raise ValueError(
+        f"VectorQuantizer: expected input [..., {self.code_dim}], got shape {z.shape}"
+      )
     if self.dead_code_threshold > 0 and not self.use_ema:
-      raise ValueError("VectorQuantizer: dead_code_threshold > 0 needs use_ema=True "
-                       "(restarts rewrite the codebook, which is only state under EMA)")
+      raise ValueError(
+        "VectorQuantizer: dead_code_threshold > 0 needs use_ema=True "
+        "(restarts rewrite the codebook, which is only state under EMA)"
+      )
 
   def _ema_stats(self) -> dict[str, nn.Variable]:
     """The EMA codebook state. Cluster sizes start at 1 with embed_sum = codebook, so a code
     that is never assigned keeps its initial value instead of being divided by ~0."""
     codebook = self.variable(
-        VQ_STATS, "codebook",
-        lambda: _uniform_init(self.init_scale)(self.make_rng("params"),
-                                               (self.num_codes, self.code_dim)))
-    cluster_size = self.variable(VQ_STATS, "cluster_size",
-                                 lambda: jnp.ones((self.num_codes,), jnp.float32))
+      VQ_STATS,
+      "codebook",
+      lambda: _uniform_init(self.init_scale)(
+        self.make_rng("params"), (self.num_codes, self.code_dim)
+      ),
+    )
+    cluster_size = self.variable(
+      VQ_STATS, "cluster_size", lambda: jnp.ones((self.num_codes,), jnp.float32)
+    )
     embed_sum = self.variable(VQ_STATS, "embed_sum", lambda: codebook.value)
     return {"codebook": codebook, "cluster_size": cluster_size, "embed_sum": embed_sum}
 
   def _ema_update(self, stats, flat, codes, counts, weights) -> None:
     decay = self.ema_decay
-    batch_sums = jax.ops.segment_sum(weights[:, None] * flat, codes,
-                                     num_segments=self.num_codes)
+    batch_sums = jax.ops.segment_sum(weights[:, None] * flat, codes, num_segments=self.num_codes)
     cluster_size = decay * stats["cluster_size"].value + (1.0 - decay) * counts
     embed_sum = decay * stats["embed_sum"].value + (1.0 - decay) * batch_sums
     if self.dead_code_threshold > 0:
-      cluster_size, embed_sum = self._restart_dead_codes(cluster_size, embed_sum, flat,
-                                                         weights)
+      cluster_size, embed_sum = self._restart_dead_codes(cluster_size, embed_sum, flat, weights)
     stats["cluster_size"].value = cluster_size
     stats["embed_sum"].value = embed_sum
     stats["codebook"].value = embed_sum / self._smoothed_sizes(cluster_size)[:, None]
@@ -209,8 +220,9 @@ class VectorQuantizer(nn.Module):
     dead = cluster_size < self.dead_code_threshold
     total = jnp.sum(weights)
     probs = jnp.where(total > 0, weights / jnp.where(total > 0, total, 1.0), 1.0 / n)
-    picks = jax.random.choice(self.make_rng("vq"), n, (self.num_codes,),
-                              replace=n < self.num_codes, p=probs)
+    picks = jax.random.choice(
+      self.make_rng("vq"), n, (self.num_codes,), replace=n < self.num_codes, p=probs
+    )
     fresh = jnp.take(flat, picks, axis=0)
     threshold = jnp.float32(self.dead_code_threshold)
     cluster_size = jnp.where(dead, threshold, cluster_size)
@@ -222,8 +234,9 @@ class VectorQuantizer(nn.Module):
 # Initialization from data.
 
 
-def kmeans_init(encoder_outputs: np.ndarray, num_codes: int, *, iters: int = 20,
-                seed: int = 0) -> np.ndarray:
+def kmeans_init(
+  encoder_outputs: np.ndarray, num_codes: int, *, iters: int = 20, seed: int = 0
+) -> np.ndarray:
   """k-means++ seeding then `iters` Lloyd iterations; returns centers float32 [num_codes, D].
 
   Meant for initializing a codebook from encoder outputs of a few batches (see
@@ -233,8 +246,7 @@ def kmeans_init(encoder_outputs: np.ndarray, num_codes: int, *, iters: int = 20,
   if x.ndim != 2:
     raise ValueError(f"kmeans_init: expected encoder outputs [N, code_dim], got {x.shape}")
   if x.shape[0] < num_codes:
-    raise ValueError(f"kmeans_init: need at least num_codes={num_codes} vectors, "
-                     f"got {x.shape[0]}")
+    raise ValueError(f"kmeans_init: need at least num_codes={num_codes} vectors, got {x.shape[0]}")
   centers = _kmeans(jnp.asarray(x), jax.random.key(seed), num_codes=num_codes, iters=iters)
   return np.asarray(centers)
 
@@ -287,12 +299,14 @@ def with_codebook(variables, codebook):
   if not targets:
     raise ValueError("with_codebook: no 'codebook' in params or vq_stats")
   if len({k[1:-1] for k in targets}) > 1:
-    raise ValueError(f"with_codebook: several quantizers {sorted(targets)}; pass one "
-                     "module's variables")
+    raise ValueError(
+      f"with_codebook: several quantizers {sorted(targets)}; pass one module's variables"
+    )
   for key in targets:
     if flat[key].shape != codebook.shape:
-      raise ValueError(f"with_codebook: codebook shape {codebook.shape} != {flat[key].shape} "
-                       f"at {'/'.join(key)}")
+      raise ValueError(
+        f"with_codebook: codebook shape {codebook.shape} != {flat[key].shape} at {'/'.join(key)}"
+      )
     flat[key] = codebook
     if key[0] == VQ_STATS:
       sizes = flat[key[:-1] + ("cluster_size",)]

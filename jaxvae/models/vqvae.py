@@ -24,7 +24,8 @@ PyTorch for the same kernel layout. With `use_ema=True` the codebook is EMA stat
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -42,8 +43,9 @@ _BN_EPS = 1e-5
 
 def _bn_relu(x: jax.Array, train: bool, dtype: Any) -> jax.Array:
   """BatchNorm in float32 (statistics must not be computed in bf16/fp16), then ReLU."""
-  x = nn.BatchNorm(use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_BN_EPS,
-                   dtype=jnp.float32)(x)
+  x = nn.BatchNorm(
+    use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_BN_EPS, dtype=jnp.float32
+  )(x)
   return nn.relu(x).astype(dtype)
 
 
@@ -66,8 +68,7 @@ class Encoder(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     x = x.astype(self.dtype)
     for features in self.channels:
-      x = nn.Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
-                  dtype=self.dtype)(x)
+      x = nn.Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype)(x)
       x = _bn_relu(x, train, self.dtype)
     x = _resize(x, self.grid)
     return nn.Conv(self.code_dim, (1, 1), dtype=self.dtype)(x)
@@ -85,9 +86,15 @@ class Decoder(nn.Module):
     x = nn.Conv(self.channels[0], (1, 1), dtype=self.dtype)(z.astype(self.dtype))
     x = _bn_relu(x, train, self.dtype)
     for features in self.channels[1:]:
-      x = layers.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                               transpose_kernel=True, dtype=self.dtype,
-                               impl=self.conv_transpose)(x)
+      x = layers.ConvTranspose(
+        features,
+        (4, 4),
+        strides=(2, 2),
+        padding=((2, 2), (2, 2)),
+        transpose_kernel=True,
+        dtype=self.dtype,
+        impl=self.conv_transpose,
+      )(x)
       x = _bn_relu(x, train, self.dtype)
     x = _resize(x, out_hw)
     x = nn.Conv(1, (1, 1), dtype=self.dtype)(x)
@@ -117,10 +124,16 @@ class PuzzleVQVAE(nn.Module):
     # outputs for `kmeans_init`.
     self.encoder = Encoder(self.enc_channels, self.code_dim, self.grid, self.dtype)
     self.vq = VectorQuantizer(
-        num_codes=self.num_codes, code_dim=self.code_dim,
-        commitment_cost=self.commitment_cost, use_ema=self.use_ema, ema_decay=self.ema_decay,
-        ema_eps=self.ema_eps, init_scale=self.init_scale,
-        dead_code_threshold=self.dead_code_threshold, dtype=self.dtype)
+      num_codes=self.num_codes,
+      code_dim=self.code_dim,
+      commitment_cost=self.commitment_cost,
+      use_ema=self.use_ema,
+      ema_decay=self.ema_decay,
+      ema_eps=self.ema_eps,
+      init_scale=self.init_scale,
+      dead_code_threshold=self.dead_code_threshold,
+      dtype=self.dtype,
+    )
     self.decoder = Decoder(self.dec_channels, self.dtype, self.conv_transpose)
 
   def encode(self, batch: dict, *, train: bool = False) -> jax.Array:
@@ -133,8 +146,19 @@ class PuzzleVQVAE(nn.Module):
     vq = self.vq(z, train=train, mask=batch.get("mask"))
     recon = self.decoder(vq["quantized"], x.shape[1:3], train=train)
     out = {"recon": recon}
-    out.update({k: vq[k] for k in ("codes", "vq_loss", "codebook_loss", "commitment_loss",
-                                   "perplexity", "code_counts")})
+    out.update(
+      {
+        k: vq[k]
+        for k in (
+          "codes",
+          "vq_loss",
+          "codebook_loss",
+          "commitment_loss",
+          "perplexity",
+          "code_counts",
+        )
+      }
+    )
     return out
 
 
@@ -152,21 +176,23 @@ def build_puzzle_vqvae(model_config, spec, dtype: str | None = None) -> PuzzleVQ
   """
   shape = tuple(spec.input_shape)
   if len(shape) != 2 or min(shape) < 4:
-    raise ValueError(f"puzzle_vqvae: needs input_shape (n_mels, frames), each >= 4 for the two "
-                     f"stride-2 convs; got {shape}")
+    raise ValueError(
+      f"puzzle_vqvae: needs input_shape (n_mels, frames), each >= 4 for the two "
+      f"stride-2 convs; got {shape}"
+    )
   get = model_config.get
   return PuzzleVQVAE(
-      num_codes=int(get("num_codes", 10)),
-      code_dim=int(get("code_dim", 64)),
-      grid=tuple(int(v) for v in get("grid", (30, 30))),
-      enc_channels=tuple(int(v) for v in get("enc_channels", (32, 64))),
-      dec_channels=tuple(int(v) for v in get("dec_channels", (64, 32, 16))),
-      commitment_cost=float(get("commitment_cost", 0.25)),
-      use_ema=bool(get("use_ema", False)),
-      ema_decay=float(get("ema_decay", 0.99)),
-      ema_eps=float(get("ema_eps", 1e-5)),
-      init_scale=float(get("init_scale", 0.1)),
-      dead_code_threshold=float(get("dead_code_threshold", 0.0)),
-      dtype=jnp.dtype(dtype or get("dtype", "float32")),
-      conv_transpose=get("conv_transpose", "auto"),
+    num_codes=int(get("num_codes", 10)),
+    code_dim=int(get("code_dim", 64)),
+    grid=tuple(int(v) for v in get("grid", (30, 30))),
+    enc_channels=tuple(int(v) for v in get("enc_channels", (32, 64))),
+    dec_channels=tuple(int(v) for v in get("dec_channels", (64, 32, 16))),
+    commitment_cost=float(get("commitment_cost", 0.25)),
+    use_ema=bool(get("use_ema", False)),
+    ema_decay=float(get("ema_decay", 0.99)),
+    ema_eps=float(get("ema_eps", 1e-5)),
+    init_scale=float(get("init_scale", 0.1)),
+    dead_code_threshold=float(get("dead_code_threshold", 0.0)),
+    dtype=jnp.dtype(dtype or get("dtype", "float32")),
+    conv_transpose=get("conv_transpose", "auto"),
   )

@@ -29,12 +29,21 @@ def run(config, workdir: str, args) -> int:
   outputs = job.forward(state, job.put(batch))
   if "codes" in outputs:
     codes, recon = np.asarray(outputs["codes"]), np.asarray(outputs["recon"])
-    clip_ids = [job.store.manifest["examples"][int(j)]["clip_id"]
-                for j in job.val_examples.indices[:NUM_PUZZLES]]
+    clip_ids = [
+      job.store.manifest["examples"][int(j)]["clip_id"]
+      for j in job.val_examples.indices[:NUM_PUZZLES]
+    ]
     result["puzzles"] = [
-        plots.plot_puzzle(batch["x"][i], recon[i], codes[i], int(config.model.num_codes),
-                          os.path.join(workdir, "analysis", f"puzzle_{i}.png"), clip_ids[i])
-        for i in range(min(NUM_PUZZLES, len(clip_ids)))]
+      plots.plot_puzzle(
+        batch["x"][i],
+        recon[i],
+        codes[i],
+        int(config.model.num_codes),
+        os.path.join(workdir, "analysis", f"puzzle_{i}.png"),
+        clip_ids[i],
+      )
+      for i in range(min(NUM_PUZZLES, len(clip_ids)))
+    ]
   workdir_lib.write_json(os.path.join(workdir, "analysis.json"), result, indent=2)
   table = untrained.markdown(result)
   title = f"# {config.model.name}: trained vs untrained (validation split)"

@@ -17,8 +17,9 @@ def clear(workdir: str) -> int:
     print(f"nothing to clear: '{workdir}' does not exist")
     return 0
   if not writer_lib.is_workdir(workdir):
-    raise ConfigError(f"--clear refuses '{workdir}': it is not a jaxvae workdir "
-                      f"(no {writer_lib.MARKER})")
+    raise ConfigError(
+      f"--clear refuses '{workdir}': it is not a jaxvae workdir (no {writer_lib.MARKER})"
+    )
   for name in writer_lib.RUN_OUTPUTS:
     path = os.path.join(workdir, name)
     if os.path.isdir(path):

@@ -54,8 +54,10 @@ def _print_audio(results: dict) -> None:
   print(json.dumps({"val": results["val"]}, indent=2))
   for name, r in results.items():
     if isinstance(r, dict) and "nmi" in r and name != "baseline_pca_kmeans":
-      print(f"{name}: nmi {r['nmi']:.3f}  ari {r['ari']:.3f}  acc {r['acc']:.3f}  "
-            f"purity {r['purity']:.3f}")
+      print(
+        f"{name}: nmi {r['nmi']:.3f}  ari {r['ari']:.3f}  acc {r['acc']:.3f}  "
+        f"purity {r['purity']:.3f}"
+      )
 
 
 def _fmt(v) -> str:
@@ -64,12 +66,13 @@ def _fmt(v) -> str:
 
 def _print_music(results: dict) -> None:
   val, gen, data, dist = (results[k] for k in ("val", "generated", "data", "distance"))
-  print(f"val: nll {val['nll']:.4f}  ppl {val['ppl']:.2f}  "
-        f"accuracy {_fmt(val.get('accuracy'))}")
-  print(f"generated ({gen['pieces']} pieces, {gen['empty']} empty) vs data "
-        f"({data['pieces']} validation windows):")
+  print(f"val: nll {val['nll']:.4f}  ppl {val['ppl']:.2f}  accuracy {_fmt(val.get('accuracy'))}")
+  print(
+    f"generated ({gen['pieces']} pieces, {gen['empty']} empty) vs data "
+    f"({data['pieces']} validation windows):"
+  )
   for k in music_stats.SCALARS:
-    print(f"  {k:<14} {_fmt(gen[k]):>8} vs {_fmt(data[k]):>8}  "
-          f"overlap {_fmt(dist['overlap_area'][k])}")
-  print(f"  pitch classes: JS {_fmt(dist['pitch_class_js'])}  "
-        f"L1 {_fmt(dist['pitch_class_l1'])}")
+    print(
+      f"  {k:<14} {_fmt(gen[k]):>8} vs {_fmt(data[k]):>8}  overlap {_fmt(dist['overlap_area'][k])}"
+    )
+  print(f"  pitch classes: JS {_fmt(dist['pitch_class_js'])}  L1 {_fmt(dist['pitch_class_l1'])}")

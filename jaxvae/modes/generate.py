@@ -35,11 +35,14 @@ def run(config, workdir: str, args) -> int:
   os.makedirs(out_dir, exist_ok=True)
   if config.data.kind == "midi":
     if interpolate is not None:
-      record = interpolate_lib.write_interpolation(job, state, config, paths, windows, out_dir,
-                                                   seed)
-      print(f"wrote {record['steps']} interpolation steps from {paths[0]} to {paths[1]} "
-            f"(|z_b - z_a| = {np.linalg.norm(np.subtract(record['z_b'], record['z_a'])):.3f}) "
-            f"to {out_dir}")
+      record = interpolate_lib.write_interpolation(
+        job, state, config, paths, windows, out_dir, seed
+      )
+      print(
+        f"wrote {record['steps']} interpolation steps from {paths[0]} to {paths[1]} "
+        f"(|z_b - z_a| = {np.linalg.norm(np.subtract(record['z_b'], record['z_a'])):.3f}) "
+        f"to {out_dir}"
+      )
       return 0
     files = tokens.write_midi(tokens.sample(job, state, config, num_samples, seed), out_dir)
     print(f"wrote {len(files)} MIDI files to {out_dir}")
@@ -51,13 +54,23 @@ def run(config, workdir: str, args) -> int:
     stem = os.path.join(out_dir, f"{tag}_{i:02d}")
     np.save(stem + ".npy", prior.to_feature_units(x, job.store, config).astype(np.float32))
     if config.data.feature == "mel":
-      features.write_wav(stem + ".wav", prior.features_to_audio(x, job.store, config),
-                         config.data.sr)
+      features.write_wav(
+        stem + ".wav", prior.features_to_audio(x, job.store, config), config.data.sr
+      )
     written.append(stem)
-  plots.plot_spectrograms(specs, os.path.join(out_dir, f"{tag}.png"),
-                          titles=[f"{tag} {i}" for i in range(len(specs))])
-  workdir_lib.write_json(os.path.join(out_dir, f"{tag}.json"), {
-      "condition": condition, "num_samples": num_samples, "seed": seed, "files": written,
-      "step": int(state.step)}, indent=2)
+  plots.plot_spectrograms(
+    specs, os.path.join(out_dir, f"{tag}.png"), titles=[f"{tag} {i}" for i in range(len(specs))]
+  )
+  workdir_lib.write_json(
+    os.path.join(out_dir, f"{tag}.json"),
+    {
+      "condition": condition,
+      "num_samples": num_samples,
+      "seed": seed,
+      "files": written,
+      "step": int(state.step),
+    },
+    indent=2,
+  )
   print(f"wrote {num_samples} samples ({tag}) to {out_dir}")
   return 0

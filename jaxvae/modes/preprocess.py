@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
-from jaxvae.data import dataset
 from jaxvae import workdir as workdir_lib
+from jaxvae.data import dataset
 
 
 def run(config, workdir: str, args) -> int:
@@ -14,11 +14,21 @@ def run(config, workdir: str, args) -> int:
   store = dataset.open_store(config)
   m = store.manifest
   print(f"feature store: {store.path}")
-  print(f"examples: {len(m['examples'])} of shape {list(store.shape)} from "
-        f"{m['dataset']['num_files']} files; bad files: {len(m['bad'])}")
+  print(
+    f"examples: {len(m['examples'])} of shape {list(store.shape)} from "
+    f"{m['dataset']['num_files']} files; bad files: {len(m['bad'])}"
+  )
   for b in m["bad"][:20]:
     print(f"  bad: {b['path']}: {b['reason']} ({b['action']})")
-  workdir_lib.write_json(os.path.join(workdir, "preprocess.json"), {
-      "store": store.path, "examples": len(m["examples"]), "shape": list(store.shape),
-      "bad": m["bad"], "label_values": m["label_values"]}, indent=2)
+  workdir_lib.write_json(
+    os.path.join(workdir, "preprocess.json"),
+    {
+      "store": store.path,
+      "examples": len(m["examples"]),
+      "shape": list(store.shape),
+      "bad": m["bad"],
+      "label_values": m["label_values"],
+    },
+    indent=2,
+  )
   return 0

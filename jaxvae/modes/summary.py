@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvae import workdir as workdir_lib
 from jaxvae.data import dataset
 from jaxvae.data.spec import DataSpec
-from jaxvae import workdir as workdir_lib
 from jaxvae.training.state import init_variables
 from jaxvae.variants import registry
 
@@ -53,8 +53,9 @@ def run(config, workdir: str, args) -> int:
     spec = dataclasses.replace(spec, lyrics_dim=768)
     model = build(config.model, spec, dtype=config.dtype)
     print("(no data.lyrics_embeddings: assuming 768-d lyrics embeddings, xlm-roberta-base)")
-  variables = jax.eval_shape(lambda: init_variables(
-      model, dummy_batch(spec), jax.random.PRNGKey(0)))
+  variables = jax.eval_shape(
+    lambda: init_variables(model, dummy_batch(spec), jax.random.PRNGKey(0))
+  )
   rows, total = parameter_table(variables["params"])
   width = max(len(r[0]) for r in rows)
   print(f"{'parameter':<{width}}  {'shape':>20}  {'count':>12}")
@@ -62,7 +63,14 @@ def run(config, workdir: str, args) -> int:
     print(f"{name:<{width}}  {str(shape):>20}  {count:>12,}")
   print(f"input shape: {spec.input_shape}")
   print(f"total params: {total}")
-  workdir_lib.write_json(os.path.join(workdir, "summary.json"), {
-      "model": config.model.name, "total_params": total, "input_shape": spec.input_shape,
-      "parameters": [{"name": n, "shape": s, "count": c} for n, s, c in rows]}, indent=2)
+  workdir_lib.write_json(
+    os.path.join(workdir, "summary.json"),
+    {
+      "model": config.model.name,
+      "total_params": total,
+      "input_shape": spec.input_shape,
+      "parameters": [{"name": n, "shape": s, "count": c} for n, s, c in rows],
+    },
+    indent=2,
+  )
   return 0

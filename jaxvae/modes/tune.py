@@ -37,12 +37,15 @@ def parse_space(text: str, config) -> dict[str, tuple[str, list]]:
   for item in filter(str.strip, text.split(";")):
     m = _ITEM.match(item)
     if not m:
-      raise ConfigError(f"config key 'tune.space': cannot read {item.strip()!r}; expected "
-                        "key=kind(args) with kind one of " + ", ".join(KINDS))
+      raise ConfigError(
+        f"config key 'tune.space': cannot read {item.strip()!r}; expected "
+        "key=kind(args) with kind one of " + ", ".join(KINDS)
+      )
     key, kind, args = m.groups()
     if kind not in KINDS:
-      raise ConfigError(f"config key 'tune.space': {key} uses {kind!r}; expected one of "
-                        + ", ".join(KINDS))
+      raise ConfigError(
+        f"config key 'tune.space': {key} uses {kind!r}; expected one of " + ", ".join(KINDS)
+      )
     try:
       parent, _, leaf = key.rpartition(".")
       node = config
@@ -56,8 +59,10 @@ def parse_space(text: str, config) -> dict[str, tuple[str, list]]:
       raise ConfigError(f"config key 'tune.space': {key}={kind}(...) needs (low, high)")
     space[key] = (kind, values)
   if not space:
-    raise ConfigError("config key 'tune.space' is empty; declare what to search, e.g. "
-                      "\"train.lr=loguniform(1e-5, 1e-2); model.latent_dim=int(8, 64)\"")
+    raise ConfigError(
+      "config key 'tune.space' is empty; declare what to search, e.g. "
+      '"train.lr=loguniform(1e-5, 1e-2); model.latent_dim=int(8, 64)"'
+    )
   return space
 
 
@@ -98,9 +103,13 @@ def _objective(spec, base_overrides, space, config, workdir, optuna):
         raise optuna.TrialPruned()
 
     try:
-      meta = loop.train_and_evaluate(trial_cfg, os.path.join(workdir, f"trial_{trial.number}"),
-                                     progress=False, epoch_hooks=report_lib.training_hooks,
-                                     epoch_callback=report)
+      meta = loop.train_and_evaluate(
+        trial_cfg,
+        os.path.join(workdir, f"trial_{trial.number}"),
+        progress=False,
+        epoch_hooks=report_lib.training_hooks,
+        epoch_callback=report,
+      )
     except errors.DivergedError as e:  # a normal outcome of a search, not the study's end
       logging.warning("Trial %d diverged: %s", trial.number, e)
       return float("nan")  # Optuna records a NaN value as a failed trial
@@ -123,10 +132,20 @@ def write_results(study, out_dir: str, space) -> str:
     writer = csv.writer(f)
     writer.writerow(["trial", "state", "value", "seconds", *space])
     for t in study.get_trials(deepcopy=False):
-      seconds = ((t.datetime_complete - t.datetime_start).total_seconds()
-                 if t.datetime_complete and t.datetime_start else "")
-      writer.writerow([t.number, t.state.name, "" if t.value is None else t.value, seconds,
-                       *[t.params.get(k, "") for k in space]])
+      seconds = (
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        if t.datetime_complete and t.datetime_start
+        else ""
+      )
+      writer.writerow(
+        [
+          t.number,
+          t.state.name,
+          "" if t.value is None else t.value,
+          seconds,
+          *[t.params.get(k, "") for k in space],
+        ]
+      )
   return path
 
 
@@ -165,19 +184,27 @@ def run(config, workdir: str, args) -> int:
   os.makedirs(out_dir, exist_ok=True)
   base_overrides = {k: v for k, v in overrides.items() if k not in space}
   study = optuna.create_study(
-      study_name=config.model.name, storage=f"sqlite:///{os.path.join(out_dir, 'study.db')}",
-      load_if_exists=True, direction="minimize",
-      sampler=optuna.samplers.TPESampler(seed=config.seed),
-      pruner=optuna.pruners.MedianPruner(n_startup_trials=config.tune.pruner_startup_trials,
-                                         n_warmup_steps=config.tune.pruner_warmup_epochs))
+    study_name=config.model.name,
+    storage=f"sqlite:///{os.path.join(out_dir, 'study.db')}",
+    load_if_exists=True,
+    direction="minimize",
+    sampler=optuna.samplers.TPESampler(seed=config.seed),
+    pruner=optuna.pruners.MedianPruner(
+      n_startup_trials=config.tune.pruner_startup_trials,
+      n_warmup_steps=config.tune.pruner_warmup_epochs,
+    ),
+  )
   _retry_interrupted(study, optuna)
   done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
   remaining = config.tune.num_trials - len(study.get_trials(deepcopy=False, states=done))
   if remaining > 0:
-    study.optimize(_objective(spec, base_overrides, space, config, out_dir, optuna),
-                   n_trials=remaining, catch=())
+    study.optimize(
+      _objective(spec, base_overrides, space, config, out_dir, optuna), n_trials=remaining, catch=()
+    )
   results = write_results(study, out_dir, space)
   best = write_best_config(study, out_dir, spec, base_overrides)
-  print(f"best trial {study.best_trial.number}: val loss {study.best_value:.6g} with "
-        f"{study.best_trial.params}\nresults: {results}\nbest config: {best}")
+  print(
+    f"best trial {study.best_trial.number}: val loss {study.best_value:.6g} with "
+    f"{study.best_trial.params}\nresults: {results}\nbest config: {best}"
+  )
   return 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 
+from jaxvae import workdir as workdir_lib
 from jaxvae.audio import decode as audio_lib
 from jaxvae.data import store as store_lib
-from jaxvae import workdir as workdir_lib
 
 
 def run(config, workdir: str, args) -> int:

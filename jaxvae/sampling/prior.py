@@ -15,21 +15,27 @@ from jaxvae.errors import ConfigError
 
 def to_feature_units(x: np.ndarray, store, config) -> np.ndarray:
   """Model space (normalized) -> the store's units (dB or log1p of mel power)."""
-  return store_lib.denormalize(np.asarray(x, np.float64), store.manifest["stats"],
-                               config.data.normalize)
+  return store_lib.denormalize(
+    np.asarray(x, np.float64), store.manifest["stats"], config.data.normalize
+  )
 
 
 def features_to_audio(x: np.ndarray, store, config, n_iter: int = 32) -> np.ndarray:
   """One normalized mel spectrogram [n_mels, frames] -> waveform (Griffin-Lim)."""
   d = config.data
   if d.feature != "mel":
-    raise ConfigError(f"config key 'data.feature' is '{d.feature}': only mel features "
-                      "can be turned back into audio")
+    raise ConfigError(
+      f"config key 'data.feature' is '{d.feature}': only mel features can be turned back into audio"
+    )
   units = to_feature_units(x, store, config)
-  power = np.expm1(np.maximum(units, 0.0)) if d.scale == "log1p" else np.asarray(
-      features.db_to_power(units))
-  return features.mel_to_audio(power, sr=d.sr, n_fft=d.n_fft, hop_length=d.hop_length,
-                               n_iter=n_iter)
+  power = (
+    np.expm1(np.maximum(units, 0.0))
+    if d.scale == "log1p"
+    else np.asarray(features.db_to_power(units))
+  )
+  return features.mel_to_audio(
+    power, sr=d.sr, n_fft=d.n_fft, hop_length=d.hop_length, n_iter=n_iter
+  )
 
 
 def _condition_batch(run, config, condition: str | None, n: int) -> dict:
@@ -40,12 +46,16 @@ def _condition_batch(run, config, condition: str | None, n: int) -> dict:
   label = config.model.get("cond_label", "")
   if condition is not None:
     if not label:
-      raise ConfigError(f"--condition={condition!r} given, but model '{config.model.name}' "
-                        "is not conditional (config key model.cond_label is empty)")
+      raise ConfigError(
+        f"--condition={condition!r} given, but model '{config.model.name}' "
+        "is not conditional (config key model.cond_label is empty)"
+      )
     values = run.store.label_values[label]
     if condition not in values:
-      raise ConfigError(f"--condition={condition!r} is not a value of label '{label}'; "
-                        f"expected one of {', '.join(values)}")
+      raise ConfigError(
+        f"--condition={condition!r} is not a value of label '{label}'; "
+        f"expected one of {', '.join(values)}"
+      )
     batch[f"label_{label}"] = jnp.full((n,), values.index(condition), jnp.int32)
   return batch
 
@@ -61,5 +71,8 @@ def sample(run, state, config, condition: str | None, n: int, seed: int) -> np.n
     z = run.model.apply(variables, n, method=run.model.sample_prior, rngs={"sample": key})
   else:
     z = jax.random.normal(key, (n, config.model.latent_dim))
-  return np.asarray(jax.jit(lambda v, z, b: run.model.apply(
-      v, z, b, False, method=run.model.decode))(variables, z, batch))
+  return np.asarray(
+    jax.jit(lambda v, z, b: run.model.apply(v, z, b, False, method=run.model.decode))(
+      variables, z, batch
+    )
+  )

@@ -14,7 +14,8 @@ import numpy as np
 
 from jaxvae.models.transformer import MusicTransformer
 from jaxvae.symbolic import midi
-from jaxvae.symbolic.midi import PAD, START
+from jaxvae.symbolic.midi import PAD
+from jaxvae.symbolic.midi import START
 
 
 def sample_logits(logits, rng, temperature=1.0, top_k: int = 0, top_p=1.0):
@@ -39,16 +40,19 @@ def sample_logits(logits, rng, temperature=1.0, top_k: int = 0, top_p=1.0):
 
 def init_cache(model: MusicTransformer, batch_size: int, length: int, z=None):
   """Zeroed key/value caches for `length` positions (shapes only are traced, nothing runs)."""
-  shapes = jax.eval_shape(lambda: model.clone(decode=True).init(
-      jax.random.key(0), jnp.zeros((batch_size, length), jnp.int32), z,
-      method="decode_tokens"))
+  shapes = jax.eval_shape(
+    lambda: model.clone(decode=True).init(
+      jax.random.key(0), jnp.zeros((batch_size, length), jnp.int32), z, method="decode_tokens"
+    )
+  )
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])
 
 
 def decode_step(model: MusicTransformer, params, cache, tokens, z=None):
   """Feeds tokens [B, 1] at the cache's position: (logits [B, 1, V], updated cache)."""
   logits, updated = model.clone(decode=True).apply(
-      {"params": params, "cache": cache}, tokens, z, method="decode_tokens", mutable=["cache"])
+    {"params": params, "cache": cache}, tokens, z, method="decode_tokens", mutable=["cache"]
+  )
   return logits, updated["cache"]
 
 
@@ -65,8 +69,7 @@ def _generate_fn(model, batch_size, prompt_len, length, top_k, with_z):
       tokens, cache = carry
       current = jax.lax.dynamic_slice_in_dim(tokens, i, 1, axis=1)
       logits, cache = decode_step(model, params, cache, current, zs)
-      chosen = sample_logits(logits[:, 0], jax.random.fold_in(rng, i), temperature, top_k,
-                             top_p)
+      chosen = sample_logits(logits[:, 0], jax.random.fold_in(rng, i), temperature, top_k, top_p)
       # Inside the prompt the next token is given, not sampled.
       given = jax.lax.dynamic_slice_in_dim(tokens, i + 1, 1, axis=1)[:, 0]
       chosen = jnp.where(i + 1 < prompt_len, given, chosen)
@@ -79,9 +82,19 @@ def _generate_fn(model, batch_size, prompt_len, length, top_k, with_z):
   return jax.jit(run)
 
 
-def generate(model: MusicTransformer, variables, rng, *, num_tokens: int, batch_size: int = 1,
-             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, z=None,
-             prompt=None):
+def generate(
+  model: MusicTransformer,
+  variables,
+  rng,
+  *,
+  num_tokens: int,
+  batch_size: int = 1,
+  temperature: float = 1.0,
+  top_k: int = 0,
+  top_p: float = 1.0,
+  z=None,
+  prompt=None,
+):
   """Autoregressive sampling with a key/value cache, jitted, one token per loop step.
 
   prompt: int [P] or [B, P] (default: START). z: [B, latent_dim] for VAE modes (default: a
@@ -104,14 +117,14 @@ def generate(model: MusicTransformer, variables, rng, *, num_tokens: int, batch_
     raise ValueError("z is only meaningful for model.mode 'vae' or 'vaegan'")
   fn = _generate_fn(model, batch_size, prompt.shape[1], length, int(top_k), z is not None)
   z = jnp.zeros((), jnp.float32) if z is None else jnp.asarray(z, jnp.float32)
-  return fn(variables["params"], jnp.asarray(prompt), z, rng, jnp.float32(temperature),
-            jnp.float32(top_p))
+  return fn(
+    variables["params"], jnp.asarray(prompt), z, rng, jnp.float32(temperature), jnp.float32(top_p)
+  )
 
 
 @functools.lru_cache(maxsize=8)
 def _encode_fn(model):
-  return jax.jit(lambda params, tokens: model.apply({"params": params}, tokens,
-                                                    method="encode")[0])
+  return jax.jit(lambda params, tokens: model.apply({"params": params}, tokens, method="encode")[0])
 
 
 def encode(model: MusicTransformer, variables, tokens):
@@ -129,9 +142,19 @@ def sample(run, state, config, num_samples: int, seed: int, z=None) -> np.ndarra
   """int32 [num_samples, 1 + generate.num_tokens]: START, then sampled ids (prior z in VAE
   stages unless `z` is given)."""
   g = config.generate
-  return np.asarray(generate(
-      run.model, {"params": state.params}, jax.random.PRNGKey(seed), num_tokens=g.num_tokens,
-      batch_size=num_samples, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, z=z))
+  return np.asarray(
+    generate(
+      run.model,
+      {"params": state.params},
+      jax.random.PRNGKey(seed),
+      num_tokens=g.num_tokens,
+      batch_size=num_samples,
+      temperature=g.temperature,
+      top_k=g.top_k,
+      top_p=g.top_p,
+      z=z,
+    )
+  )
 
 
 def write_midi(tokens: np.ndarray, out_dir: str, prefix: str = "sample") -> list[str]:

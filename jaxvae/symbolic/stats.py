@@ -35,8 +35,13 @@ def _notes(piece) -> np.ndarray:
   """float64 [n, 3] (start, end, pitch) of the melodic notes of a piece or token array."""
   if not hasattr(piece, "instruments"):
     piece = midi.decode(piece)
-  rows = [(n.start, n.end, n.pitch) for inst in piece.instruments if not inst.is_drum
-          for n in inst.notes if n.end > n.start]
+  rows = [
+    (n.start, n.end, n.pitch)
+    for inst in piece.instruments
+    if not inst.is_drum
+    for n in inst.notes
+    if n.end > n.start
+  ]
   return np.asarray(rows, np.float64).reshape(-1, 3)
 
 
@@ -70,20 +75,28 @@ def piece_stats(piece, weight: str = "duration") -> dict | None:
     return None
   span = notes[:, 1].max() - notes[:, 0].min()
   mean_poly, max_poly = polyphony(notes)
-  return {"pitch_class_histogram": pitch_class_histogram(notes, weight),
-          "note_density": float(len(notes) / span), "polyphony": mean_poly,
-          "polyphony_max": float(max_poly),
-          "pitch_range": float(notes[:, 2].max() - notes[:, 2].min()),
-          "mean_duration": float(np.mean(notes[:, 1] - notes[:, 0])), "notes": len(notes)}
+  return {
+    "pitch_class_histogram": pitch_class_histogram(notes, weight),
+    "note_density": float(len(notes) / span),
+    "polyphony": mean_poly,
+    "polyphony_max": float(max_poly),
+    "pitch_range": float(notes[:, 2].max() - notes[:, 2].min()),
+    "mean_duration": float(np.mean(notes[:, 1] - notes[:, 0])),
+    "notes": len(notes),
+  }
 
 
 def set_features(pieces, weight: str = "duration") -> dict:
   """Per-piece statistics of a set as arrays over its non-empty pieces, plus counts."""
   stats = [piece_stats(p, weight) for p in pieces]
   kept = [s for s in stats if s is not None]
-  out = {"pieces": len(stats), "empty": len(stats) - len(kept),
-         "pitch_class_histogram": np.array([s["pitch_class_histogram"] for s in kept],
-                                           np.float64).reshape(-1, 12)}
+  out = {
+    "pieces": len(stats),
+    "empty": len(stats) - len(kept),
+    "pitch_class_histogram": np.array(
+      [s["pitch_class_histogram"] for s in kept], np.float64
+    ).reshape(-1, 12),
+  }
   for name in SCALARS + ("notes",):
     out[name] = np.array([s[name] for s in kept], np.float64)
   return out
@@ -92,10 +105,12 @@ def set_features(pieces, weight: str = "duration") -> dict:
 def summarize(features: dict) -> dict:
   """JSON-ready means of a set (None where the set has no non-empty piece)."""
   n = len(features["note_density"])
-  out = {"pieces": features["pieces"], "empty": features["empty"],
-         "notes": int(features["notes"].sum()),
-         "pitch_class_histogram": features["pitch_class_histogram"].mean(0).tolist()
-                                  if n else None}
+  out = {
+    "pieces": features["pieces"],
+    "empty": features["empty"],
+    "notes": int(features["notes"].sum()),
+    "pitch_class_histogram": features["pitch_class_histogram"].mean(0).tolist() if n else None,
+  }
   for name in SCALARS:
     out[name] = float(features[name].mean()) if n else None
   return out
@@ -129,13 +144,15 @@ def overlap_area(a, b, bins: int = OVERLAP_BINS) -> float:
 def distance(a: dict, b: dict) -> dict:
   """How far set `a` is from set `b` (both from `set_features`); None where undefined."""
   if not len(a["note_density"]) or not len(b["note_density"]):
-    return {"pitch_class_js": None, "pitch_class_l1": None,
-            **{f"{k}_{d}": None for k in SCALARS for d in ("abs", "rel")},
-            "overlap_area": {k: None for k in SCALARS}}
+    return {
+      "pitch_class_js": None,
+      "pitch_class_l1": None,
+      **{f"{k}_{d}": None for k in SCALARS for d in ("abs", "rel")},
+      "overlap_area": {k: None for k in SCALARS},
+    }
   pa = a["pitch_class_histogram"].mean(0)
   pb = b["pitch_class_histogram"].mean(0)
-  out = {"pitch_class_js": js_divergence(pa, pb),
-         "pitch_class_l1": float(np.abs(pa - pb).sum())}
+  out = {"pitch_class_js": js_divergence(pa, pb), "pitch_class_l1": float(np.abs(pa - pb).sum())}
   for name in SCALARS:
     ma, mb = float(a[name].mean()), float(b[name].mean())
     out[f"{name}_abs"] = abs(ma - mb)

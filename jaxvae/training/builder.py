@@ -7,13 +7,15 @@ learns a variant's name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
 import optax
-from jax.sharding import Mesh, NamedSharding
 
 from jaxvae import multihost
 from jaxvae.data import dataset as dataset_lib
@@ -23,13 +25,15 @@ from jaxvae.errors import ConfigError
 from jaxvae.training import mesh as mesh_lib
 from jaxvae.training import optim
 from jaxvae.training import step as step_lib
-from jaxvae.training.state import TrainState, create_state
+from jaxvae.training.state import TrainState
+from jaxvae.training.state import create_state
 from jaxvae.variants import registry
 
 
 @dataclasses.dataclass
 class Compiled:
   """A model with its optimizer, state and jitted steps, for a given data spec."""
+
   config: Any
   model: nn.Module
   variant: registry.Variant
@@ -63,6 +67,7 @@ class Compiled:
 @dataclasses.dataclass
 class Run(Compiled):
   """A `Compiled` with its data: what the loop and every mode need."""
+
   store: store_lib.Store = None
   train_examples: pipeline.Examples = None
   val_examples: pipeline.Examples = None
@@ -104,15 +109,36 @@ def build(config, spec, example_batch: dict, steps_per_epoch: int, total_steps: 
     step_fn = step_lib.make_train_step(model, tx, stage.objective, kl_fn, config)
     if variant.make_train_step is not None:
       step_fn = variant.make_train_step(model, tx, stage.objective, kl_fn, config, step_fn)
-    train_steps.append(jax.jit(step_lib.skip_nonfinite(step_fn),
-                               in_shardings=(state_sharding, batch_sharding),
-                               out_shardings=(state_sharding, replicated), donate_argnums=(0,)))
-    eval_steps.append(jax.jit(step_lib.make_eval_step(model, stage.objective, kl_fn, config),
-                              in_shardings=(state_sharding, batch_sharding),
-                              out_shardings=replicated))
+    train_steps.append(
+      jax.jit(
+        step_lib.skip_nonfinite(step_fn),
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=(state_sharding, replicated),
+        donate_argnums=(0,),
+      )
+    )
+    eval_steps.append(
+      jax.jit(
+        step_lib.make_eval_step(model, stage.objective, kl_fn, config),
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=replicated,
+      )
+    )
   forward = jax.jit(step_lib.make_forward(model), in_shardings=(state_sharding, batch_sharding))
-  return Compiled(config, model, variant, tx, mesh, batch_sharding, state, kl_fn, stages,
-                  train_steps, eval_steps, forward)
+  return Compiled(
+    config,
+    model,
+    variant,
+    tx,
+    mesh,
+    batch_sharding,
+    state,
+    kl_fn,
+    stages,
+    train_steps,
+    eval_steps,
+    forward,
+  )
 
 
 def setup(config, *, progress: bool = True) -> Run:
@@ -125,6 +151,12 @@ def setup(config, *, progress: bool = True) -> Run:
   example = next(pipeline.eval_batches(data.train, config.train.batch_size))
   compiled = build(config, data.spec, example, spe, total)
   fields = {f.name: getattr(compiled, f.name) for f in dataclasses.fields(Compiled)}
-  return Run(**fields, store=data.store, train_examples=data.train,
-             val_examples=data.validation, spec=data.spec, steps_per_epoch=spe,
-             total_steps=total)
+  return Run(
+    **fields,
+    store=data.store,
+    train_examples=data.train,
+    val_examples=data.validation,
+    spec=data.spec,
+    steps_per_epoch=spe,
+    total_steps=total,
+  )

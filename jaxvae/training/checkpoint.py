@@ -25,14 +25,16 @@ from jaxvae.training.state import RunMeta
 def _options(keep: int) -> ocp.CheckpointManagerOptions:
   # Synchronous saves: a save has landed (atomically) before training continues, so a kill
   # at any moment leaves either the previous or the new checkpoint, never half of one.
-  return ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                      enable_async_checkpointing=False)
+  return ocp.CheckpointManagerOptions(
+    max_to_keep=keep, create=True, enable_async_checkpointing=False
+  )
 
 
 def finite(tree) -> jax.Array:
   """True when every float leaf of `tree` is finite (a traced bool inside jit)."""
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  leaves = [
+    jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)
+  ]
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
@@ -43,9 +45,10 @@ def check_finite(state, step: int) -> None:
   """Refuses to write non-finite parameters or model state into any checkpoint."""
   if not bool(_all_finite((state.params, state.model_state))):
     raise errors.DivergedError(
-        f"the parameters are non-finite at step {step}; nothing was saved, the last "
-        "checkpoint stays the resume point. Try a lower train.lr, a train.clip_norm, or "
-        "dtype float32")
+      f"the parameters are non-finite at step {step}; nothing was saved, the last "
+      "checkpoint stays the resume point. Try a lower train.lr, a train.clip_norm, or "
+      "dtype float32"
+    )
 
 
 def saved_steps(workdir: str) -> list[int]:
@@ -67,8 +70,9 @@ def _restore_newest(manager, args_fn, what: str):
       return step, manager.restore(step, args=args_fn()), damaged
     except Exception as e:  # noqa: BLE001 - any failure to read a step means "damaged".
       reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
-      logging.warning("%s checkpoint at step %d cannot be restored (%s); trying an older one",
-                      what, step, reason)
+      logging.warning(
+        "%s checkpoint at step %d cannot be restored (%s); trying an older one", what, step, reason
+      )
       damaged.append((step, reason))
   return None, None, damaged
 
@@ -84,8 +88,9 @@ class Checkpoints:
 
   def __init__(self, workdir: str, keep: int = 3):
     self.workdir = os.path.abspath(workdir)
-    self.latest = ocp.CheckpointManager(os.path.join(self.workdir, "checkpoints"),
-                                        options=_options(keep))
+    self.latest = ocp.CheckpointManager(
+      os.path.join(self.workdir, "checkpoints"), options=_options(keep)
+    )
     self.best = ocp.CheckpointManager(os.path.join(self.workdir, "best"), options=_options(1))
 
   def latest_step(self) -> int | None:
@@ -117,27 +122,38 @@ class Checkpoints:
   def restore_latest(self, template, iterator):
     """The newest intact latest checkpoint into `template`'s structure and shardings;
     advances `iterator` in place. Raises CheckpointError when none restores."""
+
     def args():
       a = {"state": ocp.args.StandardRestore(template), "meta": ocp.args.JsonRestore()}
       if iterator is not None:
         a["data"] = grain.checkpoint.CheckpointRestore(iterator)
       return ocp.args.Composite(**a)
+
     step, out, damaged = _restore_newest(self.latest, args, "latest")
     if step is None:
       raise errors.CheckpointError(
-          f"no checkpoint in '{self.latest.directory}' can be restored (steps "
-          f"{', '.join(str(s) for s, _ in damaged)}; step {damaged[0][0]}: {damaged[0][1]}). "
-          "If the model's config changed since they were saved, run with the original "
-          "config or another --workdir; if they are damaged, start over with --clear")
+        f"no checkpoint in '{self.latest.directory}' can be restored (steps "
+        f"{', '.join(str(s) for s, _ in damaged)}; step {damaged[0][0]}: {damaged[0][1]}). "
+        "If the model's config changed since they were saved, run with the original "
+        "config or another --workdir; if they are damaged, start over with --clear"
+      )
     if damaged:
-      logging.warning("Resuming from step %d: the newer checkpoint(s) at step %s are damaged",
-                      step, ", ".join(str(s) for s, _ in damaged))
+      logging.warning(
+        "Resuming from step %d: the newer checkpoint(s) at step %s are damaged",
+        step,
+        ", ".join(str(s) for s, _ in damaged),
+      )
     return out["state"], RunMeta.from_json(out["meta"])
 
   def restore_best(self, template):
     """The best checkpoint, or (None, None) when there is none that restores."""
-    step, out, _ = _restore_newest(self.best, lambda: ocp.args.Composite(
-        state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()), "best")
+    step, out, _ = _restore_newest(
+      self.best,
+      lambda: ocp.args.Composite(
+        state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()
+      ),
+      "best",
+    )
     if step is None:
       return None, None
     return out["state"], RunMeta.from_json(out["meta"])
@@ -156,8 +172,10 @@ def restore(workdir: str, template):
     state, meta = ckpts.restore_best(template)
     if state is None:
       if ckpts.latest_step() is None:
-        raise errors.CheckpointError(f"no checkpoint in workdir '{workdir}' can be restored; "
-                                     "train first (or start over with --clear)")
+        raise errors.CheckpointError(
+          f"no checkpoint in workdir '{workdir}' can be restored; "
+          "train first (or start over with --clear)"
+        )
       state, meta = ckpts.restore_latest(template, None)
   finally:
     ckpts.close()
@@ -212,38 +230,58 @@ def restore_weights(path: str, template, model_name: str = "?"):
   """
   path = os.path.abspath(path)
   named = os.path.basename(path) in ("best", "checkpoints")
-  candidates = [path] if named else [os.path.join(path, "best"),
-                                     os.path.join(path, "checkpoints")]
+  candidates = [path] if named else [os.path.join(path, "best"), os.path.join(path, "checkpoints")]
   for directory in candidates:
     if not os.path.isdir(directory):
       continue
-    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-        read_only=True, enable_async_checkpointing=False))
+    manager = ocp.CheckpointManager(
+      directory,
+      options=ocp.CheckpointManagerOptions(read_only=True, enable_async_checkpointing=False),
+    )
     try:
-      step, out, _ = _restore_newest(manager, lambda: ocp.args.Composite(
-          state=ocp.args.PyTreeRestore()), "init_from")
+      step, out, _ = _restore_newest(
+        manager, lambda: ocp.args.Composite(state=ocp.args.PyTreeRestore()), "init_from"
+      )
     finally:
       manager.close()
     if step is None:
       continue
     restored = out["state"]
-    params, loaded_params, fresh = _merge(dict(template.params), restored.get("params", {}),
-                                          "params")
-    model_state, loaded_s, fresh_s = _merge(dict(template.model_state),
-                                            restored.get("model_state", {}), "model_state")
+    params, loaded_params, fresh = _merge(
+      dict(template.params), restored.get("params", {}), "params"
+    )
+    model_state, loaded_s, fresh_s = _merge(
+      dict(template.model_state), restored.get("model_state", {}), "model_state"
+    )
     loaded, fresh = loaded_params + loaded_s, fresh + fresh_s
     source = _model_name(os.path.dirname(directory))
     if not loaded_params:
       raise errors.ConfigError(
-          f"config key 'init_from': '{directory}' (model '{source}') shares no parameter "
-          f"with this model ('{model_name}'); expected a run of the same architecture")
+        f"config key 'init_from': '{directory}' (model '{source}') shares no parameter "
+        f"with this model ('{model_name}'); expected a run of the same architecture"
+      )
     if fresh:
-      logging.warning("init_from %s (model '%s', step %d): loaded %d leaves (%s), kept the "
-                      "fresh initialization of %d (%s)", directory, source, step, len(loaded),
-                      ", ".join(loaded[:3]), len(fresh), ", ".join(fresh[:3]))
+      logging.warning(
+        "init_from %s (model '%s', step %d): loaded %d leaves (%s), kept the "
+        "fresh initialization of %d (%s)",
+        directory,
+        source,
+        step,
+        len(loaded),
+        ", ".join(loaded[:3]),
+        len(fresh),
+        ", ".join(fresh[:3]),
+      )
     else:
-      logging.info("init_from %s (model '%s', step %d): loaded all %d leaves", directory,
-                   source, step, len(loaded))
+      logging.info(
+        "init_from %s (model '%s', step %d): loaded all %d leaves",
+        directory,
+        source,
+        step,
+        len(loaded),
+      )
     return params, model_state
-  raise errors.ConfigError(f"config key 'init_from': no checkpoint that restores under "
-                           f"'{path}' (expected a jaxvae workdir with best/ or checkpoints/)")
+  raise errors.ConfigError(
+    f"config key 'init_from': no checkpoint that restores under "
+    f"'{path}' (expected a jaxvae workdir with best/ or checkpoints/)"
+  )

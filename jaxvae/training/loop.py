@@ -7,12 +7,12 @@ passes `epoch_hooks`, built from the run and its writer once they exist.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
 import logging
 import math
 import os
 import time
-from typing import Callable
 
 import jax
 import tqdm
@@ -25,8 +25,11 @@ from jaxvae.training import checkpoint as ckpt_lib
 from jaxvae.training import mesh as mesh_lib
 from jaxvae.training import metrics as metrics_lib
 from jaxvae.training import writer as writer_lib
-from jaxvae.training.builder import Run, setup, total_epochs
-from jaxvae.training.state import RunMeta, TrainState
+from jaxvae.training.builder import Run
+from jaxvae.training.builder import setup
+from jaxvae.training.builder import total_epochs
+from jaxvae.training.state import RunMeta
+from jaxvae.training.state import TrainState
 
 # (state, epoch) -> None, run after an epoch's record and best checkpoint, before its latest
 # checkpoint; it decides itself on which epochs it does something (reports: every N).
@@ -35,9 +38,14 @@ EpochHook = Callable[[TrainState, int], None]
 HookFactory = Callable[[Run, writer_lib.Writer], list[EpochHook]]
 
 
-def train_and_evaluate(config, workdir: str, *, progress: bool = True,
-                       epoch_hooks: HookFactory | None = None,
-                       epoch_callback: Callable[[dict], None] | None = None) -> RunMeta:
+def train_and_evaluate(
+  config,
+  workdir: str,
+  *,
+  progress: bool = True,
+  epoch_hooks: HookFactory | None = None,
+  epoch_callback: Callable[[dict], None] | None = None,
+) -> RunMeta:
   """Trains (or resumes) in `workdir`; returns the final run metadata.
 
   Holds the workdir's lock for the whole run (one writer per workdir). `epoch_hooks(run,
@@ -54,25 +62,32 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True,
 
 def _weights_from(run: Run, config) -> TrainState:
   """Weights from `init_from` (fine-tuning / progressive stages); optimizer fresh."""
-  params, model_state = ckpt_lib.restore_weights(config.init_from, run.state,
-                                                 config.model.name)
-  state = run.state.replace(params=params, model_state=model_state,
-                            opt_state=run.tx.init(params))
+  params, model_state = ckpt_lib.restore_weights(config.init_from, run.state, config.model.name)
+  state = run.state.replace(params=params, model_state=model_state, opt_state=run.tx.init(params))
   return jax.device_put(state, mesh_lib.replicated(run.mesh))
 
 
 def _train(config, workdir, progress, epoch_hooks, epoch_callback) -> RunMeta:
   run = setup(config, progress=progress)
-  logging.info("Training on %d devices (%s, %d process(es)), global batch %d",
-               run.mesh.devices.size, jax.devices()[0].platform, jax.process_count(),
-               config.train.batch_size)
+  logging.info(
+    "Training on %d devices (%s, %d process(es)), global batch %d",
+    run.mesh.devices.size,
+    jax.devices()[0].platform,
+    jax.process_count(),
+    config.train.batch_size,
+  )
   main_process = multihost.is_main_process()
   if main_process:
     writer_lib.mark_workdir(workdir, config, run.store)
   ckpts = ckpt_lib.Checkpoints(workdir, config.train.keep_checkpoints)
-  iterator = pipeline.train_iterator(run.train_examples, config.train.batch_size,
-                                     config.seed, config, shard=jax.process_index(),
-                                     num_shards=jax.process_count())
+  iterator = pipeline.train_iterator(
+    run.train_examples,
+    config.train.batch_size,
+    config.seed,
+    config,
+    shard=jax.process_index(),
+    num_shards=jax.process_count(),
+  )
   try:
     if ckpts.latest_step() is not None:
       state, meta = ckpts.restore_latest(run.state, iterator)
@@ -83,7 +98,8 @@ def _train(config, workdir, progress, epoch_hooks, epoch_callback) -> RunMeta:
     if main_process:  # rows of steps this run redoes (or a torn line) would appear twice
       workdir_lib.repair_metrics(os.path.join(workdir, "metrics.jsonl"), int(state.step))
     writer = (writer_lib.Writer if main_process else writer_lib.NullWriter)(
-        workdir, config, purge_step=int(state.step) + 1)
+      workdir, config, purge_step=int(state.step) + 1
+    )
     try:
       hooks = epoch_hooks(run, writer) if epoch_hooks is not None else []
       loop = _Loop(run, ckpts, writer, hooks, progress, epoch_callback)
@@ -100,6 +116,7 @@ def _train(config, workdir, progress, epoch_hooks, epoch_callback) -> RunMeta:
 @dataclasses.dataclass
 class _Loop:
   """The epoch loop of one run (what `_train` set up)."""
+
   run: Run
   ckpts: ckpt_lib.Checkpoints
   writer: writer_lib.Writer
@@ -123,12 +140,16 @@ class _Loop:
 
       def sync():
         """Host copies of the rows not pulled yet (waits for their steps); checks divergence."""
-        new = jax.device_get(rows[len(pulled):])
+        new = jax.device_get(rows[len(pulled) :])
         watch.update(new, first_step + len(pulled))
         pulled.extend(new)
 
-      bar = tqdm.tqdm(total=steps, desc=f"epoch {meta.epoch + 1}/{total_epochs(run.config)}",
-                      disable=not self.progress, leave=False)
+      bar = tqdm.tqdm(
+        total=steps,
+        desc=f"epoch {meta.epoch + 1}/{total_epochs(run.config)}",
+        disable=not self.progress,
+        leave=False,
+      )
       window_start, window_step = time.time(), step
       for _ in range(steps):
         state, metrics = train_step(state, run.put(next(iterator)))
@@ -138,17 +159,21 @@ class _Loop:
         bar.update(1)
         if step % t.log_every_steps == 0:
           sync()  # the host waits for the device only here, at checkpoints and epoch ends
-          logged = metrics_lib.mean_metrics(pulled[-t.log_every_steps:])
+          logged = metrics_lib.mean_metrics(pulled[-t.log_every_steps :])
           rate = (step - window_step) * t.batch_size / max(time.time() - window_start, 1e-9)
           window_start, window_step = time.time(), step
-          self.writer.scalars(step, {f"train/{k}": v for k, v in logged.items()}
-                              | {"train/samples_per_s": rate})
-          bar.set_postfix(loss=f"{logged.get('loss', float('nan')):.4g}",
-                          samples_s=f"{rate:.0f}")
+          self.writer.scalars(
+            step, {f"train/{k}": v for k, v in logged.items()} | {"train/samples_per_s": rate}
+          )
+          bar.set_postfix(loss=f"{logged.get('loss', float('nan')):.4g}", samples_s=f"{rate:.0f}")
         # Not on an epoch's last step (nor the run's, when max_steps cuts the epoch short):
         # the epoch-end save covers it, and a resume from there must still end the epoch.
-        if (t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0
-            and step - meta.epoch_start_step < spe and step < run.total_steps):
+        if (
+          t.checkpoint_every_steps
+          and step % t.checkpoint_every_steps == 0
+          and step - meta.epoch_start_step < spe
+          and step < run.total_steps
+        ):
           sync()
           self.ckpts.save(step, state, iterator, meta)
       bar.close()
@@ -165,8 +190,9 @@ class _Loop:
     fine_tuning = run.config.init_from and meta.stage == 0
     if stage.on_start is not None and not fine_tuning:
       logging.info("Stage '%s': initializing from the training data", stage.name)
-      batches = lambda: (run.put(b) for b in pipeline.eval_batches(
-          run.train_examples, run.config.train.batch_size))
+      batches = lambda: (
+        run.put(b) for b in pipeline.eval_batches(run.train_examples, run.config.train.batch_size)
+      )
       state = stage.on_start(state, run.model, batches, run.config)
       state = jax.device_put(state, mesh_lib.replicated(run.mesh))
     meta.stage_started = True
@@ -185,8 +211,7 @@ class _Loop:
     meta.best_val, meta.best_step, meta.bad_epochs = math.inf, -1, 0
     return True
 
-  def _end_epoch(self, state: TrainState, meta: RunMeta, rows: list[dict],
-                 seconds: float) -> None:
+  def _end_epoch(self, state: TrainState, meta: RunMeta, rows: list[dict], seconds: float) -> None:
     """Validation, the epoch record, early stopping, the best checkpoint and the hooks.
     `rows` are host copies of the epoch's step metrics; `seconds` the wall time of its
     steps. Updates `meta` in place."""
@@ -199,10 +224,13 @@ class _Loop:
     eval_start = time.time()
     val_metrics = metrics_lib.evaluate(run, state, run.val_examples, stage)
     histograms = val_metrics.pop("histograms", {})
-    record = {"epoch": epoch, "step": step, "seconds": round(seconds, 3),
-              "samples_per_s": round(len(rows) * config.train.batch_size / max(seconds, 1e-9),
-                                     2),
-              "eval_seconds": round(time.time() - eval_start, 3)}
+    record = {
+      "epoch": epoch,
+      "step": step,
+      "seconds": round(seconds, 3),
+      "samples_per_s": round(len(rows) * config.train.batch_size / max(seconds, 1e-9), 2),
+      "eval_seconds": round(time.time() - eval_start, 3),
+    }
     if len(run.stages) > 1:
       record["stage"] = run.stages[stage].name
     record |= {f"train/{k}": v for k, v in train_metrics.items()}
@@ -223,9 +251,15 @@ class _Loop:
       if config.train.patience and meta.bad_epochs >= config.train.patience:
         meta.stage_stopped = True
         meta.stopped_early = stage == len(run.stages) - 1
-        logging.info("Early stopping at epoch %d: no improvement for %d epochs", epoch,
-                     meta.bad_epochs)
-    logging.info("epoch %d: train loss %.5g, val loss %.5g (best %.5g)", epoch,
-                 train_metrics.get("loss", float("nan")), val_loss, meta.best_val)
+        logging.info(
+          "Early stopping at epoch %d: no improvement for %d epochs", epoch, meta.bad_epochs
+        )
+    logging.info(
+      "epoch %d: train loss %.5g, val loss %.5g (best %.5g)",
+      epoch,
+      train_metrics.get("loss", float("nan")),
+      val_loss,
+      meta.best_val,
+    )
     for hook in self.hooks:
       hook(state, epoch)

@@ -4,8 +4,10 @@ replicated (docs/ARCHITECTURE.md, "Data parallel")."""
 from __future__ import annotations
 
 import jax
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxvae.errors import ConfigError
 
@@ -13,16 +15,20 @@ from jaxvae.errors import ConfigError
 def make_mesh(num_devices: int = 0) -> Mesh:
   devices = jax.devices()
   if num_devices > len(devices):
-    raise ConfigError(f"config key 'train.num_devices' is {num_devices}, but only "
-                      f"{len(devices)} devices are visible")
+    raise ConfigError(
+      f"config key 'train.num_devices' is {num_devices}, but only "
+      f"{len(devices)} devices are visible"
+    )
   return Mesh(np.array(devices[:num_devices] if num_devices else devices), ("data",))
 
 
 def check_batch(batch_size: int, mesh: Mesh) -> None:
   n = mesh.devices.size
   if batch_size % n:
-    raise ConfigError(f"config key 'train.batch_size' is {batch_size}, which does not divide "
-                      f"over {n} devices; use a multiple of {n}")
+    raise ConfigError(
+      f"config key 'train.batch_size' is {batch_size}, which does not divide "
+      f"over {n} devices; use a multiple of {n}"
+    )
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -46,6 +52,6 @@ def put_batch(batch: dict, sharding: NamedSharding, global_batch_size: int) -> d
     v = np.asarray(v)
     if count > 1 and v.shape[0] == global_batch_size:
       share = v.shape[0] // count
-      v = v[index * share:(index + 1) * share]
+      v = v[index * share : (index + 1) * share]
     out[k] = jax.make_array_from_process_local_data(sharding, v)
   return out

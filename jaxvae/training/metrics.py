@@ -13,17 +13,21 @@ from jaxvae.data import pipeline
 from jaxvae.training.state import TrainState
 
 
-def evaluate(run, state: TrainState, examples: pipeline.Examples,
-             stage: int = -1) -> dict[str, float]:
+def evaluate(
+  run, state: TrainState, examples: pipeline.Examples, stage: int = -1
+) -> dict[str, float]:
   """Example-weighted means of the objective's metrics over a whole split.
 
   Histogram outputs (`*_counts`) are summed over the split instead; for each the result has
-  `<name>s_used` (non-zero bins, e.g. `codes_used`) and `<name>_perplexity` (exp of the usage entropy), and the
+  `<name>s_used` (non-zero bins, e.g. `codes_used`) and `<name>_perplexity` (exp of the usage
+  entropy), and the
   raw histogram is returned under `histograms`.
   """
   eval_step = run.eval_steps[stage]
-  collected = [eval_step(state, run.put(b))
-               for b in pipeline.eval_batches(examples, run.config.train.batch_size)]
+  collected = [
+    eval_step(state, run.put(b))
+    for b in pipeline.eval_batches(examples, run.config.train.batch_size)
+  ]
   collected = jax.device_get(collected)
   weights = np.array([m["count"] for m in collected])
   out: dict[str, Any] = {}
@@ -75,16 +79,16 @@ class NonfiniteWatch:
         continue
       if self.run == 0:
         self.first_step = first_step + i
-        self.bad_metrics = sorted(k for k, v in row.items()
-                                  if k != "nonfinite" and not np.isfinite(v))
+        self.bad_metrics = sorted(
+          k for k, v in row.items() if k != "nonfinite" and not np.isfinite(v)
+        )
       self.run += 1
     if self.limit and self.run >= self.limit:
       what = ", ".join(self.bad_metrics) or "the updated parameters"
       raise errors.DivergedError(
-          f"training diverged: {self.run} steps in a row from step {self.first_step} had a "
-          f"non-finite {what} (their updates were skipped; train.max_nonfinite_steps is "
-          f"{self.limit}). The last checkpoint before them is the resume point. Try a lower "
-          "train.lr, a smaller train.clip_norm, or dtype float32 (or bfloat16 instead of "
-          "float16)")
-
-
+        f"training diverged: {self.run} steps in a row from step {self.first_step} had a "
+        f"non-finite {what} (their updates were skipped; train.max_nonfinite_steps is "
+        f"{self.limit}). The last checkpoint before them is the resume point. Try a lower "
+        "train.lr, a smaller train.clip_norm, or dtype float32 (or bfloat16 instead of "
+        "float16)"
+      )

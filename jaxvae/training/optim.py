@@ -15,8 +15,12 @@ def learning_rate(config, total_steps: int) -> optax.Schedule | float:
   t = config.train
   if t.lr_schedule == "warmup_cosine":
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=t.lr, warmup_steps=t.warmup_steps,
-        decay_steps=max(total_steps, t.warmup_steps + 1), end_value=t.lr * t.min_lr_ratio)
+      init_value=0.0,
+      peak_value=t.lr,
+      warmup_steps=t.warmup_steps,
+      decay_steps=max(total_steps, t.warmup_steps + 1),
+      end_value=t.lr * t.min_lr_ratio,
+    )
   if t.warmup_steps:
     return optax.linear_schedule(0.0, t.lr, t.warmup_steps)
   return t.lr
@@ -49,9 +53,13 @@ def optimizer(config, total_steps: int, multipliers=None) -> optax.GradientTrans
   if t.lr_schedule == "plateau":
     # Scales updates down when the loss it is given stops improving (seed 003's
     # ReduceLROnPlateau); the trainer passes the step loss as `value`.
-    parts.append(optax.contrib.reduce_on_plateau(
-        factor=t.plateau_factor, patience=t.plateau_patience,
-        accumulation_size=t.plateau_accumulation))
+    parts.append(
+      optax.contrib.reduce_on_plateau(
+        factor=t.plateau_factor,
+        patience=t.plateau_patience,
+        accumulation_size=t.plateau_accumulation,
+      )
+    )
   tx = optax.chain(*parts)
   if t.grad_accum_steps > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=t.grad_accum_steps)
@@ -67,11 +75,14 @@ def kl_weight(config, steps_per_epoch: int, total_steps: int):
     return lambda step: jnp.float32(end)
   if k.schedule == "linear":
     return lambda step: jnp.float32(
-        start + (end - start) * jnp.clip(step.astype(jnp.float32) / ramp, 0.0, 1.0))
+      start + (end - start) * jnp.clip(step.astype(jnp.float32) / ramp, 0.0, 1.0)
+    )
 
   period = max(1, total_steps // max(1, k.cycles))
+
   # Cyclical annealing (Fu et al. 2019): ramp over the first half of each period, then hold.
   def cyclical(step):
     phase = jnp.mod(step, period).astype(jnp.float32) / (0.5 * period)
     return jnp.float32(start + (end - start) * jnp.clip(phase, 0.0, 1.0))
+
   return cyclical

@@ -8,18 +8,19 @@ import math
 from typing import Any
 
 import flax
+from flax import struct
 import flax.linen as nn
+from flax.training import dynamic_scale as dynamic_scale_lib
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
-from flax.training import dynamic_scale as dynamic_scale_lib
 
 RNG_STREAMS = ("sample", "dropout", "vq", "augment")
 
 
 class TrainState(struct.PyTreeNode):
   """Everything a step reads and writes; all of it is checkpointed."""
+
   step: jax.Array
   params: Any
   model_state: Any  # non-parameter collections: batch_stats, VQ statistics, ...
@@ -46,11 +47,20 @@ def create_state(model, make_tx, batch, config) -> tuple[TrainState, optax.Gradi
   variables = flax.core.unfreeze(variables)
   params = variables.pop("params")
   tx = make_tx(params)
-  scale = (dynamic_scale_lib.DynamicScale(scale=config.train.loss_scale_init)
-           if config.dtype == "float16" else None)
+  scale = (
+    dynamic_scale_lib.DynamicScale(scale=config.train.loss_scale_init)
+    if config.dtype == "float16"
+    else None
+  )
   # One compiled init instead of one small compile per optimizer-state leaf.
-  state = TrainState(step=jnp.int32(0), params=params, model_state=variables,
-                     opt_state=jax.jit(tx.init)(params), rng=rng, dynamic_scale=scale)
+  state = TrainState(
+    step=jnp.int32(0),
+    params=params,
+    model_state=variables,
+    opt_state=jax.jit(tx.init)(params),
+    rng=rng,
+    dynamic_scale=scale,
+  )
   return state, tx
 
 
@@ -59,6 +69,7 @@ class RunMeta:
   """Where a run is, beyond the device state: epochs, stages, early stopping, the epoch
   records. Saved as JSON in every checkpoint (`to_json` / `from_json`, the same keys the
   checkpoints of earlier versions hold, so their workdirs resume)."""
+
   epoch: int = 0  # epochs completed
   epoch_start_step: int = 0  # the step the current epoch started after
   stage: int = 0  # index into the variant's stages
@@ -76,7 +87,7 @@ class RunMeta:
     return dataclasses.asdict(self)
 
   @classmethod
-  def from_json(cls, value: dict) -> "RunMeta":
+  def from_json(cls, value: dict) -> RunMeta:
     """Keys this version does not know are ignored; missing ones take their defaults."""
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in value.items() if k in names})

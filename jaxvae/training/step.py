@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxvae.audio import augment
-from jaxvae.training.state import TrainState, step_rngs
+from jaxvae.training.state import TrainState
+from jaxvae.training.state import step_rngs
 
 
 def apply_model(model, params, model_state, batch, train, rngs):
@@ -36,10 +37,12 @@ def make_train_step(model, tx, objective, kl_fn, config) -> Callable:
 
     if state.dynamic_scale is not None:
       scale, finite, (loss, (metrics, model_state)), grads = state.dynamic_scale.value_and_grad(
-          loss_fn, has_aux=True)(state.params)
+        loss_fn, has_aux=True
+      )(state.params)
     else:
       (loss, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-          state.params)
+        state.params
+      )
       scale, finite = None, None
     updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
     params = optax.apply_updates(state.params, updates)
@@ -48,8 +51,13 @@ def make_train_step(model, tx, objective, kl_fn, config) -> Callable:
       # update like any other; the scaler has already backed off.
       metrics = dict(metrics, loss_scale=scale.scale, finite=finite.astype(jnp.float32))
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              model_state=model_state, dynamic_scale=scale)
+    new_state = state.replace(
+      step=state.step + 1,
+      params=params,
+      opt_state=opt_state,
+      model_state=model_state,
+      dynamic_scale=scale,
+    )
     return new_state, metrics
 
   return train_step
@@ -71,13 +79,16 @@ def skip_nonfinite(train_step: Callable) -> Callable:
   def guarded(state: TrainState, batch):
     new_state, metrics = train_step(state, batch)
     # Every loss and gradient norm the step reports (the VAE-GAN has loss_d, grad_norm_g, ...).
-    checked = [v for k, v in metrics.items()
-               if k.startswith(("loss", "grad_norm")) and k != "loss_scale"]
+    checked = [
+      v for k, v in metrics.items() if k.startswith(("loss", "grad_norm")) and k != "loss_scale"
+    ]
     ok = jnp.all(jnp.isfinite(jnp.stack([jnp.asarray(v, jnp.float32) for v in checked])))
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-    new_state = new_state.replace(params=keep(new_state.params, state.params),
-                                  opt_state=keep(new_state.opt_state, state.opt_state),
-                                  model_state=keep(new_state.model_state, state.model_state))
+    new_state = new_state.replace(
+      params=keep(new_state.params, state.params),
+      opt_state=keep(new_state.opt_state, state.opt_state),
+      model_state=keep(new_state.model_state, state.model_state),
+    )
     return new_state, dict(metrics, nonfinite=1.0 - ok.astype(jnp.float32))
 
   return guarded
@@ -106,5 +117,3 @@ def make_forward(model) -> Callable:
     return outputs
 
   return forward
-
-

@@ -6,13 +6,14 @@ at log steps and epoch ends.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import json
 import logging
 import math
 import os
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from jaxvae import faults
 from jaxvae import figures
 from jaxvae import workdir as workdir_lib
 from jaxvae.training.state import RunMeta
+
 
 def _summary_writer_class():
   """tensorboardX.SummaryWriter, imported with torch hidden when torch is installed but not
@@ -38,9 +40,25 @@ def _summary_writer_class():
 
 SummaryWriter = _summary_writer_class()
 MARKER = "jaxvae_run.json"  # identifies a workdir as ours (used by --clear).
-RUN_OUTPUTS = ("checkpoints", "best", "tb", "eval", "generate", "analysis", "reports",
-               "analysis.md", "preprocess.json", "metrics.jsonl", "summary.json", "validate.json", "analysis.json",
-               "training_curves.png", "reconstructions.png", "tune", MARKER)
+RUN_OUTPUTS = (
+  "checkpoints",
+  "best",
+  "tb",
+  "eval",
+  "generate",
+  "analysis",
+  "reports",
+  "analysis.md",
+  "preprocess.json",
+  "metrics.jsonl",
+  "summary.json",
+  "validate.json",
+  "analysis.json",
+  "training_curves.png",
+  "reconstructions.png",
+  "tune",
+  MARKER,
+)
 
 
 def mark_workdir(workdir: str, config, store=None) -> None:
@@ -48,12 +66,20 @@ def mark_workdir(workdir: str, config, store=None) -> None:
   info = {"config": json.loads(config.to_json()), "time": time.time()}
   if store is not None:
     bad = store.manifest["bad"]
-    info["data"] = {"store": store.path, "examples": len(store.manifest["examples"]),
-                    "shape": list(store.shape), "bad_files": len(bad), "bad": bad}
+    info["data"] = {
+      "store": store.path,
+      "examples": len(store.manifest["examples"]),
+      "shape": list(store.shape),
+      "bad_files": len(bad),
+      "bad": bad,
+    }
     if bad:
-      logging.warning("%d bad files in the data (%s); listed in %s", len(bad),
-                      ", ".join(sorted({f"{b['reason']}->{b['action']}" for b in bad})),
-                      os.path.join(workdir, MARKER))
+      logging.warning(
+        "%d bad files in the data (%s); listed in %s",
+        len(bad),
+        ", ".join(sorted({f"{b['reason']}->{b['action']}" for b in bad})),
+        os.path.join(workdir, MARKER),
+      )
   workdir_lib.write_json(os.path.join(workdir, MARKER), info, fault="run_file", indent=1)
 
 
@@ -76,8 +102,7 @@ class Writer:
     """One metrics.jsonl row. A kill may tear it (shown by the fault point between its
     halves); `workdir.repair_metrics` drops torn rows when the run resumes."""
     # Strict JSON: a non-finite value (a broken model's validation loss) is written as null.
-    row = {k: None if isinstance(v, float) and not math.isfinite(v) else v
-           for k, v in row.items()}
+    row = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
     text = json.dumps(row, allow_nan=False) + "\n"
     half = len(text) // 2
     self.jsonl.write(text[:half])
@@ -106,11 +131,17 @@ class Writer:
     """A histogram of integer bins (e.g. codebook usage) as TensorBoard shows it."""
     counts = np.asarray(counts, np.float64)
     bins = np.arange(len(counts), dtype=np.float64)
-    self.tb.add_histogram_raw(tag, min=0.0, max=float(len(counts) - 1), num=float(counts.sum()),
-                              sum=float((bins * counts).sum()),
-                              sum_squares=float((bins**2 * counts).sum()),
-                              bucket_limits=(bins + 0.5).tolist(),
-                              bucket_counts=counts.tolist(), global_step=step)
+    self.tb.add_histogram_raw(
+      tag,
+      min=0.0,
+      max=float(len(counts) - 1),
+      num=float(counts.sum()),
+      sum=float((bins * counts).sum()),
+      sum_squares=float((bins**2 * counts).sum()),
+      bucket_limits=(bins + 0.5).tolist(),
+      bucket_counts=counts.tolist(),
+      global_step=step,
+    )
     self._line({"step": step, tag: counts.tolist()})
 
   def audio(self, tag: str, y: np.ndarray, step: int, sr: int) -> None:
@@ -167,16 +198,22 @@ def _metric_series(history: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, 
   return series
 
 
-def plot_training_curves(history: Sequence[Mapping[str, Any]], path: str | None,
-                         keys: Sequence[str] | None = None, *, return_array: bool = False):
+def plot_training_curves(
+  history: Sequence[Mapping[str, Any]],
+  path: str | None,
+  keys: Sequence[str] | None = None,
+  *,
+  return_array: bool = False,
+):
   """One subplot per metric name, its train / val / ... curves on the same axes.
 
   `keys` picks metrics by name ("loss", or "train/loss" meaning "loss"); requested keys that
   never occur are logged and skipped, and rows that lack a metric are simply not plotted.
   """
   series = _metric_series(history)
-  names = sorted(series) if keys is None else list(dict.fromkeys(
-      k.rpartition("/")[2] for k in keys))
+  names = (
+    sorted(series) if keys is None else list(dict.fromkeys(k.rpartition("/")[2] for k in keys))
+  )
   missing = [k for k in names if k not in series]
   if missing:
     logging.warning("plot_training_curves: no values for %s in the history", missing)
@@ -226,5 +263,4 @@ def finish(workdir: str, config, meta: RunMeta) -> None:
     tb.add_hparams(_flat_config(config), final, name="hparams")
   finally:
     tb.close()
-  logging.info("Run finished: best validation loss %.5g at step %d", meta.best_val,
-               meta.best_step)
+  logging.info("Run finished: best validation loss %.5g at step %d", meta.best_val, meta.best_step)

@@ -22,7 +22,8 @@ def recon_terms(outputs, batch, config) -> tuple[jax.Array, jax.Array]:
   masked batch mean of the per-example MSE per feature)."""
   mask = batch["mask"]
   recon = reduce.masked_mean(
-      reconstruction.nll(outputs["recon"], batch["x"], config.objective.recon), mask)
+    reconstruction.nll(outputs["recon"], batch["x"], config.objective.recon), mask
+  )
   mse = reduce.masked_mean(reconstruction.mean_squared_error(outputs["recon"], batch["x"]), mask)
   return recon, mse
 
@@ -31,11 +32,17 @@ def elbo(outputs, batch, *, kl_weight, config):
   """Negative ELBO with a weighted KL (beta-VAE when the weight exceeds 1), free bits
   `kl.free_bits` nats per latent dimension; float32, averaged over real examples."""
   recon, mse = recon_terms(outputs, batch, config)
-  kl_penalized, kl = divergence.free_bits_kl(outputs["mu"], outputs["logvar"], batch["mask"],
-                                             config.kl.free_bits)
+  kl_penalized, kl = divergence.free_bits_kl(
+    outputs["mu"], outputs["logvar"], batch["mask"], config.kl.free_bits
+  )
   loss = recon + kl_weight * kl_penalized
-  return loss, {"loss": loss, "recon": recon, "kl": kl, "recon_mse": mse,
-                "kl_weight": jnp.asarray(kl_weight, jnp.float32)}
+  return loss, {
+    "loss": loss,
+    "recon": recon,
+    "kl": kl,
+    "recon_mse": mse,
+    "kl_weight": jnp.asarray(kl_weight, jnp.float32),
+  }
 
 
 BASIC = Variant(vae.build_basic_vae, elbo)

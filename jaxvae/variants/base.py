@@ -6,8 +6,9 @@ without importing the table that imports it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 
 def _no_checks(config) -> None:
@@ -21,6 +22,7 @@ class Stage:
   on_start: optional (state, model, batches, config) -> state, run once when the stage
     begins; `batches()` iterates the whole training split as device batches, in order.
   """
+
   name: str
   epochs: int
   objective: Callable[..., Any]
@@ -43,6 +45,7 @@ class Variant:
   make_optimizer / make_train_step: optional replacements of the generic optimizer and
     step (the VAE-GAN's alternating generator / discriminator updates).
   """
+
   build_model: Callable[..., Any]
   objective: Callable[..., Any]
   validate: Callable[[Any], None] = _no_checks

@@ -82,17 +82,23 @@ def objective(outputs, batch, *, kl_weight, config):
   # where, not a product: whatever is predicted for a clip without lyrics (or for batch
   # padding) must not reach the loss, not even as a NaN.
   distance = jnp.where(
-      has > 0, reconstruction.embedding_distance(outputs["lyrics_recon"], batch["lyrics"], kind),
-      0.0)
+    has > 0, reconstruction.embedding_distance(outputs["lyrics_recon"], batch["lyrics"], kind), 0.0
+  )
   balance = lyrics_balance(kind, batch["x"][0].size, batch["lyrics"].shape[-1])
   lyrics_term = (config.model.lyrics_weight * balance) * reduce.masked_mean(distance, mask)
-  kl_penalized, kl = divergence.free_bits_kl(outputs["mu"], outputs["logvar"], mask,
-                                             config.kl.free_bits)
+  kl_penalized, kl = divergence.free_bits_kl(
+    outputs["mu"], outputs["logvar"], mask, config.kl.free_bits
+  )
   loss = recon + lyrics_term + kl_weight * kl_penalized
-  return loss, {"loss": loss, "recon": recon,
-                "lyrics_recon": reduce.masked_mean(distance, has),
-                "lyrics_term": lyrics_term, "kl": kl, "recon_mse": mse,
-                "kl_weight": jnp.asarray(kl_weight, jnp.float32)}
+  return loss, {
+    "loss": loss,
+    "recon": recon,
+    "lyrics_recon": reduce.masked_mean(distance, has),
+    "lyrics_term": lyrics_term,
+    "kl": kl,
+    "recon_mse": mse,
+    "kl_weight": jnp.asarray(kl_weight, jnp.float32),
+  }
 
 
 def validate(config) -> None:
@@ -102,12 +108,16 @@ def validate(config) -> None:
   same config to make them. The builder reports it (`multimodal.NO_LYRICS_MESSAGE`).
   """
   if config.model.fusion not in multimodal.FUSIONS:
-    raise ConfigError(f"config key 'model.fusion' is {config.model.fusion!r}; expected one "
-                      f"of {', '.join(multimodal.FUSIONS)}")
+    raise ConfigError(
+      f"config key 'model.fusion' is {config.model.fusion!r}; expected one "
+      f"of {', '.join(multimodal.FUSIONS)}"
+    )
   if config.objective.lyrics_loss not in LYRICS_LOSSES:
-    raise ConfigError(f"config key 'objective.lyrics_loss' is "
-                      f"{config.objective.lyrics_loss!r}; expected one of "
-                      f"{', '.join(LYRICS_LOSSES)}")
+    raise ConfigError(
+      f"config key 'objective.lyrics_loss' is "
+      f"{config.objective.lyrics_loss!r}; expected one of "
+      f"{', '.join(LYRICS_LOSSES)}"
+    )
   weight = config.model.lyrics_weight
   if not isinstance(weight, (int, float)) or weight < 0:
     raise ConfigError(f"config key 'model.lyrics_weight' is {weight!r}; expected a number >= 0")

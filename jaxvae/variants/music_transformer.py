@@ -25,7 +25,7 @@ r1_weight (1.0), gan_loss ('hinge' or 'ns'), disc_lr_scale (1.0); and `config.mo
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -57,6 +57,7 @@ def build(model_config, spec, dtype: str = "float32"):
 # Objectives
 # ---------------------------------------------------------------------------------------------
 
+
 def _token_metrics(terms) -> dict[str, jax.Array]:
   return {"nll": terms["nll"], "ppl": jnp.exp(terms["nll"]), "accuracy": terms["accuracy"]}
 
@@ -78,17 +79,23 @@ def vae_objective(outputs, batch, *, kl_weight, config):
   """
   mask = batch["mask"]
   terms = sequence.token_terms(outputs["logits"], batch["tokens"], mask)
-  kl_penalized, kl = divergence.free_bits_kl(outputs["mu"], outputs["logvar"], mask,
-                                             config.kl.free_bits)
+  kl_penalized, kl = divergence.free_bits_kl(
+    outputs["mu"], outputs["logvar"], mask, config.kl.free_bits
+  )
   scale = config.objective.get("kl_scale", "per_token")
   per = terms["tokens_per_example"] if scale == "per_token" else 1.0
   loss = terms["nll"] + jnp.asarray(kl_weight, jnp.float32) * kl_penalized / per
-  metrics = {"loss": loss, **_token_metrics(terms), "kl": kl,
-             "kl_weight": jnp.asarray(kl_weight, jnp.float32)}
+  metrics = {
+    "loss": loss,
+    **_token_metrics(terms),
+    "kl": kl,
+    "kl_weight": jnp.asarray(kl_weight, jnp.float32),
+  }
   cfg = transformer.config_from(config.model)
   for name, part in transformer.latent_levels(cfg).items():
-    metrics[f"kl_{name}"] = divergence.free_bits_kl(outputs["mu"][:, part],
-                                                    outputs["logvar"][:, part], mask, 0.0)[1]
+    metrics[f"kl_{name}"] = divergence.free_bits_kl(
+      outputs["mu"][:, part], outputs["logvar"][:, part], mask, 0.0
+    )[1]
   return loss, metrics
 
 
@@ -102,6 +109,7 @@ def objective(outputs, batch, *, kl_weight, config):
 # ---------------------------------------------------------------------------------------------
 # Config checks
 # ---------------------------------------------------------------------------------------------
+
 
 def validate_model(config) -> None:
   """The model fields of a full config (`transformer.config_from`), as one ConfigError."""
@@ -118,14 +126,17 @@ def validate(config) -> None:
     raise ConfigError("config key 'data.kind' must be 'midi' for model 'music_transformer'")
   if int(config.model.stage) == 3 and config.dtype == "float16":
     # The alternating generator/discriminator step has no dynamic loss scaling.
-    raise ConfigError("config key 'dtype' is 'float16', which stage 3 (VAE-GAN) does not "
-                      "support; use bfloat16 or float32")
+    raise ConfigError(
+      "config key 'dtype' is 'float16', which stage 3 (VAE-GAN) does not "
+      "support; use bfloat16 or float32"
+    )
   validate_model(config)
 
 
 # ---------------------------------------------------------------------------------------------
 # The VAE-GAN step (`outs` is the list that `MusicTransformer.discriminate` returns)
 # ---------------------------------------------------------------------------------------------
+
 
 def real_and_fake(logits, batch, rng, tau: float):
   """(real one-hot, fake ST-Gumbel sample), both [B, T-1, V] and zero at PAD targets."""
@@ -145,7 +156,8 @@ def adv_weight_fn(config) -> Callable:
   if ramp <= 0:
     return lambda step: jnp.float32(end)
   return lambda step: jnp.float32(
-      start + (end - start) * jnp.clip(step.astype(jnp.float32) / ramp, 0.0, 1.0))
+    start + (end - start) * jnp.clip(step.astype(jnp.float32) / ramp, 0.0, 1.0)
+  )
 
 
 def _gan_kind(config) -> str:
@@ -156,8 +168,9 @@ def _gan_kind(config) -> str:
 
 
 def _disc_fn(model, disc_params, mask):
-  return lambda x: model.apply({"params": {"discriminator": disc_params}}, x, mask,
-                               method="discriminate")
+  return lambda x: model.apply(
+    {"params": {"discriminator": disc_params}}, x, mask, method="discriminate"
+  )
 
 
 def adversarial_terms(model, disc_params, logits, batch, gumbel_rng, config):
@@ -183,11 +196,18 @@ def generator_terms(model, params, batch, rngs, gumbel_rng, *, kl_weight, adv_we
   """
   outputs = model.apply({"params": params}, batch, train=True, rngs=rngs)
   vae_loss, metrics = vae_objective(outputs, batch, kl_weight=kl_weight, config=config)
-  adv, fm, real, fake, weights = adversarial_terms(model, params["discriminator"],
-                                                   outputs["logits"], batch, gumbel_rng, config)
+  adv, fm, real, fake, weights = adversarial_terms(
+    model, params["discriminator"], outputs["logits"], batch, gumbel_rng, config
+  )
   loss = vae_loss + adv_weight * adv + float(config.objective.get("fm_weight", 1.0)) * fm
-  metrics = dict(metrics, vae_loss=vae_loss, loss=loss, adv_g=adv, fm=fm,
-                 adv_weight=jnp.asarray(adv_weight, jnp.float32))
+  metrics = dict(
+    metrics,
+    vae_loss=vae_loss,
+    loss=loss,
+    adv_g=adv,
+    fm=fm,
+    adv_weight=jnp.asarray(adv_weight, jnp.float32),
+  )
   return loss, (metrics, real, fake, weights)
 
 
@@ -201,9 +221,13 @@ def discriminator_terms(model, disc_params, real, fake, weights, batch, config):
   r1_weight = float(obj.get("r1_weight", 1.0))
   r1 = adversarial.r1_penalty(disc, real, mask) if r1_weight > 0 else jnp.float32(0.0)
   loss = adv + r1_weight * r1
-  return loss, {"loss_d": loss, "adv_d": adv, "r1": r1,
-                "d_real": adversarial.mean_logit(real_outs, mask),
-                "d_fake": adversarial.mean_logit(fake_outs, mask)}
+  return loss, {
+    "loss_d": loss,
+    "adv_d": adv,
+    "r1": r1,
+    "d_real": adversarial.mean_logit(real_outs, mask),
+    "d_fake": adversarial.mean_logit(fake_outs, mask),
+  }
 
 
 def vaegan_grads(model, params, batch, rngs, gumbel_rng, *, kl_weight, adv_weight, config):
@@ -219,18 +243,30 @@ def vaegan_grads(model, params, batch, rngs, gumbel_rng, *, kl_weight, adv_weigh
   gen, disc = params["generator"], params["discriminator"]
 
   def gen_loss(gen_params):
-    return generator_terms(model, {"generator": gen_params, "discriminator": disc}, batch,
-                           rngs, gumbel_rng, kl_weight=kl_weight, adv_weight=adv_weight,
-                           config=config)
+    return generator_terms(
+      model,
+      {"generator": gen_params, "discriminator": disc},
+      batch,
+      rngs,
+      gumbel_rng,
+      kl_weight=kl_weight,
+      adv_weight=adv_weight,
+      config=config,
+    )
 
-  (loss, (g_metrics, real, fake, weights)), g_grads = jax.value_and_grad(
-      gen_loss, has_aux=True)(gen)
+  (loss, (g_metrics, real, fake, weights)), g_grads = jax.value_and_grad(gen_loss, has_aux=True)(
+    gen
+  )
   fake = jax.lax.stop_gradient(fake)
   (_, d_metrics), d_grads = jax.value_and_grad(
-      lambda p: discriminator_terms(model, p, real, fake, weights, batch, config),
-      has_aux=True)(disc)
-  metrics = {**g_metrics, **d_metrics, "grad_norm_g": optax.tree.norm(g_grads),
-             "grad_norm_d": optax.tree.norm(d_grads)}
+    lambda p: discriminator_terms(model, p, real, fake, weights, batch, config), has_aux=True
+  )(disc)
+  metrics = {
+    **g_metrics,
+    **d_metrics,
+    "grad_norm_g": optax.tree.norm(g_grads),
+    "grad_norm_d": optax.tree.norm(d_grads),
+  }
   return {"generator": g_grads, "discriminator": d_grads}, metrics, loss
 
 
@@ -244,9 +280,12 @@ _OPT = {"generator": "opt_gen", "discriminator": "opt_disc"}  # optimizer state 
 def init_vaegan_state(params, tx_gen, tx_disc) -> dict:
   """The state of `vaegan_train_step`: {'step', 'params': {'generator', 'discriminator'},
   'opt_gen', 'opt_disc'}."""
-  return {"step": jnp.int32(0), "params": params,
-          "opt_gen": tx_gen.init(params["generator"]),
-          "opt_disc": tx_disc.init(params["discriminator"])}
+  return {
+    "step": jnp.int32(0),
+    "params": params,
+    "opt_gen": tx_gen.init(params["generator"]),
+    "opt_disc": tx_disc.init(params["discriminator"]),
+  }
 
 
 def vaegan_train_step(model, tx_gen, tx_disc, config, kl_fn: Callable | None = None):
@@ -255,23 +294,37 @@ def vaegan_train_step(model, tx_gen, tx_disc, config, kl_fn: Callable | None = N
   number is folded in. `kl_fn(step)` gives the KL weight (default `config.kl.beta_end`).
   Each side's loss reaches its optimizer as `value` (for optax.contrib.reduce_on_plateau)."""
   adv_fn = adv_weight_fn(config)
-  txs = {"generator": optax.with_extra_args_support(tx_gen),
-         "discriminator": optax.with_extra_args_support(tx_disc)}
+  txs = {
+    "generator": optax.with_extra_args_support(tx_gen),
+    "discriminator": optax.with_extra_args_support(tx_disc),
+  }
 
   def step(state, batch, rng):
     keys = jax.random.split(jax.random.fold_in(rng, state["step"]), 4)
     rngs = dict(zip(("dropout", "sample", "vq"), keys[:3]))
     grads, metrics, gen_loss = vaegan_grads(
-        model, state["params"], batch, rngs, keys[3], config=config,
-        kl_weight=_kl_weight(kl_fn, state["step"], config), adv_weight=adv_fn(state["step"]))
+      model,
+      state["params"],
+      batch,
+      rngs,
+      keys[3],
+      config=config,
+      kl_weight=_kl_weight(kl_fn, state["step"], config),
+      adv_weight=adv_fn(state["step"]),
+    )
     losses = {"generator": gen_loss, "discriminator": metrics["loss_d"]}
     params, opt = {}, {}
     for side, tx in txs.items():
-      updates, opt[side] = tx.update(grads[side], state[_OPT[side]], state["params"][side],
-                                     value=losses[side])
+      updates, opt[side] = tx.update(
+        grads[side], state[_OPT[side]], state["params"][side], value=losses[side]
+      )
       params[side] = optax.apply_updates(state["params"][side], updates)
-    return {"step": state["step"] + 1, "params": params, "opt_gen": opt["generator"],
-            "opt_disc": opt["discriminator"]}, metrics
+    return {
+      "step": state["step"] + 1,
+      "params": params,
+      "opt_gen": opt["generator"],
+      "opt_disc": opt["discriminator"],
+    }, metrics
 
   return step
 
@@ -280,6 +333,7 @@ def vaegan_train_step(model, tx_gen, tx_disc, config, kl_fn: Callable | None = N
 # Trainer hooks
 # ---------------------------------------------------------------------------------------------
 
+
 class _GanOptimizer:
   """Optimizer states of both GAN sides, created like any optimizer's (`init(params)`)."""
 
@@ -287,8 +341,10 @@ class _GanOptimizer:
     self.tx_gen, self.tx_disc = tx_gen, tx_disc
 
   def init(self, params):
-    return {"opt_gen": self.tx_gen.init(params["generator"]),
-            "opt_disc": self.tx_disc.init(params["discriminator"])}
+    return {
+      "opt_gen": self.tx_gen.init(params["generator"]),
+      "opt_disc": self.tx_disc.init(params["discriminator"]),
+    }
 
 
 def make_optimizer(config, total_steps, params, default):
@@ -313,12 +369,19 @@ def make_train_step(model, tx, objective_fn, kl_fn, config, default_step):
     inner = {"step": state.step, "params": state.params, **state.opt_state}
     new, metrics = gan_step(inner, batch, state.rng)
     metrics = dict(metrics, loss=metrics.get("loss", metrics.get("loss_g")))
-    return state.replace(step=new["step"], params=new["params"],
-                         opt_state={"opt_gen": new["opt_gen"],
-                                    "opt_disc": new["opt_disc"]}), metrics
+    return state.replace(
+      step=new["step"],
+      params=new["params"],
+      opt_state={"opt_gen": new["opt_gen"], "opt_disc": new["opt_disc"]},
+    ), metrics
 
   return train_step
 
 
-VARIANT = Variant(build, objective, validate=validate, make_optimizer=make_optimizer,
-                  make_train_step=make_train_step)
+VARIANT = Variant(
+  build,
+  objective,
+  validate=validate,
+  make_optimizer=make_optimizer,
+  make_train_step=make_train_step,
+)

@@ -31,12 +31,12 @@ def objective(outputs: dict, batch: dict, *, kl_weight, config) -> tuple[jax.Arr
   vq_loss = outputs["vq_loss"].astype(jnp.float32)
   loss = recon_mse + vq_loss
   metrics = {
-      "loss": loss,
-      "recon_mse": recon_mse,
-      "vq_loss": vq_loss,
-      "codebook_loss": outputs["codebook_loss"].astype(jnp.float32),
-      "commitment_loss": outputs["commitment_loss"].astype(jnp.float32),
-      "perplexity": outputs["perplexity"].astype(jnp.float32),
+    "loss": loss,
+    "recon_mse": recon_mse,
+    "vq_loss": vq_loss,
+    "codebook_loss": outputs["codebook_loss"].astype(jnp.float32),
+    "commitment_loss": outputs["commitment_loss"].astype(jnp.float32),
+    "perplexity": outputs["perplexity"].astype(jnp.float32),
   }
   return loss, metrics
 

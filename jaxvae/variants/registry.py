@@ -23,14 +23,14 @@ from jaxvae.variants.base import Variant
 __all__ = ["Stage", "Variant", "VARIANTS", "names", "get", "check", "load_config"]
 
 VARIANTS: dict[str, Variant] = {
-    "basic_vae": audio_vae.BASIC,
-    "conv_vae": audio_vae.CONV,
-    "spectral_vae": spectral.SPECTRAL,
-    "harmonic_vae": spectral.HARMONIC,
-    "music_transformer": music_transformer.VARIANT,
-    "multimodal_vae": multimodal.VARIANT,
-    "vade": vade.VARIANT,
-    "puzzle_vqvae": puzzle_vq.VARIANT,
+  "basic_vae": audio_vae.BASIC,
+  "conv_vae": audio_vae.CONV,
+  "spectral_vae": spectral.SPECTRAL,
+  "harmonic_vae": spectral.HARMONIC,
+  "music_transformer": music_transformer.VARIANT,
+  "multimodal_vae": multimodal.VARIANT,
+  "vade": vade.VARIANT,
+  "puzzle_vqvae": puzzle_vq.VARIANT,
 }
 
 
@@ -49,8 +49,7 @@ def check(config) -> None:
   VARIANTS[config.model.name].validate(config)
 
 
-def load_config(spec: str, overrides: dict[str, str] | None = None
-                ) -> ml_collections.ConfigDict:
+def load_config(spec: str, overrides: dict[str, str] | None = None) -> ml_collections.ConfigDict:
   """`jaxvae.config.loading.load` followed by `check`: the config a run can use."""
   config = loading.load(spec, overrides)
   check(config)

@@ -54,24 +54,38 @@ def spectral_elbo(outputs, batch, *, kl_weight, config):
   if oc.spectral_weight != 0:
     sizes = tuple(int(s) for s in oc.fft_sizes) or (None,)
     spectral_term = reduce.masked_mean(
-        reconstruction.spectral_loss(recon, x, sizes, oc.get("spectral_kind", "l1")), mask)
+      reconstruction.spectral_loss(recon, x, sizes, oc.get("spectral_kind", "l1")), mask
+    )
   out_of_range = zero
   if oc.range_weight != 0:
     out_of_range = reduce.masked_mean(
-        reconstruction.range_penalty(recon, x, oc.get("range_margin", 0.0)), mask)
-  kl_penalized, kl = divergence.free_bits_kl(outputs["mu"], outputs["logvar"], mask,
-                                             config.kl.free_bits)
-  loss = (recon_value + oc.spectral_weight * spectral_term + oc.range_weight * out_of_range
-          + kl_weight * kl_penalized)
-  return loss, {"loss": loss, "recon": recon_value, "spectral": spectral_term,
-                "range": out_of_range, "kl": kl, "recon_mse": recon_mse,
-                "kl_weight": jnp.asarray(kl_weight, jnp.float32)}
+      reconstruction.range_penalty(recon, x, oc.get("range_margin", 0.0)), mask
+    )
+  kl_penalized, kl = divergence.free_bits_kl(
+    outputs["mu"], outputs["logvar"], mask, config.kl.free_bits
+  )
+  loss = (
+    recon_value
+    + oc.spectral_weight * spectral_term
+    + oc.range_weight * out_of_range
+    + kl_weight * kl_penalized
+  )
+  return loss, {
+    "loss": loss,
+    "recon": recon_value,
+    "spectral": spectral_term,
+    "range": out_of_range,
+    "kl": kl,
+    "recon_mse": recon_mse,
+    "kl_weight": jnp.asarray(kl_weight, jnp.float32),
+  }
 
 
 def _check_choice(key: str, value, allowed) -> None:
   if value not in allowed:
     raise ConfigError(
-        f"config key 'objective.{key}' is {value!r}; expected one of {', '.join(allowed)}")
+      f"config key 'objective.{key}' is {value!r}; expected one of {', '.join(allowed)}"
+    )
 
 
 def validate(config) -> None:
@@ -84,8 +98,10 @@ def validate(config) -> None:
     if oc.get(key, 0.0) < 0:
       raise ConfigError(f"config key 'objective.{key}' must be >= 0")
   if any(int(size) < 2 for size in oc.fft_sizes):
-    raise ConfigError("config key 'objective.fft_sizes': each size must be >= 2 "
-                      f"frames (got {tuple(oc.fft_sizes)}; () = one full-length FFT)")
+    raise ConfigError(
+      "config key 'objective.fft_sizes': each size must be >= 2 "
+      f"frames (got {tuple(oc.fft_sizes)}; () = one full-length FFT)"
+    )
   try:
     reconstruction.band_weights(8, tuple(oc.bands))
   except ValueError as e:

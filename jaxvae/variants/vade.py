@@ -16,7 +16,6 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn.mixture import GaussianMixture
 
 from jaxvae import multihost
 from jaxvae.errors import ConfigError
@@ -27,10 +26,10 @@ from jaxvae.variants import audio_vae
 from jaxvae.variants.base import Stage
 from jaxvae.variants.base import Variant
 
-
 # ---------------------------------------------------------------------------------------------
 # Objectives
 # ---------------------------------------------------------------------------------------------
+
 
 def pretrain_objective(outputs, batch, *, kl_weight, config):
   """Autoencoder pretraining: reconstruction only (the model's z is its mean in this stage)."""
@@ -43,18 +42,30 @@ def objective(outputs, batch, *, kl_weight, config):
   """Negative ELBO of VaDE with the KL part weighted by `kl_weight`."""
   recon, mse = audio_vae.recon_terms(outputs, batch, config)
   kl_per_example, entropy = clustering.vade_kl(
-      outputs["mu"], outputs["logvar"], outputs["gamma"], outputs["log_gamma"],
-      outputs["pi_logits"], outputs["mu_c"], outputs["logvar_c"])
+    outputs["mu"],
+    outputs["logvar"],
+    outputs["gamma"],
+    outputs["log_gamma"],
+    outputs["pi_logits"],
+    outputs["mu_c"],
+    outputs["logvar_c"],
+  )
   kl = reduce.masked_mean(kl_per_example, batch["mask"])
   loss = recon + kl_weight * kl
-  return loss, {"loss": loss, "recon": recon, "kl": kl,
-                "entropy": reduce.masked_mean(entropy, batch["mask"]), "recon_mse": mse,
-                "kl_weight": jnp.asarray(kl_weight, jnp.float32)}
+  return loss, {
+    "loss": loss,
+    "recon": recon,
+    "kl": kl,
+    "entropy": reduce.masked_mean(entropy, batch["mask"]),
+    "recon_mse": mse,
+    "kl_weight": jnp.asarray(kl_weight, jnp.float32),
+  }
 
 
 # ---------------------------------------------------------------------------------------------
 # Config checks and per-parameter learning rates
 # ---------------------------------------------------------------------------------------------
+
 
 def validate(config) -> None:
   """Variant-specific config checks, with the key that is wrong."""
@@ -62,25 +73,28 @@ def validate(config) -> None:
   if m.n_clusters < 1:
     raise ConfigError(f"config key 'model.n_clusters' is {m.n_clusters}; expected >= 1")
   if m.pretrain_epochs < 0:
-    raise ConfigError(f"config key 'model.pretrain_epochs' is {m.pretrain_epochs}; "
-                      "expected >= 0")
+    raise ConfigError(f"config key 'model.pretrain_epochs' is {m.pretrain_epochs}; expected >= 0")
   if m.gmm_lr_scale < 0:
     raise ConfigError(f"config key 'model.gmm_lr_scale' is {m.gmm_lr_scale}; expected >= 0")
   if config.objective.recon == "bce" and m.output_activation != "sigmoid":
-    raise ConfigError("config key 'objective.recon' is 'bce', which needs outputs in (0, 1): "
-                      "set model.output_activation='sigmoid'")
+    raise ConfigError(
+      "config key 'objective.recon' is 'bce', which needs outputs in (0, 1): "
+      "set model.output_activation='sigmoid'"
+    )
 
 
 def lr_multipliers(params, config) -> Any:
   """Per-parameter update scales for the trainer: `model.gmm_lr_scale` on the mixture, 1 else."""
   scale = float(config.model.get("gmm_lr_scale", 1.0))
-  return jax.tree.map(lambda label: scale if label == "gmm" else 1.0,
-                      vade_model.param_labels(params))
+  return jax.tree.map(
+    lambda label: scale if label == "gmm" else 1.0, vade_model.param_labels(params)
+  )
 
 
 # ---------------------------------------------------------------------------------------------
 # Stages
 # ---------------------------------------------------------------------------------------------
+
 
 def encode_means(state, model: vade_model.VaDE, batches) -> np.ndarray:
   """Latent means [N, L] of every real (mask 1) example that `batches()` yields, in order."""
@@ -95,15 +109,21 @@ def encode_means(state, model: vade_model.VaDE, batches) -> np.ndarray:
 
 def fit_gmm(means: np.ndarray, n_clusters: int, seed: int) -> dict[str, np.ndarray]:
   """A diagonal GaussianMixture on the latent means, as `pi_logits`, `mu_c`, `logvar_c`."""
+  from sklearn.mixture import GaussianMixture  # lazy: ~1.3 s, needed at the stage switch only
+
   if len(means) < n_clusters:
-    raise ValueError(f"cannot fit {n_clusters} clusters (config key 'model.n_clusters') to "
-                     f"{len(means)} training examples")
+    raise ValueError(
+      f"cannot fit {n_clusters} clusters (config key 'model.n_clusters') to "
+      f"{len(means)} training examples"
+    )
   gmm = GaussianMixture(n_components=n_clusters, covariance_type="diag", random_state=seed)
   gmm.fit(means)
   # log weights are valid logits: softmax(log w) = w because the weights sum to 1.
-  return {"pi_logits": np.log(gmm.weights_).astype(np.float32),
-          "mu_c": gmm.means_.astype(np.float32),
-          "logvar_c": np.log(gmm.covariances_).astype(np.float32)}
+  return {
+    "pi_logits": np.log(gmm.weights_).astype(np.float32),
+    "mu_c": gmm.means_.astype(np.float32),
+    "logvar_c": np.log(gmm.covariances_).astype(np.float32),
+  }
 
 
 def with_gmm(state, gmm: dict[str, np.ndarray]):
@@ -111,8 +131,10 @@ def with_gmm(state, gmm: dict[str, np.ndarray]):
   params = dict(flax.core.unfreeze(state.params))
   for name in vade_model.GMM_PARAMS:
     if params[name].shape != gmm[name].shape:
-      raise ValueError(f"GMM parameter '{name}' has shape {gmm[name].shape}, the model's is "
-                       f"{params[name].shape} (check model.n_clusters / model.latent_dim)")
+      raise ValueError(
+        f"GMM parameter '{name}' has shape {gmm[name].shape}, the model's is "
+        f"{params[name].shape} (check model.n_clusters / model.latent_dim)"
+      )
     params[name] = jnp.asarray(gmm[name], jnp.float32)
   model_state = dict(flax.core.unfreeze(state.model_state))
   model_state[vade_model.NOISE_COLLECTION] = {"posterior_noise": jnp.ones((), jnp.float32)}
@@ -132,9 +154,12 @@ def gmm_init(state, model: vade_model.VaDE, batches, config):
 
 def stages(config) -> list[Stage]:
   """'pretrain' (autoencoder) for `model.pretrain_epochs`, then 'joint' for `train.epochs`."""
-  return [Stage("pretrain", config.model.pretrain_epochs, pretrain_objective),
-          Stage("joint", config.train.epochs, objective, gmm_init)]
+  return [
+    Stage("pretrain", config.model.pretrain_epochs, pretrain_objective),
+    Stage("joint", config.train.epochs, objective, gmm_init),
+  ]
 
 
-VARIANT = Variant(vade_model.build_vade, objective, validate=validate, stages=stages,
-                  lr_multipliers=lr_multipliers)
+VARIANT = Variant(
+  vade_model.build_vade, objective, validate=validate, stages=stages, lr_multipliers=lr_multipliers
+)
