@@ -1,33 +1,41 @@
 """Matplotlib figures without pyplot: made on an explicit Agg canvas (importing this never
 changes a caller's backend, e.g. a notebook's), rendered to RGB arrays for TensorBoard, and
-saved atomically (a kill never leaves half a PNG)."""
+saved atomically (a kill never leaves half a PNG).
+
+matplotlib (about 0.7 s to import) is imported by the first figure, not by every process:
+`jaxvae.main` imports every mode, and most runs draw nothing until an epoch ends.
+"""
 
 from __future__ import annotations
 
 import os
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 import numpy as np
 
 from jaxvae import workdir as workdir_lib
 
 
-def new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float):
+  """A matplotlib `Figure` on its own Agg canvas (no pyplot)."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
   fig = Figure(figsize=(width, height), dpi=100)
   FigureCanvasAgg(fig)  # attaches itself as fig.canvas
   return fig
 
 
-def figure_to_array(fig: Figure) -> np.ndarray:
+def figure_to_array(fig) -> np.ndarray:
   """Renders a figure to uint8 [H, W, 3] RGB, for tensorboardX `add_image(dataformats="HWC")`."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+
   if not isinstance(fig.canvas, FigureCanvasAgg):
     FigureCanvasAgg(fig)  # a pyplot figure under a non-Agg backend cannot hand out its pixels
   fig.canvas.draw()
   return np.array(fig.canvas.buffer_rgba(), dtype=np.uint8)[..., :3]
 
 
-def finish(fig: Figure, path: str | os.PathLike | None, return_array: bool):
+def finish(fig, path: str | os.PathLike | None, return_array: bool):
   """Saves and/or renders a figure, then drops it; returns the path or the RGB array."""
   try:
     if path is not None:
