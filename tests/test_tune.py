@@ -23,7 +23,13 @@ SPACE = (
 def test_study_survives_a_kill_resumes_and_writes_best_config(tmp_path, tiny_overrides):
   overrides = dict(
     tiny_overrides,
-    **{"tune.space": SPACE, "tune.num_trials": "1", "tune.epochs": "1", "train.max_steps": "1"},
+    **{
+      "tune.space": SPACE,
+      "tune.num_trials": "1",
+      "tune.epochs": "1",
+      "train.max_steps": "1",
+      "train.image_every_epochs": "0",  # reports are not what this test is about
+    },
   )
   # SIGKILLed inside trial 0 (fault point tune.trial): the same command runs it again.
   args = _train_args(tmp_path, overrides) + ["--mode=tune"]

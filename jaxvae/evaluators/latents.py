@@ -4,6 +4,7 @@ maps and an embedding-projector dump: the audio models' part of `--mode=eval`.""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -12,6 +13,7 @@ import numpy as np
 from jaxvae.data import pipeline
 from jaxvae.evaluators import clustering
 from jaxvae.evaluators import plots
+from jaxvae.evaluators.validation import Validation
 
 
 def encode_all(run, state, examples) -> dict[str, np.ndarray]:
@@ -28,8 +30,10 @@ def encode_all(run, state, examples) -> dict[str, np.ndarray]:
 
 
 class Latents:
-  """Clustering of every original clip's latent by each label, plus the baseline, the 2-D
-  maps (`eval.plots`), the projector files and a reconstruction grid, under `out_dir`."""
+  """`--mode=eval` of audio models. `run(state)` -> {"step", "val": validation metrics, <label>:
+  clustering metrics of every original clip's latent by that label, "baseline_pca_kmeans"},
+  and writes the 2-D maps (`eval.plots`), the projector files and a reconstruction grid under
+  `out_dir`."""
 
   def __init__(self, job, out_dir: str):
     self.job = job  # a `training.builder.Run`
@@ -50,7 +54,7 @@ class Latents:
     }
     names = run.store.label_values
     latent = encoded.get("mu", encoded.get("z"))
-    results = {}
+    results = {"step": int(state.step), "val": Validation(run).run(state)}
     if latent is not None and labels:
       results |= clustering.evaluate_latents(
         latent, labels, names, seed=config.seed, assignments=encoded.get("assignments")
@@ -76,3 +80,18 @@ class Latents:
       encoded["x"][:8], encoded["recon"][:8], os.path.join(out_dir, "reconstructions.png")
     )
     return results
+
+  def scalars(self, results: dict) -> dict[str, float]:
+    """What goes to TensorBoard: nothing beyond the training run's own validation curves."""
+    del results
+    return {}
+
+  def summary(self, results: dict) -> str:
+    lines = [json.dumps({"val": results["val"]}, indent=2)]
+    for name, r in results.items():
+      if isinstance(r, dict) and "nmi" in r and name != "baseline_pca_kmeans":
+        lines.append(
+          f"{name}: nmi {r['nmi']:.3f}  ari {r['ari']:.3f}  acc {r['acc']:.3f}  "
+          f"purity {r['purity']:.3f}"
+        )
+    return "\n".join(lines)

@@ -66,3 +66,31 @@ class MusicStatistics:
       },
       "note": "pitch-class histograms are duration-weighted; drum notes excluded",
     }
+
+  def scalars(self, results: dict) -> dict[str, float]:
+    """The scalars of `results` for TensorBoard, under `eval/`."""
+    return tensorboard_scalars(results)
+
+  def summary(self, results: dict) -> str:
+    return _summary(results)
+
+
+def _fmt(v) -> str:
+  return "n/a" if v is None else f"{v:.3f}"
+
+
+def _summary(results: dict) -> str:
+  val, gen, data, dist = (results[k] for k in ("val", "generated", "data", "distance"))
+  lines = [f"val: nll {val['nll']:.4f}  ppl {val['ppl']:.2f}  accuracy {_fmt(val.get('accuracy'))}"]
+  lines.append(
+    f"generated ({gen['pieces']} pieces, {gen['empty']} empty) vs data "
+    f"({data['pieces']} validation windows):"
+  )
+  for k in music_stats.SCALARS:
+    lines.append(
+      f"  {k:<14} {_fmt(gen[k]):>8} vs {_fmt(data[k]):>8}  overlap {_fmt(dist['overlap_area'][k])}"
+    )
+  lines.append(
+    f"  pitch classes: JS {_fmt(dist['pitch_class_js'])}  L1 {_fmt(dist['pitch_class_l1'])}"
+  )
+  return "\n".join(lines)

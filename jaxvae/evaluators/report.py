@@ -10,11 +10,13 @@ with `train.report_tsne`, the validation latents' t-SNE coloured by each label.
 from __future__ import annotations
 
 import os
+import shutil
 
 import jax
 import numpy as np
 
 from jaxvae import faults
+from jaxvae import workdir as workdir_lib
 from jaxvae.audio import features
 from jaxvae.data import pipeline
 from jaxvae.evaluators import plots
@@ -49,14 +51,17 @@ class Report:
     if "recon" not in outputs:
       return ""
     recon = np.asarray(outputs["recon"])[:n]
-    image = plots.plot_spectrogram_grid(batch["x"][:n], recon, None, max_items=n, return_array=True)
+    # Drawn once: the epoch's PNG, its pixels for TensorBoard, and a copy as the workdir's
+    # latest `reconstructions.png`.
+    epoch_png = os.path.join(out_dir, "reconstructions.png")
+    image = plots.plot_spectrogram_grid(
+      batch["x"][:n], recon, epoch_png, max_items=n, return_array=True
+    )
     writer.image("report/reconstructions", image, step)
     path = os.path.join(writer.workdir, "reconstructions.png")
-    plots.plot_spectrogram_grid(batch["x"][:n], recon, path, max_items=n)
+    with workdir_lib.atomic_path(path) as tmp:
+      shutil.copyfile(epoch_png, tmp)
     faults.point("report.written")
-    plots.plot_spectrogram_grid(
-      batch["x"][:n], recon, os.path.join(out_dir, "reconstructions.png"), max_items=n
-    )
     audio = {"reconstruction": recon[0]} if config.train.report_audio else {}
     if config.train.report_samples and "mu" in outputs:
       samples = prior.sample(run, state, config, None, min(n, 4), seed=epoch)

@@ -80,11 +80,6 @@ class ConvVAE(nn.Module):
     if self.cond_label:
       self.embed = LabelEmbed(self.num_classes, self.cond_dim)
 
-  def _cond(self, batch) -> jax.Array | None:
-    if not self.cond_label:
-      return None
-    return self.embed(batch[f"label_{self.cond_label}"]).astype(self.dtype)
-
   def features(self, x, train: bool):
     """The conv stack: [B, H, W] -> flattened features [B, C * H/2^n * W/2^n]."""
     x = x.astype(self.dtype)[..., None]
@@ -105,16 +100,11 @@ class ConvVAE(nn.Module):
 
   def encode(self, batch, train: bool):
     h = self.features(batch["x"], train)
-    cond = self._cond(batch)
-    if cond is not None:
-      h = jnp.concatenate([h, cond], axis=-1)
+    h = with_label(self, h, batch)
     return (self.mu_head(h).astype(jnp.float32), self.logvar_head(h).astype(jnp.float32))
 
   def decode(self, z, batch, train: bool):
-    cond = self._cond(batch)
-    z = z.astype(self.dtype)
-    if cond is not None:
-      z = jnp.concatenate([z, cond], axis=-1)
+    z = with_label(self, z.astype(self.dtype), batch)
     return self.decode_features(z, train)
 
   def __call__(self, batch, train: bool = False):
@@ -152,11 +142,6 @@ class BasicVAE(nn.Module):
     if self.cond_label:
       self.embed = LabelEmbed(self.num_classes, self.cond_dim)
 
-  def _cond(self, batch):
-    if not self.cond_label:
-      return None
-    return self.embed(batch[f"label_{self.cond_label}"]).astype(self.dtype)
-
   def _mlp(self, h, layers, bns, train):
     for dense, bn in zip(layers, bns):
       h = nn.relu(bn(dense(h), use_running_average=not train))
@@ -166,16 +151,11 @@ class BasicVAE(nn.Module):
   def encode(self, batch, train: bool):
     x = batch["x"].astype(self.dtype)
     h = self._mlp(x.reshape(x.shape[0], -1), self.enc, self.enc_bns, train)
-    cond = self._cond(batch)
-    if cond is not None:
-      h = jnp.concatenate([h, cond], axis=-1)
+    h = with_label(self, h, batch)
     return (self.mu_head(h).astype(jnp.float32), self.logvar_head(h).astype(jnp.float32))
 
   def decode(self, z, batch, train: bool):
-    cond = self._cond(batch)
-    h = z.astype(self.dtype)
-    if cond is not None:
-      h = jnp.concatenate([h, cond], axis=-1)
+    h = with_label(self, z.astype(self.dtype), batch)
     h = self._mlp(h, self.dec, self.dec_bns, train)
     x = self.out(h).reshape(z.shape[0], *self.input_shape)
     return layers.activate(x.astype(jnp.float32), self.output_activation)
@@ -184,6 +164,14 @@ class BasicVAE(nn.Module):
     mu, logvar = self.encode(batch, train)
     z = layers.reparameterize(self, mu, logvar)
     return {"recon": self.decode(z, batch, train), "mu": mu, "logvar": logvar, "z": z}
+
+
+def with_label(module: nn.Module, h: jax.Array, batch) -> jax.Array:
+  """`h` with the embedding of `module.cond_label` appended (conditional models), else `h`."""
+  if not module.cond_label:
+    return h
+  cond = module.embed(batch[f"label_{module.cond_label}"]).astype(module.dtype)
+  return jnp.concatenate([h, cond], axis=-1)
 
 
 def _cond_fields(model_config, spec: DataSpec) -> dict:
