@@ -21,7 +21,7 @@ file, decodes generate.interpolation_steps latents on the line between them to
 DIR/generate/interp_XX.mid and describes the endpoints in interp.json. `--mode=eval` writes
 DIR/eval/metrics.json: validation token NLL / perplexity, and statistics (pitch-class
 histogram, note density, polyphony, pitch range, note length) of eval.num_generated generated
-pieces against the validation windows, with their distances (jaxvae/music_stats.py).
+pieces against the validation windows, with their distances (jaxvae/symbolic/stats.py).
 
 Stage 1: decoder-only causal transformer; 2: hierarchical-latent VAE (66 = 3 x 22), KL
 annealed with free bits; 3: VAE-GAN with a multi-scale discriminator on Gumbel-softmax token

@@ -33,6 +33,7 @@ import jax  # noqa: E402
 from jaxvae import errors  # noqa: E402
 from jaxvae.data import dataset  # noqa: E402
 from jaxvae.data import lyrics  # noqa: E402
+from jaxvae.evaluators import report  # noqa: E402
 from jaxvae.modes import evaluate  # noqa: E402
 from jaxvae.modes import summary  # noqa: E402
 from jaxvae.training import loop  # noqa: E402
@@ -145,7 +146,9 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
   done = os.path.join(workdir, "done.json")
   if not os.path.exists(done):
     start = time.time()
-    meta = loop.train_and_evaluate(config, workdir, progress=False)
+    meta = loop.train_and_evaluate(
+      config, workdir, progress=False, epoch_hooks=report.training_hooks
+    )
     evaluate.run(config, workdir, None)
     with open(done, "w") as f:
       json.dump(

@@ -1,4 +1,5 @@
-"""Tests for jaxvae.analysis: metrics on hand-checked cases, latent evaluation, plots, projector."""
+"""Tests for jaxvae.evaluators (clustering, plots) and the training-curve plot: metrics on
+hand-checked cases, latent evaluation, plots, projector."""
 
 from __future__ import annotations
 

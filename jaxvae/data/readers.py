@@ -12,9 +12,9 @@ One public entry point, `list_items(layout, root, ...)`, picks a reader by layou
 - `manifest`: a CSV (or a folder with `manifest.csv`): an audio path column, optional `split`
   and lyrics columns, every other column a label.
 
-Readers only look at names on disk; they never decode audio (that is `audio.py`'s job),
+Readers only look at names on disk; they never decode audio (that is `jaxvae.audio.decode`'s job),
 so listing a large dataset is fast and a corrupt file is reported later, with a reason,
-by the loader or by `audio.validate_items`.
+by the loader or by `jaxvae.audio.decode.validate_items`.
 
 Every problem with the dataset as a whole (missing root, wrong kind of root, no audio,
 missing CSV column, unknown layout) raises `DataError` with a message that names the path

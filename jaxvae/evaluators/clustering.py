@@ -1,6 +1,6 @@
 """Clustering metrics and latent-space evaluation for the eval mode (plots: `plots.py`).
 
-Everything here runs on the host with numpy, scikit-learn, scipy and matplotlib; nothing needs
+Everything here runs on the host with numpy, scikit-learn and scipy; nothing needs
 JAX, so arrays coming out of a model should be pulled to the host (`np.asarray`) first.
 
 Labels follow the batch convention of docs/ARCHITECTURE.md: one int array per label column,

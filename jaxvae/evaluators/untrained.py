@@ -14,6 +14,20 @@ def _summarize(metrics: dict) -> dict:
   return out
 
 
+class Untrained:
+  """`run(state)` -> the trained `state` against the run's initial state (the same init seed)
+  on the validation split; `summary(result)` is the Markdown table."""
+
+  def __init__(self, job):
+    self.job = job  # a `training.builder.Run`
+
+  def run(self, state) -> dict:
+    return compare(self.job, state)
+
+  def summary(self, result: dict) -> str:
+    return markdown(result)
+
+
 def compare(run, trained_state) -> dict:
   untrained = _summarize(Validation(run).run(run.state))
   trained = _summarize(Validation(run).run(trained_state))

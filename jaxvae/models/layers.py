@@ -43,10 +43,16 @@ def compute_dtype(name: Any) -> Any:
   return DTYPES[name]
 
 
-def reparameterize(module: nn.Module, mu: jax.Array, logvar: jax.Array) -> jax.Array:
-  """z = mu + sigma * eps, eps ~ N(0, I) from the module's 'sample' rng stream, float32."""
+def reparameterize(
+  module: nn.Module, mu: jax.Array, logvar: jax.Array, scale: jax.Array | None = None
+) -> jax.Array:
+  """z = mu + scale * sigma * eps, eps ~ N(0, I) from the module's 'sample' rng stream,
+  float32; `scale` (VaDE's posterior noise, 0 in its autoencoder stage) defaults to none."""
   eps = jax.random.normal(module.make_rng("sample"), mu.shape, jnp.float32)
-  return mu + jnp.exp(0.5 * logvar) * eps
+  sigma = jnp.exp(0.5 * logvar)
+  if scale is not None:
+    sigma = scale * sigma
+  return mu + sigma * eps
 
 
 def activate(x: jax.Array, name: str) -> jax.Array:

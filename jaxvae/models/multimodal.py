@@ -257,5 +257,5 @@ def build_multimodal_vae(model_config, spec: DataSpec, dtype: str = "float32") -
     attention_heads=model_config.get("attention_heads", 4),
     output_activation=model_config.get("output_activation", "none"),
     conv_transpose=model_config.get("conv_transpose", "auto"),
-    dtype=jnp.dtype(dtype),
+    dtype=layers.compute_dtype(dtype),
   )

@@ -41,8 +41,9 @@ The decoder gets z as a per-position vector added to its token embeddings: a pro
 the global code, plus row r(t) of the regional code projected to 8 vectors, plus row f(t)
 of the fine code projected to 32 vectors.
 
-Generation (`generate`) runs the decoder one token at a time against a full-length
-key/value cache inside one jitted `lax.fori_loop`; the window still applies.
+Generation (`jaxvae.sampling.tokens.generate`) runs the decoder (`decode_tokens` with
+`decode=True`) one token at a time against a full-length key/value cache inside one jitted
+`lax.fori_loop`; the window still applies.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class TransformerConfig:
   disc_scales: tuple[int, ...] = (1, 2, 4)  # time pooling factor of each discriminator
   disc_dim: int = 128
   disc_layers: int = 3
-  gumbel_tau: float = 1.0  # read by the VAE-GAN step (seq_objectives)
+  gumbel_tau: float = 1.0  # read by the VAE-GAN step (variants/music_transformer)
 
   @property
   def latent_dim(self) -> int:

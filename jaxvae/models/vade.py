@@ -90,8 +90,7 @@ class VaDE(vae.BasicVAE):
 
   def __call__(self, batch, train: bool = False):
     mu, logvar = self.encode(batch, train)
-    eps = jax.random.normal(self.make_rng("sample"), mu.shape, jnp.float32)
-    z = mu + self.posterior_noise.value * jnp.exp(0.5 * logvar) * eps
+    z = layers.reparameterize(self, mu, logvar, scale=self.posterior_noise.value)
     log_gamma = cluster_log_posterior(z, *self.gmm())
     assignments = jnp.argmax(cluster_log_posterior(mu, *self.gmm()), axis=-1)
     return {

@@ -193,6 +193,6 @@ def build_puzzle_vqvae(model_config, spec, dtype: str | None = None) -> PuzzleVQ
     ema_eps=float(get("ema_eps", 1e-5)),
     init_scale=float(get("init_scale", 0.1)),
     dead_code_threshold=float(get("dead_code_threshold", 0.0)),
-    dtype=jnp.dtype(dtype or get("dtype", "float32")),
+    dtype=layers.compute_dtype(dtype or get("dtype", "float32")),
     conv_transpose=get("conv_transpose", "auto"),
   )

@@ -23,7 +23,8 @@ def run(config, workdir: str, args) -> int:
   del args
   job = builder.setup(config)
   state, _ = checkpoint.restore(workdir, job.state)
-  result = untrained.compare(job, state)
+  evaluator = untrained.Untrained(job)
+  result = evaluator.run(state)
   os.makedirs(os.path.join(workdir, "analysis"), exist_ok=True)
   batch = next(pipeline.eval_batches(job.val_examples, config.train.batch_size))
   outputs = job.forward(state, job.put(batch))
@@ -45,7 +46,7 @@ def run(config, workdir: str, args) -> int:
       for i in range(min(NUM_PUZZLES, len(clip_ids)))
     ]
   workdir_lib.write_json(os.path.join(workdir, "analysis.json"), result, indent=2)
-  table = untrained.markdown(result)
+  table = evaluator.summary(result)
   title = f"# {config.model.name}: trained vs untrained (validation split)"
   workdir_lib.write_text(os.path.join(workdir, "analysis.md"), f"{title}\n\n{table}")
   print(table)
