@@ -44,7 +44,8 @@ def _params(workdir, which="checkpoints"):
 def trained(tmp_path_factory, tiny_overrides):
   """One short real run shared by the artifact, eval and resume tests."""
   workdir = str(tmp_path_factory.mktemp("run"))
-  assert _cli(workdir, tiny_overrides) == 0
+  full_report = {"train.report_tsne": "True", "train.report_audio": "True"}
+  assert _cli(workdir, dict(tiny_overrides, **full_report)) == 0
   return workdir
 
 
@@ -224,3 +225,48 @@ def test_conditional_generation(tmp_path, tiny_overrides, capsys):
     == 1
   )
   assert "expected one of hiphop, pop, rock" in capsys.readouterr().err
+
+
+def test_resources_are_logged_at_log_steps_and_summarized(short_run):
+  """system/... scalars at every log step (metrics.jsonl; TensorBoard gets the same call), and
+  the run's peaks and means in jaxvae_run.json. The CPU backend keeps no device statistics,
+  so no device keys appear here (see the next test for a backend that does)."""
+  rows = [json.loads(line) for line in open(os.path.join(short_run, "metrics.jsonl"))]
+  logged = [r for r in rows if "train/loss" in r and r.get("kind") != "epoch"]
+  assert len(logged) == 4  # log_every_steps=1, 4 steps
+  for r in logged:
+    assert (
+      r["system/host_rss_mb"] > 50
+      and r["system/host_peak_rss_mb"] >= 0.9 * (r["system/host_rss_mb"])
+    )
+    assert r["system/step_ms"] > 0 and r["system/samples_per_s"] > 0
+    assert r["system/samples_per_s"] == pytest.approx(r["train/samples_per_s"])
+    assert not any(k.startswith("system/device") for k in r)
+  summary = json.load(open(os.path.join(short_run, "jaxvae_run.json")))["resources"]
+  assert summary["host_peak_rss_mb"] >= max(r["system/host_rss_mb"] for r in logged) * 0.9
+  assert summary["mean_step_ms"] > 0 and summary["mean_samples_per_s"] > 0
+  assert "device_peak_mb" not in summary
+
+
+def test_device_memory_is_summed_over_devices_and_peaks_kept():
+  from jaxvae.training import resources
+
+  class Device:
+    def __init__(self, stats):
+      self.stats = stats
+
+    def memory_stats(self):
+      return self.stats
+
+  mb = resources.MB
+  devices = [Device({"bytes_in_use": 2 * mb, "peak_bytes_in_use": 5 * mb}), Device(None)]
+  assert resources.device_memory(devices) == {"bytes_in_use": 2 * mb, "peak_bytes_in_use": 5 * mb}
+  monitor = resources.Monitor(devices=devices)
+  first = monitor.sample(steps=4, seconds=2.0, batch_size=8)
+  assert first["system/device_mb_in_use"] == 2 and first["system/device_peak_mb"] == 5
+  assert first["system/step_ms"] == 500 and first["system/samples_per_s"] == 16
+  devices[0].stats = {"bytes_in_use": 1 * mb, "peak_bytes_in_use": 3 * mb}
+  monitor.sample(steps=1, seconds=1.0, batch_size=8)
+  summary = monitor.summary()
+  assert summary["device_peak_mb"] == 5  # the highest reading, not the last
+  assert summary["mean_step_ms"] == pytest.approx(750) and summary["mean_samples_per_s"] == 12

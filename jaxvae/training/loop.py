@@ -24,6 +24,7 @@ from jaxvae.data import pipeline
 from jaxvae.training import checkpoint as ckpt_lib
 from jaxvae.training import mesh as mesh_lib
 from jaxvae.training import metrics as metrics_lib
+from jaxvae.training import resources
 from jaxvae.training import writer as writer_lib
 from jaxvae.training.builder import Run
 from jaxvae.training.builder import setup
@@ -109,7 +110,7 @@ def _train(config, workdir, progress, epoch_hooks, epoch_callback) -> RunMeta:
   finally:
     ckpts.close()
   if main_process:
-    writer_lib.finish(workdir, config, meta)
+    writer_lib.finish(workdir, config, meta, loop.monitor.summary())
   return meta
 
 
@@ -123,6 +124,7 @@ class _Loop:
   hooks: list[EpochHook]
   progress: bool
   epoch_callback: Callable[[dict], None] | None
+  monitor: resources.Monitor = dataclasses.field(default_factory=resources.Monitor)
 
   def train(self, state: TrainState, meta: RunMeta, iterator):
     run, t = self.run, self.run.config.train
@@ -160,12 +162,18 @@ class _Loop:
         if step % t.log_every_steps == 0:
           sync()  # the host waits for the device only here, at checkpoints and epoch ends
           logged = metrics_lib.mean_metrics(pulled[-t.log_every_steps :])
-          rate = (step - window_step) * t.batch_size / max(time.time() - window_start, 1e-9)
+          system = self.monitor.sample(step - window_step, time.time() - window_start, t.batch_size)
+          rate = system["system/samples_per_s"]
           window_start, window_step = time.time(), step
           self.writer.scalars(
-            step, {f"train/{k}": v for k, v in logged.items()} | {"train/samples_per_s": rate}
+            step,
+            {f"train/{k}": v for k, v in logged.items()} | {"train/samples_per_s": rate} | system,
           )
-          bar.set_postfix(loss=f"{logged.get('loss', float('nan')):.4g}", samples_s=f"{rate:.0f}")
+          bar.set_postfix(
+            loss=f"{logged.get('loss', float('nan')):.4g}",
+            samples_s=f"{rate:.0f}",
+            mem_mb=f"{system['system/host_rss_mb']:.0f}",
+          )
         # Not on an epoch's last step (nor the run's, when max_steps cuts the epoch short):
         # the epoch-end save covers it, and a resume from there must still end the epoch.
         if (

@@ -246,8 +246,10 @@ def _flat_config(config, prefix="") -> dict:
   return out
 
 
-def finish(workdir: str, config, meta: RunMeta) -> None:
-  """The end-of-run artifacts: training-curve PNG and hparams with the final metrics."""
+def finish(workdir: str, config, meta: RunMeta, resources: dict | None = None) -> None:
+  """The end-of-run artifacts: training-curve PNG, hparams with the final metrics, and what
+  the run used (`resources`: `training.resources.Monitor.summary()`) in the log and the run
+  file."""
   history = meta.history
   if history:
     timing = ("seconds", "samples_per_s", "eval_seconds", "train/nonfinite_steps")
@@ -264,3 +266,9 @@ def finish(workdir: str, config, meta: RunMeta) -> None:
   finally:
     tb.close()
   logging.info("Run finished: best validation loss %.5g at step %d", meta.best_val, meta.best_step)
+  if resources:
+    logging.info("Resources: %s", ", ".join(f"{k} {v}" for k, v in resources.items()))
+    path = os.path.join(workdir, MARKER)
+    with open(path, encoding="utf-8") as f:
+      info = json.load(f)
+    workdir_lib.write_json(path, dict(info, resources=resources), indent=1)
