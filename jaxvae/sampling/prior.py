@@ -4,6 +4,8 @@ and the one path from a model's (normalized) output back to feature units and to
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,8 +73,10 @@ def sample(run, state, config, condition: str | None, n: int, seed: int) -> np.n
     z = run.model.apply(variables, n, method=run.model.sample_prior, rngs={"sample": key})
   else:
     z = jax.random.normal(key, (n, config.model.latent_dim))
-  return np.asarray(
-    jax.jit(lambda v, z, b: run.model.apply(v, z, b, False, method=run.model.decode))(
-      variables, z, batch
-    )
-  )
+  return np.asarray(_decoder(run.model)(variables, z, batch))
+
+
+@functools.lru_cache(maxsize=16)
+def _decoder(model):
+  """The jitted decoder of `model` (one per model: every report of a run reuses it)."""
+  return jax.jit(lambda v, z, b: model.apply(v, z, b, False, method=model.decode))
