@@ -235,15 +235,12 @@ def test_resources_are_logged_at_log_steps_and_summarized(short_run):
   logged = [r for r in rows if "train/loss" in r and r.get("kind") != "epoch"]
   assert len(logged) == 4  # log_every_steps=1, 4 steps
   for r in logged:
-    assert (
-      r["system/host_rss_mb"] > 50
-      and r["system/host_peak_rss_mb"] >= 0.9 * (r["system/host_rss_mb"])
-    )
+    assert r["system/host_rss_mb"] > 50 and r["system/host_peak_rss_mb"] >= r["system/host_rss_mb"]
     assert r["system/step_ms"] > 0 and r["system/samples_per_s"] > 0
     assert r["system/samples_per_s"] == pytest.approx(r["train/samples_per_s"])
     assert not any(k.startswith("system/device") for k in r)
   summary = json.load(open(os.path.join(short_run, "jaxvae_run.json")))["resources"]
-  assert summary["host_peak_rss_mb"] >= max(r["system/host_rss_mb"] for r in logged) * 0.9
+  assert summary["host_peak_rss_mb"] >= max(r["system/host_rss_mb"] for r in logged) - 0.1
   assert summary["mean_step_ms"] > 0 and summary["mean_samples_per_s"] > 0
   assert "device_peak_mb" not in summary
 

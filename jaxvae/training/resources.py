@@ -57,11 +57,13 @@ class Monitor:
   def sample(self, steps: int, seconds: float, batch_size: int) -> dict[str, float]:
     """The `system/...` scalars of a log window of `steps` steps that took `seconds`."""
     seconds = max(seconds, 1e-9)
+    rss = host_rss_bytes() / MB
     out = {
       "system/step_ms": 1000.0 * seconds / max(steps, 1),
       "system/samples_per_s": steps * batch_size / seconds,
-      "system/host_rss_mb": host_rss_bytes() / MB,
-      "system/host_peak_rss_mb": host_peak_rss_bytes() / MB,
+      "system/host_rss_mb": rss,
+      # /proc's resident count and getrusage's peak are read differently: never below now.
+      "system/host_peak_rss_mb": max(host_peak_rss_bytes() / MB, rss),
     }
     device = device_memory(self.devices)
     if "bytes_in_use" in device:
