@@ -16,7 +16,8 @@ import signal
 
 # name -> what has happened when the process passes it.
 POINTS = {
-  "run_file": "the run file's new content is written to its temporary name, not yet renamed",
+  "run_file": "the run file's new content (at the start; with `resources` at the end) is "
+  "written to its temporary name, not yet renamed",
   "train.step": "a train step was dispatched (mid-epoch, between checkpoints)",
   "metrics.line": "half of a metrics.jsonl line is written and flushed",
   "epoch.logged": "an epoch's record is in metrics.jsonl and TensorBoard; no checkpoint yet",

@@ -40,6 +40,7 @@ TRAINING_KILLS = [
   ("checkpoint.latest", 3),  # mid-epoch 2 saved
   ("report.written", 2),  # half of epoch 2's report
   ("finish", 1),  # training done, end-of-run files half written
+  ("run_file", 2),  # the end of the run: the run file with `resources` not yet in place
 ]
 DATA_KILLS = [
   "demo.clip",

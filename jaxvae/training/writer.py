@@ -271,4 +271,4 @@ def finish(workdir: str, config, meta: RunMeta, resources: dict | None = None) -
     path = os.path.join(workdir, MARKER)
     with open(path, encoding="utf-8") as f:
       info = json.load(f)
-    workdir_lib.write_json(path, dict(info, resources=resources), indent=1)
+    workdir_lib.write_json(path, dict(info, resources=resources), fault="run_file", indent=1)
