@@ -42,6 +42,11 @@ class MidiError(Exception):
     return (MidiError, (self.path, self.reason))
 
 
+class DownloadError(Exception):
+  """A dataset archive cannot be fetched, verified or extracted; names the URL or file and
+  what to do."""
+
+
 class LyricsModelError(RuntimeError):
   """The text encoder cannot be loaded (not on disk, not a model folder, missing packages)."""
 
@@ -70,6 +75,7 @@ class DivergedError(RunError):
 USER_ERRORS = (
   ConfigError,
   DataError,
+  DownloadError,
   AudioError,
   MidiError,
   LyricsModelError,

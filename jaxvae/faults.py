@@ -31,6 +31,8 @@ POINTS = {
   "tokens.commit": "a token store is complete in its temporary folder, not yet published",
   "chorales.commit": "the chorale corpus is converted in its temporary folder, not published",
   "lyrics.commit": "a lyrics store's embeddings are renamed into place, its clips.json not",
+  "download.chunk": "a chunk of a dataset archive is appended to its .part file",
+  "extract.file": "one file of a verified archive is extracted into data.root",
   "tune.trial": "a tuning trial reported an epoch to the study",
 }
 

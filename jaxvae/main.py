@@ -19,6 +19,7 @@ from jaxvae import workdir as workdir_lib
 from jaxvae.config import loading
 from jaxvae.modes import analyze
 from jaxvae.modes import clear
+from jaxvae.modes import download
 from jaxvae.modes import evaluate
 from jaxvae.modes import generate
 from jaxvae.modes import preprocess
@@ -40,6 +41,7 @@ MODES = {
   "summary": summary.run,
   "preprocess": preprocess.run,
   "validate": validate.run,
+  "download": download.run,
 }
 WRITES = ("train", "tune")  # modes that hold the workdir's lock (one writer per workdir)
 READS_CHECKPOINT = ("eval", "generate", "analyze")

@@ -39,6 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = audio_data()
   c.data.midi = midi_data()
   c.data.demo = demo_data()
+  c.data.download = download()
   c.eval = evaluation()
   c.generate = generation()
   c.tune = tuning()
@@ -82,6 +83,9 @@ def audio_data() -> ml_collections.ConfigDict:
   c.kind = "audio"  # 'audio' (feature store) or 'midi' (token store)
   c.layout = "demo"
   c.root = ""
+  # Several datasets in one store: a tuple of dicts with layout, root and optional name,
+  # weight, label_prefix (jaxvae/data/sources.py); replaces layout and root when set.
+  c.sources = ()
   c.cache_dir = ""  # '' means $JAXVAE_CACHE or ~/.cache/jaxvae.
   c.sr = 22050
   c.n_fft = 2048
@@ -142,6 +146,19 @@ def demo_data() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.clips_per_class = 20  # per (language, genre) pair.
   c.seed = 0
+  return c
+
+
+def download() -> ml_collections.ConfigDict:
+  """`--mode=download` (jaxvae/data/download.py): mirrors, retries, what is kept."""
+  c = ml_collections.ConfigDict()
+  c.archive = ""  # maestro: 'full' (audio+MIDI) or 'midi'; '' picks by data.kind
+  c.url = ""  # a mirror; '' means the official URL in jaxvae/data/download.py
+  c.sha256 = ""  # the mirror's SHA-256 when it serves another file; '' means the table's
+  c.size = 0  # the mirror's size in bytes (with sha256); 0 means the table's
+  c.retries = 3  # resumed attempts after a dropped connection, within one run
+  c.timeout = 30.0  # seconds without data before an attempt counts as dropped
+  c.keep_archive = False  # keep a downloaded archive after extracting (hand-placed: always)
   return c
 
 

@@ -27,6 +27,7 @@ CHOICES = {
   "data.example_mode": base.EXAMPLE_MODES,
   "data.scale": base.SCALES,
   "model.conv_transpose": base.CONV_TRANSPOSE,
+  "data.download.archive": ("", "full", "midi"),
 }
 
 
@@ -75,11 +76,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     ("train.patience", 0),
     ("train.max_steps", 0),
     ("train.num_devices", 0),
+    ("data.download.retries", 0),
+    ("data.download.size", 0),
   ):
     integer(config, key, low)
   if "latent_dim" in config.model:
     integer(config, "model.latent_dim", 1)
   integer(config, "generate.interpolation_steps", 2)
+  positive(config, "data.download.timeout")
   for key in (
     "train.clip_norm",
     "kl.beta_start",

@@ -10,6 +10,7 @@ import ml_collections
 
 from jaxvae.config import checks
 from jaxvae.config import loading
+from jaxvae.data import sources
 from jaxvae.variants import audio_vae
 from jaxvae.variants import multimodal
 from jaxvae.variants import music_transformer
@@ -46,6 +47,7 @@ def check(config) -> None:
   """`model.name` is a known variant and the variant's own keys are right; raises
   ConfigError naming the key. `jaxvae.config` checks the keys every run has."""
   checks.choice(config, "model.name", names())
+  sources.of_config(config)  # data.sources, each source's keys
   VARIANTS[config.model.name].validate(config)
 
 
