@@ -79,6 +79,13 @@ def server():
   srv.server_close()
 
 
+# A fetch in a child process, so a fault point can kill it.
+_FETCH = (
+  "import sys, json; from jaxvae.data import download as d; a = d.Archive(**json.loads("
+  "sys.argv[1])); d.fetch('gtzan', a, sys.argv[2], progress=False)"
+)
+
+
 def _url(srv, name):
   return f"http://127.0.0.1:{srv.server_address[1]}/{name}"
 
@@ -153,19 +160,34 @@ def test_a_killed_download_resumes_on_the_next_run(server, tmp_path):
   data = _gtzan_tar()
   server.files["/genres.tar.gz"] = data
   root = tmp_path / "gtzan"
-  code = (
-    "import sys, json; from jaxvae.data import download as d; a = d.Archive(**json.loads("
-    "sys.argv[1])); d.fetch('gtzan', a, sys.argv[2], progress=False)"
-  )
   archive = _archive(data, _url(server, "genres.tar.gz"))
   env = dict(os.environ, JAXVAE_FAULT="download.chunk:2")
   spec = json.dumps(archive.__dict__)
-  proc = subprocess.run([sys.executable, "-c", code, spec, str(root)], env=env, check=False)
+  proc = subprocess.run([sys.executable, "-c", _FETCH, spec, str(root)], env=env, check=False)
   assert proc.returncode == -9
   assert (root / "genres.tar.gz.part").stat().st_size == 2 * download.CHUNK
   out = download.fetch("gtzan", archive, str(root), progress=False)
   assert out.action == "downloaded"
   assert server.requests[-1]["range"] == f"bytes={2 * download.CHUNK}-"
+  assert len(readers.list_items("gtzan", str(root))) == 4
+
+
+def test_a_killed_extraction_finishes_on_the_next_run(tmp_path):
+  """Fault injection: killed after the second extracted file; no half-written file is left
+  under a real name, and the re-run extracts the rest and counts the first two as present."""
+  data = _gtzan_tar(noise_bytes=1000)
+  root = tmp_path / "gtzan"
+  root.mkdir()
+  (root / "genres.tar.gz").write_bytes(data)
+  archive = _archive(data, "http://127.0.0.1:9/genres.tar.gz")
+  env = dict(os.environ, JAXVAE_FAULT="extract.file:2")
+  proc = subprocess.run(
+    [sys.executable, "-c", _FETCH, json.dumps(archive.__dict__), str(root)], env=env, check=False
+  )
+  assert proc.returncode == -9 and not (root / download.RECORD).exists()
+  out = download.fetch("gtzan", archive, str(root), progress=False)
+  assert out.record["existing_files"] == 2 and out.record["extracted_files"] == 3
+  assert out.record["differing_files"] == 0
   assert len(readers.list_items("gtzan", str(root))) == 4
 
 

@@ -68,9 +68,9 @@ def spec_from_config(config) -> DataSpec:
   n_samples = int(round(d.seconds * d.sr))
   frames = 1 + n_samples // d.hop_length  # centered frames, as librosa
   rows = d.n_mfcc if d.feature == "mfcc" else d.n_mels
-  if d.layout == "demo":
+  if d.layout == "demo" and not d.sources:
     labels = {"genre": demo_lib.GENRES, "language": demo_lib.LANGUAGES}
-  elif not d.root and not config.model.get("cond_label"):
+  elif not d.root and not d.sources and not config.model.get("cond_label"):
     labels = {}  # nothing needs them: a parameter summary works before the data is there
   else:
     values: dict[str, set] = {}

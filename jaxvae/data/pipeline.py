@@ -13,6 +13,7 @@ import grain
 import numpy as np
 
 from jaxvae import errors
+from jaxvae.data import sources as sources_lib
 from jaxvae.data import store as store_lib
 
 
@@ -28,6 +29,14 @@ class Examples:
 
   def __len__(self) -> int:
     return len(self.indices)
+
+  def of_source(self, name: str) -> Examples | None:
+    """The examples of one source of a `data.sources` store, or None when it has none."""
+    ids = {n: i for i, n in enumerate(self.store.sources)}
+    if name not in ids:
+      return None
+    keep = self.indices[self.store.source_array()[self.indices] == ids[name]]
+    return Examples(self.store, keep, self.normalize, self.lyrics) if len(keep) else None
 
   def __getitem__(self, i: int) -> dict[str, np.ndarray]:
     j = int(self.indices[i])
@@ -68,14 +77,42 @@ def train_iterator(
       f"train.batch_size {batch_size} does not divide over {num_shards} processes"
     )
   used = steps_per_epoch(examples, batch_size) * batch_size
-  ds = grain.MapDataset.source(examples).seed(seed).shuffle()[:used]
+  weights = source_weights(config, examples)
+  if weights:
+    ds = _weighted(examples, weights, seed)
+  else:
+    ds = grain.MapDataset.source(examples).seed(seed).shuffle()[:used]
   if num_shards > 1:
     ds = ds[shard::num_shards]
-  ds = ds.batch(batch_size // num_shards, drop_remainder=True).repeat(None)
+  ds = ds.batch(batch_size // num_shards, drop_remainder=True)
+  if not weights:
+    ds = ds.repeat(None)
   options = grain.ReadOptions(
     num_threads=config.data.read_threads, prefetch_buffer_size=config.data.prefetch
   )
   return ds.to_iter_dataset(read_options=options).__iter__()
+
+
+def source_weights(config, examples: Examples) -> dict[str, float]:
+  """{source: weight} of a `data.sources` run that sets weights, over the sources with
+  training examples; {} when the epoch is a plain shuffle of every example."""
+  given = {s.name: s.weight for s in sources_lib.of_config(config) if s.weight_given}
+  if not given:
+    return {}
+  present = set(examples.store.sources)
+  return {name: w for name, w in given.items() if name in present and examples.of_source(name)}
+
+
+def _weighted(examples: Examples, weights: dict[str, float], seed: int):
+  """An endless mix of the sources' training examples in the shares `weights`: each source
+  is reshuffled every time it is used up (a small one repeats, a large one is subsampled), and
+  every window of a few batches holds the sources in those shares. An epoch is still
+  `steps_per_epoch` batches, counted by the trainer."""
+  parts = []
+  for k, name in enumerate(sorted(weights)):
+    part = examples.of_source(name)
+    parts.append(grain.MapDataset.source(part).seed(seed + 7919 * (k + 1)).shuffle().repeat(None))
+  return grain.MapDataset.mix(parts, [weights[n] for n in sorted(weights)])
 
 
 def eval_batches(examples: Examples, batch_size: int) -> Iterator[dict[str, np.ndarray]]:

@@ -71,6 +71,7 @@ class Item:
     labels: label name -> value, e.g. {'genre': 'jazz'}; a missing label is absent.
     split: 'train', 'validation', 'test', or None when the dataset defines no split.
     lyrics: lyrics text, or None.
+    source: the name of its `data.sources` entry, or None for a single-dataset run.
   """
 
   clip_id: str
@@ -78,6 +79,7 @@ class Item:
   labels: dict[str, str] = dataclasses.field(default_factory=dict)
   split: str | None = None
   lyrics: str | None = None
+  source: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------

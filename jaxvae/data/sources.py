@@ -4,13 +4,14 @@
 `data.sources` is a tuple of dicts, e.g. seed 003's combined set:
 
     config.data.sources = (
-      dict(name="gtzan", layout="gtzan", root="/data/gtzan"),
+      dict(name="gtzan", layout="gtzan", root="/data/gtzan", weight=1.0),
       dict(name="maestro", layout="maestro", root="/data/maestro", weight=0.5),
-      dict(name="mine", layout="folder", root="/data/mine", label_prefix="mine:"),
+      dict(name="mine", layout="folder", root="/data/mine", weight=1.0, label_prefix="mine:"),
     )
 
 Keys of a source: `layout` and `root` (required; `root` may be empty for `demo`), `name`
-(default: the layout; unique), `weight` (its share of each training epoch, default 1.0),
+(default: the layout; unique), `weight` (its share of each training epoch; give all sources
+one or none: without weights an epoch is every example once, so shares follow the sizes),
 `label_prefix` (put before each of its label values, so that a folder's 'jazz' and GTZAN's
 'jazz' stay two classes; default '': equal values are one class). Every source is featurized
 with the run's one feature setting into one store; each keeps its own split (the layout's, or
@@ -32,13 +33,17 @@ class Source:
   name: str
   layout: str
   root: str
-  weight: float = 1.0
+  weight: float | None = None  # None: the epoch is a plain shuffle of every example
   label_prefix: str = ""
+
+  @property
+  def weight_given(self) -> bool:
+    return self.weight is not None
 
 
 def of_config(config) -> list[Source]:
   """The run's sources: `data.sources` when set, else one source from `data.layout` and
-  `data.root` (named by its layout, weight 1, no prefix). Raises ConfigError naming the key."""
+  `data.root` (named by its layout, no weight, no prefix). Raises ConfigError naming the key."""
   d = config.data
   if not d.sources:
     return [Source(name=d.layout, layout=d.layout, root=d.root)]
@@ -71,8 +76,9 @@ def of_config(config) -> list[Source]:
     root = raw.get("root", "")
     if not isinstance(root, str) or (layout != "demo" and not root):
       raise ConfigError(f"config key '{key}.root' is {root!r}; expected the dataset's path")
-    weight = raw.get("weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+    weight = raw.get("weight")
+    bad = isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0
+    if weight is not None and bad:
       raise ConfigError(f"config key '{key}.weight' is {weight!r}; expected a number > 0")
     name = raw.get("name", layout)
     if not isinstance(name, str) or not name or "/" in name:
@@ -86,7 +92,14 @@ def of_config(config) -> list[Source]:
     if not isinstance(prefix, str):
       raise ConfigError(f"config key '{key}.label_prefix' is {prefix!r}; expected a string")
     names.add(name)
-    out.append(Source(name, layout, root, float(weight), prefix))
+    out.append(Source(name, layout, root, None if weight is None else float(weight), prefix))
+  given = [s.weight_given for s in out]
+  if any(given) and not all(given):
+    missing = ", ".join(f"data.sources[{i}]" for i, g in enumerate(given) if not g)
+    raise ConfigError(
+      f"config key 'data.sources' gives some sources a weight but not {missing}; give every "
+      "source a weight (its share of each epoch) or none (every example once per epoch)"
+    )
   return out
 
 

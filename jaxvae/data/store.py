@@ -36,6 +36,7 @@ from jaxvae.audio import decode as audio_lib
 from jaxvae.audio import features
 from jaxvae.data import demo as demo_lib
 from jaxvae.data import readers
+from jaxvae.data import sources as sources_lib
 
 STORE_VERSION = 1
 _CHUNK = 32  # waveforms per feature call: one compiled shape, bounded memory.
@@ -49,16 +50,18 @@ def cache_dir(config) -> str:
   )
 
 
-def resolve_dataset(config) -> tuple[str, str]:
-  """(layout, root) to read; the demo layout is a generated manifest dataset."""
+def resolve_dataset(config, source: sources_lib.Source | None = None) -> tuple[str, str]:
+  """(layout, root) to read for `source` (default: the config's single dataset); the demo
+  layout is a generated manifest dataset."""
   d = config.data
-  if d.layout != "demo":
-    if not d.root:
+  source = source or sources_lib.of_config(config)[0]
+  if source.layout != "demo":
+    if not source.root:
       raise errors.DataError(
-        f"config key 'data.root' is empty; data.layout '{d.layout}' "
+        f"config key 'data.root' is empty; data.layout '{source.layout}' "
         "needs a dataset path (--config.data.root=PATH)"
       )
-    return d.layout, d.root
+    return source.layout, source.root
   csv_path = demo_lib.ensure_corpus(
     cache_dir(config),
     seconds=d.seconds,
@@ -98,14 +101,47 @@ def _labels_wanted(config) -> list[str] | None:
 
 
 def list_dataset(config) -> list[readers.Item]:
-  layout, root = resolve_dataset(config)
-  return readers.list_items(
-    layout,
-    root,
-    audio_column=config.data.audio_column,
-    lyrics_column=config.data.lyrics_column,
-    label_columns=_labels_wanted(config),
-  )
+  """Every clip of the run's dataset, or of all its `data.sources`: there each clip id starts
+  with `<source name>/`, label values with the source's `label_prefix`, and every clip has
+  the label `source`."""
+  d = config.data
+  wanted = _labels_wanted(config)
+  if not sources_lib.is_combined(config):
+    layout, root = resolve_dataset(config)
+    return readers.list_items(
+      layout, root, audio_column=d.audio_column, lyrics_column=d.lyrics_column, label_columns=wanted
+    )
+  items = []
+  for i, source in enumerate(sources_lib.of_config(config)):
+    layout, root = resolve_dataset(config, source)
+    try:
+      listed = readers.list_items(
+        layout, root, audio_column=d.audio_column, lyrics_column=d.lyrics_column
+      )
+    except errors.DataError as e:
+      raise errors.DataError(f"data.sources[{i}] ({source.name!r}): {e}") from None
+    for it in listed:
+      labels = {k: source.label_prefix + v for k, v in it.labels.items()}
+      labels["source"] = source.name
+      items.append(
+        dataclasses.replace(
+          it, clip_id=f"{source.name}/{it.clip_id}", labels=labels, source=source.name
+        )
+      )
+  if wanted:
+    have = {k for it in items for k in it.labels}
+    missing = [n for n in wanted if n not in have]
+    if missing:
+      raise errors.DataError(
+        f"data.label_columns asks for {', '.join(map(repr, missing))}, but no source has "
+        f"it; the sources' labels: {', '.join(sorted(have))}"
+      )
+    keep = set(wanted) | {"source"}
+    items = [
+      dataclasses.replace(it, labels={k: v for k, v in it.labels.items() if k in keep})
+      for it in items
+    ]
+  return sorted(items, key=lambda it: it.clip_id)
 
 
 def store_key(params: dict, items: list[readers.Item]) -> str:
@@ -183,16 +219,32 @@ class Store:
   def label_values(self) -> dict[str, list[str]]:
     return self.manifest["label_values"]
 
-  def indices(self, split: str | None = None, *, augmented: bool = True) -> np.ndarray:
-    """Example rows of a split (all when None), with or without augmented copies."""
+  def indices(
+    self, split: str | None = None, *, augmented: bool = True, source: str | None = None
+  ) -> np.ndarray:
+    """Example rows of a split (all when None), with or without augmented copies, of one
+    source of a `data.sources` run (all when None)."""
     return np.array(
       [
         i
         for i, e in enumerate(self.manifest["examples"])
-        if (split is None or e["split"] == split) and (augmented or not e.get("augment"))
+        if (split is None or e["split"] == split)
+        and (augmented or not e.get("augment"))
+        and (source is None or e.get("source") == source)
       ],
       np.int64,
     )
+
+  @property
+  def sources(self) -> dict[str, dict]:
+    """Per-source summaries of a `data.sources` store (name -> layout, root, weight, counts);
+    empty for a single dataset."""
+    return self.manifest.get("sources", {})
+
+  def source_array(self) -> np.ndarray:
+    """int32 [N] index into `sources` of each example's source (0 for a single dataset)."""
+    ids = {name: i for i, name in enumerate(self.sources)}
+    return np.array([ids.get(e.get("source"), 0) for e in self.manifest["examples"]], np.int32)
 
   def label_array(self, name: str) -> np.ndarray:
     """int32 [N] class ids of one label column, -1 where unknown."""
@@ -247,11 +299,20 @@ def build(config, *, progress: bool = True) -> Store:
       f"no usable audio in data.root '{config.data.root or 'demo'}': all {len(items)} "
       f"files were bad ({_reason_counts(bad)})"
     )
+  summaries = source_summaries(config, items, rows, bad) if sources_lib.is_combined(config) else {}
+  for name, summary in summaries.items():
+    if not summary["examples"]:
+      logging.warning("Source %r gave no usable example (%d files)", name, summary["files"])
   manifest = {
     "version": STORE_VERSION,
     "key": key,
     "params": params,
-    "dataset": {"layout": config.data.layout, "root": config.data.root, "num_files": len(items)},
+    "dataset": (
+      {"sources": list(summaries), "num_files": len(items)}
+      if summaries
+      else {"layout": config.data.layout, "root": config.data.root, "num_files": len(items)}
+    ),
+    **({"sources": summaries} if summaries else {}),
     "examples": rows,
     "bad": bad,
     "label_values": label_values(rows),
@@ -327,6 +388,8 @@ def _write_features(config, items, params, out_dir, progress):
       if reason:
         action = "skipped" if not examples else "silence"
         bad.append({"path": item.path, "clip_id": item.clip_id, "reason": reason, "action": action})
+        if item.source:
+          bad[-1]["source"] = item.source
         if len(bad) <= 10:  # the rest are counted below and all listed in the manifest
           logging.warning("bad file %s: %s (%s)", readers.printable(item.path), reason, action)
       segment = {}
@@ -340,6 +403,7 @@ def _write_features(config, items, params, out_dir, progress):
             "split": split,
             "labels": dict(item.labels),
             "bad": reason,
+            **({"source": item.source} if item.source else {}),
           }
         )
         pending.append(y)
@@ -359,6 +423,31 @@ def _write_features(config, items, params, out_dir, progress):
     del out, raw_arr
   os.remove(raw_path)
   return rows, bad
+
+
+def source_summaries(config, items, rows, bad) -> dict[str, dict]:
+  """Per source of a `data.sources` run: where it is, its files, bad files (by reason),
+  examples per split and its label values. (Weights are read from the config: they change
+  the sampling, not the store.)"""
+  out = {}
+  for source in sources_lib.of_config(config):
+    mine = [r for r in rows if r.get("source") == source.name]
+    splits: dict[str, int] = {}
+    for r in mine:
+      splits[r["split"]] = splits.get(r["split"], 0) + 1
+    its_bad = [b for b in bad if b.get("source") == source.name]
+    out[source.name] = {
+      "layout": source.layout,
+      "root": source.root,
+      "label_prefix": source.label_prefix,
+      "files": sum(1 for it in items if it.source == source.name),
+      "examples": len(mine),
+      "splits": dict(sorted(splits.items())),
+      "bad": len(its_bad),
+      "bad_reasons": _reason_counts(its_bad),
+      "label_values": label_values(mine),
+    }
+  return out
 
 
 def label_values(rows) -> dict[str, list[str]]:

@@ -18,6 +18,12 @@ def run(config, workdir: str, args) -> int:
     f"examples: {len(m['examples'])} of shape {list(store.shape)} from "
     f"{m['dataset']['num_files']} files; bad files: {len(m['bad'])}"
   )
+  for name, src in store.sources.items():
+    print(
+      f"  source {name} ({src['layout']}): {src['examples']} examples {src['splits']} from "
+      f"{src['files']} files; bad files: {src['bad']}; labels: "
+      + "; ".join(f"{k} {len(v)}" for k, v in src["label_values"].items())
+    )
   for b in m["bad"][:20]:
     print(f"  bad: {b['path']}: {b['reason']} ({b['action']})")
   workdir_lib.write_json(
@@ -28,6 +34,7 @@ def run(config, workdir: str, args) -> int:
       "shape": list(store.shape),
       "bad": m["bad"],
       "label_values": m["label_values"],
+      **({"sources": store.sources} if store.sources else {}),
     },
     indent=2,
   )

@@ -20,15 +20,37 @@ def evaluate(
 
   Histogram outputs (`*_counts`) are summed over the split instead; for each the result has
   `<name>s_used` (non-zero bins, e.g. `codes_used`) and `<name>_perplexity` (exp of the usage
-  entropy), and the
-  raw histogram is returned under `histograms`.
+  entropy), and the raw histogram is returned under `histograms`. For a store of several
+  `data.sources` each source's metrics are there too, as `<source>/<metric>`.
   """
+  names = list(examples.store.sources)
+  if len(names) < 2:
+    return _summarize(_collect(run, state, examples, stage))
+  # A `data.sources` run: each source's split on its own (its metrics under `<source>/`),
+  # and the overall means from the same batches, weighted as one pass would weight them.
+  out, everything = {}, []
+  for name in names:
+    part = examples.of_source(name)
+    if part is None:
+      continue
+    collected = _collect(run, state, part, stage)
+    everything += collected
+    mine = _summarize(collected)
+    mine.pop("histograms", None)
+    out |= {f"{name}/{k}": v for k, v in mine.items()}
+  return _summarize(everything) | out
+
+
+def _collect(run, state, examples, stage) -> list[dict]:
   eval_step = run.eval_steps[stage]
   collected = [
     eval_step(state, run.put(b))
     for b in pipeline.eval_batches(examples, run.config.train.batch_size)
   ]
-  collected = jax.device_get(collected)
+  return jax.device_get(collected)
+
+
+def _summarize(collected: list[dict]) -> dict[str, Any]:
   weights = np.array([m["count"] for m in collected])
   out: dict[str, Any] = {}
   for key in collected[0]:

@@ -72,6 +72,7 @@ def mark_workdir(workdir: str, config, store=None) -> None:
       "shape": list(store.shape),
       "bad_files": len(bad),
       "bad": bad,
+      **({"sources": store.sources} if store.sources else {}),
     }
     if bad:
       logging.warning(
