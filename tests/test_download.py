@@ -17,10 +17,12 @@ import zipfile
 import numpy as np
 import pytest
 
+from conftest import load_config
 from jaxvae import errors
 from jaxvae import main
 from jaxvae.data import download
 from jaxvae.data import readers
+from jaxvae.data import sources
 
 GENRES = ("blues", "jazz")
 
@@ -291,3 +293,52 @@ def test_the_table_covers_every_downloadable_layout():
   assert download.archive_for("maestro", "midi").filename == "maestro-v3.0.0-midi.zip"
   with pytest.raises(errors.DataError, match="folder"):
     download.archive_for("folder", "audio")
+
+
+def _readme_download_commands() -> list[list[str]]:
+  text = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+  text = text.replace("\\\n", " ")
+  commands = []
+  for line in text.splitlines():
+    if "python -m jaxvae.main" in line and "--mode=download" in line:
+      args = line.split("python -m jaxvae.main", 1)[1].split("#")[0].split()
+      commands.append(args)
+  return commands
+
+
+def test_the_readme_download_commands_pick_their_archives(tmp_path, capsys):
+  """Each README command loads and asks for the archive its comment names (sent to a closed
+  port on 127.0.0.1, so the one-line offline error shows which)."""
+  commands = _readme_download_commands()
+  expected = [
+    "genres.tar.gz",
+    "speech_commands_v0.02.tar.gz",
+    "maestro-v3.0.0-midi.zip",
+    "maestro-v3.0.0.zip",
+  ]
+  assert len(commands) == len(expected)
+  cwd = os.getcwd()
+  os.chdir(os.path.join(os.path.dirname(__file__), ".."))
+  try:
+    for args, name in zip(commands, expected):
+      args = [
+        a.replace("runs/dl", str(tmp_path / "dl")).replace("data/", f"{tmp_path}/") for a in args
+      ]
+      args += ["--no_progress", "--config.data.download.url=http://127.0.0.1:9/x"]
+      assert main.run(args) == 1
+      err = capsys.readouterr().err
+      assert f"place {name} (" in err, err
+  finally:
+    os.chdir(cwd)
+
+
+def test_the_combined_config_downloads_gtzan_and_maestro_audio():
+  config = load_config("harmonic_combined.py", {})
+  layouts = [s.layout for s in sources.of_config(config)]
+  assert layouts == ["gtzan", "maestro", "folder"]
+  names = [
+    download.archive_for(s.layout, config.data.kind).filename
+    for s in sources.of_config(config)
+    if s.layout in download.DOWNLOADABLE
+  ]
+  assert names == ["genres.tar.gz", "maestro-v3.0.0.zip"]

@@ -17,6 +17,7 @@ from conftest import load_config
 from jaxvae import errors
 from jaxvae.data import dataset
 from jaxvae.data import pipeline
+from jaxvae.data import sources
 
 SR = 22050
 
@@ -155,3 +156,14 @@ def test_a_missing_source_root_names_the_source(tmp_path, tiny_overrides, capsys
   assert _cli(tmp_path, overrides, mode="preprocess") == 1
   err = capsys.readouterr().err
   assert "error: data.sources[1] ('x'): data.root '/no/such' does not exist" in err
+
+
+def test_the_readme_sources_override_loads(tiny_overrides):
+  text = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+  value = text.split('--config.data.sources="', 1)[1].split('"', 1)[0]
+  config = load_config("conv_vae.py:small", tiny_overrides, **{"data.sources": value})
+  got = sources.of_config(config)
+  assert [(s.name, s.weight, s.label_prefix) for s in got] == [
+    ("gtzan", 1.0, ""),
+    ("folder", 0.5, "mine:"),
+  ]

@@ -70,7 +70,7 @@ def spec_from_config(config) -> DataSpec:
   rows = d.n_mfcc if d.feature == "mfcc" else d.n_mels
   if d.layout == "demo" and not d.sources:
     labels = {"genre": demo_lib.GENRES, "language": demo_lib.LANGUAGES}
-  elif not d.root and not d.sources and not config.model.get("cond_label"):
+  elif not config.model.get("cond_label") and (d.sources or not d.root):
     labels = {}  # nothing needs them: a parameter summary works before the data is there
   else:
     values: dict[str, set] = {}
