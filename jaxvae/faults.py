@@ -21,8 +21,11 @@ POINTS = {
   "train.step": "a train step was dispatched (mid-epoch, between checkpoints)",
   "metrics.line": "half of a metrics.jsonl line is written and flushed",
   "epoch.logged": "an epoch's record is in metrics.jsonl and TensorBoard; no checkpoint yet",
-  "checkpoint.best": "the epoch's best checkpoint has landed; the latest one has not",
-  "checkpoint.latest": "a latest checkpoint (mid-epoch or end of epoch) has landed",
+  "checkpoint.issued": "an asynchronous latest save has started and may be in flight",
+  "checkpoint.latest": "a latest checkpoint (mid-epoch or end of epoch) has landed (seen when "
+  "the next save starts or the run ends)",
+  "checkpoint.best": "best/ is linked from the epoch's landed latest checkpoint; the older "
+  "best step is not removed yet",
   "report.written": "the first picture of a periodic report is written, the rest is not",
   "finish": "training is done; the end-of-run curves and hparams are being written",
   "demo.clip": "a demo-corpus clip is written to the corpus' temporary folder",

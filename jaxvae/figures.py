@@ -36,17 +36,27 @@ def figure_to_array(fig) -> np.ndarray:
 
 
 def finish(fig, path: str | os.PathLike | None, return_array: bool):
-  """Saves and/or renders a figure, then drops it; returns the path or the RGB array."""
+  """Saves and/or renders a figure, then drops it; returns the path or the RGB array. The
+  figure is drawn once: the PNG is written from the same pixels the array holds."""
   try:
-    if path is not None:
+    if path is None and not return_array:
+      raise ValueError("give a path, or return_array=True, or both")
+    if path is not None and not return_array:
       path = os.fspath(path)
       os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
       with workdir_lib.atomic_path(path) as tmp:  # a kill never leaves half a PNG
         fig.savefig(tmp)
-    if return_array:
-      return figure_to_array(fig)
-    if path is None:
-      raise ValueError("give a path, or return_array=True, or both")
-    return path
+      return path
+    rgb = figure_to_array(fig)
+    if path is not None:
+      from matplotlib import image as mpl_image
+
+      path = os.fspath(path)
+      os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+      with workdir_lib.atomic_path(path) as tmp:
+        mpl_image.imsave(tmp, rgb, format="png")
+    return rgb
   finally:
-    fig.clear()  # the figure is not registered with pyplot, so this frees it
+    # Not registered with pyplot: dropping the canvas's reference frees it with its axes
+    # (`fig.clear()` would rebuild every axis' ticks first, 40 % of a grid's cost).
+    fig.canvas = None

@@ -28,6 +28,7 @@ from jaxvae.modes import train
 from jaxvae.modes import tune
 from jaxvae.modes import validate
 from jaxvae.training import checkpoint
+from jaxvae.training import compile_cache
 from jaxvae.variants import registry
 
 # Every mode is `run(config, workdir, args) -> exit status`; `args` are the parsed flags plus
@@ -94,14 +95,31 @@ def run(argv: list[str]) -> int:
     return 1
 
 
+class _Stderr(logging.StreamHandler):
+  """A handler that writes to whatever `sys.stderr` is when it emits (not the stream of the
+  moment it was made: a caller that replaced stderr, such as a test capture, may have closed
+  that one since)."""
+
+  def __init__(self):
+    super().__init__(sys.stderr)
+
+  @property
+  def stream(self):
+    return sys.stderr
+
+  @stream.setter
+  def stream(self, value):
+    del value
+
+
 def _log_to_stderr() -> None:
   """INFO and above to stderr as `HH:MM:SS LEVEL message`. Importing orbax has already called
   `logging.basicConfig`: its stderr handler is reformatted rather than doubled (and handlers
   of others, such as pytest's, are left alone)."""
   root = logging.getLogger()
-  handlers = [h for h in root.handlers if type(h) is logging.StreamHandler]
+  handlers = [h for h in root.handlers if type(h) in (logging.StreamHandler, _Stderr)]
   if not handlers:
-    handlers = [logging.StreamHandler()]
+    handlers = [_Stderr()]
     root.addHandler(handlers[0])
   for handler in handlers:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
@@ -113,6 +131,7 @@ def _log_to_stderr() -> None:
 def _run_mode(args, config) -> int:
   if config.distributed:
     multihost.initialize_distributed()
+  compile_cache.enable(config)
   workdir_lib.ensure_writable(args.workdir)
   with contextlib.ExitStack() as stack:
     if args.clear or args.mode in WRITES:  # --clear must not pull a live run's files away

@@ -6,6 +6,7 @@ seed sizes, and equal outputs at a tiny size once the Flax weights are copied in
 
 import functools
 import json
+import os
 import sys
 
 import jax
@@ -357,3 +358,38 @@ def test_transformer_model_flops_follow_the_palm_formula():
   )
   assert benchmark.peak_tflops("gpu:NVIDIA H100 80GB HBM3", "bfloat16", 0.0) == 989.0
   assert benchmark.peak_tflops("cpu", "float32", 0.0) is None
+
+
+def test_wallclock_splits_a_run_and_the_second_run_loads_its_programs(
+  tmp_path, tiny_overrides, monkeypatch
+):
+  """tools/wallclock.py (also `benchmark.py --wallclock`): two runs of one command from an
+  empty compilation cache; the second compiles nothing (every program is a cache hit)."""
+  monkeypatch.delenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", raising=False)
+  overrides = dict(tiny_overrides, **{"train.epochs": "1", "train.image_every_epochs": "0"})
+  argv = [
+    "--wallclock",
+    "--config=configs/conv_vae.py:small",
+    "--runs=2",
+    "--fresh-cache",
+    f"--workdir={tmp_path / 'wc'}",
+    f"--json={tmp_path / 'wc.json'}",
+    "--",
+    *[f"--config.{k}={v}" for k, v in overrides.items()],
+  ]
+  first, second = benchmark.main(argv)
+  assert first["cache_misses"] > 0 and first["cache_hits"] == 0
+  assert second["cache_hits"] == second["compiles"] > 0
+  assert second["cache_misses"] == 0
+  assert second["compile_s"] < first["compile_s"]
+  for r in (first, second):
+    total = r["startup_s"] + r["shutdown_s"] + sum(r[f"{p}_s"] for p in wallclock_phases())
+    assert total == pytest.approx(r["wall_s"], rel=0.05)
+  assert os.listdir(tmp_path / "wc" / "xla_cache")
+  assert json.load(open(tmp_path / "wc.json"))[1]["cache_hits"] == second["cache_hits"]
+
+
+def wallclock_phases():
+  from tools import wallclock
+
+  return wallclock.PHASES

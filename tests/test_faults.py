@@ -35,8 +35,9 @@ TRAINING_KILLS = [
   ("train.step", 3),  # mid-epoch 2, before its first checkpoint
   ("metrics.line", 3),  # epoch 1's record torn in half
   ("epoch.logged", 1),  # epoch 1 logged, no checkpoint of it yet
-  ("checkpoint.best", 1),  # best of epoch 1 saved, latest not (the StepAlreadyExists bug)
-  ("checkpoint.latest", 2),  # end of epoch 1 saved
+  ("checkpoint.issued", 2),  # end of epoch 1's save in flight (asynchronous)
+  ("checkpoint.latest", 2),  # end of epoch 1 saved, best not linked from it yet
+  ("checkpoint.best", 1),  # best of epoch 1 linked, the older best not removed
   ("checkpoint.latest", 3),  # mid-epoch 2 saved
   ("report.written", 2),  # half of epoch 2's report
   ("finish", 1),  # training done, end-of-run files half written

@@ -8,6 +8,8 @@
     python tools/benchmark.py --models conv_vae --preset small --frameworks jax,jax.unguarded
     python tools/benchmark.py --models music_transformer --preset high_quality --dtype bfloat16 \
         --frameworks jax --generate-tokens 1024          # MFU at a large preset, sampling speed
+    python tools/benchmark.py --wallclock --config=configs/puzzle_vqvae.py:small --runs 2 \
+        --fresh-cache    # a whole training command's wall time by phase (tools/wallclock.py)
 
 `--models` takes config names (`configs/<name>.py`); `music_transformer` is short for
 `music_transformer_vaegan` (stage 1, the causal LM, unless `--override stage=2`).
@@ -1074,6 +1076,11 @@ def _forwarded(argv: list[str]) -> list[str]:
 
 def main(argv=None) -> list[dict]:
   argv = list(sys.argv[1:] if argv is None else argv)
+  if "--wallclock" in argv:  # a whole training command's wall time: tools/wallclock.py
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import wallclock  # noqa: PLC0415 - the other tool, only for this flag
+
+    return wallclock.main([a for a in argv if a != "--wallclock"])
   args = parse_args(argv)
   if args.job:
     model, framework, threads = args.job.split(":")

@@ -1,25 +1,45 @@
 #!/usr/bin/env bash
-# Every GPU figure BUILD_NOTES.md asks for, in one command (about 10 minutes on one H100):
-# JAX vs PyTorch eager for the three reference models, the puzzle VQ-VAE's seed-004 run
-# extrapolated from its step rate, transformer tokens/s at seq 512 and 2048, MFU at the
-# high_quality preset in bfloat16, and sampling tokens/s. Records go to ${OUT:-/tmp/gpu_bench}.
+# Every GPU figure BUILD_NOTES.md asks for, in one command, most important first, each under
+# its own time limit so one slow item cannot take the others' time (about 9 minutes on one
+# H100/H200): the wall-clock split of a training command for the seed-004 config on a few
+# hundred clips and for conv_vae:small (tools/wallclock.py, cold and warm compilation cache),
+# JAX vs PyTorch eager for the puzzle VQ-VAE (with the seed-004 run extrapolated from its step
+# rate), transformer tokens/s at seq 512, MFU at the high_quality preset in bfloat16 with
+# sampling tokens/s, and the seed-size conv VAE. Records go to ${OUT:-/tmp/gpu_bench}.
 #   bash tools/gpu_benchmarks.sh            # needs jax[cuda], torch (the [bench] extra)
-set -euo pipefail
+#   QUICK=1 bash tools/gpu_benchmarks.sh    # the same items at smoke size (checks the script)
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu_bench}
 mkdir -p "$out"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" || true
-b() { name=$1; shift; python tools/benchmark.py --json "$out/$name.json" "$@" > "$out/$name.txt" 2>&1 \
-        || echo "benchmark $name failed (see $out/$name.txt)"; tail -n 12 "$out/$name.txt"; }
-b puzzle --models puzzle_vqvae --batch-size 64 --steps 50 --repeats 3
-b puzzle_matmul --models puzzle_vqvae --batch-size 64 --steps 50 --repeats 3 --frameworks jax \
-  --override model.conv_transpose=matmul
-b conv_seed --models conv_vae --batch-size 4 --steps 20 --repeats 3
-b transformer_512 --models music_transformer --batch-size 8 --steps 30 --repeats 3
-b transformer_512_bf16 --models music_transformer --batch-size 8 --steps 30 --repeats 3 \
-  --dtype bfloat16 --frameworks jax
-b transformer_2048 --models music_transformer --preset speed_test --batch-size 8 --steps 20 \
-  --dtype bfloat16 --frameworks jax --generate-tokens 2047
-b transformer_hq --models music_transformer --preset high_quality --batch-size 32 --steps 20 \
-  --dtype bfloat16 --frameworks jax --generate-tokens 1023 --profile
-b all_small --models all --preset small --frameworks jax --steps 20
+quick=${QUICK:-0}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" 2>&1 || true
+python -c "import jax; print(jax.__version__, jax.devices())" >> "$out/gpu.txt" 2>&1
+cat "$out/gpu.txt"
+run() {  # run NAME SECONDS command...: output to $out/NAME.txt, its tail on stdout
+  name=$1; limit=$2; shift 2
+  start=$(date +%s)
+  timeout "$limit" "$@" > "$out/$name.txt" 2>&1
+  rc=$?
+  echo "== $name: exit $rc after $(( $(date +%s) - start )) s (limit $limit s)"
+  tail -n 18 "$out/$name.txt"
+}
+b() { name=$1; limit=$2; shift 2; run "$name" "$limit" python tools/benchmark.py --json "$out/$name.json" "$@"; }
+wc_seed=(--config.data.layout=demo --config.data.demo.clips_per_class=30
+         --config.data.cache_dir=/tmp/jaxvae_cache --config.train.report_audio=False)
+steps=50; small=""
+if [ "$quick" = 1 ]; then
+  wc_seed+=(--config.train.epochs=2 --config.data.demo.clips_per_class=4 --config.train.batch_size=8)
+  steps=3; small="--preset small"
+fi
+run wallclock_seed004 200 python tools/wallclock.py --config=configs/puzzle_vqvae.py --runs 2 \
+  --fresh-cache --json "$out/wallclock_seed004.json" -- "${wc_seed[@]}"
+b puzzle 80 --models puzzle_vqvae --batch-size 64 --steps $steps --repeats 3
+b transformer_512 90 --models music_transformer --batch-size 8 --steps 30 --repeats 3 $small
+b transformer_hq 90 --models music_transformer --preset high_quality --batch-size 32 --steps 20 \
+  --dtype bfloat16 --frameworks jax --generate-tokens 1023
+run wallclock_conv_small 100 python tools/wallclock.py --config=configs/conv_vae.py:small \
+  --runs 2 --fresh-cache --json "$out/wallclock_conv_small.json" -- \
+  --config.data.cache_dir=/tmp/jaxvae_cache --config.train.report_audio=False
+b conv_seed 60 --models conv_vae --batch-size 4 --steps 20 --repeats 3 $small
+exit 0

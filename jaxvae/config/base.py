@@ -24,6 +24,7 @@ FEATURES = ("mel", "mfcc")
 EXAMPLE_MODES = ("pad_crop", "segment")
 SCALES = ("db", "log1p")
 CONV_TRANSPOSE = ("auto", "matmul", "lax")
+REPORT_THREAD = ("auto", "yes", "no")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -33,6 +34,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.dtype = "float32"  # compute dtype; parameters stay float32.
   c.init_from = ""  # a workdir or checkpoint dir: load its weights, fresh optimizer.
   c.distributed = False  # call jax.distributed.initialize() (multi-host).
+  # JAX's persistent compilation cache for every mode (jaxvae/training/compile_cache.py):
+  # a re-run loads compiled programs instead of compiling. '' dir: <data cache>/xla.
+  c.compile_cache = True
+  c.compile_cache_dir = ""
   c.model = model()
   c.objective = objective()
   c.kl = kl()
@@ -216,6 +221,9 @@ def training() -> ml_collections.ConfigDict:
   c.report_samples = True  # prior samples in the report
   c.report_audio = True  # Griffin-Lim audio of a reconstruction and a sample
   c.report_tsne = False  # t-SNE of validation latents (a few seconds each time)
+  # Draw reports on a background thread while training goes on: 'auto' (on GPU/TPU, not on
+  # the CPU, where drawing competes with the steps for cores and the GIL), 'yes' or 'no'.
+  c.report_thread = "auto"
   c.num_devices = 0  # devices in the data-parallel mesh; 0 means all local devices.
   c.max_steps = 0  # 0: no limit beyond epochs (useful for smoke runs).
   c.loss_scale_init = 2.0**15  # float16 dynamic loss scaling start.

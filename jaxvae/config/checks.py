@@ -28,6 +28,7 @@ CHOICES = {
   "data.scale": base.SCALES,
   "model.conv_transpose": base.CONV_TRANSPOSE,
   "data.download.archive": ("", "full", "midi"),
+  "train.report_thread": base.REPORT_THREAD,
 }
 
 

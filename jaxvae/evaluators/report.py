@@ -9,6 +9,7 @@ with `train.report_tsne`, the validation latents' t-SNE coloured by each label.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 
@@ -26,12 +27,26 @@ from jaxvae.sampling import prior
 
 class Report:
   """`run(state, epoch)` writes the report of that epoch; `__call__` does so on the epochs
-  `train.image_every_epochs` asks for (every N, and the first)."""
+  `train.image_every_epochs` asks for (every N, and the first).
 
-  def __init__(self, job, writer, n: int = 8):
+  The device work (reconstructions, prior samples, latents) runs in the caller's thread and
+  ends with host copies, so the state may change right after; the drawing, Griffin-Lim and
+  file writing run on one background thread while training goes on (by default on GPU/TPU;
+  on the CPU in the caller's thread). One report is drawn at a time; `close()` waits for the
+  last one and raises what a report raised."""
+
+  def __init__(self, job, writer, n: int = 8, background: bool | None = None):
     self.job = job  # a `training.builder.Run`
     self.writer = writer
     self.n = n
+    if background is None:
+      # On an accelerator the host idles while steps run: drawing there is free. On the CPU
+      # the steps use every core and drawing holds the GIL: in the caller's thread it costs
+      # less (BUILD_NOTES.md, "Wall clock").
+      choice = job.config.train.report_thread
+      background = jax.default_backend() != "cpu" if choice == "auto" else choice == "yes"
+    self._pool = concurrent.futures.ThreadPoolExecutor(1, "report") if background else None
+    self._pending: concurrent.futures.Future | None = None
 
   def __call__(self, state, epoch: int) -> None:
     every = self.job.config.train.image_every_epochs
@@ -39,32 +54,68 @@ class Report:
       self.run(state, epoch)
 
   def run(self, state, epoch: int) -> str:
-    """Writes the report; returns the path of `DIR/reconstructions.png` ('' for token
-    models, whose report is generated MIDI in eval mode)."""
-    run, writer, n = self.job, self.writer, self.n
+    """Starts the report; returns the path of `DIR/reconstructions.png` it writes ('' for
+    token models, whose report is generated MIDI in eval mode)."""
+    arrays = self._gather(state, epoch)
+    if arrays is None:
+      return ""
+    self.wait()
+    if self._pool is None:
+      return self._draw(**arrays)
+    self._pending = self._pool.submit(self._draw, **arrays)
+    return os.path.join(self.writer.workdir, "reconstructions.png")
+
+  def wait(self) -> None:
+    """Waits for the report being drawn; raises its error."""
+    pending, self._pending = self._pending, None
+    if pending is not None:
+      pending.result()
+
+  def close(self) -> None:
+    try:
+      self.wait()
+    finally:
+      if self._pool is not None:
+        self._pool.shutdown()
+
+  def _gather(self, state, epoch: int) -> dict | None:
+    """The report's arrays, on the host (device work only)."""
+    run, n = self.job, self.n
     config = run.config
-    step = int(state.step)
-    out_dir = os.path.join(writer.workdir, "reports", f"epoch_{epoch:04d}")
-    os.makedirs(out_dir, exist_ok=True)
     batch = next(pipeline.eval_batches(run.val_examples, config.train.batch_size))
     outputs = run.forward(state, run.put(batch))
     if "recon" not in outputs:
-      return ""
-    recon = np.asarray(outputs["recon"])[:n]
+      return None
+    out = {
+      "epoch": epoch,
+      "step": int(state.step),
+      "x": batch["x"][:n],
+      "recon": np.asarray(outputs["recon"])[:n],
+      "samples": None,
+      "latent": None,
+    }
+    if config.train.report_samples and "mu" in outputs:
+      out["samples"] = np.asarray(prior.sample(run, state, config, None, min(n, 4), seed=epoch))
+    if config.train.report_tsne and "mu" in outputs and run.store.label_values:
+      out["latent"] = self._latents(state)
+    return out
+
+  def _draw(self, epoch, step, x, recon, samples, latent) -> str:
+    run, writer, n = self.job, self.writer, self.n
+    config = run.config
+    out_dir = os.path.join(writer.workdir, "reports", f"epoch_{epoch:04d}")
+    os.makedirs(out_dir, exist_ok=True)
     # Drawn once: the epoch's PNG, its pixels for TensorBoard, and a copy as the workdir's
     # latest `reconstructions.png`.
     epoch_png = os.path.join(out_dir, "reconstructions.png")
-    image = plots.plot_spectrogram_grid(
-      batch["x"][:n], recon, epoch_png, max_items=n, return_array=True
-    )
+    image = plots.plot_spectrogram_grid(x, recon, epoch_png, max_items=n, return_array=True)
     writer.image("report/reconstructions", image, step)
     path = os.path.join(writer.workdir, "reconstructions.png")
     with workdir_lib.atomic_path(path) as tmp:
       shutil.copyfile(epoch_png, tmp)
     faults.point("report.written")
     audio = {"reconstruction": recon[0]} if config.train.report_audio else {}
-    if config.train.report_samples and "mu" in outputs:
-      samples = prior.sample(run, state, config, None, min(n, 4), seed=epoch)
+    if samples is not None:
       writer.image(
         "report/prior_samples",
         plots.plot_spectrograms(
@@ -79,11 +130,22 @@ class Report:
         y = prior.features_to_audio(spec, run.store, config)
         writer.audio(f"report/{name}", y, step, config.data.sr)
         features.write_wav(os.path.join(out_dir, f"{name}.wav"), y, config.data.sr)
-    if config.train.report_tsne and "mu" in outputs and run.store.label_values:
-      self._latent_plot(state, step, out_dir)
+    if latent is not None:
+      latent, labels = latent
+      image = plots.plot_embedding_2d(
+        latent,
+        labels,
+        run.store.label_values,
+        os.path.join(out_dir, "latent_tsne.png"),
+        method="tsne",
+        seed=config.seed,
+        return_array=True,
+      )
+      writer.image("report/latent_tsne", image, step)
     return path
 
-  def _latent_plot(self, state, step, out_dir, limit: int = 512) -> None:
+  def _latents(self, state, limit: int = 512):
+    """(validation latent means, their labels) for the t-SNE map."""
     run = self.job
     ex = run.val_examples
     indices = ex.indices
@@ -92,16 +154,7 @@ class Report:
     sub = pipeline.Examples(ex.store, indices[:limit], ex.normalize, ex.lyrics)
     latent = encode_all(run, state, sub)["mu"]
     labels = {k: ex.store.label_array(k)[sub.indices] for k in ex.store.label_values}
-    image = plots.plot_embedding_2d(
-      latent,
-      labels,
-      ex.store.label_values,
-      os.path.join(out_dir, "latent_tsne.png"),
-      method="tsne",
-      seed=run.config.seed,
-      return_array=True,
-    )
-    self.writer.image("report/latent_tsne", image, step)
+    return latent, labels
 
 
 def training_hooks(job, writer) -> list:

@@ -141,9 +141,11 @@ def build(config, spec, example_batch: dict, steps_per_epoch: int, total_steps: 
   )
 
 
-def setup(config, *, progress: bool = True) -> Run:
-  """The config's dataset (`jaxvae.data.dataset.load`) and the `Compiled` built for it."""
-  data = dataset_lib.load(config, progress=progress)
+def setup(config, *, progress: bool = True, data: dataset_lib.Dataset | None = None) -> Run:
+  """The config's dataset (`jaxvae.data.dataset.load`, unless given) and the `Compiled`
+  built for it."""
+  if data is None:
+    data = dataset_lib.load(config, progress=progress)
   spe = pipeline.steps_per_epoch(data.train, config.train.batch_size)
   total = spe * total_epochs(config)
   if config.train.max_steps:

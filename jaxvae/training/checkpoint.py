@@ -3,6 +3,13 @@
 The workdir is the only state: `latest` lets a re-run resume exactly (model, optimizer, step,
 RNG, early-stopping bookkeeping and the Grain iterator position); `best` keeps the weights
 with the lowest validation loss for eval, generation and fine-tuning.
+
+Saves are asynchronous (MaxText's and big_vision's way of keeping the accelerator busy):
+`save` returns once Orbax has copied the state to host memory, and a background thread
+writes it into a temporary folder that Orbax renames into place when it is complete. A kill
+while a save is in flight leaves the previous checkpoint as the resume point. The best
+checkpoint is never a second full write: at an epoch end the best state is also the latest
+one, so once that latest save has landed `best/<step>` is made of hard links to its files.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 
 import grain
 import jax
@@ -22,11 +30,15 @@ from jaxvae import faults
 from jaxvae.training.state import RunMeta
 
 
-def _options(keep: int) -> ocp.CheckpointManagerOptions:
-  # Synchronous saves: a save has landed (atomically) before training continues, so a kill
-  # at any moment leaves either the previous or the new checkpoint, never half of one.
+def _options(keep: int, asynchronous: bool = False) -> ocp.CheckpointManagerOptions:
+  # Orbax writes each step into a temporary folder and renames it when complete, so a kill at
+  # any moment leaves either the previous or the new checkpoint, never half of one; the
+  # writer removes a killed save's temporary folder when it starts.
   return ocp.CheckpointManagerOptions(
-    max_to_keep=keep, create=True, enable_async_checkpointing=False
+    max_to_keep=keep,
+    create=True,
+    enable_async_checkpointing=asynchronous,
+    cleanup_tmp_directories=asynchronous,
   )
 
 
@@ -78,20 +90,28 @@ def _restore_newest(manager, args_fn, what: str):
 
 
 class Checkpoints:
-  """The `checkpoints/` (last N) and `best/` (1) managers of a workdir.
+  """The `checkpoints/` (last N, asynchronous saves) and `best/` (1) of a workdir.
 
-  Every save lands whole (Orbax writes a temporary folder and renames it) and only after the
-  state was checked finite. A step that already exists is replaced: a run killed after the
-  best checkpoint of an epoch and before its latest one redoes that epoch and saves the same
-  step again.
+  Every save lands whole and only after the state was checked finite. A step that already
+  exists is replaced: a run killed after an epoch's latest checkpoint landed and before its
+  best one was linked redoes nothing (`restore_latest` links it), and one killed before the
+  latest landed redoes the epoch and saves the same step again. `close` waits for a save in
+  flight.
   """
 
-  def __init__(self, workdir: str, keep: int = 3):
+  def __init__(self, workdir: str, keep: int = 3, *, writer: bool = False):
+    """`writer`: the run that holds the workdir's lock (asynchronous saves, and it removes a
+    dead run's half-made best link); readers (eval, generate, the API) only restore."""
     self.workdir = os.path.abspath(workdir)
+    self.writer = writer
     self.latest = ocp.CheckpointManager(
-      os.path.join(self.workdir, "checkpoints"), options=_options(keep)
+      os.path.join(self.workdir, "checkpoints"), options=_options(keep, asynchronous=writer)
     )
     self.best = ocp.CheckpointManager(os.path.join(self.workdir, "best"), options=_options(1))
+    self._in_flight: int | None = None  # the latest step being written
+    self._best_step: int | None = None  # to become best/ once its latest save has landed
+    if writer:
+      self._remove_stale_links()
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -99,25 +119,64 @@ class Checkpoints:
   def has_any(self) -> bool:
     return bool(self.latest.all_steps() or self.best.all_steps())
 
-  @staticmethod
-  def _save(manager, step: int, args: dict, fault: str) -> None:
-    if step in manager.all_steps():
-      manager.delete(step)
-    manager.save(step, args=ocp.args.Composite(**args), force=True)
-    manager.wait_until_finished()
-    faults.point(fault)
-
   def save(self, step: int, state, iterator, meta: RunMeta) -> None:
+    """Starts writing the latest checkpoint of `step` and returns (see the module doc)."""
     check_finite(state, step)
+    self.settle()
     args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta.to_json())}
     if iterator is not None:
       args["data"] = grain.checkpoint.CheckpointSave(iterator)
-    self._save(self.latest, step, args, "checkpoint.latest")
+    if step in self.latest.all_steps():
+      self.latest.delete(step)
+    self.latest.save(step, args=ocp.args.Composite(**args), force=True)
+    self._in_flight = step
+    faults.point("checkpoint.issued")
 
   def save_best(self, step: int, state, meta: RunMeta) -> None:
+    """Makes `step` the best checkpoint: `best/<step>` is linked from the latest checkpoint
+    of the same step (which the epoch end saves next) once that has landed."""
     check_finite(state, step)
-    args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta.to_json())}
-    self._save(self.best, step, args, "checkpoint.best")
+    del meta  # the latest checkpoint of `step` holds the same run metadata
+    self._best_step = step
+
+  def settle(self) -> None:
+    """Waits for the save in flight, then links a pending best checkpoint."""
+    if self._in_flight is not None:
+      self.latest.wait_until_finished()
+      self._in_flight = None
+      faults.point("checkpoint.latest")
+    if self._best_step is not None and self._best_step in self.latest.all_steps():
+      self._link_best(self._best_step)
+      self._best_step = None
+
+  def _link_best(self, step: int) -> None:
+    """`best/<step>` as hard links to `checkpoints/<step>` (a copy where links are not
+    possible), built under a temporary name and renamed into place, then older best steps
+    removed."""
+    src = os.path.join(self.latest.directory, str(step))
+    best_dir = os.fspath(self.best.directory)
+    tmp = os.path.join(best_dir, f".link-{step}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+      shutil.copytree(src, tmp, copy_function=os.link)
+    except OSError:
+      shutil.rmtree(tmp, ignore_errors=True)
+      shutil.copytree(src, tmp)
+    if step in self.best.all_steps():
+      self.best.delete(step)
+    os.replace(tmp, os.path.join(best_dir, str(step)))
+    faults.point("checkpoint.best")
+    self.best.reload()
+    for old in self.best.all_steps():
+      if old != step:
+        self.best.delete(old)
+
+  def _remove_stale_links(self) -> None:
+    best_dir = os.fspath(self.best.directory)
+    if os.path.isdir(best_dir):
+      for name in os.listdir(best_dir):
+        if name.startswith(".link-"):
+          shutil.rmtree(os.path.join(best_dir, name), ignore_errors=True)
 
   def restore_latest(self, template, iterator):
     """The newest intact latest checkpoint into `template`'s structure and shardings;
@@ -143,7 +202,11 @@ class Checkpoints:
         step,
         ", ".join(str(s) for s, _ in damaged),
       )
-    return out["state"], RunMeta.from_json(out["meta"])
+    meta = RunMeta.from_json(out["meta"])
+    steps = self.latest.all_steps()
+    if self.writer and meta.best_step in steps and meta.best_step not in self.best.all_steps():
+      self._link_best(meta.best_step)  # killed after its latest save landed, before the link
+    return out["state"], meta
 
   def restore_best(self, template):
     """The best checkpoint, or (None, None) when there is none that restores."""
@@ -159,8 +222,12 @@ class Checkpoints:
     return out["state"], RunMeta.from_json(out["meta"])
 
   def close(self) -> None:
-    self.latest.close()
-    self.best.close()
+    """Waits for a save in flight (and links a pending best), then closes the managers."""
+    try:
+      self.settle()
+    finally:
+      self.latest.close()
+      self.best.close()
 
 
 def restore(workdir: str, template):

@@ -8,6 +8,7 @@ passes `epoch_hooks`, built from the run and its writer once they exist.
 from __future__ import annotations
 
 from collections.abc import Callable
+import contextlib
 import dataclasses
 import logging
 import math
@@ -20,11 +21,13 @@ import tqdm
 from jaxvae import faults
 from jaxvae import multihost
 from jaxvae import workdir as workdir_lib
+from jaxvae.data import dataset as dataset_lib
 from jaxvae.data import pipeline
 from jaxvae.training import checkpoint as ckpt_lib
 from jaxvae.training import mesh as mesh_lib
 from jaxvae.training import metrics as metrics_lib
 from jaxvae.training import resources
+from jaxvae.training import timing
 from jaxvae.training import writer as writer_lib
 from jaxvae.training.builder import Run
 from jaxvae.training.builder import setup
@@ -33,7 +36,9 @@ from jaxvae.training.state import RunMeta
 from jaxvae.training.state import TrainState
 
 # (state, epoch) -> None, run after an epoch's record and best checkpoint, before its latest
-# checkpoint; it decides itself on which epochs it does something (reports: every N).
+# checkpoint; it decides itself on which epochs it does something (reports: every N). A hook
+# may work on in the background after it returns: its `close()`, if it has one, is called
+# when training ends, before the log writer closes.
 EpochHook = Callable[[TrainState, int], None]
 # (run, writer) -> the hooks of this run.
 HookFactory = Callable[[Run, writer_lib.Writer], list[EpochHook]]
@@ -69,7 +74,18 @@ def _weights_from(run: Run, config) -> TrainState:
 
 
 def _train(config, workdir, progress, epoch_hooks, epoch_callback) -> RunMeta:
-  run = setup(config, progress=progress)
+  phases = timing.Phases()
+  try:
+    return _train_timed(config, workdir, progress, epoch_hooks, epoch_callback, phases)
+  finally:
+    phases.close()
+
+
+def _train_timed(config, workdir, progress, epoch_hooks, epoch_callback, phases) -> RunMeta:
+  with phases("data"):
+    data = dataset_lib.load(config, progress=progress)
+  with phases("setup"):
+    run = setup(config, progress=progress, data=data)
   logging.info(
     "Training on %d devices (%s, %d process(es)), global batch %d",
     run.mesh.devices.size,
@@ -80,38 +96,63 @@ def _train(config, workdir, progress, epoch_hooks, epoch_callback) -> RunMeta:
   main_process = multihost.is_main_process()
   if main_process:
     writer_lib.mark_workdir(workdir, config, run.store)
-  ckpts = ckpt_lib.Checkpoints(workdir, config.train.keep_checkpoints)
-  iterator = pipeline.train_iterator(
-    run.train_examples,
-    config.train.batch_size,
-    config.seed,
-    config,
-    shard=jax.process_index(),
-    num_shards=jax.process_count(),
-  )
+  with phases("setup"):
+    iterator = pipeline.train_iterator(
+      run.train_examples,
+      config.train.batch_size,
+      config.seed,
+      config,
+      shard=jax.process_index(),
+      num_shards=jax.process_count(),
+    )
+  ckpts = ckpt_lib.Checkpoints(workdir, config.train.keep_checkpoints, writer=True)
   try:
-    if ckpts.latest_step() is not None:
-      state, meta = ckpts.restore_latest(run.state, iterator)
-      logging.info("Resumed from step %d in %s", int(state.step), workdir)
-    else:
-      state = _weights_from(run, config) if config.init_from else run.state
-      meta = RunMeta()
+    with phases("checkpoints"):
+      if ckpts.latest_step() is not None:
+        state, meta = ckpts.restore_latest(run.state, iterator)
+        logging.info("Resumed from step %d in %s", int(state.step), workdir)
+      else:
+        state = _weights_from(run, config) if config.init_from else run.state
+        meta = RunMeta()
     if main_process:  # rows of steps this run redoes (or a torn line) would appear twice
       workdir_lib.repair_metrics(os.path.join(workdir, "metrics.jsonl"), int(state.step))
     writer = (writer_lib.Writer if main_process else writer_lib.NullWriter)(
       workdir, config, purge_step=int(state.step) + 1
     )
-    try:
+    with phases("reports"):
       hooks = epoch_hooks(run, writer) if epoch_hooks is not None else []
-      loop = _Loop(run, ckpts, writer, hooks, progress, epoch_callback)
-      state, meta = loop.train(state, meta, iterator)
+    try:
+      loop = _Loop(run, ckpts, writer, hooks, progress, epoch_callback, phases)
+      try:
+        state, meta = loop.train(state, meta, iterator)
+      except BaseException:
+        with contextlib.suppress(Exception):  # the run's own error is the one to report
+          _close_hooks(hooks)
+        raise
+      with phases("reports"):
+        _close_hooks(hooks)  # waits for a report still being drawn
     finally:
-      writer.close()
+      with phases("logging"):
+        writer.close()
   finally:
-    ckpts.close()
+    with phases("checkpoints"):
+      ckpts.close()  # waits for a save still being written
   if main_process:
-    writer_lib.finish(workdir, config, meta, loop.monitor.summary())
+    with phases("logging"):
+      writer_lib.finish(workdir, config, meta, loop.monitor.summary(), phases.summary)
   return meta
+
+
+def _close_hooks(hooks) -> None:
+  """Calls `close()` of the hooks that have one (every one, then raises the first error)."""
+  errors = []
+  for hook in hooks:
+    try:
+      getattr(hook, "close", lambda: None)()
+    except Exception as e:  # noqa: BLE001 - raised below, after the others closed
+      errors.append(e)
+  if errors:
+    raise errors[0]
 
 
 @dataclasses.dataclass
@@ -124,6 +165,7 @@ class _Loop:
   hooks: list[EpochHook]
   progress: bool
   epoch_callback: Callable[[dict], None] | None
+  phases: timing.Phases
   monitor: resources.Monitor = dataclasses.field(default_factory=resources.Monitor)
 
   def train(self, state: TrainState, meta: RunMeta, iterator):
@@ -153,27 +195,20 @@ class _Loop:
         leave=False,
       )
       window_start, window_step = time.time(), step
+      phase = self.phases
       for _ in range(steps):
-        state, metrics = train_step(state, run.put(next(iterator)))
-        faults.point("train.step")
-        rows.append(metrics)
-        step += 1
-        bar.update(1)
+        with phase("train_steps"):
+          state, metrics = train_step(state, run.put(next(iterator)))
+          faults.point("train.step")
+          rows.append(metrics)
+          step += 1
+          bar.update(1)
+          if step % t.log_every_steps == 0:
+            sync()  # the host waits for the device only here, at checkpoints and epoch ends
         if step % t.log_every_steps == 0:
-          sync()  # the host waits for the device only here, at checkpoints and epoch ends
-          logged = metrics_lib.mean_metrics(pulled[-t.log_every_steps :])
-          system = self.monitor.sample(step - window_step, time.time() - window_start, t.batch_size)
-          rate = system["system/samples_per_s"]
+          with phase("logging"):
+            self._log_window(pulled, step - window_step, time.time() - window_start, step, bar)
           window_start, window_step = time.time(), step
-          self.writer.scalars(
-            step,
-            {f"train/{k}": v for k, v in logged.items()} | {"train/samples_per_s": rate} | system,
-          )
-          bar.set_postfix(
-            loss=f"{logged.get('loss', float('nan')):.4g}",
-            samples_s=f"{rate:.0f}",
-            mem_mb=f"{system['system/host_rss_mb']:.0f}",
-          )
         # Not on an epoch's last step (nor the run's, when max_steps cuts the epoch short):
         # the epoch-end save covers it, and a resume from there must still end the epoch.
         if (
@@ -182,15 +217,35 @@ class _Loop:
           and step - meta.epoch_start_step < spe
           and step < run.total_steps
         ):
-          sync()
-          self.ckpts.save(step, state, iterator, meta)
+          with phase("train_steps"):
+            sync()
+          with phase("checkpoints"):
+            self.ckpts.save(step, state, iterator, meta)
       bar.close()
-      sync()  # every step of the epoch has finished: the clock now measures completed work
+      with phase("train_steps"):
+        sync()  # every step of the epoch has finished: the clock now measures completed work
       self._end_epoch(state, meta, pulled, time.time() - epoch_start)
-      self.ckpts.save(step, state, iterator, meta)
+      with phase("checkpoints"):
+        self.ckpts.save(step, state, iterator, meta)
       if self.epoch_callback is not None:
         self.epoch_callback(meta.history[-1])
+      phase.end_epoch()
     return state, meta
+
+  def _log_window(self, pulled, steps: int, seconds: float, step: int, bar) -> None:
+    """Logs the last `steps` steps' mean metrics and the resource sample at a log step."""
+    t = self.run.config.train
+    logged = metrics_lib.mean_metrics(pulled[-t.log_every_steps :])
+    system = self.monitor.sample(steps, seconds, t.batch_size)
+    rate = system["system/samples_per_s"]
+    self.writer.scalars(
+      step, {f"train/{k}": v for k, v in logged.items()} | {"train/samples_per_s": rate} | system
+    )
+    bar.set_postfix(
+      loss=f"{logged.get('loss', float('nan')):.4g}",
+      samples_s=f"{rate:.0f}",
+      mem_mb=f"{system['system/host_rss_mb']:.0f}",
+    )
 
   def _start_stage(self, state: TrainState, meta: RunMeta) -> TrainState:
     run = self.run
@@ -230,7 +285,8 @@ class _Loop:
     epoch = meta.epoch + 1
     train_metrics = metrics_lib.mean_metrics(rows)
     eval_start = time.time()
-    val_metrics = metrics_lib.evaluate(run, state, run.val_examples, stage)
+    with self.phases("evaluation"):
+      val_metrics = metrics_lib.evaluate(run, state, run.val_examples, stage)
     histograms = val_metrics.pop("histograms", {})
     record = {
       "epoch": epoch,
@@ -246,14 +302,16 @@ class _Loop:
     meta.history = meta.history + [record]
     meta.wall_s += seconds
     meta.epoch, meta.epoch_start_step, meta.stage_epochs = epoch, step, meta.stage_epochs + 1
-    self.writer.epoch(record)
-    for name, counts in histograms.items():
-      self.writer.histogram(f"val/{name}", counts, step)
+    with self.phases("logging"):
+      self.writer.epoch(record)
+      for name, counts in histograms.items():
+        self.writer.histogram(f"val/{name}", counts, step)
     faults.point("epoch.logged")
     val_loss = val_metrics["loss"]
     if val_loss < meta.best_val - 1e-12:
       meta.best_val, meta.best_step, meta.bad_epochs = val_loss, step, 0
-      self.ckpts.save_best(step, state, meta)
+      with self.phases("checkpoints"):
+        self.ckpts.save_best(step, state, meta)
     else:
       meta.bad_epochs += 1
       if config.train.patience and meta.bad_epochs >= config.train.patience:
@@ -269,5 +327,6 @@ class _Loop:
       val_loss,
       meta.best_val,
     )
-    for hook in self.hooks:
-      hook(state, epoch)
+    with self.phases("reports"):
+      for hook in self.hooks:
+        hook(state, epoch)

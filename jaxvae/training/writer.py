@@ -6,7 +6,7 @@ at log steps and epoch ends.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import json
 import logging
 import math
@@ -247,14 +247,20 @@ def _flat_config(config, prefix="") -> dict:
   return out
 
 
-def finish(workdir: str, config, meta: RunMeta, resources: dict | None = None) -> None:
+def finish(
+  workdir: str,
+  config,
+  meta: RunMeta,
+  resources: dict | None = None,
+  timing: Callable[[], dict] | None = None,
+) -> None:
   """The end-of-run artifacts: training-curve PNG, hparams with the final metrics, and what
-  the run used (`resources`: `training.resources.Monitor.summary()`) in the log and the run
-  file."""
+  the run used (`resources`: `training.resources.Monitor.summary()`; `timing()`: where the
+  wall time went, `training.timing.Phases.summary`, read last) in the log and the run file."""
   history = meta.history
   if history:
-    timing = ("seconds", "samples_per_s", "eval_seconds", "train/nonfinite_steps")
-    curves = [{k: v for k, v in row.items() if k not in timing} for row in history]
+    per_epoch = ("seconds", "samples_per_s", "eval_seconds", "train/nonfinite_steps")
+    curves = [{k: v for k, v in row.items() if k not in per_epoch} for row in history]
     plot_training_curves(curves, os.path.join(workdir, "training_curves.png"))
   faults.point("finish")
   tb = SummaryWriter(os.path.join(workdir, "tb"))
@@ -267,9 +273,23 @@ def finish(workdir: str, config, meta: RunMeta, resources: dict | None = None) -
   finally:
     tb.close()
   logging.info("Run finished: best validation loss %.5g at step %d", meta.best_val, meta.best_step)
+  extra = {}
   if resources:
     logging.info("Resources: %s", ", ".join(f"{k} {v}" for k, v in resources.items()))
+    extra["resources"] = resources
+  if timing is not None:
+    extra["timing"] = timing()
+    t = extra["timing"]
+    logging.info(
+      "Wall time %.1f s: %s",
+      t["total_s"],
+      ", ".join(
+        f"{k} {t[k + '_s']:.1f} s ({100 * t[k + '_share']:.0f} %)"
+        for k in ("data", "setup", "compile", "train_steps", "evaluation", "checkpoints", "reports")
+      ),
+    )
+  if extra:
     path = os.path.join(workdir, MARKER)
     with open(path, encoding="utf-8") as f:
       info = json.load(f)
-    workdir_lib.write_json(path, dict(info, resources=resources), fault="run_file", indent=1)
+    workdir_lib.write_json(path, dict(info, **extra), fault="run_file", indent=1)
