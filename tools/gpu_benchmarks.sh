@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu_bench}
 mkdir -p "$out"
 quick=${QUICK:-0}
+py=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" 2>&1 || true
-python -c "import jax; print(jax.__version__, jax.devices())" >> "$out/gpu.txt" 2>&1
+"$py" -c "import jax; print(jax.__version__, jax.devices())" >> "$out/gpu.txt" 2>&1
 cat "$out/gpu.txt"
 run() {  # run NAME SECONDS command...: output to $out/NAME.txt, its tail on stdout
   name=$1; limit=$2; shift 2
@@ -24,7 +25,7 @@ run() {  # run NAME SECONDS command...: output to $out/NAME.txt, its tail on std
   echo "== $name: exit $rc after $(( $(date +%s) - start )) s (limit $limit s)"
   tail -n 18 "$out/$name.txt"
 }
-b() { name=$1; limit=$2; shift 2; run "$name" "$limit" python tools/benchmark.py --json "$out/$name.json" "$@"; }
+b() { name=$1; limit=$2; shift 2; run "$name" "$limit" "$py" tools/benchmark.py --json "$out/$name.json" "$@"; }
 wc_seed=(--config.data.layout=demo --config.data.demo.clips_per_class=30
          --config.data.cache_dir=/tmp/jaxvae_cache --config.train.report_audio=False)
 steps=50; small=""
@@ -32,13 +33,13 @@ if [ "$quick" = 1 ]; then
   wc_seed+=(--config.train.epochs=2 --config.data.demo.clips_per_class=4 --config.train.batch_size=8)
   steps=3; small="--preset small"
 fi
-run wallclock_seed004 200 python tools/wallclock.py --config=configs/puzzle_vqvae.py --runs 2 \
+run wallclock_seed004 200 "$py" tools/wallclock.py --config=configs/puzzle_vqvae.py --runs 2 \
   --fresh-cache --json "$out/wallclock_seed004.json" -- "${wc_seed[@]}"
 b puzzle 80 --models puzzle_vqvae --batch-size 64 --steps $steps --repeats 3
 b transformer_512 90 --models music_transformer --batch-size 8 --steps 30 --repeats 3 $small
 b transformer_hq 90 --models music_transformer --preset high_quality --batch-size 32 --steps 20 \
   --dtype bfloat16 --frameworks jax --generate-tokens 1023
-run wallclock_conv_small 100 python tools/wallclock.py --config=configs/conv_vae.py:small \
+run wallclock_conv_small 100 "$py" tools/wallclock.py --config=configs/conv_vae.py:small \
   --runs 2 --fresh-cache --json "$out/wallclock_conv_small.json" -- \
   --config.data.cache_dir=/tmp/jaxvae_cache --config.train.report_audio=False
 b conv_seed 60 --models conv_vae --batch-size 4 --steps 20 --repeats 3 $small
