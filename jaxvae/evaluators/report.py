@@ -82,7 +82,10 @@ class Report:
     """The report's arrays, on the host (device work only)."""
     run, n = self.job, self.n
     config = run.config
-    batch = next(pipeline.eval_batches(run.val_examples, config.train.batch_size))
+    # Only the examples shown (rounded up to a whole number per device), not a full batch.
+    devices = run.mesh.devices.size
+    size = min(config.train.batch_size, -(-n // devices) * devices)
+    batch = next(pipeline.eval_batches(run.val_examples, size))
     outputs = run.forward(state, run.put(batch))
     if "recon" not in outputs:
       return None
