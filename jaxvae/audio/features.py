@@ -674,6 +674,7 @@ def mel_to_audio(
   n_iter: int = 32,
   length: int | None = None,
   seed: int | None = 0,
+  inverse: str = "nnls",
   **mel_kwargs: Any,
 ) -> np.ndarray:
   """Mel spectrogram -> waveform for listening: NNLS inverse of the filterbank + Griffin-Lim.
@@ -687,6 +688,9 @@ def mel_to_audio(
     n_iter: Griffin-Lim iterations.
     length: samples in the output (default: what the frame count implies).
     seed: seed of the random initial phase (None = numpy's global RNG, librosa's behaviour).
+    inverse: 'nnls' (librosa's non-negative least squares, the reference) or 'pinv' (the
+      filterbank's pseudo-inverse clipped at zero: about 100x faster, for the training
+      reports' previews).
     **mel_kwargs: filterbank arguments used for M (n_mels is read from M; fmin, fmax, htk, norm).
 
   Returns:
@@ -695,7 +699,15 @@ def mel_to_audio(
   import librosa  # pylint: disable=g-import-not-at-top  (heavy; only needed for listening)
 
   M = np.asarray(M, dtype=np.float32)
-  magnitude = librosa.feature.inverse.mel_to_stft(M, sr=sr, n_fft=n_fft, power=power, **mel_kwargs)
+  if inverse == "pinv":
+    pinv = _mel_pinv(float(sr), n_fft, M.shape[-2], tuple(sorted(mel_kwargs.items())))
+    magnitude = np.maximum(pinv @ M, 0.0) ** (1.0 / power)
+  elif inverse == "nnls":
+    magnitude = librosa.feature.inverse.mel_to_stft(
+      M, sr=sr, n_fft=n_fft, power=power, **mel_kwargs
+    )
+  else:
+    raise ValueError(f"inverse={inverse!r}; expected 'nnls' or 'pinv'")
   rng = None if seed is None else np.random.default_rng(seed)
   return librosa.griffinlim(
     magnitude,
@@ -710,6 +722,15 @@ def mel_to_audio(
     pad_mode=pad_mode,
     random_state=rng,
   )
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_pinv(sr: float, n_fft: int, n_mels: int, mel_items: tuple) -> np.ndarray:
+  """The pseudo-inverse [1 + n_fft // 2, n_mels] of librosa's mel filterbank."""
+  import librosa  # pylint: disable=g-import-not-at-top
+
+  basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, **dict(mel_items))
+  return np.linalg.pinv(basis).astype(np.float32)
 
 
 def write_wav(path: str, y: ArrayLike, sr: int) -> str:

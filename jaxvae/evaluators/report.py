@@ -130,7 +130,8 @@ class Report:
         audio["prior_sample"] = samples[0]
     if config.data.feature == "mel":
       for name, spec in audio.items():
-        y = prior.features_to_audio(spec, run.store, config)
+        # A preview: the filterbank's pseudo-inverse (--mode=generate uses the NNLS one).
+        y = prior.features_to_audio(spec, run.store, config, inverse="pinv")
         writer.audio(f"report/{name}", y, step, config.data.sr)
         features.write_wav(os.path.join(out_dir, f"{name}.wav"), y, config.data.sr)
     if latent is not None:

@@ -22,8 +22,11 @@ def to_feature_units(x: np.ndarray, store, config) -> np.ndarray:
   )
 
 
-def features_to_audio(x: np.ndarray, store, config, n_iter: int = 32) -> np.ndarray:
-  """One normalized mel spectrogram [n_mels, frames] -> waveform (Griffin-Lim)."""
+def features_to_audio(
+  x: np.ndarray, store, config, n_iter: int = 32, inverse: str = "nnls"
+) -> np.ndarray:
+  """One normalized mel spectrogram [n_mels, frames] -> waveform (Griffin-Lim; `inverse`:
+  how mel bands go back to linear frequency, see `audio.features.mel_to_audio`)."""
   d = config.data
   if d.feature != "mel":
     raise ConfigError(
@@ -36,7 +39,7 @@ def features_to_audio(x: np.ndarray, store, config, n_iter: int = 32) -> np.ndar
     else np.asarray(features.db_to_power(units))
   )
   return features.mel_to_audio(
-    power, sr=d.sr, n_fft=d.n_fft, hop_length=d.hop_length, n_iter=n_iter
+    power, sr=d.sr, n_fft=d.n_fft, hop_length=d.hop_length, n_iter=n_iter, inverse=inverse
   )
 
 
