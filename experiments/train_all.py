@@ -36,6 +36,7 @@ from jaxvae.data import lyrics  # noqa: E402
 from jaxvae.evaluators import report  # noqa: E402
 from jaxvae.modes import evaluate  # noqa: E402
 from jaxvae.modes import summary  # noqa: E402
+from jaxvae.training import compile_cache  # noqa: E402
 from jaxvae.training import loop  # noqa: E402
 from jaxvae.training.state import init_variables  # noqa: E402
 from jaxvae.variants import registry  # noqa: E402
@@ -145,6 +146,7 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
     return {"model": name, "skipped": str(e)}
   done = os.path.join(workdir, "done.json")
   if not os.path.exists(done):
+    compile_cache.enable(config)  # as main does for every mode
     start = time.time()
     meta = loop.train_and_evaluate(
       config, workdir, progress=False, epoch_hooks=report.training_hooks
