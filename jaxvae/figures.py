@@ -14,6 +14,10 @@ import numpy as np
 
 from jaxvae import workdir as workdir_lib
 
+# zlib level 1: a figure's PNG encodes about 4x faster than at the default level 6, for
+# files about 1.5x larger.
+_PNG = {"compress_level": 1}
+
 
 def new_figure(width: float, height: float):
   """A matplotlib `Figure` on its own Agg canvas (no pyplot)."""
@@ -45,7 +49,7 @@ def finish(fig, path: str | os.PathLike | None, return_array: bool):
       path = os.fspath(path)
       os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
       with workdir_lib.atomic_path(path) as tmp:  # a kill never leaves half a PNG
-        fig.savefig(tmp)
+        fig.savefig(tmp, pil_kwargs=_PNG)
       return path
     rgb = figure_to_array(fig)
     if path is not None:
@@ -54,7 +58,7 @@ def finish(fig, path: str | os.PathLike | None, return_array: bool):
       path = os.fspath(path)
       os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
       with workdir_lib.atomic_path(path) as tmp:
-        mpl_image.imsave(tmp, rgb, format="png")
+        mpl_image.imsave(tmp, rgb, format="png", pil_kwargs=_PNG)
     return rgb
   finally:
     # Not registered with pyplot: dropping the canvas's reference frees it with its axes

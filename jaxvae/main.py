@@ -21,6 +21,7 @@ from jaxvae.modes import analyze
 from jaxvae.modes import clear
 from jaxvae.modes import download
 from jaxvae.modes import evaluate
+from jaxvae.modes import export
 from jaxvae.modes import generate
 from jaxvae.modes import preprocess
 from jaxvae.modes import summary
@@ -43,9 +44,10 @@ MODES = {
   "preprocess": preprocess.run,
   "validate": validate.run,
   "download": download.run,
+  "export": export.run,
 }
 WRITES = ("train", "tune")  # modes that hold the workdir's lock (one writer per workdir)
-READS_CHECKPOINT = ("eval", "generate", "analyze")
+READS_CHECKPOINT = ("eval", "generate", "analyze", "export")
 
 
 def parse_args(argv: list[str]):

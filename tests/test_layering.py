@@ -26,9 +26,12 @@ LAYERS = (
   ("training",),
   ("sampling",),
   ("evaluators",),
-  ("modes",),
+  ("modes", "api"),
   ("main",),
 )
+# The package's facade (`jaxvae.load`) imports `jaxvae.api` on first use, so that importing
+# `jaxvae.errors` or the command line does not import the whole library.
+LAZY = {"jaxvae": {"jaxvae.api"}}
 LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 
@@ -88,7 +91,7 @@ def test_no_jaxvae_import_inside_a_function():
     f"{os.path.relpath(path, ROOT)}:{line} imports {target}"
     for path, imports in GRAPH.values()
     for target, line, at_top in imports
-    if not at_top
+    if not at_top and target not in LAZY.get(_module_name(path), ())
   ]
   assert not inner, "\n".join(inner)
 

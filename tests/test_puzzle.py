@@ -89,3 +89,43 @@ def test_analyze_compares_trained_with_untrained(puzzle_run):
   )
   assert os.path.getsize(result["puzzles"][0]) > 1000
   assert "| Codes used |" in open(os.path.join(workdir, "analysis.md")).read()
+
+
+def test_python_api_codes_decode_to_the_reconstruction(puzzle_run, speech_commands):
+  """jaxvae.load on a VQ run: code grids from a file, decoded back to what the model
+  reconstructs, and their usage."""
+  import jaxvae
+  from jaxvae import api
+
+  workdir, _ = puzzle_run
+  model = jaxvae.load(workdir)
+  assert isinstance(model, api.VQModel)
+  folder = os.path.join(speech_commands, WORDS[1])  # WORDS[0] holds the corrupt file
+  path = os.path.join(folder, sorted(os.listdir(folder))[0])
+  x = model.features([path, path])
+  with pytest.raises(jaxvae.errors.AudioError, match="b544d4fd_nohash_0.wav"):
+    model.features(os.path.join(speech_commands, WORDS[0], "b544d4fd_nohash_0.wav"))
+  codes = model.encode(x)
+  assert codes.shape == (2, 6, 6) and codes.dtype == np.int32
+  assert 0 <= codes.min() and codes.max() < 10
+  np.testing.assert_allclose(model.decode_codes(codes), model.reconstruct(x), atol=1e-5)
+  usage = model.code_usage(x)
+  assert usage.shape == (10,) and usage.sum() == 2 * 36
+  with pytest.raises(jaxvae.errors.DataError, match="codes must be in"):
+    model.decode_codes(np.full((6, 6), 10))
+
+
+def test_the_api_docs_vq_block_runs(puzzle_run, tmp_path, monkeypatch):
+  import shutil
+
+  from test_api import docs_blocks
+  from test_api import write_clips
+
+  workdir, _ = puzzle_run
+  shutil.copytree(workdir, tmp_path / "runs" / "puzzle_small")
+  write_clips(tmp_path, 16000)
+  monkeypatch.chdir(tmp_path)
+  namespace: dict = {}
+  (block,) = docs_blocks(lambda b: "puzzle" in b)
+  exec("import numpy as np\nimport jaxvae\n" + block, namespace)  # noqa: S102 - the docs' code
+  assert namespace["codes"].shape == (1, 6, 6) and namespace["usage"].sum() == 2 * 36

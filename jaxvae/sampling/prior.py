@@ -23,7 +23,7 @@ def to_feature_units(x: np.ndarray, store, config) -> np.ndarray:
 
 
 def features_to_audio(
-  x: np.ndarray, store, config, n_iter: int = 32, inverse: str = "nnls"
+  x: np.ndarray, store, config, n_iter: int = 32, inverse: str = "nnls", length: int | None = None
 ) -> np.ndarray:
   """One normalized mel spectrogram [n_mels, frames] -> waveform (Griffin-Lim; `inverse`:
   how mel bands go back to linear frequency, see `audio.features.mel_to_audio`)."""
@@ -39,7 +39,13 @@ def features_to_audio(
     else np.asarray(features.db_to_power(units))
   )
   return features.mel_to_audio(
-    power, sr=d.sr, n_fft=d.n_fft, hop_length=d.hop_length, n_iter=n_iter, inverse=inverse
+    power,
+    sr=d.sr,
+    n_fft=d.n_fft,
+    hop_length=d.hop_length,
+    n_iter=n_iter,
+    inverse=inverse,
+    length=length,
   )
 
 

@@ -73,6 +73,11 @@ def mark_workdir(workdir: str, config, store=None) -> None:
       "bad_files": len(bad),
       "bad": bad,
       **({"sources": store.sources} if store.sources else {}),
+      # What `jaxvae.load` needs to use the model without the store: the label vocabularies
+      # (class ids), the normalization statistics and the feature settings.
+      "label_values": store.label_values,
+      "stats": store.manifest.get("stats"),
+      "params": store.manifest.get("params"),
     }
     if bad:
       logging.warning(
@@ -233,7 +238,16 @@ def plot_training_curves(
     ax.set_title(name)
     ax.set_xlabel("epoch" if any("epoch" in r for r in history) else "step")
     ax.legend(fontsize="small")
-  fig.tight_layout()
+  # Fixed margins for titles and labels: tight_layout would draw the figure once more.
+  height = 3.2 * rows
+  fig.subplots_adjust(
+    left=0.5 / (4.5 * cols) + 0.03,
+    right=0.98,
+    bottom=0.5 / height,
+    top=1 - 0.35 / height,
+    wspace=0.3,
+    hspace=0.75 / 3.2 + 0.25,
+  )
   return figures.finish(fig, path, return_array)
 
 

@@ -1,0 +1,171 @@
+"""`jaxvae.load(workdir)`: a trained audio VAE from Python, on the suite's short run."""
+
+import os
+
+import numpy as np
+import pytest
+
+import jaxvae
+from jaxvae import api
+from jaxvae import errors
+from jaxvae.data import dataset
+from jaxvae.data import store as store_lib
+
+
+@pytest.fixture(scope="module")
+def model(short_run):
+  return jaxvae.load(short_run)
+
+
+def test_load_knows_its_run(model, short_run):
+  assert isinstance(model, api.AudioModel) and model.step in (2, 4)  # the best epoch end
+  assert model.spec.input_shape == (32, 87) and model.latent_dim == 8
+  assert set(model.spec.labels) == {"genre", "language"}
+  assert "conv_vae" in repr(model)
+  assert jaxvae.load(short_run, which="latest").step == 4
+  with pytest.raises(errors.ConfigError, match="which='newest'"):
+    jaxvae.load(short_run, which="newest")
+  with pytest.raises(errors.CheckpointError, match="not a jaxvae workdir"):
+    jaxvae.load(os.path.dirname(short_run))
+
+
+def test_features_from_a_file_are_the_stores(model):
+  """The API's features of a file are the feature store's, normalized the same way."""
+  config = model.config
+  items = store_lib.list_dataset(config)
+  store = dataset.open_store(config, progress=False)
+  row = next(
+    i for i, e in enumerate(store.manifest["examples"]) if e["clip_id"] == items[0].clip_id
+  )
+  expected = store.example(row, config.data.normalize)["x"]
+  got = model.features(items[0].path)
+  assert got.shape == (1, *model.spec.input_shape)
+  np.testing.assert_allclose(got[0], expected, atol=1e-5)
+
+
+def test_encode_decode_sample_interpolate_and_listen(model):
+  rng = np.random.default_rng(0)
+  wave = (0.3 * np.sin(2 * np.pi * 330 * np.arange(model.sr) / model.sr)).astype(np.float32)
+  x = np.concatenate(
+    [model.features(wave, sr=model.sr), model.features(wave[::2], sr=model.sr // 2)]
+  )
+  mu, logvar = model.encode(x)
+  assert mu.shape == logvar.shape == (2, 8) and np.isfinite(mu).all()
+  np.testing.assert_array_equal(model.reconstruct(x), model.decode(mu))
+  samples = model.sample(3, seed=1)
+  assert samples.shape == (3, *model.spec.input_shape)
+  np.testing.assert_array_equal(samples, model.sample(3, seed=1))
+  other = rng.normal(size=model.spec.input_shape).astype(np.float32)
+  path = model.interpolate(x[0], other, steps=4)
+  assert path.shape == (4, *model.spec.input_shape)
+  ends = model.decode(np.stack([mu[0], model.encode(other)[0][0]]))
+  np.testing.assert_allclose(path[[0, -1]], ends, atol=1e-5)
+  lerp = model.interpolate(x[0], other, steps=3, method="lerp")
+  assert lerp.shape == (3, *model.spec.input_shape)
+  audio = model.to_audio(model.reconstruct(x[:1]), n_iter=4)
+  assert audio.shape == (1, int(model.config.data.seconds * model.sr))
+
+
+def test_wrong_input_is_one_clear_error(model):
+  with pytest.raises(errors.DataError, match="needs its sample rate"):
+    model.features(np.zeros(100, np.float32))
+  with pytest.raises(errors.ConfigError, match="not conditional"):
+    model.sample(2, condition="rock")
+  with pytest.raises(errors.DataError, match=r"expected \[B, 8\]"):
+    model.decode(np.zeros((2, 5)))
+  with pytest.raises(errors.ConfigError, match="slerp"):
+    model.interpolate(np.zeros((32, 87)), np.zeros((32, 87)), method="cubic")
+  with pytest.raises(errors.ConfigError, match="no clusters"):
+    model.cluster(np.zeros((32, 87)))
+
+
+def test_slerp_keeps_the_norm_between_equal_length_vectors():
+  a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+  t = np.linspace(0, 1, 5)[:, None]
+  out = api.slerp(a, b, t)
+  np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+  np.testing.assert_allclose(out[[0, -1]], [a, b], atol=1e-6)
+
+
+_RUN_EXPORTED = """
+import json, sys
+import numpy as np
+from jax import export
+out = sys.argv[1]
+meta = json.load(open(out + "/export.json"))
+enc = export.deserialize(open(out + "/encoder.jax_export", "rb").read())
+dec = export.deserialize(open(out + "/decoder.jax_export", "rb").read())
+x = np.load(out + "/x.npy")
+mu, logvar = enc.call(x)
+z = np.load(out + "/z.npy")
+np.savez(out + "/got.npz", mu=np.asarray(mu), logvar=np.asarray(logvar), x=np.asarray(dec.call(z)))
+assert "jaxvae" not in sys.modules
+print(meta["model"], meta["input_shape"])
+"""
+
+
+def test_export_runs_without_jaxvae_and_matches(model, tmp_path):
+  import subprocess
+  import sys
+
+  from jaxvae.modes import export
+
+  meta = export.write(model, str(tmp_path))
+  assert meta["files"] == ["encoder.jax_export", "decoder.jax_export"]
+  assert meta["input_shape"] == [32, 87] and meta["normalize"]["stats"] == model.stats
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3, 32, 87)).astype(np.float32)  # batch 3: not the trained batch size
+  z = rng.normal(size=(5, 8)).astype(np.float32)
+  np.save(tmp_path / "x.npy", x)
+  np.save(tmp_path / "z.npy", z)
+  proc = subprocess.run(
+    [sys.executable, "-c", _RUN_EXPORTED, str(tmp_path)], capture_output=True, text=True
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.split()[0] == "conv_vae"
+  got = np.load(tmp_path / "got.npz")
+  mu, logvar = model.encode(x)
+  np.testing.assert_allclose(got["mu"], mu, rtol=0, atol=1e-6)
+  np.testing.assert_allclose(got["logvar"], logvar, rtol=0, atol=1e-6)
+  np.testing.assert_allclose(got["x"], model.decode(z), rtol=0, atol=1e-6)
+
+
+def docs_blocks(keep) -> list[str]:
+  """The ```python blocks of docs/API.md for which `keep(block)` holds, in order."""
+  text = open(os.path.join(os.path.dirname(__file__), "..", "docs", "API.md")).read()
+  blocks = [part.split("```", 1)[0] for part in text.split("```python\n")[1:]]
+  return [b for b in blocks if keep(b)]
+
+
+def write_clips(folder, sr: int) -> None:
+  import soundfile as sf
+
+  t = np.arange(sr) / sr
+  for name, freq in (("a.wav", 220.0), ("b.wav", 440.0)):
+    sf.write(
+      os.path.join(folder, name), (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr
+    )
+
+
+def test_the_api_docs_run(short_run, short_overrides, tmp_path, monkeypatch):
+  """docs/API.md's audio-VAE and export blocks, on a copy of the short run (the VQ block:
+  tests/test_puzzle.py)."""
+  import shutil
+
+  from test_train import _cli
+
+  workdir = tmp_path / "runs" / "conv_small"
+  shutil.copytree(short_run, workdir)
+  assert _cli(workdir, short_overrides, mode="export") == 0
+  write_clips(tmp_path, 22050)
+  monkeypatch.chdir(tmp_path)
+  namespace: dict = {}
+  blocks = docs_blocks(lambda b: "puzzle" not in b)
+  assert len(blocks) == 3
+  for i, block in enumerate(blocks):
+    exec(compile(block, "docs/API.md", "exec"), namespace)  # noqa: S102 - the docs' own code
+    if i == 1:
+      assert namespace["x"].shape == (2, 32, 87) and namespace["audio"].shape[0] == 2
+      np.testing.assert_array_equal(namespace["recon"], namespace["same"])
+      assert namespace["path"].shape == (5, 32, 87)
+  assert np.asarray(namespace["x"]).shape == (3, 32, 87)  # the export block's decoder output
