@@ -148,7 +148,7 @@ class Model:
     self.workdir = workdir
     self.step = int(state.step)
     self.variables = jax.device_get({"params": state.params, **state.model_state})
-    self._jitted: dict[str, Any] = {}
+    self._cache: dict[str, Any] = {}
 
   def __repr__(self) -> str:
     return (
@@ -161,9 +161,9 @@ class Model:
     return int(self.config.data.sr)
 
   def _jit(self, name: str, fn):
-    if name not in self._jitted:
-      self._jitted[name] = jax.jit(fn)
-    return self._jitted[name]
+    if name not in self._cache:
+      self._cache[name] = jax.jit(fn)
+    return self._cache[name]
 
   def features(self, audio, sr: int | None = None) -> np.ndarray:
     """Paths (one or a list), or waveforms `[samples]` / `[B, samples]` at rate `sr`, ->
@@ -318,6 +318,59 @@ class AudioModel(Model):
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
     z = slerp(za[0], zb[0], t) if method == "slerp" else (1 - t) * za[0] + t * zb[0]
     return self.decode(z, condition)
+
+  def latent_means(self, label: str) -> dict[str, np.ndarray]:
+    """The mean posterior mean of the training clips of each value of `label` (opens the
+    run's feature store: the training data must be there)."""
+    if label not in self.spec.labels:
+      raise errors.ConfigError(
+        f"label {label!r} is not in the data; expected one of {', '.join(self.spec.labels)}"
+      )
+    key = f"means:{label}"
+    if key not in self._cache:
+      store = dataset_lib.open_store(self.config, progress=False)
+      rows = np.array([i for i in store.indices("train", augmented=False)], np.int64)
+      x = np.stack([store.example(int(j), self.config.data.normalize)["x"] for j in rows])
+      mu = np.concatenate([self.encode(x[i : i + 64])[0] for i in range(0, len(x), 64)])
+      ids = store.label_array(label)[rows]
+      values = store.label_values[label]
+      self._cache[key] = {
+        values[k]: mu[ids == k].mean(0) for k in range(len(values)) if np.any(ids == k)
+      }
+    return self._cache[key]
+
+  def attribute_vector(self, label: str, source: str, target: str) -> np.ndarray:
+    """The latent direction from one label value to another: the difference of the training
+    clips' mean latents (`target` minus `source`), `[latent_dim]`."""
+    means = self.latent_means(label)
+    for value in (source, target):
+      if value not in means:
+        raise errors.ConfigError(
+          f"{value!r} is not a value of label {label!r} in the training data; expected one "
+          f"of {', '.join(means)}"
+        )
+    return (means[target] - means[source]).astype(np.float32)
+
+  def apply_attribute(
+    self, x, label: str, source: str, target: str, strength: float = 1.0, sr: int | None = None
+  ) -> np.ndarray:
+    """Each input's posterior mean moved by `strength` x the `source -> target` attribute
+    vector, decoded: normalized features `[B, n_mels, frames]`."""
+    mu, _ = self.encode(x, sr)
+    return self.decode(mu + strength * self.attribute_vector(label, source, target))
+
+  def nearest_label(self, x, label: str, sr: int | None = None) -> list[str]:
+    """The value of `label` whose training mean latent is nearest each input's latent."""
+    return self.nearest_label_of_latent(self.encode(x, sr)[0], label)
+
+  def nearest_label_of_latent(self, z, label: str) -> list[str]:
+    """The value of `label` whose training mean latent is nearest each latent `[B, d]`."""
+    means = self.latent_means(label)
+    names = list(means)
+    centers = np.stack([means[n] for n in names])
+    z = np.atleast_2d(np.asarray(z, np.float32))
+    d = ((z[:, None, :] - centers[None]) ** 2).sum(-1)
+    return [names[i] for i in d.argmin(1)]
 
   def cluster(self, x, sr: int | None = None) -> np.ndarray:
     """VaDE: the most likely mixture component of each input `[B]`."""

@@ -76,12 +76,22 @@ def parse_args(argv: list[str]):
     "--interpolate",
     default=None,
     metavar="A.mid,B.mid",
-    help="generate (MIDI, stage 2 or 3): decode generate.interpolation_steps "
-    "latents from the first window of A to that of B -> interp_XX.mid",
+    help="generate (MIDI stages 2-3: A.mid,B.mid; audio VAEs: a.wav,b.wav): decode "
+    "generate.interpolation_steps latents from A's to B's -> interp_XX",
   )
+  parser.add_argument(
+    "--attribute",
+    default=None,
+    metavar="LABEL:FROM->TO",
+    help="generate (audio VAEs): move --input along the FROM->TO attribute vector "
+    "(difference of the two values' mean training latents), e.g. genre:rock->pop",
+  )
+  parser.add_argument("--strength", type=float, default=1.0, help="generate: --attribute scale")
+  parser.add_argument("--input", default=None, help="generate: the audio file --attribute moves")
   args, rest = parser.parse_known_args(argv)
-  if args.interpolate is not None and args.mode != "generate":
-    parser.error("--interpolate is an option of --mode=generate")
+  for flag in ("interpolate", "attribute", "input"):
+    if getattr(args, flag) is not None and args.mode != "generate":
+      parser.error(f"--{flag} is an option of --mode=generate")
   args.overrides = loading.overrides_from_args(parser, rest)
   return args
 

@@ -161,11 +161,65 @@ def test_the_api_docs_run(short_run, short_overrides, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   namespace: dict = {}
   blocks = docs_blocks(lambda b: "puzzle" not in b)
-  assert len(blocks) == 3
+  assert len(blocks) == 4
   for i, block in enumerate(blocks):
     exec(compile(block, "docs/API.md", "exec"), namespace)  # noqa: S102 - the docs' own code
     if i == 1:
       assert namespace["x"].shape == (2, 32, 87) and namespace["audio"].shape[0] == 2
       np.testing.assert_array_equal(namespace["recon"], namespace["same"])
       assert namespace["path"].shape == (5, 32, 87)
+  assert namespace["moved"].shape == (1, 32, 87) and namespace["v"].shape == (8,)
   assert np.asarray(namespace["x"]).shape == (3, 32, 87)  # the export block's decoder output
+
+
+def test_a_genre_vector_moves_clips_to_the_other_genre(model):
+  """Attribute vectors: the latents of one genre's clips, moved along genre:A->B, are nearest
+  to B's mean training latent in most cases (far more often than before the move)."""
+  from jaxvae.data import dataset
+
+  store = dataset.open_store(model.config, progress=False)
+  values = store.label_values["genre"]
+  ids = store.label_array("genre")
+  rows = store.indices(augmented=False)
+  moved, before, total = 0, 0, 0
+  for a, b in ((values[0], values[1]), (values[1], values[2]), (values[2], values[0])):
+    x = np.stack(
+      [store.example(int(j), model.config.data.normalize)["x"] for j in rows if values[ids[j]] == a]
+    )
+    mu, _ = model.encode(x)
+    before += model.nearest_label_of_latent(mu, "genre").count(b)
+    shifted = mu + model.attribute_vector("genre", a, b)
+    moved += model.nearest_label_of_latent(shifted, "genre").count(b)
+    total += len(x)
+    np.testing.assert_allclose(  # apply_attribute decodes exactly that latent
+      model.apply_attribute(x[:2], "genre", a, b), model.decode(shifted[:2]), atol=1e-6
+    )
+  assert moved / total > 0.5 and moved > 2 * before, (moved, before, total)
+  with pytest.raises(errors.ConfigError, match="not a value of label 'genre'"):
+    model.attribute_vector("genre", "jazz", values[0])
+
+
+def test_generate_mode_interpolates_audio_and_moves_along_attributes(
+  short_run, short_overrides, tmp_path, capsys
+):
+  import json
+  import shutil
+
+  from test_train import _cli
+
+  workdir = tmp_path / "run"
+  shutil.copytree(short_run, workdir)
+  write_clips(tmp_path, 22050)
+  a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+  assert _cli(workdir, short_overrides, mode="generate", extra=[f"--interpolate={a},{b}"]) == 0
+  record = json.load(open(workdir / "generate" / "interp.json"))
+  assert record["steps"] == 5 and len(record["files"]) == 5
+  assert os.path.exists(record["files"][-1] + ".wav") and (workdir / "generate/interp.png").exists()
+  extra = ["--attribute=genre:pop->rock", f"--input={a}", "--strength=1.5"]
+  assert _cli(workdir, short_overrides, mode="generate", extra=extra) == 0
+  record = json.load(open(workdir / "generate" / "attr.json"))
+  assert record["to"] == "rock" and record["strength"] == 1.5
+  assert {"nearest_before", "nearest_moved", "nearest_decoded"} <= set(record)
+  capsys.readouterr()
+  assert _cli(workdir, short_overrides, mode="generate", extra=["--attribute=genre:pop"]) == 1
+  assert "expected label:from->to" in capsys.readouterr().err

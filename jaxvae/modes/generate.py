@@ -3,7 +3,9 @@
 Token models write MIDI instead: `sample_XX.mid` (+ the tokens as `.npy`) sampled with the
 KV-cached sampler (from the prior in VAE stages), or with `--interpolate=a.mid,b.mid` (stages 2
 and 3) `interp_XX.mid` decoded from `generate.interpolation_steps` latents on the line between
-the posterior means of the two files' first windows, described in `interp.json`.
+the posterior means of the two files' first windows, described in `interp.json`. Audio VAEs
+take `--interpolate=a.wav,b.wav` too, and `--attribute=label:from->to --input=clip.wav
+[--strength=1.0]` (attribute vectors, `jaxvae.api`).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import os
 
 import numpy as np
 
+from jaxvae import api
 from jaxvae import workdir as workdir_lib
 from jaxvae.audio import features
+from jaxvae.errors import ConfigError
 from jaxvae.evaluators import plots
 from jaxvae.sampling import interpolate as interpolate_lib
 from jaxvae.sampling import prior
@@ -25,6 +29,8 @@ from jaxvae.training import checkpoint
 def run(config, workdir: str, args) -> int:
   condition, num_samples, seed = args.condition, args.num_samples, args.seed
   interpolate = args.interpolate
+  if config.data.kind == "audio" and (interpolate is not None or args.attribute is not None):
+    return _audio_latent_tools(config, workdir, args)
   if interpolate is not None:  # a missing or broken file is reported before any model work
     paths, windows = interpolate_lib.read_inputs(interpolate, config)
   job = builder.setup(config)
@@ -74,3 +80,66 @@ def run(config, workdir: str, args) -> int:
   )
   print(f"wrote {num_samples} samples ({tag}) to {out_dir}")
   return 0
+
+
+def _audio_latent_tools(config, workdir: str, args) -> int:
+  """Audio VAEs: `--interpolate=a.wav,b.wav` (decodings along the slerp from a's latent to
+  b's, `generate.interpolation_steps` of them) and `--attribute=label:from->to --input=x.wav
+  [--strength=s]` (the input's latent moved along the difference of the two values' mean
+  training latents), as `.npy`, PNG and WAV under `DIR/generate/`, described in a JSON."""
+  model = api.load(workdir)
+  out_dir = os.path.join(workdir, "generate")
+  os.makedirs(out_dir, exist_ok=True)
+  if args.interpolate is not None:
+    paths = [p.strip() for p in args.interpolate.split(",")]
+    if len(paths) != 2 or not all(paths):
+      raise ConfigError(
+        f"--interpolate={args.interpolate!r}: expected two audio files, 'a.wav,b.wav'"
+      )
+    steps = config.generate.interpolation_steps
+    specs = model.interpolate(paths[0], paths[1], steps=steps)
+    tag, record = "interp", {"a": paths[0], "b": paths[1], "steps": steps, "method": "slerp"}
+  else:
+    label, source, target = _parse_attribute(args.attribute)
+    if not args.input:
+      raise ConfigError("--attribute needs --input=FILE (the audio to move)")
+    specs = model.apply_attribute(args.input, label, source, target, args.strength)
+    tag = "attr"
+    record = {
+      "input": args.input,
+      "label": label,
+      "from": source,
+      "to": target,
+      "strength": args.strength,
+      # The label whose mean training latent is nearest: the input's latent, the moved
+      # latent, and the moved clip's decoding encoded again.
+      "nearest_before": model.nearest_label(args.input, label)[0],
+      "nearest_moved": model.nearest_label_of_latent(
+        model.encode(args.input)[0] + args.strength * model.attribute_vector(label, source, target),
+        label,
+      )[0],
+      "nearest_decoded": model.nearest_label(specs, label)[0],
+    }
+  files = []
+  for i, x in enumerate(specs):
+    stem = os.path.join(out_dir, f"{tag}_{i:02d}")
+    np.save(stem + ".npy", x.astype(np.float32))
+    if config.data.feature == "mel":
+      features.write_wav(stem + ".wav", model.to_audio(x[None])[0], config.data.sr)
+    files.append(stem)
+  plots.plot_spectrograms(
+    specs, os.path.join(out_dir, f"{tag}.png"), titles=[f"{tag} {i}" for i in range(len(specs))]
+  )
+  record |= {"files": files, "step": model.step}
+  workdir_lib.write_json(os.path.join(out_dir, f"{tag}.json"), record, indent=2)
+  print(f"wrote {len(specs)} {tag} spectrograms and WAVs to {out_dir}")
+  return 0
+
+
+def _parse_attribute(text: str) -> tuple[str, str, str]:
+  """'genre:rock->pop' -> ('genre', 'rock', 'pop')."""
+  label, _, rest = text.partition(":")
+  source, _, target = rest.partition("->")
+  if not (label and source and target):
+    raise ConfigError(f"--attribute={text!r}: expected label:from->to, e.g. genre:rock->pop")
+  return label.strip(), source.strip(), target.strip()
