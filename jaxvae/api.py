@@ -62,7 +62,7 @@ def load(workdir: str, which: str = "best"):
   spec = DataSpec(
     input_shape=tuple(data["shape"]),
     labels={k: tuple(v) for k, v in data["label_values"].items()},
-    lyrics_dim=_lyrics_dim(config),
+    lyrics_dim=data["lyrics_dim"] if "lyrics_dim" in data else _lyrics_dim(config),
   )
   example = _example_batch(spec, config.train.batch_size)
   compiled = builder.build(config, spec, example, steps_per_epoch=1, total_steps=1)
@@ -106,7 +106,12 @@ def _lyrics_dim(config) -> int:
   if not config.data.lyrics_embeddings:
     return 0
   path = os.path.join(config.data.lyrics_embeddings, "embeddings.npy")
-  return int(np.load(path, mmap_mode="r").shape[1])
+  try:
+    return int(np.load(path, mmap_mode="r").shape[1])
+  except (OSError, ValueError) as e:
+    raise errors.DataError(
+      f"cannot read the run's lyrics embeddings '{path}' ({e}); the model needs their width"
+    ) from None
 
 
 def _example_batch(spec: DataSpec, batch_size: int) -> dict[str, np.ndarray]:

@@ -286,6 +286,27 @@ def test_cli_offline_is_one_line_and_a_mirror_with_its_checksum_works(server, tm
   assert len(readers.list_items("gtzan", str(root))) == 4
 
 
+def test_a_verified_download_killed_before_extraction_is_still_ours(tmp_path):
+  """A downloaded archive verified and renamed, then killed before extraction, is deleted by
+  the next run once extracted (it is jaxvae's, not the user's); a mirror URL without a scheme
+  is one clear error."""
+  data = _gtzan_tar(noise_bytes=1000)
+  root = tmp_path / "gtzan"
+  root.mkdir()
+  (root / "genres.tar.gz").write_bytes(data)
+  (root / "genres.tar.gz.jaxvae-downloaded").write_text("http://example/genres.tar.gz")
+  out = download.fetch("gtzan", _archive(data, "http://127.0.0.1:9/x"), str(root), progress=False)
+  assert out.action == "downloaded" and out.record["archive_kept"] is False
+  assert set(os.listdir(root)) == {download.RECORD, "genres"}
+  with pytest.raises(errors.DownloadError, match="not a URL"):
+    download.fetch(
+      "gtzan",
+      _archive(data, "mirror.example.org/genres.tar.gz"),
+      str(tmp_path / "g2"),
+      progress=False,
+    )
+
+
 def test_the_table_covers_every_downloadable_layout():
   for layout in download.DOWNLOADABLE:
     a = download.archive_for(layout, "audio")

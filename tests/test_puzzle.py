@@ -115,6 +115,13 @@ def test_python_api_codes_decode_to_the_reconstruction(puzzle_run, speech_comman
     model.decode_codes(np.full((6, 6), 10))
 
 
+def test_audio_latent_tools_refuse_a_code_grid_model(puzzle_run, capsys):
+  workdir, overrides = puzzle_run
+  extra = ["--interpolate=a.wav,b.wav"]
+  assert _cli(workdir, overrides, mode="generate", config="puzzle_vqvae.py", extra=extra) == 1
+  assert "need a Gaussian latent space" in capsys.readouterr().err
+
+
 def test_the_api_docs_vq_block_runs(puzzle_run, tmp_path, monkeypatch):
   import shutil
 

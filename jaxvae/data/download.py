@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -172,9 +173,10 @@ def fetch(
   except OSError as e:
     raise DownloadError(f"cannot create data.root '{root}': {e.strerror}") from None
   path = os.path.join(root, archive.filename)
+  ours = path + ".jaxvae-downloaded"  # marks an archive this module fetched (not the user's)
   if os.path.isfile(path):
-    action = "local"
-    logging.info("Verifying %s (placed in %s)", archive.filename, root)
+    action = "downloaded" if os.path.exists(ours) else "local"
+    logging.info("Verifying %s in %s", archive.filename, root)
     size, digest = _hash_file(path, progress)
     _check(archive, path, size, digest, rejected=None)
   else:
@@ -182,6 +184,8 @@ def fetch(
     size, digest = _download(archive, root, retries, timeout, progress)
     part = path + ".part"
     _check(archive, part, size, digest, rejected=path + ".rejected")
+    with open(ours, "w", encoding="utf-8") as f:  # before the rename: never mistaken as theirs
+      f.write(archive.url)
     os.replace(part, path)
   counts = extract(path, root, strip=archive.strip, progress=progress)
   if not _readable(layout, root):
@@ -200,11 +204,13 @@ def fetch(
     **counts,
   }
   if action == "downloaded" and not keep_archive:
-    os.remove(path)  # ours, not the user's: fetched by this run and fully extracted
+    os.remove(path)  # ours, not the user's: fetched by jaxvae and fully extracted
     record["archive_kept"] = False
   else:
     record["archive_kept"] = True
   workdir_lib.write_json(record_path, record, indent=2)
+  if os.path.exists(ours):
+    os.remove(ours)
   return Outcome(action, root, record)
 
 
@@ -237,11 +243,15 @@ def _download(archive: Archive, root: str, retries: int, timeout: float, progres
           f"from {part}"
         ) from None
       logging.warning("Transfer interrupted (%s); resuming (attempt %d)", e.reason, attempt + 1)
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
       reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e)
       if isinstance(e, urllib.error.HTTPError):
         reason = f"HTTP {e.code} {e.reason}"
-      raise DownloadError(unreachable_message(archive, root, str(reason))) from None
+      elif isinstance(e, ValueError):  # e.g. a mirror URL without http(s)://
+        reason = f"not a URL: {e}"
+      raise DownloadError(
+        unreachable_message(archive, root, str(reason) or type(e).__name__)
+      ) from None
 
 
 class _Interrupted(Exception):
@@ -286,7 +296,8 @@ def _transfer(archive: Archive, part: str, timeout: float, progress: bool):
       while True:
         try:
           chunk = response.read(CHUNK)
-        except (OSError, urllib.error.URLError) as e:  # reset, timeout, incomplete read
+        except (OSError, urllib.error.URLError, http.client.HTTPException) as e:
+          # a reset, a timeout, an incomplete chunked read
           f.flush()
           raise _Interrupted(have, total, str(e) or type(e).__name__) from None
         if not chunk:

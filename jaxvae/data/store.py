@@ -237,7 +237,7 @@ class Store:
 
   @property
   def sources(self) -> dict[str, dict]:
-    """Per-source summaries of a `data.sources` store (name -> layout, root, weight, counts);
+    """Per-source summaries of a `data.sources` store (name -> layout, root, counts, labels);
     empty for a single dataset."""
     return self.manifest.get("sources", {})
 

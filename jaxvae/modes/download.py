@@ -17,8 +17,9 @@ def run(config, workdir: str, args) -> int:
   todo = [s for s in sources_lib.of_config(config) if s.layout in download.DOWNLOADABLE]
   if not todo:
     layouts = ", ".join(sorted({s.layout for s in sources_lib.of_config(config)}))
+    key = "data.sources" if sources_lib.is_combined(config) else "data.layout"
     raise DataError(
-      f"config key 'data.layout' is '{layouts}'; --mode=download fetches "
+      f"config key '{key}' has layout(s) '{layouts}'; --mode=download fetches "
       f"{', '.join(download.DOWNLOADABLE)} (set data.layout and data.root, or data.sources)"
     )
   mirror = dict(url=d.download.url, sha256=d.download.sha256, size=d.download.size)

@@ -51,7 +51,8 @@ def write(model, out_dir: str) -> dict:
   (b,) = jax_export.symbolic_shape("b")
   shape = tuple(model.spec.input_shape)
   x_spec = jax.ShapeDtypeStruct((b, *shape), jnp.float32)
-  platforms = sorted({jax.default_backend(), "cpu"})
+  # jax.export's names ('cuda', 'rocm', 'tpu', 'cpu'), not the backend's ('gpu').
+  platforms = sorted({jax_export.default_export_platform(), "cpu"})
   functions = _functions(model, b, x_spec)
   files = []
   for name, (fn, specs) in functions.items():

@@ -88,6 +88,11 @@ def _audio_latent_tools(config, workdir: str, args) -> int:
   [--strength=s]` (the input's latent moved along the difference of the two values' mean
   training latents), as `.npy`, PNG and WAV under `DIR/generate/`, described in a JSON."""
   model = api.load(workdir)
+  if not isinstance(model, api.AudioModel):
+    raise ConfigError(
+      f"--interpolate and --attribute need a Gaussian latent space; model "
+      f"'{config.model.name}' has a code grid (see jaxvae.load(...).encode / decode_codes)"
+    )
   out_dir = os.path.join(workdir, "generate")
   os.makedirs(out_dir, exist_ok=True)
   if args.interpolate is not None:

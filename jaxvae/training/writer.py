@@ -57,8 +57,22 @@ RUN_OUTPUTS = (
   "training_curves.png",
   "reconstructions.png",
   "tune",
+  "export",
+  "download.json",
   MARKER,
 )
+
+
+def _lyrics_dim(config) -> int:
+  """Width of the run's lyrics embeddings (0 without), saved so the model loads without them."""
+  if not config.data.get("lyrics_embeddings"):
+    return 0
+  try:
+    return int(
+      np.load(os.path.join(config.data.lyrics_embeddings, "embeddings.npy"), mmap_mode="r").shape[1]
+    )
+  except (OSError, ValueError):
+    return 0
 
 
 def mark_workdir(workdir: str, config, store=None) -> None:
@@ -78,6 +92,7 @@ def mark_workdir(workdir: str, config, store=None) -> None:
       "label_values": store.label_values,
       "stats": store.manifest.get("stats"),
       "params": store.manifest.get("params"),
+      "lyrics_dim": _lyrics_dim(config),
     }
     if bad:
       logging.warning(
