@@ -62,11 +62,11 @@ def load(workdir: str, which: str = "best"):
   spec = DataSpec(
     input_shape=tuple(data["shape"]),
     labels={k: tuple(v) for k, v in data["label_values"].items()},
-    lyrics_dim=data["lyrics_dim"] if "lyrics_dim" in data else _lyrics_dim(config),
+    lyrics_dim=data["lyrics_dim"] if "lyrics_dim" in data else dataset_lib.lyrics_dim(config),
   )
-  example = _example_batch(spec, config.train.batch_size)
+  example = spec.example_batch(config.train.batch_size)
   compiled = builder.build(config, spec, example, steps_per_epoch=1, total_steps=1)
-  state = _restore(workdir, compiled.state, which)
+  state, _ = checkpoint.restore(workdir, compiled.state, which)
   cls = VQModel if "num_codes" in config.model else AudioModel
   return cls(config, compiled.model, state, spec, data["stats"], workdir)
 
@@ -100,45 +100,6 @@ def _tuples(value):
   if isinstance(value, list):
     return tuple(_tuples(v) for v in value)
   return value
-
-
-def _lyrics_dim(config) -> int:
-  if not config.data.lyrics_embeddings:
-    return 0
-  path = os.path.join(config.data.lyrics_embeddings, "embeddings.npy")
-  try:
-    return int(np.load(path, mmap_mode="r").shape[1])
-  except (OSError, ValueError) as e:
-    raise errors.DataError(
-      f"cannot read the run's lyrics embeddings '{path}' ({e}); the model needs their width"
-    ) from None
-
-
-def _example_batch(spec: DataSpec, batch_size: int) -> dict[str, np.ndarray]:
-  batch = {
-    "x": np.zeros((batch_size, *spec.input_shape), np.float32),
-    "mask": np.ones((batch_size,), np.float32),
-  }
-  for name in spec.labels:
-    batch[f"label_{name}"] = np.zeros((batch_size,), np.int32)
-  if spec.lyrics_dim:
-    batch["lyrics"] = np.zeros((batch_size, spec.lyrics_dim), np.float32)
-    batch["lyrics_mask"] = np.zeros((batch_size,), np.float32)
-  return batch
-
-
-def _restore(workdir: str, template, which: str):
-  if which == "best":
-    state, _ = checkpoint.restore(workdir, template)
-    return state
-  ckpts = checkpoint.Checkpoints(workdir)
-  try:
-    if ckpts.latest_step() is None:
-      raise errors.CheckpointError(f"workdir '{workdir}' has no latest checkpoint")
-    state, _ = ckpts.restore_latest(template, None)
-  finally:
-    ckpts.close()
-  return state
 
 
 class Model:
@@ -192,10 +153,7 @@ class Model:
           f"a waveform needs its sample rate: pass sr= (the model was trained at {d.sr} Hz)"
         )
       y = np.atleast_2d(np.asarray(audio, np.float32))
-      if sr != d.sr:
-        import librosa  # noqa: PLC0415 - heavy; only for resampling
-
-        y = librosa.resample(y, orig_sr=sr, target_sr=d.sr, res_type="soxr_hq")
+      y = decode_lib.resample(y, sr, d.sr)
       n = int(round(d.seconds * d.sr))
       y = np.stack([decode_lib.fix_length(row, n) for row in y])
     feats = store_lib.compute_features(y.astype(np.float32), store_lib.feature_params(self.config))
@@ -223,23 +181,8 @@ class Model:
 
   def _batch(self, x: np.ndarray, condition: str | None = None) -> dict:
     n = len(x)
-    batch = {"x": jnp.asarray(x), "mask": jnp.ones((n,), jnp.float32)}
-    for name in self.spec.labels:
-      batch[f"label_{name}"] = jnp.full((n,), -1, jnp.int32)
-    label = self.config.model.get("cond_label", "")
-    if condition is not None:
-      if not label:
-        raise errors.ConfigError(
-          f"condition={condition!r} given, but model '{self.config.model.name}' is not "
-          "conditional (config key model.cond_label is empty)"
-        )
-      values = list(self.spec.labels[label])
-      if condition not in values:
-        raise errors.ConfigError(
-          f"condition={condition!r} is not a value of label '{label}'; expected one of "
-          f"{', '.join(values)}"
-        )
-      batch[f"label_{label}"] = jnp.full((n,), values.index(condition), jnp.int32)
+    batch = prior.label_batch(self.spec.labels, self.config, condition, n)
+    batch["x"] = jnp.asarray(x)
     if self.spec.lyrics_dim:
       batch["lyrics"] = jnp.zeros((n, self.spec.lyrics_dim), jnp.float32)
       batch["lyrics_mask"] = jnp.zeros((n,), jnp.float32)
@@ -274,10 +217,20 @@ class AudioModel(Model):
     self, x, sr: int | None = None, condition: str | None = None
   ) -> tuple[np.ndarray, np.ndarray]:
     """Posterior mean and log-variance `[B, latent_dim]` each."""
-    module = self.module
-    fn = self._jit("encode", lambda v, b: module.apply(v, b, False, method=module.encode))
+    fn = self._jit("encode", self.encode_fn)
     mu, logvar = fn(self.variables, self._batch(self._as_features(x, sr), condition))
     return np.asarray(mu, np.float32), np.asarray(logvar, np.float32)
+
+  # The pure functions behind the methods (and what --mode=export serializes).
+
+  def encode_fn(self, variables, batch):
+    """(variables, batch) -> (posterior mean, log-variance)."""
+    return self.module.apply(variables, batch, False, method=self.module.encode)
+
+  def decode_fn(self, variables, z, batch):
+    """(variables, latents, label batch) -> float32 features `[B, *input_shape]`."""
+    out = self.module.apply(variables, z, batch, False, method=self.module.decode)
+    return out.astype(jnp.float32).reshape(z.shape[0], *self.spec.input_shape)
 
   def reconstruct(self, x, sr: int | None = None, condition: str | None = None) -> np.ndarray:
     """The decoding of each input's posterior mean (deterministic), normalized features
@@ -291,11 +244,11 @@ class AudioModel(Model):
     z = np.atleast_2d(np.asarray(z, np.float32))
     if z.shape[-1] != self.latent_dim:
       raise errors.DataError(f"latents of shape {list(z.shape)}: expected [B, {self.latent_dim}]")
-    module = self.module
-    fn = self._jit("decode", lambda v, z, b: module.apply(v, z, b, False, method=module.decode))
     dummy = np.zeros((len(z), *self.spec.input_shape), np.float32)
-    out = fn(self.variables, jnp.asarray(z), self._batch(dummy, condition))
-    return np.asarray(out, np.float32).reshape(len(z), *self.spec.input_shape)
+    out = self._jit("decode", self.decode_fn)(
+      self.variables, jnp.asarray(z), self._batch(dummy, condition)
+    )
+    return np.asarray(out)
 
   def sample(self, n: int, condition: str | None = None, seed: int = 0) -> np.ndarray:
     """`n` decodings of latents from the prior (VaDE: its learned mixture)."""
@@ -392,9 +345,23 @@ class VQModel(Model):
 
   def encode(self, x, sr: int | None = None) -> np.ndarray:
     """Code indices `[B, h, w]` (int32)."""
-    module = self.module
-    fn = self._jit("codes", lambda v, b: module.apply(v, b, train=False)["codes"])
+    fn = self._jit("codes", self.codes_fn)
     return np.asarray(fn(self.variables, self._batch(self._as_features(x, sr))), np.int32)
+
+  # The pure functions behind the methods (and what --mode=export serializes).
+
+  def codes_fn(self, variables, batch):
+    """(variables, batch) -> int32 code grids."""
+    return self.module.apply(variables, batch, train=False)["codes"].astype(jnp.int32)
+
+  def decode_codes_fn(self, variables, codes):
+    """(variables, int32 code grids) -> float32 features: codebook rows through the decoder."""
+    q = jnp.take(_codebook(variables), codes, axis=0)
+    hw = tuple(self.spec.input_shape)
+    out = self.module.apply(
+      variables, q, method=lambda m, q: m.decoder(q.astype(m.dtype), hw, train=False)
+    )
+    return out.astype(jnp.float32).reshape(codes.shape[0], *hw)
 
   def reconstruct(self, x, sr: int | None = None) -> np.ndarray:
     """The decoding of each input's quantized code grid, normalized features."""
@@ -407,30 +374,25 @@ class VQModel(Model):
     """Code grids `[B, h, w]` (or one `[h, w]`) -> normalized features `[B, n_mels, frames]`."""
     codes = np.asarray(codes, np.int32)
     codes = codes[None] if codes.ndim == 2 else codes
-    book = self._codebook()
-    if codes.min() < 0 or codes.max() >= len(book):
-      raise errors.DataError(f"codes must be in [0, {len(book)}); got {codes.min()}..{codes.max()}")
-    hw = tuple(self.spec.input_shape)
-    module = self.module
-
-    def decode(v, q):
-      return module.apply(v, q, method=lambda m, q: m.decoder(q.astype(m.dtype), hw, train=False))
-
-    out = self._jit("decode_codes", decode)(self.variables, jnp.take(book, codes, axis=0))
-    return np.asarray(out, np.float32).reshape(len(codes), *hw)
-
-  def _codebook(self) -> np.ndarray:
-    for collection in self.variables.values():  # params, or the EMA statistics
-      book = collection.get("vq", {}).get("codebook") if isinstance(collection, dict) else None
-      if book is not None:
-        return np.asarray(book, np.float32)
-    raise errors.ConfigError(f"model '{self.config.model.name}' has no codebook")
+    size = int(self.config.model.num_codes)
+    if codes.min() < 0 or codes.max() >= size:
+      raise errors.DataError(f"codes must be in [0, {size}); got {codes.min()}..{codes.max()}")
+    return np.asarray(self._jit("decode_codes", self.decode_codes_fn)(self.variables, codes))
 
   def code_usage(self, x, sr: int | None = None) -> np.ndarray:
     """How often each code is used over the inputs `[codebook_size]`."""
     codes = self.encode(x, sr)
     size = int(self.config.model.num_codes)
     return np.bincount(codes.ravel(), minlength=size)
+
+
+def _codebook(variables):
+  """The VQ codebook among a model's variables (in params, or in the EMA statistics)."""
+  for collection in variables.values():
+    book = collection.get("vq", {}).get("codebook") if isinstance(collection, dict) else None
+    if book is not None:
+      return book
+  raise errors.ConfigError("the model's variables hold no 'vq' codebook")
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -36,6 +36,7 @@ POINTS = {
   "lyrics.commit": "a lyrics store's embeddings are renamed into place, its clips.json not",
   "download.chunk": "a chunk of a dataset archive is appended to its .part file",
   "extract.file": "one file of a verified archive is extracted into data.root",
+  "download.record": "jaxvae_download.json is written; a downloaded archive not yet removed",
   "tune.trial": "a tuning trial reported an epoch to the study",
 }
 

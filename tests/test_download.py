@@ -193,6 +193,24 @@ def test_a_killed_extraction_finishes_on_the_next_run(tmp_path):
   assert len(readers.list_items("gtzan", str(root))) == 4
 
 
+def test_a_run_killed_after_its_record_is_cleaned_up_by_the_next(server, tmp_path):
+  """Fault injection at download.record: the dataset is extracted and recorded, the
+  downloaded archive not yet removed; the next run fetches nothing and removes it."""
+  data = _gtzan_tar(noise_bytes=1000)
+  server.files["/genres.tar.gz"] = data
+  root = tmp_path / "gtzan"
+  archive = _archive(data, _url(server, "genres.tar.gz"))
+  env = dict(os.environ, JAXVAE_FAULT="download.record:1")
+  proc = subprocess.run(
+    [sys.executable, "-c", _FETCH, json.dumps(archive.__dict__), str(root)], env=env, check=False
+  )
+  assert proc.returncode == -9 and (root / "genres.tar.gz").exists()
+  requests = len(server.requests)
+  out = download.fetch("gtzan", archive, str(root), progress=False)
+  assert out.action == "present" and len(server.requests) == requests
+  assert set(os.listdir(root)) == {download.RECORD, "genres"}
+
+
 def test_a_corrupted_download_is_refused_and_kept(server, tmp_path):
   data = _gtzan_tar()
   bad = bytearray(data)

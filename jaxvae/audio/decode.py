@@ -49,11 +49,16 @@ def load_audio(path: str, sr: int, *, mono: bool = True, min_seconds: float = 0.
     raise AudioError(reason, path, _describe(y, native_sr))
   if mono:
     y = y.mean(axis=0)
-  if native_sr != sr:
-    import librosa  # slow import; only paid when a file actually needs resampling.
+  return np.ascontiguousarray(resample(y, native_sr, sr), dtype=np.float32)
 
-    y = librosa.resample(y, orig_sr=native_sr, target_sr=sr)
-  return np.ascontiguousarray(y, dtype=np.float32)
+
+def resample(y: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+  """`y` (`[..., samples]`) from rate `sr` to `target_sr`, as `librosa.load` would."""
+  if sr == target_sr:
+    return y
+  import librosa  # slow import; only paid when a waveform actually needs resampling.
+
+  return librosa.resample(y, orig_sr=sr, target_sr=target_sr)
 
 
 def decode(path: str) -> tuple[np.ndarray, int]:

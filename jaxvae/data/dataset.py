@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from jaxvae import errors
 from jaxvae.data import demo as demo_lib
 from jaxvae.data import lyrics as lyrics_lib
 from jaxvae.data import pipeline
@@ -78,8 +79,16 @@ def spec_from_config(config) -> DataSpec:
       for k, v in item.labels.items():
         values.setdefault(k, set()).add(v)
     labels = {k: tuple(sorted(v)) for k, v in values.items()}
-  lyrics_dim = 0
-  if d.lyrics_embeddings:
-    emb = np.load(os.path.join(d.lyrics_embeddings, "embeddings.npy"), mmap_mode="r")
-    lyrics_dim = emb.shape[1]
-  return DataSpec(input_shape=(rows, frames), labels=labels, lyrics_dim=lyrics_dim)
+  return DataSpec(input_shape=(rows, frames), labels=labels, lyrics_dim=lyrics_dim(config))
+
+
+def lyrics_dim(config) -> int:
+  """Width of the run's lyrics embeddings (`data.lyrics_embeddings`), 0 without; DataError
+  naming the file when it cannot be read."""
+  if not config.data.get("lyrics_embeddings"):
+    return 0
+  path = os.path.join(config.data.lyrics_embeddings, "embeddings.npy")
+  try:
+    return int(np.load(path, mmap_mode="r").shape[1])
+  except (OSError, ValueError, IndexError) as e:
+    raise errors.DataError(f"cannot read the lyrics embeddings '{path}' ({e})") from None

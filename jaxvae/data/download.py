@@ -166,14 +166,16 @@ def fetch(
   root = os.path.abspath(root)
   record_path = os.path.join(root, RECORD)
   record = _read_record(record_path)
+  path = os.path.join(root, archive.filename)
+  ours = path + ".jaxvae-downloaded"  # marks an archive this module fetched (not the user's)
   if record and record.get("sha256") == archive.sha256 and _readable(layout, root):
+    if record.get("archive_kept") is False and os.path.exists(ours):
+      _remove_ours(path, ours)  # a run killed after its record, before this clean-up
     return Outcome("present", root, record)
   try:
     os.makedirs(root, exist_ok=True)
   except OSError as e:
     raise DownloadError(f"cannot create data.root '{root}': {e.strerror}") from None
-  path = os.path.join(root, archive.filename)
-  ours = path + ".jaxvae-downloaded"  # marks an archive this module fetched (not the user's)
   if os.path.isfile(path):
     action = "downloaded" if os.path.exists(ours) else "local"
     logging.info("Verifying %s in %s", archive.filename, root)
@@ -203,15 +205,23 @@ def fetch(
     "verified_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     **counts,
   }
-  if action == "downloaded" and not keep_archive:
-    os.remove(path)  # ours, not the user's: fetched by jaxvae and fully extracted
-    record["archive_kept"] = False
-  else:
-    record["archive_kept"] = True
+  # The record first: a kill after it leaves a verified dataset (and the clean-up below for
+  # the next run), never an extracted dataset without its archive or record.
+  record["archive_kept"] = not (action == "downloaded" and not keep_archive)
   workdir_lib.write_json(record_path, record, indent=2)
-  if os.path.exists(ours):
+  faults.point("download.record")
+  if not record["archive_kept"]:
+    _remove_ours(path, ours)  # ours, not the user's: fetched by jaxvae and fully extracted
+  elif os.path.exists(ours):
     os.remove(ours)
   return Outcome(action, root, record)
+
+
+def _remove_ours(path: str, marker: str) -> None:
+  """Removes an archive jaxvae downloaded (and its marker, last)."""
+  if os.path.exists(path):
+    os.remove(path)
+  os.remove(marker)
 
 
 def unreachable_message(archive: Archive, root: str, reason: str) -> str:

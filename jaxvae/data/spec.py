@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
@@ -17,6 +19,22 @@ class DataSpec:
   input_shape: tuple[int, int]
   labels: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
   lyrics_dim: int = 0
+
+  def example_batch(self, batch_size: int = 2) -> dict[str, np.ndarray]:
+    """A batch of zeros with this spec's keys and shapes (to initialize or build a model
+    without data): `tokens` for token windows, else `x`; labels; lyrics when the spec has
+    them."""
+    batch = {"mask": np.ones((batch_size,), np.float32)}
+    if len(self.input_shape) == 1:  # token windows
+      batch["tokens"] = np.zeros((batch_size, *self.input_shape), np.int32)
+    else:
+      batch["x"] = np.zeros((batch_size, *self.input_shape), np.float32)
+    for name in self.labels:
+      batch[f"label_{name}"] = np.zeros((batch_size,), np.int32)
+    if self.lyrics_dim:
+      batch["lyrics"] = np.zeros((batch_size, self.lyrics_dim), np.float32)
+      batch["lyrics_mask"] = np.ones((batch_size,), np.float32)
+    return batch
 
   def num_classes(self, label: str) -> int:
     if label not in self.labels:

@@ -28,6 +28,7 @@ from jaxvae import api
 from jaxvae import errors
 from jaxvae import workdir as workdir_lib
 from jaxvae.data import store as store_lib
+from jaxvae.sampling import prior
 
 FORMAT_VERSION = 1
 
@@ -84,61 +85,43 @@ def write(model, out_dir: str) -> dict:
 
 
 def _functions(model, b, x_spec) -> dict:
-  """name -> (function of arrays only, its abstract inputs); the variables are constants."""
-  module, variables = model.module, model.variables
+  """name -> (function of arrays only, its abstract inputs): the model's own pure functions
+  (`api.AudioModel.encode_fn` / `decode_fn`, `api.VQModel.codes_fn` / `decode_codes_fn`)
+  with the variables as constants and every label unknown but the conditioning one."""
+  variables, config = model.variables, model.config
   if model.spec.lyrics_dim:
     raise errors.ConfigError(
-      f"model '{model.config.model.name}' reads lyrics embeddings; --mode=export covers the "
+      f"model '{config.model.name}' reads lyrics embeddings; --mode=export covers the "
       "audio-only models and the VQ-VAE"
     )
+  cond = config.model.get("cond_label", "")
 
   def batch_of(x, label=None):
-    n = x.shape[0]
-    batch = {"x": x, "mask": jnp.ones((n,), jnp.float32)}
-    for name in model.spec.labels:
-      batch[f"label_{name}"] = jnp.full((n,), -1, jnp.int32)
-    cond = model.config.model.get("cond_label", "")
+    batch = prior.label_batch(model.spec.labels, config, None, x.shape[0])
+    batch["x"] = x
     if cond and label is not None:
       batch[f"label_{cond}"] = label
     return batch
 
   if isinstance(model, api.VQModel):
-    book = jnp.asarray(model._codebook())  # pylint: disable=protected-access
-    hw = tuple(model.spec.input_shape)
-
-    def encoder(x):
-      return module.apply(variables, batch_of(x), train=False)["codes"].astype(jnp.int32)
-
-    def decoder(codes):
-      q = jnp.take(book, codes, axis=0)
-      out = module.apply(
-        variables, q, method=lambda m, q: m.decoder(q.astype(m.dtype), hw, train=False)
-      )
-      return out.astype(jnp.float32).reshape(codes.shape[0], *hw)
-
-    codes = model.encode(np.zeros((1, *hw), np.float32))
+    codes = model.encode(np.zeros((1, *model.spec.input_shape), np.float32))
     code_spec = jax.ShapeDtypeStruct((b, *codes.shape[1:]), jnp.int32)
-    return {"encoder": (encoder, (x_spec,)), "decoder": (decoder, (code_spec,))}
+    return {
+      "encoder": (lambda x: model.codes_fn(variables, batch_of(x)), (x_spec,)),
+      "decoder": (lambda c: model.decode_codes_fn(variables, c), (code_spec,)),
+    }
 
-  shape = tuple(model.spec.input_shape)
-
-  def encoder(x):
-    return module.apply(variables, batch_of(x), False, method=module.encode)
+  def zeros(z):
+    return jnp.zeros((z.shape[0], *model.spec.input_shape), jnp.float32)
 
   z_spec = jax.ShapeDtypeStruct((b, model.latent_dim), jnp.float32)
-  if model.config.model.get("cond_label", ""):
-
-    def decoder(z, label):
-      x = jnp.zeros((z.shape[0], *shape), jnp.float32)
-      out = module.apply(variables, z, batch_of(x, label), False, method=module.decode)
-      return out.astype(jnp.float32).reshape(z.shape[0], *shape)
-
+  encoder = (lambda x: model.encode_fn(variables, batch_of(x)), (x_spec,))
+  if cond:
     label_spec = jax.ShapeDtypeStruct((b,), jnp.int32)
-    return {"encoder": (encoder, (x_spec,)), "decoder": (decoder, (z_spec, label_spec))}
-
-  def decoder(z):
-    x = jnp.zeros((z.shape[0], *shape), jnp.float32)
-    out = module.apply(variables, z, batch_of(x), False, method=module.decode)
-    return out.astype(jnp.float32).reshape(z.shape[0], *shape)
-
-  return {"encoder": (encoder, (x_spec,)), "decoder": (decoder, (z_spec,))}
+    decoder = (
+      lambda z, label: model.decode_fn(variables, z, batch_of(zeros(z), label)),
+      (z_spec, label_spec),
+    )
+  else:
+    decoder = (lambda z: model.decode_fn(variables, z, batch_of(zeros(z))), (z_spec,))
+  return {"encoder": encoder, "decoder": decoder}

@@ -7,28 +7,12 @@ import dataclasses
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxvae import workdir as workdir_lib
 from jaxvae.data import dataset
-from jaxvae.data.spec import DataSpec
 from jaxvae.training.state import init_variables
 from jaxvae.variants import registry
-
-
-def dummy_batch(spec: DataSpec, batch_size: int = 2) -> dict:
-  batch = {"mask": jnp.ones((batch_size,), jnp.float32)}
-  if len(spec.input_shape) == 1:  # token windows
-    batch["tokens"] = jnp.zeros((batch_size, *spec.input_shape), jnp.int32)
-  else:
-    batch["x"] = jnp.zeros((batch_size, *spec.input_shape), jnp.float32)
-  for name in spec.labels:
-    batch[f"label_{name}"] = jnp.zeros((batch_size,), jnp.int32)
-  if spec.lyrics_dim:
-    batch["lyrics"] = jnp.zeros((batch_size, spec.lyrics_dim), jnp.float32)
-    batch["lyrics_mask"] = jnp.ones((batch_size,), jnp.float32)
-  return batch
 
 
 def parameter_table(params) -> tuple[list[tuple[str, tuple, int]], int]:
@@ -54,7 +38,7 @@ def run(config, workdir: str, args) -> int:
     model = build(config.model, spec, dtype=config.dtype)
     print("(no data.lyrics_embeddings: assuming 768-d lyrics embeddings, xlm-roberta-base)")
   variables = jax.eval_shape(
-    lambda: init_variables(model, dummy_batch(spec), jax.random.PRNGKey(0))
+    lambda: init_variables(model, spec.example_batch(), jax.random.PRNGKey(0))
   )
   rows, total = parameter_table(variables["params"])
   width = max(len(r[0]) for r in rows)

@@ -49,22 +49,24 @@ def features_to_audio(
   )
 
 
-def _condition_batch(run, config, condition: str | None, n: int) -> dict:
-  """The label inputs a conditional decoder reads (one class id for every sample)."""
+def label_batch(label_values, config, condition: str | None, n: int) -> dict:
+  """The label inputs of `n` examples: every label unknown (-1) except the model's
+  conditioning label, set to `condition` when given. `label_values` maps each label to its
+  values (a store's or a DataSpec's); a condition the model cannot take is a ConfigError."""
   batch = {"mask": jnp.ones((n,), jnp.float32)}
-  for name in run.store.label_values:
+  for name in label_values:
     batch[f"label_{name}"] = jnp.full((n,), -1, jnp.int32)
   label = config.model.get("cond_label", "")
   if condition is not None:
     if not label:
       raise ConfigError(
-        f"--condition={condition!r} given, but model '{config.model.name}' "
+        f"condition {condition!r} given, but model '{config.model.name}' "
         "is not conditional (config key model.cond_label is empty)"
       )
-    values = run.store.label_values[label]
+    values = list(label_values[label])
     if condition not in values:
       raise ConfigError(
-        f"--condition={condition!r} is not a value of label '{label}'; "
+        f"condition {condition!r} is not a value of label '{label}'; "
         f"expected one of {', '.join(values)}"
       )
     batch[f"label_{label}"] = jnp.full((n,), values.index(condition), jnp.int32)
@@ -75,7 +77,7 @@ def sample(run, state, config, condition: str | None, n: int, seed: int) -> np.n
   """Decodes z ~ N(0, I) to normalized spectrograms [n, n_mels, frames]."""
   if not hasattr(run.model, "decode") or "latent_dim" not in config.model:
     raise ConfigError(f"model '{config.model.name}' has no Gaussian prior to sample from")
-  batch = _condition_batch(run, config, condition, n)
+  batch = label_batch(run.store.label_values, config, condition, n)
   variables = {"params": state.params, **state.model_state}
   key = jax.random.PRNGKey(seed)
   if hasattr(run.model, "sample_prior"):  # e.g. VaDE: its prior is the learned GMM

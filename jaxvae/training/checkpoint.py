@@ -230,18 +230,21 @@ class Checkpoints:
       self.best.close()
 
 
-def restore(workdir: str, template):
-  """(state, meta) of `workdir`'s best checkpoint, else of its newest intact latest one, in
-  `template`'s structure and shardings: what eval, generate, analyze and the Python API
-  load. CheckpointError when none restores."""
+def restore(workdir: str, template, which: str = "best"):
+  """(state, meta) of `workdir`'s best checkpoint (else of its newest intact latest one), or
+  with `which="latest"` of its newest intact latest one, in `template`'s structure and
+  shardings: what eval, generate, analyze and the Python API load. CheckpointError when none
+  restores."""
   ckpts = Checkpoints(workdir)
   try:
-    state, meta = ckpts.restore_best(template)
+    state = meta = None
+    if which == "best":
+      state, meta = ckpts.restore_best(template)
     if state is None:
       if ckpts.latest_step() is None:
         raise errors.CheckpointError(
-          f"no checkpoint in workdir '{workdir}' can be restored; "
-          "train first (or start over with --clear)"
+          f"no {'' if which == 'best' else 'latest '}checkpoint in workdir '{workdir}' can be "
+          "restored; train first (or start over with --clear)"
         )
       state, meta = ckpts.restore_latest(template, None)
   finally:

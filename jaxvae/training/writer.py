@@ -20,6 +20,7 @@ import numpy as np
 from jaxvae import faults
 from jaxvae import figures
 from jaxvae import workdir as workdir_lib
+from jaxvae.data import dataset as dataset_lib
 from jaxvae.training.state import RunMeta
 
 
@@ -63,18 +64,6 @@ RUN_OUTPUTS = (
 )
 
 
-def _lyrics_dim(config) -> int:
-  """Width of the run's lyrics embeddings (0 without), saved so the model loads without them."""
-  if not config.data.get("lyrics_embeddings"):
-    return 0
-  try:
-    return int(
-      np.load(os.path.join(config.data.lyrics_embeddings, "embeddings.npy"), mmap_mode="r").shape[1]
-    )
-  except (OSError, ValueError):
-    return 0
-
-
 def mark_workdir(workdir: str, config, store=None) -> None:
   """Records the config and the data (with every bad file and its reason) of a run."""
   info = {"config": json.loads(config.to_json()), "time": time.time()}
@@ -92,7 +81,7 @@ def mark_workdir(workdir: str, config, store=None) -> None:
       "label_values": store.label_values,
       "stats": store.manifest.get("stats"),
       "params": store.manifest.get("params"),
-      "lyrics_dim": _lyrics_dim(config),
+      "lyrics_dim": dataset_lib.lyrics_dim(config),
     }
     if bad:
       logging.warning(
