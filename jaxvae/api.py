@@ -27,13 +27,18 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from jaxvae import errors
 from jaxvae.audio import decode as decode_lib
 from jaxvae.data import dataset as dataset_lib
 from jaxvae.data import store as store_lib
 from jaxvae.data.spec import DataSpec
+from jaxvae.losses import divergence
+from jaxvae.losses import sequence
 from jaxvae.sampling import prior
+from jaxvae.sampling import tokens as tokens_lib
+from jaxvae.symbolic import midi
 from jaxvae.training import builder
 from jaxvae.training import checkpoint
 from jaxvae.training import writer as writer_lib
@@ -49,11 +54,6 @@ def load(workdir: str, which: str = "best"):
     raise errors.ConfigError(f"which={which!r}; expected one of {', '.join(WHICH)}")
   info = _run_info(workdir)
   config = _config(info["config"], workdir)
-  if config.data.kind != "audio":
-    raise errors.ConfigError(
-      f"workdir '{workdir}' holds a MIDI model ({config.model.name}); jaxvae.load serves "
-      "audio models (use --mode=generate for MIDI)"
-    )
   data = info.get("data", {})
   if "stats" not in data or "label_values" not in data:  # a run from before they were saved
     store = dataset_lib.open_store(config, progress=False)
@@ -67,7 +67,10 @@ def load(workdir: str, which: str = "best"):
   example = spec.example_batch(config.train.batch_size)
   compiled = builder.build(config, spec, example, steps_per_epoch=1, total_steps=1)
   state, _ = checkpoint.restore(workdir, compiled.state, which)
-  cls = VQModel if "num_codes" in config.model else AudioModel
+  if config.data.kind == "midi":
+    cls = MidiModel
+  else:
+    cls = VQModel if "num_codes" in config.model else AudioModel
   return cls(config, compiled.model, state, spec, data["stats"], workdir)
 
 
@@ -103,8 +106,8 @@ def _tuples(value):
 
 
 class Model:
-  """What every loaded model has: its config, data spec, normalization statistics, step and
-  variables, and the conversion of inputs to normalized features."""
+  """What every loaded model has: its config, data spec, normalization statistics (audio),
+  step and variables, and a cache of its jitted functions."""
 
   def __init__(self, config, module, state, spec: DataSpec, stats: dict, workdir: str):
     self.config = config
@@ -122,14 +125,18 @@ class Model:
       f"{list(self.spec.input_shape)}, labels {list(self.spec.labels)}, from '{self.workdir}')"
     )
 
-  @property
-  def sr(self) -> int:
-    return int(self.config.data.sr)
-
   def _jit(self, name: str, fn):
     if name not in self._cache:
       self._cache[name] = jax.jit(fn)
     return self._cache[name]
+
+
+class _AudioBase(Model):
+  """Audio in, normalized features through the model, audio out."""
+
+  @property
+  def sr(self) -> int:
+    return int(self.config.data.sr)
 
   def features(self, audio, sr: int | None = None) -> np.ndarray:
     """Paths (one or a list), or waveforms `[samples]` / `[B, samples]` at rate `sr`, ->
@@ -179,13 +186,27 @@ class Model:
       "waveforms [B, samples] with sr=, or audio file paths"
     )
 
-  def _batch(self, x: np.ndarray, condition: str | None = None) -> dict:
+  def _batch(self, x: np.ndarray, condition: str | None = None, lyrics=None) -> dict:
+    """A model batch of features `x`: labels unknown but `condition`; a multimodal model's
+    lyrics embeddings `[B, lyrics_dim]` when given (rows of NaN, or none: no lyrics)."""
     n = len(x)
     batch = prior.label_batch(self.spec.labels, self.config, condition, n)
     batch["x"] = jnp.asarray(x)
     if self.spec.lyrics_dim:
-      batch["lyrics"] = jnp.zeros((n, self.spec.lyrics_dim), jnp.float32)
-      batch["lyrics_mask"] = jnp.zeros((n,), jnp.float32)
+      emb = np.zeros((n, self.spec.lyrics_dim), np.float32)
+      mask = np.zeros((n,), np.float32)
+      if lyrics is not None:
+        given = np.atleast_2d(np.asarray(lyrics, np.float32))
+        if given.shape != emb.shape:
+          raise errors.DataError(
+            f"lyrics of shape {list(given.shape)}: expected embeddings [{n}, "
+            f"{self.spec.lyrics_dim}] (one row per input, from the run's text encoder)"
+          )
+        mask = (~np.isnan(given).any(1)).astype(np.float32)
+        emb = np.where(mask[:, None] > 0, given, 0.0).astype(np.float32)
+      batch["lyrics"], batch["lyrics_mask"] = jnp.asarray(emb), jnp.asarray(mask)
+    elif lyrics is not None:
+      raise errors.ConfigError(f"model '{self.config.model.name}' does not read lyrics")
     return batch
 
   def to_audio(self, features, n_iter: int = 32) -> np.ndarray:
@@ -205,7 +226,7 @@ class _Stats:
     self.manifest = {"stats": stats}
 
 
-class AudioModel(Model):
+class AudioModel(_AudioBase):
   """A Gaussian-latent audio VAE (basic, conv, beta, conditional, VaDE, spectral, harmonic,
   multimodal)."""
 
@@ -214,18 +235,33 @@ class AudioModel(Model):
     return int(self.config.model.latent_dim)
 
   def encode(
-    self, x, sr: int | None = None, condition: str | None = None
+    self, x, sr: int | None = None, condition: str | None = None, lyrics=None
   ) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior mean and log-variance `[B, latent_dim]` each."""
+    """Posterior mean and log-variance `[B, latent_dim]` each. The multimodal model also
+    takes `lyrics`, embeddings `[B, lyrics_dim]` made as its run made them (a NaN row: that
+    clip has none); without them it encodes the audio alone."""
     fn = self._jit("encode", self.encode_fn)
-    mu, logvar = fn(self.variables, self._batch(self._as_features(x, sr), condition))
+    batch = self._batch(self._as_features(x, sr), condition, lyrics)
+    mu, logvar = fn(self.variables, batch)
     return np.asarray(mu, np.float32), np.asarray(logvar, np.float32)
+
+  def decode_lyrics(self, z) -> np.ndarray:
+    """The multimodal model: latents `[B, latent_dim]` -> lyrics embeddings `[B,
+    lyrics_dim]` (its lyrics decoder)."""
+    if not self.spec.lyrics_dim:
+      raise errors.ConfigError(f"model '{self.config.model.name}' does not decode lyrics")
+    z = np.atleast_2d(np.asarray(z, np.float32))
+    return np.asarray(self._jit("decode_lyrics", self.decode_lyrics_fn)(self.variables, z))
 
   # The pure functions behind the methods (and what --mode=export serializes).
 
   def encode_fn(self, variables, batch):
     """(variables, batch) -> (posterior mean, log-variance)."""
     return self.module.apply(variables, batch, False, method=self.module.encode)
+
+  def decode_lyrics_fn(self, variables, z):
+    """(variables, latents) -> float32 lyrics embeddings (the multimodal model)."""
+    return self.module.apply(variables, z, method=self.module.decode_lyrics)
 
   def decode_fn(self, variables, z, batch):
     """(variables, latents, label batch) -> float32 features `[B, *input_shape]`."""
@@ -267,15 +303,10 @@ class AudioModel(Model):
     each: a path, a waveform with the model's rate, or features) -> `[steps, n_mels,
     frames]`. 'slerp' follows the great circle (MusicVAE's choice for Gaussian latents),
     'lerp' the straight line."""
-    if method not in ("slerp", "lerp"):
-      raise errors.ConfigError(f"method={method!r}; expected 'slerp' or 'lerp'")
-    if steps < 2:
-      raise errors.ConfigError(f"steps={steps}; expected at least 2")
+    interpolation_path(np.zeros(1), np.zeros(1), steps, method)  # check before any work
     za, _ = self.encode(self._as_features(a, self.sr if np.ndim(a) == 1 else None)[:1])
     zb, _ = self.encode(self._as_features(b, self.sr if np.ndim(b) == 1 else None)[:1])
-    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
-    z = slerp(za[0], zb[0], t) if method == "slerp" else (1 - t) * za[0] + t * zb[0]
-    return self.decode(z, condition)
+    return self.decode(interpolation_path(za[0], zb[0], steps, method), condition)
 
   def latent_means(self, label: str) -> dict[str, np.ndarray]:
     """The mean posterior mean of the training clips of each value of `label` (opens the
@@ -340,7 +371,7 @@ class AudioModel(Model):
     return np.asarray(out).argmax(-1) if np.ndim(out) > 1 else np.asarray(out)
 
 
-class VQModel(Model):
+class VQModel(_AudioBase):
   """The puzzle VQ-VAE: code grids in and out."""
 
   def encode(self, x, sr: int | None = None) -> np.ndarray:
@@ -384,6 +415,174 @@ class VQModel(Model):
     codes = self.encode(x, sr)
     size = int(self.config.model.num_codes)
     return np.bincount(codes.ravel(), minlength=size)
+
+
+class MidiModel(Model):
+  """The symbolic Transformer(-VAE-GAN): MIDI in, MIDI out. Stage 1 (the causal language
+  model) generates; stages 2 and 3 also encode a piece's windows into their hierarchical
+  latent and decode from it."""
+
+  AUDIO_ONLY = ("features", "encode", "decode", "reconstruct", "sample", "interpolate")
+  AUDIO_ONLY += ("to_audio", "cluster", "decode_codes", "attribute_vector", "apply_attribute")
+
+  def __getattr__(self, name: str):
+    if name in MidiModel.AUDIO_ONLY:
+      raise errors.ConfigError(
+        f"{name}: '{self.workdir}' holds a MIDI model ({self.config.model.name}), which reads "
+        "and writes MIDI, not audio; use generate, encode_midi, interpolate_midi or nll"
+      )
+    raise AttributeError(name)
+
+  @property
+  def stage(self) -> int:
+    return int(self.config.model.stage)
+
+  @property
+  def latent_dim(self) -> int | None:
+    """The latent width (stages 2 and 3), None for the plain language model."""
+    return self.module.cfg.latent_dim if self.module.cfg.is_vae else None
+
+  def tokens(self, midi_file) -> np.ndarray:
+    """A MIDI file (path or `pretty_midi.PrettyMIDI`) -> its int32 windows `[n, seq_len]`,
+    framed as the run's token store frames them (START + tokens + END, PAD-filled)."""
+    m = self.config.data.midi
+    try:
+      return midi.windows(midi.encode(midi_file), m.seq_len, m.overlap)
+    except errors.MidiError as e:
+      raise errors.DataError(str(e)) from None
+
+  def _windows(self, x) -> np.ndarray:
+    if isinstance(x, np.ndarray) and x.dtype.kind in "iu":
+      return np.atleast_2d(x).astype(np.int32)
+    return self.tokens(x)
+
+  def _need_latent(self, what: str) -> None:
+    if not self.module.cfg.is_vae:
+      raise errors.ConfigError(
+        f"{what} needs a latent space, but this is a stage {self.stage} model (the plain "
+        "language model); load a stage 2 or 3 run"
+      )
+
+  def generate_tokens(
+    self,
+    n_tokens: int | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    z=None,
+    num: int = 1,
+    prompt=None,
+  ) -> np.ndarray:
+    """int32 `[B, P + n_tokens]`: the prompt (default START), then sampled ids, with the
+    KV-cached sampler. Settings default to the run's `generate` config. `z` `[B, latent_dim]`
+    (stages 2-3) decodes given latents, B of them; else `num` pieces from the prior."""
+    g = self.config.generate
+    if z is not None:
+      self._need_latent("z")
+      z = np.atleast_2d(np.asarray(z, np.float32))
+      if z.shape[1] != self.latent_dim:
+        raise errors.DataError(f"z of shape {list(z.shape)}: expected [B, {self.latent_dim}]")
+      num = len(z)
+    try:
+      out = tokens_lib.generate(
+        self.module,
+        self.variables,
+        jax.random.PRNGKey(seed),
+        num_tokens=int(g.num_tokens if n_tokens is None else n_tokens),
+        batch_size=num,
+        temperature=g.temperature if temperature is None else temperature,
+        top_k=int(g.top_k if top_k is None else top_k),
+        top_p=g.top_p if top_p is None else top_p,
+        z=z,
+        prompt=prompt,
+      )
+    except ValueError as e:
+      raise errors.ConfigError(str(e)) from None
+    return np.asarray(out, np.int32)
+
+  def generate(
+    self,
+    n_tokens: int | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    z=None,
+  ):
+    """A new piece as `pretty_midi.PrettyMIDI` (one for each row of a `[B, latent_dim]` `z`:
+    a list). Arguments as `generate_tokens`."""
+    rows = self.generate_tokens(n_tokens, temperature, top_k, top_p, seed, z)
+    pieces = [midi.decode(row) for row in rows]
+    return pieces if z is not None and np.ndim(z) == 2 else pieces[0]
+
+  def encode_tokens(self, windows) -> tuple[np.ndarray, np.ndarray]:
+    """Token windows `[B, seq_len]` -> posterior mean and log-variance `[B, latent_dim]`."""
+    self._need_latent("encode_tokens")
+    module = self.module
+    fn = self._jit("encode", lambda v, t: module.apply(v, t, method=module.encode))
+    mu, logvar = fn(self.variables, jnp.asarray(self._windows(windows)))
+    return np.asarray(mu, np.float32), np.asarray(logvar, np.float32)
+
+  def encode_midi(self, midi_file) -> tuple[np.ndarray, np.ndarray]:
+    """A MIDI file -> the posterior mean and log-variance of each of its windows, `[n,
+    latent_dim]` each (row 0: the opening window)."""
+    self._need_latent("encode_midi")
+    return self.encode_tokens(self.tokens(midi_file))
+
+  def interpolate_midi(
+    self, a, b, steps: int = 5, method: str = "slerp", seed: int = 0, **sampling
+  ) -> list:
+    """`steps` pieces decoded from latents on the path from the opening window of `a` to
+    that of `b` (paths, PrettyMIDI, or token windows): 'slerp' (default) or 'lerp'. The
+    sampling settings (`n_tokens`, `temperature`, ...) are `generate`'s."""
+    self._need_latent("interpolate_midi")
+    z = interpolation_path(
+      self.encode_tokens(self._windows(a)[:1])[0][0],
+      self.encode_tokens(self._windows(b)[:1])[0][0],
+      steps,
+      method,
+    )
+    return self.generate(seed=seed, z=z, **sampling)
+
+  def nll(self, midi_file, samples: int = 1, seed: int = 0) -> float:
+    """Nats per token of a piece (all its windows). Stage 1: the exact negative
+    log-likelihood. Stages 2-3: the negative ELBO (reconstruction NLL with z drawn from the
+    posterior, `samples` draws averaged, plus each window's KL), an upper bound of it."""
+    windows = self._windows(midi_file)
+    module = self.module
+    vae = module.cfg.is_vae
+
+    def terms(variables, tokens, key):
+      weights = sequence.target_weights(tokens, jnp.ones((tokens.shape[0],)))
+      if vae:
+        mu, logvar = module.apply(variables, tokens, method=module.encode)
+        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape)
+        kl = jnp.sum(divergence.gaussian_kl(mu, logvar))
+      else:
+        z, kl = None, jnp.float32(0.0)
+      logits = module.apply(variables, tokens[:, :-1], z, method=module.decode_tokens)
+      nll = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), tokens[:, 1:]
+      )
+      return jnp.sum(nll * weights), kl, jnp.sum(weights)
+
+    fn = self._jit("nll", terms)
+    total = []
+    for k in range(max(1, samples) if vae else 1):
+      nll, kl, count = fn(self.variables, jnp.asarray(windows), jax.random.PRNGKey(seed + k))
+      total.append((float(nll) + float(kl)) / max(float(count), 1.0))
+    return float(np.mean(total))
+
+
+def interpolation_path(a: np.ndarray, b: np.ndarray, steps: int, method: str) -> np.ndarray:
+  """`[steps, d]` latents from `a` to `b`: 'slerp' or 'lerp'."""
+  if method not in ("slerp", "lerp"):
+    raise errors.ConfigError(f"method={method!r}; expected 'slerp' or 'lerp'")
+  if steps < 2:
+    raise errors.ConfigError(f"steps={steps}; expected at least 2")
+  t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+  return slerp(a, b, t) if method == "slerp" else ((1 - t) * a + t * b).astype(np.float32)
 
 
 def _codebook(variables):

@@ -88,10 +88,17 @@ def parse_args(argv: list[str]):
   )
   parser.add_argument("--strength", type=float, default=1.0, help="generate: --attribute scale")
   parser.add_argument("--input", default=None, help="generate: the audio file --attribute moves")
+  parser.add_argument(
+    "--onnx",
+    action="store_true",
+    help="export: also convert each function to ONNX (needs jax2onnx and onnxruntime)",
+  )
   args, rest = parser.parse_known_args(argv)
   for flag in ("interpolate", "attribute", "input"):
     if getattr(args, flag) is not None and args.mode != "generate":
       parser.error(f"--{flag} is an option of --mode=generate")
+  if args.onnx and args.mode != "export":
+    parser.error("--onnx is an option of --mode=export")
   args.overrides = loading.overrides_from_args(parser, rest)
   return args
 

@@ -81,18 +81,32 @@ def midi_folder(tmp_path_factory):
   return str(root)
 
 
-def test_progressive_stages_and_generation(tmp_path, midi_folder, cache_dir):
+CFG = "music_transformer_vaegan.py:small"
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory, midi_folder, cache_dir):
+  """Stages 1 -> 2 -> 3 trained in turn, each from the previous workdir: (the three workdirs,
+  the overrides they share)."""
+  tmp_path = tmp_path_factory.mktemp("stages")
   overrides = dict(
     TINY, **{"data.layout": "folder", "data.root": midi_folder, "data.cache_dir": cache_dir}
   )
   # One decoder layer and one discriminator scale: each of the five CLI runs compiles less.
   overrides |= {"model.num_layers": "1", "model.disc_scales": "(1,)"}
-  cfg = "music_transformer_vaegan.py:small"
-  previous = None
+  previous, workdirs = None, {}
   for stage in (1, 2, 3):
     workdir = tmp_path / f"stage{stage}"
     extra = {"stage": str(stage)} | ({"init_from": str(previous)} if previous else {})
-    assert _cli(workdir, overrides | extra, config=cfg) == 0
+    assert _cli(workdir, overrides | extra, config=CFG) == 0
+    workdirs[stage] = previous = workdir
+  return workdirs, overrides
+
+
+def test_progressive_stages_and_generation(stages, tmp_path, midi_folder):
+  workdirs, overrides = stages
+  cfg = CFG
+  for stage, workdir in workdirs.items():
     rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
     last = [r for r in rows if r.get("kind") == "epoch"][-1]
     assert np.isfinite(last["val/nll"]) and last["val/ppl"] > 1
@@ -100,8 +114,8 @@ def test_progressive_stages_and_generation(tmp_path, midi_folder, cache_dir):
       assert "val/kl" in last
     if stage == 3:
       assert "train/loss_d" in last and last["train/grad_norm_g"] > 0
-    previous = workdir
-  info = json.load(open(tmp_path / "stage1" / "jaxvae_run.json"))["data"]
+  previous = workdirs[3]
+  info = json.load(open(workdirs[1] / "jaxvae_run.json"))["data"]
   assert info["bad_files"] == 1 and info["bad"][0]["clip_id"] == "slow/broken.mid"
   assert (
     _cli(
@@ -154,7 +168,7 @@ def test_progressive_stages_and_generation(tmp_path, midi_folder, cache_dir):
   )
   assert (
     _cli(
-      tmp_path / "stage1",
+      workdirs[1],
       overrides | {"stage": "1"},
       mode="generate",
       config=cfg,
@@ -162,6 +176,132 @@ def test_progressive_stages_and_generation(tmp_path, midi_folder, cache_dir):
     )
     == 1
   )
+
+
+_RUN_EXPORTED = """
+import json, sys
+import numpy as np
+from jax import export
+out, work = sys.argv[1], sys.argv[2]
+meta = json.load(open(out + "/export.json"))
+fn = {
+  n: export.deserialize(open(f"{out}/{n}.jax_export", "rb").read())
+  for n in ("step", "sampler", "encoder")
+}
+inp = np.load(work + "/inputs.npz")
+mu, logvar = fn["encoder"].call(inp["windows"])
+prompt = np.full((2, 1), meta["tokens"]["start"], np.int32)
+one = np.float32(1.0)
+sampled = fn["sampler"].call(prompt, inp["z"], inp["key"], np.float32(0.9), one)
+greedy = fn["sampler"].call(prompt, inp["z"], inp["key"], np.float32(0.0), one)
+cache = [np.zeros([2 if d == "b" else d for d in c["shape"]], c["dtype"]) for c in meta["cache"]]
+ids, stepped = prompt, [prompt[:, 0]]
+for _ in range(meta["sampler"]["length"] - 1):  # greedy decoding, one step at a time
+  logits, *cache = fn["step"].call(ids, inp["z"], *cache)
+  logits = np.asarray(logits).copy()
+  logits[:, [meta["tokens"]["pad"], meta["tokens"]["start"]]] = -np.inf
+  ids = logits.argmax(-1).astype(np.int32)[:, None]
+  stepped.append(ids[:, 0])
+np.savez(work + "/got.npz", mu=mu, logvar=logvar, sampled=sampled, greedy=greedy,
+         stepped=np.stack(stepped, 1))
+assert "jaxvae" not in sys.modules
+"""
+
+
+def test_midi_api_and_export(stages, midi_folder, tmp_path):
+  """`jaxvae.load` on the MIDI stages: generation, encoding, interpolation and NLL agree with
+  the library's own paths; the exported step, sampler and encoder reproduce them in a
+  process without jaxvae; the MIDI blocks of docs/API.md run."""
+  import subprocess
+  import sys
+
+  import jax
+
+  import jaxvae
+  from jaxvae import errors
+  from jaxvae.losses import sequence
+  from jaxvae.modes import export
+  from jaxvae.sampling import tokens as tokens_lib
+
+  workdirs, _ = stages
+  a, b = (os.path.join(midi_folder, f) for f in ("fast/fast_0.mid", "slow/slow_1.mid"))
+  lm = jaxvae.load(str(workdirs[1]))
+  assert lm.stage == 1 and lm.latent_dim is None
+  windows = lm.tokens(a)
+  assert windows.shape[1] == 48 and windows[0, 0] == 1  # START opens the first window
+  # Stage 1's NLL is the token loss of the training objective over the piece's windows.
+  logits = lm.module.apply(lm.variables, windows[:, :-1], method=lm.module.decode_tokens)
+  terms = sequence.token_terms(logits, windows, np.ones(len(windows)))
+  assert lm.nll(a) == pytest.approx(float(terms["nll"]), rel=1e-5)
+  with pytest.raises(errors.ConfigError, match="stage 1 model"):
+    lm.encode_midi(a)
+  with pytest.raises(errors.ConfigError, match="MIDI model"):
+    lm.features("clip.wav")
+  with pytest.raises(errors.DataError, match="nope.mid"):
+    lm.nll(str(tmp_path / "nope.mid"))
+
+  mt = jaxvae.load(str(workdirs[3]))
+  assert mt.stage == 3 and mt.latent_dim == 66 and "MidiModel" in repr(mt)
+  piece = mt.generate(seed=3)
+  assert isinstance(piece, pretty_midi.PrettyMIDI)
+  z = np.random.default_rng(0).normal(size=(2, 66)).astype(np.float32)
+  rows = mt.generate_tokens(seed=3, z=z, temperature=0.9)
+  assert rows.shape == (2, 25)
+  np.testing.assert_array_equal(rows, mt.generate_tokens(seed=3, z=z, temperature=0.9))
+  assert len(mt.generate(seed=3, z=z)) == 2
+  mu, logvar = mt.encode_midi(a)
+  assert mu.shape == logvar.shape == (len(mt.tokens(a)), 66)
+  np.testing.assert_allclose(  # the CLI's interpolation encodes the same way
+    mu, tokens_lib.encode(mt.module, mt.variables, mt.tokens(a)), atol=1e-6
+  )
+  path = mt.interpolate_midi(a, b, steps=2, method="lerp", seed=1)  # batch 2: compiled above
+  assert len(path) == 2 and all(isinstance(p, pretty_midi.PrettyMIDI) for p in path)
+  nll = mt.nll(a, samples=2)
+  assert np.isfinite(nll) and nll > 0
+
+  # Export (into the run, as --mode=export does), then a fresh process without jaxvae.
+  out = workdirs[3] / "export"
+  out.mkdir()
+  meta = export.write(mt, str(out))
+  assert meta["files"] == ["step.jax_export", "sampler.jax_export", "encoder.jax_export"]
+  assert meta["kind"] == "tokens" and meta["sampler"]["length"] == 25
+  key = np.asarray(jax.random.split(jax.random.PRNGKey(5))[0])  # generate_tokens' own split
+  windows = mt.tokens(b)
+  np.savez(tmp_path / "inputs.npz", windows=windows, z=z, key=key)
+  proc = subprocess.run(
+    [sys.executable, "-c", _RUN_EXPORTED, str(out), str(tmp_path)], capture_output=True, text=True
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  got = np.load(tmp_path / "got.npz")
+  mu, logvar = mt.encode_midi(b)
+  np.testing.assert_allclose(got["mu"], mu, atol=1e-5)
+  np.testing.assert_allclose(got["logvar"], logvar, atol=1e-5)
+  sampled = mt.generate_tokens(seed=5, z=z, temperature=0.9, top_p=1.0)
+  np.testing.assert_array_equal(got["sampled"], sampled)
+  greedy = mt.generate_tokens(seed=5, z=z, temperature=0.0)
+  np.testing.assert_array_equal(got["greedy"], greedy)
+  np.testing.assert_array_equal(got["stepped"], greedy)
+
+  # docs/API.md's MIDI blocks, on these runs.
+  from test_api import docs_blocks
+
+  runs = tmp_path / "runs"
+  runs.mkdir()
+  os.symlink(workdirs[3], runs / "mt_stage3")
+  shutil.copy(a, tmp_path / "a.mid")
+  shutil.copy(b, tmp_path / "b.mid")
+  cwd = os.getcwd()
+  os.chdir(tmp_path)
+  try:
+    namespace: dict = {}
+    blocks = docs_blocks(lambda block: "mt_stage3" in block)
+    assert len(blocks) == 2
+    for block in blocks:
+      exec(compile(block, "docs/API.md", "exec"), namespace)  # noqa: S102 - the docs' code
+  finally:
+    os.chdir(cwd)
+  assert isinstance(namespace["piece"], pretty_midi.PrettyMIDI)
+  assert np.asarray(namespace["tokens"]).shape == (2, 25)
 
 
 def _store(cache, midi_folder, **overrides):

@@ -1,6 +1,6 @@
-"""`--mode=export`: the trained encoder and decoder as serialized `jax.export` artifacts
-(StableHLO, the weights inside) with a polymorphic batch dimension, plus `export.json`, into
-`DIR/export/`. They run in any process with jax and numpy, without jaxvae:
+"""`--mode=export`: the trained model as serialized `jax.export` artifacts (StableHLO, the
+weights inside) with a polymorphic batch dimension, plus `export.json`, into `DIR/export/`.
+They run in any process with jax and numpy, without jaxvae:
 
     import json, numpy as np, jax
     from jax import export
@@ -8,15 +8,30 @@
     enc = export.deserialize(open("DIR/export/encoder.jax_export", "rb").read())
     mu, logvar = enc.call(np.zeros((3, *meta["input_shape"]), np.float32))
 
-Inputs are normalized features (`export.json` has the feature settings and the normalization
-statistics needed to make them from audio). Audio VAEs: `encoder(x) -> (mu, logvar)`,
-`decoder(z[, label]) -> x` (a conditional model's decoder takes the class id of
-`export.json`'s `condition_label`, -1 for none). The VQ-VAE: `encoder(x) -> codes` (int32),
-`decoder(codes) -> x`. Exported for the platform of this process plus the CPU.
+What is exported, by family (each function's inputs and outputs are listed in
+`export.json`'s `functions`):
+- audio VAEs: `encoder(x) -> (mu, logvar)`, `decoder(z[, label]) -> x` (a conditional model's
+  decoder takes the class id of `export.json`'s `condition_label`, -1 for none); the
+  multimodal VAE's encoder also takes `lyrics [B, lyrics_dim]` and `lyrics_mask [B]` (0: no
+  lyrics), and `lyrics_decoder(z) -> lyrics`. Inputs are normalized features: `export.json`
+  has the feature settings and normalization statistics that make them from audio.
+- the VQ-VAE: `encoder(x) -> codes` (int32), `decoder(codes) -> x`.
+- the MIDI transformer: `step(tokens [B, 1][, z], *cache) -> (logits [B, vocab], *cache)`,
+  one KV-cached decoding step (the cache starts as zeros of the shapes in `export.json`),
+  and `sampler(prompt [B, P][, z], key, temperature, top_p) -> tokens [B, length]`, the whole
+  KV-cached nucleus/top-k sampling loop (`key`: a raw uint32[2] `jax.random.PRNGKey`);
+  stages 2-3 add `encoder(tokens [B, seq_len]) -> (mu, logvar)`.
+
+Exported for the platform of this process plus the CPU. With `--onnx` each function is also
+converted to ONNX with jax2onnx (optional: `pip install onnx onnx-ir onnxruntime` and
+`pip install --no-deps jax2onnx`) and checked with onnxruntime against JAX on a batch of 2;
+a function that does not convert is named in `export.json` with the converter's reason, and
+its StableHLO artifact works as always.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 import jax
@@ -25,103 +40,280 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae import api
-from jaxvae import errors
 from jaxvae import workdir as workdir_lib
 from jaxvae.data import store as store_lib
 from jaxvae.sampling import prior
+from jaxvae.sampling import tokens as tokens_lib
+from jaxvae.symbolic import midi
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+ONNX_TOLERANCE = 1e-4  # max |ONNX - JAX| accepted for a converted function
 
 
 def run(config, workdir: str, args) -> int:
-  del config, args  # the run's own config (from the workdir) is what gets exported
+  del config  # the run's own config (from the workdir) is what gets exported
   model = api.load(workdir)
   out_dir = os.path.join(workdir, "export")
   os.makedirs(out_dir, exist_ok=True)
-  meta = write(model, out_dir)
+  meta = write(model, out_dir, onnx=bool(getattr(args, "onnx", False)))
   print(
     f"wrote {', '.join(meta['files'])} and export.json to {out_dir} "
     f"({model.config.model.name}, step {model.step}, batch dimension polymorphic)"
   )
+  for name, result in meta.get("onnx", {}).items():
+    if "error" in result:
+      print(f"ONNX: {name} did not convert ({result['error']}); {name}.jax_export works")
   return 0
 
 
-def write(model, out_dir: str) -> dict:
-  """Exports `model` (an `api.AudioModel` or `api.VQModel`) into `out_dir`; returns the
-  content of `export.json`."""
+class Function:
+  """One exported function: arrays in, arrays out, with its inputs' abstract shapes (the
+  batch dimension symbolic) and the names of its inputs and outputs."""
+
+  def __init__(self, fn, specs, inputs, outputs):
+    self.fn, self.specs, self.inputs, self.outputs = fn, tuple(specs), list(inputs), outputs
+
+  def describe(self) -> dict:
+    return {
+      "inputs": [
+        {"name": n, "shape": [_dim(d) for d in s.shape], "dtype": str(np.dtype(s.dtype))}
+        for n, s in zip(self.inputs, self.specs)
+      ],
+      "outputs": self.outputs,
+    }
+
+
+def _dim(d):
+  return d if isinstance(d, int) else str(d)
+
+
+def write(model, out_dir: str, onnx: bool = False) -> dict:
+  """Exports `model` (from `jaxvae.load`) into `out_dir`; returns the content of
+  `export.json`."""
   (b,) = jax_export.symbolic_shape("b")
-  shape = tuple(model.spec.input_shape)
-  x_spec = jax.ShapeDtypeStruct((b, *shape), jnp.float32)
   # jax.export's names ('cuda', 'rocm', 'tpu', 'cpu'), not the backend's ('gpu').
   platforms = sorted({jax_export.default_export_platform(), "cpu"})
-  functions = _functions(model, b, x_spec)
+  functions, meta = (
+    _midi_functions(model, b) if isinstance(model, api.MidiModel) else _audio_functions(model, b)
+  )
   files = []
-  for name, (fn, specs) in functions.items():
-    exported = jax_export.export(jax.jit(fn), platforms=platforms)(*specs)
+  for name, f in functions.items():
+    exported = jax_export.export(jax.jit(f.fn), platforms=platforms)(*f.specs)
     path = os.path.join(out_dir, f"{name}.jax_export")
-    with workdir_lib.atomic_path(path) as tmp, open(tmp, "wb") as f:
-      f.write(exported.serialize())
+    with workdir_lib.atomic_path(path) as tmp, open(tmp, "wb") as out:
+      out.write(exported.serialize())
     files.append(os.path.basename(path))
-  d = model.config.data
-  cond = model.config.model.get("cond_label", "")
   meta = {
     "format_version": FORMAT_VERSION,
     "model": model.config.model.name,
     "step": model.step,
-    "kind": "vq" if isinstance(model, api.VQModel) else "gaussian",
+    **meta,
     "files": files,
+    "functions": {name: f.describe() for name, f in functions.items()},
     "platforms": platforms,
-    "input_shape": list(shape),
-    "input_dtype": "float32",
-    "latent_dim": getattr(model, "latent_dim", None),
-    "features": store_lib.feature_params(model.config),
-    "normalize": {"method": d.normalize, "stats": model.stats},
     "labels": {k: list(v) for k, v in model.spec.labels.items()},
-    "condition_label": cond or None,
     "jax_version": jax.__version__,
   }
+  if onnx:
+    meta["onnx"] = {name: _to_onnx(name, f, out_dir) for name, f in functions.items()}
   workdir_lib.write_json(os.path.join(out_dir, "export.json"), meta, indent=2)
   return meta
 
 
-def _functions(model, b, x_spec) -> dict:
-  """name -> (function of arrays only, its abstract inputs): the model's own pure functions
-  (`api.AudioModel.encode_fn` / `decode_fn`, `api.VQModel.codes_fn` / `decode_codes_fn`)
-  with the variables as constants and every label unknown but the conditioning one."""
-  variables, config = model.variables, model.config
-  if model.spec.lyrics_dim:
-    raise errors.ConfigError(
-      f"model '{config.model.name}' reads lyrics embeddings; --mode=export covers the "
-      "audio-only models and the VQ-VAE"
-    )
+def _audio_functions(model, b) -> tuple[dict, dict]:
+  """name -> Function: the model's own pure functions (`api.AudioModel.encode_fn` /
+  `decode_fn` / `decode_lyrics_fn`, `api.VQModel.codes_fn` / `decode_codes_fn`) with the
+  variables as constants and every label unknown but the conditioning one."""
+  variables, config, spec = model.variables, model.config, model.spec
+  shape = tuple(spec.input_shape)
+  x_spec = jax.ShapeDtypeStruct((b, *shape), jnp.float32)
   cond = config.model.get("cond_label", "")
+  d = config.data
+  meta = {
+    "kind": "vq" if isinstance(model, api.VQModel) else "gaussian",
+    "input_shape": list(shape),
+    "input_dtype": "float32",
+    "latent_dim": getattr(model, "latent_dim", None),
+    "features": store_lib.feature_params(config),
+    "normalize": {"method": d.normalize, "stats": model.stats},
+    "condition_label": cond or None,
+    "lyrics_dim": spec.lyrics_dim or None,
+  }
 
-  def batch_of(x, label=None):
-    batch = prior.label_batch(model.spec.labels, config, None, x.shape[0])
+  def batch_of(x, label=None, lyrics=None, lyrics_mask=None):
+    batch = prior.label_batch(spec.labels, config, None, x.shape[0])
     batch["x"] = x
     if cond and label is not None:
       batch[f"label_{cond}"] = label
+    if spec.lyrics_dim:
+      n = x.shape[0]
+      batch["lyrics"] = (
+        jnp.broadcast_to(jnp.float32(0), (n, spec.lyrics_dim)) if lyrics is None else lyrics
+      )
+      batch["lyrics_mask"] = (
+        jnp.broadcast_to(jnp.float32(0), (n,)) if lyrics_mask is None else lyrics_mask
+      )
     return batch
 
   if isinstance(model, api.VQModel):
-    codes = model.encode(np.zeros((1, *model.spec.input_shape), np.float32))
+    codes = model.encode(np.zeros((1, *shape), np.float32))
     code_spec = jax.ShapeDtypeStruct((b, *codes.shape[1:]), jnp.int32)
     return {
-      "encoder": (lambda x: model.codes_fn(variables, batch_of(x)), (x_spec,)),
-      "decoder": (lambda c: model.decode_codes_fn(variables, c), (code_spec,)),
-    }
+      "encoder": Function(
+        lambda x: model.codes_fn(variables, batch_of(x)), (x_spec,), ["x"], ["codes"]
+      ),
+      "decoder": Function(
+        lambda c: model.decode_codes_fn(variables, c), (code_spec,), ["codes"], ["x"]
+      ),
+    }, meta
 
   def zeros(z):
-    return jnp.zeros((z.shape[0], *model.spec.input_shape), jnp.float32)
+    return jnp.broadcast_to(jnp.float32(0), (z.shape[0], *shape))
 
   z_spec = jax.ShapeDtypeStruct((b, model.latent_dim), jnp.float32)
-  encoder = (lambda x: model.encode_fn(variables, batch_of(x)), (x_spec,))
-  if cond:
-    label_spec = jax.ShapeDtypeStruct((b,), jnp.int32)
-    decoder = (
-      lambda z, label: model.decode_fn(variables, z, batch_of(zeros(z), label)),
-      (z_spec, label_spec),
+  if spec.lyrics_dim:
+    lyr = jax.ShapeDtypeStruct((b, spec.lyrics_dim), jnp.float32)
+    encoder = Function(
+      lambda x, ly, m: model.encode_fn(variables, batch_of(x, lyrics=ly, lyrics_mask=m)),
+      (x_spec, lyr, jax.ShapeDtypeStruct((b,), jnp.float32)),
+      ["x", "lyrics", "lyrics_mask"],
+      ["mu", "logvar"],
     )
   else:
-    decoder = (lambda z: model.decode_fn(variables, z, batch_of(zeros(z))), (z_spec,))
-  return {"encoder": encoder, "decoder": decoder}
+    encoder = Function(
+      lambda x: model.encode_fn(variables, batch_of(x)), (x_spec,), ["x"], ["mu", "logvar"]
+    )
+  if cond:
+    decoder = Function(
+      lambda z, label: model.decode_fn(variables, z, batch_of(zeros(z), label)),
+      (z_spec, jax.ShapeDtypeStruct((b,), jnp.int32)),
+      ["z", f"label_{cond}"],
+      ["x"],
+    )
+  else:
+    decoder = Function(
+      lambda z: model.decode_fn(variables, z, batch_of(zeros(z))), (z_spec,), ["z"], ["x"]
+    )
+  functions = {"encoder": encoder, "decoder": decoder}
+  if spec.lyrics_dim:
+    functions["lyrics_decoder"] = Function(
+      lambda z: model.decode_lyrics_fn(variables, z), (z_spec,), ["z"], ["lyrics"]
+    )
+  return functions, meta
+
+
+def _midi_functions(model, b) -> tuple[dict, dict]:
+  """name -> Function of the MIDI transformer: the KV-cached `step`, the whole `sampler`
+  (`jaxvae.sampling.tokens`), and the `encoder` of stages 2-3."""
+  module, params = model.module, model.variables["params"]
+  cfg, g = module.cfg, model.config.generate
+  vae = cfg.is_vae
+  length = 1 + int(g.num_tokens)
+  z_spec = jax.ShapeDtypeStruct((b, cfg.latent_dim), jnp.float32) if vae else None
+  # The cache's layout: its leaves for batch 1, the batch axis then made symbolic.
+  ones = jnp.zeros((1, cfg.latent_dim), jnp.float32) if vae else None
+  shapes = jax.eval_shape(lambda: tokens_lib.init_cache(module, 1, length, ones))
+  leaves, treedef = jax.tree.flatten(shapes)
+  cache_specs = [jax.ShapeDtypeStruct((b, *s.shape[1:]) if s.ndim else (), s.dtype) for s in leaves]
+  cache_names = [
+    "cache/" + "/".join(str(getattr(k, "key", k)) for k in path)
+    for path, _ in jax.tree_util.tree_flatten_with_path(shapes)[0]
+  ]
+
+  def step(tokens, *rest):
+    z, leaves = (rest[0], rest[1:]) if vae else (None, rest)
+    cache = jax.tree.unflatten(treedef, leaves)
+    logits, cache = tokens_lib.decode_step(module, params, cache, tokens, z)
+    return (logits[:, 0].astype(jnp.float32), *jax.tree.leaves(cache))
+
+  tok1 = jax.ShapeDtypeStruct((b, 1), jnp.int32)
+  z_in = [z_spec] if vae else []
+  functions = {
+    "step": Function(
+      step,
+      (tok1, *z_in, *cache_specs),
+      ["tokens", *(["z"] if vae else []), *cache_names],
+      ["logits", *cache_names],
+    )
+  }
+  run = tokens_lib.sampler(module, length, int(g.top_k), vae)
+
+  def sample(prompt, *rest):
+    z = rest[0] if vae else jnp.zeros((), jnp.float32)
+    key, temperature, top_p = rest[-3:]
+    return run(params, prompt, z, key, temperature, top_p)
+
+  scalar = jax.ShapeDtypeStruct((), jnp.float32)
+  functions["sampler"] = Function(
+    sample,
+    (tok1, *z_in, jax.ShapeDtypeStruct((2,), jnp.uint32), scalar, scalar),
+    ["prompt", *(["z"] if vae else []), "key", "temperature", "top_p"],
+    ["tokens"],
+  )
+  if vae:
+    seq = jax.ShapeDtypeStruct((b, int(model.config.data.midi.seq_len)), jnp.int32)
+    functions["encoder"] = Function(
+      lambda t: module.apply({"params": params}, t, method=module.encode),
+      (seq,),
+      ["tokens"],
+      ["mu", "logvar"],
+    )
+  meta = {
+    "kind": "tokens",
+    "stage": model.stage,
+    "seq_len": int(model.config.data.midi.seq_len),
+    "latent_dim": model.latent_dim,
+    "vocab_size": int(cfg.vocab_size),
+    "tokens": {"pad": midi.PAD, "start": midi.START, "end": midi.END},
+    "sampler": {"length": length, "prompt_length": 1, "top_k": int(g.top_k)},
+    "cache": [
+      {"name": n, "shape": [_dim(d) for d in s.shape], "dtype": str(np.dtype(s.dtype))}
+      for n, s in zip(cache_names, cache_specs)
+    ],
+  }
+  return functions, meta
+
+
+def _to_onnx(name: str, f: Function, out_dir: str) -> dict:
+  """`name.onnx` from jax2onnx, checked with onnxruntime on a batch of 2 against JAX; or
+  {'error': why} (the converter's reason, or a mismatch beyond ONNX_TOLERANCE)."""
+  try:
+    from jax2onnx import to_onnx
+    import onnxruntime
+  except ImportError as e:
+    return {"error": f"jax2onnx and onnxruntime are needed ({e.name} is not installed)"}
+  specs = [
+    jax.ShapeDtypeStruct(tuple("b" if not isinstance(d, int) else d for d in s.shape), s.dtype)
+    for s in f.specs
+  ]
+  try:
+    proto = to_onnx(f.fn, specs, model_name=name, input_names=f.inputs)
+  except Exception as e:  # noqa: BLE001 - any converter failure is reported, not raised
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    logging.info("ONNX: %s did not convert: %s: %s", name, type(e).__name__, reason)
+    return {"error": f"{type(e).__name__}: {reason}"[:300]}
+  path = os.path.join(out_dir, f"{name}.onnx")
+  with workdir_lib.atomic_path(path) as tmp, open(tmp, "wb") as out:
+    out.write(proto.SerializeToString())
+  inputs = _example_inputs(f.specs)
+  session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+  got = session.run(None, {i.name: x for i, x in zip(session.get_inputs(), inputs)})
+  want = jax.tree.leaves(jax.jit(f.fn)(*inputs))
+  diff = max(float(np.max(np.abs(np.asarray(w, np.float64) - g))) for w, g in zip(want, got))
+  if not diff <= ONNX_TOLERANCE:
+    os.remove(path)
+    return {"error": f"onnxruntime differs from JAX by {diff:.3g} (> {ONNX_TOLERANCE})"}
+  return {"file": os.path.basename(path), "max_abs_diff": diff}
+
+
+def _example_inputs(specs) -> list[np.ndarray]:
+  """Inputs of batch 2 for checking a conversion: normal floats, small non-negative ints."""
+  rng = np.random.default_rng(0)
+  out = []
+  for s in specs:
+    shape = tuple(2 if not isinstance(d, int) else d for d in s.shape)
+    if np.issubdtype(s.dtype, np.floating):
+      out.append(rng.normal(size=shape).astype(s.dtype))
+    else:
+      out.append(rng.integers(0, 2, size=shape).astype(s.dtype))
+  return out

@@ -53,9 +53,9 @@ def label_batch(label_values, config, condition: str | None, n: int) -> dict:
   """The label inputs of `n` examples: every label unknown (-1) except the model's
   conditioning label, set to `condition` when given. `label_values` maps each label to its
   values (a store's or a DataSpec's); a condition the model cannot take is a ConfigError."""
-  batch = {"mask": jnp.ones((n,), jnp.float32)}
+  batch = {"mask": jnp.broadcast_to(jnp.float32(1.0), (n,))}
   for name in label_values:
-    batch[f"label_{name}"] = jnp.full((n,), -1, jnp.int32)
+    batch[f"label_{name}"] = jnp.broadcast_to(jnp.int32(-1), (n,))
   label = config.model.get("cond_label", "")
   if condition is not None:
     if not label:

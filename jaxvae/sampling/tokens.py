@@ -56,12 +56,14 @@ def decode_step(model: MusicTransformer, params, cache, tokens, z=None):
   return logits, updated["cache"]
 
 
-@functools.lru_cache(maxsize=32)
-def _generate_fn(model, batch_size, prompt_len, length, top_k, with_z):
-  """A jitted generator for one set of static arguments (cached: one compile per shape)."""
+def sampler(model: MusicTransformer, length: int, top_k: int, with_z: bool):
+  """The pure generator `run(params, prompt, z, rng, temperature, top_p) -> tokens [B,
+  length]`: the prompt `[B, P]` (P < length) kept, the rest sampled one position at a time
+  with the key/value cache (B is the prompt's, and may be symbolic under jax.export)."""
 
   def run(params, prompt, z, rng, temperature, top_p):
     zs = z if with_z else None
+    batch_size, prompt_len = prompt.shape
     cache = init_cache(model, batch_size, length, zs)
     tokens = jnp.zeros((batch_size, length), jnp.int32).at[:, :prompt_len].set(prompt)
 
@@ -79,7 +81,13 @@ def _generate_fn(model, batch_size, prompt_len, length, top_k, with_z):
     tokens, _ = jax.lax.fori_loop(0, length - 1, body, (tokens, cache))
     return tokens
 
-  return jax.jit(run)
+  return run
+
+
+@functools.lru_cache(maxsize=32)
+def _generate_fn(model, length, top_k, with_z):
+  """The jitted `sampler` for one set of static arguments (cached: one compile per shape)."""
+  return jax.jit(sampler(model, length, top_k, with_z))
 
 
 def generate(
@@ -115,7 +123,7 @@ def generate(
     z = jax.random.normal(z_rng, (batch_size, cfg.latent_dim), jnp.float32)
   if not cfg.is_vae and z is not None:
     raise ValueError("z is only meaningful for model.mode 'vae' or 'vaegan'")
-  fn = _generate_fn(model, batch_size, prompt.shape[1], length, int(top_k), z is not None)
+  fn = _generate_fn(model, length, int(top_k), z is not None)
   z = jnp.zeros((), jnp.float32) if z is None else jnp.asarray(z, jnp.float32)
   return fn(
     variables["params"], jnp.asarray(prompt), z, rng, jnp.float32(temperature), jnp.float32(top_p)
