@@ -134,6 +134,16 @@ class Model:
 class _AudioBase(Model):
   """Audio in, normalized features through the model, audio out."""
 
+  MIDI_ONLY = ("generate", "generate_tokens", "encode_midi", "interpolate_midi", "nll", "tokens")
+
+  def __getattr__(self, name: str):
+    if name in _AudioBase.MIDI_ONLY:
+      raise errors.ConfigError(
+        f"{name}: '{self.workdir}' holds an audio model ({self.config.model.name}), which "
+        "reads and writes spectrograms, not MIDI; use features, encode, decode, sample"
+      )
+    raise AttributeError(name)
+
   @property
   def sr(self) -> int:
     return int(self.config.data.sr)

@@ -25,6 +25,8 @@ def test_load_knows_its_run(model, short_run):
   assert jaxvae.load(short_run, which="latest").step == 4
   with pytest.raises(errors.ConfigError, match="which='newest'"):
     jaxvae.load(short_run, which="newest")
+  with pytest.raises(errors.ConfigError, match="audio model"):
+    model.encode_midi("a.mid")
   with pytest.raises(errors.CheckpointError, match="not a jaxvae workdir"):
     jaxvae.load(os.path.dirname(short_run))
 
@@ -285,3 +287,17 @@ def test_onnx_export_is_checked_against_jax(model, tmp_path):
   want_mu, want_logvar = model.encode(x)
   np.testing.assert_allclose(mu, want_mu, atol=1e-4)
   np.testing.assert_allclose(logvar, want_logvar, atol=1e-4)
+
+
+def test_api_speed_tool_times_every_function(model):
+  """tools/api_speed.py (the API's figures in BUILD_NOTES.md) on the short run."""
+  import sys
+
+  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+  import api_speed
+
+  records = api_speed.measure(model, batches=(2,), repeats=2)
+  assert [r["function"] for r in records] == ["encode", "exported encoder", "decode"]
+  for r in records:
+    assert r["first_s"] > 0 and r["steady_ms"] > 0 and r["examples_per_s"] > 0
+  assert "exported encoder" in api_speed.table(records)

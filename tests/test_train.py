@@ -110,6 +110,22 @@ def test_eval_mode_writes_metrics(trained, tiny_overrides):
   assert _cli(trained, tiny_overrides, mode="eval") == 0
   metrics = json.load(open(os.path.join(trained, "eval", "metrics.json")))
   assert np.isfinite(metrics["val"]["loss"])
+  # The IWAE estimate; its K-sample mean ELBO is the validation loss (KL weight 1 by now)
+  # up to the Gaussian's constant D/2 log pi and Monte Carlo noise.
+  lk = metrics["likelihood"]
+  assert lk["available"] and lk["iw_samples"] == 100 and lk["dims"] == 32 * 87
+  assert lk["nll_nats"] <= -lk["elbo_nats"] + 1e-3 and lk["iwae_gap_nats"] >= 0
+  assert lk["nll_bits_per_dim"] == pytest.approx(lk["nll_nats"] / (32 * 87 * np.log(2)))
+  const = 0.5 * 32 * 87 * np.log(np.pi)
+  assert -lk["elbo_nats"] - const == pytest.approx(metrics["val"]["loss"], rel=0.05)
+  usage = metrics["latent_usage"]
+  assert usage["latent_dim"] == 8 and 0 <= usage["active_units"] <= 8
+  assert len(usage["kl_per_dim"]) == 8 and sum(usage["kl_per_dim"]) > 0
+  # During training: active units per epoch, the per-dimension KL as a histogram.
+  rows = [json.loads(line) for line in open(os.path.join(trained, "metrics.jsonl"))]
+  assert all(0 <= r["val/active_units"] <= 8 for r in rows if r.get("kind") == "epoch")
+  kl_rows = [r["val/kl_per_dim"] for r in rows if "val/kl_per_dim" in r]
+  assert len(kl_rows) == 2 and len(kl_rows[-1]) == 8
   for label in ("genre", "language"):
     assert 0.0 <= metrics[label]["nmi"] <= 1.0
     assert label in metrics["baseline_pca_kmeans"]

@@ -168,10 +168,15 @@ def download() -> ml_collections.ConfigDict:
 
 
 def evaluation() -> ml_collections.ConfigDict:
-  """`--mode=eval`: latent plots and how many pieces token models generate."""
+  """`--mode=eval`: latent plots, the likelihood estimate, and how many pieces token models
+  generate."""
   c = ml_collections.ConfigDict()
   c.plots = "tsne,umap"  # 2-D latent plots in --mode=eval (umap needs umap-learn).
   c.num_generated = 8  # token models: pieces generated to compare with the data
+  # Gaussian-latent VAEs: posterior draws per validation example of the importance-weighted
+  # NLL estimate (IWAE bound; jaxvae.evaluators.likelihood), decoded iw_chunk at a time.
+  c.iw_samples = 100
+  c.iw_chunk = 16
   return c
 
 

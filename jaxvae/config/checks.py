@@ -69,6 +69,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     ("train.grad_accum_steps", 1),
     ("train.log_every_steps", 1),
     ("eval.num_generated", 1),
+    ("eval.iw_samples", 1),
+    ("eval.iw_chunk", 1),
     ("train.keep_checkpoints", 1),
     ("data.read_threads", 1),
     ("train.max_nonfinite_steps", 0),

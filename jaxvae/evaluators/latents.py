@@ -12,13 +12,15 @@ import numpy as np
 
 from jaxvae.data import pipeline
 from jaxvae.evaluators import clustering
+from jaxvae.evaluators import likelihood
 from jaxvae.evaluators import plots
 from jaxvae.evaluators.validation import Validation
+from jaxvae.training import metrics
 
 
 def encode_all(run, state, examples) -> dict[str, np.ndarray]:
   """Latent means (or latents), inputs and reconstructions of every real example, in order."""
-  keep = {"mu", "z", "recon", "assignments"}
+  keep = {"mu", "logvar", "z", "recon", "assignments"}
   chunks: dict[str, list] = {}
   for batch in pipeline.eval_batches(examples, run.config.train.batch_size):
     outputs = run.gather({k: v for k, v in run.forward(state, run.put(batch)).items() if k in keep})
@@ -55,6 +57,18 @@ class Latents:
     names = run.store.label_values
     latent = encoded.get("mu", encoded.get("z"))
     results = {"step": int(state.step), "val": Validation(run).run(state)}
+    if "mu" in encoded and "logvar" in encoded:
+      mu, logvar = encoded["mu"].astype(np.float64), encoded["logvar"].astype(np.float64)
+      sums = {
+        "kl": np.sum(0.5 * (mu**2 + np.exp(logvar) - 1.0 - logvar), axis=0),
+        "mu": mu.sum(0),
+        "mu2": (mu**2).sum(0),
+      }
+      results["latent_usage"] = metrics.latent_usage(sums, len(mu)) | {
+        "threshold": metrics.ACTIVE_THRESHOLD,
+        "examples": "every original clip",
+      }
+      results["likelihood"] = likelihood.Likelihood(run).run(state)
     if latent is not None and labels:
       results |= clustering.evaluate_latents(
         latent, labels, names, seed=config.seed, assignments=encoded.get("assignments")
@@ -82,12 +96,26 @@ class Latents:
     return results
 
   def scalars(self, results: dict) -> dict[str, float]:
-    """What goes to TensorBoard: nothing beyond the training run's own validation curves."""
-    del results
-    return {}
+    """What goes to TensorBoard under `eval/`: the likelihood estimate and active units."""
+    out = {}
+    lk = results.get("likelihood", {})
+    if lk.get("available"):
+      out |= {"eval/nll_nats": lk["nll_nats"], "eval/nll_bits_per_dim": lk["nll_bits_per_dim"]}
+      out["eval/elbo_nats"] = lk["elbo_nats"]
+    if "latent_usage" in results:
+      out["eval/active_units"] = float(results["latent_usage"]["active_units"])
+    return out
 
   def summary(self, results: dict) -> str:
     lines = [json.dumps({"val": results["val"]}, indent=2)]
+    lk, usage = results.get("likelihood", {}), results.get("latent_usage")
+    if lk.get("available"):
+      lines.append(
+        f"-log p(x) <= {lk['nll_nats']:.2f} nats ({lk['nll_bits_per_dim']:.4f} bits/dim; IWAE, "
+        f"K={lk['iw_samples']}, {lk['likelihood']}); ELBO {lk['elbo_nats']:.2f}"
+      )
+    if usage:
+      lines.append(f"active units {usage['active_units']} of {usage['latent_dim']}")
     for name, r in results.items():
       if isinstance(r, dict) and "nmi" in r and name != "baseline_pca_kmeans":
         lines.append(

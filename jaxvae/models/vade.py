@@ -75,6 +75,11 @@ class VaDE(vae.BasicVAE):
   def gmm(self) -> tuple[jax.Array, jax.Array, jax.Array]:
     return self.pi_logits, self.mu_c, self.logvar_c
 
+  def log_prior(self, z: jax.Array) -> jax.Array:
+    """log p(z) under the mixture, `[..., L]` -> `[...]` (the IWAE estimate's prior)."""
+    flat = z.reshape(-1, z.shape[-1]).astype(jnp.float32)
+    return jax.nn.logsumexp(log_joint(flat, *self.gmm()), axis=-1).reshape(z.shape[:-1])
+
   def sample_prior(self, n: int, cluster: int | None = None) -> jax.Array:
     """z ~ p(z) = sum_c pi_c N(mu_c, var_c) [n, L], or from one cluster's Gaussian.
 

@@ -54,7 +54,7 @@ def _summarize(collected: list[dict]) -> dict[str, Any]:
   weights = np.array([m["count"] for m in collected])
   out: dict[str, Any] = {}
   for key in collected[0]:
-    if key not in ("count", "counts"):
+    if key not in ("count", "counts", "latent"):
       out[key] = float(np.sum([m[key] * w for m, w in zip(collected, weights)]) / weights.sum())
   histograms = {}
   for key in collected[0]["counts"]:
@@ -64,9 +64,33 @@ def _summarize(collected: list[dict]) -> dict[str, Any]:
     out[f"{name}s_used"] = int(np.count_nonzero(total))
     out[f"{name}_perplexity"] = float(np.exp(-np.sum(p[p > 0] * np.log(p[p > 0]))))
     histograms[key] = total
+  if "latent" in collected[0]:
+    usage = latent_usage(
+      {k: np.sum([m["latent"][k] for m in collected], axis=0) for k in collected[0]["latent"]},
+      float(weights.sum()),
+    )
+    out["active_units"] = usage["active_units"]
+    histograms["kl_per_dim"] = np.asarray(usage["kl_per_dim"])
   if histograms:
     out["histograms"] = histograms
   return out
+
+
+ACTIVE_THRESHOLD = 0.01  # Burda et al.: a unit is active when Var_x(E_q[z_d]) > 0.01
+
+
+def latent_usage(sums: dict, n: float) -> dict[str, Any]:
+  """Active units and the per-dimension KL from `step.latent_sums` summed over `n` examples:
+  {'active_units', 'latent_dim', 'kl_per_dim', 'mu_variance'}."""
+  n = max(n, 1.0)
+  mean = np.asarray(sums["mu"], np.float64) / n
+  var = np.maximum(np.asarray(sums["mu2"], np.float64) / n - mean**2, 0.0)
+  return {
+    "active_units": int(np.sum(var > ACTIVE_THRESHOLD)),
+    "latent_dim": int(len(var)),
+    "kl_per_dim": (np.asarray(sums["kl"], np.float64) / n).tolist(),
+    "mu_variance": var.tolist(),
+  }
 
 
 def mean_metrics(rows: list[dict]) -> dict[str, float]:

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxvae.audio import augment
+from jaxvae.losses import divergence
 from jaxvae.training.state import TrainState
 from jaxvae.training.state import step_rngs
 
@@ -103,9 +104,25 @@ def make_eval_step(model, objective, kl_fn, config) -> Callable:
     _, metrics = objective(outputs, batch, kl_weight=kl_fn(state.step), config=config)
     # Histograms such as VQ code usage are summed over the split, not averaged.
     counts = {k: v for k, v in outputs.items() if k.endswith("_counts")}
-    return dict(metrics, count=jnp.sum(batch["mask"]), counts=counts)
+    out = dict(metrics, count=jnp.sum(batch["mask"]), counts=counts)
+    if outputs.get("mu") is not None and outputs.get("logvar") is not None:
+      out["latent"] = latent_sums(outputs["mu"], outputs["logvar"], batch["mask"])
+    return out
 
   return eval_step
+
+
+def latent_sums(mu, logvar, mask) -> dict[str, jax.Array]:
+  """Per latent dimension, summed over the real examples: the KL to N(0, 1) and the first two
+  moments of the posterior mean (the split's active units and per-dimension KL,
+  `training.metrics`)."""
+  w = mask.astype(jnp.float32)[:, None]
+  mu, logvar = mu.astype(jnp.float32), logvar.astype(jnp.float32)
+  return {
+    "kl": jnp.sum(w * divergence.gaussian_kl(mu, logvar), axis=0),
+    "mu": jnp.sum(w * mu, axis=0),
+    "mu2": jnp.sum(w * jnp.square(mu), axis=0),
+  }
 
 
 def make_forward(model) -> Callable:

@@ -138,7 +138,8 @@ class Writer:
     self.tb.add_image(tag, image, step, dataformats="HWC")
 
   def histogram(self, tag: str, counts: np.ndarray, step: int) -> None:
-    """A histogram of integer bins (e.g. codebook usage) as TensorBoard shows it."""
+    """Weights over integer bins as a TensorBoard histogram: codebook usage counts per code,
+    the KL per latent dimension."""
     counts = np.asarray(counts, np.float64)
     bins = np.arange(len(counts), dtype=np.float64)
     self.tb.add_histogram_raw(

@@ -28,6 +28,12 @@ def recon_terms(outputs, batch, config) -> tuple[jax.Array, jax.Array]:
   return recon, mse
 
 
+def recon_likelihood(config) -> str:
+  """The decoder likelihood `objective.recon` implies: 'bernoulli' for 'bce', else
+  'gaussian' (the sum of squared errors)."""
+  return "bernoulli" if config.objective.recon == "bce" else "gaussian"
+
+
 def elbo(outputs, batch, *, kl_weight, config):
   """Negative ELBO with a weighted KL (beta-VAE when the weight exceeds 1), free bits
   `kl.free_bits` nats per latent dimension; float32, averaged over real examples."""
@@ -45,5 +51,5 @@ def elbo(outputs, batch, *, kl_weight, config):
   }
 
 
-BASIC = Variant(vae.build_basic_vae, elbo)
-CONV = Variant(vae.build_conv_vae, elbo)
+BASIC = Variant(vae.build_basic_vae, elbo, likelihood=recon_likelihood)
+CONV = Variant(vae.build_conv_vae, elbo, likelihood=recon_likelihood)

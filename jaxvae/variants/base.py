@@ -15,6 +15,10 @@ def _no_checks(config) -> None:
   del config
 
 
+def _no_likelihood(config) -> None:
+  del config
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage:
   """A phase of training with its own objective (VaDE: autoencoder pretraining, then joint).
@@ -44,6 +48,9 @@ class Variant:
     scaling each parameter's update (VaDE's separate learning rate for the GMM).
   make_optimizer / make_train_step: optional replacements of the generic optimizer and
     step (the VAE-GAN's alternating generator / discriminator updates).
+  likelihood: config -> the decoder likelihood the objective implies ('gaussian',
+    'bernoulli'; `jaxvae.evaluators.likelihood`), or None where the objective is not a
+    normalized likelihood (no importance-weighted NLL is reported then).
   """
 
   build_model: Callable[..., Any]
@@ -54,6 +61,7 @@ class Variant:
   lr_multipliers: Callable[..., Any] | None = None
   make_optimizer: Callable[..., Any] | None = None  # (config, total, params, default) -> tx
   make_train_step: Callable[..., Any] | None = None  # (model, tx, obj, kl_fn, config, default)
+  likelihood: Callable[[Any], str | None] = _no_likelihood
 
   def stage_list(self, config) -> list[Stage]:
     if self.stages is not None:

@@ -123,4 +123,4 @@ def validate(config) -> None:
     raise ConfigError(f"config key 'model.lyrics_weight' is {weight!r}; expected a number >= 0")
 
 
-VARIANT = Variant(build, objective, validate=validate)
+VARIANT = Variant(build, objective, validate=validate, likelihood=audio_vae.recon_likelihood)

@@ -161,5 +161,10 @@ def stages(config) -> list[Stage]:
 
 
 VARIANT = Variant(
-  vade_model.build_vade, objective, validate=validate, stages=stages, lr_multipliers=lr_multipliers
+  vade_model.build_vade,
+  objective,
+  validate=validate,
+  stages=stages,
+  lr_multipliers=lr_multipliers,
+  likelihood=audio_vae.recon_likelihood,
 )
