@@ -288,3 +288,35 @@ def test_device_memory_is_summed_over_devices_and_peaks_kept():
   summary = monitor.summary()
   assert summary["device_peak_mb"] == 5  # the highest reading, not the last
   assert summary["mean_step_ms"] == pytest.approx(750) and summary["mean_samples_per_s"] == 12
+
+
+def test_best_checkpoint_follows_train_best_metric(tmp_path, short_overrides, capsys):
+  """best/ holds the epoch with the best value of `train.best_metric` in its direction (here
+  the highest validation KL, which the loss would never pick for that reason); a metric the
+  model does not report is one ConfigError before any training."""
+  from jaxvae.training import metrics
+
+  assert metrics.best_direction("accuracy") == "max" and metrics.best_direction("val/nmi") == "max"
+  assert metrics.best_direction("recon_mse") == "min" and metrics.best_direction("ppl") == "min"
+  assert metrics.best_direction("recon_mse", "max") == "max"
+  assert metrics.improves(2.0, 1.0, True, "max") and not metrics.improves(2.0, 1.0, True, "min")
+  assert metrics.improves(5.0, 1.0, False, "min") and not metrics.improves(
+    np.nan, 1.0, False, "min"
+  )
+
+  overrides = dict(
+    short_overrides, **{"train.best_metric": "val/kl", "train.best_direction": "max"}
+  )
+  assert _cli(tmp_path / "kl", overrides) == 0
+  rows = [json.loads(line) for line in open(tmp_path / "kl" / "metrics.jsonl")]
+  epochs = [r for r in rows if r.get("kind") == "epoch"]
+  best = max(epochs, key=lambda r: r["val/kl"])
+  step, _ = _params(str(tmp_path / "kl"), "best")
+  assert step == best["step"]
+
+  bad = dict(short_overrides, **{"train.best_metric": "recon_msee"})
+  capsys.readouterr()
+  assert _cli(tmp_path / "bad", bad) == 1
+  err = capsys.readouterr().err
+  assert "train.best_metric" in err and "recon_mse" in err and "Traceback" not in err
+  assert not (tmp_path / "bad" / "checkpoints").exists()

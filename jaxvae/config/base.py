@@ -12,6 +12,7 @@ from typing import Any
 
 import ml_collections
 
+BEST_DIRECTIONS = ("auto", "min", "max")
 DTYPES = ("float32", "bfloat16", "float16")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "warmup_cosine", "plateau")
@@ -218,7 +219,12 @@ def training() -> ml_collections.ConfigDict:
   c.plateau_accumulation = 1  # each the mean over this many steps.
   c.clip_norm = 0.5
   c.grad_accum_steps = 1
-  c.patience = 15  # early stopping on validation loss; 0 disables.
+  # The validation metric that picks the best checkpoint (best/) and drives early stopping:
+  # any metric the objective reports ('loss', 'recon_mse', 'nll', ...); its direction is
+  # 'min', 'max', or 'auto' (max for accuracies and other scores, min otherwise).
+  c.best_metric = "loss"
+  c.best_direction = "auto"
+  c.patience = 15  # early stopping on train.best_metric; 0 disables.
   c.log_every_steps = 10
   c.checkpoint_every_steps = 0  # 0: at the end of every epoch only.
   c.keep_checkpoints = 3

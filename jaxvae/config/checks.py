@@ -16,6 +16,7 @@ from jaxvae.errors import ConfigError
 # Keys whose value is one of a fixed set.
 CHOICES = {
   "dtype": base.DTYPES,
+  "train.best_direction": base.BEST_DIRECTIONS,
   "train.optimizer": base.OPTIMIZERS,
   "train.lr_schedule": base.LR_SCHEDULES,
   "kl.schedule": base.KL_SCHEDULES,

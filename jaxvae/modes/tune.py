@@ -25,6 +25,7 @@ from jaxvae import workdir as workdir_lib
 from jaxvae.errors import ConfigError
 from jaxvae.evaluators import report as report_lib
 from jaxvae.training import loop
+from jaxvae.training import metrics as metrics_lib
 from jaxvae.variants import registry
 
 KINDS = ("uniform", "loguniform", "int", "choice")
@@ -96,8 +97,14 @@ def _objective(spec, base_overrides, space, config, workdir, optuna):
     params = suggest(trial, space)
     trial_cfg, _ = trial_config(spec, base_overrides, params, config.tune.epochs)
 
+    # The study minimizes train.best_metric, negated where higher is better.
+    name = metrics_lib.best_metric_name(trial_cfg)
+    sign = (
+      -1.0 if metrics_lib.best_direction(name, trial_cfg.train.best_direction) == "max" else 1.0
+    )
+
     def report(record):
-      trial.report(record["val/loss"], record["epoch"])
+      trial.report(sign * record[f"val/{name}"], record["epoch"])
       faults.point("tune.trial")
       if trial.should_prune():
         raise optuna.TrialPruned()
@@ -113,7 +120,7 @@ def _objective(spec, base_overrides, space, config, workdir, optuna):
     except errors.DivergedError as e:  # a normal outcome of a search, not the study's end
       logging.warning("Trial %d diverged: %s", trial.number, e)
       return float("nan")  # Optuna records a NaN value as a failed trial
-    return meta.best_val
+    return sign * meta.best_val
 
   return objective
 

@@ -73,6 +73,30 @@ def _weights_from(run: Run, config) -> TrainState:
   return jax.device_put(state, mesh_lib.replicated(run.mesh))
 
 
+def _check_best_metric(run: Run) -> None:
+  """`train.best_metric` must be a validation metric of every stage's objective (traced on
+  an example batch, nothing compiled): a typo fails before training, not after an epoch."""
+  batch = run.spec.example_batch(run.config.train.batch_size)
+  for eval_step in run.eval_steps:
+    out = jax.eval_shape(eval_step, run.state, batch)
+    metrics_lib.check_best_metric(
+      run.config, [k for k in out if k not in ("count", "counts", "latent")]
+    )
+
+
+def _follow_best_metric(meta: RunMeta, config) -> None:
+  """A resumed run whose `train.best_metric` changed chooses its best checkpoint anew."""
+  name = metrics_lib.best_metric_name(config)
+  if meta.best_metric != name:
+    logging.info(
+      "train.best_metric is now %r (was %r): the best checkpoint is chosen anew from the next "
+      "evaluation on",
+      name,
+      meta.best_metric,
+    )
+    meta.best_val, meta.best_step, meta.bad_epochs, meta.best_metric = math.inf, -1, 0, name
+
+
 def _train(config, workdir, progress, epoch_hooks, epoch_callback) -> RunMeta:
   phases = timing.Phases()
   try:
@@ -93,6 +117,9 @@ def _train_timed(config, workdir, progress, epoch_hooks, epoch_callback, phases)
     jax.process_count(),
     config.train.batch_size,
   )
+  if metrics_lib.best_metric_name(config) != "loss":  # every objective reports 'loss'
+    with phases("setup"):
+      _check_best_metric(run)
   main_process = multihost.is_main_process()
   if main_process:
     writer_lib.mark_workdir(workdir, config, run.store)
@@ -113,7 +140,8 @@ def _train_timed(config, workdir, progress, epoch_hooks, epoch_callback, phases)
         logging.info("Resumed from step %d in %s", int(state.step), workdir)
       else:
         state = _weights_from(run, config) if config.init_from else run.state
-        meta = RunMeta()
+        meta = RunMeta(best_metric=metrics_lib.best_metric_name(config))
+    _follow_best_metric(meta, config)
     if main_process:  # rows of steps this run redoes (or a torn line) would appear twice
       workdir_lib.repair_metrics(os.path.join(workdir, "metrics.jsonl"), int(state.step))
     writer = (writer_lib.Writer if main_process else writer_lib.NullWriter)(
@@ -307,9 +335,12 @@ class _Loop:
       for name, counts in histograms.items():
         self.writer.histogram(f"val/{name}", counts, step)
     faults.point("epoch.logged")
-    val_loss = val_metrics["loss"]
-    if val_loss < meta.best_val - 1e-12:
-      meta.best_val, meta.best_step, meta.bad_epochs = val_loss, step, 0
+    name = meta.best_metric
+    metrics_lib.check_best_metric(config, val_metrics)
+    value = val_metrics[name]
+    direction = metrics_lib.best_direction(name, config.train.best_direction)
+    if metrics_lib.improves(value, meta.best_val, meta.best_step >= 0, direction):
+      meta.best_val, meta.best_step, meta.bad_epochs = value, step, 0
       with self.phases("checkpoints"):
         self.ckpts.save_best(step, state, meta)
     else:
@@ -318,13 +349,17 @@ class _Loop:
         meta.stage_stopped = True
         meta.stopped_early = stage == len(run.stages) - 1
         logging.info(
-          "Early stopping at epoch %d: no improvement for %d epochs", epoch, meta.bad_epochs
+          "Early stopping at epoch %d: val %s did not improve for %d epochs",
+          epoch,
+          name,
+          meta.bad_epochs,
         )
     logging.info(
-      "epoch %d: train loss %.5g, val loss %.5g (best %.5g)",
+      "epoch %d: train loss %.5g, val loss %.5g%s (best %.5g)",
       epoch,
       train_metrics.get("loss", float("nan")),
-      val_loss,
+      val_metrics["loss"],
+      "" if name == "loss" else f", val {name} {value:.5g}",
       meta.best_val,
     )
     with self.phases("reports"):

@@ -76,6 +76,47 @@ def _summarize(collected: list[dict]) -> dict[str, Any]:
   return out
 
 
+# Validation metrics where higher is better (train.best_direction='auto'); the rest are
+# losses, errors, divergences and perplexities.
+MAXIMIZED = ("accuracy", "acc", "nmi", "ari", "purity", "f1", "precision", "recall")
+MAXIMIZED += ("active_units", "codes_used", "code_perplexity", "silhouette")
+
+
+def best_direction(name: str, setting: str = "auto") -> str:
+  """'min' or 'max' for the validation metric `name` under `train.best_direction`."""
+  if setting != "auto":
+    return setting
+  leaf = name.split("/")[-1]
+  return "max" if any(leaf == m or leaf.endswith("_" + m) for m in MAXIMIZED) else "min"
+
+
+def improves(value: float, best: float, has_best: bool, direction: str) -> bool:
+  """Whether `value` beats `best` (by more than 1e-12) in `direction`; any finite value
+  beats no best at all."""
+  if not np.isfinite(value):
+    return False
+  if not has_best:
+    return True
+  return value < best - 1e-12 if direction == "min" else value > best + 1e-12
+
+
+def best_metric_name(config) -> str:
+  """`train.best_metric` without a 'val/' prefix."""
+  name = str(config.train.best_metric)
+  return name[len("val/") :] if name.startswith("val/") else name
+
+
+def check_best_metric(config, names) -> None:
+  """A ConfigError unless `train.best_metric` is one of the validation metrics `names`."""
+  name = best_metric_name(config)
+  if name not in names:
+    raise errors.ConfigError(
+      f"config key 'train.best_metric' is {config.train.best_metric!r}, which model "
+      f"'{config.model.name}' does not report; its validation metrics are "
+      f"{', '.join(sorted(names))}"
+    )
+
+
 ACTIVE_THRESHOLD = 0.01  # Burda et al.: a unit is active when Var_x(E_q[z_d]) > 0.01
 
 

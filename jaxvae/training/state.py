@@ -76,8 +76,9 @@ class RunMeta:
   stage_epochs: int = 0  # epochs completed in the current stage
   stage_started: bool = False  # its on_start hook has run
   stage_stopped: bool = False  # early stopping ended it
-  best_val: float = math.inf  # best validation loss of the current stage
-  best_step: int = -1
+  best_val: float = math.inf  # best value of train.best_metric in the current stage
+  best_step: int = -1  # -1: no best yet
+  best_metric: str = "loss"  # the validation metric best_val is a value of
   bad_epochs: int = 0  # epochs in a row without improvement
   history: list[dict] = dataclasses.field(default_factory=list)  # one record per epoch
   stopped_early: bool = False  # early stopping ended the run (its last stage)

@@ -284,14 +284,15 @@ def finish(
   faults.point("finish")
   tb = SummaryWriter(os.path.join(workdir, "tb"))
   best = float(meta.best_val)
-  final = {"hparam/best_val_loss": best} if math.isfinite(best) else {}
+  name = getattr(meta, "best_metric", "loss")
+  final = {f"hparam/best_val_{name}": best} if math.isfinite(best) else {}
   if history:
     final["hparam/epochs"] = float(history[-1]["epoch"])
   try:
     tb.add_hparams(_flat_config(config), final, name="hparams")
   finally:
     tb.close()
-  logging.info("Run finished: best validation loss %.5g at step %d", meta.best_val, meta.best_step)
+  logging.info("Run finished: best val %s %.5g at step %d", name, meta.best_val, meta.best_step)
   extra = {}
   if resources:
     logging.info("Resources: %s", ", ".join(f"{k} {v}" for k, v in resources.items()))
