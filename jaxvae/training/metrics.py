@@ -69,8 +69,10 @@ def _summarize(collected: list[dict]) -> dict[str, Any]:
       {k: np.sum([m["latent"][k] for m in collected], axis=0) for k in collected[0]["latent"]},
       float(weights.sum()),
     )
-    out["active_units"] = usage["active_units"]
-    histograms["kl_per_dim"] = np.asarray(usage["kl_per_dim"])
+    kl = np.asarray(usage["kl_per_dim"])
+    if np.all(np.isfinite(kl)):  # a diverged state has neither (its epoch is reported as such)
+      out["active_units"] = usage["active_units"]
+      histograms["kl_per_dim"] = kl
   if histograms:
     out["histograms"] = histograms
   return out
