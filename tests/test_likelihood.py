@@ -118,3 +118,28 @@ def test_active_units_and_kl_per_dimension():
   m, lv = mu[:-4], logvar[:-4]
   np.testing.assert_allclose(kl, (0.5 * (m**2 + np.exp(lv) - 1 - lv)).mean(0), rtol=1e-5)
   assert kl[2] == pytest.approx(0.0, abs=1e-9) and kl[0] > kl[1] > 0
+
+
+def test_spectral_distances_undo_the_normalization():
+  """LSD and spectral convergence in feature units: a reconstruction 3 dB above the input
+  everywhere is 3 dB away whatever the normalization the model saw; identical is 0."""
+  import ml_collections
+
+  from jaxvae.data import store as store_lib
+  from jaxvae.evaluators import reconstruction
+
+  rng = np.random.default_rng(3)
+  db = rng.uniform(-60.0, 0.0, size=(4, 8, 10))
+  stats = {"mean": -30.0, "std": 12.0, "min_mean": -80.0, "max_mean": 0.0}
+  for method in ("global", "none"):
+    config = ml_collections.ConfigDict(
+      {"data": {"normalize": method, "scale": "db", "feature": "mel"}}
+    )
+    x = store_lib.normalize_features(db, stats, method)
+    louder = store_lib.normalize_features(db + 3.0, stats, method)
+    out = reconstruction.evaluate(x, louder, stats, config)
+    assert out["lsd_db"] == pytest.approx(3.0, rel=1e-6)
+    # Magnitudes 10^(3/20) times larger: the relative error is that factor minus one.
+    assert out["spectral_convergence"] == pytest.approx(10 ** (3 / 20) - 1, rel=1e-6)
+    assert reconstruction.evaluate(x, x, stats, config)["lsd_db"] == pytest.approx(0.0, abs=1e-9)
+    assert "exact" in out["units"]

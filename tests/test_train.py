@@ -121,6 +121,9 @@ def test_eval_mode_writes_metrics(trained, tiny_overrides):
   usage = metrics["latent_usage"]
   assert usage["latent_dim"] == 8 and 0 <= usage["active_units"] <= 8
   assert len(usage["kl_per_dim"]) == 8 and sum(usage["kl_per_dim"]) > 0
+  rec = metrics["reconstruction"]
+  assert rec["lsd_db"] > 0 and 0 < rec["spectral_convergence"] < 10 and "exact" in rec["units"]
+  assert rec["split"] == "validation" and rec["examples"] == lk["examples"] > 0
   # During training: active units per epoch, the per-dimension KL as a histogram.
   rows = [json.loads(line) for line in open(os.path.join(trained, "metrics.jsonl"))]
   assert all(0 <= r["val/active_units"] <= 8 for r in rows if r.get("kind") == "epoch")

@@ -14,6 +14,7 @@ from jaxvae.data import pipeline
 from jaxvae.evaluators import clustering
 from jaxvae.evaluators import likelihood
 from jaxvae.evaluators import plots
+from jaxvae.evaluators import reconstruction
 from jaxvae.evaluators.validation import Validation
 from jaxvae.training import metrics
 
@@ -69,6 +70,11 @@ class Latents:
         "examples": "every original clip",
       }
       results["likelihood"] = likelihood.Likelihood(run).run(state)
+    val = encode_all(run, state, run.val_examples)
+    if "recon" in val:
+      results["reconstruction"] = reconstruction.evaluate(
+        val["x"], val["recon"], run.store.manifest["stats"], config
+      ) | {"split": "validation"}
     if latent is not None and labels:
       results |= clustering.evaluate_latents(
         latent, labels, names, seed=config.seed, assignments=encoded.get("assignments")
@@ -104,6 +110,10 @@ class Latents:
       out["eval/elbo_nats"] = lk["elbo_nats"]
     if "latent_usage" in results:
       out["eval/active_units"] = float(results["latent_usage"]["active_units"])
+    rec = results.get("reconstruction", {})
+    if rec.get("lsd_db") is not None:
+      out["eval/lsd_db"] = rec["lsd_db"]
+      out["eval/spectral_convergence"] = rec["spectral_convergence"]
     return out
 
   def summary(self, results: dict) -> str:
@@ -116,6 +126,12 @@ class Latents:
       )
     if usage:
       lines.append(f"active units {usage['active_units']} of {usage['latent_dim']}")
+    rec = results.get("reconstruction", {})
+    if rec.get("lsd_db") is not None:
+      lines.append(
+        f"reconstruction: LSD {rec['lsd_db']:.2f} dB, spectral convergence "
+        f"{rec['spectral_convergence']:.3f} ({rec['units']})"
+      )
     for name, r in results.items():
       if isinstance(r, dict) and "nmi" in r and name != "baseline_pca_kmeans":
         lines.append(

@@ -22,6 +22,15 @@ def to_feature_units(x: np.ndarray, store, config) -> np.ndarray:
   )
 
 
+def to_power(x: np.ndarray, stats: dict, config) -> np.ndarray:
+  """Normalized mel features -> mel power (normalization and the dB / log1p scale undone;
+  per-clip min-max is undone with the training set's mean range)."""
+  units = store_lib.denormalize(np.asarray(x, np.float64), stats, config.data.normalize)
+  if config.data.scale == "log1p":
+    return np.expm1(np.maximum(units, 0.0))
+  return np.asarray(features.db_to_power(units))
+
+
 def features_to_audio(
   x: np.ndarray, store, config, n_iter: int = 32, inverse: str = "nnls", length: int | None = None
 ) -> np.ndarray:
@@ -32,12 +41,7 @@ def features_to_audio(
     raise ConfigError(
       f"config key 'data.feature' is '{d.feature}': only mel features can be turned back into audio"
     )
-  units = to_feature_units(x, store, config)
-  power = (
-    np.expm1(np.maximum(units, 0.0))
-    if d.scale == "log1p"
-    else np.asarray(features.db_to_power(units))
-  )
+  power = to_power(x, store.manifest["stats"], config)
   return features.mel_to_audio(
     power,
     sr=d.sr,
