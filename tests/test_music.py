@@ -138,6 +138,9 @@ def test_progressive_stages_and_generation(stages, tmp_path, midi_folder):
   assert sum(data["pitch_class_histogram"]) == pytest.approx(1.0)
   assert data["polyphony"] >= 1 and data["note_density"] > 0 and data["pitch_range"] > 0
   assert gen["pieces"] == 3 and len(m["generation"]["files"]) == 3
+  rec = m["reconstruction"]  # stage 3 has a latent: note-level scores of reconstructions
+  assert rec["windows"] > 0 and rec["token_accuracy_teacher_forced"] == m["val"]["accuracy"]
+  assert all(0.0 <= rec[k] <= 1.0 for k in ("precision", "recall", "f1", "f1_offset"))
   if gen["empty"] < gen["pieces"]:  # an untrained model may emit no note at all
     assert 0 <= m["distance"]["pitch_class_js"] <= 1
     assert 0 <= m["distance"]["overlap_area"]["polyphony"] <= 1

@@ -174,6 +174,7 @@ def evaluation() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.plots = "tsne,umap"  # 2-D latent plots in --mode=eval (umap needs umap-learn).
   c.num_generated = 8  # token models: pieces generated to compare with the data
+  c.num_reconstructed = 32  # MIDI VAEs: validation windows decoded for note precision / recall
   # Gaussian-latent VAEs: posterior draws per validation example of the importance-weighted
   # NLL estimate (IWAE bound; jaxvae.evaluators.likelihood), decoded iw_chunk at a time.
   c.iw_samples = 100

@@ -71,6 +71,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     ("train.log_every_steps", 1),
     ("eval.num_generated", 1),
     ("eval.iw_samples", 1),
+    ("eval.num_reconstructed", 1),
     ("eval.iw_chunk", 1),
     ("train.keep_checkpoints", 1),
     ("data.read_threads", 1),

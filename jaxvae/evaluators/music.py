@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from jaxvae.evaluators import notes
 from jaxvae.evaluators.validation import Validation
 from jaxvae.sampling import tokens
 from jaxvae.symbolic import stats as music_stats
@@ -31,12 +32,17 @@ def tensorboard_scalars(music: dict) -> dict[str, float]:
       if k in music_stats.SCALARS and v is not None
     }
   out |= {f"eval/distance_{k}": v for k, v in music["distance"].items() if isinstance(v, float)}
+  rec = music.get("reconstruction", {})
+  out |= {
+    f"eval/recon_note_{k}": rec[k] for k in ("precision", "recall", "f1") if rec.get(k) is not None
+  }
   return out
 
 
 class MusicStatistics:
-  """`run(state)` -> {"step", "val", "generated", "data", "distance", "generation", "note"}
-  (docs/ARCHITECTURE.md, "Token models in eval and generate")."""
+  """`run(state)` -> {"step", "val", "generated", "data", "distance", "generation", "note"},
+  and for stages 2-3 "reconstruction" (`evaluators.notes`) (docs/ARCHITECTURE.md, "Token
+  models in eval and generate")."""
 
   def __init__(self, job, out_dir: str):
     self.job = job  # a `training.builder.Run`
@@ -50,8 +56,14 @@ class MusicStatistics:
     generated = tokens.sample(run, state, config, n, config.seed)
     files = tokens.write_midi(generated, os.path.join(self.out_dir, "samples"))
     g = config.generate
+    extra = {}
+    if run.model.cfg.is_vae:  # stages 2-3: reconstructions at the note level
+      extra["reconstruction"] = notes.evaluate(
+        run, state, data_windows(run), config.eval.num_reconstructed
+      ) | {"token_accuracy_teacher_forced": val.get("accuracy")}
     return {
       "step": int(state.step),
+      **extra,
       "val": val,
       **music_stats.compare(list(generated), list(data_windows(run))),
       "generation": {
@@ -93,4 +105,10 @@ def _summary(results: dict) -> str:
   lines.append(
     f"  pitch classes: JS {_fmt(dist['pitch_class_js'])}  L1 {_fmt(dist['pitch_class_l1'])}"
   )
+  rec = results.get("reconstruction")
+  if rec:
+    lines.append(
+      f"reconstructions ({rec['windows']} windows): note precision {_fmt(rec['precision'])}  "
+      f"recall {_fmt(rec['recall'])}  F1 {_fmt(rec['f1'])}  (with offsets {_fmt(rec['f1_offset'])})"
+    )
   return "\n".join(lines)
