@@ -89,6 +89,13 @@ def parse_args(argv: list[str]):
   parser.add_argument("--strength", type=float, default=1.0, help="generate: --attribute scale")
   parser.add_argument("--input", default=None, help="generate: the audio file --attribute moves")
   parser.add_argument(
+    "--prior",
+    default="model",
+    choices=("model", "gmm"),
+    help="generate (audio VAEs): sample the model's prior, or a Gaussian mixture fitted to "
+    "the training posteriors (eval.gmm_components components)",
+  )
+  parser.add_argument(
     "--onnx",
     action="store_true",
     help="export: also convert each function to ONNX (needs jax2onnx and onnxruntime)",
@@ -99,6 +106,8 @@ def parse_args(argv: list[str]):
       parser.error(f"--{flag} is an option of --mode=generate")
   if args.onnx and args.mode != "export":
     parser.error("--onnx is an option of --mode=export")
+  if args.prior != "model" and args.mode != "generate":
+    parser.error("--prior is an option of --mode=generate")
   args.overrides = loading.overrides_from_args(parser, rest)
   return args
 

@@ -121,6 +121,11 @@ def test_eval_mode_writes_metrics(trained, tiny_overrides):
   usage = metrics["latent_usage"]
   assert usage["latent_dim"] == 8 and 0 <= usage["active_units"] <= 8
   assert len(usage["kl_per_dim"]) == 8 and sum(usage["kl_per_dim"]) > 0
+  sq = metrics["sample_quality"]
+  assert sq["available"] and sq["embedding"].startswith("bands16")
+  for key in ("prior", "prior_gmm", "reconstructions"):
+    assert sq[key]["frechet"] >= 0 and np.isfinite(sq[key]["mmd2"]) and sq[key]["n_reference"] > 1
+  assert sq["prior"]["n"] == 256 and sq["prior"]["prior"] == "N(0, I)"
   rec = metrics["reconstruction"]
   assert rec["lsd_db"] > 0 and 0 < rec["spectral_convergence"] < 10 and "exact" in rec["units"]
   assert rec["split"] == "validation" and rec["examples"] == lk["examples"] > 0
@@ -226,6 +231,12 @@ def test_generate_from_the_prior_writes_audio(trained, tiny_overrides):
   y, sr = sf.read(os.path.join(gen, "prior_01.wav"))
   assert sr == 22050 and abs(len(y) - 22050) <= 512 and np.abs(y).max() > 0
   assert os.path.exists(os.path.join(gen, "prior.png"))
+  # The post-hoc prior: a mixture fitted to the training posteriors.
+  extra = ["--num_samples=2", "--prior=gmm"]
+  assert _cli(trained, tiny_overrides, mode="generate", extra=extra) == 0
+  record = json.load(open(os.path.join(gen, "prior_gmm.json")))
+  assert record["prior"] == "gmm" and record["gmm_components"] >= 1
+  assert np.load(os.path.join(gen, "prior_gmm_01.npy")).shape == (32, 87)
 
 
 def test_conditional_generation(tmp_path, tiny_overrides, capsys):

@@ -179,6 +179,14 @@ def evaluation() -> ml_collections.ConfigDict:
   # NLL estimate (IWAE bound; jaxvae.evaluators.likelihood), decoded iw_chunk at a time.
   c.iw_samples = 100
   c.iw_chunk = 16
+  # Audio VAEs: Fréchet and kernel distances of num_samples generated spectrograms to the
+  # validation clips in an embedding ('bands': eval.embedding_bands log-mel band statistics;
+  # or 'module:function'), for the prior and for a gmm_components-Gaussian mixture fitted to
+  # the training posteriors (jaxvae.evaluators.sample_quality).
+  c.embedding = "bands"
+  c.embedding_bands = 16
+  c.num_samples = 256
+  c.gmm_components = 10
   return c
 
 

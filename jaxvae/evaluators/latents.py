@@ -15,6 +15,7 @@ from jaxvae.evaluators import clustering
 from jaxvae.evaluators import likelihood
 from jaxvae.evaluators import plots
 from jaxvae.evaluators import reconstruction
+from jaxvae.evaluators import sample_quality
 from jaxvae.evaluators.validation import Validation
 from jaxvae.training import metrics
 
@@ -75,6 +76,10 @@ class Latents:
       results["reconstruction"] = reconstruction.evaluate(
         val["x"], val["recon"], run.store.manifest["stats"], config
       ) | {"split": "validation"}
+      if "mu" in val and "latent_dim" in config.model:
+        results["sample_quality"] = sample_quality.SampleQuality(run).run(
+          state, val["x"], val["recon"]
+        )
     if latent is not None and labels:
       results |= clustering.evaluate_latents(
         latent, labels, names, seed=config.seed, assignments=encoded.get("assignments")
@@ -110,6 +115,11 @@ class Latents:
       out["eval/elbo_nats"] = lk["elbo_nats"]
     if "latent_usage" in results:
       out["eval/active_units"] = float(results["latent_usage"]["active_units"])
+    sq = results.get("sample_quality", {})
+    if sq.get("available"):
+      for key in ("prior", "prior_gmm", "reconstructions"):
+        out[f"eval/frechet_{key}"] = sq[key]["frechet"]
+        out[f"eval/mmd2_{key}"] = sq[key]["mmd2"]
     rec = results.get("reconstruction", {})
     if rec.get("lsd_db") is not None:
       out["eval/lsd_db"] = rec["lsd_db"]
@@ -126,6 +136,13 @@ class Latents:
       )
     if usage:
       lines.append(f"active units {usage['active_units']} of {usage['latent_dim']}")
+    sq = results.get("sample_quality", {})
+    if sq.get("available"):
+      for key in ("prior", "prior_gmm", "reconstructions"):
+        lines.append(
+          f"{key}: Fréchet {sq[key]['frechet']:.2f}  MMD^2 {sq[key]['mmd2']:.4f}  "
+          f"(n={sq[key]['n']}, {sq['embedding']})"
+        )
     rec = results.get("reconstruction", {})
     if rec.get("lsd_db") is not None:
       lines.append(

@@ -1,5 +1,7 @@
 """`--mode=generate`: new spectrograms from the prior, optionally conditioned on a label value
-(`--condition`), written as `.npy`, PNG, and Griffin-Lim audio (WAV) under `DIR/generate/`.
+(`--condition`), written as `.npy`, PNG, and Griffin-Lim audio (WAV) under `DIR/generate/`;
+`--prior=gmm` samples a Gaussian mixture fitted to the training posteriors instead
+(`<tag>_gmm_XX`).
 Token models write MIDI instead: `sample_XX.mid` (+ the tokens as `.npy`) sampled with the
 KV-cached sampler (from the prior in VAE stages), or with `--interpolate=a.mid,b.mid` (stages 2
 and 3) `interp_XX.mid` decoded from `generate.interpolation_steps` latents on the line between
@@ -40,6 +42,8 @@ def run(config, workdir: str, args) -> int:
   out_dir = os.path.join(workdir, "generate")
   os.makedirs(out_dir, exist_ok=True)
   if config.data.kind == "midi":
+    if args.prior != "model":
+      raise ConfigError("--prior=gmm is for audio VAEs (a MIDI model samples its own prior)")
     if interpolate is not None:
       record = interpolate_lib.write_interpolation(
         job, state, config, paths, windows, out_dir, seed
@@ -53,8 +57,11 @@ def run(config, workdir: str, args) -> int:
     files = tokens.write_midi(tokens.sample(job, state, config, num_samples, seed), out_dir)
     print(f"wrote {len(files)} MIDI files to {out_dir}")
     return 0
-  specs = prior.sample(job, state, config, condition, num_samples, seed)
-  tag = condition or "prior"
+  gmm = None
+  if args.prior == "gmm":  # the post-hoc prior: a mixture fitted to the training posteriors
+    gmm = prior.fit_posterior_gmm(job, state, config.eval.gmm_components, seed)
+  specs = prior.sample(job, state, config, condition, num_samples, seed, gmm=gmm)
+  tag = (condition or "prior") + ("_gmm" if gmm is not None else "")
   written = []
   for i, x in enumerate(specs):
     stem = os.path.join(out_dir, f"{tag}_{i:02d}")
@@ -73,6 +80,8 @@ def run(config, workdir: str, args) -> int:
       "condition": condition,
       "num_samples": num_samples,
       "seed": seed,
+      "prior": "gmm" if gmm is not None else "model",
+      **({"gmm_components": int(gmm.n_components)} if gmm is not None else {}),
       "files": written,
       "step": int(state.step),
     },

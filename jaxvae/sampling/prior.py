@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae.audio import features
+from jaxvae.data import pipeline
 from jaxvae.data import store as store_lib
 from jaxvae.errors import ConfigError
 
@@ -77,18 +78,44 @@ def label_batch(label_values, config, condition: str | None, n: int) -> dict:
   return batch
 
 
-def sample(run, state, config, condition: str | None, n: int, seed: int) -> np.ndarray:
-  """Decodes z ~ N(0, I) to normalized spectrograms [n, n_mels, frames]."""
+def sample(run, state, config, condition: str | None, n: int, seed: int, gmm=None) -> np.ndarray:
+  """Decodes z ~ the model's prior (N(0, I); VaDE: its mixture), or ~ `gmm` (a fitted
+  `fit_posterior_gmm`), to normalized spectrograms [n, n_mels, frames]."""
   if not hasattr(run.model, "decode") or "latent_dim" not in config.model:
     raise ConfigError(f"model '{config.model.name}' has no Gaussian prior to sample from")
   batch = label_batch(run.store.label_values, config, condition, n)
   variables = {"params": state.params, **state.model_state}
   key = jax.random.PRNGKey(seed)
-  if hasattr(run.model, "sample_prior"):  # e.g. VaDE: its prior is the learned GMM
+  if gmm is not None:
+    gmm.random_state = seed
+    z = jnp.asarray(gmm.sample(n)[0], jnp.float32)
+    z = z[np.random.default_rng(seed).permutation(n)]  # sklearn orders draws by component
+  elif hasattr(run.model, "sample_prior"):  # e.g. VaDE: its prior is the learned GMM
     z = run.model.apply(variables, n, method=run.model.sample_prior, rngs={"sample": key})
   else:
     z = jax.random.normal(key, (n, config.model.latent_dim))
   return np.asarray(_decoder(run.model)(variables, z, batch))
+
+
+def fit_posterior_gmm(run, state, components: int, seed: int):
+  """A post-hoc prior: a Gaussian mixture (full covariances, sklearn) fitted to the posterior
+  means of the original training clips (as pythae's GMM sampler), to sample with
+  `sample(..., gmm=)`."""
+  from sklearn.mixture import GaussianMixture
+
+  train = pipeline.Examples(
+    run.store,
+    run.store.indices("train", augmented=False),
+    run.config.data.normalize,
+    run.train_examples.lyrics,
+  )
+  means = []
+  for batch in pipeline.eval_batches(train, run.config.train.batch_size):
+    mu = run.gather(run.forward(state, run.put(batch))["mu"])
+    means.append(np.asarray(mu, np.float64)[batch["mask"] > 0])
+  mu = np.concatenate(means)
+  k = max(1, min(int(components), len(mu) // 2))
+  return GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=seed).fit(mu)
 
 
 @functools.lru_cache(maxsize=16)
