@@ -29,8 +29,8 @@ def test_frechet_matches_the_closed_form():
 
 
 def test_mmd_matches_the_gaussian_closed_form():
-  """For N(m_a, s_a^2 I) and N(m_b, s_b^2 I) in d dimensions and the kernel
-  exp(-|x-y|^2 / 2h^2): E k = (h^2 / (h^2 + s^2 + t^2))^(d/2) exp(-|m - n|^2 / 2(h^2 + s^2 + t^2))."""
+  """For N(m, s^2 I) and N(n, t^2 I) in d dimensions and the kernel exp(-|x-y|^2 / 2h^2):
+  E k = (h^2 / v)^(d/2) exp(-|m - n|^2 / 2v) with v = h^2 + s^2 + t^2."""
   rng = np.random.default_rng(1)
   d, h, n = 2, 1.5, 3000
   ma, mb, s_a, s_b = np.zeros(d), np.array([1.0, 0.5]), 1.0, 0.7
