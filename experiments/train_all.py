@@ -6,10 +6,14 @@
 
 Models: basic, conv, beta, cvae_language, cvae_genre, vade, multimodal. Each trains in
 `DIR/<model>` with the one trainer (re-running resumes; a finished model is not retrained),
-then `--mode=eval` clusters its latent means against every label column. The table
-`DIR/comparison.{csv,md}` has parameters, checkpoint size, epochs, best validation loss, wall
-time and nmi_/ari_ per label, plus a PCA + k-means baseline row on the same features, so it
-shows whether a VAE helps. A conditional model whose label is missing from the data is
+then `--mode=eval` clusters its latent means against every label column and measures it. The
+table `DIR/comparison.{csv,md}` has parameters, checkpoint size, epochs, best validation value
+(each model's own objective: not comparable), wall time, nmi_/ari_ per label, plus a PCA +
+k-means baseline row on the same features, so it shows whether a VAE helps; and the measures
+that do compare (`MEASURES`, explained by `NOTE` under the table): the IWAE NLL, active
+units, log-spectral distance and spectral convergence of reconstructions, and Fréchet / MMD
+distances of prior, GMM-prior and reconstructed spectrograms to the validation clips.
+`DIR/comparison.png` charts them. A conditional model whose label is missing from the data is
 reported as skipped with the reason; so is the multimodal model when no lyrics model is
 available offline.
 """
@@ -35,7 +39,6 @@ from jaxvae.data import dataset  # noqa: E402
 from jaxvae.data import lyrics  # noqa: E402
 from jaxvae.evaluators import report  # noqa: E402
 from jaxvae.modes import evaluate  # noqa: E402
-from jaxvae.modes import summary  # noqa: E402
 from jaxvae.training import compile_cache  # noqa: E402
 from jaxvae.training import loop  # noqa: E402
 from jaxvae.training.state import init_variables  # noqa: E402
@@ -171,9 +174,10 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
     "parameters": summary_params,
     "checkpoint_bytes": _dir_size(os.path.join(workdir, "best")),
     "epochs": info["epochs"],
-    "best_val_loss": info["best_val"],
+    "best_val": info["best_val"],
     "wall_s": info["wall_s"],
   }
+  row |= measures(metrics)
   for label, m in metrics.items():
     if isinstance(m, dict) and "nmi" in m and label != "baseline_pca_kmeans":
       row[f"nmi_{label}"] = m["nmi"]
@@ -183,12 +187,56 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
   return row
 
 
+# The measures of `--mode=eval` that compare across these models (see NOTE).
+MEASURES = (
+  "nll_nats",
+  "nll_bits_per_dim",
+  "active_units",
+  "lsd_db",
+  "spectral_conv",
+  "frechet_prior",
+  "frechet_gmm",
+  "frechet_recon",
+  "mmd2_prior",
+  "mmd2_gmm",
+)
+NOTE = (
+  "Comparable across these models (same features, same validation clips): lsd_db and "
+  "spectral_conv (reconstruction error in dB / relative magnitude after undoing each model's "
+  "normalization), frechet_* and mmd2_* (one embedding, the same sample counts: prior "
+  "samples, GMM-prior samples, and reconstructions as each model's floor), active_units (of "
+  "each model's latent_dim), NMI/ARI. nll_nats (IWAE) compares between models with the same "
+  "decoder likelihood on the same normalized features; the conditional models' is p(x | "
+  "label) and the multimodal model's uses audio only. best_val is each model's own objective "
+  "and does not compare."
+)
+
+
+def measures(metrics: dict) -> dict:
+  """The comparable measures of one model's eval metrics.json (None where it has none)."""
+  lk = metrics.get("likelihood", {})
+  usage, rec = metrics.get("latent_usage", {}), metrics.get("reconstruction", {})
+  sq = metrics.get("sample_quality", {})
+  out = {
+    "nll_nats": lk.get("nll_nats"),
+    "nll_bits_per_dim": lk.get("nll_bits_per_dim"),
+    "active_units": f"{usage['active_units']}/{usage['latent_dim']}" if usage else None,
+    "lsd_db": rec.get("lsd_db"),
+    "spectral_conv": rec.get("spectral_convergence"),
+  }
+  if sq.get("available"):
+    for key, name in (("prior", "prior"), ("prior_gmm", "gmm"), ("reconstructions", "recon")):
+      out[f"frechet_{name}"] = sq[key]["frechet"]
+      if name != "recon":
+        out[f"mmd2_{name}"] = sq[key]["mmd2"]
+    out["_embedding"] = sq["embedding"]
+  return out
+
+
 def _param_count(config) -> int:
   spec = dataset.spec_from_config(config)
   model = registry.get(config.model.name).build_model(config.model, spec, dtype=config.dtype)
-  v = jax.eval_shape(
-    lambda: init_variables(model, summary.dummy_batch(spec), jax.random.PRNGKey(0))
-  )
+  v = jax.eval_shape(lambda: init_variables(model, spec.example_batch(), jax.random.PRNGKey(0)))
   return int(sum(x.size for x in jax.tree.leaves(v["params"])))
 
 
@@ -203,8 +251,9 @@ def write_table(rows, out_dir) -> list[str]:
         base_row[f"nmi_{label}"] = baseline[label]["nmi"]
         base_row[f"ari_{label}"] = baseline[label]["ari"]
     trained = trained + [base_row]
-  cols = ["model", "parameters", "checkpoint_bytes", "epochs", "best_val_loss", "wall_s"]
+  cols = ["model", "parameters", "checkpoint_bytes", "epochs", "best_val", "wall_s"]
   cols += [f"{m}_{label}" for label in labels for m in ("nmi", "ari")]
+  cols += list(MEASURES)
   with open(os.path.join(out_dir, "comparison.csv"), "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
@@ -212,6 +261,8 @@ def write_table(rows, out_dir) -> list[str]:
   fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
   lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
   lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in trained]
+  embedding = next((r["_embedding"] for r in trained if r.get("_embedding")), None)
+  lines.append(f"\n{NOTE}" + (f" Embedding: {embedding}." if embedding else ""))
   for r in rows:
     if "skipped" in r:
       lines.append(f"\nskipped {r['model']}: {r['skipped']}")
@@ -238,6 +289,31 @@ def plot_curves(rows, out_dir) -> None:
   fig.savefig(os.path.join(out_dir, "training_curves.png"))
 
 
+def plot_measures(rows, out_dir) -> None:
+  """`comparison.png`: one bar chart per comparable measure, a bar per model."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  trained = [r for r in rows if "skipped" not in r]
+  names = [k for k in ("lsd_db", "spectral_conv", "frechet_prior", "frechet_gmm", "frechet_recon")]
+  names += sorted(k for r in trained for k in r if k.startswith("nmi_"))
+  names = list(dict.fromkeys(n for n in names if any(isinstance(r.get(n), float) for r in trained)))
+  if not names:
+    return
+  cols = min(4, len(names))
+  fig = Figure(figsize=(3.2 * cols, 2.8 * (-(-len(names) // cols))), layout="constrained")
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(-(-len(names) // cols), cols, squeeze=False).ravel()
+  for ax, name in zip(axes, names):
+    values = [r.get(name) if isinstance(r.get(name), float) else float("nan") for r in trained]
+    ax.bar(range(len(trained)), values, color="tab:blue")
+    ax.set_xticks(range(len(trained)), [r["model"] for r in trained], rotation=60, fontsize=7)
+    ax.set_title(name, fontsize=9)
+  for ax in axes[len(names) :]:
+    ax.set_visible(False)
+  fig.savefig(os.path.join(out_dir, "comparison.png"), dpi=100)
+
+
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -252,6 +328,7 @@ def main(argv=None) -> int:
       rows.append(train_one(name, config_file, args, _overrides(args), out_dir))
   lines = write_table(rows, out_dir)
   plot_curves(rows, out_dir)
+  plot_measures(rows, out_dir)
   print("\n".join(lines))
   return 0
 

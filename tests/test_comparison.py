@@ -1,0 +1,68 @@
+"""experiments/train_all.py's table and chart from eval results (no training here)."""
+
+import json
+import os
+import sys
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
+import train_all  # noqa: E402
+
+
+def _metrics(lsd, frechet, nmi):
+  sq = {"frechet": frechet, "mmd2": 0.1, "n": 256, "n_reference": 24}
+  return {
+    "likelihood": {"available": True, "nll_nats": 3500.0, "nll_bits_per_dim": 1.8},
+    "latent_usage": {"active_units": 5, "latent_dim": 8},
+    "reconstruction": {"lsd_db": lsd, "spectral_convergence": 0.5},
+    "sample_quality": {
+      "available": True,
+      "embedding": "bands16 (...)",
+      "prior": sq,
+      "prior_gmm": dict(sq, frechet=frechet / 2),
+      "reconstructions": dict(sq, frechet=frechet / 4),
+    },
+    "genre": {"nmi": nmi, "ari": nmi},
+    "baseline_pca_kmeans": {"genre": {"nmi": 0.5, "ari": 0.4}},
+  }
+
+
+def test_table_reports_the_comparable_measures_and_says_what_compares(tmp_path):
+  rows = []
+  for name, lsd, fd, nmi in (("basic", 12.0, 900.0, 0.6), ("conv", 10.0, 700.0, 0.9)):
+    m = _metrics(lsd, fd, nmi)
+    row = {"model": name, "parameters": 10, "best_val": 1.0, "_history": [], "_baseline": {}}
+    row |= train_all.measures(m)
+    row |= {"nmi_genre": m["genre"]["nmi"], "ari_genre": m["genre"]["ari"]}
+    rows.append(row)
+  rows[0]["_baseline"] = _metrics(0, 0, 0)["baseline_pca_kmeans"]
+  rows.append({"model": "multimodal", "skipped": "no lyrics model"})
+  lines = train_all.write_table(rows, str(tmp_path))
+  header = lines[0]
+  for col in ("lsd_db", "frechet_prior", "frechet_gmm", "frechet_recon", "nll_nats", "nmi_genre"):
+    assert col in header
+  conv = next(line for line in lines if line.startswith("| conv"))
+  assert "| 10 |" in conv and "| 700 |" in conv and "| 350 |" in conv and "5/8" in conv
+  text = (tmp_path / "comparison.md").read_text()
+  assert "does not compare" in text and "bands16" in text and "skipped multimodal" in text
+  assert "pca_kmeans_baseline" in text
+  train_all.plot_measures(rows, str(tmp_path))
+  assert (tmp_path / "comparison.png").stat().st_size > 1000
+
+
+def test_param_count_builds_without_data():
+  from jaxvae.variants import registry
+
+  config = registry.load_config(
+    os.path.join(ROOT, "configs", "conv_vae.py:small"), {"model.latent_dim": "8"}
+  )
+  assert train_all._param_count(config) > 1000
+
+
+def test_rows_have_every_measure():
+  """Every column of MEASURES comes out of `measures` (the keys it reads are the ones
+  --mode=eval writes: tests/test_train.py checks those on a real run)."""
+  row = train_all.measures(_metrics(1.0, 2.0, 0.5))
+  assert set(train_all.MEASURES) <= set(row)
+  json.dumps(row)
