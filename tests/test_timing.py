@@ -32,7 +32,8 @@ def test_phases_count_every_second_once_and_compilation_apart():
   assert 0.05 <= summary["evaluation_s"] < 0.05 + summary["compile_s"]
   assert 0.05 <= summary["checkpoints_s"] < 0.1
   parts = sum(summary[f"{p}_s"] for p in timing.PHASES) + summary["compile_s"]
-  assert parts == pytest.approx(summary["total_s"], abs=2e-3)
+  # Each figure is rounded to the millisecond: the sum may be off by half a ms per figure.
+  assert parts == pytest.approx(summary["total_s"], abs=5e-4 * (len(timing.PHASES) + 2))
   first = summary["epochs"][0]
   assert first["compile"] == pytest.approx(summary["compile_s"], abs=1e-3)
   assert len(summary["epochs"]) == 1
