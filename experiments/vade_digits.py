@@ -215,7 +215,8 @@ def main(argv=None) -> dict[str, float]:
 
   raw = KMeans(10, n_init=10, random_state=args.seed).fit_predict(x.reshape(len(x), -1))
   results = {"kmeans_pixels": analysis.cluster_metrics(y, raw)}
-  runs = [train_once(args, config, x, y, args.seed * 1000 + r) for r in range(args.restarts)]
+  # Restart 0 is the single run of `--seed` (as without --restarts); the others are new seeds.
+  runs = [train_once(args, config, x, y, args.seed + 1000 * r) for r in range(args.restarts)]
   for r, run in enumerate(runs):
     if args.restarts > 1:
       print(

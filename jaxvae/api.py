@@ -48,8 +48,9 @@ WHICH = ("best", "latest")
 
 
 def load(workdir: str, which: str = "best"):
-  """The trained model of `workdir` at its best (lowest validation loss) or latest
-  checkpoint. Raises CheckpointError / ConfigError / DataError with one clear message."""
+  """The trained model of `workdir` at its best (`train.best_metric`, by default the lowest
+  validation loss) or latest checkpoint. Raises CheckpointError / ConfigError / DataError
+  with one clear message."""
   if which not in WHICH:
     raise errors.ConfigError(f"which={which!r}; expected one of {', '.join(WHICH)}")
   info = _run_info(workdir)

@@ -106,8 +106,10 @@ def parse_args(argv: list[str]):
       parser.error(f"--{flag} is an option of --mode=generate")
   if args.onnx and args.mode != "export":
     parser.error("--onnx is an option of --mode=export")
-  if args.prior != "model" and args.mode != "generate":
-    parser.error("--prior is an option of --mode=generate")
+  if args.prior != "model" and (args.mode != "generate" or args.interpolate or args.attribute):
+    parser.error(
+      "--prior is an option of --mode=generate when sampling (not --interpolate or --attribute)"
+    )
   args.overrides = loading.overrides_from_args(parser, rest)
   return args
 

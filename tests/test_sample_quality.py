@@ -59,3 +59,22 @@ def test_band_embedding_reads_level_spread_and_movement():
   np.testing.assert_allclose(louder[:, 8:], e[:, 8:], rtol=1e-4, atol=1e-4)  # the rest do not
   still = sq.band_statistics(np.full((1, 32, 20), -30.0), 8)
   assert np.allclose(still[:, 8:], 0.0)
+
+
+def test_a_bad_embedding_setting_is_one_config_error():
+  import os
+
+  from conftest import ROOT
+  from jaxvae import errors
+  from jaxvae.variants import registry
+
+  spec = os.path.join(ROOT, "configs", "conv_vae.py:small")
+  with pytest.raises(errors.ConfigError, match="eval.embedding"):
+    registry.load_config(spec, {"eval.embedding": "vggish"})
+  config = registry.load_config(spec, {"eval.embedding": "numpy:ones_like"})
+  name, fn = sq.embedding_fn(config)
+  stats = {"mean": 0.0, "std": 1.0}
+  assert name == "numpy:ones_like" and fn(np.zeros((3, 4, 5)), stats).shape == (3, 20)
+  config = registry.load_config(spec, {"eval.embedding": "numpy:sum"})
+  with pytest.raises(errors.ConfigError, match="returned shape"):
+    sq.embedding_fn(config)[1](np.zeros((3, 4, 5)), stats)

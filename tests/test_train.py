@@ -317,6 +317,10 @@ def test_best_checkpoint_follows_train_best_metric(tmp_path, short_overrides, ca
   assert metrics.improves(5.0, 1.0, False, "min") and not metrics.improves(
     np.nan, 1.0, False, "min"
   )
+  # The usage figures `evaluate` derives are metrics too (checked before training).
+  out = {"loss": 0, "count": 0, "counts": {"code_counts": 0}, "latent": {}}
+  names = {"loss", "codes_used", "code_perplexity", "active_units"}
+  assert set(metrics.split_metric_names(out)) == names
 
   overrides = dict(
     short_overrides, **{"train.best_metric": "val/kl", "train.best_direction": "max"}

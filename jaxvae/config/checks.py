@@ -56,6 +56,11 @@ def integer(config, key: str, low: int) -> None:
 def validate(config: ml_collections.ConfigDict) -> None:
   """The keys every run has; raises ConfigError naming the key. A variant's own keys are
   checked by its module (`jaxvae.variants.registry.check`)."""
+  embedding = str(config.eval.embedding)
+  if embedding != "bands" and not all(embedding.partition(":")[::2]):
+    raise ConfigError(
+      f"config key 'eval.embedding' is {embedding!r}; expected 'bands' or 'module:function'"
+    )
   for key, allowed in CHOICES.items():
     choice(config, key, allowed)
   for key in ("train.lr", "data.seconds"):

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 
+import jax
 import numpy as np
 
 from jaxvae.data import pipeline
@@ -18,6 +19,7 @@ from jaxvae.evaluators import reconstruction
 from jaxvae.evaluators import sample_quality
 from jaxvae.evaluators.validation import Validation
 from jaxvae.training import metrics
+from jaxvae.training import step as step_lib
 
 
 def encode_all(run, state, examples) -> dict[str, np.ndarray]:
@@ -35,9 +37,11 @@ def encode_all(run, state, examples) -> dict[str, np.ndarray]:
 
 class Latents:
   """`--mode=eval` of audio models. `run(state)` -> {"step", "val": validation metrics, <label>:
-  clustering metrics of every original clip's latent by that label, "baseline_pca_kmeans"},
-  and writes the 2-D maps (`eval.plots`), the projector files and a reconstruction grid under
-  `out_dir`."""
+  clustering metrics of every original clip's latent by that label, "baseline_pca_kmeans",
+  and for Gaussian latents "latent_usage" (active units; KL per dimension to N(0, 1), also
+  for VaDE, whose prior is its mixture), "likelihood" (IWAE), "reconstruction" (LSD, spectral
+  convergence) and "sample_quality" (Fréchet / MMD)}, and writes the 2-D maps (`eval.plots`),
+  the projector files and a reconstruction grid under `out_dir`."""
 
   def __init__(self, job, out_dir: str):
     self.job = job  # a `training.builder.Run`
@@ -60,12 +64,8 @@ class Latents:
     latent = encoded.get("mu", encoded.get("z"))
     results = {"step": int(state.step), "val": Validation(run).run(state)}
     if "mu" in encoded and "logvar" in encoded:
-      mu, logvar = encoded["mu"].astype(np.float64), encoded["logvar"].astype(np.float64)
-      sums = {
-        "kl": np.sum(0.5 * (mu**2 + np.exp(logvar) - 1.0 - logvar), axis=0),
-        "mu": mu.sum(0),
-        "mu2": (mu**2).sum(0),
-      }
+      mu, logvar = encoded["mu"], encoded["logvar"]
+      sums = jax.device_get(step_lib.latent_sums(mu, logvar, np.ones(len(mu), np.float32)))
       results["latent_usage"] = metrics.latent_usage(sums, len(mu)) | {
         "threshold": metrics.ACTIVE_THRESHOLD,
         "examples": "every original clip",

@@ -16,9 +16,9 @@ Embeddings (`eval.embedding`):
 The Fréchet distance is that of Gaussians fitted to the two embedded sets (FAD's formula):
 |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2). The kernel distance is the
 unbiased MMD^2 with a Gaussian kernel whose bandwidth is the median pairwise distance of the
-pooled sets (KAD's choice). Both depend on the embedding and on the number of samples: every
-number here names its embedding and its sample counts, and compares only with numbers that
-share them.
+reference set (one kernel for every model and sampler measured against it). Both depend on
+the embedding and on the number of samples: every number here names its embedding and its
+sample counts, and compares only with numbers that share them.
 """
 
 from __future__ import annotations
@@ -60,9 +60,10 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
   )
 
 
-def median_bandwidth(a: np.ndarray, b: np.ndarray) -> float:
-  """The median pairwise Euclidean distance of the pooled rows (at least 1e-6)."""
-  x = jnp.asarray(np.concatenate([a, b]), jnp.float32)
+def median_bandwidth(reference: np.ndarray) -> float:
+  """The median pairwise Euclidean distance of the reference rows (at least 1e-6): one
+  kernel for every set measured against the same reference."""
+  x = jnp.asarray(reference, jnp.float32)
   d = jnp.sqrt(jnp.maximum(_sq_dists(x, x), 0.0))
   upper = d[jnp.triu_indices(len(x), 1)]
   return max(float(jnp.median(upper)), 1e-6)
@@ -93,7 +94,7 @@ def _mmd2(a, b, bandwidth):
 
 def distances(a: np.ndarray, b: np.ndarray) -> dict:
   """Fréchet and kernel distance of generated `a` to reference `b` (embedded rows)."""
-  bandwidth = median_bandwidth(a, b)
+  bandwidth = median_bandwidth(b)
   return {
     "frechet": frechet_distance(a, b),
     "mmd2": mmd2(a, b, bandwidth),
@@ -141,7 +142,18 @@ def embedding_fn(config):
     raise errors.ConfigError(f"config key 'eval.embedding' is {spec!r}: {e}") from None
 
   def fn(x, stats):
-    return np.asarray(user(_db(x, stats, config)), np.float32).reshape(len(x), -1)
+    try:
+      out = np.asarray(user(_db(x, stats, config)), np.float32)
+    except Exception as e:  # noqa: BLE001 - the user's function: one line, not its traceback
+      raise errors.ConfigError(
+        f"config key 'eval.embedding' is {spec!r}, which raised {type(e).__name__}: {e}"
+      ) from None
+    if out.ndim < 1 or len(out) != len(x):
+      raise errors.ConfigError(
+        f"config key 'eval.embedding' is {spec!r}, which returned shape {list(out.shape)} "
+        f"for {len(x)} spectrograms; expected [{len(x)}, E]"
+      )
+    return out.reshape(len(x), -1)
 
   return spec, fn
 

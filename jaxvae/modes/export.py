@@ -18,7 +18,7 @@ What is exported, by family (each function's inputs and outputs are listed in
 - the VQ-VAE: `encoder(x) -> codes` (int32), `decoder(codes) -> x`.
 - the MIDI transformer: `step(tokens [B, 1][, z], *cache) -> (logits [B, vocab], *cache)`,
   one KV-cached decoding step (the cache starts as zeros of the shapes in `export.json`),
-  and `sampler(prompt [B, P][, z], key, temperature, top_p) -> tokens [B, length]`, the whole
+  and `sampler(prompt [B, 1][, z], key, temperature, top_p) -> tokens [B, length]`, the whole
   KV-cached nucleus/top-k sampling loop (`key`: a raw uint32[2] `jax.random.PRNGKey`);
   stages 2-3 add `encoder(tokens [B, seq_len]) -> (mu, logvar)`.
 
@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae import api
+from jaxvae import errors
 from jaxvae import workdir as workdir_lib
 from jaxvae.data import store as store_lib
 from jaxvae.sampling import prior
@@ -209,6 +210,11 @@ def _midi_functions(model, b) -> tuple[dict, dict]:
   cfg, g = module.cfg, model.config.generate
   vae = cfg.is_vae
   length = 1 + int(g.num_tokens)
+  if length > cfg.max_len:
+    raise errors.ConfigError(
+      f"config key 'generate.num_tokens' is {g.num_tokens}: the exported sampler's 1 + "
+      f"{g.num_tokens} positions exceed model.max_len = {cfg.max_len}"
+    )
   z_spec = jax.ShapeDtypeStruct((b, cfg.latent_dim), jnp.float32) if vae else None
   # The cache's layout: its leaves for batch 1, the batch axis then made symbolic.
   ones = jnp.zeros((1, cfg.latent_dim), jnp.float32) if vae else None
@@ -296,10 +302,14 @@ def _to_onnx(name: str, f: Function, out_dir: str) -> dict:
   with workdir_lib.atomic_path(path) as tmp, open(tmp, "wb") as out:
     out.write(proto.SerializeToString())
   inputs = _example_inputs(f.specs)
-  session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-  got = session.run(None, {i.name: x for i, x in zip(session.get_inputs(), inputs)})
-  want = jax.tree.leaves(jax.jit(f.fn)(*inputs))
-  diff = max(float(np.max(np.abs(np.asarray(w, np.float64) - g))) for w, g in zip(want, got))
+  try:
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    got = session.run(None, {i.name: x for i, x in zip(session.get_inputs(), inputs)})
+    want = jax.tree.leaves(jax.jit(f.fn)(*inputs))
+    diff = max(float(np.max(np.abs(np.asarray(w, np.float64) - g))) for w, g in zip(want, got))
+  except Exception as e:  # noqa: BLE001 - a model onnxruntime cannot run is reported, not raised
+    os.remove(path)
+    return {"error": f"onnxruntime: {type(e).__name__}: {str(e).strip()[:200]}"}
   if not diff <= ONNX_TOLERANCE:
     os.remove(path)
     return {"error": f"onnxruntime differs from JAX by {diff:.3g} (> {ONNX_TOLERANCE})"}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import csv
 import logging
+import math
 import os
 import re
 
@@ -120,9 +121,19 @@ def _objective(spec, base_overrides, space, config, workdir, optuna):
     except errors.DivergedError as e:  # a normal outcome of a search, not the study's end
       logging.warning("Trial %d diverged: %s", trial.number, e)
       return float("nan")  # Optuna records a NaN value as a failed trial
+    if not math.isfinite(meta.best_val):
+      return float("nan")  # no finite evaluation: a failed trial, never the best
     return sign * meta.best_val
 
   return objective
+
+
+def _objective_name(config) -> str:
+  """What the study minimizes: val <train.best_metric>, negated where higher is better."""
+  name = metrics_lib.best_metric_name(config)
+  if metrics_lib.best_direction(name, config.train.best_direction) == "max":
+    return f"-(val {name})"
+  return f"val {name}"
 
 
 def _retry_interrupted(study, optuna) -> None:
@@ -211,7 +222,7 @@ def run(config, workdir: str, args) -> int:
   results = write_results(study, out_dir, space)
   best = write_best_config(study, out_dir, spec, base_overrides)
   print(
-    f"best trial {study.best_trial.number}: val loss {study.best_value:.6g} with "
+    f"best trial {study.best_trial.number}: {_objective_name(config)} {study.best_value:.6g} with "
     f"{study.best_trial.params}\nresults: {results}\nbest config: {best}"
   )
   return 0

@@ -103,6 +103,8 @@ def fit_posterior_gmm(run, state, components: int, seed: int):
   `sample(..., gmm=)`."""
   from sklearn.mixture import GaussianMixture
 
+  if "latent_dim" not in run.config.model:
+    raise ConfigError(f"model '{run.config.model.name}' has no Gaussian latent to fit a prior to")
   train = pipeline.Examples(
     run.store,
     run.store.indices("train", augmented=False),

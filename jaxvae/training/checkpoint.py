@@ -2,7 +2,8 @@
 
 The workdir is the only state: `latest` lets a re-run resume exactly (model, optimizer, step,
 RNG, early-stopping bookkeeping and the Grain iterator position); `best` keeps the weights
-with the lowest validation loss for eval, generation and fine-tuning.
+with the best `train.best_metric` (default: the lowest validation loss) for eval, generation
+and fine-tuning.
 
 Saves are asynchronous (MaxText's and big_vision's way of keeping the accelerator busy):
 `save` returns once Orbax has copied the state to host memory, and a background thread

@@ -76,25 +76,29 @@ def _weights_from(run: Run, config) -> TrainState:
 def _check_best_metric(run: Run) -> None:
   """`train.best_metric` must be a validation metric of every stage's objective (traced on
   an example batch, nothing compiled): a typo fails before training, not after an epoch."""
+  if "/" in metrics_lib.best_metric_name(run.config):
+    return  # a `data.sources` metric (<source>/<metric>): checked at the first evaluation
   batch = run.spec.example_batch(run.config.train.batch_size)
   for eval_step in run.eval_steps:
     out = jax.eval_shape(eval_step, run.state, batch)
-    metrics_lib.check_best_metric(
-      run.config, [k for k in out if k not in ("count", "counts", "latent")]
-    )
+    metrics_lib.check_best_metric(run.config, metrics_lib.split_metric_names(out))
 
 
 def _follow_best_metric(meta: RunMeta, config) -> None:
   """A resumed run whose `train.best_metric` changed chooses its best checkpoint anew."""
   name = metrics_lib.best_metric_name(config)
-  if meta.best_metric != name:
+  direction = metrics_lib.best_direction(name, config.train.best_direction)
+  if (meta.best_metric, meta.best_direction) != (name, direction):
     logging.info(
-      "train.best_metric is now %r (was %r): the best checkpoint is chosen anew from the next "
-      "evaluation on",
+      "train.best_metric is now %r (%s; was %r, %s): the best checkpoint is chosen anew from "
+      "the next evaluation on",
       name,
+      direction,
       meta.best_metric,
+      meta.best_direction,
     )
-    meta.best_val, meta.best_step, meta.bad_epochs, meta.best_metric = math.inf, -1, 0, name
+    meta.best_val, meta.best_step, meta.bad_epochs = math.inf, -1, 0
+    meta.best_metric, meta.best_direction = name, direction
 
 
 def _train(config, workdir, progress, epoch_hooks, epoch_callback) -> RunMeta:
@@ -140,7 +144,11 @@ def _train_timed(config, workdir, progress, epoch_hooks, epoch_callback, phases)
         logging.info("Resumed from step %d in %s", int(state.step), workdir)
       else:
         state = _weights_from(run, config) if config.init_from else run.state
-        meta = RunMeta(best_metric=metrics_lib.best_metric_name(config))
+        name = metrics_lib.best_metric_name(config)
+        meta = RunMeta(
+          best_metric=name,
+          best_direction=metrics_lib.best_direction(name, config.train.best_direction),
+        )
     _follow_best_metric(meta, config)
     if main_process:  # rows of steps this run redoes (or a torn line) would appear twice
       workdir_lib.repair_metrics(os.path.join(workdir, "metrics.jsonl"), int(state.step))
@@ -338,8 +346,7 @@ class _Loop:
     name = meta.best_metric
     metrics_lib.check_best_metric(config, val_metrics)
     value = val_metrics[name]
-    direction = metrics_lib.best_direction(name, config.train.best_direction)
-    if metrics_lib.improves(value, meta.best_val, meta.best_step >= 0, direction):
+    if metrics_lib.improves(value, meta.best_val, meta.best_step >= 0, meta.best_direction):
       meta.best_val, meta.best_step, meta.bad_epochs = value, step, 0
       with self.phases("checkpoints"):
         self.ckpts.save_best(step, state, meta)

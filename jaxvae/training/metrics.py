@@ -108,6 +108,18 @@ def best_metric_name(config) -> str:
   return name[len("val/") :] if name.startswith("val/") else name
 
 
+def split_metric_names(step_out) -> list[str]:
+  """The names `evaluate` reports for an eval step's output (its traced shape is enough):
+  the objective's metrics plus the usage figures derived from histograms and latents."""
+  names = [k for k in step_out if k not in ("count", "counts", "latent")]
+  for key in step_out.get("counts", {}):
+    name = key[: -len("_counts")]
+    names += [f"{name}s_used", f"{name}_perplexity"]
+  if "latent" in step_out:
+    names.append("active_units")
+  return names
+
+
 def check_best_metric(config, names) -> None:
   """A ConfigError unless `train.best_metric` is one of the validation metrics `names`."""
   name = best_metric_name(config)

@@ -79,6 +79,7 @@ class RunMeta:
   best_val: float = math.inf  # best value of train.best_metric in the current stage
   best_step: int = -1  # -1: no best yet
   best_metric: str = "loss"  # the validation metric best_val is a value of
+  best_direction: str = "min"  # and whether lower ('min') or higher ('max') is better
   bad_epochs: int = 0  # epochs in a row without improvement
   history: list[dict] = dataclasses.field(default_factory=list)  # one record per epoch
   stopped_early: bool = False  # early stopping ended the run (its last stage)
