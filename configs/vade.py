@@ -25,6 +25,9 @@ def get_config(arg=None):
   config.model.dropout = 0.1
   config.model.n_clusters = 15
   config.model.pretrain_epochs = 10
+  # > 0: denoising pretraining, this fraction of each input zeroed (the paper pretrains a
+  # denoising autoencoder; on scikit-learn's digits 0.2 helped, BUILD_NOTES.md).
+  config.model.pretrain_noise = 0.0
   config.model.gmm_lr_scale = 1.0
   config.model.output_activation = "none"
   config.kl.schedule = "constant"

@@ -54,6 +54,7 @@ def make_config(args) -> ml_collections.ConfigDict:
       n_clusters=10,
       pretrain_epochs=args.pretrain_epochs,
       gmm_lr_scale=args.gmm_lr_scale,
+      pretrain_noise=args.pretrain_noise,
       output_activation="sigmoid",
     )
   )
@@ -201,6 +202,12 @@ def main(argv=None) -> dict[str, float]:
   p.add_argument("--gmm-lr-scale", type=float, default=1.0)
   p.add_argument("--hidden", type=int, nargs="+", default=[500, 500, 2000])
   p.add_argument("--latent-dim", type=int, default=10)
+  p.add_argument(
+    "--pretrain-noise",
+    type=float,
+    default=0.0,
+    help="denoising pretraining: the fraction of each input zeroed (model.pretrain_noise)",
+  )
   p.add_argument("--log-every", type=int, default=25)
   p.add_argument(
     "--restarts",

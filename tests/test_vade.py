@@ -389,3 +389,25 @@ def test_config_mistakes_name_the_key():
     vade.validate(_config(output_activation="none"))
   with pytest.raises(ValueError, match="model.n_clusters"):
     vade.fit_gmm(np.zeros((2, L)), K, seed=0)
+
+
+def test_denoising_pretraining_corrupts_inputs_only_while_pretraining():
+  """model.pretrain_noise zeroes inputs in training during the pretraining stage only: the
+  joint stage and evaluation see clean inputs."""
+  batch = _batch()
+  clean, noisy = _model(), _model(_config(pretrain_noise=0.5))
+  state = _state(clean, batch)
+  pre_clean = _apply_jit(clean, state, batch, True)["mu"]
+  pre_noisy = _apply_jit(noisy, state, batch, True)["mu"]
+  assert not np.allclose(pre_clean, pre_noisy)
+  np.testing.assert_allclose(  # evaluation: no noise
+    _apply_jit(noisy, state, batch, False)["mu"], _apply_jit(clean, state, batch, False)["mu"]
+  )
+  joint, _ = _set_gmm(state)  # the joint stage: posterior noise on, inputs clean
+  np.testing.assert_allclose(
+    _apply_jit(noisy, joint, batch, True)["mu"], _apply_jit(clean, joint, batch, True)["mu"]
+  )
+  from jaxvae.errors import ConfigError
+
+  with pytest.raises(ConfigError, match="model.pretrain_noise"):
+    vade.validate(_config(pretrain_noise=1.0))

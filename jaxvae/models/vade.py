@@ -60,6 +60,10 @@ class VaDE(vae.BasicVAE):
   """
 
   n_clusters: int = 15
+  # The autoencoder pretraining as a denoising one (the paper pretrains a stacked denoising
+  # autoencoder): this fraction of each training input is zeroed, the clean input is the
+  # target. Only while the posterior noise is off (the pretraining stage) and in training.
+  pretrain_noise: float = 0.0
 
   def setup(self):
     super().setup()
@@ -94,7 +98,13 @@ class VaDE(vae.BasicVAE):
     return self.mu_c[c] + jnp.exp(0.5 * self.logvar_c[c]) * eps
 
   def __call__(self, batch, train: bool = False):
-    mu, logvar = self.encode(batch, train)
+    inputs = batch
+    if train and self.pretrain_noise > 0:
+      x = batch["x"]
+      keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.pretrain_noise, x.shape)
+      pretraining = self.posterior_noise.value == 0
+      inputs = dict(batch, x=jnp.where(pretraining & ~keep, jnp.zeros_like(x), x))
+    mu, logvar = self.encode(inputs, train)
     z = layers.reparameterize(self, mu, logvar, scale=self.posterior_noise.value)
     log_gamma = cluster_log_posterior(z, *self.gmm())
     assignments = jnp.argmax(cluster_log_posterior(mu, *self.gmm()), axis=-1)
@@ -119,6 +129,7 @@ def build_vade(model_config, spec: DataSpec, dtype: str = "float32") -> VaDE:
     latent_dim=model_config.latent_dim,
     dropout=model_config.dropout,
     n_clusters=model_config.get("n_clusters", 15),
+    pretrain_noise=float(model_config.get("pretrain_noise", 0.0)),
     output_activation=model_config.get("output_activation", "none"),
     dtype=layers.compute_dtype(dtype),
   )

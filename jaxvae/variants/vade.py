@@ -74,6 +74,9 @@ def validate(config) -> None:
     raise ConfigError(f"config key 'model.n_clusters' is {m.n_clusters}; expected >= 1")
   if m.pretrain_epochs < 0:
     raise ConfigError(f"config key 'model.pretrain_epochs' is {m.pretrain_epochs}; expected >= 0")
+  noise = m.get("pretrain_noise", 0.0)
+  if not 0.0 <= noise < 1.0:
+    raise ConfigError(f"config key 'model.pretrain_noise' is {noise}; expected 0 <= p < 1")
   if m.gmm_lr_scale < 0:
     raise ConfigError(f"config key 'model.gmm_lr_scale' is {m.gmm_lr_scale}; expected >= 0")
   if config.objective.recon == "bce" and m.output_activation != "sigmoid":
