@@ -373,3 +373,18 @@ def test_plot_embedding_2d_real_umap(tmp_path, caplog):
     )
   _assert_png(path)
   assert "not installed" not in caplog.text
+
+
+def test_identifier_columns_are_not_clustered():
+  """A column whose value differs for (more than half of) the clips is an identifier, not a
+  label: it is named with the reason; real labels and unknowns (-1) are not."""
+  n = 24
+  labels = {
+    "genre": np.arange(n) % 3,
+    "clip_id": np.arange(n),
+    "title": np.where(np.arange(n) < 20, np.arange(n), -1),  # 20 known, all distinct
+    "mostly_unknown": np.where(np.arange(n) < 3, np.arange(n), -1),  # too few known to judge
+  }
+  skipped = analysis.identifier_columns(labels)
+  assert set(skipped) == {"clip_id", "title"}
+  assert "24 distinct values for 24 clips" in skipped["clip_id"]

@@ -178,6 +178,23 @@ def _check_label_range(name: str, y: np.ndarray, names: Sequence[str] | None) ->
     )
 
 
+def identifier_columns(labels: Mapping[str, np.ndarray]) -> dict[str, str]:
+  """The label columns that identify clips rather than group them (an id, a title): more
+  than half the clips with a value have a value of their own. Clustering k > n / 2 groups
+  says nothing, so these are skipped, each with the reason returned here."""
+  out = {}
+  for name, values in labels.items():
+    y = np.asarray(values).ravel()
+    known = y[y != UNKNOWN]
+    k = len(np.unique(known))
+    if len(known) >= 4 and k > len(known) / 2:
+      out[name] = (
+        f"{k} distinct values for {len(known)} clips: an identifier column, not a label to "
+        "cluster by"
+      )
+  return out
+
+
 def evaluate_latents(
   latents: np.ndarray,
   labels: Mapping[str, np.ndarray],

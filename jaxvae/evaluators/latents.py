@@ -61,8 +61,14 @@ class Latents:
       name: run.store.label_array(name)[everything.indices] for name in run.store.label_values
     }
     names = run.store.label_values
+    skipped = clustering.identifier_columns(labels)
+    for name, reason in skipped.items():
+      logging.info("eval: label column %r not clustered: %s", name, reason)
+    labels = {k: v for k, v in labels.items() if k not in skipped}
     latent = encoded.get("mu", encoded.get("z"))
     results = {"step": int(state.step), "val": Validation(run).run(state)}
+    if skipped:
+      results["skipped_labels"] = skipped
     if "mu" in encoded and "logvar" in encoded:
       mu, logvar = encoded["mu"], encoded["logvar"]
       sums = jax.device_get(step_lib.latent_sums(mu, logvar, np.ones(len(mu), np.float32)))
