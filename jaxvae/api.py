@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from jaxvae import errors
 from jaxvae.audio import decode as decode_lib
@@ -36,6 +35,7 @@ from jaxvae.data import store as store_lib
 from jaxvae.data.spec import DataSpec
 from jaxvae.losses import divergence
 from jaxvae.losses import sequence
+from jaxvae.sampling import interpolate as interpolate_lib
 from jaxvae.sampling import prior
 from jaxvae.sampling import tokens as tokens_lib
 from jaxvae.symbolic import midi
@@ -126,6 +126,18 @@ class Model:
       f"{list(self.spec.input_shape)}, labels {list(self.spec.labels)}, from '{self.workdir}')"
     )
 
+  # The other family's method names, refused with one ConfigError saying what this model is.
+  OTHER_FAMILY: tuple[str, ...] = ()
+  WHAT_IT_IS = ("", "")
+
+  def __getattr__(self, name: str):
+    if name in type(self).OTHER_FAMILY:
+      kind, does = type(self).WHAT_IT_IS
+      raise errors.ConfigError(
+        f"{name}: '{self.workdir}' holds {kind} ({self.config.model.name}), which {does}"
+      )
+    raise AttributeError(name)
+
   def _jit(self, name: str, fn):
     if name not in self._cache:
       self._cache[name] = jax.jit(fn)
@@ -135,15 +147,12 @@ class Model:
 class _AudioBase(Model):
   """Audio in, normalized features through the model, audio out."""
 
-  MIDI_ONLY = ("generate", "generate_tokens", "encode_midi", "interpolate_midi", "nll", "tokens")
-
-  def __getattr__(self, name: str):
-    if name in _AudioBase.MIDI_ONLY:
-      raise errors.ConfigError(
-        f"{name}: '{self.workdir}' holds an audio model ({self.config.model.name}), which "
-        "reads and writes spectrograms, not MIDI; use features, encode, decode, sample"
-      )
-    raise AttributeError(name)
+  OTHER_FAMILY = ("generate", "generate_tokens", "encode_midi", "interpolate_midi", "nll")
+  OTHER_FAMILY += ("tokens",)
+  WHAT_IT_IS = (
+    "an audio model",
+    "reads and writes spectrograms, not MIDI; use features, encode, decode, sample",
+  )
 
   @property
   def sr(self) -> int:
@@ -314,10 +323,12 @@ class AudioModel(_AudioBase):
     each: a path, a waveform with the model's rate, or features) -> `[steps, n_mels,
     frames]`. 'slerp' follows the great circle (MusicVAE's choice for Gaussian latents),
     'lerp' the straight line."""
-    interpolation_path(np.zeros(1), np.zeros(1), steps, method)  # check before any work
+    interpolate_lib.interpolation_path(
+      np.zeros(1), np.zeros(1), steps, method
+    )  # check before any work
     za, _ = self.encode(self._as_features(a, self.sr if np.ndim(a) == 1 else None)[:1])
     zb, _ = self.encode(self._as_features(b, self.sr if np.ndim(b) == 1 else None)[:1])
-    return self.decode(interpolation_path(za[0], zb[0], steps, method), condition)
+    return self.decode(interpolate_lib.interpolation_path(za[0], zb[0], steps, method), condition)
 
   def latent_means(self, label: str) -> dict[str, np.ndarray]:
     """The mean posterior mean of the training clips of each value of `label` (opens the
@@ -433,16 +444,12 @@ class MidiModel(Model):
   model) generates; stages 2 and 3 also encode a piece's windows into their hierarchical
   latent and decode from it."""
 
-  AUDIO_ONLY = ("features", "encode", "decode", "reconstruct", "sample", "interpolate")
-  AUDIO_ONLY += ("to_audio", "cluster", "decode_codes", "attribute_vector", "apply_attribute")
-
-  def __getattr__(self, name: str):
-    if name in MidiModel.AUDIO_ONLY:
-      raise errors.ConfigError(
-        f"{name}: '{self.workdir}' holds a MIDI model ({self.config.model.name}), which reads "
-        "and writes MIDI, not audio; use generate, encode_midi, interpolate_midi or nll"
-      )
-    raise AttributeError(name)
+  OTHER_FAMILY = ("features", "encode", "decode", "reconstruct", "sample", "interpolate")
+  OTHER_FAMILY += ("to_audio", "cluster", "decode_codes", "attribute_vector", "apply_attribute")
+  WHAT_IT_IS = (
+    "a MIDI model",
+    "reads and writes MIDI, not audio; use generate, encode_midi, interpolate_midi or nll",
+  )
 
   @property
   def stage(self) -> int:
@@ -456,9 +463,8 @@ class MidiModel(Model):
   def tokens(self, midi_file) -> np.ndarray:
     """A MIDI file (path or `pretty_midi.PrettyMIDI`) -> its int32 windows `[n, seq_len]`,
     framed as the run's token store frames them (START + tokens + END, PAD-filled)."""
-    m = self.config.data.midi
     try:
-      return midi.windows(midi.encode(midi_file), m.seq_len, m.overlap)
+      return interpolate_lib.file_windows(midi_file, self.config)
     except errors.MidiError as e:
       raise errors.DataError(str(e)) from None
 
@@ -548,7 +554,7 @@ class MidiModel(Model):
     that of `b` (paths, PrettyMIDI, or token windows): 'slerp' (default) or 'lerp'. The
     sampling settings (`n_tokens`, `temperature`, ...) are `generate`'s."""
     self._need_latent("interpolate_midi")
-    z = interpolation_path(
+    z = interpolate_lib.interpolation_path(
       self.encode_tokens(self._windows(a)[:1])[0][0],
       self.encode_tokens(self._windows(b)[:1])[0][0],
       steps,
@@ -565,7 +571,7 @@ class MidiModel(Model):
     vae = module.cfg.is_vae
 
     def terms(variables, tokens, key):
-      weights = sequence.target_weights(tokens, jnp.ones((tokens.shape[0],)))
+      mask = jnp.ones((tokens.shape[0],))
       if vae:
         mu, logvar = module.apply(variables, tokens, method=module.encode)
         z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape)
@@ -573,10 +579,8 @@ class MidiModel(Model):
       else:
         z, kl = None, jnp.float32(0.0)
       logits = module.apply(variables, tokens[:, :-1], z, method=module.decode_tokens)
-      nll = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), tokens[:, 1:]
-      )
-      return jnp.sum(nll * weights), kl, jnp.sum(weights)
+      count = jnp.sum(sequence.target_weights(tokens, mask))
+      return sequence.token_terms(logits, tokens, mask)["nll"] * count, kl, count
 
     fn = self._jit("nll", terms)
     total = []
@@ -586,16 +590,6 @@ class MidiModel(Model):
     return float(np.mean(total))
 
 
-def interpolation_path(a: np.ndarray, b: np.ndarray, steps: int, method: str) -> np.ndarray:
-  """`[steps, d]` latents from `a` to `b`: 'slerp' or 'lerp'."""
-  if method not in ("slerp", "lerp"):
-    raise errors.ConfigError(f"method={method!r}; expected 'slerp' or 'lerp'")
-  if steps < 2:
-    raise errors.ConfigError(f"steps={steps}; expected at least 2")
-  t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
-  return slerp(a, b, t) if method == "slerp" else ((1 - t) * a + t * b).astype(np.float32)
-
-
 def _codebook(variables):
   """The VQ codebook among a model's variables (in params, or in the EMA statistics)."""
   for collection in variables.values():
@@ -603,14 +597,3 @@ def _codebook(variables):
     if book is not None:
       return book
   raise errors.ConfigError("the model's variables hold no 'vq' codebook")
-
-
-def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-  """Spherical interpolation between vectors `a` and `b` at fractions `t` `[T, 1]`; the
-  straight line where they are (anti)parallel."""
-  na, nb = np.linalg.norm(a), np.linalg.norm(b)
-  cos = float(np.dot(a, b) / max(na * nb, 1e-12))
-  omega = np.arccos(np.clip(cos, -1.0, 1.0))
-  if omega < 1e-4 or abs(np.pi - omega) < 1e-4:
-    return ((1 - t) * a + t * b).astype(np.float32)
-  return ((np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)).astype(np.float32)

@@ -77,14 +77,17 @@ class Latents:
         "examples": "every original clip",
       }
       results["likelihood"] = likelihood.Likelihood(run).run(state)
-    val = encode_all(run, state, run.val_examples)
+    # The validation and training clips are among `everything`: no second forward pass.
+    rows = everything.indices
+    val = {k: v[np.isin(rows, run.val_examples.indices)] for k, v in encoded.items()}
+    train_rows = np.isin(rows, run.store.indices("train", augmented=False))
     if "recon" in val:
       results["reconstruction"] = reconstruction.evaluate(
         val["x"], val["recon"], run.store.manifest["stats"], config
       ) | {"split": "validation"}
       if "mu" in val and "latent_dim" in config.model:
         results["sample_quality"] = sample_quality.SampleQuality(run).run(
-          state, val["x"], val["recon"]
+          state, val["x"], val["recon"], train_means=encoded["mu"][train_rows]
         )
     if latent is not None and labels:
       results |= clustering.evaluate_latents(

@@ -173,7 +173,9 @@ class SampleQuality:
   def __init__(self, job):
     self.job = job  # a `training.builder.Run`
 
-  def run(self, state, val_x: np.ndarray, val_recon: np.ndarray) -> dict:
+  def run(self, state, val_x: np.ndarray, val_recon: np.ndarray, train_means=None) -> dict:
+    """`train_means`: the training clips' posterior means, when the caller has encoded them
+    (the GMM prior is fitted to them; else they are encoded here)."""
     job, config = self.job, self.job.config
     if config.data.feature != "mel":
       return {"available": False, "reason": f"features are {config.data.feature}, not mel"}
@@ -187,7 +189,9 @@ class SampleQuality:
     samples = prior.sample(job, state, config, None, n, config.seed)
     own = "the model's mixture" if hasattr(job.model, "sample_prior") else "N(0, I)"
     out["prior"] = distances(embed(samples, stats), reference) | {"prior": own}
-    gmm = prior.fit_posterior_gmm(job, state, int(config.eval.gmm_components), config.seed)
+    gmm = prior.fit_posterior_gmm(
+      job, state, int(config.eval.gmm_components), config.seed, means=train_means
+    )
     samples = prior.sample(job, state, config, None, n, config.seed, gmm=gmm)
     out["prior_gmm"] = distances(embed(samples, stats), reference) | {
       "components": int(gmm.n_components)

@@ -1,6 +1,7 @@
-"""`--interpolate=a.mid,b.mid`: points on the line between the posterior means of two MIDI
-files' first windows (framed as in the token store), decoded to MIDI with the KV-cached
-sampler, and described in `interp.json`."""
+"""Latent paths (`slerp`, `interpolation_path`: the API's and the CLI's), a MIDI file's
+windows framed as in the token store (`file_windows`), and `--interpolate=a.mid,b.mid`: points
+on the line between the posterior means of two MIDI files' first windows, decoded to MIDI with
+the KV-cached sampler and described in `interp.json`."""
 
 from __future__ import annotations
 
@@ -15,11 +16,38 @@ from jaxvae.sampling import tokens
 from jaxvae.symbolic import midi
 
 
+def file_windows(source, config) -> np.ndarray:
+  """int32 [n, seq_len]: a MIDI file's (path or PrettyMIDI) windows, framed as in the token
+  store. Raises MidiError naming the file."""
+  m = config.data.midi
+  return midi.windows(midi.encode(source), m.seq_len, m.overlap)
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+  """Spherical interpolation between vectors `a` and `b` at fractions `t` `[T, 1]`; the
+  straight line where they are (anti)parallel."""
+  na, nb = np.linalg.norm(a), np.linalg.norm(b)
+  cos = float(np.dot(a, b) / max(na * nb, 1e-12))
+  omega = np.arccos(np.clip(cos, -1.0, 1.0))
+  if omega < 1e-4 or abs(np.pi - omega) < 1e-4:
+    return ((1 - t) * a + t * b).astype(np.float32)
+  return ((np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)).astype(np.float32)
+
+
+def interpolation_path(a: np.ndarray, b: np.ndarray, steps: int, method: str) -> np.ndarray:
+  """`[steps, d]` latents from `a` to `b`: 'slerp' or 'lerp'."""
+  if method not in ("slerp", "lerp"):
+    raise errors.ConfigError(f"method={method!r}; expected 'slerp' or 'lerp'")
+  if steps < 2:
+    raise errors.ConfigError(f"steps={steps}; expected at least 2")
+  t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+  return slerp(a, b, t) if method == "slerp" else ((1 - t) * a + t * b).astype(np.float32)
+
+
 def _first_windows(paths: list[str], config) -> np.ndarray:
   """int32 [len(paths), seq_len]: each file's first window, framed as in the token store."""
-  m = config.data.midi
   try:
-    return np.stack([midi.windows(midi.encode(p), m.seq_len, m.overlap)[0] for p in paths])
+    return np.stack([file_windows(p, config)[0] for p in paths])
   except errors.MidiError as e:
     raise ConfigError(f"--interpolate: {e}") from None
 
@@ -52,7 +80,7 @@ def write_interpolation(
   returns the record written to `interp.json`."""
   steps = config.generate.interpolation_steps
   z_ends = np.asarray(tokens.encode(run.model, {"params": state.params}, windows))
-  z = tokens.interpolate(z_ends[0], z_ends[1], steps)
+  z = interpolation_path(z_ends[0], z_ends[1], steps, "lerp")
   files = tokens.write_midi(tokens.sample(run, state, config, steps, seed, z=z), out_dir, "interp")
   g = config.generate
   record = {

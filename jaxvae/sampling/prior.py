@@ -97,25 +97,27 @@ def sample(run, state, config, condition: str | None, n: int, seed: int, gmm=Non
   return np.asarray(_decoder(run.model)(variables, z, batch))
 
 
-def fit_posterior_gmm(run, state, components: int, seed: int):
+def fit_posterior_gmm(run, state, components: int, seed: int, means=None):
   """A post-hoc prior: a Gaussian mixture (full covariances, sklearn) fitted to the posterior
   means of the original training clips (as pythae's GMM sampler), to sample with
-  `sample(..., gmm=)`."""
+  `sample(..., gmm=)`. `means`: those posterior means when the caller has them already."""
   from sklearn.mixture import GaussianMixture
 
   if "latent_dim" not in run.config.model:
     raise ConfigError(f"model '{run.config.model.name}' has no Gaussian latent to fit a prior to")
-  train = pipeline.Examples(
-    run.store,
-    run.store.indices("train", augmented=False),
-    run.config.data.normalize,
-    run.train_examples.lyrics,
-  )
-  means = []
-  for batch in pipeline.eval_batches(train, run.config.train.batch_size):
-    mu = run.gather(run.forward(state, run.put(batch))["mu"])
-    means.append(np.asarray(mu, np.float64)[batch["mask"] > 0])
-  mu = np.concatenate(means)
+  if means is None:
+    train = pipeline.Examples(
+      run.store,
+      run.store.indices("train", augmented=False),
+      run.config.data.normalize,
+      run.train_examples.lyrics,
+    )
+    chunks = []
+    for batch in pipeline.eval_batches(train, run.config.train.batch_size):
+      mu = run.gather(run.forward(state, run.put(batch))["mu"])
+      chunks.append(np.asarray(mu, np.float64)[batch["mask"] > 0])
+    means = np.concatenate(chunks)
+  mu = np.asarray(means, np.float64)
   k = max(1, min(int(components), len(mu) // 2))
   return GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=seed).fit(mu)
 

@@ -140,12 +140,6 @@ def encode(model: MusicTransformer, variables, tokens):
   return _encode_fn(model)(variables["params"], jnp.asarray(tokens, jnp.int32))
 
 
-def interpolate(z_a, z_b, steps: int):
-  """Straight-line path from z_a to z_b ([D] each) -> [steps, D]; decode with generate(z=...)."""
-  alpha = jnp.linspace(0.0, 1.0, steps)[:, None]
-  return (1.0 - alpha) * jnp.asarray(z_a)[None] + alpha * jnp.asarray(z_b)[None]
-
-
 def sample(run, state, config, num_samples: int, seed: int, z=None) -> np.ndarray:
   """int32 [num_samples, 1 + generate.num_tokens]: START, then sampled ids (prior z in VAE
   stages unless `z` is given)."""
