@@ -1,0 +1,119 @@
+"""tools/render_corpus.py: the realistic development corpus (issue 18).
+
+The plan tests run everywhere. The rendering test needs FluidSynth, espeak-ng and a General
+MIDI SoundFont, and skips without them.
+"""
+
+import csv
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from jaxvae.evaluators import clustering
+
+_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools", "render_corpus.py")
+_spec = importlib.util.spec_from_file_location("render_corpus", _PATH)
+render_corpus = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(render_corpus)
+
+
+def _plans(n=40, seconds=4.0):
+  return [
+    render_corpus.plan_clip(language, genre, seconds, np.random.default_rng([0, li, gi, k]))
+    for li, language in enumerate(render_corpus.LANGUAGES)
+    for gi, genre in enumerate(render_corpus.GENRES)
+    for k in range(n)
+  ]
+
+
+def _best_threshold_accuracy(values, labels) -> float:
+  """The accuracy of the best one-threshold rule telling one genre from the rest."""
+  values, best = np.asarray(values), 0.0
+  for genre in set(labels):
+    is_genre = np.asarray([g == genre for g in labels])
+    for t in np.unique(values):
+      for side in (values <= t, values > t):
+        best = max(best, float(np.mean(side == is_genre)))
+  return best
+
+
+def test_tempo_loudness_and_timbre_do_not_give_genre_away():
+  plans = _plans()
+  genres = [p["genre"] for p in plans]
+  # A one-vs-rest majority rule already scores 2/3; a single threshold on tempo or loudness
+  # must not do much better (the demo corpus's tempo alone separates genres perfectly).
+  for key in ("tempo", "peak_db", "velocity"):
+    acc = _best_threshold_accuracy([p[key] for p in plans], genres)
+    assert acc < 0.8, (key, acc)
+  # Every genre draws from the same instrument pools, and uses most of each pool.
+  for key, pool in (
+    ("chord_program", render_corpus.CHORD_PROGRAMS),
+    ("bass_program", render_corpus.BASS_PROGRAMS),
+    ("drum_kit", render_corpus.DRUM_KITS),
+  ):
+    for genre in render_corpus.GENRES:
+      used = {p[key] for p in plans if p["genre"] == genre}
+      assert used <= set(pool) and len(used) >= 0.7 * len(pool), (key, genre, used)
+
+
+def test_plans_are_seeded_and_lyrics_tell_language_only():
+  a = render_corpus.plan_clip("english", "rock", 4.0, np.random.default_rng([3, 1, 2, 0]))
+  b = render_corpus.plan_clip("english", "rock", 4.0, np.random.default_rng([3, 1, 2, 0]))
+  c = render_corpus.plan_clip("english", "rock", 4.0, np.random.default_rng([4, 1, 2, 0]))
+  assert a == b and a != c
+  notes = lambda plan: [
+    (n.pitch, round(n.start, 6)) for i in render_corpus.compose(plan).instruments for n in i.notes
+  ]
+  assert notes(a) == notes(b)
+  for plan in _plans(n=5):
+    words = set(" ".join(plan["lyrics"]).split())
+    assert words <= set(render_corpus.WORDS[plan["language"]])
+    # other languages' words never appear
+    for other, vocab in render_corpus.WORDS.items():
+      if other != plan["language"]:
+        assert not words & set(vocab)
+
+
+def test_missing_tools_are_one_error_line(tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv("PATH", str(tmp_path))
+  assert render_corpus.main(["--out", str(tmp_path / "corpus")]) == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error: fluidsynth and espeak-ng not found")
+  assert not (tmp_path / "corpus").exists()
+
+
+@pytest.mark.skipif(
+  bool(render_corpus.check_tools(render_corpus.DEFAULT_SOUNDFONT)),
+  reason="needs fluidsynth, espeak-ng and fluid-soundfont-gm",
+)
+def test_render_writes_a_manifest_corpus(tmp_path):
+  out = tmp_path / "songs"
+  manifest = render_corpus.render(
+    str(out), clips_per_class=1, seconds=2.0, seed=0, languages=("english", "spanish"), jobs=1
+  )
+  with open(manifest, encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["genre"] for r in rows] == list(render_corpus.GENRES) * 2
+  assert set(rows[0]) == {"audio", "lyrics", "language", "genre", "title"}
+  corpus = json.loads((out / "corpus.json").read_text(encoding="utf-8"))
+  levels = []
+  for row in rows:
+    y, sr = sf.read(out / row["audio"], dtype="float32")
+    assert sr == 22050 and y.shape == (2 * 22050,)
+    levels.append(20 * np.log10(np.max(np.abs(y))))
+    name = os.path.splitext(os.path.basename(row["audio"]))[0]
+    assert (out / "midi" / f"{name}.mid").exists()
+    plan = corpus["clips"][name]
+    assert abs(levels[-1] - plan["peak_db"]) < 0.1  # the drawn level, not the genre's
+    assert (out / row["lyrics"]).read_text(encoding="utf-8").splitlines() == plan["lyrics"]
+  # The title identifies clips: eval skips it instead of clustering it.
+  skipped = clustering.identifier_columns(
+    {name: np.asarray([r[name] for r in rows]) for name in ("language", "genre", "title")}
+  )
+  assert set(skipped) == {"title"}
+  with pytest.raises(FileExistsError):
+    render_corpus.render(str(out), clips_per_class=1, seconds=2.0, seed=0)
