@@ -153,6 +153,35 @@ def test_evaluate_latents_separated_blobs_vs_noise():
   assert "own" not in res["genre"]
 
 
+def test_cluster_space_standardizes_active_dimensions():
+  # The label lives in a dimension of small spread; a wide dimension is unrelated noise and
+  # a third dimension is dead (inactive). k-means on the raw means follows the wide noise.
+  rng = np.random.default_rng(0)
+  y = np.repeat([0, 1], 100)
+  x = np.stack(
+    [
+      np.where(y == 1, 0.3, -0.3) + 0.05 * rng.normal(size=200),
+      3.0 * rng.normal(size=200),
+      1e-3 * rng.normal(size=200),
+    ],
+    axis=1,
+  )
+  labels, names = {"genre": y}, {"genre": ["a", "b"]}
+  z, info = analysis.cluster_space(x, "standardized", threshold=0.01)
+  assert info == {"space": "standardized", "dims": 2, "of": 3, "threshold": 0.01}
+  np.testing.assert_allclose(z.std(axis=0), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-9)
+  assert analysis.evaluate_latents(z, labels, names)["genre"]["nmi"] > 0.95
+  raw, info = analysis.cluster_space(x, "raw", threshold=0.01)
+  assert info == {"space": "raw", "dims": 3} and np.array_equal(raw, x)
+  assert analysis.evaluate_latents(raw, labels, names)["genre"]["nmi"] < 0.1
+  # Nothing active: clustered as it is, and the description says why.
+  dead, info = analysis.cluster_space(x[:, 2:], "standardized", threshold=0.01)
+  assert info["space"] == "raw" and "no dimension" in info["note"]
+  with pytest.raises(ValueError, match="space"):
+    analysis.cluster_space(x, "whitened", threshold=0.01)
+
+
 def test_evaluate_latents_rejects_labels_out_of_sync_with_names():
   x, y = _blobs(k=3)
   with pytest.raises(ValueError, match="outside"):

@@ -137,6 +137,10 @@ def test_eval_mode_writes_metrics(trained, tiny_overrides):
   for label in ("genre", "language"):
     assert 0.0 <= metrics[label]["nmi"] <= 1.0
     assert label in metrics["baseline_pca_kmeans"]
+  # eval.cluster_space's default: the active units, standardized
+  space = metrics["cluster_space"]
+  assert space["space"] == "standardized" and space["of"] == 8
+  assert space["dims"] == metrics["latent_usage"]["active_units"]
 
 
 def test_summary_mode(tmp_path, tiny_overrides, capsys):

@@ -26,6 +26,7 @@ EXAMPLE_MODES = ("pad_crop", "segment")
 SCALES = ("db", "log1p")
 CONV_TRANSPOSE = ("auto", "matmul", "lax")
 REPORT_THREAD = ("auto", "yes", "no")
+CLUSTER_SPACES = ("standardized", "raw")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -175,6 +176,10 @@ def evaluation() -> ml_collections.ConfigDict:
   c.plots = "tsne,umap"  # 2-D latent plots in --mode=eval (umap needs umap-learn).
   c.num_generated = 8  # token models: pieces generated to compare with the data
   c.num_reconstructed = 32  # MIDI VAEs: validation windows decoded for note precision / recall
+  # What eval's k-means and GMM cluster: 'standardized' = the active latent dimensions (the
+  # variance of the means over the clips above 0.01), each scaled to unit variance, as the PCA
+  # baseline standardizes its features; 'raw' = the latent means as they are.
+  c.cluster_space = "standardized"
   # Gaussian-latent VAEs: posterior draws per validation example of the importance-weighted
   # NLL estimate (IWAE bound; jaxvae.evaluators.likelihood), decoded iw_chunk at a time.
   c.iw_samples = 100

@@ -30,6 +30,7 @@ CHOICES = {
   "model.conv_transpose": base.CONV_TRANSPOSE,
   "data.download.archive": ("", "full", "midi"),
   "train.report_thread": base.REPORT_THREAD,
+  "eval.cluster_space": base.CLUSTER_SPACES,
 }
 
 

@@ -195,6 +195,32 @@ def identifier_columns(labels: Mapping[str, np.ndarray]) -> dict[str, str]:
   return out
 
 
+def cluster_space(latents: np.ndarray, space: str, threshold: float) -> tuple[np.ndarray, dict]:
+  """The points eval clusters, [N, D'], and what they are.
+
+  'standardized': the latent dimensions whose values vary over the points by more than
+  `threshold` (the active units), each centred and scaled to unit variance. k-means weighs
+  every dimension by its spread, and a VAE's spreads say how much each dimension carries of
+  the reconstruction, not of the labels; the PCA baseline standardizes its features the same
+  way. Inactive dimensions are dropped: scaled up they would be pure noise. 'raw': the points
+  as they are. With no active dimension, the points are clustered as they are, and the
+  returned description says so.
+  """
+  x = flatten(latents).astype(np.float64)
+  if space not in ("standardized", "raw"):
+    raise ValueError(f"space must be 'standardized' or 'raw', got {space!r}")
+  var = x.var(axis=0)
+  active = var > threshold
+  if space == "raw" or not active.any():
+    info = {"space": "raw", "dims": int(x.shape[1])}
+    if space != "raw":
+      info["note"] = f"no dimension varies by more than {threshold}: clustered as they are"
+    return x, info
+  z = (x[:, active] - x[:, active].mean(axis=0)) / np.sqrt(var[active])
+  info = {"space": "standardized", "dims": int(active.sum()), "of": int(x.shape[1])}
+  return z, info | {"threshold": threshold}
+
+
 def evaluate_latents(
   latents: np.ndarray,
   labels: Mapping[str, np.ndarray],

@@ -37,11 +37,12 @@ def encode_all(run, state, examples) -> dict[str, np.ndarray]:
 
 class Latents:
   """`--mode=eval` of audio models. `run(state)` -> {"step", "val": validation metrics, <label>:
-  clustering metrics of every original clip's latent by that label, "baseline_pca_kmeans",
-  and for Gaussian latents "latent_usage" (active units; KL per dimension to N(0, 1), also
-  for VaDE, whose prior is its mixture), "likelihood" (IWAE), "reconstruction" (LSD, spectral
-  convergence) and "sample_quality" (Fréchet / MMD)}, and writes the 2-D maps (`eval.plots`),
-  the projector files and a reconstruction grid under `out_dir`."""
+  clustering metrics of every original clip's latent by that label, "cluster_space" (what
+  was clustered: `eval.cluster_space`), "baseline_pca_kmeans", and for Gaussian latents
+  "latent_usage" (active units; KL per dimension to N(0, 1), also for VaDE, whose prior is
+  its mixture), "likelihood" (IWAE), "reconstruction" (LSD, spectral convergence) and
+  "sample_quality" (Fréchet / MMD)}, and writes the 2-D maps (`eval.plots`), the projector
+  files and a reconstruction grid under `out_dir`."""
 
   def __init__(self, job, out_dir: str):
     self.job = job  # a `training.builder.Run`
@@ -90,8 +91,11 @@ class Latents:
           state, val["x"], val["recon"], train_means=encoded["mu"][train_rows]
         )
     if latent is not None and labels:
+      points, results["cluster_space"] = clustering.cluster_space(
+        latent, config.eval.cluster_space, metrics.ACTIVE_THRESHOLD
+      )
       results |= clustering.evaluate_latents(
-        latent, labels, names, seed=config.seed, assignments=encoded.get("assignments")
+        points, labels, names, seed=config.seed, assignments=encoded.get("assignments")
       )
       results["baseline_pca_kmeans"] = clustering.pca_kmeans_baseline(
         encoded["x"], labels, names, seed=config.seed
@@ -158,6 +162,9 @@ class Latents:
         f"reconstruction: LSD {rec['lsd_db']:.2f} dB, spectral convergence "
         f"{rec['spectral_convergence']:.3f} ({rec['units']})"
       )
+    space = results.get("cluster_space")
+    if space:
+      lines.append(f"clustered: {space['space']} latent means, {space['dims']} dimensions")
     for name, r in results.items():
       if isinstance(r, dict) and "nmi" in r and name != "baseline_pca_kmeans":
         lines.append(
