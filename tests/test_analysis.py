@@ -175,6 +175,12 @@ def test_cluster_space_standardizes_active_dimensions():
   raw, info = analysis.cluster_space(x, "raw", threshold=0.01)
   assert info == {"space": "raw", "dims": 3} and np.array_equal(raw, x)
   assert analysis.evaluate_latents(raw, labels, names)["genre"]["nmi"] < 0.1
+  # The label is there, though not dominant: a linear probe reads it off the raw points.
+  probe = analysis.evaluate_latents(raw, labels, names)["genre"]["linear_probe"]
+  assert probe["acc"] > 0.95 and probe["chance"] == 0.5 and probe["folds"] == 5
+  noise = analysis.linear_probe(rng.normal(size=(200, 3)), y)
+  assert abs(noise["acc"] - 0.5) < 0.15 and noise["n"] == 200
+  assert analysis.linear_probe(x, np.where(np.arange(200) == 0, 0, 1)) is None  # 1 point
   # Nothing active: clustered as it is, and the description says why.
   dead, info = analysis.cluster_space(x[:, 2:], "standardized", threshold=0.01)
   assert info["space"] == "raw" and "no dimension" in info["note"]

@@ -23,8 +23,8 @@ def _metrics(lsd, frechet, nmi):
       "prior_gmm": dict(sq, frechet=frechet / 2),
       "reconstructions": dict(sq, frechet=frechet / 4),
     },
-    "genre": {"nmi": nmi, "ari": nmi},
-    "baseline_pca_kmeans": {"genre": {"nmi": 0.5, "ari": 0.4}},
+    "genre": {"nmi": nmi, "ari": nmi, "linear_probe": {"acc": 0.75}},
+    "baseline_pca_kmeans": {"genre": {"nmi": 0.5, "ari": 0.4, "linear_probe": {"acc": 0.625}}},
   }
 
 
@@ -34,7 +34,7 @@ def test_table_reports_the_comparable_measures_and_says_what_compares(tmp_path):
     m = _metrics(lsd, fd, nmi)
     row = {"model": name, "parameters": 10, "best_val": 1.0, "_history": [], "_baseline": {}}
     row |= train_all.measures(m)
-    row |= {"nmi_genre": m["genre"]["nmi"], "ari_genre": m["genre"]["ari"]}
+    row |= train_all.label_scores("genre", m["genre"])
     rows.append(row)
   rows[0]["_baseline"] = _metrics(0, 0, 0)["baseline_pca_kmeans"]
   rows.append({"model": "multimodal", "skipped": "no lyrics model"})
@@ -46,7 +46,9 @@ def test_table_reports_the_comparable_measures_and_says_what_compares(tmp_path):
   assert "| 10 |" in conv and "| 700 |" in conv and "| 350 |" in conv and "5/8" in conv
   text = (tmp_path / "comparison.md").read_text()
   assert "does not compare" in text and "bands16" in text and "skipped multimodal" in text
-  assert "pca_kmeans_baseline" in text
+  assert "pca_kmeans_baseline" in text and "probe_genre" in header
+  baseline = next(line for line in lines if line.startswith("| pca_kmeans_baseline"))
+  assert "| 0.625 |" in baseline and "| 0.75 |" in conv
   train_all.plot_measures(rows, str(tmp_path))
   assert (tmp_path / "comparison.png").stat().st_size > 1000
 

@@ -221,6 +221,39 @@ def cluster_space(latents: np.ndarray, space: str, threshold: float) -> tuple[np
   return z, info | {"threshold": threshold}
 
 
+def linear_probe(points: np.ndarray, labels_true: np.ndarray, *, seed: int = 0, folds: int = 5):
+  """How well a label reads off the points linearly: the cross-validated accuracy of a
+  multinomial logistic regression, as the multimodal VAE papers (MVAE, MMVAE, MoPoE-VAE)
+  judge whether a joint latent keeps each attribute. Clustering asks whether the label is
+  the *dominant* structure; this asks whether it is *there*.
+
+  Returns {"acc", "chance" (the majority class's share), "folds", "n"}, or None when a class
+  has fewer known points than folds (at least 2 are needed).
+  """
+  from sklearn.linear_model import LogisticRegression
+  from sklearn.model_selection import StratifiedKFold
+  from sklearn.model_selection import cross_val_score
+  from sklearn.pipeline import make_pipeline
+  from sklearn.preprocessing import StandardScaler
+
+  y = np.asarray(labels_true).ravel()
+  known = y != UNKNOWN
+  x, y = flatten(points)[known], y[known]
+  counts = np.unique(y, return_counts=True)[1]
+  if len(counts) < 2 or counts.min() < 2:
+    return None
+  folds = min(folds, int(counts.min()))
+  probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+  split = StratifiedKFold(folds, shuffle=True, random_state=seed)
+  acc = cross_val_score(probe, x, y, cv=split, scoring="accuracy")
+  return {
+    "acc": float(acc.mean()),
+    "chance": float(counts.max() / counts.sum()),
+    "folds": folds,
+    "n": int(len(y)),
+  }
+
+
 def evaluate_latents(
   latents: np.ndarray,
   labels: Mapping[str, np.ndarray],
@@ -237,8 +270,9 @@ def evaluate_latents(
 
   Returns:
     {label: {"nmi", "ari", "purity", "acc", "silhouette" (k-means), "k", "n" (points with a
-    known label), "gmm": {metrics}, "own": {metrics} when `assignments` is given}} for every
-    column with at least 2 known values; other columns are skipped with a log line.
+    known label), "gmm": {metrics}, "linear_probe": `linear_probe` (when every class has 2
+    points), "own": {metrics} when `assignments` is given}} for every column with at least 2
+    known values; other columns are skipped with a log line.
   """
   x = flatten(latents)
   columns = label_columns(labels, x.shape[0])
@@ -262,6 +296,9 @@ def evaluate_latents(
     result: dict[str, Any] = cluster_metrics(y, clusters("kmeans", k), x, seed=seed)
     result.update(k=k, n=int((y != UNKNOWN).sum()))
     result["gmm"] = cluster_metrics(y, clusters("gmm", k), x, seed=seed)
+    probe = linear_probe(x, y, seed=seed)
+    if probe is not None:
+      result["linear_probe"] = probe
     if own is not None:
       result["own"] = cluster_metrics(y, own, x, seed=seed)
     results[name] = result
