@@ -1,7 +1,8 @@
 """Seed-000 multimodal VAE: audio (log-mel) + lyrics embeddings fused into one latent.
 
 The conv VAE's encoder/decoder for the audio, an MLP for the lyrics embedding, a fusion
-(`model.fusion`: concat, poe = product of experts, or attention) and a second decoder for the
+(`model.fusion`: concat, poe = product of experts, attention, or split = private
+audio and lyrics subspaces of the latent) and a second decoder for the
 lyrics embedding. Clips without lyrics train with lyrics_mask 0 (masked, not dropped). Needs
 lyrics embeddings first (tools/embed_lyrics.py; experiments/train_all.py does it for you):
 
@@ -29,6 +30,7 @@ def get_config(arg=None):
   config.model.fusion = "concat"  # 'concat', 'poe' (product of experts) or 'attention'.
   config.model.attention_dim = 256
   config.model.attention_heads = 4
+  config.model.lyrics_latent_dim = 4  # fusion 'split': the lyrics' private latent dimensions
   config.model.output_activation = "none"
   # Relative weight of the lyrics reconstruction; the objective rescales it to the audio
   # term's size (n_audio / D for mse, n_audio for cosine), so 1.0 = equal weight. Measured on

@@ -396,6 +396,10 @@ def test_validate_names_the_config_key():
     mm_variant.validate(config(fusion="sum"))
   with pytest.raises(ValueError, match="model.lyrics_weight"):
     mm_variant.validate(config(lyrics_weight=-1.0))
+  mm_variant.validate(config(fusion="split", latent_dim=8, lyrics_latent_dim=2))
+  for dims in (0, 8, 2.5):
+    with pytest.raises(ValueError, match="model.lyrics_latent_dim"):
+      mm_variant.validate(config(fusion="split", latent_dim=8, lyrics_latent_dim=dims))
   bad_loss = config()
   bad_loss.objective.lyrics_loss = "l1"
   with pytest.raises(ValueError, match="objective.lyrics_loss"):

@@ -13,6 +13,10 @@ than language, lyrics tell language: a latent that fuses them should cluster by 
                  prior expert multiplied; a clip without lyrics has no lyrics expert
     'attention'  a learned query attends over the audio and lyrics tokens (the lyrics token
                  is a padded key for clips without lyrics) -> dense mu / logvar
+    'split'      private subspaces: the audio sets latent_dim - lyrics_latent_dim dimensions,
+                 the lyrics the last lyrics_latent_dim (the prior N(0, I) there for clips
+                 without lyrics); both decoders read all of z. How much of the latent the
+                 lyrics can take is fixed by the architecture, not by a loss weight.
   z -> ConvVAE's decoder -> recon [B, H, W];  z -> MLP -> lyrics_recon [B, D]
 
 Clips without lyrics (`lyrics_mask` 0) are kept: in every fusion their lyrics vector cannot
@@ -32,7 +36,7 @@ from jaxvae.data.spec import DataSpec
 from jaxvae.models import layers
 from jaxvae.models.vae import ConvVAE
 
-FUSIONS = ("concat", "poe", "attention")
+FUSIONS = ("concat", "poe", "attention", "split")
 
 NO_LYRICS_MESSAGE = (
   "multimodal_vae needs lyrics embeddings: set config key "
@@ -137,6 +141,7 @@ class MultimodalVAE(nn.Module):
   fusion: str = "concat"
   attention_dim: int = 256
   attention_heads: int = 4
+  lyrics_latent_dim: int = 4  # 'split' only: the lyrics' private dimensions
   output_activation: str = "none"
   dtype: Any = jnp.float32
   conv_transpose: str = "auto"
@@ -160,6 +165,14 @@ class MultimodalVAE(nn.Module):
     if self.fusion == "poe":
       self.audio_head = GaussianHead(self.latent_dim, self.dtype)
       self.lyrics_head = GaussianHead(self.latent_dim, self.dtype)
+    elif self.fusion == "split":
+      if not 0 < self.lyrics_latent_dim < self.latent_dim:
+        raise ValueError(
+          f"config key 'model.lyrics_latent_dim' is {self.lyrics_latent_dim}; expected 1 to "
+          f"latent_dim - 1 = {self.latent_dim - 1}"
+        )
+      self.audio_head = GaussianHead(self.latent_dim - self.lyrics_latent_dim, self.dtype)
+      self.lyrics_head = GaussianHead(self.lyrics_latent_dim, self.dtype)
     else:
       self.head = GaussianHead(self.latent_dim, self.dtype)
     if self.fusion == "attention":
@@ -202,6 +215,14 @@ class MultimodalVAE(nn.Module):
         "mu_lyrics": mu_l,
         "logvar_lyrics": logvar_l,
       }
+    if self.fusion == "split":
+      mu_a, logvar_a = self.audio_head(h_audio)
+      mu_l, logvar_l = self.lyrics_head(h_lyrics)
+      mu_l, logvar_l = (jnp.where(present, v, 0.0) for v in (mu_l, logvar_l))
+      return {
+        "mu": jnp.concatenate([mu_a, mu_l], -1),
+        "logvar": jnp.concatenate([logvar_a, logvar_l], -1),
+      }
     if self.fusion == "attention":
       fused = self.attention(h_audio, h_lyrics, has)
     else:
@@ -237,7 +258,8 @@ class MultimodalVAE(nn.Module):
 
 def build_multimodal_vae(model_config, spec: DataSpec, dtype: str = "float32") -> MultimodalVAE:
   """Registry builder: `model.{channels, latent_dim, lyrics_hidden, fusion,
-  output_activation}` (+ optional `attention_dim`, `attention_heads`); `model.lyrics_weight`
+  output_activation}` (+ optional `attention_dim`, `attention_heads`, `lyrics_latent_dim`);
+  `model.lyrics_weight`
   is read by the objective."""
   if not spec.lyrics_dim:
     raise ValueError(NO_LYRICS_MESSAGE)
@@ -255,6 +277,7 @@ def build_multimodal_vae(model_config, spec: DataSpec, dtype: str = "float32") -
     fusion=fusion,
     attention_dim=model_config.get("attention_dim", 256),
     attention_heads=model_config.get("attention_heads", 4),
+    lyrics_latent_dim=model_config.get("lyrics_latent_dim", 4),
     output_activation=model_config.get("output_activation", "none"),
     conv_transpose=model_config.get("conv_transpose", "auto"),
     dtype=layers.compute_dtype(dtype),

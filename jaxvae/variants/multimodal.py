@@ -118,6 +118,13 @@ def validate(config) -> None:
       f"{config.objective.lyrics_loss!r}; expected one of "
       f"{', '.join(LYRICS_LOSSES)}"
     )
+  if config.model.fusion == "split":
+    dims, latent = config.model.get("lyrics_latent_dim", 4), config.model.latent_dim
+    if not isinstance(dims, int) or not 0 < dims < latent:
+      raise ConfigError(
+        f"config key 'model.lyrics_latent_dim' is {dims!r}; expected an integer from 1 to "
+        f"model.latent_dim - 1 = {latent - 1}"
+      )
   weight = config.model.lyrics_weight
   if not isinstance(weight, (int, float)) or weight < 0:
     raise ConfigError(f"config key 'model.lyrics_weight' is {weight!r}; expected a number >= 0")
