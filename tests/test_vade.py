@@ -201,7 +201,8 @@ def test_pi_is_a_softmax_of_logits():
   np.testing.assert_allclose(pi.sum(), 1.0, atol=1e-6)
   means = np.random.default_rng(0).normal(size=(60, L)) + np.repeat(np.eye(K, L) * 6, 20, 0)
   fitted = vade.fit_gmm(means, K, seed=0)
-  gmm = GaussianMixture(K, covariance_type="diag", random_state=0).fit(means)
+  center, scale = vade.standardization(means)
+  gmm = GaussianMixture(K, covariance_type="diag", random_state=0).fit((means - center) / scale)
   np.testing.assert_allclose(jax.nn.softmax(fitted["pi_logits"]), gmm.weights_, atol=1e-6)
   # A constant shift of the logits is the same prior: gamma must not change.
   z = jnp.asarray(means[:5], jnp.float32)
@@ -316,14 +317,19 @@ def test_gmm_init_fits_the_latent_means_of_real_examples():
     [np.asarray(_apply_jit(model, state, b)["mu"])[np.asarray(b["mask"]) > 0] for b in data]
   )
   assert means.shape == (21, L)
+  # The reference: sklearn's fit on the standardized means, mapped back to latent units.
+  means = means.astype(np.float64)  # as gmm_init's encode_means hands them over
+  center, scale = means.mean(0), means.std(0)
   gmm = GaussianMixture(K, covariance_type="diag", n_init=10, random_state=config.seed)
-  gmm.fit(means)
+  gmm.fit((means - center) / scale)
   np.testing.assert_allclose(jax.nn.softmax(new.params["pi_logits"]), gmm.weights_, atol=1e-5)
-  np.testing.assert_allclose(new.params["mu_c"], gmm.means_, atol=1e-5)
-  np.testing.assert_allclose(jnp.exp(new.params["logvar_c"]), gmm.covariances_, rtol=1e-4)
+  np.testing.assert_allclose(new.params["mu_c"], gmm.means_ * scale + center, atol=1e-5)
+  np.testing.assert_allclose(
+    jnp.exp(new.params["logvar_c"]), gmm.covariances_ * scale**2, rtol=1e-4
+  )
   assert float(new.model_state["vade"]["posterior_noise"]) == 1.0
   out = _apply_jit(model, new, data[0])
-  np.testing.assert_array_equal(out["assignments"], gmm.predict(means[:8]))
+  np.testing.assert_array_equal(out["assignments"], gmm.predict((means[:8] - center) / scale))
   # The network is untouched.
   chex.assert_trees_all_equal(new.params["mu_head"], state.params["mu_head"])
 

@@ -122,16 +122,26 @@ def fit_gmm(means: np.ndarray, n_clusters: int, seed: int) -> dict[str, np.ndarr
     )
   # The best of 10 k-means-initialized fits by likelihood (label-free): one fit's local
   # optimum decides VaDE's clusters, and a poor one is rarely left in joint training.
+  # Fitted to the standardized means and mapped back: a diagonal mixture is the same model
+  # in either coordinates, but its k-means start weighs dimensions by their spread. On
+  # digits this lifted the 10-seed median accuracy from 0.811 to 0.821 (BUILD_NOTES.md).
+  center, scale = standardization(means)
   gmm = GaussianMixture(
     n_components=n_clusters, covariance_type="diag", n_init=10, random_state=seed
   )
-  gmm.fit(means)
+  gmm.fit((means - center) / scale)
   # log weights are valid logits: softmax(log w) = w because the weights sum to 1.
   return {
     "pi_logits": np.log(gmm.weights_).astype(np.float32),
-    "mu_c": gmm.means_.astype(np.float32),
-    "logvar_c": np.log(gmm.covariances_).astype(np.float32),
+    "mu_c": (gmm.means_ * scale + center).astype(np.float32),
+    "logvar_c": (np.log(gmm.covariances_) + 2 * np.log(scale)).astype(np.float32),
   }
+
+
+def standardization(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Per-dimension center and scale of [N, L] means; a constant dimension keeps scale 1."""
+  scale = means.std(axis=0)
+  return means.mean(axis=0), np.where(scale > 0, scale, 1.0)
 
 
 def with_gmm(state, gmm: dict[str, np.ndarray]):
