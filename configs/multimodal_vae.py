@@ -27,7 +27,8 @@ def get_config(arg=None):
   config.model.channels = (16, 32, 64)
   config.model.latent_dim = 128
   config.model.lyrics_hidden = (256,)
-  config.model.fusion = "concat"  # 'concat', 'poe' (product of experts) or 'attention'.
+  # 'concat', 'poe' (product of experts), 'attention' or 'split' (private subspaces).
+  config.model.fusion = "concat"
   config.model.attention_dim = 256
   config.model.attention_heads = 4
   config.model.lyrics_latent_dim = 4  # fusion 'split': the lyrics' private latent dimensions

@@ -6,10 +6,11 @@
 
 Models: basic, conv, beta, cvae_language, cvae_genre, vade, multimodal. Each trains in
 `DIR/<model>` with the one trainer (re-running resumes; a finished model is not retrained,
-and is evaluated again only with `--re-eval`),
+and is evaluated again only with `--re-eval`, e.g. after `--set eval.cluster_space=raw`),
 then `--mode=eval` clusters its latent means against every label column and measures it. The
 table `DIR/comparison.{csv,md}` has parameters, checkpoint size, epochs, best validation value
-(each model's own objective: not comparable), wall time, nmi_/ari_ per label, plus a PCA +
+(each model's own objective: not comparable), training time, nmi_/ari_/probe_ per label
+(k-means scores and a linear probe's accuracy), plus a PCA +
 k-means baseline row on the same features, so it shows whether a VAE helps; and the measures
 that do compare (`MEASURES`, explained by `NOTE` under the table): the IWAE NLL, active
 units, log-spectral distance and spectral convergence of reconstructions, and Fréchet / MMD
@@ -154,7 +155,8 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
   except (errors.ConfigError, errors.DataError) as e:
     return {"model": name, "skipped": str(e)}
   done = os.path.join(workdir, "done.json")
-  if not os.path.exists(done):
+  trained = not os.path.exists(done)
+  if trained:
     compile_cache.enable(config)  # as main does for every mode
     start = time.time()
     meta = loop.train_and_evaluate(
@@ -171,7 +173,7 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
         f,
       )
   metrics_path = os.path.join(workdir, "eval", "metrics.json")
-  if args.re_eval or not os.path.exists(metrics_path):
+  if trained or args.re_eval or not os.path.exists(metrics_path):
     compile_cache.enable(config)
     evaluate.run(config, workdir, None)
   info = json.load(open(done))
@@ -221,10 +223,12 @@ NOTE = (
   "spectral_conv (reconstruction error in dB / relative magnitude after undoing each model's "
   "normalization), frechet_* and mmd2_* (one embedding, the same sample counts: prior "
   "samples, GMM-prior samples, and reconstructions as each model's floor), active_units (of "
-  "each model's latent_dim), NMI/ARI (k-means on the standardized active latent dimensions; "
-  "the baseline: on 32 principal components of the standardized features) and probe_* (the "
-  "5-fold accuracy of a linear classifier on the same points: whether a label is in the "
-  "latent, where NMI asks whether it is the latent's main structure). nll_nats (IWAE) "
+  "each model's latent_dim), NMI/ARI (k-means on the points eval.cluster_space selects, by "
+  "default the active latent dimensions standardized; the baseline: on 32 principal "
+  "components of the standardized features) and probe_* (the cross-validated accuracy of a "
+  "linear classifier on the same points, up to 5 folds, a clip's segments in one fold: "
+  "whether a label is in the latent, where NMI asks whether it is the latent's main "
+  "structure). nll_nats (IWAE) "
   "compares between models with the same decoder likelihood on the same normalized "
   "features; the conditional models' is p(x | label) and the multimodal model's uses audio "
   "only. best_val is each model's own objective and does not compare."

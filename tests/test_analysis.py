@@ -181,6 +181,18 @@ def test_cluster_space_standardizes_active_dimensions():
   noise = analysis.linear_probe(rng.normal(size=(200, 3)), y)
   assert abs(noise["acc"] - 0.5) < 0.15 and noise["n"] == 200
   assert analysis.linear_probe(x, np.where(np.arange(200) == 0, 0, 1)) is None  # 1 point
+  # A rare class is left out and counted; the others are still probed.
+  rare = np.where(np.arange(200) == 0, 2, y)
+  probe = analysis.linear_probe(raw, rare)
+  assert probe["dropped_classes"] == 1 and probe["dropped_points"] == 1 and probe["acc"] > 0.95
+  # Segments of one clip: 5 near-copies of a random point per clip (60-d, so a linear model
+  # can fit any labelling of 40 clips), labels random per clip. Ungrouped, the probe scores
+  # by recognizing clips it was trained on; grouped by clip, it is at chance.
+  clip_of = np.repeat(np.arange(40), 5)
+  clip_label = rng.integers(0, 2, 40)[clip_of]
+  segments = rng.normal(size=(40, 60))[clip_of] + 0.01 * rng.normal(size=(200, 60))
+  assert analysis.linear_probe(segments, clip_label)["acc"] > 0.95
+  assert analysis.linear_probe(segments, clip_label, groups=clip_of)["acc"] < 0.75
   # Nothing active: clustered as it is, and the description says why.
   dead, info = analysis.cluster_space(x[:, 2:], "standardized", threshold=0.01)
   assert info["space"] == "raw" and "no dimension" in info["note"]

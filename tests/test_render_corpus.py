@@ -90,6 +90,9 @@ def test_missing_tools_are_one_error_line(tmp_path, monkeypatch, capsys):
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("error: fluidsynth and espeak-ng not found")
   assert not (tmp_path / "corpus").exists()
+  monkeypatch.setattr(render_corpus, "check_tools", lambda soundfont: "")
+  assert render_corpus.main(["--out", str(tmp_path / "corpus"), "--jobs", "-1"]) == 1
+  assert capsys.readouterr().err.strip() == "error: --jobs is -1; expected 0 (one per core) or more"
 
 
 @pytest.mark.skipif(
@@ -121,5 +124,18 @@ def test_render_writes_a_manifest_corpus(tmp_path):
     {name: np.asarray([r[name] for r in rows]) for name in ("language", "genre", "title")}
   )
   assert set(skipped) == {"title"}
-  with pytest.raises(FileExistsError):
-    render_corpus.render(str(out), clips_per_class=1, seconds=2.0, seed=0)
+  for taken in (out, tmp_path):  # a corpus, or any other non-empty folder
+    with pytest.raises(FileExistsError):
+      render_corpus.render(str(taken) + "/", clips_per_class=1, seconds=2.0, seed=0)
+  # An empty folder, named with a trailing slash: one language, the same clips as above.
+  (tmp_path / "empty").mkdir()
+  render_corpus.render(
+    str(tmp_path / "empty") + "/",
+    clips_per_class=1,
+    seconds=2.0,
+    seed=0,
+    languages=("spanish",),
+    jobs=1,
+  )
+  again = json.loads((tmp_path / "empty" / "corpus.json").read_text(encoding="utf-8"))
+  assert again["clips"]["spanish_rock_000"] == corpus["clips"]["spanish_rock_000"]

@@ -211,6 +211,26 @@ def test_pi_is_a_softmax_of_logits():
   np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_fit_gmm_is_the_mixture_of_the_raw_means():
+  """Fitted in standardized units, the mixture maps back exactly: its log-likelihood of the
+  raw means is sklearn's standardized score minus the log of the scaling's Jacobian; a dead
+  dimension is neither scaled up nor given a variance below sklearn's floor."""
+  rng = np.random.default_rng(1)
+  means = np.repeat(np.eye(K, L) * 6, 20, 0) * rng.uniform(0.1, 10, L) + rng.normal(size=(60, L))
+  means[:, -1] = 3.0 + 1e-7 * rng.normal(size=60)  # a dead dimension
+  fitted = vade.fit_gmm(means, K, seed=0)
+  center, scale = vade.standardization(means)
+  assert scale[-1] == 1.0 and (scale[:-1] > 0.1).all()
+  gmm = GaussianMixture(K, covariance_type="diag", n_init=10, random_state=0)
+  gmm.fit((means - center) / scale)
+  z = jnp.asarray(means, jnp.float32)
+  joint = vade_model.log_joint(z, *(jnp.asarray(fitted[k]) for k in vade_model.GMM_PARAMS))
+  ours = float(jnp.mean(jax.nn.logsumexp(joint, axis=-1)))
+  ref = gmm.score((means - center) / scale) - np.log(scale).sum()
+  assert abs(ours - ref) < 1e-3 * abs(ref)
+  assert (fitted["logvar_c"] >= np.log(vade.VARIANCE_FLOOR) - 1e-6).all()
+
+
 def test_prior_samples_follow_the_mixture():
   model, batch = _model(), _batch()
   state, gmm = _set_gmm(_state(model, batch))

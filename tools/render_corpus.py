@@ -66,6 +66,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxvae import workdir as workdir_lib
+from jaxvae.audio import decode as audio_decode
 
 LANGUAGES = ("arabic", "english", "hindi", "spanish")
 GENRES = ("hiphop", "pop", "rock")
@@ -305,17 +306,6 @@ def _run(cmd: list[str], what: str) -> bytes:
   return done.stdout
 
 
-def _resample(y: np.ndarray, sr_in: int, sr: int) -> np.ndarray:
-  if sr_in == sr:
-    return y
-  from math import gcd  # pylint: disable=g-import-not-at-top
-
-  from scipy.signal import resample_poly  # pylint: disable=g-import-not-at-top
-
-  g = gcd(sr_in, sr)
-  return resample_poly(y, sr // g, sr_in // g)
-
-
 def speak(plan: dict, sr: int) -> np.ndarray:
   """The lyrics spoken by espeak-ng, one line after another with a short pause, at `sr`."""
   import soundfile as sf  # pylint: disable=g-import-not-at-top
@@ -325,7 +315,7 @@ def speak(plan: dict, sr: int) -> np.ndarray:
     cmd = ["espeak-ng", "-v", plan["voice"], "-s", str(plan["voice_wpm"]), "-p"]
     wav = _run(cmd + [str(plan["voice_pitch"]), "--stdout", line], "espeak-ng")
     y, sr_in = sf.read(io.BytesIO(wav), dtype="float32")
-    parts += [_resample(y, sr_in, sr), np.zeros(int(0.25 * sr), np.float32)]
+    parts += [audio_decode.resample(y, sr_in, sr), np.zeros(int(0.25 * sr), np.float32)]
   return np.concatenate(parts).astype(np.float32)
 
 
@@ -421,9 +411,15 @@ def render(
   languages=LANGUAGES,
   jobs: int = 0,
 ) -> str:
-  """Renders the corpus into `out` (which must not exist yet); returns the manifest path."""
-  if os.path.exists(os.path.join(out, "manifest.csv")):
-    raise FileExistsError(f"{out!r} already holds a corpus (manifest.csv); choose another --out")
+  """Renders the corpus into `out` (which must not exist yet, or be empty); returns the
+  manifest path."""
+  out = os.path.normpath(os.path.abspath(out))
+  if os.path.isdir(out) and os.listdir(out) or os.path.exists(out) and not os.path.isdir(out):
+    raise FileExistsError(
+      f"{out!r} already exists and is not an empty folder; choose another --out"
+    )
+  if os.path.isdir(out):
+    os.rmdir(out)  # empty: the finished corpus is renamed into its place
   workdir_lib.remove_stale_tmp(out)
   tmp = workdir_lib.tmp_name(out)
   for sub in ("audio", "lyrics", "midi"):
@@ -432,7 +428,8 @@ def render(
   title_order = np.random.default_rng([seed, 99]).permutation(
     len(languages) * len(GENRES) * clips_per_class
   )
-  for li, language in enumerate(languages):
+  for language in languages:
+    li = LANGUAGES.index(language)  # a clip's seed does not depend on which languages are asked
     for gi, genre in enumerate(GENRES):
       for k in range(clips_per_class):
         plan = plan_clip(language, genre, seconds, np.random.default_rng([seed, li, gi, k]))
@@ -493,8 +490,10 @@ def main(argv=None) -> int:
   problem = check_tools(args.soundfont)
   if not problem and (not languages or set(languages) - set(LANGUAGES)):
     problem = f"--languages {args.languages!r}: expected a subset of {','.join(LANGUAGES)}"
-  if not problem and (args.clips_per_class < 1 or args.seconds <= 0):
-    problem = "--clips-per-class and --seconds must be positive"
+  if not problem and (args.clips_per_class < 1 or args.seconds <= 0 or args.sr < 8000):
+    problem = "--clips-per-class and --seconds must be positive, --sr at least 8000"
+  if not problem and args.jobs < 0:
+    problem = f"--jobs is {args.jobs}; expected 0 (one per core) or more"
   if problem:
     print(f"error: {problem}", file=sys.stderr)
     return 1
@@ -512,7 +511,8 @@ def main(argv=None) -> int:
   except (OSError, RuntimeError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  print(json.dumps({"manifest": manifest, "clips": args.clips_per_class * 3 * len(languages)}))
+  clips = args.clips_per_class * len(GENRES) * len(languages)
+  print(json.dumps({"manifest": manifest, "clips": clips}))
   return 0
 
 

@@ -221,36 +221,55 @@ def cluster_space(latents: np.ndarray, space: str, threshold: float) -> tuple[np
   return z, info | {"threshold": threshold}
 
 
-def linear_probe(points: np.ndarray, labels_true: np.ndarray, *, seed: int = 0, folds: int = 5):
+def linear_probe(
+  points: np.ndarray,
+  labels_true: np.ndarray,
+  *,
+  groups: np.ndarray | None = None,
+  seed: int = 0,
+  folds: int = 5,
+) -> dict[str, Any] | None:
   """How well a label reads off the points linearly: the cross-validated accuracy of a
   multinomial logistic regression, as the multimodal VAE papers (MVAE, MMVAE, MoPoE-VAE)
   judge whether a joint latent keeps each attribute. Clustering asks whether the label is
   the *dominant* structure; this asks whether it is *there*.
 
-  Returns {"acc", "chance" (the majority class's share), "folds", "n"}, or None when a class
-  has fewer known points than folds (at least 2 are needed).
+  groups: one id per point (the clip of a segment): a group's points stay in one fold, so
+  the probe cannot score by recognizing a clip it was trained on. Classes with fewer known
+  groups than 2 are left out and counted; the folds are `folds`, or fewer when the smallest
+  class has fewer groups.
+
+  Returns {"acc", "chance" (the majority class's share), "folds", "n", "dropped_classes",
+  "dropped_points"}, or None when fewer than 2 classes have 2 groups.
   """
   from sklearn.linear_model import LogisticRegression
-  from sklearn.model_selection import StratifiedKFold
+  from sklearn.model_selection import StratifiedGroupKFold
   from sklearn.model_selection import cross_val_score
   from sklearn.pipeline import make_pipeline
   from sklearn.preprocessing import StandardScaler
 
   y = np.asarray(labels_true).ravel()
+  g = np.arange(len(y)) if groups is None else np.asarray(groups).ravel()
   known = y != UNKNOWN
-  x, y = flatten(points)[known], y[known]
-  counts = np.unique(y, return_counts=True)[1]
-  if len(counts) < 2 or counts.min() < 2:
+  x, y, g = flatten(points)[known], y[known], g[known]
+  classes = np.unique(y)
+  per_class = np.array([len(np.unique(g[y == c])) for c in classes])
+  keep = np.isin(y, classes[per_class >= 2])
+  if len(classes[per_class >= 2]) < 2:
     return None
-  folds = min(folds, int(counts.min()))
+  x, y, g = x[keep], y[keep], g[keep]
+  counts = np.unique(y, return_counts=True)[1]
+  folds = min(folds, int(per_class[per_class >= 2].min()))
   probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
-  split = StratifiedKFold(folds, shuffle=True, random_state=seed)
-  acc = cross_val_score(probe, x, y, cv=split, scoring="accuracy")
+  split = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+  acc = cross_val_score(probe, x, y, groups=g, cv=split, scoring="accuracy")
   return {
     "acc": float(acc.mean()),
     "chance": float(counts.max() / counts.sum()),
     "folds": folds,
     "n": int(len(y)),
+    "dropped_classes": int((per_class < 2).sum()),
+    "dropped_points": int((~keep).sum()),
   }
 
 
@@ -261,6 +280,7 @@ def evaluate_latents(
   *,
   seed: int = 0,
   assignments: np.ndarray | None = None,
+  groups: np.ndarray | None = None,
 ) -> dict[str, dict[str, Any]]:
   """Clusters the latents once per label column and scores the clusters against it.
 
@@ -270,9 +290,10 @@ def evaluate_latents(
 
   Returns:
     {label: {"nmi", "ari", "purity", "acc", "silhouette" (k-means), "k", "n" (points with a
-    known label), "gmm": {metrics}, "linear_probe": `linear_probe` (when every class has 2
-    points), "own": {metrics} when `assignments` is given}} for every column with at least 2
-    known values; other columns are skipped with a log line.
+    known label), "gmm": {metrics}, "linear_probe": `linear_probe` (grouped by `groups`, one
+    id per point, e.g. its clip; absent when fewer than 2 classes have 2 groups), "own":
+    {metrics} when `assignments` is given}} for every column with at least 2 known values;
+    other columns are skipped with a log line.
   """
   x = flatten(latents)
   columns = label_columns(labels, x.shape[0])
@@ -296,7 +317,7 @@ def evaluate_latents(
     result: dict[str, Any] = cluster_metrics(y, clusters("kmeans", k), x, seed=seed)
     result.update(k=k, n=int((y != UNKNOWN).sum()))
     result["gmm"] = cluster_metrics(y, clusters("gmm", k), x, seed=seed)
-    probe = linear_probe(x, y, seed=seed)
+    probe = linear_probe(x, y, groups=groups, seed=seed)
     if probe is not None:
       result["linear_probe"] = probe
     if own is not None:
@@ -311,6 +332,7 @@ def pca_kmeans_baseline(
   label_names: Mapping[str, Sequence[str]],
   n_components: int = 32,
   seed: int = 0,
+  groups: np.ndarray | None = None,
 ) -> dict[str, dict[str, Any]]:
   """The no-VAE baseline: standardize the flattened features, PCA, then `evaluate_latents`.
 
@@ -326,4 +348,4 @@ def pca_kmeans_baseline(
   dims = min(n_components, n - 1, d)
   z = StandardScaler(copy=False).fit_transform(x)  # x is already our own copy; 30 s clips are big
   z = PCA(n_components=dims, random_state=seed).fit_transform(z)
-  return evaluate_latents(z, labels, label_names, seed=seed)
+  return evaluate_latents(z, labels, label_names, seed=seed, groups=groups)

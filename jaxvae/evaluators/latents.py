@@ -94,11 +94,19 @@ class Latents:
       points, results["cluster_space"] = clustering.cluster_space(
         latent, config.eval.cluster_space, metrics.ACTIVE_THRESHOLD
       )
+      # A clip's segments share a label: the linear probe keeps them in one fold.
+      clips = [run.store.manifest["examples"][i]["clip_id"] for i in everything.indices]
+      groups = np.unique(clips, return_inverse=True)[1]
       results |= clustering.evaluate_latents(
-        points, labels, names, seed=config.seed, assignments=encoded.get("assignments")
+        points,
+        labels,
+        names,
+        seed=config.seed,
+        assignments=encoded.get("assignments"),
+        groups=groups,
       )
       results["baseline_pca_kmeans"] = clustering.pca_kmeans_baseline(
-        encoded["x"], labels, names, seed=config.seed
+        encoded["x"], labels, names, seed=config.seed, groups=groups
       )
       for method in [m.strip() for m in config.eval.plots.split(",") if m.strip()]:
         try:
@@ -167,8 +175,10 @@ class Latents:
       lines.append(f"clustered: {space['space']} latent means, {space['dims']} dimensions")
     for name, r in results.items():
       if isinstance(r, dict) and "nmi" in r and name != "baseline_pca_kmeans":
+        probe = r.get("linear_probe")
         lines.append(
           f"{name}: nmi {r['nmi']:.3f}  ari {r['ari']:.3f}  acc {r['acc']:.3f}  "
           f"purity {r['purity']:.3f}"
+          + (f"  linear probe {probe['acc']:.3f} (chance {probe['chance']:.3f})" if probe else "")
         )
     return "\n".join(lines)

@@ -131,17 +131,24 @@ def fit_gmm(means: np.ndarray, n_clusters: int, seed: int) -> dict[str, np.ndarr
   )
   gmm.fit((means - center) / scale)
   # log weights are valid logits: softmax(log w) = w because the weights sum to 1.
+  # sklearn's variance floor (reg_covar) acted in standardized units: keep it in latent units.
+  logvar = np.log(gmm.covariances_) + 2 * np.log(scale)
   return {
     "pi_logits": np.log(gmm.weights_).astype(np.float32),
     "mu_c": (gmm.means_ * scale + center).astype(np.float32),
-    "logvar_c": (np.log(gmm.covariances_) + 2 * np.log(scale)).astype(np.float32),
+    "logvar_c": np.maximum(logvar, np.log(VARIANCE_FLOOR)).astype(np.float32),
   }
 
 
+VARIANCE_FLOOR = 1e-6  # sklearn GaussianMixture's reg_covar, in latent units
+DEAD_SCALE = 1e-3  # a dimension whose means spread less than this is not scaled up
+
+
 def standardization(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Per-dimension center and scale of [N, L] means; a constant dimension keeps scale 1."""
+  """Per-dimension center and scale of [N, L] means. A (nearly) constant dimension keeps
+  scale 1: scaled to unit variance, its float noise would weigh as much as a used one."""
   scale = means.std(axis=0)
-  return means.mean(axis=0), np.where(scale > 0, scale, 1.0)
+  return means.mean(axis=0), np.where(scale > DEAD_SCALE, scale, 1.0)
 
 
 def with_gmm(state, gmm: dict[str, np.ndarray]):
