@@ -6,6 +6,7 @@ MIDI SoundFont, and skips without them.
 
 import csv
 import importlib.util
+import itertools
 import json
 import os
 
@@ -64,6 +65,45 @@ def test_tempo_loudness_and_timbre_do_not_give_genre_away():
     pairs = [(p[key], p["genre"]) for p in plans]
     best = sum(max(pairs.count((v, g)) for g in set(genres)) for v in {v for v, _ in pairs})
     assert 0.4 < best / len(plans) < 0.7, (key, best / len(plans))
+
+
+def test_all_instrument_choices_together_do_not_tell_genre():
+  """The exact accuracy of the best genre guess from the chord, bass, lead and kit choices
+  together (the Bayes classifier under the drawing weights, every combination)."""
+  rc = render_corpus
+
+  def weights(pool, typical, scale=1.0):
+    w = np.asarray([rc.TYPICAL_WEIGHT if p in typical else 1.0 for p in pool])
+    return dict(zip(pool, scale * w / w.sum()))
+
+  per_genre = {}
+  for genre, typical in rc.TYPICAL.items():
+    lead = weights(rc.LEAD_PROGRAMS, typical["lead"], 0.5) | {None: 0.5}  # a lead half the time
+    per_genre[genre] = (
+      weights(rc.CHORD_PROGRAMS, typical["chord"]),
+      weights(rc.BASS_PROGRAMS, typical["bass"]),
+      lead,
+      weights(rc.DRUM_KITS, typical["kit"]),
+    )
+  pools = per_genre["pop"]
+  acc = sum(
+    max(np.prod([p[c] for p, c in zip(per_genre[g], combo)]) for g in rc.GENRES) / len(rc.GENRES)
+    for combo in itertools.product(*pools)
+  )
+  assert 0.5 < acc < 0.75, acc  # 0.70: a hint, as in real music, not a giveaway
+
+
+def test_minor_and_major_clips_play_chords_of_their_scale():
+  """A progression written in the other mode is played from the relative key, so every chord
+  tone is in the clip's scale (rock's power chords are left out: they have no third). Every
+  progression of the genre is checked."""
+  for genre, progression in itertools.product(("pop", "hiphop"), range(3)):
+    for minor in (False, True):
+      plan = render_corpus.plan_clip("english", genre, 8.0, np.random.default_rng(5))
+      plan |= {"minor": minor, "key": 0, "lead_program": None, "progression": progression}
+      scale = {0, 2, 3, 5, 7, 8, 10} if minor else {0, 2, 4, 5, 7, 9, 11}
+      chords = next(i for i in render_corpus.compose(plan).instruments if i.name == "chords")
+      assert {n.pitch % 12 for n in chords.notes} <= scale, (genre, minor)
 
 
 def test_plans_are_seeded_and_lyrics_tell_language_only():
