@@ -172,6 +172,9 @@ def test_cluster_space_standardizes_active_dimensions():
   np.testing.assert_allclose(z.std(axis=0), 1.0, rtol=1e-6)
   np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-9)
   assert analysis.evaluate_latents(z, labels, names)["genre"]["nmi"] > 0.95
+  # The caller's count of active units wins (eval passes latent_usage's).
+  _, given = analysis.cluster_space(x, "standardized", 0.01, active=np.array([1, 0, 0], bool))
+  assert given["dims"] == 1
   raw, info = analysis.cluster_space(x, "raw", threshold=0.01)
   assert info == {"space": "raw", "dims": 3} and np.array_equal(raw, x)
   assert analysis.evaluate_latents(raw, labels, names)["genre"]["nmi"] < 0.1

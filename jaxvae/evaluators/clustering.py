@@ -195,7 +195,9 @@ def identifier_columns(labels: Mapping[str, np.ndarray]) -> dict[str, str]:
   return out
 
 
-def cluster_space(latents: np.ndarray, space: str, threshold: float) -> tuple[np.ndarray, dict]:
+def cluster_space(
+  latents: np.ndarray, space: str, threshold: float, active: np.ndarray | None = None
+) -> tuple[np.ndarray, dict]:
   """The points eval clusters, [N, D'], and what they are.
 
   'standardized': the latent dimensions whose values vary over the points by more than
@@ -204,13 +206,14 @@ def cluster_space(latents: np.ndarray, space: str, threshold: float) -> tuple[np
   the reconstruction, not of the labels; the PCA baseline standardizes its features the same
   way. Inactive dimensions are dropped: scaled up they would be pure noise. 'raw': the points
   as they are. With no active dimension, the points are clustered as they are, and the
-  returned description says so.
+  returned description says so. `active`: the active units when the caller has counted them
+  already (eval's `latent_usage`), so that both name the same dimensions.
   """
   x = flatten(latents).astype(np.float64)
   if space not in ("standardized", "raw"):
     raise ValueError(f"space must be 'standardized' or 'raw', got {space!r}")
   var = x.var(axis=0)
-  active = var > threshold
+  active = var > threshold if active is None else np.asarray(active, bool)
   if space == "raw" or not active.any():
     info = {"space": "raw", "dims": int(x.shape[1])}
     if space != "raw":

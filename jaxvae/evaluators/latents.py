@@ -91,8 +91,14 @@ class Latents:
           state, val["x"], val["recon"], train_means=encoded["mu"][train_rows]
         )
     if latent is not None and labels:
+      usage = results.get("latent_usage")
       points, results["cluster_space"] = clustering.cluster_space(
-        latent, config.eval.cluster_space, metrics.ACTIVE_THRESHOLD
+        latent,
+        config.eval.cluster_space,
+        metrics.ACTIVE_THRESHOLD,
+        active=None
+        if usage is None
+        else np.asarray(usage["mu_variance"]) > metrics.ACTIVE_THRESHOLD,
       )
       # A clip's segments share a label: the linear probe keeps them in one fold.
       clips = [run.store.manifest["examples"][i]["clip_id"] for i in everything.indices]
