@@ -389,3 +389,29 @@ def test_mel_to_audio_reconstructs_the_spectrum_and_writes_wav(tmp_path):
   assert np.abs(written).max() <= 1.0  # clipped, not wrapped around
   with pytest.raises(ValueError, match="NaN"):
     features.write_wav(str(tmp_path / "bad.wav"), np.full(10, np.nan), sr)
+
+
+@pytest.mark.parametrize("feature", ["mel", "mfcc"])
+def test_peak_db_reference_ignores_the_level(feature):
+  """data.db_reference='peak' (librosa's ref=np.max): a clip 40 dB quieter has the same
+  features; 'absolute' (the default, ref=1.0) keeps the level, and its store key is the one
+  stores had before the option existed."""
+  from conftest import load_config
+  from jaxvae.data import store
+
+  y = np.random.default_rng(0).normal(size=(1, 22050)).astype(np.float32)
+  y = np.concatenate([y, 0.01 * y])
+  params = dict(sr=22050, n_fft=1024, hop_length=512, n_mels=64, n_mfcc=20, scale="db")
+  params["feature"] = feature
+  absolute = store.compute_features(y, params)
+  peak = store.compute_features(y, params | {"db_reference": "peak"})
+  # The quieter copy is 40 dB lower in every mel bin (MFCC: c0 carries the shift, x sqrt(n)).
+  assert np.abs(absolute[0] - absolute[1]).max() > 39.0
+  np.testing.assert_allclose(peak[0], peak[1], atol=1e-3)
+  if feature == "mel":  # the same spectrogram, shifted so that its loudest bin is 0 dB
+    top = absolute.reshape(2, -1).max(1)[:, None, None]
+    np.testing.assert_allclose(peak, absolute - top, atol=1e-3)
+  config = load_config("conv_vae.py:small", {})
+  assert "db_reference" not in store.feature_params(config)
+  peak_config = load_config("conv_vae.py:small", {"data.db_reference": "peak"})
+  assert store.feature_params(peak_config)["db_reference"] == "peak"

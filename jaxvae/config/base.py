@@ -24,6 +24,9 @@ NORMALIZATIONS = ("global", "minmax", "none")
 FEATURES = ("mel", "mfcc")
 EXAMPLE_MODES = ("pad_crop", "segment")
 SCALES = ("db", "log1p")
+# dB relative to power 1.0 (a clip's level stays in its features) or to each example's
+# loudest bin (librosa's ref=np.max: the features do not see the level).
+DB_REFERENCES = ("absolute", "peak")
 CONV_TRANSPOSE = ("auto", "matmul", "lax")
 REPORT_THREAD = ("auto", "yes", "no")
 CLUSTER_SPACES = ("standardized", "raw")
@@ -101,6 +104,7 @@ def audio_data() -> ml_collections.ConfigDict:
   c.feature = "mel"
   c.n_mfcc = 40
   c.scale = "db"
+  c.db_reference = "absolute"  # scale 'db': 'absolute' (ref power 1) or 'peak' (per example)
   c.seconds = 30.0
   c.example_mode = "pad_crop"
   c.segment_hop_seconds = 0.0  # 0 means non-overlapping segments.

@@ -27,6 +27,7 @@ CHOICES = {
   "data.feature": base.FEATURES,
   "data.example_mode": base.EXAMPLE_MODES,
   "data.scale": base.SCALES,
+  "data.db_reference": base.DB_REFERENCES,
   "model.conv_transpose": base.CONV_TRANSPOSE,
   "data.download.archive": ("", "full", "midi"),
   "train.report_thread": base.REPORT_THREAD,

@@ -89,6 +89,8 @@ def feature_params(config) -> dict:
     "on_error": d.on_error,
     "min_seconds": d.min_seconds,
     "version": STORE_VERSION,
+    # Only when not the default, so that existing stores keep their keys.
+    **({"db_reference": d.db_reference} if d.db_reference != "absolute" else {}),
     # Only when used, so stores made without augmentation keep their keys.
     **({"augment": json.loads(d.augment.to_json())} if d.augment.copies > 0 else {}),
     "split": {"val_fraction": d.val_fraction, "seed": d.split_seed},
@@ -164,12 +166,17 @@ def _feature_fn(params_json: str):
 
   @jax.jit
   def fn(y):
+    # 'peak': each example's loudest bin is 0 dB (librosa's ref=np.max), so the features
+    # do not depend on the recording's level.
+    ref = np.max if p.get("db_reference", "absolute") == "peak" else 1.0
     if p["feature"] == "mfcc":
-      return features.mfcc(y=y, n_mfcc=p["n_mfcc"], **common)
+      mel = features.mel_spectrogram(y, power=2.0, norm="slaney", **common)
+      db = features.power_to_db(mel, ref=ref, amin=1e-10, top_db=80.0)
+      return features.mfcc(S=db, sr=p["sr"], n_mfcc=p["n_mfcc"])
     power = features.mel_spectrogram(y, power=2.0, **common)
     if p["scale"] == "log1p":
       return jnp.log1p(power)
-    return features.power_to_db(power, ref=1.0, amin=1e-10, top_db=80.0)
+    return features.power_to_db(power, ref=ref, amin=1e-10, top_db=80.0)
 
   return fn
 
