@@ -68,12 +68,28 @@ def load() -> tuple[np.ndarray, np.ndarray]:
   return (digits.images / 16.0).astype(np.float32), digits.target.astype(np.int32)
 
 
-def epoch_batches(x: np.ndarray, rng: np.random.Generator):
+def shifted(x: np.ndarray, shift: int, rng: np.random.Generator) -> np.ndarray:
+  """Each image moved by a random whole number of pixels in [-shift, shift] along each axis,
+  zero-filled: the augmentation of DEC-DA (Guo et al. 2018), which pretrains the autoencoder
+  on shifted digits so that its latent does not separate a digit from itself moved by one
+  pixel."""
+  if shift == 0:
+    return x
+  n, h, w = x.shape
+  padded = np.pad(x, ((0, 0), (shift, shift), (shift, shift)))
+  dy, dx = rng.integers(0, 2 * shift + 1, size=(2, n))
+  rows = dy[:, None] + np.arange(h)[None, :]
+  cols = dx[:, None] + np.arange(w)[None, :]
+  return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def epoch_batches(x: np.ndarray, rng: np.random.Generator, shift: int = 0):
   """Shuffled full batches; the remainder (97 images) changes from epoch to epoch."""
   order = rng.permutation(len(x))
   for i in range(len(x) // BATCH):
     idx = order[i * BATCH : (i + 1) * BATCH]
-    yield {"x": jnp.asarray(x[idx]), "mask": jnp.ones((BATCH,), jnp.float32)}
+    xb = shifted(x[idx], shift, rng)
+    yield {"x": jnp.asarray(xb), "mask": jnp.ones((BATCH,), jnp.float32)}
 
 
 def whole_set(x: np.ndarray) -> dict:
@@ -132,10 +148,10 @@ def scores(model, state, x, y) -> dict[str, float]:
   return analysis.cluster_metrics(y, np.asarray(outputs["assignments"]))
 
 
-def run_stage(model, state, step_fn, x, epochs, rng, log_every=0, report=None):
+def run_stage(model, state, step_fn, x, epochs, rng, log_every=0, report=None, shift=0):
   for epoch in range(epochs):
     losses = []
-    for batch in epoch_batches(x, rng):
+    for batch in epoch_batches(x, rng, shift):
       state, loss = step_fn(state, batch)
       losses.append(loss)
     if log_every and (epoch + 1) % log_every == 0:
@@ -178,7 +194,9 @@ def train_once(args, config, x, y, seed: int) -> dict:
   )
   t0 = time.time()
   pretrain = make_step(model, tx, vade_variant.pretrain_objective, config)
-  state = run_stage(model, state, pretrain, x, args.pretrain_epochs, rng, args.log_every)
+  state = run_stage(
+    model, state, pretrain, x, args.pretrain_epochs, rng, args.log_every, shift=args.shift
+  )
   state = vade_variant.gmm_init(state, model, lambda: iter([whole_set(x)]), config)
   out = {"ae_gmm": scores(model, state, x, y)}
   t1 = time.time()
@@ -186,7 +204,9 @@ def train_once(args, config, x, y, seed: int) -> dict:
   state = state.replace(opt_state=tx.init(state.params))
   joint = make_step(model, tx, vade_variant.objective, config)
   report = lambda s: "  acc {acc:.4f}  nmi {nmi:.4f}".format(**scores(model, s, x, y))
-  state = run_stage(model, state, joint, x, args.epochs, rng, args.log_every, report)
+  state = run_stage(
+    model, state, joint, x, args.epochs, rng, args.log_every, report, args.shift * args.shift_joint
+  )
   out["vade"] = scores(model, state, x, y)
   out["loss"] = elbo_loss(model, state, x, config)
   out["seconds"] = (t1 - t0, time.time() - t1)
@@ -207,6 +227,15 @@ def main(argv=None) -> dict[str, float]:
     type=float,
     default=0.0,
     help="denoising pretraining: the fraction of each input zeroed (model.pretrain_noise)",
+  )
+  p.add_argument(
+    "--shift",
+    type=int,
+    default=0,
+    help="pretraining augmentation: random shifts of up to this many pixels (DEC-DA)",
+  )
+  p.add_argument(
+    "--shift-joint", type=int, default=0, help="1: shift in the joint stage too (DEC-DA does)"
   )
   p.add_argument("--log-every", type=int, default=25)
   p.add_argument(
