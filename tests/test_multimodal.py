@@ -135,6 +135,19 @@ def test_other_lyrics_other_z_and_missing_lyrics_do_not_matter(fusion):
   assert np.abs(np.asarray(masked["mu"][:half] - out_a["mu"][:half])).max() > 1e-3
 
 
+def test_lyrics_dropout_encodes_from_the_audio_alone_in_training_only():
+  """model.lyrics_dropout: a dropped clip's posterior ignores its lyrics while training (all
+  of them at 1.0); evaluation always reads the lyrics."""
+  model = _model("concat", lyrics_dropout=1.0)
+  a = _batch()
+  b = dict(a, lyrics=jax.random.normal(jax.random.PRNGKey(7), (N, DIM)) * 3.0)
+  variables = _variables("concat")  # the option adds no parameters
+  train_a, train_b = _apply(model, variables, a, True), _apply(model, variables, b, True)
+  np.testing.assert_array_equal(train_a["mu"], train_b["mu"])
+  eval_a, eval_b = _apply(model, variables, a), _apply(model, variables, b)
+  assert np.all(np.abs(np.asarray(eval_a["mu"] - eval_b["mu"])).max(axis=-1) > 1e-3)
+
+
 def _shift_lyrics_params(params):
   """Every parameter that only the lyrics path uses, plus noise (not a constant shift, which
   a LayerNorm would remove)."""
@@ -397,6 +410,9 @@ def test_validate_names_the_config_key():
   with pytest.raises(ValueError, match="model.lyrics_weight"):
     mm_variant.validate(config(lyrics_weight=-1.0))
   mm_variant.validate(config(fusion="split", latent_dim=8, lyrics_latent_dim=2))
+  for drop in (-0.1, 1.5, "half"):
+    with pytest.raises(ValueError, match="model.lyrics_dropout"):
+      mm_variant.validate(config(lyrics_dropout=drop))
   for dims in (0, 8, 2.5):
     with pytest.raises(ValueError, match="model.lyrics_latent_dim"):
       mm_variant.validate(config(fusion="split", latent_dim=8, lyrics_latent_dim=dims))

@@ -19,6 +19,10 @@ than language, lyrics tell language: a latent that fuses them should cluster by 
                  lyrics can take is fixed by the architecture, not by a loss weight.
   z -> ConvVAE's decoder -> recon [B, H, W];  z -> MLP -> lyrics_recon [B, D]
 
+Modality dropout (`model.lyrics_dropout`, training only): that fraction of the clips is
+encoded as if it had no lyrics, while the objective still asks z to reconstruct their lyrics,
+so the audio path learns to stand alone (MVAE trains its unimodal posteriors for the same end).
+
 Clips without lyrics (`lyrics_mask` 0) are kept: in every fusion their lyrics vector cannot
 change the posterior (the tests check that two different vectors give identical outputs).
 """
@@ -142,6 +146,9 @@ class MultimodalVAE(nn.Module):
   attention_dim: int = 256
   attention_heads: int = 4
   lyrics_latent_dim: int = 4  # 'split' only: the lyrics' private dimensions
+  # Training only: this fraction of the clips with lyrics is encoded from the audio alone
+  # (modality dropout); their lyrics are still reconstructed from z.
+  lyrics_dropout: float = 0.0
   output_activation: str = "none"
   dtype: Any = jnp.float32
   conv_transpose: str = "auto"
@@ -246,6 +253,10 @@ class MultimodalVAE(nn.Module):
     return self.lyrics_decoder(z).astype(jnp.float32)
 
   def __call__(self, batch, train: bool = False) -> dict[str, jax.Array]:
+    if train and self.lyrics_dropout > 0:
+      _, has = self._lyrics(batch)
+      keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.lyrics_dropout, has.shape)
+      batch = {**batch, "lyrics_mask": has * keep}
     post = self.posterior(batch, train)
     z = layers.reparameterize(self, post["mu"], post["logvar"])
     return {
@@ -278,6 +289,7 @@ def build_multimodal_vae(model_config, spec: DataSpec, dtype: str = "float32") -
     attention_dim=model_config.get("attention_dim", 256),
     attention_heads=model_config.get("attention_heads", 4),
     lyrics_latent_dim=model_config.get("lyrics_latent_dim", 4),
+    lyrics_dropout=float(model_config.get("lyrics_dropout", 0.0)),
     output_activation=model_config.get("output_activation", "none"),
     conv_transpose=model_config.get("conv_transpose", "auto"),
     dtype=layers.compute_dtype(dtype),

@@ -128,6 +128,11 @@ def validate(config) -> None:
   weight = config.model.lyrics_weight
   if not isinstance(weight, (int, float)) or weight < 0:
     raise ConfigError(f"config key 'model.lyrics_weight' is {weight!r}; expected a number >= 0")
+  drop = config.model.get("lyrics_dropout", 0.0)
+  if not isinstance(drop, (int, float)) or not 0.0 <= drop <= 1.0:
+    raise ConfigError(
+      f"config key 'model.lyrics_dropout' is {drop!r}; expected a fraction from 0 to 1"
+    )
 
 
 VARIANT = Variant(build, objective, validate=validate, likelihood=audio_vae.recon_likelihood)
