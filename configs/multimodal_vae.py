@@ -32,9 +32,9 @@ def get_config(arg=None):
   config.model.attention_dim = 256
   config.model.attention_heads = 4
   config.model.lyrics_latent_dim = 4  # fusion 'split': the lyrics' private latent dimensions
-  # Modality dropout: while training, this fraction of the clips is encoded from the audio
-  # alone (their lyrics are still reconstructed from z), as MVAE trains on the unimodal
-  # posteriors too.
+  # Modality dropout, in [0, 1): while training, each clip with lyrics is encoded from the
+  # audio alone with this probability (its lyrics are still reconstructed from z), as MVAE
+  # trains on the unimodal posteriors too.
   config.model.lyrics_dropout = 0.0
   config.model.output_activation = "none"
   # Relative weight of the lyrics reconstruction; the objective rescales it to the audio

@@ -84,7 +84,8 @@ def shifted(x: np.ndarray, shift: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def epoch_batches(x: np.ndarray, rng: np.random.Generator, shift: int = 0):
-  """Shuffled full batches; the remainder (97 images) changes from epoch to epoch."""
+  """Shuffled full batches (each image randomly shifted by up to `shift` pixels); the
+  remainder (97 images) changes from epoch to epoch."""
   order = rng.permutation(len(x))
   for i in range(len(x) // BATCH):
     idx = order[i * BATCH : (i + 1) * BATCH]
@@ -205,7 +206,15 @@ def train_once(args, config, x, y, seed: int) -> dict:
   joint = make_step(model, tx, vade_variant.objective, config)
   report = lambda s: "  acc {acc:.4f}  nmi {nmi:.4f}".format(**scores(model, s, x, y))
   state = run_stage(
-    model, state, joint, x, args.epochs, rng, args.log_every, report, args.shift * args.shift_joint
+    model,
+    state,
+    joint,
+    x,
+    args.epochs,
+    rng,
+    args.log_every,
+    report,
+    args.shift if args.shift_joint else 0,
   )
   out["vade"] = scores(model, state, x, y)
   out["loss"] = elbo_loss(model, state, x, config)
@@ -235,7 +244,7 @@ def main(argv=None) -> dict[str, float]:
     help="pretraining augmentation: random shifts of up to this many pixels (DEC-DA)",
   )
   p.add_argument(
-    "--shift-joint", type=int, default=0, help="1: shift in the joint stage too (DEC-DA does)"
+    "--shift-joint", action="store_true", help="shift in the joint stage too (DEC-DA does)"
   )
   p.add_argument("--log-every", type=int, default=25)
   p.add_argument(
@@ -246,6 +255,8 @@ def main(argv=None) -> dict[str, float]:
     "lowest negative ELBO (labels are never used to choose)",
   )
   args = p.parse_args(argv)
+  if args.shift < 0:
+    p.error(f"--shift is {args.shift}; expected a number of pixels >= 0")
   config = make_config(args)
   x, y = load()
 

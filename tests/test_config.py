@@ -44,6 +44,10 @@ def test_preset_and_override_types():
     ({"train": "1"}, "config key 'train' is a group"),
     ({"model.conv_transpose": "fft"}, "config key 'model.conv_transpose' is 'fft'"),
     ({"data.db_reference": "max"}, "config key 'data.db_reference' is 'max'; expected one of"),
+    (
+      {"data.db_reference": "peak", "data.scale": "log1p"},
+      "config key 'data.db_reference' is 'peak', which applies to dB features",
+    ),
     ({"eval.num_generated": "0"}, "config key 'eval.num_generated' is 0"),
     ({"generate.interpolation_steps": "1"}, "config key 'generate.interpolation_steps' is 1"),
   ],

@@ -400,7 +400,7 @@ def test_peak_db_reference_ignores_the_level(feature):
   from jaxvae.data import store
 
   y = np.random.default_rng(0).normal(size=(1, 22050)).astype(np.float32)
-  y = np.concatenate([y, 0.01 * y])
+  y = np.concatenate([y, 0.01 * y, 0.0 * y])  # a clip, 40 dB quieter, silence
   params = dict(sr=22050, n_fft=1024, hop_length=512, n_mels=64, n_mfcc=20, scale="db")
   params["feature"] = feature
   absolute = store.compute_features(y, params)
@@ -409,9 +409,29 @@ def test_peak_db_reference_ignores_the_level(feature):
   assert np.abs(absolute[0] - absolute[1]).max() > 39.0
   np.testing.assert_allclose(peak[0], peak[1], atol=1e-3)
   if feature == "mel":  # the same spectrogram, shifted so that its loudest bin is 0 dB
-    top = absolute.reshape(2, -1).max(1)[:, None, None]
-    np.testing.assert_allclose(peak, absolute - top, atol=1e-3)
+    top = absolute[:2].reshape(2, -1).max(1)[:, None, None]
+    np.testing.assert_allclose(peak[:2], absolute[:2] - top, atol=1e-3)
+    # Silence stays at the floor (librosa's ref=np.max would make it 0 dB, the loudest).
+    np.testing.assert_allclose(peak[2], -80.0, atol=1e-3)
+  else:  # the default MFCC path is the one it always was
+    reference = features.mfcc(y=y, sr=22050, n_mfcc=20, n_fft=1024, hop_length=512, n_mels=64)
+    np.testing.assert_allclose(absolute, reference, atol=1e-3)
   config = load_config("conv_vae.py:small", {})
   assert "db_reference" not in store.feature_params(config)
   peak_config = load_config("conv_vae.py:small", {"data.db_reference": "peak"})
   assert store.feature_params(peak_config)["db_reference"] == "peak"
+
+
+def test_audio_from_peak_referenced_features_has_a_fixed_peak():
+  """Peak-referenced features hold no level: audio made from them is brought to
+  PEAK_OUTPUT_DB rather than left at the 0 dB bin's (inaudible) level."""
+  import types
+
+  from conftest import load_config
+  from jaxvae.sampling import prior
+
+  config = load_config("conv_vae.py:small", {"data.db_reference": "peak"})
+  store = types.SimpleNamespace(manifest={"stats": {"mean": -30.0, "std": 15.0}})
+  x = np.random.default_rng(0).normal(size=(64, 20)).astype(np.float32)
+  audio = prior.features_to_audio(x, store, config, n_iter=2)
+  assert np.abs(audio).max() == pytest.approx(10 ** (prior.PEAK_OUTPUT_DB / 20), rel=1e-5)

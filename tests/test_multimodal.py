@@ -135,17 +135,27 @@ def test_other_lyrics_other_z_and_missing_lyrics_do_not_matter(fusion):
   assert np.abs(np.asarray(masked["mu"][:half] - out_a["mu"][:half])).max() > 1e-3
 
 
-def test_lyrics_dropout_encodes_from_the_audio_alone_in_training_only():
-  """model.lyrics_dropout: a dropped clip's posterior ignores its lyrics while training (all
-  of them at 1.0); evaluation always reads the lyrics."""
-  model = _model("concat", lyrics_dropout=1.0)
+@pytest.mark.parametrize("rate", [0.5, 0.999])
+def test_lyrics_dropout_encodes_from_the_audio_alone_in_training_only(rate):
+  """model.lyrics_dropout: while training, a dropped clip's posterior ignores its lyrics and
+  a kept clip's reads them; about `rate` of the clips are dropped; evaluation reads them
+  all. The objective still scores every clip's lyrics (it reads the batch's own mask)."""
+  model = _model("concat", lyrics_dropout=rate)
   a = _batch()
   b = dict(a, lyrics=jax.random.normal(jax.random.PRNGKey(7), (N, DIM)) * 3.0)
   variables = _variables("concat")  # the option adds no parameters
   train_a, train_b = _apply(model, variables, a, True), _apply(model, variables, b, True)
-  np.testing.assert_array_equal(train_a["mu"], train_b["mu"])
+  moved = np.abs(np.asarray(train_a["mu"] - train_b["mu"])).max(axis=-1)
+  dropped = moved == 0.0
+  assert np.all(moved[~dropped] > 1e-3)
+  if rate < 0.9:  # N = 8 clips at 0.5: some of each (this key drops 3)
+    assert 0 < dropped.sum() < N, dropped
+  else:
+    assert dropped.all()
   eval_a, eval_b = _apply(model, variables, a), _apply(model, variables, b)
   assert np.all(np.abs(np.asarray(eval_a["mu"] - eval_b["mu"])).max(axis=-1) > 1e-3)
+  _, aux = mm_variant.objective(train_a, a, kl_weight=1.0, config=_config())
+  assert float(aux["lyrics_term"]) > 0.0  # the caller's batch kept its mask
 
 
 def _shift_lyrics_params(params):
@@ -410,7 +420,8 @@ def test_validate_names_the_config_key():
   with pytest.raises(ValueError, match="model.lyrics_weight"):
     mm_variant.validate(config(lyrics_weight=-1.0))
   mm_variant.validate(config(fusion="split", latent_dim=8, lyrics_latent_dim=2))
-  for drop in (-0.1, 1.5, "half"):
+  mm_variant.validate(config(lyrics_dropout=0.5))
+  for drop in (-0.1, 1.0, 1.5, "half"):
     with pytest.raises(ValueError, match="model.lyrics_dropout"):
       mm_variant.validate(config(lyrics_dropout=drop))
   for dims in (0, 8, 2.5):

@@ -104,7 +104,10 @@ def audio_data() -> ml_collections.ConfigDict:
   c.feature = "mel"
   c.n_mfcc = 40
   c.scale = "db"
-  c.db_reference = "absolute"  # scale 'db': 'absolute' (ref power 1) or 'peak' (per example)
+  # dB features (mel with scale 'db', or mfcc): relative to power 1 ('absolute') or to each
+  # example's loudest bin ('peak': the level is not in the features; gain augmentation is
+  # then a no-op, and audio made from features is brought to a -6 dBFS peak).
+  c.db_reference = "absolute"
   c.seconds = 30.0
   c.example_mode = "pad_crop"
   c.segment_hop_seconds = 0.0  # 0 means non-overlapping segments.

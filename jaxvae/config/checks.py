@@ -107,6 +107,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     "kl.free_bits",
   ):
     positive(config, key, allow_zero=True)
+  d = config.data
+  if d.db_reference == "peak" and d.feature == "mel" and d.scale != "db":
+    raise ConfigError(
+      f"config key 'data.db_reference' is 'peak', which applies to dB features; data.scale "
+      f"is {d.scale!r}: set data.scale='db' or data.db_reference='absolute'"
+    )
   if not 0.0 <= config.data.val_fraction < 1.0:
     raise ConfigError(
       f"config key 'data.val_fraction' is {config.data.val_fraction!r}; "

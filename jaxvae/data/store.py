@@ -90,7 +90,8 @@ def feature_params(config) -> dict:
     "min_seconds": d.min_seconds,
     "version": STORE_VERSION,
     # Only when not the default, so that existing stores keep their keys.
-    **({"db_reference": d.db_reference} if d.db_reference != "absolute" else {}),
+    # (`get`: a run saved before the key existed was made with 'absolute'.)
+    **({"db_reference": "peak"} if d.get("db_reference", "absolute") == "peak" else {}),
     # Only when used, so stores made without augmentation keep their keys.
     **({"augment": json.loads(d.augment.to_json())} if d.augment.copies > 0 else {}),
     "split": {"val_fraction": d.val_fraction, "seed": d.split_seed},
@@ -158,25 +159,38 @@ def store_key(params: dict, items: list[readers.Item]) -> str:
   return h.hexdigest()[:16]
 
 
+AMIN, TOP_DB = 1e-10, 80.0  # librosa's power_to_db defaults
+SILENCE_REF = AMIN * 10.0 ** (TOP_DB / 10.0)  # under 'peak', silence sits at -TOP_DB
+
+
 @functools.lru_cache(maxsize=8)
 def _feature_fn(params_json: str):
   """A jitted waveform batch -> feature batch function for one parameter set."""
   p = json.loads(params_json)
   common = dict(sr=p["sr"], n_fft=p["n_fft"], hop_length=p["hop_length"], n_mels=p["n_mels"])
 
+  peak = p.get("db_reference", "absolute") == "peak"
+
+  def db(power):
+    # 'peak': each example's loudest bin is 0 dB (librosa's ref=np.max), so the features do
+    # not depend on the recording's level. Except silence (a bad file's stand-in): by
+    # librosa's rule it would be 0 dB everywhere, as loud as anything; its reference is
+    # SILENCE_REF instead, which puts it at the floor, -TOP_DB.
+    ref = 1.0
+    if peak:
+      top = power.max(axis=(-2, -1), keepdims=True)
+      ref = jnp.where(top > AMIN, top, SILENCE_REF)
+    return features.power_to_db(power, ref=ref, amin=AMIN, top_db=TOP_DB)
+
   @jax.jit
   def fn(y):
-    # 'peak': each example's loudest bin is 0 dB (librosa's ref=np.max), so the features
-    # do not depend on the recording's level.
-    ref = np.max if p.get("db_reference", "absolute") == "peak" else 1.0
     if p["feature"] == "mfcc":
       mel = features.mel_spectrogram(y, power=2.0, norm="slaney", **common)
-      db = features.power_to_db(mel, ref=ref, amin=1e-10, top_db=80.0)
-      return features.mfcc(S=db, sr=p["sr"], n_mfcc=p["n_mfcc"])
+      return features.mfcc(S=db(mel), sr=p["sr"], n_mfcc=p["n_mfcc"])
     power = features.mel_spectrogram(y, power=2.0, **common)
     if p["scale"] == "log1p":
       return jnp.log1p(power)
-    return features.power_to_db(power, ref=ref, amin=1e-10, top_db=80.0)
+    return db(power)
 
   return fn
 

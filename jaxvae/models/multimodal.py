@@ -146,8 +146,8 @@ class MultimodalVAE(nn.Module):
   attention_dim: int = 256
   attention_heads: int = 4
   lyrics_latent_dim: int = 4  # 'split' only: the lyrics' private dimensions
-  # Training only: this fraction of the clips with lyrics is encoded from the audio alone
-  # (modality dropout); their lyrics are still reconstructed from z.
+  # Training only: each clip with lyrics is encoded from the audio alone with this
+  # probability (modality dropout); its lyrics are still reconstructed from z.
   lyrics_dropout: float = 0.0
   output_activation: str = "none"
   dtype: Any = jnp.float32
@@ -269,7 +269,8 @@ class MultimodalVAE(nn.Module):
 
 def build_multimodal_vae(model_config, spec: DataSpec, dtype: str = "float32") -> MultimodalVAE:
   """Registry builder: `model.{channels, latent_dim, lyrics_hidden, fusion,
-  output_activation}` (+ optional `attention_dim`, `attention_heads`, `lyrics_latent_dim`);
+  output_activation}` (+ optional `attention_dim`, `attention_heads`, `lyrics_latent_dim`,
+  `lyrics_dropout`);
   `model.lyrics_weight`
   is read by the objective."""
   if not spec.lyrics_dim:

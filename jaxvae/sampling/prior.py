@@ -23,6 +23,9 @@ def to_feature_units(x: np.ndarray, store, config) -> np.ndarray:
   )
 
 
+PEAK_OUTPUT_DB = -6.0  # data.db_reference='peak': the peak of audio made from features, dBFS
+
+
 def to_power(x: np.ndarray, stats: dict, config) -> np.ndarray:
   """Normalized mel features -> mel power (normalization and the dB / log1p scale undone;
   per-clip min-max is undone with the training set's mean range)."""
@@ -43,7 +46,7 @@ def features_to_audio(
       f"config key 'data.feature' is '{d.feature}': only mel features can be turned back into audio"
     )
   power = to_power(x, store.manifest["stats"], config)
-  return features.mel_to_audio(
+  audio = features.mel_to_audio(
     power,
     sr=d.sr,
     n_fft=d.n_fft,
@@ -52,6 +55,13 @@ def features_to_audio(
     inverse=inverse,
     length=length,
   )
+  if d.get("db_reference", "absolute") == "peak":
+    # Peak-referenced features hold no level (their loudest bin is 0 dB, far below real
+    # audio's): the waveform is brought to a fixed peak instead.
+    top = np.abs(audio).max()
+    if top > 0:
+      audio = audio * (10.0 ** (PEAK_OUTPUT_DB / 20.0) / top)
+  return audio
 
 
 def label_batch(label_values, config, condition: str | None, n: int) -> dict:

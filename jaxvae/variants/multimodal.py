@@ -129,9 +129,10 @@ def validate(config) -> None:
   if not isinstance(weight, (int, float)) or weight < 0:
     raise ConfigError(f"config key 'model.lyrics_weight' is {weight!r}; expected a number >= 0")
   drop = config.model.get("lyrics_dropout", 0.0)
-  if not isinstance(drop, (int, float)) or not 0.0 <= drop <= 1.0:
+  if not isinstance(drop, (int, float)) or not 0.0 <= drop < 1.0:
+    # 1 would never train the lyrics path that evaluation reads.
     raise ConfigError(
-      f"config key 'model.lyrics_dropout' is {drop!r}; expected a fraction from 0 to 1"
+      f"config key 'model.lyrics_dropout' is {drop!r}; expected a fraction in [0, 1)"
     )
 
 
