@@ -50,7 +50,7 @@ def make_config(args) -> ml_collections.ConfigDict:
       name="vade",
       hidden=tuple(args.hidden),
       latent_dim=args.latent_dim,
-      dropout=0.0,
+      dropout=args.dropout,
       n_clusters=10,
       pretrain_epochs=args.pretrain_epochs,
       gmm_lr_scale=args.gmm_lr_scale,
@@ -231,6 +231,7 @@ def main(argv=None) -> dict[str, float]:
   p.add_argument("--gmm-lr-scale", type=float, default=1.0)
   p.add_argument("--hidden", type=int, nargs="+", default=[500, 500, 2000])
   p.add_argument("--latent-dim", type=int, default=10)
+  p.add_argument("--dropout", type=float, default=0.0, help="hidden-layer dropout (model.dropout)")
   p.add_argument(
     "--pretrain-noise",
     type=float,
