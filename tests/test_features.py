@@ -7,6 +7,7 @@ ships with music21 (skipped where it is not installed) and deterministic synthet
 
 import importlib.util
 import os
+import types
 
 import chex
 import jax
@@ -16,7 +17,10 @@ import pytest
 import scipy.fft
 import soundfile as sf
 
+from conftest import load_config
 from jaxvae.audio import features
+from jaxvae.data import store
+from jaxvae.sampling import prior
 
 # (sr, n_fft, hop_length, n_mels): the defaults, the speech setting, a finer hop, a small one.
 CONFIGS = [
@@ -396,9 +400,6 @@ def test_peak_db_reference_ignores_the_level(feature):
   """data.db_reference='peak' (librosa's ref=np.max): a clip 40 dB quieter has the same
   features; 'absolute' (the default, ref=1.0) keeps the level, and its store key is the one
   stores had before the option existed."""
-  from conftest import load_config
-  from jaxvae.data import store
-
   y = np.random.default_rng(0).normal(size=(1, 22050)).astype(np.float32)
   y = np.concatenate([y, 0.01 * y, 0.0 * y])  # a clip, 40 dB quieter, silence
   params = dict(sr=22050, n_fft=1024, hop_length=512, n_mels=64, n_mfcc=20, scale="db")
@@ -425,13 +426,8 @@ def test_peak_db_reference_ignores_the_level(feature):
 def test_audio_from_peak_referenced_features_has_a_fixed_peak():
   """Peak-referenced features hold no level: audio made from them is brought to
   PEAK_OUTPUT_DB rather than left at the 0 dB bin's (inaudible) level."""
-  import types
-
-  from conftest import load_config
-  from jaxvae.sampling import prior
-
   config = load_config("conv_vae.py:small", {"data.db_reference": "peak"})
-  store = types.SimpleNamespace(manifest={"stats": {"mean": -30.0, "std": 15.0}})
+  stats_only = types.SimpleNamespace(manifest={"stats": {"mean": -30.0, "std": 15.0}})
   x = np.random.default_rng(0).normal(size=(64, 20)).astype(np.float32)
-  audio = prior.features_to_audio(x, store, config, n_iter=2)
+  audio = prior.features_to_audio(x, stats_only, config, n_iter=2)
   assert np.abs(audio).max() == pytest.approx(10 ** (prior.PEAK_OUTPUT_DB / 20), rel=1e-5)
