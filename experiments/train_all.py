@@ -155,9 +155,12 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
   except (errors.ConfigError, errors.DataError) as e:
     return {"model": name, "skipped": str(e)}
   done = os.path.join(workdir, "done.json")
+  metrics_path = os.path.join(workdir, "eval", "metrics.json")
   trained = not os.path.exists(done)
-  if trained:
+  evaluate_now = trained or args.re_eval or not os.path.exists(metrics_path)
+  if evaluate_now:  # training is always followed by eval
     compile_cache.enable(config)  # as main does for every mode
+  if trained:
     start = time.time()
     meta = loop.train_and_evaluate(
       config, workdir, progress=False, epoch_hooks=report.training_hooks
@@ -172,9 +175,7 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
         },
         f,
       )
-  metrics_path = os.path.join(workdir, "eval", "metrics.json")
-  if trained or args.re_eval or not os.path.exists(metrics_path):
-    compile_cache.enable(config)
+  if evaluate_now:
     evaluate.run(config, workdir, None)
   info = json.load(open(done))
   metrics = json.load(open(metrics_path))

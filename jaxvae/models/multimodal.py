@@ -19,9 +19,10 @@ than language, lyrics tell language: a latent that fuses them should cluster by 
                  lyrics can take is fixed by the architecture, not by a loss weight.
   z -> ConvVAE's decoder -> recon [B, H, W];  z -> MLP -> lyrics_recon [B, D]
 
-Modality dropout (`model.lyrics_dropout`, training only): that fraction of the clips is
-encoded as if it had no lyrics, while the objective still asks z to reconstruct their lyrics,
-so the audio path learns to stand alone (MVAE trains its unimodal posteriors for the same end).
+Modality dropout (`model.lyrics_dropout`, training only): each clip with lyrics is encoded,
+with that probability, as if it had none, while the objective still asks z to reconstruct its
+lyrics, so the audio path learns to stand alone (MVAE trains its unimodal posteriors for the
+same end).
 
 Clips without lyrics (`lyrics_mask` 0) are kept: in every fusion their lyrics vector cannot
 change the posterior (the tests check that two different vectors give identical outputs).
@@ -270,9 +271,7 @@ class MultimodalVAE(nn.Module):
 def build_multimodal_vae(model_config, spec: DataSpec, dtype: str = "float32") -> MultimodalVAE:
   """Registry builder: `model.{channels, latent_dim, lyrics_hidden, fusion,
   output_activation}` (+ optional `attention_dim`, `attention_heads`, `lyrics_latent_dim`,
-  `lyrics_dropout`);
-  `model.lyrics_weight`
-  is read by the objective."""
+  `lyrics_dropout`); `model.lyrics_weight` is read by the objective."""
   if not spec.lyrics_dim:
     raise ValueError(NO_LYRICS_MESSAGE)
   fusion = model_config.get("fusion", "concat")
