@@ -195,6 +195,7 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
       row |= label_scores(label, m)
   row["_history"] = info["history"]
   row["_baseline"] = metrics.get("baseline_pca_kmeans", {})
+  row["_parts"] = part_scores(metrics)
   return row
 
 
@@ -204,6 +205,19 @@ def label_scores(label: str, m: dict) -> dict:
   if "linear_probe" in m:
     out[f"probe_{label}"] = m["linear_probe"]["acc"]
   return out
+
+
+def part_scores(metrics: dict) -> dict[str, dict]:
+  """{part: the table's label columns} of each latent part eval clustered alone."""
+  return {
+    part: {
+      key: value
+      for label, m in scores.items()
+      if isinstance(m, dict) and "nmi" in m
+      for key, value in label_scores(label, m).items()
+    }
+    for part, scores in metrics.get("latent_parts", {}).items()
+  }
 
 
 # The measures of `--mode=eval` that compare across these models (see NOTE).
@@ -265,9 +279,16 @@ def _param_count(config) -> int:
 
 
 def write_table(rows, out_dir) -> list[str]:
-  trained = [r for r in rows if "skipped" not in r]
+  trained = []
+  for r in rows:
+    if "skipped" not in r:
+      # A latent's parts (the multimodal 'split' fusion), each clustered alone, below it.
+      trained.append(r)
+      trained += [
+        {"model": f"{r['model']} ({part} part)"} | s for part, s in r.get("_parts", {}).items()
+      ]
   labels = sorted({k[4:] for r in trained for k in r if k.startswith("nmi_")})
-  baseline = next((r["_baseline"] for r in trained if r["_baseline"]), {})
+  baseline = next((r["_baseline"] for r in trained if r.get("_baseline")), {})
   if baseline:
     base_row = {"model": "pca_kmeans_baseline", "parameters": 0}
     for label in labels:

@@ -203,6 +203,39 @@ def test_cluster_space_standardizes_active_dimensions():
     analysis.cluster_space(x, "whitened", threshold=0.01)
 
 
+def test_each_part_of_a_latent_shows_the_label_the_whole_hides():
+  """A latent of two parts (as the multimodal 'split' fusion's audio and lyrics): genre in 3
+  clean groups in the first 2 dimensions, language in 4 wider groups in the last 6. k-means
+  on the whole follows language even with k = 3; each part clustered alone finds its label."""
+  rng = np.random.default_rng(0)
+  genre, language = np.arange(240) % 3, (np.arange(240) // 3) % 4
+  corners = np.eye(4)[:, [0, 1, 2, 3, 0, 1]] * 3.0  # 4 groups, each 6-d
+  audio = np.stack([np.cos(2 * np.pi * genre / 3), np.sin(2 * np.pi * genre / 3)], 1)
+  x = np.concatenate([audio, corners[language]], 1) + 0.1 * rng.normal(size=(240, 8))
+  labels = {"genre": genre, "language": language}
+  names = {"genre": list("abc"), "language": list("wxyz")}
+  whole = analysis.evaluate_latents(
+    analysis.cluster_space(x, "standardized", 0.01)[0], labels, names
+  )
+  assert whole["language"]["nmi"] > 0.95 and whole["genre"]["nmi"] < 0.1
+  parts = {"audio": (0, 2), "lyrics": (2, 8)}
+  got = analysis.evaluate_parts(x, parts, labels, names, space="standardized", threshold=0.01)
+  assert got["audio"]["dims"] == [0, 2] and got["lyrics"]["cluster_space"]["dims"] == 6
+  assert got["audio"]["genre"]["nmi"] > 0.95 and got["audio"]["language"]["nmi"] < 0.1
+  assert got["lyrics"]["language"]["nmi"] > 0.95 and got["lyrics"]["genre"]["nmi"] < 0.1
+  # The caller's active units are restricted to each part: a part with none is clustered as
+  # it is, and says so.
+  active = np.array([0, 0, 1, 1, 1, 1, 1, 1], bool)
+  got = analysis.evaluate_parts(
+    x, parts, labels, names, space="standardized", threshold=0.01, active=active
+  )
+  assert "no dimension" in got["audio"]["cluster_space"]["note"]
+  with pytest.raises(ValueError, match=r"part 'lyrics' is dimensions \[2, 9\)"):
+    analysis.evaluate_parts(
+      x, {"lyrics": (2, 9)}, labels, names, space="standardized", threshold=0.01
+    )
+
+
 def test_evaluate_latents_rejects_labels_out_of_sync_with_names():
   x, y = _blobs(k=3)
   with pytest.raises(ValueError, match="outside"):

@@ -37,6 +37,9 @@ def test_table_reports_the_comparable_measures_and_says_what_compares(tmp_path):
     row |= train_all.label_scores("genre", m["genre"])
     rows.append(row)
   rows[0]["_baseline"] = _metrics(0, 0, 0)["baseline_pca_kmeans"]
+  # A latent's parts, each clustered alone, are rows under their model's.
+  part = {"dims": [0, 6], "cluster_space": {"dims": 6}, "genre": {"nmi": 0.42, "ari": 0.31}}
+  rows[1]["_parts"] = train_all.part_scores({"latent_parts": {"audio": part}})
   rows.append({"model": "multimodal", "skipped": "no lyrics model"})
   lines = train_all.write_table(rows, str(tmp_path))
   header = lines[0]
@@ -49,6 +52,8 @@ def test_table_reports_the_comparable_measures_and_says_what_compares(tmp_path):
   assert "pca_kmeans_baseline" in text and "probe_genre" in header
   baseline = next(line for line in lines if line.startswith("| pca_kmeans_baseline"))
   assert "| 0.625 |" in baseline and "| 0.75 |" in conv
+  part = lines[lines.index(conv) + 1]
+  assert part.startswith("| conv (audio part) |") and "| 0.42 | 0.31 |" in part
   train_all.plot_measures(rows, str(tmp_path))
   assert (tmp_path / "comparison.png").stat().st_size > 1000
 

@@ -431,3 +431,32 @@ def test_audio_from_peak_referenced_features_has_a_fixed_peak():
   x = np.random.default_rng(0).normal(size=(64, 20)).astype(np.float32)
   audio = prior.features_to_audio(x, stats_only, config, n_iter=2)
   assert np.abs(audio).max() == pytest.approx(10 ** (prior.PEAK_OUTPUT_DB / 20), rel=1e-5)
+
+
+def test_band_normalization_standardizes_each_band_of_the_training_clips():
+  """data.normalize='band': each band (axis -2) has mean 0 and std 1 over the training
+  clips' frames, from the store's statistics (validation, bad and augmented rows excluded);
+  a constant band is centred, not scaled up; denormalize undoes it exactly; and a store made
+  before the option (no per-band statistics) is a clear error, never a silent fallback."""
+  rng = np.random.default_rng(0)
+  scale = np.array([1.0, 5.0, 20.0, 0.0])[None, :, None]  # the last band never varies
+  x = rng.normal(size=(6, 4, 7)) * scale + np.array([0.0, -10.0, -40.0, -80.0])[None, :, None]
+  rows = [{"split": "train", "bad": False}] * 4 + [{"split": "val", "bad": False}]
+  rows += [{"split": "train", "bad": False, "augment": 1}]
+  x[4:] += 100.0  # validation and augmented rows: not in the statistics
+  stats = store._stats(x, rows)
+  z = store.normalize_features(x[:4].astype(np.float32), stats, "band")
+  assert z.dtype == np.float32
+  np.testing.assert_allclose(z[:, :3].mean(axis=(0, 2)), 0.0, atol=1e-5)
+  np.testing.assert_allclose(z[:, :3].std(axis=(0, 2)), 1.0, atol=1e-5)
+  np.testing.assert_allclose(z[:, 3], 0.0, atol=1e-5)
+  one = store.normalize_features(x[0], stats, "band")  # one example [bands, frames]
+  np.testing.assert_allclose(one, z[0], atol=1e-5)
+  np.testing.assert_allclose(store.denormalize(z, stats, "band"), x[:4], atol=1e-4)
+  old = {k: stats[k] for k in ("mean", "std", "min_mean", "max_mean")}
+  with pytest.raises(ValueError, match="no per-band statistics"):
+    store.normalize_features(x[0], old, "band")
+  # Its own store (key), so that a store made without the statistics is never reused.
+  assert "normalize" not in store.feature_params(load_config("conv_vae.py:small", {}))
+  band = load_config("conv_vae.py:small", {"data.normalize": "band"})
+  assert store.feature_params(band)["normalize"] == "band"

@@ -420,6 +420,9 @@ def test_validate_names_the_config_key():
   with pytest.raises(ValueError, match="model.lyrics_weight"):
     mm_variant.validate(config(lyrics_weight=-1.0))
   mm_variant.validate(config(fusion="split", latent_dim=8, lyrics_latent_dim=2))
+  # eval clusters the split latent's parts one by one; a fused latent has none.
+  parts = mm_variant.latent_parts(config(fusion="split", latent_dim=8, lyrics_latent_dim=2))
+  assert parts == {"audio": (0, 6), "lyrics": (6, 8)} and mm_variant.latent_parts(config()) == {}
   mm_variant.validate(config(lyrics_dropout=0.5))
   for drop in (-0.1, 1.0, 1.5, "half"):
     with pytest.raises(ValueError, match="model.lyrics_dropout"):

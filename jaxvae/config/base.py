@@ -20,7 +20,7 @@ KL_SCHEDULES = ("constant", "linear", "cyclical")
 LAYOUTS = ("demo", "gtzan", "maestro", "speech_commands", "folder", "manifest", "chorales")
 KINDS = ("audio", "midi")
 ON_ERROR = ("silence", "skip", "raise")
-NORMALIZATIONS = ("global", "minmax", "none")
+NORMALIZATIONS = ("global", "band", "minmax", "none")
 FEATURES = ("mel", "mfcc")
 EXAMPLE_MODES = ("pad_crop", "segment")
 SCALES = ("db", "log1p")
@@ -111,6 +111,9 @@ def audio_data() -> ml_collections.ConfigDict:
   c.seconds = 30.0
   c.example_mode = "pad_crop"
   c.segment_hop_seconds = 0.0  # 0 means non-overlapping segments.
+  # 'global': one mean and std over all training features; 'band': a mean and std per
+  # feature band (mel band, MFCC coefficient) over the training clips' frames, so that a
+  # wide-ranging band does not outweigh the others in the loss; 'minmax': per example.
   c.normalize = "global"
   c.on_error = "silence"
   c.min_seconds = 0.0

@@ -92,6 +92,8 @@ def feature_params(config) -> dict:
     # Only when not the default, so that existing stores keep their keys.
     # (`get`: a run saved before the key existed was made with 'absolute'.)
     **({"db_reference": "peak"} if d.get("db_reference", "absolute") == "peak" else {}),
+    # 'band' reads per-band statistics that stores made before it lack: its own store.
+    **({"normalize": "band"} if d.normalize == "band" else {}),
     # Only when used, so stores made without augmentation keep their keys.
     **({"augment": json.loads(d.augment.to_json())} if d.augment.copies > 0 else {}),
     "split": {"val_fraction": d.val_fraction, "seed": d.split_seed},
@@ -486,6 +488,7 @@ def _stats(features: np.ndarray, rows) -> dict:
   ]
   train = train or list(range(len(rows)))
   total, sq, count, mins, maxs = 0.0, 0.0, 0, [], []
+  band_total, band_sq, band_count = 0.0, 0.0, 0  # per band: features are [..., bands, frames]
   for i in range(0, len(train), 256):
     x = np.asarray(features[train[i : i + 256]], np.float64)
     total += x.sum()
@@ -493,13 +496,37 @@ def _stats(features: np.ndarray, rows) -> dict:
     count += x.size
     mins.append(x.reshape(len(x), -1).min(1))
     maxs.append(x.reshape(len(x), -1).max(1))
+    rest = tuple(a for a in range(x.ndim) if a != x.ndim - 2)  # [N, bands, frames]
+    band_total = band_total + x.sum(axis=rest)
+    band_sq = band_sq + np.square(x).sum(axis=rest)
+    band_count += x.size // x.shape[-2]
   mean = total / count
+  band_mean = band_total / band_count
+  band_var = np.maximum(band_sq / band_count - band_mean**2, 0.0)
   return {
     "mean": mean,
     "std": float(np.sqrt(max(sq / count - mean**2, 1e-12))),
     "min_mean": float(np.concatenate(mins).mean()),
     "max_mean": float(np.concatenate(maxs).mean()),
+    "band_mean": band_mean.tolist(),
+    # A band that never varies (a mel band above the content) is centred, not scaled up.
+    "band_std": np.where(band_var > BAND_VAR_FLOOR, np.sqrt(band_var), 1.0).tolist(),
   }
+
+
+BAND_VAR_FLOOR = 1e-6  # in squared feature units (dB)
+
+
+def _band(stats: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The per-band mean and std shaped to broadcast over features `x` [..., bands, frames]."""
+  if "band_mean" not in stats:
+    raise ValueError(
+      "this feature store has no per-band statistics (made before data.normalize='band')"
+    )
+  shape = [1] * x.ndim
+  shape[-2] = len(stats["band_mean"])
+  mean, std = (np.asarray(stats[k], np.float64).reshape(shape) for k in ("band_mean", "band_std"))
+  return mean, std
 
 
 def _reason_counts(bad) -> str:
@@ -513,6 +540,9 @@ def normalize_features(x: np.ndarray, stats: dict, method: str) -> np.ndarray:
   """Applied the same way at train, eval and generation time."""
   if method == "global":
     return (x - stats["mean"]) / stats["std"]
+  if method == "band":
+    mean, std = _band(stats, x)
+    return ((x - mean) / std).astype(x.dtype)
   if method == "minmax":  # per example, as seed 004 should have done (not per batch)
     axes = tuple(range(1, x.ndim)) if x.ndim > 2 else None
     lo = x.min(axis=axes, keepdims=True)
@@ -525,6 +555,9 @@ def denormalize(x: np.ndarray, stats: dict, method: str) -> np.ndarray:
   """Back to feature units; min-max uses the training set's mean range."""
   if method == "global":
     return x * stats["std"] + stats["mean"]
+  if method == "band":
+    mean, std = _band(stats, x)
+    return x * std + mean
   if method == "minmax":
     return x * (stats["max_mean"] - stats["min_mean"]) + stats["min_mean"]
   return x

@@ -20,6 +20,7 @@ from jaxvae.evaluators import sample_quality
 from jaxvae.evaluators.validation import Validation
 from jaxvae.training import metrics
 from jaxvae.training import step as step_lib
+from jaxvae.variants import registry
 
 
 def encode_all(run, state, examples) -> dict[str, np.ndarray]:
@@ -38,7 +39,9 @@ def encode_all(run, state, examples) -> dict[str, np.ndarray]:
 class Latents:
   """`--mode=eval` of audio models. `run(state)` -> {"step", "val": validation metrics, <label>:
   clustering metrics of every original clip's latent by that label, "cluster_space" (what
-  was clustered: `eval.cluster_space`), "baseline_pca_kmeans", and for Gaussian latents
+  was clustered: `eval.cluster_space`), "latent_parts" (where the variant names parts of the
+  latent: {part: {"dims": [start, stop], "cluster_space", <label>: metrics}}, each part
+  clustered alone), "baseline_pca_kmeans", and for Gaussian latents
   "latent_usage" (active units; KL per dimension to N(0, 1), also for VaDE, whose prior is
   its mixture), "likelihood" (IWAE), "reconstruction" (LSD, spectral convergence) and
   "sample_quality" (Fréchet / MMD)}, and writes the 2-D maps (`eval.plots`), the projector
@@ -92,17 +95,16 @@ class Latents:
         )
     if latent is not None and labels:
       usage = results.get("latent_usage")
-      points, results["cluster_space"] = clustering.cluster_space(
-        latent,
-        config.eval.cluster_space,
-        metrics.ACTIVE_THRESHOLD,
-        active=None
-        if usage is None
-        else np.asarray(usage["mu_variance"]) > metrics.ACTIVE_THRESHOLD,
+      active = (
+        None if usage is None else np.asarray(usage["mu_variance"]) > metrics.ACTIVE_THRESHOLD
       )
       # A clip's segments share a label: the linear probe keeps them in one fold.
       clips = [run.store.manifest["examples"][i]["clip_id"] for i in everything.indices]
       groups = np.unique(clips, return_inverse=True)[1]
+
+      points, results["cluster_space"] = clustering.cluster_space(
+        latent, config.eval.cluster_space, metrics.ACTIVE_THRESHOLD, active=active
+      )
       results |= clustering.evaluate_latents(
         points,
         labels,
@@ -111,6 +113,19 @@ class Latents:
         assignments=encoded.get("assignments"),
         groups=groups,
       )
+      parts = registry.get(config.model.name).latent_parts(config)
+      if parts:
+        results["latent_parts"] = clustering.evaluate_parts(
+          latent,
+          parts,
+          labels,
+          names,
+          space=config.eval.cluster_space,
+          threshold=metrics.ACTIVE_THRESHOLD,
+          active=active,
+          seed=config.seed,
+          groups=groups,
+        )
       results["baseline_pca_kmeans"] = clustering.pca_kmeans_baseline(
         encoded["x"], labels, names, seed=config.seed, groups=groups
       )
@@ -179,12 +194,23 @@ class Latents:
     space = results.get("cluster_space")
     if space:
       lines.append(f"clustered: {space['space']} latent means, {space['dims']} dimensions")
-    for name, r in results.items():
-      if isinstance(r, dict) and "nmi" in r and name != "baseline_pca_kmeans":
-        probe = r.get("linear_probe")
-        lines.append(
-          f"{name}: nmi {r['nmi']:.3f}  ari {r['ari']:.3f}  acc {r['acc']:.3f}  "
-          f"purity {r['purity']:.3f}"
-          + (f"  linear probe {probe['acc']:.3f} (chance {probe['chance']:.3f})" if probe else "")
-        )
+    lines += label_lines(results)
+    for part, scores in results.get("latent_parts", {}).items():
+      start, stop = scores["dims"]
+      lines.append(f"the {part} part alone (dimensions {start}-{stop - 1}):")
+      lines += ["  " + line for line in label_lines(scores)]
     return "\n".join(lines)
+
+
+def label_lines(results: dict) -> list[str]:
+  """One summary line per clustered label of `results`."""
+  lines = []
+  for name, r in results.items():
+    if isinstance(r, dict) and "nmi" in r and name != "baseline_pca_kmeans":
+      probe = r.get("linear_probe")
+      lines.append(
+        f"{name}: nmi {r['nmi']:.3f}  ari {r['ari']:.3f}  acc {r['acc']:.3f}  "
+        f"purity {r['purity']:.3f}"
+        + (f"  linear probe {probe['acc']:.3f} (chance {probe['chance']:.3f})" if probe else "")
+      )
+  return lines

@@ -48,6 +48,7 @@ def evaluate(x: np.ndarray, recon: np.ndarray, stats: dict, config) -> dict:
   q = prior.to_power(np.asarray(recon).reshape(np.shape(x)), stats, config)
   undo = {
     "global": "exact",
+    "band": "exact",
     "none": "exact",
     "minmax": "approximate (per-clip min-max undone with the training set's mean range)",
   }[d.normalize]

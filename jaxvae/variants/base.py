@@ -19,6 +19,11 @@ def _no_likelihood(config) -> None:
   del config
 
 
+def _no_parts(config) -> dict[str, tuple[int, int]]:
+  del config
+  return {}
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage:
   """A phase of training with its own objective (VaDE: autoencoder pretraining, then joint).
@@ -51,6 +56,9 @@ class Variant:
   likelihood: config -> the decoder likelihood the objective implies ('gaussian',
     'bernoulli'; `jaxvae.evaluators.likelihood`), or None where the objective is not a
     normalized likelihood (no importance-weighted NLL is reported then).
+  latent_parts: config -> {part: (start, stop)}, the latent's subspaces that one input
+    alone infers (the multimodal 'split' fusion: audio and lyrics), which eval also
+    clusters one by one; {} where the latent is one fused whole.
   """
 
   build_model: Callable[..., Any]
@@ -62,6 +70,7 @@ class Variant:
   make_optimizer: Callable[..., Any] | None = None  # (config, total, params, default) -> tx
   make_train_step: Callable[..., Any] | None = None  # (model, tx, obj, kl_fn, config, default)
   likelihood: Callable[[Any], str | None] = _no_likelihood
+  latent_parts: Callable[[Any], dict[str, tuple[int, int]]] = _no_parts
 
   def stage_list(self, config) -> list[Stage]:
     if self.stages is not None:

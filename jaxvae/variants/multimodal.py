@@ -136,4 +136,21 @@ def validate(config) -> None:
     )
 
 
-VARIANT = Variant(build, objective, validate=validate, likelihood=audio_vae.recon_likelihood)
+def latent_parts(config) -> dict[str, tuple[int, int]]:
+  """'split': the audio's dimensions come first, the lyrics' last lyrics_latent_dim; each
+  part is inferred from its own input alone. The other fusions mix both inputs in every
+  dimension: no parts."""
+  if config.model.fusion != "split":
+    return {}
+  latent = config.model.latent_dim
+  lyrics = config.model.get("lyrics_latent_dim", 4)
+  return {"audio": (0, latent - lyrics), "lyrics": (latent - lyrics, latent)}
+
+
+VARIANT = Variant(
+  build,
+  objective,
+  validate=validate,
+  likelihood=audio_vae.recon_likelihood,
+  latent_parts=latent_parts,
+)
