@@ -8,7 +8,8 @@ KL annealed 0 -> 1 over 20 epochs, clip 0.5, early stopping with patience 15.
   python -m jaxvae.main --config=configs/conv_vae.py --workdir=runs/conv \\
       --config.data.layout=gtzan --config.data.root=/data/gtzan
 
-Presets: '' (seed size), 'small' (demo corpus at 64 x 130 for a 2-core CPU).
+Presets: '' (seed size), 'small' (demo corpus at 64 x 130 for a 2-core CPU; features
+standardized per mel band, `data.normalize=band`).
 """
 
 from jaxvae.config import base
@@ -24,5 +25,9 @@ def get_config(arg=None):
   config.model.output_activation = "none"
   config.train.lr = 1e-3
   config.train.batch_size = 16
-  base.apply_preset(config, arg, {"small": base.small_data_preset() | {"model.latent_dim": 32}})
+  # 'band' (each mel band standardized): on the rendered development corpus it raised the
+  # conv-backbone models' median genre NMI over three seeds (conv 0.40 -> 0.48, beta 0.20 ->
+  # 0.48, cvae_language 0.40 -> 0.40 with its worst seed 0.17 -> 0.31; BUILD_NOTES.md).
+  small = {"model.latent_dim": 32, "data.normalize": "band"}
+  base.apply_preset(config, arg, {"small": base.small_data_preset() | small})
   return config.lock()
