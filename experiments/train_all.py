@@ -196,6 +196,9 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
   row["_history"] = info["history"]
   row["_baseline"] = metrics.get("baseline_pca_kmeans", {})
   row["_parts"] = part_scores(metrics)
+  for label, m in metrics.get("coherence", {}).items():
+    if isinstance(m, dict):  # lyrics decoded from the audio alone, judged by their labels
+      row[f"coherence_{label}"] = m["audio_only"]
   return row
 
 
@@ -243,7 +246,9 @@ NOTE = (
   "components of the standardized features) and probe_* (the cross-validated accuracy of a "
   "linear classifier on the same points, up to 5 folds, a clip's segments in one fold: "
   "whether a label is in the latent, where NMI asks whether it is the latent's main "
-  "structure). nll_nats (IWAE) "
+  "structure). coherence_* (models that decode lyrics): the accuracy, on the validation "
+  "clips, of that label read off the lyrics decoded from the audio alone by the nearest "
+  "centroid of the training clips' real lyrics embeddings. nll_nats (IWAE) "
   "compares between models with the same decoder likelihood on the same normalized "
   "features; the conditional models' is p(x | label) and the multimodal model's uses audio "
   "only. best_val is each model's own objective and does not compare."
@@ -297,6 +302,7 @@ def write_table(rows, out_dir) -> list[str]:
     trained = trained + [base_row]
   cols = ["model", "parameters", "checkpoint_bytes", "epochs", "best_val", "wall_s"]
   cols += [f"{m}_{label}" for label in labels for m in ("nmi", "ari", "probe")]
+  cols += [c for c in (f"coherence_{label}" for label in labels) if any(c in r for r in trained)]
   cols += list(MEASURES)
   with open(os.path.join(out_dir, "comparison.csv"), "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")

@@ -40,6 +40,7 @@ def test_table_reports_the_comparable_measures_and_says_what_compares(tmp_path):
   # A latent's parts, each clustered alone, are rows under their model's.
   part = {"dims": [0, 6], "cluster_space": {"dims": 6}, "genre": {"nmi": 0.42, "ari": 0.31}}
   rows[1]["_parts"] = train_all.part_scores({"latent_parts": {"audio": part}})
+  rows[1]["coherence_genre"] = 0.5
   rows.append({"model": "multimodal", "skipped": "no lyrics model"})
   lines = train_all.write_table(rows, str(tmp_path))
   header = lines[0]
@@ -52,6 +53,7 @@ def test_table_reports_the_comparable_measures_and_says_what_compares(tmp_path):
   assert "pca_kmeans_baseline" in text and "probe_genre" in header
   baseline = next(line for line in lines if line.startswith("| pca_kmeans_baseline"))
   assert "| 0.625 |" in baseline and "| 0.75 |" in conv
+  assert "coherence_genre" in header and "| 0.5 |" in conv and "from the audio alone" in text
   part = lines[lines.index(conv) + 1]
   assert part.startswith("| conv (audio part) |") and "| 0.42 | 0.31 |" in part
   train_all.plot_measures(rows, str(tmp_path))

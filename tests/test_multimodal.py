@@ -434,3 +434,64 @@ def test_validate_names_the_config_key():
   bad_loss.objective.lyrics_loss = "l1"
   with pytest.raises(ValueError, match="objective.lyrics_loss"):
     mm_variant.validate(bad_loss)
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+def test_centroid_accuracy_judges_each_source_by_the_real_lyrics_centroids():
+  from jaxvae.evaluators import coherence
+
+  reference = np.array([[1.0, 0.0], [2.0, 0.1], [0.0, 1.0], [0.1, 3.0], [5.0, 5.0]])
+  ref_labels = np.array([0, 0, 1, 1, -1])  # the unknown one is no centroid's
+  queries = {"good": np.array([[3.0, 0.0], [0.0, 2.0]]), "swapped": np.array([[0, 1.0], [1.0, 0]])}
+  got = coherence.centroid_accuracy(reference, ref_labels, queries, np.array([0, 1]))
+  assert got == {"good": 1.0, "swapped": 0.0, "n": 2, "chance": 0.5}
+  # A query whose label no centroid has is not scored; one class is no test.
+  got = coherence.centroid_accuracy(reference, ref_labels, queries, np.array([0, 7]))
+  assert got["n"] == 1 and got["good"] == 1.0
+  assert coherence.centroid_accuracy(reference, np.zeros(5, int), queries, np.zeros(2)) is None
+
+
+def test_eval_of_a_split_run_scores_each_part_and_lyrics_decoded_from_the_audio(
+  tiny_overrides, tmp_path
+):
+  """--mode=eval of the `small` preset (split fusion) on the demo corpus with lyrics
+  embeddings that tell the language: the lyrics part clusters by language on its own, the
+  parts are named with their dimensions, and the lyrics decoded from the audio alone are
+  judged by the real lyrics' language centroids (whose own accuracy is 1 here)."""
+  import json
+  import os
+
+  from conftest import ROOT
+  from conftest import load_config
+  from jaxvae import main as main_lib
+  from jaxvae.data import dataset
+  from jaxvae.data import lyrics as lyrics_store
+
+  overrides = dict(tiny_overrides, **{"eval.plots": "", "train.image_every_epochs": "0"})
+  store = dataset.open_store(load_config("multimodal_vae.py:small", overrides), progress=False)
+  language = store.label_array("language")
+  of_clip = {e["clip_id"]: int(language[i]) for i, e in enumerate(store.manifest["examples"])}
+  clips = sorted(of_clip)
+  noise = np.random.default_rng(0).normal(scale=0.1, size=(len(clips), DIM))
+  vectors = 3.0 * np.eye(DIM)[[of_clip[c] for c in clips]] + noise
+  emb = str(tmp_path / "lyrics")
+  lyrics_store.write_embeddings(emb, clips, vectors, info={"model": "test", "pooling": "mean"})
+  overrides["data.lyrics_embeddings"] = emb
+  args = ["--config=configs/multimodal_vae.py:small", f"--workdir={tmp_path / 'run'}"]
+  args += ["--no_progress"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+  cwd = os.getcwd()
+  os.chdir(ROOT)
+  try:
+    assert main_lib.run(args) == 0 and main_lib.run(args + ["--mode=eval"]) == 0
+  finally:
+    os.chdir(cwd)
+  metrics = json.load(open(tmp_path / "run" / "eval" / "metrics.json"))
+  parts = metrics["latent_parts"]
+  assert parts["audio"]["dims"] == [0, 4] and parts["lyrics"]["dims"] == [4, 8]
+  assert parts["lyrics"]["language"]["nmi"] > 0.9 and "linear_probe" in parts["audio"]["genre"]
+  co = metrics["coherence"]
+  assert co["available"] and co["split"] == "validation"
+  assert co["language"]["real"] == 1.0 and co["language"]["n"] == len(store.indices("validation"))
+  assert 0.0 <= co["language"]["audio_only"] <= 1.0 and 0.0 <= co["language"]["joint"] <= 1.0

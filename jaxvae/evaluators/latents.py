@@ -13,6 +13,7 @@ import numpy as np
 
 from jaxvae.data import pipeline
 from jaxvae.evaluators import clustering
+from jaxvae.evaluators import coherence
 from jaxvae.evaluators import likelihood
 from jaxvae.evaluators import plots
 from jaxvae.evaluators import reconstruction
@@ -41,7 +42,9 @@ class Latents:
   clustering metrics of every original clip's latent by that label, "cluster_space" (what
   was clustered: `eval.cluster_space`), "latent_parts" (where the variant names parts of the
   latent: {part: {"dims": [start, stop], "cluster_space", <label>: metrics}}, each part
-  clustered alone), "baseline_pca_kmeans", and for Gaussian latents
+  clustered alone), "coherence" (a model that decodes lyrics: `coherence.lyrics_coherence`,
+  the labels of lyrics decoded from the audio alone), "baseline_pca_kmeans", and for
+  Gaussian latents
   "latent_usage" (active units; KL per dimension to N(0, 1), also for VaDE, whose prior is
   its mixture), "likelihood" (IWAE), "reconstruction" (LSD, spectral convergence) and
   "sample_quality" (Fréchet / MMD)}, and writes the 2-D maps (`eval.plots`), the projector
@@ -143,6 +146,11 @@ class Latents:
         except ImportError as e:
           logging.warning("Skipping the %s plot: %s", method, e)
       plots.write_projector(latent, labels, names, os.path.join(out_dir, "projector"))
+    if hasattr(run.model, "decode_lyrics") and labels:
+      val_rows = np.isin(rows, run.val_examples.indices)
+      results["coherence"] = coherence.lyrics_coherence(
+        run, state, everything, labels, train_rows, val_rows
+      )
     plots.plot_spectrogram_grid(
       encoded["x"][:8], encoded["recon"][:8], os.path.join(out_dir, "reconstructions.png")
     )
@@ -195,6 +203,14 @@ class Latents:
     if space:
       lines.append(f"clustered: {space['space']} latent means, {space['dims']} dimensions")
     lines += label_lines(results)
+    co = results.get("coherence", {})
+    for name, r in co.items():
+      if isinstance(r, dict):
+        lines.append(
+          f"{name} of decoded lyrics ({co['judge']}; {r['n']} validation clips, chance "
+          f"{r['chance']:.3f}): from the audio alone {r['audio_only']:.3f}, from audio + "
+          f"lyrics {r['joint']:.3f}, real lyrics {r['real']:.3f}"
+        )
     for part, scores in results.get("latent_parts", {}).items():
       start, stop = scores["dims"]
       lines.append(f"the {part} part alone (dimensions {start}-{stop - 1}):")
