@@ -293,9 +293,17 @@ def write_table(rows, out_dir) -> list[str]:
         {"model": f"{r['model']} ({part} part)"} | s for part, s in r.get("_parts", {}).items()
       ]
   labels = sorted({k[4:] for r in trained for k in r if k.startswith("nmi_")})
-  baseline = next((r["_baseline"] for r in trained if r.get("_baseline")), {})
-  if baseline:
-    base_row = {"model": "pca_kmeans_baseline", "parameters": 0}
+  # One baseline row per distinct feature setting (models whose data settings differ, such
+  # as peak- and absolute-referenced dB, have different baselines), naming its models.
+  groups: dict[str, tuple[dict, list]] = {}
+  for r in trained:
+    if r.get("_baseline"):
+      key = json.dumps(r["_baseline"], sort_keys=True, default=str)
+      groups.setdefault(key, (r["_baseline"], []))[1].append(r["model"])
+  for baseline, models in groups.values():
+    name = "pca_kmeans_baseline"
+    base_row = {"model": name if len(groups) == 1 else f"{name} ({', '.join(models)})"}
+    base_row["parameters"] = 0
     for label in labels:
       if label in baseline:
         base_row |= label_scores(label, baseline[label])

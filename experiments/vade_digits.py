@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.metrics import normalized_mutual_info_score as nmi  # noqa: E402
 
 from jaxvae.data.spec import DataSpec  # noqa: E402
 from jaxvae.evaluators import clustering as analysis  # noqa: E402
@@ -149,7 +150,8 @@ def scores(model, state, x, y) -> dict[str, float]:
   # The silhouette is measured on the pixels: one space for every run, so that restarts with
   # different latents can be compared by it (labels are never used to choose).
   pixels = x.reshape(len(x), -1)
-  return analysis.cluster_metrics(y, np.asarray(outputs["assignments"]), pixels)
+  assignments = np.asarray(outputs["assignments"])
+  return analysis.cluster_metrics(y, assignments, pixels) | {"assignments": assignments}
 
 
 def run_stage(model, state, step_fn, x, epochs, rng, log_every=0, report=None, shift=0):
@@ -252,10 +254,11 @@ def main(argv=None) -> dict[str, float]:
   )
   p.add_argument(
     "--select",
-    choices=("elbo", "silhouette"),
+    choices=("elbo", "silhouette", "agreement"),
     default="elbo",
-    help="how --restarts picks a run: the lowest negative ELBO, or the highest silhouette of "
-    "its clusters on the pixels (the same space for every run)",
+    help="how --restarts picks a run: the lowest negative ELBO, the highest silhouette of "
+    "its clusters on the pixels (the same space for every run), or the clusters the other "
+    "restarts agree with most (mean NMI between partitions: labels are never used)",
   )
   p.add_argument("--log-every", type=int, default=25)
   p.add_argument(
@@ -283,8 +286,16 @@ def main(argv=None) -> dict[str, float]:
       )
   if args.select == "elbo":
     best = min(runs, key=lambda run: run["loss"])
-  else:
+  elif args.select == "silhouette":
     best = max(runs, key=lambda run: run["vade"]["silhouette"])
+  else:  # the partition the other restarts agree with most (mean NMI to each of them)
+    agree = [
+      np.mean([nmi(a["vade"]["assignments"], b["vade"]["assignments"]) for b in runs if b is not a])
+      for a in runs
+    ]
+    for r, value in enumerate(agree):
+      print(f"restart {r}: mean NMI to the other restarts {value:.4f}")
+    best = runs[int(np.argmax(agree))]
   results |= {"ae_gmm": best["ae_gmm"], "vade": best["vade"]}
 
   for name, label in (

@@ -56,6 +56,10 @@ def test_table_reports_the_comparable_measures_and_says_what_compares(tmp_path):
   assert "coherence_genre" in header and "| 0.5 |" in conv and "from the audio alone" in text
   part = lines[lines.index(conv) + 1]
   assert part.startswith("| conv (audio part) |") and "| 0.42 | 0.31 |" in part
+  # Models with other features (another dB reference) have their own baseline, named.
+  rows[1]["_baseline"] = {"genre": {"nmi": 0.3, "ari": 0.2}}
+  names = [line.split(" | ")[0] for line in train_all.write_table(rows, str(tmp_path))]
+  assert "| pca_kmeans_baseline (basic)" in names and "| pca_kmeans_baseline (conv)" in names
   train_all.plot_measures(rows, str(tmp_path))
   assert (tmp_path / "comparison.png").stat().st_size > 1000
 
