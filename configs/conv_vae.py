@@ -25,9 +25,9 @@ def get_config(arg=None):
   config.model.output_activation = "none"
   config.train.lr = 1e-3
   config.train.batch_size = 16
-  # 'band' (each mel band standardized): on the rendered development corpus it raised the
-  # conv-backbone models' median genre NMI over three seeds (conv 0.40 -> 0.48, beta 0.20 ->
-  # 0.48, cvae_language 0.40 -> 0.40 with its worst seed 0.17 -> 0.31; BUILD_NOTES.md).
+  # 'band' (each mel band standardized): on the rendered development corpus it raised conv's
+  # and beta's median genre NMI over three seeds (0.40 -> 0.48, 0.20 -> 0.48) and
+  # cvae_language's worst seed (0.17 -> 0.31, median 0.40 both; BUILD_NOTES.md).
   small = {"model.latent_dim": 32, "data.normalize": "band"}
   base.apply_preset(config, arg, {"small": base.small_data_preset() | small})
   return config.lock()

@@ -10,8 +10,11 @@ and is evaluated again only with `--re-eval`, e.g. after `--set eval.cluster_spa
 then `--mode=eval` clusters its latent means against every label column and measures it. The
 table `DIR/comparison.{csv,md}` has parameters, checkpoint size, epochs, best validation value
 (each model's own objective: not comparable), training time, nmi_/ari_/probe_ per label
-(k-means scores and a linear probe's accuracy), plus a PCA +
-k-means baseline row on the same features, so it shows whether a VAE helps; and the measures
+(k-means scores and a linear probe's accuracy), a row per part of a latent that has parts
+(the multimodal split fusion's audio and lyrics, each clustered alone), coherence_ per label
+for a model that decodes lyrics, plus a PCA + k-means baseline row per feature setting
+(models whose features differ, such as peak- and absolute-referenced dB, get their own), so
+it shows whether a VAE helps; and the measures
 that do compare (`MEASURES`, explained by `NOTE` under the table): the IWAE NLL, active
 units, log-spectral distance and spectral convergence of reconstructions, and Fréchet / MMD
 distances of prior, GMM-prior and reconstructed spectrograms to the validation clips.
@@ -39,6 +42,7 @@ import jax  # noqa: E402
 from jaxvae import errors  # noqa: E402
 from jaxvae.data import dataset  # noqa: E402
 from jaxvae.data import lyrics  # noqa: E402
+from jaxvae.data import store as store_lib  # noqa: E402
 from jaxvae.evaluators import report  # noqa: E402
 from jaxvae.modes import evaluate  # noqa: E402
 from jaxvae.training import compile_cache  # noqa: E402
@@ -195,6 +199,9 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
       row |= label_scores(label, m)
   row["_history"] = info["history"]
   row["_baseline"] = metrics.get("baseline_pca_kmeans", {})
+  # What the baseline's features depend on ('normalize' is undone by its standardization).
+  params = {k: v for k, v in store_lib.feature_params(config).items() if k != "normalize"}
+  row["_features"] = json.dumps(params, sort_keys=True, default=str)
   row["_parts"] = part_scores(metrics)
   for label, m in metrics.get("coherence", {}).items():
     if isinstance(m, dict):  # lyrics decoded from the audio alone, judged by their labels
@@ -298,7 +305,7 @@ def write_table(rows, out_dir) -> list[str]:
   groups: dict[str, tuple[dict, list]] = {}
   for r in trained:
     if r.get("_baseline"):
-      key = json.dumps(r["_baseline"], sort_keys=True, default=str)
+      key = r.get("_features") or json.dumps(r["_baseline"], sort_keys=True, default=str)
       groups.setdefault(key, (r["_baseline"], []))[1].append(r["model"])
   for baseline, models in groups.values():
     name = "pca_kmeans_baseline"

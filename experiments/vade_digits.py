@@ -140,7 +140,8 @@ def make_step(model, tx, objective, config):
   return jax.jit(step)
 
 
-def scores(model, state, x, y) -> dict[str, float]:
+def scores(model, state, x, y) -> dict:
+  """Accuracy, NMI, ... of VaDE's own clusters (and the "assignments" themselves)."""
   outputs = model.apply(
     {"params": state.params, **state.model_state},
     whole_set(x),
@@ -167,6 +168,40 @@ def run_stage(model, state, step_fn, x, epochs, rng, log_every=0, report=None, s
         flush=True,
       )
   return state
+
+
+def other_start(means: np.ndarray, k: int, seed: int, method: str) -> dict[str, np.ndarray]:
+  """A diagonal mixture from the moments of each cluster that `method` finds in the
+  standardized latent means: 'ward' (agglomerative), 'spectral' (10-nearest-neighbour
+  graph) or 'full' (a full-covariance GaussianMixture, best of 10). Alternatives to the
+  library's diagonal GMM start (BUILD_NOTES.md, session 9)."""
+  from sklearn.cluster import AgglomerativeClustering
+  from sklearn.cluster import SpectralClustering
+  from sklearn.mixture import GaussianMixture
+
+  center, scale = vade_variant.standardization(means)
+  z = (means - center) / scale
+  if method == "ward":
+    labels = AgglomerativeClustering(k).fit_predict(z)
+  elif method == "spectral":
+    spectral = SpectralClustering(
+      k, affinity="nearest_neighbors", n_neighbors=10, random_state=seed, n_init=10
+    )
+    labels = spectral.fit_predict(z)
+  else:
+    labels = (
+      GaussianMixture(k, covariance_type="full", n_init=10, random_state=seed).fit(z).predict(z)
+    )
+  groups = [z[labels == c] for c in range(k)]
+  weights = np.array([len(g) for g in groups], np.float64) + 1e-6
+  mu = np.stack([g.mean(0) if len(g) else np.zeros(z.shape[1]) for g in groups])
+  var = np.stack([g.var(0) if len(g) > 1 else np.ones(z.shape[1]) for g in groups]) + 1e-6
+  logvar = np.log(var) + 2 * np.log(scale)
+  return {
+    "pi_logits": np.log(weights / weights.sum()).astype(np.float32),
+    "mu_c": (mu * scale + center).astype(np.float32),
+    "logvar_c": np.maximum(logvar, np.log(vade_variant.VARIANCE_FLOOR)).astype(np.float32),
+  }
 
 
 def elbo_loss(model, state, x, config) -> float:
@@ -203,7 +238,11 @@ def train_once(args, config, x, y, seed: int) -> dict:
   state = run_stage(
     model, state, pretrain, x, args.pretrain_epochs, rng, args.log_every, shift=args.shift
   )
-  state = vade_variant.gmm_init(state, model, lambda: iter([whole_set(x)]), config)
+  if args.start == "gmm":  # the library's own start, as the trainer runs it
+    state = vade_variant.gmm_init(state, model, lambda: iter([whole_set(x)]), config)
+  else:
+    means = vade_variant.encode_means(state, model, lambda: iter([whole_set(x)]))
+    state = vade_variant.with_gmm(state, other_start(means, 10, seed, args.start))
   out = {"ae_gmm": scores(model, state, x, y)}
   t1 = time.time()
   # A fresh optimizer for the joint stage, as in the paper's code (a new Keras model).
@@ -260,6 +299,13 @@ def main(argv=None) -> dict[str, float]:
     "its clusters on the pixels (the same space for every run), or the clusters the other "
     "restarts agree with most (mean NMI between partitions: labels are never used)",
   )
+  p.add_argument(
+    "--start",
+    choices=("gmm", "ward", "spectral", "full"),
+    default="gmm",
+    help="the mixture's start: the library's diagonal GMM (best of 10), or each cluster's "
+    "moments from Ward's clustering, spectral clustering or a full-covariance GMM",
+  )
   p.add_argument("--log-every", type=int, default=25)
   p.add_argument(
     "--restarts",
@@ -271,6 +317,8 @@ def main(argv=None) -> dict[str, float]:
   args = p.parse_args(argv)
   if args.shift < 0:
     p.error(f"--shift is {args.shift}; expected a number of pixels >= 0")
+  if args.select == "agreement" and args.restarts < 2:
+    p.error("--select agreement compares restarts: expected --restarts 2 or more")
   config = make_config(args)
   x, y = load()
 

@@ -18,6 +18,7 @@ import scipy.fft
 import soundfile as sf
 
 from conftest import load_config
+from jaxvae import errors
 from jaxvae.audio import features
 from jaxvae.data import store
 from jaxvae.sampling import prior
@@ -427,7 +428,8 @@ def test_audio_from_peak_referenced_features_has_a_fixed_peak():
   """Peak-referenced features hold no level: audio made from them is brought to
   PEAK_OUTPUT_DB rather than left at the 0 dB bin's (inaudible) level."""
   config = load_config("conv_vae.py:small", {"data.db_reference": "peak"})
-  stats_only = types.SimpleNamespace(manifest={"stats": {"mean": -30.0, "std": 15.0}})
+  stats = {"mean": -30.0, "std": 15.0, "band_mean": [-30.0] * 64, "band_std": [15.0] * 64}
+  stats_only = types.SimpleNamespace(manifest={"stats": stats})
   x = np.random.default_rng(0).normal(size=(64, 20)).astype(np.float32)
   audio = prior.features_to_audio(x, stats_only, config, n_iter=2)
   assert np.abs(audio).max() == pytest.approx(10 ** (prior.PEAK_OUTPUT_DB / 20), rel=1e-5)
@@ -436,14 +438,14 @@ def test_audio_from_peak_referenced_features_has_a_fixed_peak():
 def test_band_normalization_standardizes_each_band_of_the_training_clips():
   """data.normalize='band': each band (axis -2) has mean 0 and std 1 over the training
   clips' frames, from the store's statistics (validation, bad and augmented rows excluded);
-  a constant band is centred, not scaled up; denormalize undoes it exactly; and a store made
-  before the option (no per-band statistics) is a clear error, never a silent fallback."""
+  a constant band is centred, not scaled up; denormalize undoes it exactly; features with
+  another band count, or statistics without per-band values, are a clear error."""
   rng = np.random.default_rng(0)
   scale = np.array([1.0, 5.0, 20.0, 0.0])[None, :, None]  # the last band never varies
-  x = rng.normal(size=(6, 4, 7)) * scale + np.array([0.0, -10.0, -40.0, -80.0])[None, :, None]
+  x = rng.normal(size=(7, 4, 7)) * scale + np.array([0.0, -10.0, -40.0, -80.0])[None, :, None]
   rows = [{"split": "train", "bad": False}] * 4 + [{"split": "val", "bad": False}]
-  rows += [{"split": "train", "bad": False, "augment": 1}]
-  x[4:] += 100.0  # validation and augmented rows: not in the statistics
+  rows += [{"split": "train", "bad": False, "augment": 1}, {"split": "train", "bad": True}]
+  x[4:] += 100.0  # validation, augmented and bad rows: not in the statistics
   stats = store._stats(x, rows)
   z = store.normalize_features(x[:4].astype(np.float32), stats, "band")
   assert z.dtype == np.float32
@@ -453,10 +455,13 @@ def test_band_normalization_standardizes_each_band_of_the_training_clips():
   one = store.normalize_features(x[0], stats, "band")  # one example [bands, frames]
   np.testing.assert_allclose(one, z[0], atol=1e-5)
   np.testing.assert_allclose(store.denormalize(z, stats, "band"), x[:4], atol=1e-4)
+  with pytest.raises(errors.DataError, match=r"expected \[\.\.\., 4 bands, frames\]"):
+    store.normalize_features(x[0].T, stats, "band")
   old = {k: stats[k] for k in ("mean", "std", "min_mean", "max_mean")}
-  with pytest.raises(ValueError, match="no per-band statistics"):
+  with pytest.raises(errors.DataError, match="'data.normalize' is 'band'"):
     store.normalize_features(x[0], old, "band")
   # Its own store (key), so that a store made without the statistics is never reused.
-  assert "normalize" not in store.feature_params(load_config("conv_vae.py:small", {}))
+  glob = load_config("conv_vae.py:small", {"data.normalize": "global"})
+  assert "normalize" not in store.feature_params(glob)
   band = load_config("conv_vae.py:small", {"data.normalize": "band"})
   assert store.feature_params(band)["normalize"] == "band"

@@ -73,7 +73,7 @@ def test_a_bad_embedding_setting_is_one_config_error():
     registry.load_config(spec, {"eval.embedding": "vggish"})
   config = registry.load_config(spec, {"eval.embedding": "numpy:ones_like"})
   name, fn = sq.embedding_fn(config)
-  stats = {"mean": 0.0, "std": 1.0}
+  stats = {"mean": 0.0, "std": 1.0, "band_mean": [-30.0] * 4, "band_std": [10.0] * 4}
   assert name == "numpy:ones_like" and fn(np.zeros((3, 4, 5)), stats).shape == (3, 20)
   config = registry.load_config(spec, {"eval.embedding": "numpy:sum"})
   with pytest.raises(errors.ConfigError, match="returned shape"):

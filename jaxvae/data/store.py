@@ -73,7 +73,8 @@ def resolve_dataset(config, source: sources_lib.Source | None = None) -> tuple[s
 
 
 def feature_params(config) -> dict:
-  """Everything that changes the stored arrays (and nothing that does not)."""
+  """Everything that changes what a store holds, its arrays and the statistics in its
+  manifest (and nothing that does not)."""
   d = config.data
   return {
     "sr": d.sr,
@@ -509,23 +510,35 @@ def _stats(features: np.ndarray, rows) -> dict:
     "min_mean": float(np.concatenate(mins).mean()),
     "max_mean": float(np.concatenate(maxs).mean()),
     "band_mean": band_mean.tolist(),
-    # A band that never varies (a mel band above the content) is centred, not scaled up.
-    "band_std": np.where(band_var > BAND_VAR_FLOOR, np.sqrt(band_var), 1.0).tolist(),
+    # A band that (nearly) never varies, such as a mel band above the content, is centred,
+    # not scaled up: relative to the bands' mean variance, whatever the feature's units.
+    "band_std": np.where(
+      band_var > BAND_VAR_FLOOR * max(float(band_var.mean()), 1e-30), np.sqrt(band_var), 1.0
+    ).tolist(),
   }
 
 
-BAND_VAR_FLOOR = 1e-6  # in squared feature units (dB)
+BAND_VAR_FLOOR = 1e-6  # of the bands' mean variance
 
 
 def _band(stats: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """The per-band mean and std shaped to broadcast over features `x` [..., bands, frames]."""
+  """The per-band mean and std (float32) shaped to broadcast over features `x` [..., bands,
+  frames]."""
   if "band_mean" not in stats:
-    raise ValueError(
-      "this feature store has no per-band statistics (made before data.normalize='band')"
+    raise errors.DataError(
+      "config key 'data.normalize' is 'band', but these feature statistics have no per-band "
+      "values (the store or run was made before 'band' existed): rebuild the store with "
+      "--mode=preprocess, or use data.normalize=global"
+    )
+  bands = len(stats["band_mean"])
+  if x.ndim < 2 or x.shape[-2] != bands:
+    raise errors.DataError(
+      f"features of shape {list(x.shape)} for data.normalize='band': expected [..., {bands} "
+      "bands, frames] (the store's band count)"
     )
   shape = [1] * x.ndim
-  shape[-2] = len(stats["band_mean"])
-  mean, std = (np.asarray(stats[k], np.float64).reshape(shape) for k in ("band_mean", "band_std"))
+  shape[-2] = bands
+  mean, std = (np.asarray(stats[k], np.float32).reshape(shape) for k in ("band_mean", "band_std"))
   return mean, std
 
 
@@ -542,7 +555,7 @@ def normalize_features(x: np.ndarray, stats: dict, method: str) -> np.ndarray:
     return (x - stats["mean"]) / stats["std"]
   if method == "band":
     mean, std = _band(stats, x)
-    return ((x - mean) / std).astype(x.dtype)
+    return ((x - mean) / std).astype(x.dtype, copy=False)
   if method == "minmax":  # per example, as seed 004 should have done (not per batch)
     axes = tuple(range(1, x.ndim)) if x.ndim > 2 else None
     lo = x.min(axis=axes, keepdims=True)
@@ -557,7 +570,7 @@ def denormalize(x: np.ndarray, stats: dict, method: str) -> np.ndarray:
     return x * stats["std"] + stats["mean"]
   if method == "band":
     mean, std = _band(stats, x)
-    return x * std + mean
+    return (x * std + mean).astype(x.dtype, copy=False)
   if method == "minmax":
     return x * (stats["max_mean"] - stats["min_mean"]) + stats["min_mean"]
   return x

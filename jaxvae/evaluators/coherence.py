@@ -11,6 +11,8 @@ carries over to the other modality.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 
@@ -26,11 +28,12 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 def centroid_accuracy(
   reference: np.ndarray, reference_labels: np.ndarray, queries: dict, labels: np.ndarray
-) -> dict:
+) -> dict | None:
   """Accuracy of each `queries[name]` [N, D] against `labels` [N] when each is given the label
   of the nearest class centroid (cosine) of `reference` [M, D] (labelled `reference_labels`).
-  Unknown labels (-1) are left out on both sides. Returns {name: accuracy, "n", "chance"
-  (the majority class's share among the scored), "classes"}; None with fewer than 2 classes."""
+  Unknown labels (-1) are left out on both sides, and so are queries of a class the
+  reference lacks. Returns {name: accuracy, "n" (queries scored), "chance" (the majority
+  class's share among them)}; None with fewer than 2 reference classes or nothing to score."""
   keep = reference_labels != UNKNOWN
   classes = np.unique(reference_labels[keep])
   scored = np.isin(labels, classes)
@@ -48,30 +51,43 @@ def centroid_accuracy(
 
 
 def lyrics_coherence(run, state, examples, labels: dict, train: np.ndarray, val: np.ndarray):
-  """{label: {"real", "joint", "audio_only", "n", "chance"}} on the validation clips with
-  lyrics (`val`, a boolean mask over `examples`; centroids from the `train` ones), plus
-  "judge"; {"available": False, "reason"} where it cannot be measured."""
+  """{label: {"real", "joint", "audio_only", "n", "chance"}} over the validation examples
+  with lyrics (`val`, a boolean mask over `examples`; the centroids from the `train` ones'
+  real lyrics), plus "judge" and "split"; {"available": False, "reason"} where it cannot be
+  measured. Only the validation examples go through the model (twice: with and without
+  their lyrics)."""
   if examples.lyrics is None:
     return {"available": False, "reason": "the run has no lyrics embeddings"}
+  lyrics = examples.lyrics
+  rows = examples.indices
+  ref = rows[train][lyrics.mask[rows[train]] > 0]
+  queries = rows[val][lyrics.mask[rows[val]] > 0]
+  if not len(queries):
+    return {"available": False, "reason": "no validation example has lyrics"}
+  decode = _decoder(run.model)
   variables = {"params": state.params, **state.model_state}
-  decode = jax.jit(lambda v, z: run.model.apply(v, z, method="decode_lyrics"))
+  subset = pipeline.Examples(examples.store, queries, examples.normalize, lyrics)
+  size = run.config.train.batch_size
   chunks: dict[str, list] = {}
-  for batch in pipeline.eval_batches(examples, run.config.train.batch_size):
+  for batch in pipeline.eval_batches(subset, size):
     real = batch["mask"] > 0
     alone = dict(batch, lyrics_mask=np.zeros_like(batch["lyrics_mask"]))
     for name, b in (("joint", batch), ("audio_only", alone)):
-      mu = run.gather(run.forward(state, run.put(b))["mu"])
-      chunks.setdefault(name, []).append(np.asarray(jax.device_get(decode(variables, mu)))[real])
-    chunks.setdefault("real", []).append(batch["lyrics"][real])
-    chunks.setdefault("has", []).append(batch["lyrics_mask"][real] > 0)
-  got = {k: np.concatenate(v) for k, v in chunks.items()}
-  has = got.pop("has")
+      z = run.put({"z": run.gather(run.forward(state, run.put(b))["mu"])})["z"]
+      chunks.setdefault(name, []).append(run.gather(decode(variables, z))[real])
+  decoded = {k: np.concatenate(v) for k, v in chunks.items()}
+  decoded["real"] = lyrics.vectors[queries]
+  position = {int(r): i for i, r in enumerate(rows)}
+  of = lambda y, which: y[[position[int(r)] for r in which]]
   out: dict = {"available": True, "judge": JUDGE, "split": "validation"}
   for name, y in labels.items():
-    ref = train & has
-    scores = centroid_accuracy(
-      got["real"][ref], y[ref], {k: v[val & has] for k, v in got.items()}, y[val & has]
-    )
+    scores = centroid_accuracy(lyrics.vectors[ref], of(y, ref), decoded, of(y, queries))
     if scores is not None:
       out[name] = scores
   return out
+
+
+@functools.lru_cache(maxsize=4)
+def _decoder(model):
+  """The jitted `decode_lyrics` of a model (one per model, as `sampling.prior`'s decoder)."""
+  return jax.jit(lambda variables, z: model.apply(variables, z, method="decode_lyrics"))

@@ -142,8 +142,9 @@ def embedding_fn(config):
     raise errors.ConfigError(f"config key 'eval.embedding' is {spec!r}: {e}") from None
 
   def fn(x, stats):
+    db = _db(x, stats, config)  # ours: its errors are not the user's function's
     try:
-      out = np.asarray(user(_db(x, stats, config)), np.float32)
+      out = np.asarray(user(db), np.float32)
     except Exception as e:  # noqa: BLE001 - the user's function: one line, not its traceback
       raise errors.ConfigError(
         f"config key 'eval.embedding' is {spec!r}, which raised {type(e).__name__}: {e}"
