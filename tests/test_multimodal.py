@@ -22,6 +22,7 @@ from jaxvae.data import dataset
 from jaxvae.data import lyrics as lyrics_store
 from jaxvae.data.spec import DataSpec
 from jaxvae.evaluators import coherence
+from jaxvae.evaluators import latents
 from jaxvae.models import multimodal
 from jaxvae.models import vae
 from jaxvae.training import state as train_state
@@ -493,3 +494,5 @@ def test_eval_of_a_split_run_scores_each_part_and_lyrics_decoded_from_the_audio(
   assert co["available"] and co["split"] == "validation"
   assert co["language"]["real"] == 1.0 and co["language"]["n"] == len(store.indices("validation"))
   assert set(co["language"]) == {"real", "joint", "audio_only", "n", "chance"}
+  scalars = latents.Latents(None, "").scalars(metrics)  # what TensorBoard gets under eval/
+  assert scalars["eval/coherence_language"] == co["language"]["audio_only"]

@@ -157,7 +157,8 @@ class Latents:
     return results
 
   def scalars(self, results: dict) -> dict[str, float]:
-    """What goes to TensorBoard under `eval/`: the likelihood estimate and active units."""
+    """What goes to TensorBoard under `eval/`: the likelihood estimate, active units, sample
+    quality, reconstruction distances and cross-modal coherence."""
     out = {}
     lk = results.get("likelihood", {})
     if lk.get("available"):
@@ -174,6 +175,9 @@ class Latents:
     if rec.get("lsd_db") is not None:
       out["eval/lsd_db"] = rec["lsd_db"]
       out["eval/spectral_convergence"] = rec["spectral_convergence"]
+    for label, r in results.get("coherence", {}).items():
+      if isinstance(r, dict):  # the label read off lyrics decoded from the audio alone
+        out[f"eval/coherence_{label}"] = r["audio_only"]
     return out
 
   def summary(self, results: dict) -> str:
