@@ -42,6 +42,7 @@ from jaxvae.models import layers
 from jaxvae.models.vae import ConvVAE
 
 FUSIONS = ("concat", "poe", "attention", "split")
+LYRICS_LATENT_DIM = 4  # 'split': the lyrics' private dimensions when the config names none
 
 NO_LYRICS_MESSAGE = (
   "multimodal_vae needs lyrics embeddings: set config key "
@@ -146,7 +147,7 @@ class MultimodalVAE(nn.Module):
   fusion: str = "concat"
   attention_dim: int = 256
   attention_heads: int = 4
-  lyrics_latent_dim: int = 4  # 'split' only: the lyrics' private dimensions
+  lyrics_latent_dim: int = LYRICS_LATENT_DIM  # 'split' only: the lyrics' private dimensions
   # Training only: each clip with lyrics is encoded from the audio alone with this
   # probability (modality dropout); its lyrics are still reconstructed from z.
   lyrics_dropout: float = 0.0
@@ -288,7 +289,7 @@ def build_multimodal_vae(model_config, spec: DataSpec, dtype: str = "float32") -
     fusion=fusion,
     attention_dim=model_config.get("attention_dim", 256),
     attention_heads=model_config.get("attention_heads", 4),
-    lyrics_latent_dim=model_config.get("lyrics_latent_dim", 4),
+    lyrics_latent_dim=model_config.get("lyrics_latent_dim", LYRICS_LATENT_DIM),
     lyrics_dropout=float(model_config.get("lyrics_dropout", 0.0)),
     output_activation=model_config.get("output_activation", "none"),
     conv_transpose=model_config.get("conv_transpose", "auto"),

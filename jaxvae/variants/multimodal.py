@@ -119,7 +119,10 @@ def validate(config) -> None:
       f"{', '.join(LYRICS_LOSSES)}"
     )
   if config.model.fusion == "split":
-    dims, latent = config.model.get("lyrics_latent_dim", 4), config.model.latent_dim
+    dims, latent = (
+      config.model.get("lyrics_latent_dim", multimodal.LYRICS_LATENT_DIM),
+      config.model.latent_dim,
+    )
     if not isinstance(dims, int) or not 0 < dims < latent:
       raise ConfigError(
         f"config key 'model.lyrics_latent_dim' is {dims!r}; expected an integer from 1 to "
@@ -143,7 +146,7 @@ def latent_parts(config) -> dict[str, tuple[int, int]]:
   if config.model.fusion != "split":
     return {}
   latent = config.model.latent_dim
-  lyrics = config.model.get("lyrics_latent_dim", 4)
+  lyrics = config.model.get("lyrics_latent_dim", multimodal.LYRICS_LATENT_DIM)
   return {"audio": (0, latent - lyrics), "lyrics": (latent - lyrics, latent)}
 
 
