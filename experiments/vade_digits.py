@@ -173,8 +173,10 @@ def run_stage(model, state, step_fn, x, epochs, rng, log_every=0, report=None, s
 def other_start(means: np.ndarray, k: int, seed: int, method: str) -> dict[str, np.ndarray]:
   """A diagonal mixture from the moments of each cluster that `method` finds in the
   standardized latent means: 'ward' (agglomerative), 'spectral' (10-nearest-neighbour
-  graph) or 'full' (a full-covariance GaussianMixture, best of 10). Alternatives to the
-  library's diagonal GMM start (BUILD_NOTES.md, session 9)."""
+  graph), 'full' (a full-covariance GaussianMixture, best of 10) or 'tsne' (that mixture on
+  a 2-D t-SNE of the means: N2D's clustering of the autoencoder's local manifold, with
+  t-SNE for UMAP). Alternatives to the library's diagonal GMM start (BUILD_NOTES.md,
+  sessions 9 and 10)."""
   from sklearn.cluster import AgglomerativeClustering
   from sklearn.cluster import SpectralClustering
   from sklearn.mixture import GaussianMixture
@@ -189,9 +191,13 @@ def other_start(means: np.ndarray, k: int, seed: int, method: str) -> dict[str, 
     )
     labels = spectral.fit_predict(z)
   else:
-    labels = (
-      GaussianMixture(k, covariance_type="full", n_init=10, random_state=seed).fit(z).predict(z)
-    )
+    points = z
+    if method == "tsne":
+      from sklearn.manifold import TSNE
+
+      points = TSNE(2, init="pca", random_state=seed).fit_transform(z)
+    mixture = GaussianMixture(k, covariance_type="full", n_init=10, random_state=seed)
+    labels = mixture.fit(points).predict(points)
   groups = [z[labels == c] for c in range(k)]
   weights = np.array([len(g) for g in groups], np.float64) + 1e-6
   mu = np.stack([g.mean(0) if len(g) else np.zeros(z.shape[1]) for g in groups])
@@ -301,10 +307,11 @@ def main(argv=None) -> dict[str, float]:
   )
   p.add_argument(
     "--start",
-    choices=("gmm", "ward", "spectral", "full"),
+    choices=("gmm", "ward", "spectral", "full", "tsne"),
     default="gmm",
     help="the mixture's start: the library's diagonal GMM (best of 10), or each cluster's "
-    "moments from Ward's clustering, spectral clustering or a full-covariance GMM",
+    "moments from Ward's clustering, spectral clustering, a full-covariance GMM, or that GMM "
+    "on a 2-D t-SNE of the latent means",
   )
   p.add_argument("--log-every", type=int, default=25)
   p.add_argument(
