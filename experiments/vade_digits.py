@@ -56,6 +56,7 @@ def make_config(args) -> ml_collections.ConfigDict:
       pretrain_epochs=args.pretrain_epochs,
       gmm_lr_scale=args.gmm_lr_scale,
       pretrain_noise=args.pretrain_noise,
+      gmm_start="tsne_inputs" if args.start == "tsne_inputs" else "latent",
       output_activation="sigmoid",
     )
   )
@@ -170,13 +171,16 @@ def run_stage(model, state, step_fn, x, epochs, rng, log_every=0, report=None, s
   return state
 
 
-def other_start(means: np.ndarray, k: int, seed: int, method: str) -> dict[str, np.ndarray]:
+def other_start(
+  means: np.ndarray, k: int, seed: int, method: str
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """A diagonal mixture from the moments of each cluster that `method` finds in the
   standardized latent means: 'ward' (agglomerative), 'spectral' (10-nearest-neighbour
   graph), 'full' (a full-covariance GaussianMixture, best of 10) or 'tsne' (that mixture on
   a 2-D t-SNE of the means: N2D's clustering of the autoencoder's local manifold, with
-  t-SNE for UMAP). Alternatives to the library's diagonal GMM start (BUILD_NOTES.md,
-  sessions 9 and 10)."""
+  t-SNE for UMAP), and those clusters. No label is used. (The library's t-SNE start, of the
+  inputs, is `--start tsne_inputs`.) Alternatives to the library's diagonal GMM start
+  (BUILD_NOTES.md, sessions 9 and 10)."""
   from sklearn.cluster import AgglomerativeClustering
   from sklearn.cluster import SpectralClustering
   from sklearn.mixture import GaussianMixture
@@ -203,11 +207,12 @@ def other_start(means: np.ndarray, k: int, seed: int, method: str) -> dict[str, 
   mu = np.stack([g.mean(0) if len(g) else np.zeros(z.shape[1]) for g in groups])
   var = np.stack([g.var(0) if len(g) > 1 else np.ones(z.shape[1]) for g in groups]) + 1e-6
   logvar = np.log(var) + 2 * np.log(scale)
-  return {
+  start = {
     "pi_logits": np.log(weights / weights.sum()).astype(np.float32),
     "mu_c": (mu * scale + center).astype(np.float32),
     "logvar_c": np.maximum(logvar, np.log(vade_variant.VARIANCE_FLOOR)).astype(np.float32),
   }
+  return start, labels
 
 
 def elbo_loss(model, state, x, config) -> float:
@@ -244,11 +249,14 @@ def train_once(args, config, x, y, seed: int) -> dict:
   state = run_stage(
     model, state, pretrain, x, args.pretrain_epochs, rng, args.log_every, shift=args.shift
   )
-  if args.start == "gmm":  # the library's own start, as the trainer runs it
+  if args.start in ("gmm", "tsne_inputs"):  # the library's starts, as the trainer runs them
     state = vade_variant.gmm_init(state, model, lambda: iter([whole_set(x)]), config)
   else:
     means = vade_variant.encode_means(state, model, lambda: iter([whole_set(x)]))
-    state = vade_variant.with_gmm(state, other_start(means, 10, seed, args.start))
+    start, labels = other_start(means, 10, seed, args.start)
+    state = vade_variant.with_gmm(state, start)
+    clusters = analysis.cluster_metrics(y, labels)
+    print(f"the start's own clusters: acc {clusters['acc']:.4f}  nmi {clusters['nmi']:.4f}")
   out = {"ae_gmm": scores(model, state, x, y)}
   t1 = time.time()
   # A fresh optimizer for the joint stage, as in the paper's code (a new Keras model).
@@ -307,11 +315,12 @@ def main(argv=None) -> dict[str, float]:
   )
   p.add_argument(
     "--start",
-    choices=("gmm", "ward", "spectral", "full", "tsne"),
+    choices=("gmm", "tsne_inputs", "ward", "spectral", "full", "tsne"),
     default="gmm",
-    help="the mixture's start: the library's diagonal GMM (best of 10), or each cluster's "
-    "moments from Ward's clustering, spectral clustering, a full-covariance GMM, or that GMM "
-    "on a 2-D t-SNE of the latent means",
+    help="the mixture's start: the library's (model.gmm_start) diagonal GMM on the latent "
+    "means (best of 10) or the clusters of a t-SNE of the pixels; or each cluster's moments "
+    "from Ward's clustering, spectral clustering, a full-covariance GMM, or that GMM on a 2-D "
+    "t-SNE of the latent means",
   )
   p.add_argument("--log-every", type=int, default=25)
   p.add_argument(

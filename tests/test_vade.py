@@ -354,6 +354,51 @@ def test_gmm_init_fits_the_latent_means_of_real_examples():
   chex.assert_trees_all_equal(new.params["mu_head"], state.params["mu_head"])
 
 
+def test_tsne_clusters_find_the_groups_of_the_inputs():
+  # Three groups far apart in 60 input dimensions (more than the 50 PCA keeps), 20 points each.
+  rng = np.random.default_rng(0)
+  centers = rng.normal(0, 10, (K, 60))
+  truth = np.repeat(np.arange(K), 20)
+  inputs = centers[truth] + rng.normal(0, 1, (len(truth), 60))
+  labels = vade.tsne_clusters(inputs.astype(np.float32), K, seed=0)
+  table = np.zeros((K, K))
+  np.add.at(table, (truth, labels), 1)
+  assert sorted(table.max(1)) == [20, 20, 20] and (table > 0).sum() == K  # one cluster each
+  with pytest.raises(ValueError, match="model.n_clusters"):
+    vade.tsne_clusters(inputs[:2], K, seed=0)
+
+
+def test_mixture_from_clusters_is_each_clusters_moments():
+  rng = np.random.default_rng(1)
+  means = rng.normal(size=(9, L))
+  labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1])  # cluster 2 has no member
+  start = vade.mixture_from_clusters(means, labels, K)
+  np.testing.assert_allclose(np.exp(start["pi_logits"])[:2], [4 / 9, 5 / 9], rtol=1e-5)
+  assert np.exp(start["pi_logits"])[2] < 1e-6
+  np.testing.assert_allclose(start["mu_c"][1], means[4:].mean(0), rtol=1e-5)
+  np.testing.assert_allclose(np.exp(start["logvar_c"][0]), means[:4].var(0), rtol=1e-4)
+  np.testing.assert_allclose(start["mu_c"][2], means.mean(0), rtol=1e-5)
+
+
+def test_gmm_init_from_a_tsne_of_the_inputs():
+  config = _config(gmm_start="tsne_inputs")
+  vade.validate(config)
+  model = _model(config)
+  # Two groups of inputs far apart, masked padding in the last batch.
+  data = []
+  for s in range(3):
+    b = _batch(8, seed=s, mask=[1] * 8 if s < 2 else [1] * 5 + [0] * 3)
+    data.append(b | {"x": b["x"] + 3.0 * (jnp.arange(8) % 2)[:, None, None]})
+  state = _state(model, data[0])
+  new = vade.gmm_init(state, model, lambda: iter(data), config)
+  means, inputs = vade.encode_means(state, model, lambda: iter(data), with_inputs=True)
+  assert means.shape == (21, L) and inputs.shape == (21, SHAPE[0] * SHAPE[1])
+  expected = vade.mixture_from_clusters(means, vade.tsne_clusters(inputs, K, 0), K)
+  for name in ("pi_logits", "mu_c", "logvar_c"):
+    np.testing.assert_allclose(new.params[name], expected[name], rtol=1e-5, atol=1e-6)
+  assert float(new.model_state["vade"]["posterior_noise"]) == 1.0
+
+
 def test_param_labels_mark_exactly_the_gmm():
   model, batch = _model(), _batch()
   params = _state(model, batch).params
@@ -413,6 +458,8 @@ def test_config_mistakes_name_the_key():
     vade.validate(_config(n_clusters=0))
   with pytest.raises(ConfigError, match="output_activation"):
     vade.validate(_config(output_activation="none"))
+  with pytest.raises(ConfigError, match="model.gmm_start"):
+    vade.validate(_config(gmm_start="kmeans"))
   with pytest.raises(ValueError, match="model.n_clusters"):
     vade.fit_gmm(np.zeros((2, L)), K, seed=0)
 
