@@ -34,7 +34,8 @@ def get_config(arg=None):
   config.model.gmm_lr_scale = 1.0
   # Where the joint stage's mixture starts: 'latent' (a GMM on the pretrained latent means,
   # the paper's) or 'tsne_inputs' (clusters of a t-SNE of the inputs, their moments in the
-  # latent; on scikit-learn's digits this lifted the accuracy, BUILD_NOTES.md).
+  # latent; on scikit-learn's digits it lifted the ten-seed median accuracy from 0.82 to
+  # 0.93, BUILD_NOTES.md).
   config.model.gmm_start = "latent"
   config.model.output_activation = "none"
   config.kl.schedule = "constant"
