@@ -22,6 +22,14 @@ def to_host(tree):
   return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
 
 
+def from_main(tree):
+  """`tree` (host numpy) as process 0 has it, on every process: for results of host code
+  that may differ between processes (threaded t-SNE, for one)."""
+  if jax.process_count() == 1:
+    return tree
+  return jax.tree.map(np.asarray, multihost_utils.broadcast_one_to_all(tree))
+
+
 def initialize_distributed() -> None:
   """`jax.distributed.initialize()` for a multi-host run (`config.distributed=True`).
 

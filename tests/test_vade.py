@@ -370,14 +370,20 @@ def test_tsne_clusters_find_the_groups_of_the_inputs():
 
 def test_mixture_from_clusters_is_each_clusters_moments():
   rng = np.random.default_rng(1)
-  means = rng.normal(size=(9, L))
-  labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1])  # cluster 2 has no member
-  start = vade.mixture_from_clusters(means, labels, K)
-  np.testing.assert_allclose(np.exp(start["pi_logits"])[:2], [4 / 9, 5 / 9], rtol=1e-5)
-  assert np.exp(start["pi_logits"])[2] < 1e-6
-  np.testing.assert_allclose(start["mu_c"][1], means[4:].mean(0), rtol=1e-5)
+  means = rng.normal(size=(12, L))
+  means[9:11] = 0.5  # cluster 2: two identical points, variance 0 -> the floor
+  # Cluster 3 has one member (the overall variance), cluster 4 none (negligible weight).
+  labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 3])
+  start = vade.mixture_from_clusters(means, labels, 5)
+  weights = np.exp(start["pi_logits"])
+  np.testing.assert_allclose(weights[:4], [4 / 12, 5 / 12, 2 / 12, 1 / 12], rtol=1e-5)
+  assert weights[4] < 1e-6
+  np.testing.assert_allclose(start["mu_c"][1], means[4:9].mean(0), rtol=1e-5)
   np.testing.assert_allclose(np.exp(start["logvar_c"][0]), means[:4].var(0), rtol=1e-4)
-  np.testing.assert_allclose(start["mu_c"][2], means.mean(0), rtol=1e-5)
+  np.testing.assert_allclose(np.exp(start["logvar_c"][2]), vade.VARIANCE_FLOOR, rtol=1e-4)
+  np.testing.assert_allclose(start["mu_c"][3], means[11], rtol=1e-5)
+  np.testing.assert_allclose(np.exp(start["logvar_c"][3]), means.var(0), rtol=1e-4)
+  np.testing.assert_allclose(start["mu_c"][4], means.mean(0), rtol=1e-5)
 
 
 def test_gmm_init_from_a_tsne_of_the_inputs():
@@ -393,7 +399,11 @@ def test_gmm_init_from_a_tsne_of_the_inputs():
   new = vade.gmm_init(state, model, lambda: iter(data), config)
   means, inputs = vade.encode_means(state, model, lambda: iter(data), with_inputs=True)
   assert means.shape == (21, L) and inputs.shape == (21, SHAPE[0] * SHAPE[1])
-  expected = vade.mixture_from_clusters(means, vade.tsne_clusters(inputs, K, 0), K)
+  odd = np.concatenate([np.arange(8) % 2] * 2 + [np.arange(5) % 2]) == 1  # the real rows
+  np.testing.assert_array_equal(inputs.mean(1) > 2.0, odd)  # padding dropped, order kept
+  labels = vade.tsne_clusters(inputs, K, 0)
+  assert not set(labels[odd]) & set(labels[~odd])  # no cluster mixes the two groups
+  expected = vade.mixture_from_clusters(means, labels, K)
   for name in ("pi_logits", "mu_c", "logvar_c"):
     np.testing.assert_allclose(new.params[name], expected[name], rtol=1e-5, atol=1e-6)
   assert float(new.model_state["vade"]["posterior_noise"]) == 1.0

@@ -118,7 +118,7 @@ def encode_means(state, model: vade_model.VaDE, batches, with_inputs: bool = Fal
       inputs.append(x[mask > 0].reshape(int((mask > 0).sum()), -1))
   means = np.concatenate(chunks).astype(np.float64)
   if with_inputs:
-    return means, np.concatenate(inputs).astype(np.float32)
+    return means, np.concatenate(inputs).astype(np.float32, copy=False)
   return means
 
 
@@ -166,12 +166,14 @@ def tsne_clusters(inputs: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
   from sklearn.mixture import GaussianMixture
 
   _check_count(len(inputs), n_clusters)
-  points = inputs.reshape(len(inputs), -1).astype(np.float64)
-  dims = min(50, len(points) - 1)
+  points = inputs.reshape(len(inputs), -1).astype(np.float32, copy=False)
+  dims = min(50, len(points))
   if points.shape[1] > dims:
     points = PCA(dims, random_state=seed).fit_transform(points)
   perplexity = min(30.0, (len(points) - 1) / 3)
-  embedded = TSNE(2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(points)
+  init = "pca" if points.shape[1] >= 2 else "random"  # PCA init needs 2 input dimensions
+  tsne = TSNE(2, init=init, perplexity=perplexity, random_state=seed)
+  embedded = tsne.fit_transform(points)
   gmm = GaussianMixture(n_clusters, covariance_type="full", n_init=10, random_state=seed)
   return gmm.fit(embedded).predict(embedded)
 
@@ -235,9 +237,11 @@ def gmm_init(state, model: vade_model.VaDE, batches, config):
   if config.model.get("gmm_start", "latent") == "tsne_inputs":
     means, inputs = encode_means(state, model, batches, with_inputs=True)
     labels = tsne_clusters(inputs, model.n_clusters, config.seed)
-    return with_gmm(state, mixture_from_clusters(means, labels, model.n_clusters))
-  means = encode_means(state, model, batches)
-  return with_gmm(state, fit_gmm(means, model.n_clusters, config.seed))
+    gmm = mixture_from_clusters(means, labels, model.n_clusters)
+  else:
+    gmm = fit_gmm(encode_means(state, model, batches), model.n_clusters, config.seed)
+  # Every process fits on the same means; process 0's mixture is the one all of them write.
+  return with_gmm(state, multihost.from_main(gmm))
 
 
 def stages(config) -> list[Stage]:
