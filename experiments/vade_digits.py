@@ -177,15 +177,12 @@ def run_stage(model, state, step_fn, x, epochs, rng, log_every=0, report=None, s
   return state
 
 
-def other_start(
-  means: np.ndarray, k: int, seed: int, method: str
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-  """A diagonal mixture from the moments of each cluster that `method` finds in the
-  standardized latent means: 'ward' (agglomerative), 'spectral' (10-nearest-neighbour
-  graph), 'full' (a full-covariance GaussianMixture, best of 10) or 'tsne' (that mixture on
-  a 2-D t-SNE of the means: N2D's clustering of the autoencoder's local manifold, with
-  t-SNE for UMAP), and those clusters. No label is used. (The library's t-SNE start, of the
-  inputs, is `--start tsne_inputs`.) Alternatives to the library's diagonal GMM start
+def other_clusters(means: np.ndarray, k: int, seed: int, method: str) -> np.ndarray:
+  """The clusters that `method` finds in the standardized latent means: 'ward'
+  (agglomerative), 'spectral' (10-nearest-neighbour graph), 'full' (a full-covariance
+  GaussianMixture, best of 10) or 'tsne' (that mixture on a 2-D t-SNE of the means: N2D's
+  clustering of the autoencoder's local manifold, with t-SNE for UMAP). No label is used.
+  Their moments (`mixture_from_clusters`) are alternatives to the library's starts
   (BUILD_NOTES.md, sessions 9 and 10)."""
   from sklearn.cluster import AgglomerativeClustering
   from sklearn.cluster import SpectralClustering
@@ -194,31 +191,17 @@ def other_start(
   center, scale = vade_variant.standardization(means)
   z = (means - center) / scale
   if method == "ward":
-    labels = AgglomerativeClustering(k).fit_predict(z)
-  elif method == "spectral":
+    return AgglomerativeClustering(k).fit_predict(z)
+  if method == "spectral":
     spectral = SpectralClustering(
       k, affinity="nearest_neighbors", n_neighbors=10, random_state=seed, n_init=10
     )
-    labels = spectral.fit_predict(z)
-  else:
-    points = z
-    if method == "tsne":
-      from sklearn.manifold import TSNE
+    return spectral.fit_predict(z)
+  if method == "tsne":
+    from sklearn.manifold import TSNE
 
-      points = TSNE(2, init="pca", random_state=seed).fit_transform(z)
-    mixture = GaussianMixture(k, covariance_type="full", n_init=10, random_state=seed)
-    labels = mixture.fit(points).predict(points)
-  groups = [z[labels == c] for c in range(k)]
-  weights = np.array([len(g) for g in groups], np.float64) + 1e-6
-  mu = np.stack([g.mean(0) if len(g) else np.zeros(z.shape[1]) for g in groups])
-  var = np.stack([g.var(0) if len(g) > 1 else np.ones(z.shape[1]) for g in groups]) + 1e-6
-  logvar = np.log(var) + 2 * np.log(scale)
-  start = {
-    "pi_logits": np.log(weights / weights.sum()).astype(np.float32),
-    "mu_c": (mu * scale + center).astype(np.float32),
-    "logvar_c": np.maximum(logvar, np.log(vade_variant.VARIANCE_FLOOR)).astype(np.float32),
-  }
-  return start, labels
+    z = TSNE(2, init="pca", random_state=seed).fit_transform(z)
+  return GaussianMixture(k, covariance_type="full", n_init=10, random_state=seed).fit(z).predict(z)
 
 
 def elbo_loss(model, state, x, config) -> float:
@@ -256,15 +239,13 @@ def train_once(args, config, x, y, seed: int) -> dict:
     model, state, pretrain, x, args.pretrain_epochs, rng, args.log_every, shift=args.shift
   )
   if args.start in ("gmm", "tsne_inputs"):  # the library's starts, as the trainer runs them
-    state = vade_variant.gmm_init(state, model, lambda: iter([whole_set(x)]), config)
-    if args.start == "tsne_inputs":  # the same t-SNE again, to report its own clusters
-      labels = vade_variant.tsne_clusters(x.reshape(len(x), -1), 10, config.seed)
-      clusters = analysis.cluster_metrics(y, labels)
-      print(f"the start's own clusters: acc {clusters['acc']:.4f}  nmi {clusters['nmi']:.4f}")
+    start, labels = vade_variant.initial_mixture(state, model, lambda: iter([whole_set(x)]), config)
   else:
     means = vade_variant.encode_means(state, model, lambda: iter([whole_set(x)]))
-    start, labels = other_start(means, 10, seed, args.start)
-    state = vade_variant.with_gmm(state, start)
+    labels = other_clusters(means, 10, seed, args.start)
+    start = vade_variant.mixture_from_clusters(means, labels, 10)
+  state = vade_variant.with_gmm(state, start)
+  if labels is not None:
     clusters = analysis.cluster_metrics(y, labels)
     print(f"the start's own clusters: acc {clusters['acc']:.4f}  nmi {clusters['nmi']:.4f}")
   out = {"ae_gmm": scores(model, state, x, y)}

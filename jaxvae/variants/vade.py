@@ -6,7 +6,7 @@ Training runs in two stages (`stages`):
      training set and writes it into the params, then the full negative ELBO (`objective`,
      with the KL of `jaxvae.losses.clustering`). With `model.gmm_start='tsne_inputs'` the
      clusters come from a t-SNE of the inputs instead, and only their moments from the
-     latent (`tsne_clusters`, `mixture_from_clusters`).
+     latent (`initial_mixture`: `tsne_clusters`, `mixture_from_clusters`).
 The mixture can have its own learning rate (`model.gmm_lr_scale`, `lr_multipliers`).
 """
 
@@ -111,11 +111,14 @@ def encode_means(state, model: vade_model.VaDE, batches, with_inputs: bool = Fal
   encode = jax.jit(lambda v, b: model.apply(v, b, train=False, method="encode")[0])
   chunks, inputs = [], []
   for batch in batches():
-    mu, mask = multihost.to_host((encode(variables, batch), batch["mask"]))
-    chunks.append(mu[mask > 0])
+    wanted = {"mu": encode(variables, batch), "mask": batch["mask"]}
     if with_inputs:
-      x = multihost.to_host(batch["x"])
-      inputs.append(x[mask > 0].reshape(int((mask > 0).sum()), -1))
+      wanted["x"] = batch["x"]
+    got = multihost.to_host(wanted)  # one transfer per batch
+    real = got["mask"] > 0
+    chunks.append(got["mu"][real])
+    if with_inputs:
+      inputs.append(got["x"][real].reshape(int(real.sum()), -1))
   means = np.concatenate(chunks).astype(np.float64)
   if with_inputs:
     return means, np.concatenate(inputs).astype(np.float32, copy=False)
@@ -226,22 +229,29 @@ def with_gmm(state, gmm: dict[str, np.ndarray]):
   return state.replace(params=params, model_state=model_state)
 
 
-def gmm_init(state, model: vade_model.VaDE, batches, config):
-  """The joint stage's `on_start`: fit the mixture to the pretrained encoder's latent means
-  ('latent', the paper's start), or take the clusters of a t-SNE of the inputs and their
-  moments in the latent ('tsne_inputs'), as `model.gmm_start` says.
-
-  The GMM parameters' optimizer moments are untouched: the pretraining objective does not
-  depend on them, so their Adam moments are still zero.
-  """
+def initial_mixture(state, model: vade_model.VaDE, batches, config):
+  """(mixture, clusters): the GMM fitted to the pretrained encoder's latent means ('latent',
+  the paper's start; clusters None), or each cluster's moments in the latent with the
+  clusters of a t-SNE of the inputs ('tsne_inputs'), as `model.gmm_start` says. Process 0's
+  result on every process."""
+  labels = None
   if config.model.get("gmm_start", "latent") == "tsne_inputs":
     means, inputs = encode_means(state, model, batches, with_inputs=True)
     labels = tsne_clusters(inputs, model.n_clusters, config.seed)
     gmm = mixture_from_clusters(means, labels, model.n_clusters)
   else:
     gmm = fit_gmm(encode_means(state, model, batches), model.n_clusters, config.seed)
-  # Every process fits on the same means; process 0's mixture is the one all of them write.
-  return with_gmm(state, multihost.from_main(gmm))
+  return multihost.from_main((gmm, labels))
+
+
+def gmm_init(state, model: vade_model.VaDE, batches, config):
+  """The joint stage's `on_start`: the `initial_mixture` written into the params.
+
+  The GMM parameters' optimizer moments are untouched: the pretraining objective does not
+  depend on them, so their Adam moments are still zero.
+  """
+  gmm, _ = initial_mixture(state, model, batches, config)
+  return with_gmm(state, gmm)
 
 
 def stages(config) -> list[Stage]:
