@@ -71,6 +71,16 @@ class DivergedError(RunError):
   """Training produced non-finite losses, gradients or parameters too many steps in a row."""
 
 
+class DiskFullError(RunError):
+  """A write of run state failed for lack of space (ENOSPC) or quota (EDQUOT); names the path,
+  the step, what to free and where the re-run resumes."""
+
+
+class NonFiniteOutputError(RunError):
+  """A model's outputs are not finite (a diverged model): nothing is decoded, drawn, played
+  or exported from them."""
+
+
 # What `jaxvae.main` (and the tools) report as one line, exit status 1.
 USER_ERRORS = (
   ConfigError,

@@ -1,9 +1,14 @@
-"""Named fault points: where a crash-safety test may kill a run, and only there.
+"""Named fault points: where a crash-safety test may kill, signal or fail a run, and only there.
 
-`JAXVAE_FAULT=<point>:<n>` makes the process kill itself with SIGKILL the n-th time it passes
-`point(<point>)` (n counts from 1, per process). SIGKILL runs no `finally`, no atexit and no
-flush: what the workdir holds then is exactly what a `kill -9`, an OOM kill or a lost node
-would leave. With the variable unset, `point()` is one comparison.
+`JAXVAE_FAULT=<point>:<n>[:<action>]` acts the n-th time the process passes `point(<point>)`
+(n counts from 1, per process and point). Several faults are separated by commas. Actions:
+  - `kill` (the default): SIGKILL. It runs no `finally`, no atexit and no flush: what the
+    workdir holds then is exactly what a `kill -9`, an OOM kill or a lost node would leave;
+  - `SIGTERM`, `SIGINT`: the signal a scheduler (SLURM, Kubernetes, a spot instance) or Ctrl-C
+    sends, delivered to this process at that point, so preemption is tested at a known step;
+  - `ENOSPC`: the write just made fails with "No space left on device" (an OSError raised
+    there), as a full disk or an exhausted quota would make it fail.
+With the variable unset, `point()` is one comparison.
 
 Every place that writes run state passes a point right after a write that matters, so a test
 can stop the run between any two of them (tests/test_faults.py kills at each in turn).
@@ -11,6 +16,7 @@ can stop the run between any two of them (tests/test_faults.py kills at each in 
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -38,31 +44,62 @@ POINTS = {
   "extract.file": "one file of a verified archive is extracted into data.root",
   "download.record": "jaxvae_download.json is written; a downloaded archive not yet removed",
   "tune.trial": "a tuning trial reported an epoch to the study",
+  "stop.saving": "a stop request (signal, train.max_runtime) is being honoured: its checkpoint "
+  "save has started and is in flight",
+  "export.file": "an exported artifact is written to its temporary name, not yet renamed",
 }
 
 ENV = "JAXVAE_FAULT"
+ACTIONS = ("kill", "SIGTERM", "SIGINT", "ENOSPC")
 
 
-def _parse(value: str | None) -> tuple[str, int] | None:
-  if not value:
-    return None
-  name, _, count = value.rpartition(":")
-  if name not in POINTS or not count.isdigit() or int(count) < 1:
-    raise ValueError(
-      f"{ENV}={value!r}: expected <point>:<n> with n >= 1 and point one of {', '.join(POINTS)}"
-    )
-  return name, int(count)
+def _parse(value: str | None) -> dict[str, list[tuple[int, str]]]:
+  """{point: [(pass, action), ...]} of the variable's comma-separated faults."""
+  targets: dict[str, list[tuple[int, str]]] = {}
+  for spec in (value or "").split(","):
+    if not spec.strip():
+      continue
+    parts = spec.strip().split(":")
+    name, count = parts[0], parts[1] if len(parts) > 1 else ""
+    action = parts[2] if len(parts) > 2 else "kill"
+    if (
+      len(parts) not in (2, 3)
+      or name not in POINTS
+      or not count.isdigit()
+      or int(count) < 1
+      or action not in ACTIONS
+    ):
+      raise ValueError(
+        f"{ENV}={value!r}: expected <point>:<n>[:<action>] with n >= 1, action one of "
+        f"{', '.join(ACTIONS)} and point one of {', '.join(POINTS)}"
+      )
+    targets.setdefault(name, []).append((int(count), action))
+  return targets
 
 
-_TARGET = _parse(os.environ.get(ENV))
-_passes = 0
+_TARGETS = _parse(os.environ.get(ENV))
+_passes: dict[str, int] = {}
 
 
-def point(name: str) -> None:
-  """Kills this process here when JAXVAE_FAULT names this point and pass."""
-  global _passes
-  if _TARGET is None or name != _TARGET[0]:
+def point(name: str, path: str = "") -> None:
+  """Acts here when JAXVAE_FAULT names this point and pass (see the module doc). `path`: the
+  file just written, named by a simulated ENOSPC."""
+  if not _TARGETS or name not in _TARGETS:
     return
-  _passes += 1
-  if _passes == _TARGET[1]:
-    os.kill(os.getpid(), signal.SIGKILL)
+  _passes[name] = _passes.get(name, 0) + 1
+  for count, action in _TARGETS[name]:
+    if count != _passes[name]:
+      continue
+    if action == "kill":
+      os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "ENOSPC":
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path or name)
+    else:
+      os.kill(os.getpid(), getattr(signal, action))
+
+
+def set_faults(value: str | None) -> None:
+  """Replaces the faults of this process (tests that run jaxvae in-process)."""
+  global _TARGETS
+  _TARGETS = _parse(value)
+  _passes.clear()

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 
 import jax
 
 from jaxvae import errors
 from jaxvae import multihost
+from jaxvae import preemption
 from jaxvae import workdir as workdir_lib
 from jaxvae.config import loading
 from jaxvae.modes import analyze
@@ -114,14 +116,37 @@ def parse_args(argv: list[str]):
   return args
 
 
+# Exit statuses: 0 done, 1 an error (one line on stderr), 75 stopped on request with the state
+# saved (SIGTERM, SIGINT, train.max_runtime: re-run the same command), 130 interrupted before
+# training started (Ctrl-C while loading data or compiling; nothing to save).
+EXIT_STOPPED = preemption.EXIT_STOPPED
+EXIT_INTERRUPTED = 130
+_exit_at_once = False  # a full disk: skip the interpreter's shutdown (Orbax's threads' noise)
+
+
 def run(argv: list[str]) -> int:
+  global _exit_at_once
   args = parse_args(argv)
   _log_to_stderr()
   try:
     config = registry.load_config(args.config, args.overrides)
     return _run_mode(args, config)
+  except preemption.Stopped as e:
+    logging.warning("%s", e)
+    return EXIT_STOPPED
   except errors.USER_ERRORS as e:
+    _exit_at_once = isinstance(e, errors.DiskFullError)
     print(f"error: {e}", file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    print("error: interrupted (nothing of this run was lost: re-run to continue)", file=sys.stderr)
+    return EXIT_INTERRUPTED
+  except Exception as e:
+    if not workdir_lib.is_disk_full(e):
+      raise
+    _exit_at_once = True
+    error = workdir_lib.disk_full_error(e, args.workdir, f"running --mode={args.mode}", None, None)
+    print(f"error: {error}", file=sys.stderr)
     return 1
 
 
@@ -156,6 +181,20 @@ def _log_to_stderr() -> None:
   root.setLevel(logging.INFO)
   # Orbax and Grain log every checkpoint file operation at INFO through absl.
   logging.getLogger("absl").setLevel(logging.WARNING)
+  for handler in handlers:
+    if not any(isinstance(f, _DiskFullNoise) for f in handler.filters):
+      handler.addFilter(_DiskFullNoise())
+
+
+class _DiskFullNoise(logging.Filter):
+  """Drops what libraries log (with tracebacks) when a checkpoint write meets a full disk:
+  Orbax reports it from each of its threads; the run reports it once, as one error line."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.name == "root" or record.name.startswith("jaxvae"):
+      return True
+    text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
+    return not any(marker in text for marker in workdir_lib.DISK_FULL_TEXT)
 
 
 def _run_mode(args, config) -> int:
@@ -178,7 +217,15 @@ def _run_mode(args, config) -> int:
 
 
 def main() -> None:
-  sys.exit(run(sys.argv[1:]))
+  status = run(sys.argv[1:])
+  if _exit_at_once:
+    # The error line is out; a save that failed on a full disk leaves Orbax's writer threads
+    # and event loops behind, whose teardown would print pages of tracebacks.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+  sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,12 @@ def from_main(tree):
   return jax.tree.map(np.asarray, multihost_utils.broadcast_one_to_all(tree))
 
 
+def gather_flags(flag: int) -> list[int]:
+  """Every process's `flag` (an int), in process order: how the processes agree on a stop
+  (`jaxvae.preemption.agree`). Every process must call it at the same step."""
+  return [int(v) for v in np.asarray(multihost_utils.process_allgather(np.int32(flag))).ravel()]
+
+
 def initialize_distributed() -> None:
   """`jax.distributed.initialize()` for a multi-host run (`config.distributed=True`).
 

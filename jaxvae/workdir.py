@@ -6,6 +6,9 @@ keeps the workdir readable after that:
     to a temporary name beside it, fsync, rename);
   - `Lock`: one training process per workdir (per process index in a multi-host run); the
     lock is an flock, so the kernel releases it when its holder dies, however it dies;
+  - `is_disk_full` / `disk_full_error`: a write that failed for lack of space or quota, in
+    whatever form it reaches the run (an OSError, or Orbax's and TensorStore's wrappers of
+    it), as one error naming the path and what to free;
   - `repair_metrics`: on resume, metrics.jsonl is cut back to the rows of the checkpoint the
     run resumes from (a torn last line and rows of steps that will be redone are dropped), so
     no epoch or step appears twice.
@@ -14,6 +17,7 @@ keeps the workdir readable after that:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -46,7 +50,7 @@ def atomic_path(path: str, fault: str | None = None):
     with open(tmp, "rb+") as f:
       os.fsync(f.fileno())
     if fault:
-      faults.point(fault)
+      faults.point(fault, path)
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(OSError):
@@ -269,3 +273,83 @@ def repair_metrics(path: str, last_step: int) -> int:
       "metrics.jsonl: dropped %d rows written after step %d (they are redone)", dropped, last_step
     )
   return dropped
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk
+# ---------------------------------------------------------------------------------------------
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# How the error reads when a library wrapped it (TensorStore under Orbax: "... Failed to write
+# N bytes to file 13: No space left on device [os_error_code='28']").
+DISK_FULL_TEXT = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
+_QUOTED_PATH = re.compile(r"\"(/[^\"]+)\"")
+
+
+def _chain(exc: BaseException):
+  seen = set()
+  while exc is not None and id(exc) not in seen:
+    seen.add(id(exc))
+    yield exc
+    exc = exc.__cause__ or exc.__context__
+
+
+def is_disk_full(exc: BaseException) -> bool:
+  """Whether `exc` (or what caused it) is a write that failed for lack of space or quota."""
+  for e in _chain(exc):
+    if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
+      return True
+    if any(text in str(e) for text in DISK_FULL_TEXT):
+      return True
+  return False
+
+
+def _failed_path(exc: BaseException) -> str | None:
+  for e in _chain(exc):
+    if isinstance(e, OSError) and e.filename:
+      return os.fspath(e.filename)
+    paths = _QUOTED_PATH.findall(str(e))
+    if paths:  # a checkpoint's own folder, not the temporary file inside it that failed
+      return paths[-1].split(".orbax-checkpoint-tmp")[0]
+  return None
+
+
+@contextlib.contextmanager
+def removed_if_disk_full(tmp: str):
+  """Removes the temporary folder `tmp` of a build that fails on a full disk: its space is
+  given back at once rather than by the next build."""
+  try:
+    yield
+  except Exception as e:
+    if is_disk_full(e):
+      shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def free_mb(path: str) -> float:
+  """Free megabytes on the file system of `path` (or of its nearest existing parent)."""
+  path = os.path.abspath(path)
+  while not os.path.exists(path) and os.path.dirname(path) != path:
+    path = os.path.dirname(path)
+  try:
+    return shutil.disk_usage(path).free / 2**20
+  except OSError:
+    return float("nan")
+
+
+def disk_full_error(
+  exc: BaseException, workdir: str, what: str, step: int | None, resume: int | None
+) -> errors.DiskFullError:
+  """One error for a full disk: the path that failed, the step, the space left, what to free
+  and where the same command resumes."""
+  path = _failed_path(exc) or workdir
+  at = f" at step {step}" if step is not None else ""
+  resume_at = (
+    f"resumes from the checkpoint of step {resume}" if resume is not None else "starts again"
+  )
+  return errors.DiskFullError(
+    f"no space left on the device while {what}{at}: writing '{path}' failed "
+    f"({free_mb(path):.0f} MB free there). Free space on that disk (older runs, "
+    "train.keep_checkpoints, the feature cache data.cache_dir) or move the workdir, then run "
+    f"the same command again: it {resume_at}"
+  )

@@ -265,6 +265,13 @@ def training() -> ml_collections.ConfigDict:
   # A step whose loss or gradient norm is non-finite is skipped (counted as
   # train/nonfinite_steps); this many in a row stop the run (exit 1). 0: skip, never stop.
   c.max_nonfinite_steps = 25
+  # More than this share of an epoch's steps skipped as non-finite also stops the run (an update
+  # that left the parameters finite but broken); 1.0: never.
+  c.max_nonfinite_share = 0.5
+  # A wall-time budget (a scheduler slot): seconds, or '90m', '4h', '1:30:00'; 0: none. The run
+  # saves a checkpoint and exits with status 75 while the budget still covers stopping; the same
+  # command resumes it.
+  c.max_runtime = "0"
   return c
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 import ml_collections
 
+from jaxvae import preemption
 from jaxvae.config import base
 from jaxvae.config.base import get_path
 from jaxvae.errors import ConfigError
@@ -99,6 +100,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
     integer(config, "model.latent_dim", 1)
   integer(config, "generate.interpolation_steps", 2)
   positive(config, "data.download.timeout")
+  if preemption.parse_duration(config.train.max_runtime) is None:
+    raise ConfigError(
+      f"config key 'train.max_runtime' is {config.train.max_runtime!r}; expected seconds "
+      "(0: no budget) or a duration such as '90m', '4h', '1:30:00'"
+    )
+  share = config.train.max_nonfinite_share
+  if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+    raise ConfigError(
+      f"config key 'train.max_nonfinite_share' is {share!r}; expected a share in (0, 1] "
+      "(1: never stop for it)"
+    )
   for key in (
     "train.clip_norm",
     "kl.beta_start",

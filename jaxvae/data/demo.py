@@ -178,7 +178,7 @@ def ensure_corpus(
         )
         with open(os.path.join(tmp, "lyrics", name + ".txt"), "w", encoding="utf-8") as f:
           f.write(lyrics(language, genre, rng))
-        faults.point("demo.clip")
+        faults.point("demo.clip", tmp)
         rows.append(
           {
             "audio": f"audio/{name}.wav",

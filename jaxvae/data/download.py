@@ -209,7 +209,7 @@ def fetch(
   # the next run), never an extracted dataset without its archive or record.
   record["archive_kept"] = not (action == "downloaded" and not keep_archive)
   workdir_lib.write_json(record_path, record, indent=2)
-  faults.point("download.record")
+  faults.point("download.record", record_path)
   if not record["archive_kept"]:
     _remove_ours(path, ours)  # ours, not the user's: fetched by jaxvae and fully extracted
   elif os.path.exists(ours):
@@ -254,6 +254,8 @@ def _download(archive: Archive, root: str, retries: int, timeout: float, progres
         ) from None
       logging.warning("Transfer interrupted (%s); resuming (attempt %d)", e.reason, attempt + 1)
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+      if workdir_lib.is_disk_full(e):
+        raise  # a full disk is not an unreachable server: `jaxvae.main` names what to free
       reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e)
       if isinstance(e, urllib.error.HTTPError):
         reason = f"HTTP {e.code} {e.reason}"
@@ -317,7 +319,7 @@ def _transfer(archive: Archive, part: str, timeout: float, progress: bool):
         digest.update(chunk)
         have += len(chunk)
         bar.update(len(chunk))
-        faults.point("download.chunk")
+        faults.point("download.chunk", part)
   if total is not None and have < total:
     raise _Interrupted(have, total, "the connection closed early")
   return have, digest.hexdigest()
@@ -394,6 +396,8 @@ def extract(path: str, root: str, *, strip: int = 0, progress: bool = True) -> d
         members = [(m.name, m.size, m.isdir(), not (m.isfile() or m.isdir()), m) for m in t]
         _extract_members(members, t.extractfile, root, strip, counts, progress)
   except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+    if workdir_lib.is_disk_full(e):
+      raise
     if isinstance(e, OSError) and e.errno is not None:
       raise DownloadError(f"cannot extract '{path}' into '{root}': {e.strerror}") from None
     raise DownloadError(f"archive '{path}' cannot be read as tar or zip ({e})") from None
@@ -433,7 +437,7 @@ def _extract_members(members, open_member, root, strip, counts, progress) -> Non
         shutil.copyfileobj(src, dst, CHUNK)
       os.replace(tmp, target)
       counts["extracted_files"] += 1
-      faults.point("extract.file")
+      faults.point("extract.file", target)
 
 
 def _stripped(name: str, strip: int) -> str | None:

@@ -61,7 +61,7 @@ def write_embeddings(
     os.remove(clips_path)
   with workdir_lib.atomic_path(emb_path) as tmp, open(tmp, "wb") as f:
     np.save(f, vectors, allow_pickle=False)
-  faults.point("lyrics.commit")
+  faults.point("lyrics.commit", emb_path)
   workdir_lib.write_json(clips_path, meta, indent=1)
 
 

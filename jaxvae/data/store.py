@@ -290,7 +290,7 @@ def publish(tmp: str, path: str, manifest: dict, fault: str) -> None:
     json.dump(manifest, f)  # ASCII escapes: paths that are not valid UTF-8 round-trip too
     f.flush()
     os.fsync(f.fileno())
-  faults.point(fault)
+  faults.point(fault, tmp)
   workdir_lib.rename_into_place(tmp, path, "manifest.json")
 
 
@@ -315,6 +315,11 @@ def build(config, *, progress: bool = True) -> Store:
   tmp = workdir_lib.tmp_name(path)
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
+  with workdir_lib.removed_if_disk_full(tmp):
+    return _build_into(config, items, params, key, path, tmp, progress)
+
+
+def _build_into(config, items, params, key, path, tmp, progress) -> Store:
   start = time.time()
   rows, bad = _write_features(config, items, params, tmp, progress)
   if not rows:
@@ -405,7 +410,7 @@ def _write_features(config, items, params, out_dir, progress):
       raw.write(np.ascontiguousarray(feats, np.float32).tobytes())
       raw.flush()
       pending.clear()
-      faults.point("store.chunk")
+      faults.point("store.chunk", raw.name)
 
     bar = tqdm.tqdm(total=len(items), desc="preprocess", unit="file", disable=not progress)
     for item, split, examples, reason in _load_all(config, items):

@@ -10,12 +10,14 @@ with `train.report_tsne`, the validation latents' t-SNE coloured by each label.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import os
 import shutil
 
 import jax
 import numpy as np
 
+from jaxvae import errors
 from jaxvae import faults
 from jaxvae import workdir as workdir_lib
 from jaxvae.audio import features
@@ -23,6 +25,7 @@ from jaxvae.data import pipeline
 from jaxvae.evaluators import plots
 from jaxvae.evaluators.latents import encode_all
 from jaxvae.sampling import prior
+from jaxvae.training import builder
 
 
 class Report:
@@ -99,6 +102,11 @@ class Report:
     }
     if config.train.report_samples and "mu" in outputs:
       out["samples"] = np.asarray(prior.sample(run, state, config, None, min(n, 4), seed=epoch))
+    try:
+      builder.require_finite({k: v for k, v in out.items() if k != "x"}, "reconstructions")
+    except errors.NonFiniteOutputError as e:
+      logging.warning("No report for epoch %d: %s", epoch, e)
+      return None
     if config.train.report_tsne and "mu" in outputs and run.store.label_values:
       out["latent"] = self._latents(state)
     return out
@@ -116,7 +124,7 @@ class Report:
     path = os.path.join(writer.workdir, "reconstructions.png")
     with workdir_lib.atomic_path(path) as tmp:
       shutil.copyfile(epoch_png, tmp)
-    faults.point("report.written")
+    faults.point("report.written", path)
     audio = {"reconstruction": recon[0]} if config.train.report_audio else {}
     if samples is not None:
       writer.image(

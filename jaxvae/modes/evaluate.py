@@ -24,6 +24,7 @@ def run(config, workdir: str, args) -> int:
   del args
   job = builder.setup(config)
   state, _ = checkpoint.restore(workdir, job.state)
+  builder.check_outputs(job, state)
   out_dir = os.path.join(workdir, "eval")
   os.makedirs(out_dir, exist_ok=True)
   evaluator = suite.for_eval(job, out_dir)

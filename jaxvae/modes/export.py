@@ -46,6 +46,7 @@ from jaxvae.data import store as store_lib
 from jaxvae.sampling import prior
 from jaxvae.sampling import tokens as tokens_lib
 from jaxvae.symbolic import midi
+from jaxvae.training import builder
 
 FORMAT_VERSION = 2
 ONNX_TOLERANCE = 1e-4  # max |ONNX - JAX| accepted for a converted function
@@ -54,6 +55,7 @@ ONNX_TOLERANCE = 1e-4  # max |ONNX - JAX| accepted for a converted function
 def run(config, workdir: str, args) -> int:
   del config  # the run's own config (from the workdir) is what gets exported
   model = api.load(workdir)
+  _check_outputs(model)
   out_dir = os.path.join(workdir, "export")
   os.makedirs(out_dir, exist_ok=True)
   meta = write(model, out_dir, onnx=bool(getattr(args, "onnx", False)))
@@ -65,6 +67,19 @@ def run(config, workdir: str, args) -> int:
     if "error" in result:
       print(f"ONNX: {name} did not convert ({result['error']}); {name}.jax_export works")
   return 0
+
+
+def _check_outputs(model) -> None:
+  """A diverged model (finite parameters, non-finite outputs) is not exported: its encoder on
+  an average input and its decoder at the prior's centre must be finite."""
+  x = np.zeros((1, *model.spec.input_shape), np.float32)
+  if isinstance(model, api.AudioModel):
+    outputs = (*model.encode(x), model.decode(np.zeros((1, model.latent_dim), np.float32)))
+  elif isinstance(model, api.VQModel):
+    outputs = model.decode_codes(model.encode(x))
+  else:
+    return  # a MIDI model's sampler and encoder are checked by running them (tests)
+  builder.require_finite(outputs, "outputs", model.step)
 
 
 class Function:
@@ -101,7 +116,7 @@ def write(model, out_dir: str, onnx: bool = False) -> dict:
   for name, f in functions.items():
     exported = jax_export.export(jax.jit(f.fn), platforms=platforms)(*f.specs)
     path = os.path.join(out_dir, f"{name}.jax_export")
-    with workdir_lib.atomic_path(path) as tmp, open(tmp, "wb") as out:
+    with workdir_lib.atomic_path(path, fault="export.file") as tmp, open(tmp, "wb") as out:
       out.write(exported.serialize())
     files.append(os.path.basename(path))
   meta = {

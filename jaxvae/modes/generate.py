@@ -39,6 +39,7 @@ def run(config, workdir: str, args) -> int:
   if interpolate is not None:
     interpolate_lib.check_latent(job, config)
   state, _ = checkpoint.restore(workdir, job.state)
+  builder.check_outputs(job, state)
   out_dir = os.path.join(workdir, "generate")
   os.makedirs(out_dir, exist_ok=True)
   if config.data.kind == "midi":
@@ -61,6 +62,7 @@ def run(config, workdir: str, args) -> int:
   if args.prior == "gmm":  # the post-hoc prior: a mixture fitted to the training posteriors
     gmm = prior.fit_posterior_gmm(job, state, config.eval.gmm_components, seed)
   specs = prior.sample(job, state, config, condition, num_samples, seed, gmm=gmm)
+  builder.require_finite(specs, "samples from the prior", int(state.step))
   tag = (condition or "prior") + ("_gmm" if gmm is not None else "")
   written = []
   for i, x in enumerate(specs):
@@ -134,6 +136,7 @@ def _audio_latent_tools(config, workdir: str, args) -> int:
       )[0],
       "nearest_decoded": model.nearest_label(specs, label)[0],
     }
+  builder.require_finite(specs, f"{tag} decodings", model.step)
   files = []
   for i, x in enumerate(specs):
     stem = os.path.join(out_dir, f"{tag}_{i:02d}")

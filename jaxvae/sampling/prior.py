@@ -14,6 +14,7 @@ from jaxvae.audio import features
 from jaxvae.data import pipeline
 from jaxvae.data import store as store_lib
 from jaxvae.errors import ConfigError
+from jaxvae.training import builder
 
 
 def to_feature_units(x: np.ndarray, store, config) -> np.ndarray:
@@ -45,6 +46,7 @@ def features_to_audio(
     raise ConfigError(
       f"config key 'data.feature' is '{d.feature}': only mel features can be turned back into audio"
     )
+  builder.require_finite(x, "spectrograms")
   power = to_power(x, store.manifest["stats"], config)
   audio = features.mel_to_audio(
     power,

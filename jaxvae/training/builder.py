@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
+import numpy as np
 import optax
 
 from jaxvae import multihost
@@ -22,6 +23,7 @@ from jaxvae.data import dataset as dataset_lib
 from jaxvae.data import pipeline
 from jaxvae.data import store as store_lib
 from jaxvae.errors import ConfigError
+from jaxvae.errors import NonFiniteOutputError
 from jaxvae.training import mesh as mesh_lib
 from jaxvae.training import optim
 from jaxvae.training import step as step_lib
@@ -74,6 +76,38 @@ class Run(Compiled):
   spec: Any = None
   steps_per_epoch: int = 0
   total_steps: int = 0
+
+
+def require_finite(values, what: str, step: int | None = None) -> None:
+  """Raises NonFiniteOutputError when a float array of `values` (an array or a tree of host
+  arrays) holds NaN or inf: nothing is decoded, drawn, played or exported from a diverged
+  model."""
+  bad = total = 0
+  for leaf in jax.tree.leaves(values):
+    leaf = np.asarray(leaf)
+    if np.issubdtype(leaf.dtype, np.inexact):
+      bad += int(np.size(leaf) - np.count_nonzero(np.isfinite(leaf)))
+      total += int(np.size(leaf))
+  if bad:
+    at = f" of the checkpoint at step {step}" if step is not None else ""
+    raise NonFiniteOutputError(
+      f"the model{at} gives non-finite {what} ({bad} of {total} values are NaN or inf): it "
+      "diverged. Retrain (--clear) with a lower train.lr, a train.clip_norm, or dtype float32"
+    )
+
+
+def check_outputs(run: Run, state, what: str = "outputs") -> None:
+  """The model's outputs on the first validation batch (its real examples), checked finite
+  (`require_finite`); what eval, generate and the reports run before using a checkpoint."""
+  examples = run.val_examples if len(run.val_examples.indices) else run.train_examples
+  batch = next(pipeline.eval_batches(examples, run.config.train.batch_size))
+  outputs = run.gather(run.forward(state, run.put(batch)))
+  real = np.asarray(batch["mask"]) > 0
+  outputs = {
+    k: np.asarray(v)[real] if np.ndim(v) and np.shape(v)[0] == real.size else v
+    for k, v in outputs.items()
+  }
+  require_finite(outputs, f"{what} ({', '.join(sorted(outputs))})", int(state.step))
 
 
 def total_epochs(config) -> int:

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import math
 import os
+import sys
 import time
 
 import jax
@@ -20,6 +21,7 @@ import tqdm
 
 from jaxvae import faults
 from jaxvae import multihost
+from jaxvae import preemption
 from jaxvae import workdir as workdir_lib
 from jaxvae.data import dataset as dataset_lib
 from jaxvae.data import pipeline
@@ -59,11 +61,28 @@ def train_and_evaluate(
   listening reports). `epoch_callback(record)` sees each epoch's metrics after its checkpoint
   (tuning uses it to prune); an exception it raises ends the run there.
   """
+  stops = preemption.StopRequests(preemption.parse_duration(config.train.max_runtime) or 0.0)
   workdir = workdir_lib.ensure_writable(workdir)
   with workdir_lib.Lock(workdir, jax.process_index()):
     if multihost.is_main_process():
       workdir_lib.remove_stale_files(workdir)
-    return _train(config, workdir, progress, epoch_hooks, epoch_callback)
+    where = _Where()
+    try:
+      return _train(config, workdir, progress, epoch_hooks, epoch_callback, stops, where)
+    except Exception as e:
+      if workdir_lib.is_disk_full(e):
+        raise workdir_lib.disk_full_error(
+          e, workdir, where.what, where.step, ckpt_lib.resume_step(workdir)
+        ) from None
+      raise
+
+
+@dataclasses.dataclass
+class _Where:
+  """What the run was doing, for an error that ends it (a full disk)."""
+
+  what: str = "loading the data"
+  step: int | None = None
 
 
 def _weights_from(run: Run, config) -> TrainState:
@@ -101,17 +120,22 @@ def _follow_best_metric(meta: RunMeta, config) -> None:
     meta.best_metric, meta.best_direction = name, direction
 
 
-def _train(config, workdir, progress, epoch_hooks, epoch_callback) -> RunMeta:
+def _train(config, workdir, progress, epoch_hooks, epoch_callback, stops, where) -> RunMeta:
   phases = timing.Phases()
   try:
-    return _train_timed(config, workdir, progress, epoch_hooks, epoch_callback, phases)
+    return _train_timed(
+      config, workdir, progress, epoch_hooks, epoch_callback, phases, stops, where
+    )
   finally:
     phases.close()
 
 
-def _train_timed(config, workdir, progress, epoch_hooks, epoch_callback, phases) -> RunMeta:
+def _train_timed(
+  config, workdir, progress, epoch_hooks, epoch_callback, phases, stops, where
+) -> RunMeta:
   with phases("data"):
     data = dataset_lib.load(config, progress=progress)
+  where.what = "setting up the run"
   with phases("setup"):
     run = setup(config, progress=progress, data=data)
   logging.info(
@@ -137,6 +161,7 @@ def _train_timed(config, workdir, progress, epoch_hooks, epoch_callback, phases)
       num_shards=jax.process_count(),
     )
   ckpts = ckpt_lib.Checkpoints(workdir, config.train.keep_checkpoints, writer=True)
+  where.what = "restoring the latest checkpoint"
   try:
     with phases("checkpoints"):
       if ckpts.latest_step() is not None:
@@ -152,13 +177,16 @@ def _train_timed(config, workdir, progress, epoch_hooks, epoch_callback, phases)
     _follow_best_metric(meta, config)
     if main_process:  # rows of steps this run redoes (or a torn line) would appear twice
       workdir_lib.repair_metrics(os.path.join(workdir, "metrics.jsonl"), int(state.step))
+    where.what, where.step = "training", int(state.step)
+    if main_process:
+      ckpt_lib.warn_if_disk_is_short(workdir, run.state, config, int(state.step), run.total_steps)
     writer = (writer_lib.Writer if main_process else writer_lib.NullWriter)(
       workdir, config, purge_step=int(state.step) + 1
     )
     with phases("reports"):
       hooks = epoch_hooks(run, writer) if epoch_hooks is not None else []
     try:
-      loop = _Loop(run, ckpts, writer, hooks, progress, epoch_callback, phases)
+      loop = _Loop(run, ckpts, writer, hooks, progress, epoch_callback, phases, stops, where)
       try:
         state, meta = loop.train(state, meta, iterator)
       except BaseException:
@@ -168,15 +196,30 @@ def _train_timed(config, workdir, progress, epoch_hooks, epoch_callback, phases)
       with phases("reports"):
         _close_hooks(hooks)  # waits for a report still being drawn
     finally:
-      with phases("logging"):
+      with phases("logging"), _unless_raising():
         writer.close()
   finally:
-    with phases("checkpoints"):
+    with phases("checkpoints"), _unless_raising():
       ckpts.close()  # waits for a save still being written
+  where.what = "writing the end-of-run files"
   if main_process:
     with phases("logging"):
       writer_lib.finish(workdir, config, meta, loop.monitor.summary(), phases.summary)
   return meta
+
+
+@contextlib.contextmanager
+def _unless_raising():
+  """Inside a `finally`: an error of the block does not replace the one already on its way
+  out (a full disk fails the save in flight and the closing writers again), and is raised
+  when there is none."""
+  pending = sys.exc_info()[1]
+  try:
+    yield
+  except Exception:
+    if pending is None:
+      raise
+    logging.debug("while ending the run after %r", pending, exc_info=True)
 
 
 def _close_hooks(hooks) -> None:
@@ -202,13 +245,29 @@ class _Loop:
   progress: bool
   epoch_callback: Callable[[dict], None] | None
   phases: timing.Phases
+  stops: preemption.StopRequests
+  where: _Where
   monitor: resources.Monitor = dataclasses.field(default_factory=resources.Monitor)
+  # What stopping is expected to take (train.max_runtime's reserve), measured as the run goes.
+  step_s: float = 0.0  # one step (the last logged window's mean, or the epoch's)
+  save_s: float = 0.0  # the longest checkpoint save call
+  epoch_end_s: float = 0.0  # the last epoch end (validation, records, reports)
 
   def train(self, state: TrainState, meta: RunMeta, iterator):
+    with self.stops:
+      return self._train(state, meta, iterator)
+
+  def _train(self, state: TrainState, meta: RunMeta, iterator):
     run, t = self.run, self.run.config.train
     spe = run.steps_per_epoch
     step = int(state.step)
-    watch = metrics_lib.NonfiniteWatch(t.max_nonfinite_steps)
+    watch = metrics_lib.NonfiniteWatch(t.max_nonfinite_steps, t.max_nonfinite_share)
+    self.write_s = ckpt_lib.state_bytes(state) / 2e8  # writing it at a slow disk's 200 MB/s
+    gather = multihost.gather_flags if jax.process_count() > 1 else None
+    steps_here = 0  # steps this process ran: a budget stop comes after at least one
+    reason = preemption.agree(self.stops.requested(), gather)
+    if reason is not None:  # a signal during data loading or setup: nothing new to save
+      raise preemption.Stopped(reason, step)
     while self._advance_stage(meta) and step < run.total_steps:
       if not meta.stage_started:
         state = self._start_stage(state, meta)
@@ -238,6 +297,8 @@ class _Loop:
           faults.point("train.step")
           rows.append(metrics)
           step += 1
+          steps_here += 1
+          self.where.step = step
           bar.update(1)
           if step % t.log_every_steps == 0:
             sync()  # the host waits for the device only here, at checkpoints and epoch ends
@@ -247,31 +308,72 @@ class _Loop:
           window_start, window_step = time.time(), step
         # Not on an epoch's last step (nor the run's, when max_steps cuts the epoch short):
         # the epoch-end save covers it, and a resume from there must still end the epoch.
-        if (
-          t.checkpoint_every_steps
-          and step % t.checkpoint_every_steps == 0
-          and step - meta.epoch_start_step < spe
-          and step < run.total_steps
-        ):
+        mid_epoch = step - meta.epoch_start_step < spe and step < run.total_steps
+        saved = False
+        if t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0 and mid_epoch:
           with phase("train_steps"):
             sync()
-          with phase("checkpoints"):
-            self.ckpts.save(step, state, iterator, meta)
+          self._save(step, state, iterator, meta)
+          saved = True
+        if mid_epoch:
+          ends_epoch = step + 1 - meta.epoch_start_step >= spe
+          reason = self._stop_reason(step, steps_here, ends_epoch, gather)
+          if reason is not None:
+            bar.close()
+            with phase("train_steps"):
+              sync()
+            if not saved:
+              self._save(step, state, iterator, meta, stopping=True)
+            raise preemption.Stopped(reason, step)
       bar.close()
       with phase("train_steps"):
         sync()  # every step of the epoch has finished: the clock now measures completed work
-      self._end_epoch(state, meta, pulled, time.time() - epoch_start)
-      with phase("checkpoints"):
-        self.ckpts.save(step, state, iterator, meta)
+      end_start = time.time()
+      self.step_s = (end_start - epoch_start) / max(len(pulled), 1)
+      watch.check_epoch(pulled, meta.epoch + 1, first_step)
+      self._end_epoch(state, meta, pulled, end_start - epoch_start)
+      self.epoch_end_s = time.time() - end_start
+      self._save(step, state, iterator, meta)
       if self.epoch_callback is not None:
         self.epoch_callback(meta.history[-1])
       phase.end_epoch()
+      if step < run.total_steps and self._advance_stage(meta):
+        reason = self._stop_reason(step, steps_here, True, gather, synced=True)
+        if reason is not None:
+          raise preemption.Stopped(reason, step)  # the epoch's save above is the resume point
     return state, meta
+
+  def _save(self, step, state, iterator, meta, stopping: bool = False) -> None:
+    start = time.time()
+    with self.phases("checkpoints"):
+      self.ckpts.save(step, state, iterator, meta)
+      if stopping:
+        faults.point("stop.saving")
+        self.ckpts.settle()  # the stop's checkpoint has landed before the run says so
+    self.save_s = max(self.save_s, time.time() - start)
+
+  def _stop_reason(
+    self, step: int, steps_here: int, ends_epoch: bool, gather, synced: bool | None = None
+  ) -> str | None:
+    """Why the run stops after `step` (a signal, the budget, another process), or None.
+    With several processes the hosts compare only where they meet (log steps, epoch ends)."""
+    if synced is None:
+      synced = step % self.run.config.train.log_every_steps == 0
+    if gather is not None and not synced:
+      return None
+    reserve = 2 * self.step_s + self.save_s + self.write_s + 1.0
+    if ends_epoch:
+      reserve += self.epoch_end_s
+    local = self.stops.requested()
+    if local is None and steps_here and self.stops.expired(reserve):
+      local = self.stops.requested()
+    return preemption.agree(local, gather)
 
   def _log_window(self, pulled, steps: int, seconds: float, step: int, bar) -> None:
     """Logs the last `steps` steps' mean metrics and the resource sample at a log step."""
     t = self.run.config.train
     logged = metrics_lib.mean_metrics(pulled[-t.log_every_steps :])
+    self.step_s = seconds / max(steps, 1)
     system = self.monitor.sample(steps, seconds, t.batch_size)
     rate = system["system/samples_per_s"]
     self.writer.scalars(
@@ -342,10 +444,17 @@ class _Loop:
       self.writer.epoch(record)
       for name, counts in histograms.items():
         self.writer.histogram(f"val/{name}", counts, step)
-    faults.point("epoch.logged")
+    faults.point("epoch.logged", os.path.join(self.writer.workdir, "metrics.jsonl"))
     name = meta.best_metric
     metrics_lib.check_best_metric(config, val_metrics)
     value = val_metrics[name]
+    if not math.isfinite(value):
+      logging.warning(
+        "epoch %d: the validation %s is not finite (the model's outputs are not): this "
+        "checkpoint is never the best one",
+        epoch,
+        name,
+      )
     if metrics_lib.improves(value, meta.best_val, meta.best_step >= 0, meta.best_direction):
       meta.best_val, meta.best_step, meta.bad_epochs = value, step, 0
       with self.phases("checkpoints"):

@@ -166,8 +166,9 @@ class NonfiniteWatch:
   """Counts skipped (non-finite) steps in a row from host copies of the step metrics, read
   only at log steps, checkpoints and epoch ends; raises DivergedError at the limit."""
 
-  def __init__(self, limit: int):
+  def __init__(self, limit: int, share: float = 0.5):
     self.limit = limit
+    self.share = share  # train.max_nonfinite_share: more of an epoch's steps stop the run
     self.run = 0  # skipped steps in a row, up to the last row seen
     self.first_step = -1
     self.bad_metrics: list[str] = []
@@ -193,3 +194,18 @@ class NonfiniteWatch:
         "train.lr, a smaller train.clip_norm, or dtype float32 (or bfloat16 instead of "
         "float16)"
       )
+
+  def check_epoch(self, rows: list[dict], epoch: int, first_step: int) -> None:
+    """Raises DivergedError when more than `share` of an epoch's steps were skipped: an update
+    that left the parameters finite but broken makes most later steps non-finite without 25
+    in a row (a step that happens to stay finite resets the count)."""
+    skipped = int(sum(bool(r.get("nonfinite")) for r in rows))
+    if not rows or self.share >= 1.0 or skipped <= self.share * len(rows):
+      return
+    raise errors.DivergedError(
+      f"training diverged: {skipped} of the {len(rows)} steps of epoch {epoch} (steps "
+      f"{first_step}-{first_step + len(rows) - 1}) had a non-finite loss or gradient and were "
+      f"skipped (train.max_nonfinite_share is {self.share:g}); the parameters left by the "
+      "updates before them are not saved, the last checkpoint stays the resume point. Try a "
+      "lower train.lr, a train.clip_norm (e.g. 1.0), or dtype float32"
+    )

@@ -117,7 +117,7 @@ class Writer:
     half = len(text) // 2
     self.jsonl.write(text[:half])
     self.jsonl.flush()
-    faults.point("metrics.line")
+    faults.point("metrics.line", self.jsonl.name)
     self.jsonl.write(text[half:])
     self.jsonl.flush()
 
@@ -281,7 +281,7 @@ def finish(
     per_epoch = ("seconds", "samples_per_s", "eval_seconds", "train/nonfinite_steps")
     curves = [{k: v for k, v in row.items() if k not in per_epoch} for row in history]
     plot_training_curves(curves, os.path.join(workdir, "training_curves.png"))
-  faults.point("finish")
+  faults.point("finish", os.path.join(workdir, "training_curves.png"))
   tb = SummaryWriter(os.path.join(workdir, "tb"))
   best = float(meta.best_val)
   name = getattr(meta, "best_metric", "loss")

@@ -1,0 +1,149 @@
+"""Stop requests: the signals a scheduler sends before it kills a job, and a wall-time budget.
+
+SLURM, Kubernetes and spot instances send SIGTERM some seconds before SIGKILL; a person sends
+SIGINT (Ctrl-C). While `StopRequests` is entered, either signal only sets a flag: the training
+loop finishes the step it is in, saves a checkpoint of that step, waits for it to land,
+flushes its logs and raises `Stopped`, which `jaxvae.main` turns into one line and exit status
+`EXIT_STOPPED`. A second signal while that happens ends the process at once with the
+signal's default action (as a SIGKILL would): Orbax writes every checkpoint under a temporary
+name, so the previous checkpoint stays the resume point.
+
+`train.max_runtime` (a scheduler slot: seconds, or '90m', '4h', '1:30:00') is a stop request
+too: the loop asks `expired(reserve_s)` before each step, with the time it expects to need to
+stop (the step, the save, a validation), and stops while the budget still covers that.
+
+With several processes every process must stop at the same step (a checkpoint save is
+collective): `agree` makes a stop seen by any process a stop of all, at the steps where the
+hosts meet anyway (log steps and epoch ends). Light: imports only the standard library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import logging
+import os
+import re
+import signal
+import threading
+import time
+
+# The exit status of a run that stopped on request with its state saved (sysexits' EX_TEMPFAIL:
+# "try again later"): re-running the same command resumes it. Wrap a job script in
+# `until python -m jaxvae.main ...; [ $? -ne 75 ]; do :; done` to chain slots.
+EXIT_STOPPED = 75
+SIGNALS = ("SIGTERM", "SIGINT")
+
+
+class Stopped(Exception):
+  """A run that stopped on request after saving its state at `step` (not an error)."""
+
+  def __init__(self, reason: str, step: int):
+    self.reason = reason
+    self.step = step
+    super().__init__(f"stopped by {reason} at step {step}; re-run the same command to resume")
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value) -> float | None:
+  """Seconds of `value` (a number of seconds, '45s', '90m', '4h', '2d', 'H:MM:SS' or
+  'MM:SS'); None when it is none of those. 0 means no budget."""
+  if isinstance(value, bool):
+    return None
+  if isinstance(value, (int, float)):
+    return float(value) if value >= 0 else None
+  text = str(value).strip()
+  match = _DURATION.match(text)
+  if match:
+    return float(match.group(1)) * _UNITS[match.group(2)]
+  parts = text.split(":")
+  if 2 <= len(parts) <= 3 and all(p.isdigit() for p in parts):
+    seconds = 0.0
+    for part in parts:
+      seconds = seconds * 60 + int(part)
+    return seconds
+  return None
+
+
+class StopRequests:
+  """Catches SIGTERM and SIGINT while entered (main thread only) and keeps the budget.
+
+  `requested()` is the reason a stop was asked for ('SIGTERM', 'SIGINT', 'train.max_runtime')
+  or None; reading it is free, so the loop asks after every step.
+  """
+
+  def __init__(self, max_runtime_s: float = 0.0, clock: Callable[[], float] = time.monotonic):
+    self.max_runtime_s = float(max_runtime_s or 0.0)
+    self.clock = clock
+    self.start = clock()
+    self.reason: str | None = None
+    self._previous: dict[int, object] = {}
+
+  def __enter__(self) -> StopRequests:
+    if threading.current_thread() is threading.main_thread():
+      for name in SIGNALS:
+        number = getattr(signal, name)
+        self._previous[number] = signal.signal(number, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for number, handler in self._previous.items():
+      signal.signal(number, handler)
+    self._previous.clear()
+
+  def _handle(self, number: int, frame) -> None:
+    del frame
+    name = signal.Signals(number).name
+    if self.reason is None or self.reason == "train.max_runtime":
+      self.reason = name
+      logging.warning(
+        "Received %s: finishing the current step and saving a checkpoint (send it again to "
+        "stop at once; the previous checkpoint then stays the resume point)",
+        name,
+      )
+      return
+    logging.warning("Received %s again: stopping now, without waiting for the save", name)
+    for handler in logging.getLogger().handlers:
+      handler.flush()
+    signal.signal(number, signal.SIG_DFL)
+    os.kill(os.getpid(), number)
+
+  def elapsed(self) -> float:
+    return self.clock() - self.start
+
+  def expired(self, reserve_s: float) -> bool:
+    """Whether the budget no longer covers `reserve_s` more seconds (and sets the reason)."""
+    if (
+      self.reason is None
+      and self.max_runtime_s
+      and self.elapsed() + reserve_s >= (self.max_runtime_s)
+    ):
+      self.reason = "train.max_runtime"
+      logging.info(
+        "train.max_runtime (%g s) has %.0f s left and stopping takes about %.0f s: saving a "
+        "checkpoint and stopping",
+        self.max_runtime_s,
+        max(self.max_runtime_s - self.elapsed(), 0.0),
+        reserve_s,
+      )
+    return self.reason is not None
+
+  def requested(self) -> str | None:
+    return self.reason
+
+
+def agree(local: str | None, gather: Callable[[int], list[int]] | None) -> str | None:
+  """The stop reason every process adopts: this process's, or, when another process has one,
+  'a stop request on process i'. `gather(flag)` returns every process's flag (None: one
+  process)."""
+  if gather is None:
+    return local
+  flags = gather(1 if local else 0)
+  if local:
+    return local
+  for index, flag in enumerate(flags):
+    if flag:
+      return f"a stop request on process {index}"
+  return None
