@@ -89,3 +89,29 @@ def test_a_diverged_trial_fails_and_the_study_goes_on(tmp_path, tiny_overrides, 
   )
   study.optimize(objective, n_trials=2, catch=())  # catch=(): as tune.run, any error ends it
   assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
+
+
+def test_a_signal_stops_the_study_and_the_rerun_tries_those_parameters_again(
+  tmp_path, tiny_overrides
+):
+  from jaxvae import faults
+
+  overrides = dict(
+    tiny_overrides,
+    **{
+      "tune.space": SPACE,
+      "tune.num_trials": "1",
+      "tune.epochs": "1",
+      "train.max_steps": "2",
+      "train.image_every_epochs": "0",
+    },
+  )
+  faults.set_faults("train.step:1:SIGTERM")  # SLURM's notice, mid-epoch of trial 0
+  try:
+    assert _cli(tmp_path, overrides, mode="tune") == 75
+  finally:
+    faults.set_faults(None)
+  assert _cli(tmp_path, overrides, mode="tune") == 0
+  rows = list(csv.DictReader(open(tmp_path / "tune" / "results.csv")))
+  assert [r["state"] for r in rows] == ["FAIL", "COMPLETE"]
+  assert rows[0]["train.lr"] == rows[1]["train.lr"]

@@ -22,6 +22,7 @@ import re
 
 from jaxvae import errors
 from jaxvae import faults
+from jaxvae import preemption
 from jaxvae import workdir as workdir_lib
 from jaxvae.errors import ConfigError
 from jaxvae.evaluators import report as report_lib
@@ -118,6 +119,11 @@ def _objective(spec, base_overrides, space, config, workdir, optuna):
         epoch_hooks=report_lib.training_hooks,
         epoch_callback=report,
       )
+    except preemption.Stopped:
+      # A signal or train.max_runtime: the study stops (exit 75) and the same command runs
+      # these parameters again first (as a new trial, from its first step).
+      trial.study.enqueue_trial(trial.params)
+      raise
     except errors.DivergedError as e:  # a normal outcome of a search, not the study's end
       logging.warning("Trial %d diverged: %s", trial.number, e)
       return float("nan")  # Optuna records a NaN value as a failed trial
