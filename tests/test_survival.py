@@ -355,5 +355,8 @@ def test_the_api_refuses_to_play_non_finite_spectrograms(broken_run):
 
   workdir, _ = broken_run
   model = jaxvae.load(str(workdir), which="latest")
-  with pytest.raises(errors.NonFiniteOutputError, match="spectrograms"):
-    model.to_audio(model.reconstruct(np.zeros((1, *model.spec.input_shape), np.float32)))
+  x = np.zeros((1, *model.spec.input_shape), np.float32)
+  with pytest.raises(errors.NonFiniteOutputError, match="gives non-finite latents"):
+    model.to_audio(model.reconstruct(x))  # the model's own NaN: not blamed on the caller
+  with pytest.raises(errors.DataError, match="features hold NaN|NaN or infinite"):
+    model.to_audio(np.full_like(x, np.nan))  # the caller's NaN
