@@ -381,3 +381,36 @@ def test_the_combined_config_downloads_gtzan_and_maestro_audio():
     if s.layout in download.DOWNLOADABLE
   ]
   assert names == ["genres.tar.gz", "maestro-v3.0.0.zip"]
+
+
+@pytest.mark.parametrize("point", ["download.chunk", "extract.file"])
+def test_a_full_disk_while_downloading_or_extracting_is_one_line(server, tmp_path, capsys, point):
+  """ENOSPC in the transfer or the extraction is a full disk naming the file, not an
+  unreachable server or an unreadable archive; the .part file stays for the next run."""
+  from jaxvae import faults
+
+  data = _gtzan_tar()
+  server.files["/mirror.tgz"] = data
+  root = tmp_path / "gtzan"
+  argv = [
+    "--config=configs/conv_vae.py:small",
+    f"--workdir={tmp_path / 'run'}",
+    "--mode=download",
+    "--no_progress",
+    "--config.data.layout=gtzan",
+    f"--config.data.root={root}",
+    f"--config.data.download.url={_url(server, 'mirror.tgz')}",
+    f"--config.data.download.sha256={hashlib.sha256(data).hexdigest()}",
+    f"--config.data.download.size={len(data)}",
+  ]
+  faults.set_faults(f"{point}:1:ENOSPC")
+  try:
+    assert main.run(argv) == 1
+  finally:
+    faults.set_faults(None)
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1, err
+  assert err[0].startswith("error: no space left on the device while running --mode=download")
+  assert str(root) in err[0] and "run the same command again" in err[0]
+  assert main.run(argv) == 0  # space is back: the same command finishes
+  assert len(readers.list_items("gtzan", str(root))) == 4

@@ -114,7 +114,7 @@ def test_two_processes_match_eight_devices(runs):
   # atol: biases ahead of BatchNorm get ~zero gradients whose float noise differs with the
   # reduction order (gloo across processes vs one process); real weights agree to 1e-3.
   jax.tree.map(
-    lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-3, atol=2e-5), a["params"], b["params"]
+    lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-3, atol=5e-5), a["params"], b["params"]
   )
   # Only process 0 wrote the logs: one line per step and epoch, not two.
   rows = open(os.path.join(multi, "metrics.jsonl")).read().splitlines()
@@ -139,3 +139,41 @@ def test_checkpoint_from_eight_devices_restores_on_two_and_resumes_on_four(runs)
   assert _cli(eight, dict(overrides, **{"train.epochs": "2"})) == 0
   step, _ = _params(eight)
   assert step == 4
+
+
+@pytest.mark.skipif(not SLOW, reason="slow (two extra processes); JAXVAE_SLOW_TESTS=1 runs it")
+def test_a_signal_to_one_process_stops_both_at_the_same_step(runs, tmp_path):
+  """SIGTERM reaches process 1 only (after its first step): both processes stop after step 1
+  with its checkpoint (a collective save), exit 75, and the same commands finish the run where
+  the uninterrupted two-process run ends."""
+  overrides, _, multi, _ = runs
+  overrides = dict(overrides, distributed="True")
+
+  def both(fault_on_1=None):
+    port = _free_port()
+    procs = [
+      _main(
+        tmp_path,
+        overrides,
+        2,
+        {
+          "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+          "JAX_NUM_PROCESSES": "2",
+          "JAX_PROCESS_ID": str(i),
+          **({"JAXVAE_FAULT": fault_on_1} if fault_on_1 and i == 1 else {}),
+        },
+      )
+      for i in range(2)
+    ]
+    return [(p.communicate(timeout=600)[0], p.returncode) for p in procs]
+
+  stopped = both("train.step:1:SIGTERM")
+  assert [code for _, code in stopped] == [75, 75], stopped[0][0][-3000:] + stopped[1][0][-3000:]
+  assert "stopped by a stop request on process 1 at step 1" in stopped[0][0]
+  assert "stopped by SIGTERM at step 1" in stopped[1][0]
+  assert sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()) == [1]
+  assert [code for _, code in both()] == [0, 0]
+  step_a, a = _params(str(tmp_path))
+  step_b, b = _params(multi)
+  assert step_a == step_b == 2
+  jax.tree.map(np.testing.assert_array_equal, a["params"], b["params"])

@@ -30,6 +30,7 @@ import orbax.checkpoint as ocp
 
 from jaxvae import errors
 from jaxvae import faults
+from jaxvae import multihost
 from jaxvae import workdir as workdir_lib
 from jaxvae.training.state import RunMeta
 
@@ -178,7 +179,10 @@ class Checkpoints:
     self.best = ocp.CheckpointManager(os.path.join(self.workdir, "best"), options=_options(1))
     self._in_flight: int | None = None  # the latest step being written
     self._best_step: int | None = None  # to become best/ once its latest save has landed
-    if writer:
+    # best/ is made of files every process wrote into the shared checkpoints/ folder; one
+    # process links it (two would race for the same names).
+    self._links = writer and multihost.is_main_process()
+    if self._links:
       self._remove_stale_links()
 
   def latest_step(self) -> int | None:
@@ -232,7 +236,8 @@ class Checkpoints:
       self._in_flight = None
       faults.point("checkpoint.latest", os.fspath(self.latest.directory))
     if self._best_step is not None and self._best_step in self.latest.all_steps():
-      self._link_best(self._best_step)
+      if self._links:
+        self._link_best(self._best_step)
       self._best_step = None
 
   def _link_best(self, step: int) -> None:
@@ -290,7 +295,7 @@ class Checkpoints:
       )
     meta = RunMeta.from_json(out["meta"])
     steps = self.latest.all_steps()
-    if self.writer and meta.best_step in steps and meta.best_step not in self.best.all_steps():
+    if self._links and meta.best_step in steps and meta.best_step not in self.best.all_steps():
       self._link_best(meta.best_step)  # killed after its latest save landed, before the link
     return out["state"], meta
 
