@@ -116,9 +116,9 @@ def parse_args(argv: list[str]):
   return args
 
 
-# Exit statuses: 0 done, 1 an error (one line on stderr), 75 stopped on request with the state
-# saved (SIGTERM, SIGINT, train.max_runtime: re-run the same command), 130 interrupted before
-# training started (Ctrl-C while loading data or compiling; nothing to save).
+# Exit statuses: 0 done, 1 an error (one line on stderr), 75 a training run stopped on request
+# (SIGTERM, SIGINT, train.max_runtime) with its state saved: re-run the same command; 130 a mode
+# other than training interrupted by Ctrl-C.
 EXIT_STOPPED = preemption.EXIT_STOPPED
 EXIT_INTERRUPTED = 130
 _exit_at_once = False  # a full disk: skip the interpreter's shutdown (Orbax's threads' noise)
@@ -139,7 +139,7 @@ def run(argv: list[str]) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 1
   except KeyboardInterrupt:
-    print("error: interrupted (nothing of this run was lost: re-run to continue)", file=sys.stderr)
+    print(f"error: --mode={args.mode} interrupted (Ctrl-C)", file=sys.stderr)
     return EXIT_INTERRUPTED
   except Exception as e:
     if not workdir_lib.is_disk_full(e):

@@ -1,16 +1,20 @@
 """Stop requests: the signals a scheduler sends before it kills a job, and a wall-time budget.
 
 SLURM, Kubernetes and spot instances send SIGTERM some seconds before SIGKILL; a person sends
-SIGINT (Ctrl-C). While `StopRequests` is entered, either signal only sets a flag: the training
-loop finishes the step it is in, saves a checkpoint of that step, waits for it to land,
-flushes its logs and raises `Stopped`, which `jaxvae.main` turns into one line and exit status
-`EXIT_STOPPED`. A second signal while that happens ends the process at once with the
-signal's default action (as a SIGKILL would): Orbax writes every checkpoint under a temporary
-name, so the previous checkpoint stays the resume point.
+SIGINT (Ctrl-C). `StopRequests` catches both for a whole training run. Before the loop's first
+step (data loading, compiling, restoring) there is nothing new to save: the handler raises
+`Stopped` at once. While the loop runs (`armed`), a signal only sets a flag: the loop finishes
+the step it is in, saves a checkpoint of that step, waits for it to land, flushes its logs and
+raises `Stopped`. `jaxvae.main` turns `Stopped` into one line and exit status `EXIT_STOPPED`.
+A second signal while that happens ends the process at once with the signal's default action
+(as a SIGKILL would): Orbax writes every checkpoint under a temporary name, so the previous
+checkpoint stays the resume point.
 
 `train.max_runtime` (a scheduler slot: seconds, or '90m', '4h', '1:30:00') is a stop request
-too: the loop asks `expired(reserve_s)` before each step, with the time it expects to need to
-stop (the step, the save, a validation), and stops while the budget still covers that.
+too, counted from the start of the process (`PROCESS_START`: imports and data loading
+included, and every trial of `--mode=tune`): the loop asks `expired(reserve_s)` after each
+step, with the time it expects to need to stop (steps to the next point where it may stop, the
+save, a validation), and stops while the budget still covers that.
 
 With several processes every process must stop at the same step (a checkpoint save is
 collective): `agree` makes a stop seen by any process a stop of all, at the steps where the
@@ -32,15 +36,17 @@ import time
 # `until python -m jaxvae.main ...; [ $? -ne 75 ]; do :; done` to chain slots.
 EXIT_STOPPED = 75
 SIGNALS = ("SIGTERM", "SIGINT")
+PROCESS_START = time.monotonic()  # this module is imported when the process starts (main)
 
 
 class Stopped(Exception):
   """A run that stopped on request after saving its state at `step` (not an error)."""
 
-  def __init__(self, reason: str, step: int):
+  def __init__(self, reason: str, step: int | None):
     self.reason = reason
     self.step = step
-    super().__init__(f"stopped by {reason} at step {step}; re-run the same command to resume")
+    at = f"at step {step}" if step is not None else "before training started (nothing to save)"
+    super().__init__(f"stopped by {reason} {at}; re-run the same command to resume")
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([smhd]?)\s*$")
@@ -74,11 +80,17 @@ class StopRequests:
   or None; reading it is free, so the loop asks after every step.
   """
 
-  def __init__(self, max_runtime_s: float = 0.0, clock: Callable[[], float] = time.monotonic):
+  def __init__(
+    self,
+    max_runtime_s: float = 0.0,
+    clock: Callable[[], float] = time.monotonic,
+    start: float | None = None,
+  ):
     self.max_runtime_s = float(max_runtime_s or 0.0)
     self.clock = clock
-    self.start = clock()
+    self.start = PROCESS_START if start is None else start
     self.reason: str | None = None
+    self.armed = False  # the loop has started: a signal sets `reason` instead of raising
     self._previous: dict[int, object] = {}
 
   def __enter__(self) -> StopRequests:
@@ -96,6 +108,9 @@ class StopRequests:
   def _handle(self, number: int, frame) -> None:
     del frame
     name = signal.Signals(number).name
+    if not self.armed and self.reason is None:
+      self.reason = name
+      raise Stopped(name, None)
     if self.reason is None or self.reason == "train.max_runtime":
       self.reason = name
       logging.warning(

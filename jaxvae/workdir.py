@@ -236,6 +236,8 @@ def ensure_writable(workdir: str) -> str:
       f.write("ok")
     os.remove(probe)
   except OSError as e:
+    if is_disk_full(e):
+      raise disk_full_error(e, path, "creating the workdir", None, None) from None
     raise errors.WorkdirError(
       f"--workdir '{workdir}' cannot be created or written "
       f"({e.strerror or e}); expected a writable folder"
@@ -287,11 +289,12 @@ _QUOTED_PATH = re.compile(r"\"(/[^\"]+)\"")
 
 
 def _chain(exc: BaseException):
+  """`exc` and what caused it (the context too, unless `raise ... from None` hid it)."""
   seen = set()
   while exc is not None and id(exc) not in seen:
     seen.add(id(exc))
     yield exc
-    exc = exc.__cause__ or exc.__context__
+    exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
 
 
 def is_disk_full(exc: BaseException) -> bool:

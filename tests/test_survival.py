@@ -40,6 +40,14 @@ def _same_end_as(workdir, short_run):
     jax.tree.map(np.testing.assert_array_equal, a["params"], b["params"])
     jax.tree.map(np.testing.assert_array_equal, a["opt_state"], b["opt_state"])
   assert _metrics(workdir) == ([1, 2], [1, 2, 3, 4])
+  # A resumed epoch's record covers all its steps (those before a mid-epoch stop too).
+  assert _train_means(workdir) == _train_means(short_run)
+
+
+def _train_means(workdir):
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  epochs = [r for r in rows if r.get("kind") == "epoch"]
+  return [{k: v for k, v in r.items() if k.startswith("train/")} for r in epochs]
 
 
 def _saved(workdir):
@@ -102,7 +110,7 @@ def test_every_process_stops_when_any_process_is_asked():
 
 def test_budget_counts_the_time_stopping_takes():
   now = [0.0]
-  stops = preemption.StopRequests(100.0, clock=lambda: now[0])
+  stops = preemption.StopRequests(100.0, clock=lambda: now[0], start=0.0)
   now[0] = 80.0
   assert not stops.expired(reserve_s=15.0)
   assert stops.expired(reserve_s=25.0) and stops.requested() == "train.max_runtime"
@@ -126,6 +134,7 @@ def test_most_of_an_epoch_skipped_is_divergence():
 
 # (name, JAXVAE_FAULT, expected exit status): steps 1-2 are epoch 1, 3-4 epoch 2.
 SIGNALLED = [
+  ("sigterm_before_training", "run_file:1:SIGTERM", 75),
   ("sigterm_mid_epoch", "train.step:3:SIGTERM", 75),
   ("sigint_at_epoch_end", "train.step:2:SIGINT", 75),
   ("second_sigterm_during_the_save", "train.step:3:SIGTERM,stop.saving:1:SIGTERM", -15),
@@ -167,7 +176,10 @@ def test_signal_saves_the_step_and_the_rerun_loses_none(
   workdir, returncode, err = signalled_runs[name]
   assert returncode == status, err[-3000:]
   assert "Traceback" not in err
-  if name == "sigterm_mid_epoch":  # the stop saved step 3 itself (epochs save 2 and 4)
+  if name == "sigterm_before_training":  # nothing to save yet: it stops at once
+    assert "stopped by SIGTERM before training started (nothing to save)" in err
+    assert not os.path.isdir(workdir / "checkpoints") or _saved(workdir) == []
+  elif name == "sigterm_mid_epoch":  # the stop saved step 3 itself (epochs save 2 and 4)
     assert "stopped by SIGTERM at step 3; re-run the same command to resume" in err
     assert _saved(workdir) == [2, 3]
   elif name == "sigint_at_epoch_end":  # the epoch ends (validation, record, save) first
@@ -176,7 +188,7 @@ def test_signal_saves_the_step_and_the_rerun_loses_none(
     assert _metrics(workdir) == ([1], [1, 2])
   else:  # killed by the second signal with the save of step 3 in flight: step 2 stays
     assert "Received SIGTERM again" in err
-    assert _saved(workdir) == [2]
+    assert 2 in _saved(workdir)
   assert _cli(workdir, dict(short_overrides, **EPOCH_SAVES)) == 0  # the same command again
   _same_end_as(workdir, short_run)
 
@@ -314,11 +326,16 @@ def test_an_update_that_breaks_the_model_stops_the_run_at_the_epoch_end(
 ):
   # Two steps an epoch: the first update breaks the model, the second is skipped (never two in
   # a row); a share of 0.4 makes that one "most". The same compiled step as `broken_run`.
-  overrides = dict(tiny_overrides, **BLOWN_UP) | {"train.max_nonfinite_share": "0.4"}
+  # A checkpoint every step: step 1's holds the broken parameters and must go too.
+  overrides = dict(tiny_overrides, **BLOWN_UP) | {
+    "train.max_nonfinite_share": "0.4",
+    "train.checkpoint_every_steps": "1",
+  }
   assert _cli(tmp_path, overrides) == 1
   err = capsys.readouterr().err
   assert "error: training diverged: 1 of the 2 steps of epoch 1 (steps 1-2)" in err, err[-2000:]
-  assert not os.path.isdir(tmp_path / "checkpoints") or not _saved(tmp_path)
+  assert "the checkpoints saved during that epoch (steps 1) were removed; a re-run starts" in err
+  assert _saved(tmp_path) == []
 
 
 @pytest.fixture(scope="module")

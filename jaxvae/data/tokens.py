@@ -206,19 +206,20 @@ def _write(config, items, params, key, path, progress) -> None:
   workdir_lib.remove_stale_tmp(path)
   tmp = workdir_lib.tmp_name(path)
   os.makedirs(tmp, exist_ok=True)
-  np.save(os.path.join(tmp, "tokens.npy"), np.concatenate(arrays).astype(np.int32))
-  manifest = {
-    "kind": "tokens",
-    "version": TOKEN_STORE_VERSION,
-    "key": key,
-    "params": params,
-    "examples": rows,
-    "bad": bad,
-    "label_values": store_lib.label_values(rows),
-    "dataset": {"layout": config.data.layout, "root": config.data.root, "num_files": len(items)},
-    "stats": {},
-  }
-  store_lib.publish(tmp, path, manifest, "tokens.commit")
+  with workdir_lib.removed_if_disk_full(tmp):
+    np.save(os.path.join(tmp, "tokens.npy"), np.concatenate(arrays).astype(np.int32))
+    manifest = {
+      "kind": "tokens",
+      "version": TOKEN_STORE_VERSION,
+      "key": key,
+      "params": params,
+      "examples": rows,
+      "bad": bad,
+      "label_values": store_lib.label_values(rows),
+      "dataset": {"layout": config.data.layout, "root": config.data.root, "num_files": len(items)},
+      "stats": {},
+    }
+    store_lib.publish(tmp, path, manifest, "tokens.commit")
   if bad:
     logging.warning(
       "%d of %d MIDI files were bad and skipped; see %s",

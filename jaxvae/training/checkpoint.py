@@ -205,6 +205,15 @@ class Checkpoints:
     self._in_flight = step
     faults.point("checkpoint.issued", os.path.join(self.latest.directory, str(step)))
 
+  def discard_after(self, step: int) -> list[int]:
+    """Removes the latest checkpoints after `step` (those of a diverged epoch); returns their
+    steps."""
+    self.settle()
+    dropped = [s for s in self.latest.all_steps() if s > step]
+    for s in dropped:
+      self.latest.delete(s)
+    return dropped
+
   def _check_space(self, step: int, state) -> None:
     """Refuses to start a save that the disk cannot hold (the size of the last landed
     checkpoint, else of the state's arrays): a save failing half-way would fail inside Orbax's
@@ -214,7 +223,10 @@ class Checkpoints:
     size = _folder_bytes(os.path.join(self.latest.directory, str(max(landed)))) if landed else 0
     need_mb = (size or estimated_bytes(state)) * 1.1 / 2**20 + 0.25
     free = workdir_lib.free_mb(os.fspath(self.latest.directory))
-    if free < need_mb:
+    short = free < need_mb
+    if jax.process_count() > 1:  # the save is collective: every process refuses it, or none
+      short = any(multihost.gather_flags(int(short)))
+    if short:
       raise OSError(
         errno.ENOSPC,
         f"{os.strerror(errno.ENOSPC)} for a checkpoint of about {need_mb:.0f} MB (the "

@@ -19,6 +19,7 @@ import time
 import jax
 import tqdm
 
+from jaxvae import errors
 from jaxvae import faults
 from jaxvae import multihost
 from jaxvae import preemption
@@ -68,7 +69,8 @@ def train_and_evaluate(
       workdir_lib.remove_stale_files(workdir)
     where = _Where()
     try:
-      return _train(config, workdir, progress, epoch_hooks, epoch_callback, stops, where)
+      with stops:
+        return _train(config, workdir, progress, epoch_hooks, epoch_callback, stops, where)
     except Exception as e:
       if workdir_lib.is_disk_full(e):
         raise workdir_lib.disk_full_error(
@@ -224,14 +226,14 @@ def _unless_raising():
 
 def _close_hooks(hooks) -> None:
   """Calls `close()` of the hooks that have one (every one, then raises the first error)."""
-  errors = []
+  failures = []
   for hook in hooks:
     try:
       getattr(hook, "close", lambda: None)()
     except Exception as e:  # noqa: BLE001 - raised below, after the others closed
-      errors.append(e)
-  if errors:
-    raise errors[0]
+      failures.append(e)
+  if failures:
+    raise failures[0]
 
 
 @dataclasses.dataclass
@@ -252,22 +254,17 @@ class _Loop:
   step_s: float = 0.0  # one step (the last logged window's mean, or the epoch's)
   save_s: float = 0.0  # the longest checkpoint save call
   epoch_end_s: float = 0.0  # the last epoch end (validation, records, reports)
+  write_s: float = 0.0  # writing a checkpoint of the state at a slow disk's 200 MB/s
 
   def train(self, state: TrainState, meta: RunMeta, iterator):
-    with self.stops:
-      return self._train(state, meta, iterator)
-
-  def _train(self, state: TrainState, meta: RunMeta, iterator):
     run, t = self.run, self.run.config.train
     spe = run.steps_per_epoch
     step = int(state.step)
     watch = metrics_lib.NonfiniteWatch(t.max_nonfinite_steps, t.max_nonfinite_share)
-    self.write_s = ckpt_lib.state_bytes(state) / 2e8  # writing it at a slow disk's 200 MB/s
+    self.write_s = ckpt_lib.state_bytes(state) / 2e8
     gather = multihost.gather_flags if jax.process_count() > 1 else None
     steps_here = 0  # steps this process ran: a budget stop comes after at least one
-    reason = preemption.agree(self.stops.requested(), gather)
-    if reason is not None:  # a signal during data loading or setup: nothing new to save
-      raise preemption.Stopped(reason, step)
+    self.stops.armed = True  # from here a signal stops the run after a step, with its save
     while self._advance_stage(meta) and step < run.total_steps:
       if not meta.stage_started:
         state = self._start_stage(state, meta)
@@ -275,13 +272,15 @@ class _Loop:
       epoch_start = time.time()
       steps = min(spe - (step - meta.epoch_start_step), run.total_steps - step)
       rows, pulled = [], []  # this epoch's step metrics: on device, and host copies of them
+      carried = list(meta.epoch_rows)  # host rows of this epoch's steps before a resume
       first_step = step + 1
 
       def sync():
         """Host copies of the rows not pulled yet (waits for their steps); checks divergence."""
-        new = jax.device_get(rows[len(pulled) :])
+        new = [{k: float(v) for k, v in r.items()} for r in jax.device_get(rows[len(pulled) :])]
         watch.update(new, first_step + len(pulled))
         pulled.extend(new)
+        meta.epoch_rows = carried + pulled  # saved with a mid-epoch checkpoint
 
       bar = tqdm.tqdm(
         total=steps,
@@ -324,14 +323,15 @@ class _Loop:
               sync()
             if not saved:
               self._save(step, state, iterator, meta, stopping=True)
-            raise preemption.Stopped(reason, step)
+            self._stop(reason, step)
       bar.close()
       with phase("train_steps"):
         sync()  # every step of the epoch has finished: the clock now measures completed work
       end_start = time.time()
       self.step_s = (end_start - epoch_start) / max(len(pulled), 1)
-      watch.check_epoch(pulled, meta.epoch + 1, first_step)
-      self._end_epoch(state, meta, pulled, end_start - epoch_start)
+      epoch_rows, meta.epoch_rows = carried + pulled, []
+      self._check_epoch(watch, epoch_rows, meta)
+      self._end_epoch(state, meta, epoch_rows, end_start - epoch_start, len(pulled))
       self.epoch_end_s = time.time() - end_start
       self._save(step, state, iterator, meta)
       if self.epoch_callback is not None:
@@ -340,8 +340,32 @@ class _Loop:
       if step < run.total_steps and self._advance_stage(meta):
         reason = self._stop_reason(step, steps_here, True, gather, synced=True)
         if reason is not None:
-          raise preemption.Stopped(reason, step)  # the epoch's save above is the resume point
+          self._stop(reason, step)  # the epoch's save above is the resume point
     return state, meta
+
+  def _stop(self, reason: str, step: int) -> None:
+    """Waits for the save of `step` to land (a failed save raises its own error, not this
+    one), then stops the run."""
+    with self.phases("checkpoints"):
+      self.ckpts.settle()
+    raise preemption.Stopped(reason, step)
+
+  def _check_epoch(self, watch, rows: list[dict], meta: RunMeta) -> None:
+    """Divergence by the epoch's share of skipped steps; the checkpoints saved during the
+    epoch hold the broken parameters, so they go and its start is the resume point."""
+    try:
+      watch.check_epoch(rows, meta.epoch + 1, meta.epoch_start_step + 1)
+    except errors.DivergedError as e:
+      dropped = self.ckpts.discard_after(meta.epoch_start_step)
+      resume = (
+        f"the re-run resumes from the checkpoint of step {meta.epoch_start_step}"
+        if meta.epoch_start_step
+        else "a re-run starts again"
+      )
+      if dropped:
+        steps = ", ".join(map(str, dropped))
+        resume = f"the checkpoints saved during that epoch (steps {steps}) were removed; {resume}"
+      raise errors.DivergedError(f"{e}. Nothing of it is kept: {resume}") from None
 
   def _save(self, step, state, iterator, meta, stopping: bool = False) -> None:
     start = time.time()
@@ -362,6 +386,8 @@ class _Loop:
     if gather is not None and not synced:
       return None
     reserve = 2 * self.step_s + self.save_s + self.write_s + 1.0
+    if gather is not None:  # the next chance to stop is the next log step
+      reserve += self.run.config.train.log_every_steps * self.step_s
     if ends_epoch:
       reserve += self.epoch_end_s
     local = self.stops.requested()
@@ -412,10 +438,13 @@ class _Loop:
     meta.best_val, meta.best_step, meta.bad_epochs = math.inf, -1, 0
     return True
 
-  def _end_epoch(self, state: TrainState, meta: RunMeta, rows: list[dict], seconds: float) -> None:
+  def _end_epoch(
+    self, state: TrainState, meta: RunMeta, rows: list[dict], seconds: float, timed: int
+  ) -> None:
     """Validation, the epoch record, early stopping, the best checkpoint and the hooks.
-    `rows` are host copies of the epoch's step metrics; `seconds` the wall time of its
-    steps. Updates `meta` in place."""
+    `rows` are host copies of the epoch's step metrics (those before a mid-epoch resume
+    too); `seconds` the wall time of the `timed` steps this process ran. Updates `meta` in
+    place."""
     run = self.run
     config = run.config
     step = int(state.step)
@@ -430,7 +459,7 @@ class _Loop:
       "epoch": epoch,
       "step": step,
       "seconds": round(seconds, 3),
-      "samples_per_s": round(len(rows) * config.train.batch_size / max(seconds, 1e-9), 2),
+      "samples_per_s": round(timed * config.train.batch_size / max(seconds, 1e-9), 2),
       "eval_seconds": round(time.time() - eval_start, 3),
     }
     if len(run.stages) > 1:
@@ -448,14 +477,19 @@ class _Loop:
     name = meta.best_metric
     metrics_lib.check_best_metric(config, val_metrics)
     value = val_metrics[name]
-    if not math.isfinite(value):
+    if not (math.isfinite(value) and math.isfinite(val_metrics.get("loss", 0.0))):
       logging.warning(
         "epoch %d: the validation %s is not finite (the model's outputs are not): this "
         "checkpoint is never the best one",
         epoch,
-        name,
+        name if not math.isfinite(value) else "loss",
       )
-    if metrics_lib.improves(value, meta.best_val, meta.best_step >= 0, meta.best_direction):
+    # Non-finite outputs give a non-finite loss even where the best metric (an accuracy, a
+    # code usage) stays finite: such a model is never the best one.
+    finite_outputs = math.isfinite(val_metrics.get("loss", 0.0))
+    if finite_outputs and metrics_lib.improves(
+      value, meta.best_val, meta.best_step >= 0, meta.best_direction
+    ):
       meta.best_val, meta.best_step, meta.bad_epochs = value, step, 0
       with self.phases("checkpoints"):
         self.ckpts.save_best(step, state, meta)

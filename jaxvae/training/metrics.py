@@ -205,7 +205,6 @@ class NonfiniteWatch:
     raise errors.DivergedError(
       f"training diverged: {skipped} of the {len(rows)} steps of epoch {epoch} (steps "
       f"{first_step}-{first_step + len(rows) - 1}) had a non-finite loss or gradient and were "
-      f"skipped (train.max_nonfinite_share is {self.share:g}); the parameters left by the "
-      "updates before them are not saved, the last checkpoint stays the resume point. Try a "
-      "lower train.lr, a train.clip_norm (e.g. 1.0), or dtype float32"
+      f"skipped (train.max_nonfinite_share is {self.share:g}): an update left the parameters "
+      "finite but broken. Try a lower train.lr, a train.clip_norm (e.g. 1.0), or dtype float32"
     )

@@ -84,6 +84,9 @@ class RunMeta:
   history: list[dict] = dataclasses.field(default_factory=list)  # one record per epoch
   stopped_early: bool = False  # early stopping ended the run (its last stage)
   wall_s: float = 0.0  # seconds spent in training steps
+  # Host metrics of the current epoch's steps, kept by mid-epoch checkpoints: a run resumed
+  # mid-epoch reports (and judges divergence on) the whole epoch, as an uninterrupted one.
+  epoch_rows: list[dict] = dataclasses.field(default_factory=list)
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
