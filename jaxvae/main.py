@@ -16,7 +16,6 @@ import jax
 
 from jaxvae import errors
 from jaxvae import multihost
-from jaxvae import preemption
 from jaxvae import workdir as workdir_lib
 from jaxvae.config import loading
 from jaxvae.modes import analyze
@@ -32,6 +31,7 @@ from jaxvae.modes import tune
 from jaxvae.modes import validate
 from jaxvae.training import checkpoint
 from jaxvae.training import compile_cache
+from jaxvae.training import preemption
 from jaxvae.variants import registry
 
 # Every mode is `run(config, workdir, args) -> exit status`; `args` are the parsed flags plus

@@ -32,7 +32,7 @@ def from_main(tree):
 
 def gather_flags(flag: int) -> list[int]:
   """Every process's `flag` (an int), in process order: how the processes agree on a stop
-  (`jaxvae.preemption.agree`). Every process must call it at the same step."""
+  (`jaxvae.training.preemption.agree`). Every process must call it at the same step."""
   return [int(v) for v in np.asarray(multihost_utils.process_allgather(np.int32(flag))).ravel()]
 
 

@@ -21,9 +21,10 @@ from conftest import ROOT
 from jaxvae import errors
 from jaxvae import faults
 from jaxvae import main as main_lib
-from jaxvae import preemption
 from jaxvae import workdir as workdir_lib
+from jaxvae.config import base as config_base
 from jaxvae.training import metrics as metrics_lib
+from jaxvae.training import preemption
 
 # The short run without its per-step checkpoints: a stop must save its own step.
 EPOCH_SAVES = {"train.checkpoint_every_steps": "0"}
@@ -91,7 +92,7 @@ def test_fault_actions_parse_and_refuse_unknown_ones():
   ],
 )
 def test_max_runtime_durations(text, seconds):
-  assert preemption.parse_duration(text) == seconds
+  assert config_base.parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("bad", ["soon", "-5", "1:xx", "4 hours"])

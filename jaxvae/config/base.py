@@ -8,6 +8,7 @@ with `apply_preset`, and returns the dict locked. Variants add their own keys un
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import ml_collections
@@ -273,6 +274,30 @@ def training() -> ml_collections.ConfigDict:
   # command resumes it.
   c.max_runtime = "0"
   return c
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value) -> float | None:
+  """Seconds of a duration such as `train.max_runtime` (a number of seconds, '45s', '90m',
+  '4h', '2d', 'H:MM:SS' or 'MM:SS'); None when it is none of those. 0 means none."""
+  if isinstance(value, bool):
+    return None
+  if isinstance(value, (int, float)):
+    return float(value) if value >= 0 else None
+  text = str(value).strip()
+  match = _DURATION.match(text)
+  if match:
+    return float(match.group(1)) * _UNITS[match.group(2)]
+  parts = text.split(":")
+  if 2 <= len(parts) <= 3 and all(p.isdigit() for p in parts):
+    seconds = 0.0
+    for part in parts:
+      seconds = seconds * 60 + int(part)
+    return seconds
+  return None
 
 
 def get_path(config: ml_collections.ConfigDict, dotted: str) -> Any:

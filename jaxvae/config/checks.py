@@ -9,7 +9,6 @@ from collections.abc import Iterable
 
 import ml_collections
 
-from jaxvae import preemption
 from jaxvae.config import base
 from jaxvae.config.base import get_path
 from jaxvae.errors import ConfigError
@@ -100,7 +99,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     integer(config, "model.latent_dim", 1)
   integer(config, "generate.interpolation_steps", 2)
   positive(config, "data.download.timeout")
-  if preemption.parse_duration(config.train.max_runtime) is None:
+  if base.parse_duration(config.train.max_runtime) is None:
     raise ConfigError(
       f"config key 'train.max_runtime' is {config.train.max_runtime!r}; expected seconds "
       "(0: no budget) or a duration such as '90m', '4h', '1:30:00'"

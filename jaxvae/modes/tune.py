@@ -22,12 +22,12 @@ import re
 
 from jaxvae import errors
 from jaxvae import faults
-from jaxvae import preemption
 from jaxvae import workdir as workdir_lib
 from jaxvae.errors import ConfigError
 from jaxvae.evaluators import report as report_lib
 from jaxvae.training import loop
 from jaxvae.training import metrics as metrics_lib
+from jaxvae.training import preemption
 from jaxvae.variants import registry
 
 KINDS = ("uniform", "loguniform", "int", "choice")

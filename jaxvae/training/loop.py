@@ -22,13 +22,14 @@ import tqdm
 from jaxvae import errors
 from jaxvae import faults
 from jaxvae import multihost
-from jaxvae import preemption
 from jaxvae import workdir as workdir_lib
+from jaxvae.config import base as config_base
 from jaxvae.data import dataset as dataset_lib
 from jaxvae.data import pipeline
 from jaxvae.training import checkpoint as ckpt_lib
 from jaxvae.training import mesh as mesh_lib
 from jaxvae.training import metrics as metrics_lib
+from jaxvae.training import preemption
 from jaxvae.training import resources
 from jaxvae.training import timing
 from jaxvae.training import writer as writer_lib
@@ -62,7 +63,7 @@ def train_and_evaluate(
   listening reports). `epoch_callback(record)` sees each epoch's metrics after its checkpoint
   (tuning uses it to prune); an exception it raises ends the run there.
   """
-  stops = preemption.StopRequests(preemption.parse_duration(config.train.max_runtime) or 0.0)
+  stops = preemption.StopRequests(config_base.parse_duration(config.train.max_runtime) or 0.0)
   workdir = workdir_lib.ensure_writable(workdir)
   with workdir_lib.Lock(workdir, jax.process_index()):
     if multihost.is_main_process():

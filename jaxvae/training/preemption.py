@@ -18,7 +18,8 @@ save, a validation), and stops while the budget still covers that.
 
 With several processes every process must stop at the same step (a checkpoint save is
 collective): `agree` makes a stop seen by any process a stop of all, at the steps where the
-hosts meet anyway (log steps and epoch ends). Light: imports only the standard library.
+hosts meet anyway (log steps and epoch ends). Light: imports only the standard library (the
+training loop builds it from the config: `config.base.parse_duration(train.max_runtime)`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Callable
 import logging
 import os
-import re
 import signal
 import threading
 import time
@@ -47,30 +47,6 @@ class Stopped(Exception):
     self.step = step
     at = f"at step {step}" if step is not None else "before training started (nothing to save)"
     super().__init__(f"stopped by {reason} {at}; re-run the same command to resume")
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([smhd]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value) -> float | None:
-  """Seconds of `value` (a number of seconds, '45s', '90m', '4h', '2d', 'H:MM:SS' or
-  'MM:SS'); None when it is none of those. 0 means no budget."""
-  if isinstance(value, bool):
-    return None
-  if isinstance(value, (int, float)):
-    return float(value) if value >= 0 else None
-  text = str(value).strip()
-  match = _DURATION.match(text)
-  if match:
-    return float(match.group(1)) * _UNITS[match.group(2)]
-  parts = text.split(":")
-  if 2 <= len(parts) <= 3 and all(p.isdigit() for p in parts):
-    seconds = 0.0
-    for part in parts:
-      seconds = seconds * 60 + int(part)
-    return seconds
-  return None
 
 
 class StopRequests:
