@@ -75,10 +75,11 @@ def load(workdir: str, which: str = "best"):
   example = spec.example_batch(config.train.batch_size)
   compiled = builder.build(config, spec, example, steps_per_epoch=1, total_steps=1)
   state, _ = checkpoint.restore(workdir, compiled.state, which)
-  if config.data.kind == "midi":
+  variant = registry.get(config.model.name)
+  if variant.data_kind == "midi":
     cls = MidiModel
   else:
-    cls = VQModel if "num_codes" in config.model else AudioModel
+    cls = VQModel if variant.latent_kind(config) == "codes" else AudioModel
   return cls(config, compiled.model, state, spec, data["stats"], workdir)
 
 
@@ -522,7 +523,7 @@ class AudioModel(_AudioBase):
     n = _count("n", n)
     self._condition(condition)
     key = jax.random.PRNGKey(_seed("seed", seed))
-    if hasattr(self.module, "sample_prior"):
+    if registry.get(self.config.model.name).latent_kind(self.config) == "mixture":
       module = self.module
       z = module.apply(self.variables, n, method=module.sample_prior, rngs={"sample": key})
     else:

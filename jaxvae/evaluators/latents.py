@@ -88,11 +88,11 @@ class Latents:
     rows = everything.indices
     val = {k: v[np.isin(rows, run.val_examples.indices)] for k, v in encoded.items()}
     train_rows = np.isin(rows, run.store.indices("train", augmented=False))
-    if "recon" in val:
+    if "features" in run.variant.outputs:
       results["reconstruction"] = reconstruction.evaluate(
         val["x"], val["recon"], run.store.manifest["stats"], config
       ) | {"split": "validation"}
-      if "mu" in val and "latent_dim" in config.model:
+      if run.variant.has_prior(config):
         results["sample_quality"] = sample_quality.SampleQuality(run).run(
           state, val["x"], val["recon"], train_means=encoded["mu"][train_rows]
         )
@@ -146,7 +146,7 @@ class Latents:
         except ImportError as e:
           logging.warning("Skipping the %s plot: %s", method, e)
       plots.write_projector(latent, labels, names, os.path.join(out_dir, "projector"))
-    if hasattr(run.model, "decode_lyrics") and labels:
+    if "lyrics" in run.variant.outputs and labels:
       val_rows = np.isin(rows, run.val_examples.indices)
       results["coherence"] = coherence.lyrics_coherence(
         run, state, everything, labels, train_rows, val_rows

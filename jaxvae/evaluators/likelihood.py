@@ -113,7 +113,8 @@ class Likelihood:
       }
     examples = job.val_examples if examples is None else examples
     k = int(config.eval.iw_samples)
-    fn = _iwae_fn(job.model, kind, k, int(config.eval.iw_chunk))
+    mixture = job.variant.latent_kind(config) == "mixture"
+    fn = _iwae_fn(job.model, kind, k, int(config.eval.iw_chunk), mixture)
     variables = {"params": state.params, **state.model_state}
     key = jax.random.PRNGKey(config.seed)
     iwae, elbo = [], []
@@ -129,7 +130,7 @@ class Likelihood:
       "available": True,
       "iw_samples": k,
       "likelihood": LIKELIHOODS[kind],
-      "prior": "the model's mixture" if hasattr(job.model, "log_prior") else "N(0, I)",
+      "prior": "the model's mixture" if mixture else "N(0, I)",
       "conditioned_on": job.config.model.get("cond_label", "") or None,
       "split": "validation",
       "examples": int(len(iwae)),
@@ -142,7 +143,7 @@ class Likelihood:
 
 
 @functools.lru_cache(maxsize=8)
-def _iwae_fn(model, kind: str, num_samples: int, chunk: int):
+def _iwae_fn(model, kind: str, num_samples: int, chunk: int, mixture: bool):
   """The jitted (variables, batch, key) -> (IWAE bound, ELBO) `[B]` of a Linen model with
   `encode(batch, train)` and `decode(z, batch, train)`."""
 
@@ -156,7 +157,7 @@ def _iwae_fn(model, kind: str, num_samples: int, chunk: int):
       out = model.apply(variables, z, batch, False, method=model.decode)
       return out.reshape(x.shape)
 
-    if hasattr(model, "log_prior"):
+    if mixture:  # the prior is the model's learned mixture (`log_prior`)
 
       def prior(z):
         return model.apply(variables, z, method=model.log_prior)

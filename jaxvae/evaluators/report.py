@@ -89,9 +89,9 @@ class Report:
     devices = run.mesh.devices.size
     size = min(config.train.batch_size, -(-n // devices) * devices)
     batch = next(pipeline.eval_batches(run.val_examples, size))
-    outputs = run.forward(state, run.put(batch))
-    if "recon" not in outputs:
+    if "features" not in run.variant.outputs:  # token models: generated MIDI in eval mode
       return None
+    outputs = run.forward(state, run.put(batch))
     out = {
       "epoch": epoch,
       "step": int(state.step),
@@ -100,14 +100,15 @@ class Report:
       "samples": None,
       "latent": None,
     }
-    if config.train.report_samples and "mu" in outputs:
+    has_prior = run.variant.has_prior(config)
+    if config.train.report_samples and has_prior:
       out["samples"] = np.asarray(prior.sample(run, state, config, None, min(n, 4), seed=epoch))
     try:
       builder.require_finite({k: v for k, v in out.items() if k != "x"}, "reconstructions")
     except errors.NonFiniteOutputError as e:
       logging.warning("No report for epoch %d: %s", epoch, e)
       return None
-    if config.train.report_tsne and "mu" in outputs and run.store.label_values:
+    if config.train.report_tsne and has_prior and run.store.label_values:
       out["latent"] = self._latents(state)
     return out
 

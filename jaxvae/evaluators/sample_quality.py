@@ -188,7 +188,8 @@ class SampleQuality:
       return {"available": False, "reason": "fewer than 2 validation clips"}
     out = {"available": True, "embedding": name, "reference": "validation clips"}
     samples = prior.sample(job, state, config, None, n, config.seed)
-    own = "the model's mixture" if hasattr(job.model, "sample_prior") else "N(0, I)"
+    mixture = job.variant.latent_kind(config) == "mixture"
+    own = "the model's mixture" if mixture else "N(0, I)"
     out["prior"] = distances(embed(samples, stats), reference) | {"prior": own}
     gmm = prior.fit_posterior_gmm(
       job, state, int(config.eval.gmm_components), config.seed, means=train_means

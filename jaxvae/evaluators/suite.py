@@ -11,6 +11,6 @@ def for_eval(job, out_dir: str):
   """`--mode=eval`'s evaluator for `job`'s data: token statistics for MIDI, latent clustering
   for audio. Each has `run(state) -> metrics` (the content of `metrics.json`),
   `scalars(metrics)` for TensorBoard and `summary(metrics)` to print."""
-  if job.config.data.kind == "midi":
+  if job.variant.data_kind == "midi":
     return MusicStatistics(job, out_dir)
   return Latents(job, out_dir)

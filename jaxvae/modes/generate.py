@@ -26,12 +26,14 @@ from jaxvae.sampling import prior
 from jaxvae.sampling import tokens
 from jaxvae.training import builder
 from jaxvae.training import checkpoint
+from jaxvae.variants import registry
 
 
 def run(config, workdir: str, args) -> int:
   condition, num_samples, seed = args.condition, args.num_samples, args.seed
   interpolate = args.interpolate
-  if config.data.kind == "audio" and (interpolate is not None or args.attribute is not None):
+  variant = registry.get(config.model.name)
+  if variant.data_kind == "audio" and (interpolate is not None or args.attribute is not None):
     return _audio_latent_tools(config, workdir, args)
   if interpolate is not None:  # a missing or broken file is reported before any model work
     paths, windows = interpolate_lib.read_inputs(interpolate, config)
@@ -42,7 +44,7 @@ def run(config, workdir: str, args) -> int:
   builder.check_outputs(job, state)
   out_dir = os.path.join(workdir, "generate")
   os.makedirs(out_dir, exist_ok=True)
-  if config.data.kind == "midi":
+  if variant.data_kind == "midi":
     if args.prior != "model":
       raise ConfigError("--prior=gmm is for audio VAEs (a MIDI model samples its own prior)")
     if interpolate is not None:

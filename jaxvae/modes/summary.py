@@ -27,11 +27,12 @@ def run(config, workdir: str, args) -> int:
   """Prints the parameter table and `total params: N`; writes summary.json."""
   del args
   spec = dataset.spec_from_config(config)
-  build = registry.get(config.model.name).build_model
+  variant = registry.get(config.model.name)
+  build = variant.build_model
   try:
     model = build(config.model, spec, dtype=config.dtype)
   except ValueError:
-    if spec.lyrics_dim or config.data.kind != "audio":
+    if spec.lyrics_dim or "lyrics" not in variant.outputs:
       raise
     # A lyrics model summarized before its embeddings exist: assume xlm-roberta-base's width.
     spec = dataclasses.replace(spec, lyrics_dim=768)

@@ -14,6 +14,7 @@ from jaxvae import workdir as workdir_lib
 from jaxvae.errors import ConfigError
 from jaxvae.sampling import tokens
 from jaxvae.symbolic import midi
+from jaxvae.variants import registry
 
 
 def file_windows(source, config) -> np.ndarray:
@@ -63,9 +64,10 @@ def check_latent(run, config) -> None:
 def read_inputs(interpolate: str, config) -> tuple[list[str], np.ndarray]:
   """The two files of `--interpolate` and their first windows, read before any model work
   (a missing or broken file is a one-line error)."""
-  if config.data.kind != "midi":
+  if registry.get(config.model.name).data_kind != "midi":
     raise ConfigError(
-      f"--interpolate is for MIDI models (config key 'data.kind' is '{config.data.kind}')"
+      f"--interpolate=a.mid,b.mid is for MIDI models; model '{config.model.name}' reads "
+      "audio (its --interpolate takes a.wav,b.wav)"
     )
   paths = [p.strip() for p in interpolate.split(",")]
   if len(paths) != 2 or not all(paths):

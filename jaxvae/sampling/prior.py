@@ -93,7 +93,8 @@ def label_batch(label_values, config, condition: str | None, n: int) -> dict:
 def sample(run, state, config, condition: str | None, n: int, seed: int, gmm=None) -> np.ndarray:
   """Decodes z ~ the model's prior (N(0, I); VaDE: its mixture), or ~ `gmm` (a fitted
   `fit_posterior_gmm`), to normalized spectrograms [n, n_mels, frames]."""
-  if not hasattr(run.model, "decode") or "latent_dim" not in config.model:
+  latent = run.variant.latent_kind(config)
+  if latent not in ("gaussian", "mixture") or "features" not in run.variant.outputs:
     raise ConfigError(f"model '{config.model.name}' has no Gaussian prior to sample from")
   batch = label_batch(run.store.label_values, config, condition, n)
   variables = {"params": state.params, **state.model_state}
@@ -102,7 +103,7 @@ def sample(run, state, config, condition: str | None, n: int, seed: int, gmm=Non
     gmm.random_state = seed
     z = jnp.asarray(gmm.sample(n)[0], jnp.float32)
     z = z[np.random.default_rng(seed).permutation(n)]  # sklearn orders draws by component
-  elif hasattr(run.model, "sample_prior"):  # e.g. VaDE: its prior is the learned GMM
+  elif latent == "mixture":  # VaDE: its prior is the learned GMM
     z = run.model.apply(variables, n, method=run.model.sample_prior, rngs={"sample": key})
   else:
     z = jax.random.normal(key, (n, config.model.latent_dim))

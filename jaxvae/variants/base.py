@@ -24,6 +24,17 @@ def _no_parts(config) -> dict[str, tuple[int, int]]:
   return {}
 
 
+def _gaussian(config) -> str:
+  del config
+  return "gaussian"
+
+
+# What a variant can declare (see `Variant`).
+DATA_KINDS = ("audio", "midi")
+LATENTS = ("gaussian", "mixture", "codes", "none")
+OUTPUTS = ("features", "lyrics", "tokens")
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage:
   """A phase of training with its own objective (VaDE: autoencoder pretraining, then joint).
@@ -59,6 +70,17 @@ class Variant:
   latent_parts: config -> {part: (start, stop)}, the latent's subspaces that one input
     alone infers (the multimodal 'split' fusion: audio and lyrics), which eval also
     clusters one by one; {} where the latent is one fused whole.
+
+  What the family is, declared once (the API class, eval, generate, export and the reports
+  read these instead of probing the model or the config):
+  data_kind: what it reads, 'audio' (feature stores) or 'midi' (token stores); `data.kind`
+    must agree (`registry.check`).
+  latent: config -> 'gaussian' (a posterior with an N(0, I) prior: sampled, interpolated,
+    clustered, scored by IWAE), 'mixture' (the same with a learned Gaussian-mixture prior,
+    VaDE's `sample_prior` / `log_prior`), 'codes' (a vector-quantized code grid) or 'none'
+    (a language model: the MIDI transformer's stage 1).
+  outputs: what it decodes: 'features' (normalized spectrograms: reports, Griffin-Lim,
+    reconstruction scores), 'lyrics' (lyrics embeddings: cross-modal coherence), 'tokens'.
   """
 
   build_model: Callable[..., Any]
@@ -71,6 +93,23 @@ class Variant:
   make_train_step: Callable[..., Any] | None = None  # (model, tx, obj, kl_fn, config, default)
   likelihood: Callable[[Any], str | None] = _no_likelihood
   latent_parts: Callable[[Any], dict[str, tuple[int, int]]] = _no_parts
+  data_kind: str = "audio"
+  latent: Callable[[Any], str] = _gaussian
+  outputs: tuple[str, ...] = ("features",)
+
+  def __post_init__(self):
+    assert self.data_kind in DATA_KINDS, self.data_kind
+    assert set(self.outputs) <= set(OUTPUTS), self.outputs
+
+  def latent_kind(self, config) -> str:
+    """`latent(config)`, one of LATENTS."""
+    kind = self.latent(config)
+    assert kind in LATENTS, kind
+    return kind
+
+  def has_prior(self, config) -> bool:
+    """A Gaussian latent with a prior to sample from, interpolate in and score against."""
+    return self.latent_kind(config) in ("gaussian", "mixture")
 
   def stage_list(self, config) -> list[Stage]:
     if self.stages is not None:

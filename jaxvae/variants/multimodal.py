@@ -156,4 +156,5 @@ VARIANT = Variant(
   validate=validate,
   likelihood=audio_vae.recon_likelihood,
   latent_parts=latent_parts,
+  outputs=("features", "lyrics"),
 )

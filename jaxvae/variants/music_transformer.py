@@ -122,8 +122,6 @@ def validate_model(config) -> None:
 def validate(config) -> None:
   if int(config.model.stage) not in STAGE_MODES:
     raise ConfigError(f"config key 'stage' is {config.model.stage!r}; expected 1, 2 or 3")
-  if config.data.kind != "midi":
-    raise ConfigError("config key 'data.kind' must be 'midi' for model 'music_transformer'")
   if int(config.model.stage) == 3 and config.dtype == "float16":
     # The alternating generator/discriminator step has no dynamic loss scaling.
     raise ConfigError(
@@ -378,10 +376,18 @@ def make_train_step(model, tx, objective_fn, kl_fn, config, default_step):
   return train_step
 
 
+def latent(config) -> str:
+  """Stage 1 is a language model; stages 2 and 3 have a Gaussian latent per piece window."""
+  return "none" if mode_of(config.model) == "transformer" else "gaussian"
+
+
 VARIANT = Variant(
   build,
   objective,
   validate=validate,
   make_optimizer=make_optimizer,
   make_train_step=make_train_step,
+  data_kind="midi",
+  latent=latent,
+  outputs=("tokens",),
 )

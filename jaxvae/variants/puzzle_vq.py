@@ -63,4 +63,6 @@ def data_init(state, model: vqvae.PuzzleVQVAE, batches, config):
   return state.replace(params=params, model_state=variables)
 
 
-VARIANT = Variant(vqvae.build_puzzle_vqvae, objective, data_init=data_init)
+VARIANT = Variant(
+  vqvae.build_puzzle_vqvae, objective, data_init=data_init, latent=lambda config: "codes"
+)

@@ -11,6 +11,7 @@ import ml_collections
 from jaxvae.config import checks
 from jaxvae.config import loading
 from jaxvae.data import sources
+from jaxvae.errors import ConfigError
 from jaxvae.variants import audio_vae
 from jaxvae.variants import multimodal
 from jaxvae.variants import music_transformer
@@ -47,8 +48,14 @@ def check(config) -> None:
   """`model.name` is a known variant and the variant's own keys are right; raises
   ConfigError naming the key. `jaxvae.config` checks the keys every run has."""
   checks.choice(config, "model.name", names())
+  variant = VARIANTS[config.model.name]
+  if config.data.kind != variant.data_kind:
+    raise ConfigError(
+      f"config key 'data.kind' is {config.data.kind!r}; model '{config.model.name}' reads "
+      f"{variant.data_kind!r} data"
+    )
   sources.of_config(config)  # data.sources, each source's keys
-  VARIANTS[config.model.name].validate(config)
+  variant.validate(config)
 
 
 def load_config(spec: str, overrides: dict[str, str] | None = None) -> ml_collections.ConfigDict:

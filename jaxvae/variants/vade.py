@@ -269,4 +269,5 @@ VARIANT = Variant(
   stages=stages,
   lr_multipliers=lr_multipliers,
   likelihood=audio_vae.recon_likelihood,
+  latent=lambda config: "mixture",
 )
