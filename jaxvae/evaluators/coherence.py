@@ -50,7 +50,7 @@ def centroid_accuracy(
   return out | {"n": int(scored.sum()), "chance": float(counts.max() / counts.sum())}
 
 
-def lyrics_coherence(run, state, examples, labels: dict, train: np.ndarray, val: np.ndarray):
+def lyrics_coherence(job, state, examples, labels: dict, train: np.ndarray, val: np.ndarray):
   """{label: {"real", "joint", "audio_only", "n", "chance"}} over the validation examples
   with lyrics (`val`, a boolean mask over `examples`; the centroids from the `train` ones'
   real lyrics), plus "judge" and "split"; {"available": False, "reason"} where it cannot be
@@ -64,17 +64,17 @@ def lyrics_coherence(run, state, examples, labels: dict, train: np.ndarray, val:
   queries = rows[val][lyrics.mask[rows[val]] > 0]
   if not len(queries):
     return {"available": False, "reason": "no validation example has lyrics"}
-  decode = _decoder(run.model)
+  decode = _decoder(job.model)
   variables = {"params": state.params, **state.model_state}
   subset = pipeline.Examples(examples.store, queries, examples.normalize, lyrics)
-  size = run.config.train.batch_size
+  size = job.config.train.batch_size
   chunks: dict[str, list] = {}
   for batch in pipeline.eval_batches(subset, size):
     real = batch["mask"] > 0
     alone = dict(batch, lyrics_mask=np.zeros_like(batch["lyrics_mask"]))
     for name, b in (("joint", batch), ("audio_only", alone)):
-      z = run.put({"z": run.gather(run.forward(state, run.put(b))["mu"])})["z"]
-      chunks.setdefault(name, []).append(run.gather(decode(variables, z))[real])
+      z = job.put({"z": job.gather(job.forward(state, job.put(b))["mu"])})["z"]
+      chunks.setdefault(name, []).append(job.gather(decode(variables, z))[real])
   decoded = {k: np.concatenate(v) for k, v in chunks.items()}
   decoded["real"] = lyrics.vectors[queries]
   position = {int(r): i for i, r in enumerate(rows)}

@@ -24,12 +24,12 @@ from jaxvae.training import step as step_lib
 from jaxvae.variants import registry
 
 
-def encode_all(run, state, examples) -> dict[str, np.ndarray]:
+def encode_all(job, state, examples) -> dict[str, np.ndarray]:
   """Latent means (or latents), inputs and reconstructions of every real example, in order."""
   keep = {"mu", "logvar", "z", "recon", "assignments"}
   chunks: dict[str, list] = {}
-  for batch in pipeline.eval_batches(examples, run.config.train.batch_size):
-    outputs = run.gather({k: v for k, v in run.forward(state, run.put(batch)).items() if k in keep})
+  for batch in pipeline.eval_batches(examples, job.config.train.batch_size):
+    outputs = job.gather({k: v for k, v in job.forward(state, job.put(batch)).items() if k in keep})
     real = batch["mask"] > 0
     for k, v in outputs.items():
       chunks.setdefault(k, []).append(np.asarray(v)[real])
@@ -51,29 +51,29 @@ class Latents:
   files and a reconstruction grid under `out_dir`."""
 
   def __init__(self, job, out_dir: str):
-    self.job = job  # a `training.builder.Run`
+    self.job = job
     self.out_dir = out_dir
 
   def run(self, state) -> dict:
-    run, config, out_dir = self.job, self.job.config, self.out_dir
+    job, config, out_dir = self.job, self.job.config, self.out_dir
     # Every original clip (augmented copies would count clips twice in the clustering).
     everything = pipeline.Examples(
-      run.store,
-      run.store.indices(augmented=False),
+      job.store,
+      job.store.indices(augmented=False),
       config.data.normalize,
-      run.train_examples.lyrics,
+      job.train_examples.lyrics,
     )
-    encoded = encode_all(run, state, everything)
+    encoded = encode_all(job, state, everything)
     labels = {
-      name: run.store.label_array(name)[everything.indices] for name in run.store.label_values
+      name: job.store.label_array(name)[everything.indices] for name in job.store.label_values
     }
-    names = run.store.label_values
+    names = job.store.label_values
     skipped = clustering.identifier_columns(labels)
     for name, reason in skipped.items():
       logging.info("eval: label column %r not clustered: %s", name, reason)
     labels = {k: v for k, v in labels.items() if k not in skipped}
     latent = encoded.get("mu", encoded.get("z"))
-    results = {"step": int(state.step), "val": Validation(run).run(state)}
+    results = {"step": int(state.step), "val": Validation(job).run(state)}
     if skipped:
       results["skipped_labels"] = skipped
     if "mu" in encoded and "logvar" in encoded:
@@ -83,17 +83,17 @@ class Latents:
         "threshold": metrics.ACTIVE_THRESHOLD,
         "examples": "every original clip",
       }
-      results["likelihood"] = likelihood.Likelihood(run).run(state)
+      results["likelihood"] = likelihood.Likelihood(job).run(state)
     # The validation and training clips are among `everything`: no second forward pass.
     rows = everything.indices
-    val = {k: v[np.isin(rows, run.val_examples.indices)] for k, v in encoded.items()}
-    train_rows = np.isin(rows, run.store.indices("train", augmented=False))
-    if "features" in run.variant.outputs:
+    val = {k: v[np.isin(rows, job.val_examples.indices)] for k, v in encoded.items()}
+    train_rows = np.isin(rows, job.store.indices("train", augmented=False))
+    if "features" in job.variant.outputs:
       results["reconstruction"] = reconstruction.evaluate(
-        val["x"], val["recon"], run.store.manifest["stats"], config
+        val["x"], val["recon"], job.store.manifest["stats"], config
       ) | {"split": "validation"}
-      if run.variant.has_prior(config):
-        results["sample_quality"] = sample_quality.SampleQuality(run).run(
+      if job.variant.has_prior(config):
+        results["sample_quality"] = sample_quality.SampleQuality(job).run(
           state, val["x"], val["recon"], train_means=encoded["mu"][train_rows]
         )
     if latent is not None and labels:
@@ -102,7 +102,7 @@ class Latents:
         None if usage is None else np.asarray(usage["mu_variance"]) > metrics.ACTIVE_THRESHOLD
       )
       # A clip's segments share a label: the linear probe keeps them in one fold.
-      clips = [run.store.manifest["examples"][i]["clip_id"] for i in everything.indices]
+      clips = [job.store.manifest["examples"][i]["clip_id"] for i in everything.indices]
       groups = np.unique(clips, return_inverse=True)[1]
 
       points, results["cluster_space"] = clustering.cluster_space(
@@ -146,10 +146,10 @@ class Latents:
         except ImportError as e:
           logging.warning("Skipping the %s plot: %s", method, e)
       plots.write_projector(latent, labels, names, os.path.join(out_dir, "projector"))
-    if "lyrics" in run.variant.outputs and labels:
-      val_rows = np.isin(rows, run.val_examples.indices)
+    if "lyrics" in job.variant.outputs and labels:
+      val_rows = np.isin(rows, job.val_examples.indices)
       results["coherence"] = coherence.lyrics_coherence(
-        run, state, everything, labels, train_rows, val_rows
+        job, state, everything, labels, train_rows, val_rows
       )
     plots.plot_spectrogram_grid(
       encoded["x"][:8], encoded["recon"][:8], os.path.join(out_dir, "reconstructions.png")

@@ -97,7 +97,7 @@ class Likelihood:
   `eval.iw_samples` draws per example) and its conditions, or why the model has none."""
 
   def __init__(self, job):
-    self.job = job  # a `training.builder.Run`
+    self.job = job
 
   def kind(self) -> str | None:
     return registry.get(self.job.config.model.name).likelihood(self.job.config)

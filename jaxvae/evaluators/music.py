@@ -45,31 +45,31 @@ class MusicStatistics:
   models in eval and generate")."""
 
   def __init__(self, job, out_dir: str):
-    self.job = job  # a `training.builder.Run`
+    self.job = job
     self.out_dir = out_dir
 
   def run(self, state) -> dict:
-    run, config = self.job, self.job.config
+    job, config = self.job, self.job.config
     n = config.eval.num_generated
-    val = Validation(run).run(state)
+    val = Validation(job).run(state)
     val["ppl"] = float(np.exp(val["nll"]))  # of the mean NLL, not a mean of per-batch ppl
-    generated = tokens.sample(run, state, config, n, config.seed)
+    generated = tokens.sample(job, state, config, n, config.seed)
     files = tokens.write_midi(generated, os.path.join(self.out_dir, "samples"))
     g = config.generate
     extra = {}
-    if run.model.cfg.is_vae:  # stages 2-3: reconstructions at the note level
+    if job.model.cfg.is_vae:  # stages 2-3: reconstructions at the note level
       extra["reconstruction"] = notes.evaluate(
-        run, state, data_windows(run), config.eval.num_reconstructed
+        job, state, data_windows(job), config.eval.num_reconstructed
       ) | {"token_accuracy_teacher_forced": val.get("accuracy")}
     return {
       "step": int(state.step),
       **extra,
       "val": val,
-      **music_stats.compare(list(generated), list(data_windows(run))),
+      **music_stats.compare(list(generated), list(data_windows(job))),
       "generation": {
         "num_generated": n,
         "num_tokens": g.num_tokens,
-        "latent": "prior" if run.model.cfg.is_vae else "none",
+        "latent": "prior" if job.model.cfg.is_vae else "none",
         "temperature": g.temperature,
         "top_k": g.top_k,
         "top_p": g.top_p,

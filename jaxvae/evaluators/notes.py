@@ -54,15 +54,15 @@ def note_scores(reference: np.ndarray, estimate: np.ndarray) -> dict[str, float]
   }
 
 
-def reconstruct(run, state, windows: np.ndarray) -> np.ndarray:
+def reconstruct(job, state, windows: np.ndarray) -> np.ndarray:
   """Greedy decodings `[N, seq_len]` of token windows from their posterior means, each
   started from its own first token."""
   variables = {"params": state.params}
-  mu = np.asarray(tokens_lib.encode(run.model, variables, windows))
+  mu = np.asarray(tokens_lib.encode(job.model, variables, windows))
   out = tokens_lib.generate(
-    run.model,
+    job.model,
     variables,
-    jax.random.PRNGKey(run.config.seed),
+    jax.random.PRNGKey(job.config.seed),
     num_tokens=windows.shape[1] - 1,
     batch_size=len(windows),
     temperature=0.0,
@@ -72,11 +72,11 @@ def reconstruct(run, state, windows: np.ndarray) -> np.ndarray:
   return np.asarray(out)
 
 
-def evaluate(run, state, windows: np.ndarray, limit: int) -> dict:
+def evaluate(job, state, windows: np.ndarray, limit: int) -> dict:
   """Mean note-level scores over up to `limit` validation windows that hold notes, with the
   conditions."""
   windows = np.asarray(windows[:limit], np.int32)
-  decoded = reconstruct(run, state, windows)
+  decoded = reconstruct(job, state, windows)
   rows = [s for s in (note_scores(w, d) for w, d in zip(windows, decoded)) if s is not None]
   out = {
     "windows": len(rows),

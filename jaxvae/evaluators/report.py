@@ -39,7 +39,7 @@ class Report:
   last one and raises what a report raised."""
 
   def __init__(self, job, writer, n: int = 8, background: bool | None = None):
-    self.job = job  # a `training.builder.Run`
+    self.job = job
     self.writer = writer
     self.n = n
     if background is None:
@@ -83,15 +83,15 @@ class Report:
 
   def _gather(self, state, epoch: int) -> dict | None:
     """The report's arrays, on the host (device work only)."""
-    run, n = self.job, self.n
-    config = run.config
+    job, n = self.job, self.n
+    config = job.config
     # Only the examples shown (rounded up to a whole number per device), not a full batch.
-    devices = run.mesh.devices.size
+    devices = job.mesh.devices.size
     size = min(config.train.batch_size, -(-n // devices) * devices)
-    batch = next(pipeline.eval_batches(run.val_examples, size))
-    if "features" not in run.variant.outputs:  # token models: generated MIDI in eval mode
+    batch = next(pipeline.eval_batches(job.val_examples, size))
+    if "features" not in job.variant.outputs:  # token models: generated MIDI in eval mode
       return None
-    outputs = run.forward(state, run.put(batch))
+    outputs = job.forward(state, job.put(batch))
     out = {
       "epoch": epoch,
       "step": int(state.step),
@@ -100,21 +100,21 @@ class Report:
       "samples": None,
       "latent": None,
     }
-    has_prior = run.variant.has_prior(config)
+    has_prior = job.variant.has_prior(config)
     if config.train.report_samples and has_prior:
-      out["samples"] = np.asarray(prior.sample(run, state, config, None, min(n, 4), seed=epoch))
+      out["samples"] = np.asarray(prior.sample(job, state, config, None, min(n, 4), seed=epoch))
     try:
       builder.require_finite({k: v for k, v in out.items() if k != "x"}, "reconstructions")
     except errors.NonFiniteOutputError as e:
       logging.warning("No report for epoch %d: %s", epoch, e)
       return None
-    if config.train.report_tsne and has_prior and run.store.label_values:
+    if config.train.report_tsne and has_prior and job.store.label_values:
       out["latent"] = self._latents(state)
     return out
 
   def _draw(self, epoch, step, x, recon, samples, latent) -> str:
-    run, writer, n = self.job, self.writer, self.n
-    config = run.config
+    job, writer, n = self.job, self.writer, self.n
+    config = job.config
     out_dir = os.path.join(writer.workdir, "reports", f"epoch_{epoch:04d}")
     os.makedirs(out_dir, exist_ok=True)
     # Drawn once: the epoch's PNG, its pixels for TensorBoard, and a copy as the workdir's
@@ -140,7 +140,7 @@ class Report:
     if config.data.feature == "mel":
       for name, spec in audio.items():
         # A preview: the filterbank's pseudo-inverse (--mode=generate uses the NNLS one).
-        y = prior.features_to_audio(spec, run.store, config, inverse="pinv")
+        y = prior.features_to_audio(spec, job.store, config, inverse="pinv")
         writer.audio(f"report/{name}", y, step, config.data.sr)
         features.write_wav(os.path.join(out_dir, f"{name}.wav"), y, config.data.sr)
     if latent is not None:
@@ -148,7 +148,7 @@ class Report:
       image = plots.plot_embedding_2d(
         latent,
         labels,
-        run.store.label_values,
+        job.store.label_values,
         os.path.join(out_dir, "latent_tsne.png"),
         method="tsne",
         seed=config.seed,
@@ -159,13 +159,13 @@ class Report:
 
   def _latents(self, state, limit: int = 512):
     """(validation latent means, their labels) for the t-SNE map."""
-    run = self.job
-    ex = run.val_examples
+    job = self.job
+    ex = job.val_examples
     indices = ex.indices
     if len(indices) < 32:  # too few validation clips for a readable map: add training clips
-      indices = np.concatenate([indices, run.train_examples.indices])
+      indices = np.concatenate([indices, job.train_examples.indices])
     sub = pipeline.Examples(ex.store, indices[:limit], ex.normalize, ex.lyrics)
-    latent = encode_all(run, state, sub)["mu"]
+    latent = encode_all(job, state, sub)["mu"]
     labels = {k: ex.store.label_array(k)[sub.indices] for k in ex.store.label_values}
     return latent, labels
 

@@ -172,7 +172,7 @@ class SampleQuality:
   reconstructions to the validation clips, in the configured embedding."""
 
   def __init__(self, job):
-    self.job = job  # a `training.builder.Run`
+    self.job = job
 
   def run(self, state, val_x: np.ndarray, val_recon: np.ndarray, train_means=None) -> dict:
     """`train_means`: the training clips' posterior means, when the caller has encoded them

@@ -19,7 +19,7 @@ class Untrained:
   on the validation split; `summary(result)` is the Markdown table."""
 
   def __init__(self, job):
-    self.job = job  # a `training.builder.Run`
+    self.job = job
 
   def run(self, state) -> dict:
     return compare(self.job, state)
@@ -28,15 +28,15 @@ class Untrained:
     return markdown(result)
 
 
-def compare(run, trained_state) -> dict:
-  untrained = _summarize(Validation(run).run(run.state))
-  trained = _summarize(Validation(run).run(trained_state))
+def compare(job, trained_state) -> dict:
+  untrained = _summarize(Validation(job).run(job.state))
+  trained = _summarize(Validation(job).run(trained_state))
   before, after = untrained["recon_mse"], trained["recon_mse"]
   result = {
     "recon_mse_untrained": before,
     "recon_mse_trained": after,
     "recon_reduction_pct": 100.0 * (before - after) / before if before else 0.0,
-    "validation_examples": len(run.val_examples),
+    "validation_examples": len(job.val_examples),
     "step": int(trained_state.step),
   }
   if "codes_used" in trained:
@@ -45,7 +45,7 @@ def compare(run, trained_state) -> dict:
       "perplexity_untrained": untrained["perplexity"],
       "codes_used": trained["codes_used"],
       "codes_used_untrained": untrained["codes_used"],
-      "codebook_size": int(run.config.model.num_codes),
+      "codebook_size": int(job.config.model.num_codes),
     }
   return result
 

@@ -11,7 +11,7 @@ class Validation:
   default), without the raw histograms."""
 
   def __init__(self, job, examples=None):
-    self.job = job  # a `training.builder.Run`
+    self.job = job
     self.examples = job.val_examples if examples is None else examples
 
   def run(self, state) -> dict:

@@ -53,8 +53,8 @@ def _first_windows(paths: list[str], config) -> np.ndarray:
     raise ConfigError(f"--interpolate: {e}") from None
 
 
-def check_latent(run, config) -> None:
-  if not run.model.cfg.is_vae:
+def check_latent(job, config) -> None:
+  if not job.model.cfg.is_vae:
     raise ConfigError(
       f"--interpolate needs a latent space, but config key 'stage' is "
       f"{config.model.stage} (the plain transformer); use a stage 2 or 3 run"
@@ -76,14 +76,14 @@ def read_inputs(interpolate: str, config) -> tuple[list[str], np.ndarray]:
 
 
 def write_interpolation(
-  run, state, config, paths: list[str], windows: np.ndarray, out_dir: str, seed: int
+  job, state, config, paths: list[str], windows: np.ndarray, out_dir: str, seed: int
 ) -> dict:
   """Decodes points on the line between the latents of two MIDI files' first windows;
   returns the record written to `interp.json`."""
   steps = config.generate.interpolation_steps
-  z_ends = np.asarray(tokens.encode(run.model, {"params": state.params}, windows))
+  z_ends = np.asarray(tokens.encode(job.model, {"params": state.params}, windows))
   z = interpolation_path(z_ends[0], z_ends[1], steps, "lerp")
-  files = tokens.write_midi(tokens.sample(run, state, config, steps, seed, z=z), out_dir, "interp")
+  files = tokens.write_midi(tokens.sample(job, state, config, steps, seed, z=z), out_dir, "interp")
   g = config.generate
   record = {
     "a": paths[0],

@@ -90,13 +90,13 @@ def label_batch(label_values, config, condition: str | None, n: int) -> dict:
   return batch
 
 
-def sample(run, state, config, condition: str | None, n: int, seed: int, gmm=None) -> np.ndarray:
+def sample(job, state, config, condition: str | None, n: int, seed: int, gmm=None) -> np.ndarray:
   """Decodes z ~ the model's prior (N(0, I); VaDE: its mixture), or ~ `gmm` (a fitted
   `fit_posterior_gmm`), to normalized spectrograms [n, n_mels, frames]."""
-  latent = run.variant.latent_kind(config)
-  if latent not in ("gaussian", "mixture") or "features" not in run.variant.outputs:
+  latent = job.variant.latent_kind(config)
+  if latent not in ("gaussian", "mixture") or "features" not in job.variant.outputs:
     raise ConfigError(f"model '{config.model.name}' has no Gaussian prior to sample from")
-  batch = label_batch(run.store.label_values, config, condition, n)
+  batch = label_batch(job.store.label_values, config, condition, n)
   variables = {"params": state.params, **state.model_state}
   key = jax.random.PRNGKey(seed)
   if gmm is not None:
@@ -104,30 +104,30 @@ def sample(run, state, config, condition: str | None, n: int, seed: int, gmm=Non
     z = jnp.asarray(gmm.sample(n)[0], jnp.float32)
     z = z[np.random.default_rng(seed).permutation(n)]  # sklearn orders draws by component
   elif latent == "mixture":  # VaDE: its prior is the learned GMM
-    z = run.model.apply(variables, n, method=run.model.sample_prior, rngs={"sample": key})
+    z = job.model.apply(variables, n, method=job.model.sample_prior, rngs={"sample": key})
   else:
     z = jax.random.normal(key, (n, config.model.latent_dim))
-  return np.asarray(_decoder(run.model)(variables, z, batch))
+  return np.asarray(_decoder(job.model)(variables, z, batch))
 
 
-def fit_posterior_gmm(run, state, components: int, seed: int, means=None):
+def fit_posterior_gmm(job, state, components: int, seed: int, means=None):
   """A post-hoc prior: a Gaussian mixture (full covariances, sklearn) fitted to the posterior
   means of the original training clips (as pythae's GMM sampler), to sample with
   `sample(..., gmm=)`. `means`: those posterior means when the caller has them already."""
   from sklearn.mixture import GaussianMixture
 
-  if "latent_dim" not in run.config.model:
-    raise ConfigError(f"model '{run.config.model.name}' has no Gaussian latent to fit a prior to")
+  if "latent_dim" not in job.config.model:
+    raise ConfigError(f"model '{job.config.model.name}' has no Gaussian latent to fit a prior to")
   if means is None:
     train = pipeline.Examples(
-      run.store,
-      run.store.indices("train", augmented=False),
-      run.config.data.normalize,
-      run.train_examples.lyrics,
+      job.store,
+      job.store.indices("train", augmented=False),
+      job.config.data.normalize,
+      job.train_examples.lyrics,
     )
     chunks = []
-    for batch in pipeline.eval_batches(train, run.config.train.batch_size):
-      mu = run.gather(run.forward(state, run.put(batch))["mu"])
+    for batch in pipeline.eval_batches(train, job.config.train.batch_size):
+      mu = job.gather(job.forward(state, job.put(batch))["mu"])
       chunks.append(np.asarray(mu, np.float64)[batch["mask"] > 0])
     means = np.concatenate(chunks)
   mu = np.asarray(means, np.float64)

@@ -140,13 +140,13 @@ def encode(model: MusicTransformer, variables, tokens):
   return _encode_fn(model)(variables["params"], jnp.asarray(tokens, jnp.int32))
 
 
-def sample(run, state, config, num_samples: int, seed: int, z=None) -> np.ndarray:
+def sample(job, state, config, num_samples: int, seed: int, z=None) -> np.ndarray:
   """int32 [num_samples, 1 + generate.num_tokens]: START, then sampled ids (prior z in VAE
   stages unless `z` is given)."""
   g = config.generate
   return np.asarray(
     generate(
-      run.model,
+      job.model,
       {"params": state.params},
       jax.random.PRNGKey(seed),
       num_tokens=g.num_tokens,

@@ -1,5 +1,5 @@
 """From a config to what the loop and the modes run: the model, its optimizer and state, the
-sharded jitted steps (`build` -> `Compiled`), and with the data (`setup` -> `Run`).
+sharded jitted steps (`build` -> `Compiled`), and with the data (`setup` -> `Job`).
 
 The variant registry gives the model, objective, stages and optional hooks; the trainer never
 learns a variant's name.
@@ -67,7 +67,7 @@ class Compiled:
 
 
 @dataclasses.dataclass
-class Run(Compiled):
+class Job(Compiled):
   """A `Compiled` with its data: what the loop and every mode need."""
 
   store: store_lib.Store = None
@@ -96,12 +96,12 @@ def require_finite(values, what: str, step: int | None = None) -> None:
     )
 
 
-def check_outputs(run: Run, state, what: str = "outputs") -> None:
+def check_outputs(job: Job, state, what: str = "outputs") -> None:
   """The model's outputs on the first validation batch (its real examples), checked finite
   (`require_finite`); what eval, generate and the reports run before using a checkpoint."""
-  examples = run.val_examples if len(run.val_examples.indices) else run.train_examples
-  batch = next(pipeline.eval_batches(examples, run.config.train.batch_size))
-  outputs = run.gather(run.forward(state, run.put(batch)))
+  examples = job.val_examples if len(job.val_examples.indices) else job.train_examples
+  batch = next(pipeline.eval_batches(examples, job.config.train.batch_size))
+  outputs = job.gather(job.forward(state, job.put(batch)))
   real = np.asarray(batch["mask"]) > 0
   outputs = {
     k: np.asarray(v)[real] if np.ndim(v) and np.shape(v)[0] == real.size else v
@@ -175,7 +175,7 @@ def build(config, spec, example_batch: dict, steps_per_epoch: int, total_steps: 
   )
 
 
-def setup(config, *, progress: bool = True, data: dataset_lib.Dataset | None = None) -> Run:
+def setup(config, *, progress: bool = True, data: dataset_lib.Dataset | None = None) -> Job:
   """The config's dataset (`jaxvae.data.dataset.load`, unless given) and the `Compiled`
   built for it."""
   if data is None:
@@ -187,7 +187,7 @@ def setup(config, *, progress: bool = True, data: dataset_lib.Dataset | None = N
   example = next(pipeline.eval_batches(data.train, config.train.batch_size))
   compiled = build(config, data.spec, example, spe, total)
   fields = {f.name: getattr(compiled, f.name) for f in dataclasses.fields(Compiled)}
-  return Run(
+  return Job(
     **fields,
     store=data.store,
     train_examples=data.train,

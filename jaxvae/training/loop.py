@@ -33,7 +33,7 @@ from jaxvae.training import preemption
 from jaxvae.training import resources
 from jaxvae.training import timing
 from jaxvae.training import writer as writer_lib
-from jaxvae.training.builder import Run
+from jaxvae.training.builder import Job
 from jaxvae.training.builder import setup
 from jaxvae.training.builder import total_epochs
 from jaxvae.training.state import RunMeta
@@ -45,7 +45,7 @@ from jaxvae.training.state import TrainState
 # when training ends, before the log writer closes.
 EpochHook = Callable[[TrainState, int], None]
 # (run, writer) -> the hooks of this run.
-HookFactory = Callable[[Run, writer_lib.Writer], list[EpochHook]]
+HookFactory = Callable[[Job, writer_lib.Writer], list[EpochHook]]
 
 
 def train_and_evaluate(
@@ -88,22 +88,22 @@ class _Where:
   step: int | None = None
 
 
-def _weights_from(run: Run, config) -> TrainState:
+def _weights_from(job: Job, config) -> TrainState:
   """Weights from `init_from` (fine-tuning / progressive stages); optimizer fresh."""
-  params, model_state = ckpt_lib.restore_weights(config.init_from, run.state, config.model.name)
-  state = run.state.replace(params=params, model_state=model_state, opt_state=run.tx.init(params))
-  return jax.device_put(state, mesh_lib.replicated(run.mesh))
+  params, model_state = ckpt_lib.restore_weights(config.init_from, job.state, config.model.name)
+  state = job.state.replace(params=params, model_state=model_state, opt_state=job.tx.init(params))
+  return jax.device_put(state, mesh_lib.replicated(job.mesh))
 
 
-def _check_best_metric(run: Run) -> None:
+def _check_best_metric(job: Job) -> None:
   """`train.best_metric` must be a validation metric of every stage's objective (traced on
   an example batch, nothing compiled): a typo fails before training, not after an epoch."""
-  if "/" in metrics_lib.best_metric_name(run.config):
+  if "/" in metrics_lib.best_metric_name(job.config):
     return  # a `data.sources` metric (<source>/<metric>): checked at the first evaluation
-  batch = run.spec.example_batch(run.config.train.batch_size)
-  for eval_step in run.eval_steps:
-    out = jax.eval_shape(eval_step, run.state, batch)
-    metrics_lib.check_best_metric(run.config, metrics_lib.split_metric_names(out))
+  batch = job.spec.example_batch(job.config.train.batch_size)
+  for eval_step in job.eval_steps:
+    out = jax.eval_shape(eval_step, job.state, batch)
+    metrics_lib.check_best_metric(job.config, metrics_lib.split_metric_names(out))
 
 
 def _follow_best_metric(meta: RunMeta, config) -> None:
@@ -140,23 +140,23 @@ def _train_timed(
     data = dataset_lib.load(config, progress=progress)
   where.what = "setting up the run"
   with phases("setup"):
-    run = setup(config, progress=progress, data=data)
+    job = setup(config, progress=progress, data=data)
   logging.info(
     "Training on %d devices (%s, %d process(es)), global batch %d",
-    run.mesh.devices.size,
+    job.mesh.devices.size,
     jax.devices()[0].platform,
     jax.process_count(),
     config.train.batch_size,
   )
   if metrics_lib.best_metric_name(config) != "loss":  # every objective reports 'loss'
     with phases("setup"):
-      _check_best_metric(run)
+      _check_best_metric(job)
   main_process = multihost.is_main_process()
   if main_process:
-    writer_lib.mark_workdir(workdir, config, run.store)
+    writer_lib.mark_workdir(workdir, config, job.store)
   with phases("setup"):
     iterator = pipeline.train_iterator(
-      run.train_examples,
+      job.train_examples,
       config.train.batch_size,
       config.seed,
       config,
@@ -168,10 +168,10 @@ def _train_timed(
   try:
     with phases("checkpoints"):
       if ckpts.latest_step() is not None:
-        state, meta = ckpts.restore_latest(run.state, iterator)
+        state, meta = ckpts.restore_latest(job.state, iterator)
         logging.info("Resumed from step %d in %s", int(state.step), workdir)
       else:
-        state = _weights_from(run, config) if config.init_from else run.state
+        state = _weights_from(job, config) if config.init_from else job.state
         name = metrics_lib.best_metric_name(config)
         meta = RunMeta(
           best_metric=name,
@@ -182,14 +182,14 @@ def _train_timed(
       workdir_lib.repair_metrics(os.path.join(workdir, "metrics.jsonl"), int(state.step))
     where.what, where.step = "training", int(state.step)
     if main_process:
-      ckpt_lib.warn_if_disk_is_short(workdir, run.state, config, int(state.step), run.total_steps)
+      ckpt_lib.warn_if_disk_is_short(workdir, job.state, config, int(state.step), job.total_steps)
     writer = (writer_lib.Writer if main_process else writer_lib.NullWriter)(
       workdir, config, purge_step=int(state.step) + 1
     )
     with phases("reports"):
-      hooks = epoch_hooks(run, writer) if epoch_hooks is not None else []
+      hooks = epoch_hooks(job, writer) if epoch_hooks is not None else []
     try:
-      loop = _Loop(run, ckpts, writer, hooks, progress, epoch_callback, phases, stops, where)
+      loop = _Loop(job, ckpts, writer, hooks, progress, epoch_callback, phases, stops, where)
       try:
         state, meta = loop.train(state, meta, iterator)
       except BaseException:
@@ -241,7 +241,7 @@ def _close_hooks(hooks) -> None:
 class _Loop:
   """The epoch loop of one run (what `_train` set up)."""
 
-  run: Run
+  job: Job
   ckpts: ckpt_lib.Checkpoints
   writer: writer_lib.Writer
   hooks: list[EpochHook]
@@ -258,20 +258,20 @@ class _Loop:
   write_s: float = 0.0  # writing a checkpoint of the state at a slow disk's 200 MB/s
 
   def train(self, state: TrainState, meta: RunMeta, iterator):
-    run, t = self.run, self.run.config.train
-    spe = run.steps_per_epoch
+    job, t = self.job, self.job.config.train
+    spe = job.steps_per_epoch
     step = int(state.step)
     watch = metrics_lib.NonfiniteWatch(t.max_nonfinite_steps, t.max_nonfinite_share)
     self.write_s = ckpt_lib.state_bytes(state) / 2e8
     gather = multihost.gather_flags if jax.process_count() > 1 else None
     steps_here = 0  # steps this process ran: a budget stop comes after at least one
     self.stops.armed = True  # from here a signal stops the run after a step, with its save
-    while self._advance_stage(meta) and step < run.total_steps:
+    while self._advance_stage(meta) and step < job.total_steps:
       if not meta.stage_started:
         state = self._start_stage(state, meta)
-      train_step = run.train_steps[meta.stage]
+      train_step = job.train_steps[meta.stage]
       epoch_start = time.time()
-      steps = min(spe - (step - meta.epoch_start_step), run.total_steps - step)
+      steps = min(spe - (step - meta.epoch_start_step), job.total_steps - step)
       rows, pulled = [], []  # this epoch's step metrics: on device, and host copies of them
       carried = list(meta.epoch_rows)  # host rows of this epoch's steps before a resume
       first_step = step + 1
@@ -285,7 +285,7 @@ class _Loop:
 
       bar = tqdm.tqdm(
         total=steps,
-        desc=f"epoch {meta.epoch + 1}/{total_epochs(run.config)}",
+        desc=f"epoch {meta.epoch + 1}/{total_epochs(job.config)}",
         disable=not self.progress,
         leave=False,
       )
@@ -293,7 +293,7 @@ class _Loop:
       phase = self.phases
       for _ in range(steps):
         with phase("train_steps"):
-          state, metrics = train_step(state, run.put(next(iterator)))
+          state, metrics = train_step(state, job.put(next(iterator)))
           faults.point("train.step")
           rows.append(metrics)
           step += 1
@@ -308,7 +308,7 @@ class _Loop:
           window_start, window_step = time.time(), step
         # Not on an epoch's last step (nor the run's, when max_steps cuts the epoch short):
         # the epoch-end save covers it, and a resume from there must still end the epoch.
-        mid_epoch = step - meta.epoch_start_step < spe and step < run.total_steps
+        mid_epoch = step - meta.epoch_start_step < spe and step < job.total_steps
         saved = False
         if t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0 and mid_epoch:
           with phase("train_steps"):
@@ -338,7 +338,7 @@ class _Loop:
       if self.epoch_callback is not None:
         self.epoch_callback(meta.history[-1])
       phase.end_epoch()
-      if step < run.total_steps and self._advance_stage(meta):
+      if step < job.total_steps and self._advance_stage(meta):
         reason = self._stop_reason(step, steps_here, True, gather, synced=True)
         if reason is not None:
           self._stop(reason, step)  # the epoch's save above is the resume point
@@ -383,12 +383,12 @@ class _Loop:
     """Why the run stops after `step` (a signal, the budget, another process), or None.
     With several processes the hosts compare only where they meet (log steps, epoch ends)."""
     if synced is None:
-      synced = step % self.run.config.train.log_every_steps == 0
+      synced = step % self.job.config.train.log_every_steps == 0
     if gather is not None and not synced:
       return None
     reserve = 2 * self.step_s + self.save_s + self.write_s + 1.0
     if gather is not None:  # the next chance to stop is the next log step
-      reserve += self.run.config.train.log_every_steps * self.step_s
+      reserve += self.job.config.train.log_every_steps * self.step_s
     if ends_epoch:
       reserve += self.epoch_end_s
     local = self.stops.requested()
@@ -398,7 +398,7 @@ class _Loop:
 
   def _log_window(self, pulled, steps: int, seconds: float, step: int, bar) -> None:
     """Logs the last `steps` steps' mean metrics and the resource sample at a log step."""
-    t = self.run.config.train
+    t = self.job.config.train
     logged = metrics_lib.mean_metrics(pulled[-t.log_every_steps :])
     self.step_s = seconds / max(steps, 1)
     system = self.monitor.sample(steps, seconds, t.batch_size)
@@ -413,22 +413,22 @@ class _Loop:
     )
 
   def _start_stage(self, state: TrainState, meta: RunMeta) -> TrainState:
-    run = self.run
-    stage = run.stages[meta.stage]
-    fine_tuning = run.config.init_from and meta.stage == 0
+    job = self.job
+    stage = job.stages[meta.stage]
+    fine_tuning = job.config.init_from and meta.stage == 0
     if stage.on_start is not None and not fine_tuning:
       logging.info("Stage '%s': initializing from the training data", stage.name)
       batches = lambda: (
-        run.put(b) for b in pipeline.eval_batches(run.train_examples, run.config.train.batch_size)
+        job.put(b) for b in pipeline.eval_batches(job.train_examples, job.config.train.batch_size)
       )
-      state = stage.on_start(state, run.model, batches, run.config)
-      state = jax.device_put(state, mesh_lib.replicated(run.mesh))
+      state = stage.on_start(state, job.model, batches, job.config)
+      state = jax.device_put(state, mesh_lib.replicated(job.mesh))
     meta.stage_started = True
     return state
 
   def _advance_stage(self, meta: RunMeta) -> bool:
     """Moves to the next stage when this one is done; False when training is over."""
-    stages = self.run.stages
+    stages = self.job.stages
     if meta.stage_epochs < stages[meta.stage].epochs and not meta.stage_stopped:
       return True
     if meta.stage + 1 >= len(stages):
@@ -446,15 +446,15 @@ class _Loop:
     `rows` are host copies of the epoch's step metrics (those before a mid-epoch resume
     too); `seconds` the wall time of the `timed` steps this process ran. Updates `meta` in
     place."""
-    run = self.run
-    config = run.config
+    job = self.job
+    config = job.config
     step = int(state.step)
     stage = meta.stage
     epoch = meta.epoch + 1
     train_metrics = metrics_lib.mean_metrics(rows)
     eval_start = time.time()
     with self.phases("evaluation"):
-      val_metrics = metrics_lib.evaluate(run, state, run.val_examples, stage)
+      val_metrics = metrics_lib.evaluate(job, state, job.val_examples, stage)
     histograms = val_metrics.pop("histograms", {})
     record = {
       "epoch": epoch,
@@ -463,8 +463,8 @@ class _Loop:
       "samples_per_s": round(timed * config.train.batch_size / max(seconds, 1e-9), 2),
       "eval_seconds": round(time.time() - eval_start, 3),
     }
-    if len(run.stages) > 1:
-      record["stage"] = run.stages[stage].name
+    if len(job.stages) > 1:
+      record["stage"] = job.stages[stage].name
     record |= {f"train/{k}": v for k, v in train_metrics.items()}
     record |= {f"val/{k}": v for k, v in val_metrics.items()}
     meta.history = meta.history + [record]
@@ -498,7 +498,7 @@ class _Loop:
       meta.bad_epochs += 1
       if config.train.patience and meta.bad_epochs >= config.train.patience:
         meta.stage_stopped = True
-        meta.stopped_early = stage == len(run.stages) - 1
+        meta.stopped_early = stage == len(job.stages) - 1
         logging.info(
           "Early stopping at epoch %d: val %s did not improve for %d epochs",
           epoch,

@@ -14,7 +14,7 @@ from jaxvae.training.state import TrainState
 
 
 def evaluate(
-  run, state: TrainState, examples: pipeline.Examples, stage: int = -1
+  job, state: TrainState, examples: pipeline.Examples, stage: int = -1
 ) -> dict[str, float]:
   """Example-weighted means of the objective's metrics over a whole split.
 
@@ -25,7 +25,7 @@ def evaluate(
   """
   names = list(examples.store.sources)
   if len(names) < 2:
-    return _summarize(_collect(run, state, examples, stage))
+    return _summarize(_collect(job, state, examples, stage))
   # A `data.sources` run: each source's split on its own (its metrics under `<source>/`),
   # and the overall means from the same batches, weighted as one pass would weight them.
   out, everything = {}, []
@@ -33,7 +33,7 @@ def evaluate(
     part = examples.of_source(name)
     if part is None:
       continue
-    collected = _collect(run, state, part, stage)
+    collected = _collect(job, state, part, stage)
     everything += collected
     mine = _summarize(collected)
     mine.pop("histograms", None)
@@ -41,11 +41,11 @@ def evaluate(
   return _summarize(everything) | out
 
 
-def _collect(run, state, examples, stage) -> list[dict]:
-  eval_step = run.eval_steps[stage]
+def _collect(job, state, examples, stage) -> list[dict]:
+  eval_step = job.eval_steps[stage]
   collected = [
-    eval_step(state, run.put(b))
-    for b in pipeline.eval_batches(examples, run.config.train.batch_size)
+    eval_step(state, job.put(b))
+    for b in pipeline.eval_batches(examples, job.config.train.batch_size)
   ]
   return jax.device_get(collected)
 
