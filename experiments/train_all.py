@@ -54,8 +54,8 @@ MODELS = (
   ("basic", "basic_vae.py"),
   ("conv", "conv_vae.py"),
   ("beta", "beta_vae.py"),
-  ("cvae_language", "cvae_language.py"),
-  ("cvae_genre", "cvae_genre.py"),
+  ("cvae_language", "cvae.py:language"),
+  ("cvae_genre", "cvae.py:genre"),
   ("vade", "vade.py"),
   ("multimodal", "multimodal_vae.py"),
 )
@@ -103,8 +103,11 @@ def _overrides(args) -> dict:
 
 
 def _spec(config_file: str, preset: str) -> str:
-  path = os.path.join(ROOT, "configs", config_file)
-  return f"{path}:{preset}" if preset else path
+  """configs/<file>[:its own preset][,preset] (the conditional VAEs name their label)."""
+  name, _, own = config_file.partition(":")
+  arg = ",".join(p for p in (own, preset) if p)
+  path = os.path.join(ROOT, "configs", name)
+  return f"{path}:{arg}" if arg else path
 
 
 def _lyrics_model(args) -> str:

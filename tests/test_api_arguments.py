@@ -57,7 +57,7 @@ def models(short_run, tiny_overrides):
   return {
     "audio": jaxvae.load(short_run),
     "conditional": _unweighted(
-      api.AudioModel, "cvae_genre.py:small", small, DataSpec(FEATURES, LABELS)
+      api.AudioModel, "cvae.py:genre,small", small, DataSpec(FEATURES, LABELS)
     ),
     "multimodal": _unweighted(
       api.AudioModel, "multimodal_vae.py:small", small, DataSpec(FEATURES, LABELS, lyrics_dim=12)

@@ -17,7 +17,7 @@ SEED_PARAMS = {
   "basic_vae.py": 5_488_032,
   "conv_vae.py": 63_555_809,
   "beta_vae.py": 63_555_809,
-  "cvae_genre.py": 68_839_777,
+  "cvae.py": 68_839_777,
   "puzzle_vqvae.py": 83_777,
   "spectral_vae.py": 2_482_849,
   "harmonic_vae.py": 46_785_920,

@@ -245,13 +245,13 @@ def test_generate_from_the_prior_writes_audio(trained, tiny_overrides):
 
 def test_conditional_generation(tmp_path, tiny_overrides, capsys):
   overrides = dict(tiny_overrides, **{"train.max_steps": "1", "train.epochs": "1"})
-  assert _cli(tmp_path, overrides, config="cvae_genre.py:small") == 0
+  assert _cli(tmp_path, overrides, config="cvae.py:genre,small") == 0
   assert (
     _cli(
       tmp_path,
       overrides,
       mode="generate",
-      config="cvae_genre.py:small",
+      config="cvae.py:genre,small",
       extra=["--condition=rock", "--num_samples=2"],
     )
     == 0
@@ -259,7 +259,7 @@ def test_conditional_generation(tmp_path, tiny_overrides, capsys):
   assert os.path.exists(tmp_path / "generate" / "rock_01.wav")
   assert (
     _cli(
-      tmp_path, overrides, mode="generate", config="cvae_genre.py:small", extra=["--condition=jazz"]
+      tmp_path, overrides, mode="generate", config="cvae.py:genre,small", extra=["--condition=jazz"]
     )
     == 1
   )
