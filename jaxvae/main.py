@@ -48,6 +48,8 @@ MODES = {
   "download": download.run,
   "export": export.run,
 }
+# Modes with flags of their own (`add_arguments(group)`, `check_arguments(args, parser)`).
+MODE_FLAGS = {"generate": generate, "export": export}
 WRITES = ("train", "tune")  # modes that hold the workdir's lock (one writer per workdir)
 READS_CHECKPOINT = ("eval", "generate", "analyze", "export")
 
@@ -67,51 +69,20 @@ def parse_args(argv: list[str]):
     help="delete this workdir's run outputs first (no question asked)",
   )
   parser.add_argument("--no_progress", action="store_true", help="no progress bars")
-  parser.add_argument(
-    "--condition",
-    default=None,
-    help="generate: the label value to condition on (e.g. --condition=rock)",
-  )
-  parser.add_argument("--num_samples", type=int, default=4, help="generate: how many")
-  parser.add_argument("--seed", type=int, default=0, help="generate: sampling seed")
-  parser.add_argument(
-    "--interpolate",
-    default=None,
-    metavar="A.mid,B.mid",
-    help="generate (MIDI stages 2-3: A.mid,B.mid; audio VAEs: a.wav,b.wav): decode "
-    "generate.interpolation_steps latents from A's to B's -> interp_XX",
-  )
-  parser.add_argument(
-    "--attribute",
-    default=None,
-    metavar="LABEL:FROM->TO",
-    help="generate (audio VAEs): move --input along the FROM->TO attribute vector "
-    "(difference of the two values' mean training latents), e.g. genre:rock->pop",
-  )
-  parser.add_argument("--strength", type=float, default=1.0, help="generate: --attribute scale")
-  parser.add_argument("--input", default=None, help="generate: the audio file --attribute moves")
-  parser.add_argument(
-    "--prior",
-    default="model",
-    choices=("model", "gmm"),
-    help="generate (audio VAEs): sample the model's prior, or a Gaussian mixture fitted to "
-    "the training posteriors (eval.gmm_components components)",
-  )
-  parser.add_argument(
-    "--onnx",
-    action="store_true",
-    help="export: also convert each function to ONNX (needs jax2onnx and onnxruntime)",
-  )
+  # A mode's own flags: `add_arguments(group)` of its module, in a help group of its own; given
+  # with another mode they are one error naming the mode they belong to.
+  owned = {}
+  for mode, module in MODE_FLAGS.items():
+    before = {a.dest for a in parser._actions}
+    module.add_arguments(parser.add_argument_group(f"--mode={mode}"))
+    owned[mode] = [a for a in parser._actions if a.dest not in before]
   args, rest = parser.parse_known_args(argv)
-  for flag in ("interpolate", "attribute", "input"):
-    if getattr(args, flag) is not None and args.mode != "generate":
-      parser.error(f"--{flag} is an option of --mode=generate")
-  if args.onnx and args.mode != "export":
-    parser.error("--onnx is an option of --mode=export")
-  if args.prior != "model" and (args.mode != "generate" or args.interpolate or args.attribute):
-    parser.error(
-      "--prior is an option of --mode=generate when sampling (not --interpolate or --attribute)"
-    )
+  for mode, actions in owned.items():
+    for action in actions:
+      if mode != args.mode and getattr(args, action.dest) != action.default:
+        parser.error(f"{action.option_strings[0]} is an option of --mode={mode}")
+  if args.mode in MODE_FLAGS:
+    MODE_FLAGS[args.mode].check_arguments(args, parser)
   args.overrides = loading.overrides_from_args(parser, rest)
   return args
 

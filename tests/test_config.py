@@ -98,3 +98,31 @@ def test_missing_data_root_is_a_clear_error(tmp_path):
   )
   with pytest.raises(errors.DataError, match="nowhere"):
     dataset.spec_from_config(config)
+
+
+@pytest.mark.parametrize(
+  "argv, message",
+  [
+    (["--mode=eval", "--onnx"], "--onnx is an option of --mode=export"),
+    (["--num_samples=3"], "--num_samples is an option of --mode=generate"),
+    (["--mode=export", "--attribute=genre:a->b"], "--attribute is an option of --mode=generate"),
+    (["--mode=generate", "--prior=gmm", "--interpolate=a.wav,b.wav"], "--prior is for sampling"),
+  ],
+)
+def test_a_modes_flag_with_another_mode_is_one_line(argv, message, capsys):
+  """Each mode owns its flags (`add_arguments` in its module); main refuses them elsewhere."""
+  from jaxvae import main as main_lib
+
+  with pytest.raises(SystemExit) as exit_info:
+    main_lib.parse_args(["--config=configs/conv_vae.py", "--workdir=unused", *argv])
+  assert exit_info.value.code == 2
+  assert message in capsys.readouterr().err
+
+
+def test_mode_flags_reach_their_mode():
+  from jaxvae import main as main_lib
+
+  args = main_lib.parse_args(
+    ["--config=c.py", "--workdir=w", "--mode=generate", "--num_samples=3", "--prior=gmm"]
+  )
+  assert (args.num_samples, args.prior, args.onnx) == (3, "gmm", False)

@@ -52,6 +52,19 @@ FORMAT_VERSION = 2
 ONNX_TOLERANCE = 1e-4  # max |ONNX - JAX| accepted for a converted function
 
 
+def add_arguments(group) -> None:
+  """The flags of `--mode=export` (`jaxvae.main` adds them to its parser)."""
+  group.add_argument(
+    "--onnx",
+    action="store_true",
+    help="also convert each function to ONNX (needs jax2onnx and onnxruntime)",
+  )
+
+
+def check_arguments(args, parser) -> None:
+  del args, parser  # --onnx goes with anything export does
+
+
 def run(config, workdir: str, args) -> int:
   del config  # the run's own config (from the workdir) is what gets exported
   model = api.load(workdir)

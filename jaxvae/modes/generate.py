@@ -29,6 +29,44 @@ from jaxvae.training import checkpoint
 from jaxvae.variants import registry
 
 
+def add_arguments(group) -> None:
+  """The flags of `--mode=generate` (`jaxvae.main` adds them to its parser)."""
+  group.add_argument(
+    "--condition", default=None, help="the label value to condition on (e.g. --condition=rock)"
+  )
+  group.add_argument("--num_samples", type=int, default=4, help="how many samples")
+  group.add_argument("--seed", type=int, default=0, help="sampling seed")
+  group.add_argument(
+    "--interpolate",
+    default=None,
+    metavar="A.mid,B.mid",
+    help="MIDI stages 2-3: A.mid,B.mid; audio VAEs: a.wav,b.wav: decode "
+    "generate.interpolation_steps latents from A's to B's -> interp_XX",
+  )
+  group.add_argument(
+    "--attribute",
+    default=None,
+    metavar="LABEL:FROM->TO",
+    help="audio VAEs: move --input along the FROM->TO attribute vector (difference of the "
+    "two values' mean training latents), e.g. genre:rock->pop",
+  )
+  group.add_argument("--strength", type=float, default=1.0, help="the --attribute scale")
+  group.add_argument("--input", default=None, help="the audio file --attribute moves")
+  group.add_argument(
+    "--prior",
+    default="model",
+    choices=("model", "gmm"),
+    help="audio VAEs: sample the model's prior, or a Gaussian mixture fitted to the training "
+    "posteriors (eval.gmm_components components)",
+  )
+
+
+def check_arguments(args, parser) -> None:
+  """What the flags of `--mode=generate` allow together (`parser.error`: one line, status 2)."""
+  if args.prior != "model" and (args.interpolate or args.attribute):
+    parser.error("--prior is for sampling, not with --interpolate or --attribute")
+
+
 def run(config, workdir: str, args) -> int:
   condition, num_samples, seed = args.condition, args.num_samples, args.seed
   interpolate = args.interpolate
