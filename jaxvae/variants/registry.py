@@ -49,12 +49,12 @@ def check(config) -> None:
   ConfigError naming the key. `jaxvae.config` checks the keys every run has."""
   checks.choice(config, "model.name", names())
   variant = VARIANTS[config.model.name]
+  sources.of_config(config)  # data.sources, each source's keys
   if config.data.kind != variant.data_kind:
     raise ConfigError(
       f"config key 'data.kind' is {config.data.kind!r}; model '{config.model.name}' reads "
       f"{variant.data_kind!r} data"
     )
-  sources.of_config(config)  # data.sources, each source's keys
   variant.validate(config)
 
 
