@@ -20,6 +20,7 @@ import soundfile as sf
 from conftest import load_config
 from jaxvae import errors
 from jaxvae.audio import features
+from jaxvae.audio import synthesis
 from jaxvae.data import store
 from jaxvae.sampling import prior
 
@@ -371,10 +372,10 @@ def test_mel_to_audio_reconstructs_the_spectrum_and_writes_wav(tmp_path):
   y = _synth_music(sr, 0.5, seed=3)
   kwargs = dict(sr=sr, n_fft=512, hop_length=128)
   mel = features.mel_spectrogram(y, n_mels=64, **kwargs)
-  audio = features.mel_to_audio(mel, n_iter=8, length=len(y), **kwargs)
+  audio = synthesis.mel_to_audio(mel, n_iter=8, length=len(y), **kwargs)
   assert audio.dtype == np.float32 and audio.shape == y.shape
   np.testing.assert_array_equal(  # seeded: reproducible
-    audio, features.mel_to_audio(mel, n_iter=8, length=len(y), **kwargs)
+    audio, synthesis.mel_to_audio(mel, n_iter=8, length=len(y), **kwargs)
   )
   # Griffin-Lim loses phase, not the spectrum: the mel dB of the result tracks the input's
   # (~0.9 correlation measured; white noise of the same length gives ~-0.1).
@@ -382,18 +383,18 @@ def test_mel_to_audio_reconstructs_the_spectrum_and_writes_wav(tmp_path):
   db_in, db_out = (np.asarray(features.power_to_db(m, ref=np.max)) for m in (mel, back))
   assert np.corrcoef(db_in.ravel(), db_out.ravel())[0, 1] > 0.8
   # The reports' fast preview (pseudo-inverse of the filterbank) keeps the spectrum as well.
-  fast = features.mel_to_audio(mel, n_iter=8, length=len(y), inverse="pinv", **kwargs)
+  fast = synthesis.mel_to_audio(mel, n_iter=8, length=len(y), inverse="pinv", **kwargs)
   back = features.mel_spectrogram(fast, n_mels=64, **kwargs)
   db_fast = np.asarray(features.power_to_db(back, ref=np.max))
   assert np.corrcoef(db_in.ravel(), db_fast.ravel())[0, 1] > 0.8
 
-  path = features.write_wav(str(tmp_path / "out" / "clip.wav"), 2.0 * audio, sr)
+  path = synthesis.write_wav(str(tmp_path / "out" / "clip.wav"), 2.0 * audio, sr)
   info = sf.info(path)
   assert (info.samplerate, info.frames, info.subtype) == (sr, len(y), "PCM_16")
   written, _ = sf.read(path, dtype="float32")
   assert np.abs(written).max() <= 1.0  # clipped, not wrapped around
   with pytest.raises(ValueError, match="NaN"):
-    features.write_wav(str(tmp_path / "bad.wav"), np.full(10, np.nan), sr)
+    synthesis.write_wav(str(tmp_path / "bad.wav"), np.full(10, np.nan), sr)
 
 
 @pytest.mark.parametrize("feature", ["mel", "mfcc"])

@@ -20,7 +20,7 @@ import numpy as np
 from jaxvae import errors
 from jaxvae import faults
 from jaxvae import workdir as workdir_lib
-from jaxvae.audio import features
+from jaxvae.audio import synthesis
 from jaxvae.data import pipeline
 from jaxvae.evaluators import plots
 from jaxvae.evaluators.latents import encode_all
@@ -142,7 +142,7 @@ class Report:
         # A preview: the filterbank's pseudo-inverse (--mode=generate uses the NNLS one).
         y = prior.features_to_audio(spec, job.store, config, inverse="pinv")
         writer.audio(f"report/{name}", y, step, config.data.sr)
-        features.write_wav(os.path.join(out_dir, f"{name}.wav"), y, config.data.sr)
+        synthesis.write_wav(os.path.join(out_dir, f"{name}.wav"), y, config.data.sr)
     if latent is not None:
       latent, labels = latent
       image = plots.plot_embedding_2d(

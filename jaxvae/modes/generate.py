@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxvae import api
 from jaxvae import workdir as workdir_lib
-from jaxvae.audio import features
+from jaxvae.audio import synthesis
 from jaxvae.errors import ConfigError
 from jaxvae.evaluators import plots
 from jaxvae.sampling import interpolate as interpolate_lib
@@ -109,7 +109,7 @@ def run(config, workdir: str, args) -> int:
     stem = os.path.join(out_dir, f"{tag}_{i:02d}")
     np.save(stem + ".npy", prior.to_feature_units(x, job.store, config).astype(np.float32))
     if config.data.feature == "mel":
-      features.write_wav(
+      synthesis.write_wav(
         stem + ".wav", prior.features_to_audio(x, job.store, config), config.data.sr
       )
     written.append(stem)
@@ -182,7 +182,7 @@ def _audio_latent_tools(config, workdir: str, args) -> int:
     stem = os.path.join(out_dir, f"{tag}_{i:02d}")
     np.save(stem + ".npy", x.astype(np.float32))
     if config.data.feature == "mel":
-      features.write_wav(stem + ".wav", model.to_audio(x[None])[0], config.data.sr)
+      synthesis.write_wav(stem + ".wav", model.to_audio(x[None])[0], config.data.sr)
     files.append(stem)
   plots.plot_spectrograms(
     specs, os.path.join(out_dir, f"{tag}.png"), titles=[f"{tag} {i}" for i in range(len(specs))]

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae.audio import features
+from jaxvae.audio import synthesis
 from jaxvae.data import pipeline
 from jaxvae.data import store as store_lib
 from jaxvae.errors import ConfigError
@@ -40,7 +41,7 @@ def features_to_audio(
   x: np.ndarray, store, config, n_iter: int = 32, inverse: str = "nnls", length: int | None = None
 ) -> np.ndarray:
   """One normalized mel spectrogram [n_mels, frames] -> waveform (Griffin-Lim; `inverse`:
-  how mel bands go back to linear frequency, see `audio.features.mel_to_audio`)."""
+  how mel bands go back to linear frequency, see `audio.synthesis.mel_to_audio`)."""
   d = config.data
   if d.feature != "mel":
     raise ConfigError(
@@ -48,7 +49,7 @@ def features_to_audio(
     )
   builder.require_finite(x, "spectrograms")
   power = to_power(x, store.manifest["stats"], config)
-  audio = features.mel_to_audio(
+  audio = synthesis.mel_to_audio(
     power,
     sr=d.sr,
     n_fft=d.n_fft,
