@@ -41,8 +41,8 @@ import jax  # noqa: E402
 
 from jaxvae import errors  # noqa: E402
 from jaxvae.data import dataset  # noqa: E402
+from jaxvae.data import featurize  # noqa: E402
 from jaxvae.data import lyrics  # noqa: E402
-from jaxvae.data import store as store_lib  # noqa: E402
 from jaxvae.evaluators import report  # noqa: E402
 from jaxvae.modes import evaluate  # noqa: E402
 from jaxvae.training import compile_cache  # noqa: E402
@@ -203,7 +203,7 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
   row["_history"] = info["history"]
   row["_baseline"] = metrics.get("baseline_pca_kmeans", {})
   # What the baseline's features depend on ('normalize' is undone by its standardization).
-  params = {k: v for k, v in store_lib.feature_params(config).items() if k != "normalize"}
+  params = {k: v for k, v in featurize.feature_params(config).items() if k != "normalize"}
   row["_features"] = json.dumps(params, sort_keys=True, default=str)
   row["_parts"] = part_scores(metrics)
   for label, m in metrics.get("coherence", {}).items():

@@ -35,7 +35,8 @@ import pretty_midi
 from jaxvae import errors
 from jaxvae.audio import decode as decode_lib
 from jaxvae.data import dataset as dataset_lib
-from jaxvae.data import store as store_lib
+from jaxvae.data import featurize
+from jaxvae.data import normalize as normalize_lib
 from jaxvae.data.spec import DataSpec
 from jaxvae.losses import divergence
 from jaxvae.losses import sequence
@@ -324,8 +325,8 @@ class _AudioBase(Model):
       y = decode_lib.resample(y, sr, d.sr)
       n = int(round(d.seconds * d.sr))
       y = np.stack([decode_lib.fix_length(row, n) for row in y])
-    feats = store_lib.compute_features(y.astype(np.float32), store_lib.feature_params(self.config))
-    return store_lib.normalize_features(feats, self.stats, d.normalize).astype(np.float32)
+    feats = featurize.compute_features(y.astype(np.float32), featurize.feature_params(self.config))
+    return normalize_lib.normalize_features(feats, self.stats, d.normalize).astype(np.float32)
 
   @staticmethod
   def _waveforms(name: str, audio) -> np.ndarray:

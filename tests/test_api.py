@@ -9,7 +9,7 @@ import jaxvae
 from jaxvae import api
 from jaxvae import errors
 from jaxvae.data import dataset
-from jaxvae.data import store as store_lib
+from jaxvae.data import listing
 from jaxvae.sampling import interpolate as interpolate_lib
 
 
@@ -35,7 +35,7 @@ def test_load_knows_its_run(model, short_run):
 def test_features_from_a_file_are_the_stores(model):
   """The API's features of a file are the feature store's, normalized the same way."""
   config = model.config
-  items = store_lib.list_dataset(config)
+  items = listing.list_dataset(config)
   store = dataset.open_store(config, progress=False)
   row = next(
     i for i, e in enumerate(store.manifest["examples"]) if e["clip_id"] == items[0].clip_id

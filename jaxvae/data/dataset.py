@@ -13,6 +13,7 @@ import numpy as np
 
 from jaxvae import errors
 from jaxvae.data import demo as demo_lib
+from jaxvae.data import listing
 from jaxvae.data import lyrics as lyrics_lib
 from jaxvae.data import pipeline
 from jaxvae.data import store as store_lib
@@ -75,7 +76,7 @@ def spec_from_config(config) -> DataSpec:
     labels = {}  # nothing needs them: a parameter summary works before the data is there
   else:
     values: dict[str, set] = {}
-    for item in store_lib.list_dataset(config):
+    for item in listing.list_dataset(config):
       for k, v in item.labels.items():
         values.setdefault(k, set()).add(v)
     labels = {k: tuple(sorted(v)) for k, v in values.items()}

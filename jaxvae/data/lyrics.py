@@ -21,6 +21,7 @@ import numpy as np
 from jaxvae import errors
 from jaxvae import faults
 from jaxvae import workdir as workdir_lib
+from jaxvae.data import listing
 from jaxvae.data import store as store_lib
 from jaxvae.text import lyrics as text_lib
 
@@ -78,7 +79,7 @@ def default_out(config, model: str, pooling: str, clip_ids: list[str]) -> str:
   name = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
   key = [os.path.abspath(model) if is_dir else model, clip_ids]
   digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
-  return os.path.join(store_lib.cache_dir(config), "lyrics", f"{name}-{pooling}-{digest}")
+  return os.path.join(listing.cache_dir(config), "lyrics", f"{name}-{pooling}-{digest}")
 
 
 def embed_dataset(
@@ -90,7 +91,7 @@ def embed_dataset(
   """
   model = os.fspath(model)  # a pathlib.Path (packaged models return one) is fine too
   start = time.time()
-  items = store_lib.list_dataset(config)
+  items = listing.list_dataset(config)
   with_text = [it for it in items if it.lyrics and it.lyrics.strip()]
   have = {it.clip_id for it in with_text}
   missing = [it.clip_id for it in items if it.clip_id not in have]

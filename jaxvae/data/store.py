@@ -23,8 +23,6 @@ import os
 import shutil
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import tqdm
 
@@ -33,121 +31,13 @@ from jaxvae import faults
 from jaxvae import workdir as workdir_lib
 from jaxvae.audio import augment as augment_lib
 from jaxvae.audio import decode as audio_lib
-from jaxvae.audio import features
-from jaxvae.data import demo as demo_lib
+from jaxvae.data import featurize
+from jaxvae.data import listing
+from jaxvae.data import normalize as normalize_lib
 from jaxvae.data import readers
 from jaxvae.data import sources as sources_lib
 
-STORE_VERSION = 1
 _CHUNK = 32  # waveforms per feature call: one compiled shape, bounded memory.
-
-
-def cache_dir(config) -> str:
-  return (
-    config.data.cache_dir
-    or os.environ.get("JAXVAE_CACHE")
-    or os.path.join(os.path.expanduser("~"), ".cache", "jaxvae")
-  )
-
-
-def resolve_dataset(config, source: sources_lib.Source | None = None) -> tuple[str, str]:
-  """(layout, root) to read for `source` (default: the config's single dataset); the demo
-  layout is a generated manifest dataset."""
-  d = config.data
-  source = source or sources_lib.of_config(config)[0]
-  if source.layout != "demo":
-    if not source.root:
-      raise errors.DataError(
-        f"config key 'data.root' is empty; data.layout '{source.layout}' "
-        "needs a dataset path (--config.data.root=PATH)"
-      )
-    return source.layout, source.root
-  csv_path = demo_lib.ensure_corpus(
-    cache_dir(config),
-    seconds=d.seconds,
-    sr=d.sr,
-    clips_per_class=d.demo.clips_per_class,
-    seed=d.demo.seed,
-  )
-  return "manifest", csv_path
-
-
-def feature_params(config) -> dict:
-  """Everything that changes what a store holds, its arrays and the statistics in its
-  manifest (and nothing that does not)."""
-  d = config.data
-  return {
-    "sr": d.sr,
-    "n_fft": d.n_fft,
-    "hop_length": d.hop_length,
-    "n_mels": d.n_mels,
-    "feature": d.feature,
-    "n_mfcc": d.n_mfcc,
-    "scale": d.scale,
-    "seconds": d.seconds,
-    "example_mode": d.example_mode,
-    "segment_hop_seconds": d.segment_hop_seconds,
-    "on_error": d.on_error,
-    "min_seconds": d.min_seconds,
-    "version": STORE_VERSION,
-    # Only when not the default, so that existing stores keep their keys.
-    # (`get`: a run saved before the key existed was made with 'absolute'.)
-    **({"db_reference": "peak"} if d.get("db_reference", "absolute") == "peak" else {}),
-    # 'band' reads per-band statistics that stores made before it lack: its own store.
-    **({"normalize": "band"} if d.normalize == "band" else {}),
-    # Only when used, so stores made without augmentation keep their keys.
-    **({"augment": json.loads(d.augment.to_json())} if d.augment.copies > 0 else {}),
-    "split": {"val_fraction": d.val_fraction, "seed": d.split_seed},
-  }
-
-
-def _labels_wanted(config) -> list[str] | None:
-  names = [n.strip() for n in config.data.label_columns.split(",") if n.strip()]
-  return names or None
-
-
-def list_dataset(config) -> list[readers.Item]:
-  """Every clip of the run's dataset, or of all its `data.sources`: there each clip id starts
-  with `<source name>/`, label values with the source's `label_prefix`, and every clip has
-  the label `source`."""
-  d = config.data
-  wanted = _labels_wanted(config)
-  if not sources_lib.is_combined(config):
-    layout, root = resolve_dataset(config)
-    return readers.list_items(
-      layout, root, audio_column=d.audio_column, lyrics_column=d.lyrics_column, label_columns=wanted
-    )
-  items = []
-  for i, source in enumerate(sources_lib.of_config(config)):
-    layout, root = resolve_dataset(config, source)
-    try:
-      listed = readers.list_items(
-        layout, root, audio_column=d.audio_column, lyrics_column=d.lyrics_column
-      )
-    except errors.DataError as e:
-      raise errors.DataError(f"data.sources[{i}] ({source.name!r}): {e}") from None
-    for it in listed:
-      labels = {k: source.label_prefix + v for k, v in it.labels.items()}
-      labels["source"] = source.name
-      items.append(
-        dataclasses.replace(
-          it, clip_id=f"{source.name}/{it.clip_id}", labels=labels, source=source.name
-        )
-      )
-  if wanted:
-    have = {k for it in items for k in it.labels}
-    missing = [n for n in wanted if n not in have]
-    if missing:
-      raise errors.DataError(
-        f"data.label_columns asks for {', '.join(map(repr, missing))}, but no source has "
-        f"it; the sources' labels: {', '.join(sorted(have))}"
-      )
-    keep = set(wanted) | {"source"}
-    items = [
-      dataclasses.replace(it, labels={k: v for k, v in it.labels.items() if k in keep})
-      for it in items
-    ]
-  return sorted(items, key=lambda it: it.clip_id)
 
 
 def store_key(params: dict, items: list[readers.Item]) -> str:
@@ -160,57 +50,6 @@ def store_key(params: dict, items: list[readers.Item]) -> str:
       stamp = (-1, -1)
     h.update(json.dumps([item.clip_id, item.split, sorted(item.labels.items()), stamp]).encode())
   return h.hexdigest()[:16]
-
-
-AMIN, TOP_DB = 1e-10, 80.0  # librosa's power_to_db defaults
-SILENCE_REF = AMIN * 10.0 ** (TOP_DB / 10.0)  # under 'peak', silence sits at -TOP_DB
-
-
-@functools.lru_cache(maxsize=8)
-def _feature_fn(params_json: str):
-  """A jitted waveform batch -> feature batch function for one parameter set."""
-  p = json.loads(params_json)
-  common = dict(sr=p["sr"], n_fft=p["n_fft"], hop_length=p["hop_length"], n_mels=p["n_mels"])
-
-  peak = p.get("db_reference", "absolute") == "peak"
-
-  def db(power):
-    # 'peak': each example's loudest bin is 0 dB (librosa's ref=np.max), so the features do
-    # not depend on the recording's level. Except silence (a bad file's stand-in): by
-    # librosa's rule it would be 0 dB everywhere, as loud as anything; its reference is
-    # SILENCE_REF instead, which puts it at the floor, -TOP_DB.
-    ref = 1.0
-    if peak:
-      top = power.max(axis=(-2, -1), keepdims=True)
-      ref = jnp.where(top > AMIN, top, SILENCE_REF)
-    return features.power_to_db(power, ref=ref, amin=AMIN, top_db=TOP_DB)
-
-  @jax.jit
-  def fn(y):
-    if p["feature"] == "mfcc":
-      mel = features.mel_spectrogram(y, power=2.0, norm="slaney", **common)
-      return features.mfcc(S=db(mel), sr=p["sr"], n_mfcc=p["n_mfcc"])
-    power = features.mel_spectrogram(y, power=2.0, **common)
-    if p["scale"] == "log1p":
-      return jnp.log1p(power)
-    return db(power)
-
-  return fn
-
-
-def compute_features(waves: np.ndarray, params: dict) -> np.ndarray:
-  """[B, samples] float32 -> [B, n_features, frames] float32, on the default JAX device."""
-  return np.asarray(_feature_fn(json.dumps(params, sort_keys=True))(waves), np.float32)
-
-
-def split_of(item: readers.Item, val_fraction: float, seed: int) -> str:
-  """The item's own split when the layout has one, else a seeded hash of its clip id."""
-  if item.split:
-    return {"valid": "validation", "val": "validation", "dev": "validation"}.get(
-      item.split, item.split
-    )
-  digest = hashlib.sha256(f"{seed}:{item.clip_id}".encode()).digest()
-  return "validation" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
 
 
 @dataclasses.dataclass
@@ -230,7 +69,7 @@ class Store:
 
   def example(self, j: int, normalize: str) -> dict[str, np.ndarray]:
     """Row `j` as a batch row: `x` normalized float32 features, `mask` 1."""
-    x = normalize_features(
+    x = normalize_lib.normalize_features(
       np.asarray(self.features[j], np.float32), self.manifest["stats"], normalize
     )
     return {"x": x.astype(np.float32), "mask": np.float32(1.0)}
@@ -303,10 +142,10 @@ def open_store(path: str) -> Store:
 
 def build(config, *, progress: bool = True) -> Store:
   """Returns the store for `config`'s dataset and features, computing it when missing."""
-  items = list_dataset(config)
-  params = feature_params(config)
+  items = listing.list_dataset(config)
+  params = featurize.feature_params(config)
   key = store_key(params, items)
-  path = os.path.join(cache_dir(config), "features", key)
+  path = os.path.join(listing.cache_dir(config), "features", key)
   if os.path.exists(os.path.join(path, "manifest.json")):
     logging.info("Reusing feature store %s", path)
     return open_store(path)
@@ -333,7 +172,7 @@ def _build_into(config, items, params, key, path, tmp, progress) -> Store:
     if not summary["examples"]:
       logging.warning("Source %r gave no usable example (%d files)", name, summary["files"])
   manifest = {
-    "version": STORE_VERSION,
+    "version": featurize.STORE_VERSION,
     "key": key,
     "params": params,
     "dataset": (
@@ -348,7 +187,9 @@ def _build_into(config, items, params, key, path, tmp, progress) -> Store:
     "lyrics": {it.clip_id: it.lyrics for it in items if it.lyrics},
     "seconds_to_build": round(time.time() - start, 3),
   }
-  manifest["stats"] = _stats(np.load(os.path.join(tmp, "features.npy"), mmap_mode="r"), rows)
+  manifest["stats"] = normalize_lib.statistics(
+    np.load(os.path.join(tmp, "features.npy"), mmap_mode="r"), rows
+  )
   publish(tmp, path, manifest, "store.commit")
   if bad:
     logging.warning(
@@ -373,7 +214,7 @@ def _load_one(item, config):
     on_error=d.on_error,
     min_seconds=d.min_seconds,
   )
-  split = split_of(item, d.val_fraction, d.split_seed)
+  split = listing.split_of(item, d.val_fraction, d.split_seed)
   out = [(0, y) for y in examples]
   if split == "train" and d.augment.copies > 0 and not reason:
     kwargs = augment_lib.waveform_kwargs(config)
@@ -405,7 +246,7 @@ def _write_features(config, items, params, out_dir, progress):
         return
       n = len(pending)
       batch = np.stack(pending + [pending[-1]] * (_CHUNK - n))  # pad to the compiled shape
-      feats = compute_features(batch, params)[:n]
+      feats = featurize.compute_features(batch, params)[:n]
       shape = feats.shape[1:]
       raw.write(np.ascontiguousarray(feats, np.float32).tobytes())
       raw.flush()
@@ -487,95 +328,8 @@ def label_values(rows) -> dict[str, list[str]]:
   return {k: sorted(v) for k, v in sorted(values.items())}
 
 
-def _stats(features: np.ndarray, rows) -> dict:
-  """Normalization statistics from the training split only (no peeking at validation)."""
-  train = [
-    i for i, r in enumerate(rows) if r["split"] == "train" and not r["bad"] and not r.get("augment")
-  ]
-  train = train or list(range(len(rows)))
-  total, sq, count, mins, maxs = 0.0, 0.0, 0, [], []
-  band_total, band_sq, band_count = 0.0, 0.0, 0  # per band: features are [..., bands, frames]
-  for i in range(0, len(train), 256):
-    x = np.asarray(features[train[i : i + 256]], np.float64)
-    total += x.sum()
-    sq += np.square(x).sum()
-    count += x.size
-    mins.append(x.reshape(len(x), -1).min(1))
-    maxs.append(x.reshape(len(x), -1).max(1))
-    rest = tuple(a for a in range(x.ndim) if a != x.ndim - 2)  # [N, bands, frames]
-    band_total = band_total + x.sum(axis=rest)
-    band_sq = band_sq + np.square(x).sum(axis=rest)
-    band_count += x.size // x.shape[-2]
-  mean = total / count
-  band_mean = band_total / band_count
-  band_var = np.maximum(band_sq / band_count - band_mean**2, 0.0)
-  return {
-    "mean": mean,
-    "std": float(np.sqrt(max(sq / count - mean**2, 1e-12))),
-    "min_mean": float(np.concatenate(mins).mean()),
-    "max_mean": float(np.concatenate(maxs).mean()),
-    "band_mean": band_mean.tolist(),
-    # A band that (nearly) never varies, such as a mel band above the content, is centred,
-    # not scaled up: relative to the bands' mean variance, whatever the feature's units.
-    "band_std": np.where(
-      band_var > BAND_VAR_FLOOR * max(float(band_var.mean()), 1e-30), np.sqrt(band_var), 1.0
-    ).tolist(),
-  }
-
-
-BAND_VAR_FLOOR = 1e-6  # of the bands' mean variance
-
-
-def _band(stats: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """The per-band mean and std (float32) shaped to broadcast over features `x` [..., bands,
-  frames]."""
-  if "band_mean" not in stats:
-    raise errors.DataError(
-      "config key 'data.normalize' is 'band', but these feature statistics have no per-band "
-      "values (the store or run was made before 'band' existed): rebuild the store with "
-      "--mode=preprocess, or use data.normalize=global"
-    )
-  bands = len(stats["band_mean"])
-  if x.ndim < 2 or x.shape[-2] != bands:
-    raise errors.DataError(
-      f"features of shape {list(x.shape)} for data.normalize='band': expected [..., {bands} "
-      "bands, frames] (the store's band count)"
-    )
-  shape = [1] * x.ndim
-  shape[-2] = bands
-  mean, std = (np.asarray(stats[k], np.float32).reshape(shape) for k in ("band_mean", "band_std"))
-  return mean, std
-
-
 def _reason_counts(bad) -> str:
   counts: dict[str, int] = {}
   for b in bad:
     counts[b["reason"]] = counts.get(b["reason"], 0) + 1
   return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
-
-
-def normalize_features(x: np.ndarray, stats: dict, method: str) -> np.ndarray:
-  """Applied the same way at train, eval and generation time."""
-  if method == "global":
-    return (x - stats["mean"]) / stats["std"]
-  if method == "band":
-    mean, std = _band(stats, x)
-    return ((x - mean) / std).astype(x.dtype, copy=False)
-  if method == "minmax":  # per example, as seed 004 should have done (not per batch)
-    axes = tuple(range(1, x.ndim)) if x.ndim > 2 else None
-    lo = x.min(axis=axes, keepdims=True)
-    hi = x.max(axis=axes, keepdims=True)
-    return (x - lo) / np.maximum(hi - lo, 1e-8)
-  return x
-
-
-def denormalize(x: np.ndarray, stats: dict, method: str) -> np.ndarray:
-  """Back to feature units; min-max uses the training set's mean range."""
-  if method == "global":
-    return x * stats["std"] + stats["mean"]
-  if method == "band":
-    mean, std = _band(stats, x)
-    return (x * std + mean).astype(x.dtype, copy=False)
-  if method == "minmax":
-    return x * (stats["max_mean"] - stats["min_mean"]) + stats["min_mean"]
-  return x

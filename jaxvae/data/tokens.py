@@ -33,6 +33,7 @@ import tqdm
 from jaxvae import errors
 from jaxvae import faults
 from jaxvae import workdir as workdir_lib
+from jaxvae.data import listing
 from jaxvae.data import readers
 from jaxvae.data import store as store_lib
 from jaxvae.errors import ConfigError
@@ -80,7 +81,7 @@ def ensure_chorales(cache_dir: str, limit: int) -> str:
 def list_midi(config) -> list[readers.Item]:
   d = config.data
   if d.layout == "chorales":
-    root = ensure_chorales(store_lib.cache_dir(config), d.midi.chorales)
+    root = ensure_chorales(listing.cache_dir(config), d.midi.chorales)
     return readers.list_items("folder", root, extensions=MIDI_EXTENSIONS)
   if not d.root:
     raise errors.DataError(
@@ -149,7 +150,7 @@ def build(config, *, progress: bool = True):
   items = list_midi(config)
   params = token_params(config)
   key = store_lib.store_key(params, items)
-  path = os.path.join(store_lib.cache_dir(config), "tokens", key)
+  path = os.path.join(listing.cache_dir(config), "tokens", key)
   if not os.path.exists(os.path.join(path, "manifest.json")):
     _write(config, items, params, key, path, progress)
   return open_store(path)
@@ -187,7 +188,7 @@ def _write(config, items, params, key, path, progress) -> None:
         {"path": item.path, "clip_id": item.clip_id, "reason": e.reason, "action": "skipped"}
       )
       continue
-    split = store_lib.split_of(item, config.data.val_fraction, config.data.split_seed)
+    split = listing.split_of(item, config.data.val_fraction, config.data.split_seed)
     for record, win in _windows_of(tokens, split, params, item.clip_id):
       arrays.append(win)
       rows += [

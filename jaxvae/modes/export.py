@@ -42,7 +42,7 @@ import numpy as np
 from jaxvae import api
 from jaxvae import errors
 from jaxvae import workdir as workdir_lib
-from jaxvae.data import store as store_lib
+from jaxvae.data import featurize
 from jaxvae.sampling import prior
 from jaxvae.sampling import tokens as tokens_lib
 from jaxvae.symbolic import midi
@@ -163,7 +163,7 @@ def _audio_functions(model, b) -> tuple[dict, dict]:
     "input_shape": list(shape),
     "input_dtype": "float32",
     "latent_dim": getattr(model, "latent_dim", None),
-    "features": store_lib.feature_params(config),
+    "features": featurize.feature_params(config),
     "normalize": {"method": d.normalize, "stats": model.stats},
     "condition_label": cond or None,
     "lyrics_dim": spec.lyrics_dim or None,

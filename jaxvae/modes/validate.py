@@ -8,14 +8,14 @@ import os
 
 from jaxvae import workdir as workdir_lib
 from jaxvae.audio import decode as audio_lib
+from jaxvae.data import listing
 from jaxvae.data import sources as sources_lib
-from jaxvae.data import store as store_lib
 
 
 def run(config, workdir: str, args) -> int:
   """Scans the dataset; non-zero exit only when no usable file remains."""
   del args
-  items = store_lib.list_dataset(config)
+  items = listing.list_dataset(config)
   report = audio_lib.validate_items(items, sr=config.data.sr, min_seconds=config.data.min_seconds)
   print(audio_lib.format_validation_table(report))
   if sources_lib.is_combined(config):

@@ -12,15 +12,15 @@ import numpy as np
 
 from jaxvae.audio import features
 from jaxvae.audio import synthesis
+from jaxvae.data import normalize as normalize_lib
 from jaxvae.data import pipeline
-from jaxvae.data import store as store_lib
 from jaxvae.errors import ConfigError
 from jaxvae.training import builder
 
 
 def to_feature_units(x: np.ndarray, store, config) -> np.ndarray:
   """Model space (normalized) -> the store's units (dB or log1p of mel power)."""
-  return store_lib.denormalize(
+  return normalize_lib.denormalize(
     np.asarray(x, np.float64), store.manifest["stats"], config.data.normalize
   )
 
@@ -31,7 +31,7 @@ PEAK_OUTPUT_DB = -6.0  # data.db_reference='peak': the peak of audio made from f
 def to_power(x: np.ndarray, stats: dict, config) -> np.ndarray:
   """Normalized mel features -> mel power (normalization and the dB / log1p scale undone;
   per-clip min-max is undone with the training set's mean range)."""
-  units = store_lib.denormalize(np.asarray(x, np.float64), stats, config.data.normalize)
+  units = normalize_lib.denormalize(np.asarray(x, np.float64), stats, config.data.normalize)
   if config.data.scale == "log1p":
     return np.expm1(np.maximum(units, 0.0))
   return np.asarray(features.db_to_power(units))

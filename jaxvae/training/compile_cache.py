@@ -16,7 +16,7 @@ import os
 
 import jax
 
-from jaxvae.data import store as store_lib
+from jaxvae.data import listing
 
 # Cache every program, however fast it compiled: a run compiles tens of small ones (eval
 # steps, feature functions, samplers) whose sum is what a user waits for.
@@ -30,7 +30,7 @@ def folder(config) -> str | None:
   return (
     config.compile_cache_dir
     or os.environ.get("JAX_COMPILATION_CACHE_DIR")
-    or os.path.join(store_lib.cache_dir(config), "xla")
+    or os.path.join(listing.cache_dir(config), "xla")
   )
 
 
