@@ -40,6 +40,7 @@ sys.path.insert(0, ROOT)
 import jax  # noqa: E402
 
 from jaxvae import errors  # noqa: E402
+from jaxvae import workdir as workdir_lib  # noqa: E402
 from jaxvae.data import dataset  # noqa: E402
 from jaxvae.data import featurize  # noqa: E402
 from jaxvae.data import lyrics  # noqa: E402
@@ -169,9 +170,11 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
     compile_cache.enable(config)  # as main does for every mode
   if trained:
     start = time.time()
-    meta = loop.train_and_evaluate(
-      config, workdir, progress=False, epoch_hooks=report.training_hooks
-    )
+    os.makedirs(workdir, exist_ok=True)
+    with workdir_lib.Lock(workdir):  # one writer per workdir, as jaxvae.main holds it
+      meta = loop.train_and_evaluate(
+        config, workdir, progress=False, epoch_hooks=report.training_hooks
+      )
     with open(done, "w") as f:
       json.dump(
         {

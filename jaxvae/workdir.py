@@ -139,26 +139,24 @@ def _holder(fd: int) -> dict:
     return {}
 
 
-_HELD: dict[str, list] = {}  # lock path -> [fd, depth]: re-entrant within one process
-
-
 class Lock:
   """An exclusive flock on `<workdir>/jaxvae.lock` (`jaxvae.lock.<i>` for process i > 0).
 
-  The file records the holder's pid, host and start time. A second process gets
-  `WorkdirBusyError` naming the holder; a lock file left by a dead holder (the kernel dropped
-  its flock with it) is taken over with a warning. Re-entrant within a process (the CLI holds
-  it across `--clear` and training).
+  The file records the holder's pid, host and start time. A second holder (another process,
+  or a second `Lock` in this one) gets `WorkdirBusyError` naming the holder; a lock file left
+  by a dead holder (the kernel dropped its flock with it) is taken over with a warning. Taken
+  once per run by its entry point (`jaxvae.main` for training, tuning and `--clear`;
+  experiments/train_all.py per model), never again below it.
   """
 
   def __init__(self, workdir: str, process_index: int = 0):
     name = LOCK_NAME if process_index == 0 else f"{LOCK_NAME}.{process_index}"
     self.path = os.path.join(os.path.abspath(workdir), name)
+    self._fd: int | None = None
+    self._held = False
 
   def acquire(self) -> Lock:
-    if self.path in _HELD:
-      _HELD[self.path][1] += 1
-      return self
+    assert not self._held, f"{self.path} is already held by this Lock"
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -171,7 +169,7 @@ class Lock:
           e.strerror or e,
         )
         os.close(fd)
-        _HELD[self.path] = [None, 1]
+        self._held = True
         return self
       holder = _holder(fd)
       os.close(fd)
@@ -201,19 +199,12 @@ class Lock:
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(record).encode(), 0)
     os.fsync(fd)
-    _HELD[self.path] = [fd, 1]
+    self._fd, self._held = fd, True
     return self
 
   def release(self) -> None:
-    held = _HELD.get(self.path)
-    if held is None:
-      return
-    held[1] -= 1
-    if held[1]:
-      return
-    del _HELD[self.path]
-    fd = held[0]
-    if fd is None:  # never locked (no flock on this file system)
+    fd, self._fd, held, self._held = self._fd, None, self._held, False
+    if not held or fd is None:  # not held, or never locked (no flock on this file system)
       return
     os.ftruncate(fd, 0)  # an empty file: released cleanly, nobody to warn about
     fcntl.flock(fd, fcntl.LOCK_UN)

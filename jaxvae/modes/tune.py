@@ -100,10 +100,8 @@ def _objective(spec, base_overrides, space, config, workdir, optuna):
     trial_cfg, _ = trial_config(spec, base_overrides, params, config.tune.epochs)
 
     # The study minimizes train.best_metric, negated where higher is better.
-    name = metrics_lib.best_metric_name(trial_cfg)
-    sign = (
-      -1.0 if metrics_lib.best_direction(name, trial_cfg.train.best_direction) == "max" else 1.0
-    )
+    best = metrics_lib.BestMetric.of_config(trial_cfg)
+    name, sign = best.name, -1.0 if best.direction == "max" else 1.0
 
     def report(record):
       trial.report(sign * record[f"val/{name}"], record["epoch"])
@@ -136,8 +134,9 @@ def _objective(spec, base_overrides, space, config, workdir, optuna):
 
 def _objective_name(config) -> str:
   """What the study minimizes: val <train.best_metric>, negated where higher is better."""
-  name = metrics_lib.best_metric_name(config)
-  if metrics_lib.best_direction(name, config.train.best_direction) == "max":
+  best = metrics_lib.BestMetric.of_config(config)
+  name = best.name
+  if best.direction == "max":
     return f"-(val {name})"
   return f"val {name}"
 

@@ -44,7 +44,7 @@ from jaxvae.training.state import TrainState
 # may work on in the background after it returns: its `close()`, if it has one, is called
 # when training ends, before the log writer closes.
 EpochHook = Callable[[TrainState, int], None]
-# (run, writer) -> the hooks of this run.
+# (job, writer) -> the hooks of this run.
 HookFactory = Callable[[Job, writer_lib.Writer], list[EpochHook]]
 
 
@@ -58,26 +58,26 @@ def train_and_evaluate(
 ) -> RunMeta:
   """Trains (or resumes) in `workdir`; returns the final run metadata.
 
-  Holds the workdir's lock for the whole run (one writer per workdir). `epoch_hooks(run,
-  writer)` builds what runs at epoch ends (`jaxvae.evaluators.report.training_hooks`: the
-  listening reports). `epoch_callback(record)` sees each epoch's metrics after its checkpoint
-  (tuning uses it to prune); an exception it raises ends the run there.
+  The caller holds the workdir's lock (`jaxvae.workdir.Lock`: one writer per workdir).
+  `epoch_hooks(job, writer)` builds what runs at epoch ends
+  (`jaxvae.evaluators.report.training_hooks`: the listening reports).
+  `epoch_callback(record)` sees each epoch's metrics after its checkpoint (tuning uses it to
+  prune); an exception it raises ends the run there.
   """
   stops = preemption.StopRequests(config_base.parse_duration(config.train.max_runtime) or 0.0)
   workdir = workdir_lib.ensure_writable(workdir)
-  with workdir_lib.Lock(workdir, jax.process_index()):
-    if multihost.is_main_process():
-      workdir_lib.remove_stale_files(workdir)
-    where = _Where()
-    try:
-      with stops:
-        return _train(config, workdir, progress, epoch_hooks, epoch_callback, stops, where)
-    except Exception as e:
-      if workdir_lib.is_disk_full(e):
-        raise workdir_lib.disk_full_error(
-          e, workdir, where.what, where.step, ckpt_lib.resume_step(workdir)
-        ) from None
-      raise
+  if multihost.is_main_process():
+    workdir_lib.remove_stale_files(workdir)
+  where = _Where()
+  try:
+    with stops:
+      return _train(config, workdir, progress, epoch_hooks, epoch_callback, stops, where)
+  except Exception as e:
+    if workdir_lib.is_disk_full(e):
+      raise workdir_lib.disk_full_error(
+        e, workdir, where.what, where.step, ckpt_lib.resume_step(workdir)
+      ) from None
+    raise
 
 
 @dataclasses.dataclass
@@ -95,21 +95,21 @@ def _weights_from(job: Job, config) -> TrainState:
   return jax.device_put(state, mesh_lib.replicated(job.mesh))
 
 
-def _check_best_metric(job: Job) -> None:
+def _check_best_metric(job: Job, best: metrics_lib.BestMetric) -> None:
   """`train.best_metric` must be a validation metric of every stage's objective (traced on
-  an example batch, nothing compiled): a typo fails before training, not after an epoch."""
-  if "/" in metrics_lib.best_metric_name(job.config):
-    return  # a `data.sources` metric (<source>/<metric>): checked at the first evaluation
+  an example batch, nothing compiled): a typo fails before training, not after an epoch. A
+  per-source metric is checked at the first evaluation instead."""
+  if best.name == "loss" or best.per_source:  # every objective reports 'loss'
+    return
   batch = job.spec.example_batch(job.config.train.batch_size)
   for eval_step in job.eval_steps:
     out = jax.eval_shape(eval_step, job.state, batch)
     metrics_lib.check_best_metric(job.config, metrics_lib.split_metric_names(out))
 
 
-def _follow_best_metric(meta: RunMeta, config) -> None:
+def _follow_best_metric(meta: RunMeta, best: metrics_lib.BestMetric) -> None:
   """A resumed run whose `train.best_metric` changed chooses its best checkpoint anew."""
-  name = metrics_lib.best_metric_name(config)
-  direction = metrics_lib.best_direction(name, config.train.best_direction)
+  name, direction = best.name, best.direction
   if (meta.best_metric, meta.best_direction) != (name, direction):
     logging.info(
       "train.best_metric is now %r (%s; was %r, %s): the best checkpoint is chosen anew from "
@@ -148,9 +148,9 @@ def _train_timed(
     jax.process_count(),
     config.train.batch_size,
   )
-  if metrics_lib.best_metric_name(config) != "loss":  # every objective reports 'loss'
-    with phases("setup"):
-      _check_best_metric(job)
+  best = metrics_lib.BestMetric.of_config(config)  # the one place it is resolved
+  with phases("setup"):
+    _check_best_metric(job, best)
   main_process = multihost.is_main_process()
   if main_process:
     writer_lib.mark_workdir(workdir, config, job.store)
@@ -172,12 +172,8 @@ def _train_timed(
         logging.info("Resumed from step %d in %s", int(state.step), workdir)
       else:
         state = _weights_from(job, config) if config.init_from else job.state
-        name = metrics_lib.best_metric_name(config)
-        meta = RunMeta(
-          best_metric=name,
-          best_direction=metrics_lib.best_direction(name, config.train.best_direction),
-        )
-    _follow_best_metric(meta, config)
+        meta = RunMeta(best_metric=best.name, best_direction=best.direction)
+    _follow_best_metric(meta, best)
     if main_process:  # rows of steps this run redoes (or a torn line) would appear twice
       workdir_lib.repair_metrics(os.path.join(workdir, "metrics.jsonl"), int(state.step))
     where.what, where.step = "training", int(state.step)
@@ -476,7 +472,8 @@ class _Loop:
         self.writer.histogram(f"val/{name}", counts, step)
     faults.point("epoch.logged", os.path.join(self.writer.workdir, "metrics.jsonl"))
     name = meta.best_metric
-    metrics_lib.check_best_metric(config, val_metrics)
+    if "/" in name:  # a per-source metric: the first evaluation shows whether it exists
+      metrics_lib.check_best_metric(config, val_metrics)
     value = val_metrics[name]
     if not (math.isfinite(value) and math.isfinite(val_metrics.get("loss", 0.0))):
       logging.warning(

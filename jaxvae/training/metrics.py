@@ -3,6 +3,7 @@ and the watch that stops a run whose steps keep being skipped as non-finite."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -100,6 +101,24 @@ def improves(value: float, best: float, has_best: bool, direction: str) -> bool:
   if not has_best:
     return True
   return value < best - 1e-12 if direction == "min" else value > best + 1e-12
+
+
+@dataclasses.dataclass(frozen=True)
+class BestMetric:
+  """`train.best_metric` resolved once per run: its name (without 'val/') and 'min' / 'max'."""
+
+  name: str
+  direction: str
+
+  @classmethod
+  def of_config(cls, config) -> BestMetric:
+    name = best_metric_name(config)
+    return cls(name, best_direction(name, config.train.best_direction))
+
+  @property
+  def per_source(self) -> bool:
+    """A `data.sources` metric (<source>/<metric>): known only at the first evaluation."""
+    return "/" in self.name
 
 
 def best_metric_name(config) -> str:
