@@ -335,7 +335,7 @@ def test_the_table_covers_every_downloadable_layout():
 
 
 def _readme_download_commands() -> list[list[str]]:
-  text = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+  text = open(os.path.join(os.path.dirname(__file__), "..", "docs", "DATA.md")).read()
   text = text.replace("\\\n", " ")
   commands = []
   for line in text.splitlines():

@@ -159,7 +159,7 @@ def test_a_missing_source_root_names_the_source(tmp_path, tiny_overrides, capsys
 
 
 def test_the_readme_sources_override_loads(tiny_overrides):
-  text = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+  text = open(os.path.join(os.path.dirname(__file__), "..", "docs", "DATA.md")).read()
   value = text.split('--config.data.sources="', 1)[1].split('"', 1)[0]
   config = load_config("conv_vae.py:small", tiny_overrides, **{"data.sources": value})
   got = sources.of_config(config)
