@@ -143,6 +143,39 @@ def test_eval_mode_writes_metrics(trained, tiny_overrides):
   assert space["dims"] == metrics["latent_usage"]["active_units"]
 
 
+def test_eval_runs_the_evaluators_the_config_lists(tmp_path, trained, tiny_overrides, capsys):
+  """`eval.evaluators` overrides what the family declares: a list of names, run in order."""
+  import shutil
+
+  workdir = tmp_path / "run"
+  shutil.copytree(trained, workdir)
+  overrides = dict(tiny_overrides, **{"eval.evaluators": "validation,clustering"})
+  assert _cli(workdir, overrides, mode="eval") == 0
+  metrics = json.load(open(workdir / "eval" / "metrics.json"))
+  assert {"val", "genre", "language", "cluster_space"} <= set(metrics)
+  assert not {"likelihood", "latent_usage", "sample_quality", "baseline_pca_kmeans"} & set(metrics)
+  bad = dict(tiny_overrides, **{"eval.evaluators": "validation,fid"})
+  assert _cli(workdir, bad, mode="eval") == 1
+  assert "config key 'eval.evaluators' names 'fid'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+  "config, present, absent",
+  [
+    ("conv_vae.py:small", {"likelihood", "sample_quality"}, {"coherence", "latent_parts"}),
+    ("puzzle_vqvae.py:small", {"reconstruction"}, {"likelihood", "latent_usage"}),
+    ("multimodal_vae.py:small", {"coherence", "latent_parts"}, set()),
+  ],
+)
+def test_each_family_declares_its_evaluators(config, present, absent):
+  from jaxvae.evaluators import latents
+  from jaxvae.variants import registry
+
+  cfg = load_config(config, {})
+  chosen = set(latents.default_names(registry.get(cfg.model.name), cfg))
+  assert present <= chosen and not absent & chosen
+
+
 def test_summary_mode(tmp_path, tiny_overrides, capsys):
   assert _cli(tmp_path, tiny_overrides, mode="summary") == 0
   out = capsys.readouterr().out

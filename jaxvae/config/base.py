@@ -184,6 +184,9 @@ def evaluation() -> ml_collections.ConfigDict:
   """`--mode=eval`: latent plots, the likelihood estimate, and how many pieces token models
   generate."""
   c = ml_collections.ConfigDict()
+  # Audio models: which evaluators run, comma-separated names of
+  # jaxvae.evaluators.latents.EVALUATORS (in that order); '' = what the model family declares.
+  c.evaluators = ""
   c.plots = "tsne,umap"  # 2-D latent plots in --mode=eval (umap needs umap-learn).
   c.num_generated = 8  # token models: pieces generated to compare with the data
   c.num_reconstructed = 32  # MIDI VAEs: validation windows decoded for note precision / recall

@@ -4,6 +4,7 @@ maps and an embedding-projector dump: the audio models' part of `--mode=eval`.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,7 +22,6 @@ from jaxvae.evaluators import sample_quality
 from jaxvae.evaluators.validation import Validation
 from jaxvae.training import metrics
 from jaxvae.training import step as step_lib
-from jaxvae.variants import registry
 
 
 def encode_all(job, state, examples) -> dict[str, np.ndarray]:
@@ -37,6 +37,220 @@ def encode_all(job, state, examples) -> dict[str, np.ndarray]:
   return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
+@dataclasses.dataclass
+class Pass:
+  """Every original clip encoded once (augmented copies would count clips twice), with what
+  the evaluators share: the outputs, the usable label columns, the splits' rows."""
+
+  examples: pipeline.Examples
+  encoded: dict[str, np.ndarray]  # mu / logvar / z / recon / assignments / x, in clip order
+  labels: dict[str, np.ndarray]  # the label columns that are clustered (no identifiers)
+  skipped: dict[str, str]  # identifier columns left out, with the reason
+  val: np.ndarray  # bool per row: a validation clip
+  train: np.ndarray  # bool per row: a training clip
+  groups: np.ndarray  # one id per clip (a clip's segments share it: the probe's folds)
+
+  @classmethod
+  def of(cls, job, state) -> Pass:
+    store = job.store
+    examples = pipeline.Examples(
+      store, store.indices(augmented=False), job.config.data.normalize, job.train_examples.lyrics
+    )
+    labels = {name: store.label_array(name)[examples.indices] for name in store.label_values}
+    skipped = clustering.identifier_columns(labels)
+    for name, reason in skipped.items():
+      logging.info("eval: label column %r not clustered: %s", name, reason)
+    rows = examples.indices
+    clips = [store.manifest["examples"][i]["clip_id"] for i in rows]
+    return cls(
+      examples=examples,
+      encoded=encode_all(job, state, examples),
+      labels={k: v for k, v in labels.items() if k not in skipped},
+      skipped=skipped,
+      val=np.isin(rows, job.val_examples.indices),
+      train=np.isin(rows, store.indices("train", augmented=False)),
+      groups=np.unique(clips, return_inverse=True)[1] if len(clips) else np.zeros(0, int),
+    )
+
+  @property
+  def latent(self) -> np.ndarray | None:
+    return self.encoded.get("mu", self.encoded.get("z"))
+
+
+# Each evaluator: (job, state, the pass, the results so far, out_dir) -> results to add.
+
+
+def _validation(job, state, passed, results, out_dir) -> dict:
+  return {"val": Validation(job).run(state)}
+
+
+def _latent_usage(job, state, passed, results, out_dir) -> dict:
+  mu, logvar = passed.encoded["mu"], passed.encoded["logvar"]
+  sums = jax.device_get(step_lib.latent_sums(mu, logvar, np.ones(len(mu), np.float32)))
+  usage = metrics.latent_usage(sums, len(mu))
+  return {
+    "latent_usage": usage
+    | {"threshold": metrics.ACTIVE_THRESHOLD, "examples": "every original clip"}
+  }
+
+
+def _likelihood(job, state, passed, results, out_dir) -> dict:
+  return {"likelihood": likelihood.Likelihood(job).run(state)}
+
+
+def _reconstruction(job, state, passed, results, out_dir) -> dict:
+  x, recon = passed.encoded["x"][passed.val], passed.encoded["recon"][passed.val]
+  scores = reconstruction.evaluate(x, recon, job.store.manifest["stats"], job.config)
+  return {"reconstruction": scores | {"split": "validation"}}
+
+
+def _sample_quality(job, state, passed, results, out_dir) -> dict:
+  e = passed.encoded
+  quality = sample_quality.SampleQuality(job).run(
+    state, e["x"][passed.val], e["recon"][passed.val], train_means=e["mu"][passed.train]
+  )
+  return {"sample_quality": quality}
+
+
+def _active(results) -> np.ndarray | None:
+  usage = results.get("latent_usage")
+  return None if usage is None else np.asarray(usage["mu_variance"]) > metrics.ACTIVE_THRESHOLD
+
+
+def _clustering(job, state, passed, results, out_dir) -> dict:
+  """Each label's clustering scores and linear probe on the latent (in `eval.cluster_space`,
+  the active dimensions from `latent_usage` when it ran)."""
+  config = job.config
+  if passed.latent is None or not passed.labels:
+    return {}
+  points, space = clustering.cluster_space(
+    passed.latent, config.eval.cluster_space, metrics.ACTIVE_THRESHOLD, active=_active(results)
+  )
+  scores = clustering.evaluate_latents(
+    points,
+    passed.labels,
+    job.store.label_values,
+    seed=config.seed,
+    assignments=passed.encoded.get("assignments"),
+    groups=passed.groups,
+  )
+  return {"cluster_space": space} | scores
+
+
+def _latent_parts(job, state, passed, results, out_dir) -> dict:
+  config = job.config
+  parts = job.variant.latent_parts(config)
+  if passed.latent is None or not passed.labels or not parts:
+    return {}
+  scores = clustering.evaluate_parts(
+    passed.latent,
+    parts,
+    passed.labels,
+    job.store.label_values,
+    space=config.eval.cluster_space,
+    threshold=metrics.ACTIVE_THRESHOLD,
+    active=_active(results),
+    seed=config.seed,
+    groups=passed.groups,
+  )
+  return {"latent_parts": scores}
+
+
+def _baseline(job, state, passed, results, out_dir) -> dict:
+  if not passed.labels:
+    return {}
+  baseline = clustering.pca_kmeans_baseline(
+    passed.encoded["x"],
+    passed.labels,
+    job.store.label_values,
+    seed=job.config.seed,
+    groups=passed.groups,
+  )
+  return {"baseline_pca_kmeans": baseline}
+
+
+def _maps(job, state, passed, results, out_dir) -> dict:
+  """The 2-D maps of the latent (`eval.plots`) and the embedding-projector files."""
+  config, latent, names = job.config, passed.latent, job.store.label_values
+  if latent is None or not passed.labels:
+    return {}
+  for method in [m.strip() for m in config.eval.plots.split(",") if m.strip()]:
+    try:
+      plots.plot_embedding_2d(
+        latent,
+        passed.labels,
+        names,
+        os.path.join(out_dir, f"latent_{method}.png"),
+        method=method,
+        seed=config.seed,
+        title=f"{config.model.name} latent ({method})",
+      )
+    except ImportError as e:
+      logging.warning("Skipping the %s plot: %s", method, e)
+  plots.write_projector(latent, passed.labels, names, os.path.join(out_dir, "projector"))
+  return {}
+
+
+def _coherence(job, state, passed, results, out_dir) -> dict:
+  if not passed.labels:
+    return {}
+  scores = coherence.lyrics_coherence(
+    job, state, passed.examples, passed.labels, passed.train, passed.val
+  )
+  return {"coherence": scores}
+
+
+def _reconstruction_grid(job, state, passed, results, out_dir) -> dict:
+  e = passed.encoded
+  plots.plot_spectrogram_grid(
+    e["x"][:8], e["recon"][:8], os.path.join(out_dir, "reconstructions.png")
+  )
+  return {}
+
+
+EVALUATORS = {
+  "validation": _validation,
+  "latent_usage": _latent_usage,
+  "likelihood": _likelihood,
+  "reconstruction": _reconstruction,
+  "sample_quality": _sample_quality,
+  "clustering": _clustering,
+  "latent_parts": _latent_parts,
+  "baseline": _baseline,
+  "maps": _maps,
+  "coherence": _coherence,
+  "reconstruction_grid": _reconstruction_grid,
+}
+
+
+def default_names(variant, config) -> list[str]:
+  """What an audio family's declaration asks for (`Variant.data_kind`, `latent`, `outputs`),
+  in the order they run (clustering reads `latent_usage`'s active dimensions)."""
+  gaussian = variant.has_prior(config)
+  features = "features" in variant.outputs
+  wanted = {
+    "validation": True,
+    "latent_usage": gaussian,
+    "likelihood": gaussian,
+    "reconstruction": features,
+    "sample_quality": features and gaussian,
+    "clustering": True,
+    "latent_parts": bool(variant.latent_parts(config)),
+    "baseline": True,
+    "maps": True,
+    "coherence": "lyrics" in variant.outputs,
+    "reconstruction_grid": features,
+  }
+  return [name for name in EVALUATORS if wanted[name]]
+
+
+def names(job) -> list[str]:
+  """`eval.evaluators` (comma-separated names of `EVALUATORS`, in that order), else the
+  family's declaration (`default_names`)."""
+  chosen = [n.strip() for n in str(job.config.eval.evaluators).split(",") if n.strip()]
+  return chosen or default_names(job.variant, job.config)
+
+
 class Latents:
   """`--mode=eval` of audio models. `run(state)` -> {"step", "val": validation metrics, <label>:
   clustering metrics of every original clip's latent by that label, "cluster_space" (what
@@ -48,112 +262,24 @@ class Latents:
   "latent_usage" (active units; KL per dimension to N(0, 1), also for VaDE, whose prior is
   its mixture), "likelihood" (IWAE), "reconstruction" (LSD, spectral convergence) and
   "sample_quality" (Fréchet / MMD)}, and writes the 2-D maps (`eval.plots`), the projector
-  files and a reconstruction grid under `out_dir`."""
+  files and a reconstruction grid under `out_dir`. Which of these run is a list
+  (`names(job)`: `eval.evaluators`, else what the model family declares), each one
+  function of `EVALUATORS`."""
 
   def __init__(self, job, out_dir: str):
     self.job = job
     self.out_dir = out_dir
 
   def run(self, state) -> dict:
-    job, config, out_dir = self.job, self.job.config, self.out_dir
-    # Every original clip (augmented copies would count clips twice in the clustering).
-    everything = pipeline.Examples(
-      job.store,
-      job.store.indices(augmented=False),
-      config.data.normalize,
-      job.train_examples.lyrics,
-    )
-    encoded = encode_all(job, state, everything)
-    labels = {
-      name: job.store.label_array(name)[everything.indices] for name in job.store.label_values
-    }
-    names = job.store.label_values
-    skipped = clustering.identifier_columns(labels)
-    for name, reason in skipped.items():
-      logging.info("eval: label column %r not clustered: %s", name, reason)
-    labels = {k: v for k, v in labels.items() if k not in skipped}
-    latent = encoded.get("mu", encoded.get("z"))
-    results = {"step": int(state.step), "val": Validation(job).run(state)}
-    if skipped:
-      results["skipped_labels"] = skipped
-    if "mu" in encoded and "logvar" in encoded:
-      mu, logvar = encoded["mu"], encoded["logvar"]
-      sums = jax.device_get(step_lib.latent_sums(mu, logvar, np.ones(len(mu), np.float32)))
-      results["latent_usage"] = metrics.latent_usage(sums, len(mu)) | {
-        "threshold": metrics.ACTIVE_THRESHOLD,
-        "examples": "every original clip",
-      }
-      results["likelihood"] = likelihood.Likelihood(job).run(state)
-    # The validation and training clips are among `everything`: no second forward pass.
-    rows = everything.indices
-    val = {k: v[np.isin(rows, job.val_examples.indices)] for k, v in encoded.items()}
-    train_rows = np.isin(rows, job.store.indices("train", augmented=False))
-    if "features" in job.variant.outputs:
-      results["reconstruction"] = reconstruction.evaluate(
-        val["x"], val["recon"], job.store.manifest["stats"], config
-      ) | {"split": "validation"}
-      if job.variant.has_prior(config):
-        results["sample_quality"] = sample_quality.SampleQuality(job).run(
-          state, val["x"], val["recon"], train_means=encoded["mu"][train_rows]
-        )
-    if latent is not None and labels:
-      usage = results.get("latent_usage")
-      active = (
-        None if usage is None else np.asarray(usage["mu_variance"]) > metrics.ACTIVE_THRESHOLD
-      )
-      # A clip's segments share a label: the linear probe keeps them in one fold.
-      clips = [job.store.manifest["examples"][i]["clip_id"] for i in everything.indices]
-      groups = np.unique(clips, return_inverse=True)[1]
-
-      points, results["cluster_space"] = clustering.cluster_space(
-        latent, config.eval.cluster_space, metrics.ACTIVE_THRESHOLD, active=active
-      )
-      results |= clustering.evaluate_latents(
-        points,
-        labels,
-        names,
-        seed=config.seed,
-        assignments=encoded.get("assignments"),
-        groups=groups,
-      )
-      parts = registry.get(config.model.name).latent_parts(config)
-      if parts:
-        results["latent_parts"] = clustering.evaluate_parts(
-          latent,
-          parts,
-          labels,
-          names,
-          space=config.eval.cluster_space,
-          threshold=metrics.ACTIVE_THRESHOLD,
-          active=active,
-          seed=config.seed,
-          groups=groups,
-        )
-      results["baseline_pca_kmeans"] = clustering.pca_kmeans_baseline(
-        encoded["x"], labels, names, seed=config.seed, groups=groups
-      )
-      for method in [m.strip() for m in config.eval.plots.split(",") if m.strip()]:
-        try:
-          plots.plot_embedding_2d(
-            latent,
-            labels,
-            names,
-            os.path.join(out_dir, f"latent_{method}.png"),
-            method=method,
-            seed=config.seed,
-            title=f"{config.model.name} latent ({method})",
-          )
-        except ImportError as e:
-          logging.warning("Skipping the %s plot: %s", method, e)
-      plots.write_projector(latent, labels, names, os.path.join(out_dir, "projector"))
-    if "lyrics" in job.variant.outputs and labels:
-      val_rows = np.isin(rows, job.val_examples.indices)
-      results["coherence"] = coherence.lyrics_coherence(
-        job, state, everything, labels, train_rows, val_rows
-      )
-    plots.plot_spectrogram_grid(
-      encoded["x"][:8], encoded["recon"][:8], os.path.join(out_dir, "reconstructions.png")
-    )
+    """One pass over every original clip (`Pass`), then each of `names(job)` in turn; an
+    evaluator reads the pass and the results of those before it."""
+    job = self.job
+    passed = Pass.of(job, state)
+    results = {"step": int(state.step)}
+    if passed.skipped:
+      results["skipped_labels"] = passed.skipped
+    for name in names(job):
+      results |= EVALUATORS[name](job, state, passed, results, self.out_dir)
     return results
 
   def scalars(self, results: dict) -> dict[str, float]:

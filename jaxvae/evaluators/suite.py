@@ -3,6 +3,8 @@ to measure, the mode only runs it)."""
 
 from __future__ import annotations
 
+from jaxvae.errors import ConfigError
+from jaxvae.evaluators import latents
 from jaxvae.evaluators.latents import Latents
 from jaxvae.evaluators.music import MusicStatistics
 
@@ -13,4 +15,10 @@ def for_eval(job, out_dir: str):
   `scalars(metrics)` for TensorBoard and `summary(metrics)` to print."""
   if job.variant.data_kind == "midi":
     return MusicStatistics(job, out_dir)
+  unknown = [n for n in latents.names(job) if n not in latents.EVALUATORS]
+  if unknown:
+    raise ConfigError(
+      f"config key 'eval.evaluators' names {', '.join(map(repr, unknown))}; expected names "
+      f"from {', '.join(latents.EVALUATORS)} (or '' for what the model declares)"
+    )
   return Latents(job, out_dir)
