@@ -1,9 +1,9 @@
 """The built-in demo corpus: music-like clips labelled by language (4) and genre (3).
 
-Seed 000's song set (Arabic, English, Hindi, Spanish x hip-hop, pop, rock, with lyrics) is not
-public, so the default run synthesizes a stand-in deterministically with numpy. Genre drives
-tempo, drums, bass and timbre (strong in audio); language drives the sung vowels' formants and
-syllable rate (weak in audio) and the lyrics' script and words (strong in text). The corpus is
+The original music VAE family's song set (Arabic, English, Hindi, Spanish x hip-hop, pop, rock, with
+lyrics) is not public, so the default run synthesizes a stand-in deterministically with numpy. Genre
+drives tempo, drums, bass and timbre (strong in audio); language drives the sung vowels' formants
+and syllable rate (weak in audio) and the lyrics' script and words (strong in text). The corpus is
 written as a `manifest` dataset (WAV + lyrics .txt + CSV), so it goes through the same reader,
 loader and feature path as a user's folder.
 """

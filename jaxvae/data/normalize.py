@@ -76,7 +76,7 @@ def normalize_features(x: np.ndarray, stats: dict, method: str) -> np.ndarray:
   if method == "band":
     mean, std = _band(stats, x)
     return ((x - mean) / std).astype(x.dtype, copy=False)
-  if method == "minmax":  # per example, as seed 004 should have done (not per batch)
+  if method == "minmax":  # per example (the original puzzle VQ-VAE scaled per batch)
     axes = tuple(range(1, x.ndim)) if x.ndim > 2 else None
     lo = x.min(axis=axes, keepdims=True)
     hi = x.max(axis=axes, keepdims=True)

@@ -1,7 +1,7 @@
 """The datasets a run reads: `data.sources` (several, in one store) or `data.layout` +
 `data.root` (one).
 
-`data.sources` is a tuple of dicts, e.g. seed 003's combined set:
+`data.sources` is a tuple of dicts, e.g. HarmonicVAE's combined set:
 
     config.data.sources = (
       dict(name="gtzan", layout="gtzan", root="/data/gtzan", weight=1.0),

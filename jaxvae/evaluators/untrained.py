@@ -1,5 +1,6 @@
 """The trained model against the untrained one (same init seed) on the validation split, as
-seed 004 reported it: reconstruction MSE, and for VQ models perplexity and codes used."""
+the original puzzle VQ-VAE reported it: reconstruction MSE, and for VQ models perplexity and codes
+used."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """Per-example reconstruction errors: `[B, ...]` predictions and targets -> `[B]` float32.
 
-The plain errors (`nll`, `mean_squared_error`), seed 002's spectral terms (frequency-weighted
+The plain errors (`nll`, `mean_squared_error`), the spectral MusicVAE's terms (frequency-weighted
 MSE, the multi-resolution FFT-magnitude distance, the range penalty) and the distance between
 predicted and target embeddings. Spectrogram terms take `[B, F, T]` (mel rows F, frames T).
 
-Seed 002's "spectral" term was plain MSE in the original code although its write-up described
-an FFT-magnitude distance; `spectral_loss` is the FFT-magnitude version.
+The spectral MusicVAE's "spectral" term was plain MSE in the original code although its write-up
+described an FFT-magnitude distance; `spectral_loss` is the FFT-magnitude version.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import numpy as np
 
 from jaxvae.losses import reduce
 
-# Seed 002's emphasis: low mels (bass, fundamentals) and the middle band weigh more, the top
-# band (mostly noise and cymbals) less. Each entry is (start, end, weight) in fractions of F.
+# The spectral MusicVAE's emphasis: low mels (bass, fundamentals) and the middle band weigh more,
+# the top band (mostly noise and cymbals) less. Each entry is (start, end, weight), in fractions
+# of F.
 DEFAULT_BANDS = ((0.0, 0.2, 1.5), (0.3, 0.7, 2.0), (0.8, 1.0, 0.8))
 SPECTRAL_KINDS = ("l1", "l2")
 EMBEDDING_DISTANCES = ("mse", "cosine")

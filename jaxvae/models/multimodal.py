@@ -1,7 +1,7 @@
 """Multimodal VAE: one latent for a clip's audio (log-mel) and its lyrics embedding.
 
-Seed 000's "multimodal" run never fed the lyrics to the model; here they reach the latent
-through their own encoder and a fusion of the two modalities, and the latent must explain
+The original music VAE family's "multimodal" run never fed the lyrics to the model; here they reach
+the latent through their own encoder and a fusion of the two modalities, and the latent must explain
 both (it decodes the spectrogram and the lyrics embedding). Audio tells genre far better
 than language, lyrics tell language: a latent that fuses them should cluster by both.
 

@@ -1,8 +1,8 @@
-"""Seed 002's spectral conv VAE and seed 003's harmonic MLP VAE.
+"""The spectral MusicVAE's conv VAE and HarmonicVAE's MLP VAE.
 
 Both follow the Gaussian VAE interface of `jaxvae.models.vae` (`encode(batch, train)`,
 `decode(z, batch, train)`, `__call__(batch, train)` -> recon / mu / logvar / z), take the
-compute `dtype` and return float32 outputs. Both are trained with seed 002's objective
+compute `dtype` and return float32 outputs. Both are trained with the spectral MusicVAE's objective
 (`jaxvae.variants.spectral.spectral_elbo`).
 """
 
@@ -32,16 +32,16 @@ def _gelu(x: jax.Array) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------------------------
-# Seed 002: SpectralVAE
+# The spectral MusicVAE: SpectralVAE
 # ----------------------------------------------------------------------------------------------
 
 
 class SpectralVAE(nn.Module):
   """3x3 stride-2 conv encoder (BN + GELU), dense posterior, mirrored transposed-conv decoder.
 
-  Seed-002 sizes: channels (32, 64, 128, 256) on 128 x 259 (3 s, n_fft 1024, hop 256) ->
-  a 256 x 8 x 17 map (each conv gives ceil(size / 2)); latent 16. The decoder starts from the
-  same 8 x 17 grid and doubles it per transposed conv (128 x 272), then crops to the input:
+  The original spectral MusicVAE's sizes: channels (32, 64, 128, 256) on 128 x 259 (3 s, n_fft 1024,
+  hop 256) -> a 256 x 8 x 17 map (each conv gives ceil(size / 2)); latent 16. The decoder starts
+  from the same 8 x 17 grid and doubles it per transposed conv (128 x 272), then crops to the input:
   the encoder's ceil division makes the decoded grid at least as large as the input.
   """
 
@@ -111,10 +111,10 @@ def build_spectral_vae(model_config, spec: DataSpec, dtype: str = "float32") -> 
 
 
 # ----------------------------------------------------------------------------------------------
-# Seed 003: consonance matrix, HarmonicLayer, HarmonicVAE
+# HarmonicVAE: consonance matrix, HarmonicLayer, HarmonicVAE
 # ----------------------------------------------------------------------------------------------
 
-# Just-intonation ratios of seed 003 (unison, fifth, fourth, major and minor third, major
+# HarmonicVAE's just-intonation ratios (unison, fifth, fourth, major and minor third, major
 # second, minor second); their inverses are added by `consonance_matrix`.
 JUST_RATIOS = (1.0, 2 / 3, 3 / 4, 4 / 5, 5 / 6, 8 / 9, 15 / 16)
 
@@ -159,7 +159,7 @@ class HarmonicLayer(nn.Module):
   `C` (`consonance_matrix(f)`, fixed, not learned) first spreads each unit's activation to the
   units a just interval away (fifth, fourth, thirds, ...), `W2` (`[D, features]`, no bias) maps
   that to the output, and `alpha` (a learned scalar, init 0.1) sets how much this harmonic
-  pathway counts. The idea of seed 003: energy at f and at 3/2 f are evidence for the same
+  pathway counts. HarmonicVAE's idea: energy at f and at 3/2 f are evidence for the same
   note or chord, so the layer gets their sum as a feature without having to learn which mel
   rows are related. With alpha = 0 the layer is exactly its Dense part.
   """
@@ -196,11 +196,12 @@ class HarmonicLayer(nn.Module):
 
 
 class HarmonicVAE(nn.Module):
-  """Seed 003's MLP VAE on the flattened spectrogram, optionally with a HarmonicLayer first.
+  """HarmonicVAE's MLP VAE on the flattened spectrogram, optionally with a HarmonicLayer first.
 
-  Seed-003 sizes: 128 x 173 (4 s at 22,050 Hz, hop 512) -> hidden (1024, 512, 256) with ReLU
-  -> latent 128 -> (256, 512, 1024) -> 128 x 173, sigmoid output (inputs are per-clip min-max
-  scaled to [0, 1]). `batch_norm` and `dropout` follow each hidden Dense when enabled.
+  The original HarmonicVAE's sizes: 128 x 173 (4 s at 22,050 Hz, hop 512) -> hidden (1024,
+  512, 256) with ReLU -> latent 128 -> (256, 512, 1024) -> 128 x 173, sigmoid output (inputs
+  are per-clip min-max scaled to [0, 1]). `batch_norm` and `dropout` follow each hidden Dense
+  when enabled.
 
   `harmonic=True` adds a HarmonicLayer before the MLP, acting along the mel axis: each frame's
   n_mels vector goes through the same HarmonicLayer (n_mels -> n_mels, mel-centre frequencies

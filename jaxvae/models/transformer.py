@@ -1,4 +1,4 @@
-"""Music transformer family (seed 001): causal LM, hierarchical-latent VAE, VAE-GAN.
+"""Music transformer family (the Transformer-VAE-GAN): causal LM, hierarchical-latent VAE, VAE-GAN.
 
 One module, `MusicTransformer`, serves the three training stages (`mode`):
 

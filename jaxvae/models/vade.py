@@ -5,7 +5,7 @@
 The encoder/decoder are the fully connected `BasicVAE`; the mixture lives in the same `params`
 tree (`pi_logits` [K], `mu_c` [K, L], `logvar_c` [K, L]) so one optimizer trains both
 (`param_labels` lets it give the mixture its own learning rate). The mixture weights are
-stored as unconstrained logits: softmax of logits is always on the simplex, whereas the seed-000
+stored as unconstrained logits: softmax of logits is always on the simplex, whereas the original
 original applied softmax to weights that were already normalized (a bug, MISSION.md).
 
 Training runs in two stages (`jaxvae.variants.vade`): a deterministic autoencoder (z = mu),

@@ -1,6 +1,6 @@
 """Gaussian VAEs on spectrograms: the fully connected and the convolutional family.
 
-Both take an optional label to condition on (the CVAE of seed 000): the label's embedding is
+Both take an optional label to condition on (the music VAE family's CVAE): the label's embedding is
 joined to the encoder features before the posterior heads and to z before the decoder.
 A beta-VAE is the conv VAE with a larger KL weight: it differs only in its config.
 """
@@ -36,7 +36,7 @@ class LabelEmbed(nn.Module):
 class ConvVAE(nn.Module):
   """Strided 4x4 conv encoder (BN + LeakyReLU 0.2), dense posterior, mirrored decoder.
 
-  Seed-000 sizes: channels (16, 32, 64) on 128 x 1292 -> a 64 x 16 x 161 map; latent 128.
+  The original's sizes: channels (16, 32, 64) on 128 x 1292 -> a 64 x 16 x 161 map; latent 128.
   The decoder mirrors the encoder's grid (floor(size / 8)); when the input is not a multiple
   of 8 (1292 frames -> 1288) the last map is resized to the input, as the original did.
   """
@@ -116,7 +116,7 @@ class ConvVAE(nn.Module):
 class BasicVAE(nn.Module):
   """Fully connected VAE on the flattened spectrogram (BN, ReLU, dropout).
 
-  Seed-000 sizes: 165,376 -> 16 -> 32 -> 64 -> latent 128, mirrored decoder (~5.49 M params).
+  The original's sizes: 165,376 -> 16 -> 32 -> 64 -> latent 128, mirrored decoder (~5.49 M params).
   """
 
   input_shape: tuple[int, int]

@@ -2,10 +2,10 @@
 
 `VectorQuantizer` maps each vector of its input (last axis) to the nearest of `num_codes`
 codebook entries and passes gradients straight through to the encoder. The codebook is learned
-either by gradient (codebook loss, the default, as in seed 004) or by exponential moving averages
-of the assigned vectors (`use_ema=True`, the codebook then lives in the `vq_stats` collection and
-is not a parameter). With EMA, codes whose usage falls below `dead_code_threshold` are restarted
-from random encoder outputs of the current batch.
+either by gradient (codebook loss, the default, as in the original puzzle VQ-VAE) or by exponential
+moving averages of the assigned vectors (`use_ema=True`, the codebook then lives in the `vq_stats`
+collection and is not a parameter). With EMA, codes whose usage falls below `dead_code_threshold`
+are restarted from random encoder outputs of the current batch.
 
 Every reduction runs over all leading axes at once, so under `jax.jit` with the batch sharded
 across devices the counts, losses and EMA statistics are global without explicit collectives.

@@ -1,4 +1,4 @@
-"""The "puzzle" VQ-VAE of seed 004: a small conv VQ-VAE on [128 mel x 32 frame] spectrograms.
+"""The audio puzzle VQ-VAE: a small conv VQ-VAE on [128 mel x 32 frame] spectrograms.
 
 The latent is a 30 x 30 grid of 64-d vectors quantized to 10 codes, so every clip becomes a
 30 x 30 "puzzle" of 10 piece types.
@@ -102,7 +102,7 @@ class Decoder(nn.Module):
 
 
 class PuzzleVQVAE(nn.Module):
-  """Seed 004's VQ-VAE. Applied to a batch dict (`x` float32 [B, n_mels, frames], optional
+  """The audio puzzle VQ-VAE. Applied to a batch dict (`x` float32 [B, n_mels, frames], optional
   `mask` [B]); see the module docstring for the layers and parameter counts."""
 
   num_codes: int = 10

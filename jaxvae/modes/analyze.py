@@ -1,6 +1,6 @@
 """`--mode=analyze`: the trained model against the untrained one (same init seed) on the
-validation split, as seed 004 reported it, plus the code grids ("puzzles") of a few clips.
-Writes `DIR/analysis.json`, `DIR/analysis.md` and `DIR/analysis/puzzle_<i>.png`.
+validation split, as the original puzzle VQ-VAE reported it, plus the code grids ("puzzles") of a
+few clips. Writes `DIR/analysis.json`, `DIR/analysis.md` and `DIR/analysis/puzzle_<i>.png`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MIDI <-> event tokens: the seed 001 vocabulary (774 ids by default).
+"""MIDI <-> event tokens: the Transformer-VAE-GAN's vocabulary (774 ids by default).
 
 A piece becomes a flat stream of performance events, sorted by time:
 

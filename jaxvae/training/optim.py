@@ -51,7 +51,7 @@ def optimizer(config, total_steps: int, multipliers=None) -> optax.GradientTrans
   if multipliers is not None:
     parts.append(scale_updates(multipliers))
   if t.lr_schedule == "plateau":
-    # Scales updates down when the loss it is given stops improving (seed 003's
+    # Scales updates down when the loss it is given stops improving (HarmonicVAE's
     # ReduceLROnPlateau); the trainer passes the step loss as `value`.
     parts.append(
       optax.contrib.reduce_on_plateau(

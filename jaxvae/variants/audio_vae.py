@@ -1,4 +1,5 @@
-"""The Gaussian VAEs on spectrograms (seed 000): fully connected and convolutional.
+"""The Gaussian VAEs on spectrograms (the multilingual music VAE family): fully connected and
+convolutional.
 
 Both train on the negative ELBO with a weighted KL (`elbo`); a beta-VAE and the CVAEs are
 these variants with another config. `recon_terms` is shared with the families whose

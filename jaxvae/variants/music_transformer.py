@@ -1,4 +1,4 @@
-"""The symbolic Transformer-VAE-GAN as a variant of the one trainer (seed 001).
+"""The symbolic Transformer-VAE-GAN as a variant of the one trainer (the Transformer-VAE-GAN).
 
 `config.stage` picks the model mode: 1 = causal transformer LM, 2 = hierarchical-latent VAE,
 3 = VAE-GAN. Each stage trains in its own workdir, initialized from the previous one with

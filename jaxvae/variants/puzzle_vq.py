@@ -1,4 +1,4 @@
-"""Seed 004's "puzzle" VQ-VAE as a variant: its objective and the k-means codebook init.
+"""The audio puzzle VQ-VAE as a variant: its objective and the k-means codebook init.
 
 The quantizer computes its own codebook and commitment losses (`jaxvae.models.vq`); the
 objective only adds the reconstruction error.

@@ -1,4 +1,5 @@
-"""Seed 002's spectral conv VAE and seed 003's harmonic VAE, trained on seed 002's objective.
+"""The spectral MusicVAE's conv VAE and HarmonicVAE's MLP VAE, trained on the spectral MusicVAE's
+objective.
 
 `spectral_elbo` combines the reconstruction-side terms of `jaxvae.losses.reconstruction`
 (per-example means over the spectrogram) with a free-bits KL; `validate` checks its keys.
@@ -30,7 +31,7 @@ def _recon_term(recon, x, mse, objective_config):
 
 
 def spectral_elbo(outputs, batch, *, kl_weight, config):
-  """Seed 002's objective: recon + spectral + range terms + kl_weight * KL.
+  """The spectral MusicVAE's objective: recon + spectral + range terms + kl_weight * KL.
 
   Reductions: every reconstruction-side term is a per-example MEAN over the spectrogram's
   elements (weighted mean for 'weighted_mse', mean over rows, windows and bins for the
