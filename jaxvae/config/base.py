@@ -276,7 +276,21 @@ def training() -> ml_collections.ConfigDict:
   # saves a checkpoint and exits with status 75 while the budget still covers stopping; the same
   # command resumes it.
   c.max_runtime = "0"
+  # Where the logs go besides metrics.jsonl: comma-separated names from WRITERS ('mlflow' needs
+  # pip install 'jaxvae[mlflow]'; its store is DIR/mlruns unless mlflow_uri names another, its
+  # experiment the model's name unless mlflow_experiment does).
+  c.writers = "tensorboard"
+  c.mlflow_uri = ""
+  c.mlflow_experiment = ""
   return c
+
+
+WRITERS = ("tensorboard", "mlflow")
+
+
+def writer_names(config) -> list[str]:
+  """`train.writers` as a list of names (checked by `config.checks`)."""
+  return [n.strip() for n in str(config.train.writers).split(",") if n.strip()]
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([smhd]?)\s*$")

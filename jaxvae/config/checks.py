@@ -104,6 +104,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
       f"config key 'train.max_runtime' is {config.train.max_runtime!r}; expected seconds "
       "(0: no budget) or a duration such as '90m', '4h', '1:30:00'"
     )
+  unknown = [n for n in base.writer_names(config) if n not in base.WRITERS]
+  if unknown:
+    raise ConfigError(
+      f"config key 'train.writers' names {', '.join(map(repr, unknown))}; expected names from "
+      f"{', '.join(base.WRITERS)}"
+    )
   share = config.train.max_nonfinite_share
   if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
     raise ConfigError(

@@ -21,6 +21,7 @@ from jaxvae import faults
 from jaxvae import figures
 from jaxvae import workdir as workdir_lib
 from jaxvae.data import dataset as dataset_lib
+from jaxvae.training import trackers
 from jaxvae.training.state import RunMeta
 
 
@@ -107,6 +108,7 @@ class Writer:
     self.tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=purge_step)
     self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
     self.config = config
+    self.trackers = trackers.open_trackers(workdir, config, resuming=purge_step is not None)
 
   def _line(self, row: dict) -> None:
     """One metrics.jsonl row. A kill may tear it (shown by the fault point between its
@@ -122,20 +124,30 @@ class Writer:
     self.jsonl.flush()
 
   def scalars(self, step: int, values: dict[str, float]) -> None:
-    for k, v in values.items():
-      if math.isfinite(v):
-        self.tb.add_scalar(k, v, step)
+    finite = {k: v for k, v in values.items() if math.isfinite(v)}
+    for k, v in finite.items():
+      self.tb.add_scalar(k, v, step)
+    for tracker in self.trackers:
+      tracker.scalars(step, finite)
     self._line({"step": step, **values})
 
   def epoch(self, record: dict) -> None:
     step = record["step"]
-    for k, v in record.items():
-      if k not in ("epoch", "step") and isinstance(v, (int, float)) and math.isfinite(v):
-        self.tb.add_scalar(f"epoch/{k}", v, step)
+    finite = {
+      f"epoch/{k}": v
+      for k, v in record.items()
+      if k not in ("epoch", "step") and isinstance(v, (int, float)) and math.isfinite(v)
+    }
+    for k, v in finite.items():
+      self.tb.add_scalar(k, v, step)
+    for tracker in self.trackers:
+      tracker.scalars(step, finite)
     self._line({"kind": "epoch", **record})
 
   def image(self, tag: str, image: np.ndarray, step: int) -> None:
     self.tb.add_image(tag, image, step, dataformats="HWC")
+    for tracker in self.trackers:
+      tracker.image(tag, image, step)
 
   def histogram(self, tag: str, counts: np.ndarray, step: int) -> None:
     """Weights over integer bins as a TensorBoard histogram: codebook usage counts per code,
@@ -157,11 +169,15 @@ class Writer:
 
   def audio(self, tag: str, y: np.ndarray, step: int, sr: int) -> None:
     self.tb.add_audio(tag, np.clip(np.asarray(y, np.float32), -1.0, 1.0), step, sample_rate=sr)
+    for tracker in self.trackers:
+      tracker.audio(tag, y, step, sr)
 
   def close(self) -> None:
     self.tb.flush()
     self.tb.close()
     self.jsonl.close()
+    for tracker in self.trackers:
+      tracker.close()
 
 
 class NullWriter(Writer):
@@ -292,6 +308,9 @@ def finish(
     tb.add_hparams(_flat_config(config), final, name="hparams")
   finally:
     tb.close()
+  for tracker in trackers.open_trackers(workdir, config):
+    tracker.hparams(_flat_config(config), final)
+    tracker.close(finished=True)
   logging.info("Run finished: best val %s %.5g at step %d", name, meta.best_val, meta.best_step)
   extra = {}
   if resources:
