@@ -16,7 +16,7 @@ PACKAGE = os.path.join(ROOT, "jaxvae")
 # modules (without circles) and from any layer below, never from one above. The root modules
 # other than `main` are the base every layer uses.
 LAYERS = (
-  ("errors", "faults", "workdir", "multihost", "figures"),
+  ("errors", "faults", "workdir", "multihost"),
   ("config",),
   ("audio", "symbolic", "text"),
   ("data",),

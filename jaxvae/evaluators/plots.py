@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxvae import figures
 from jaxvae.evaluators import clustering
+from jaxvae.training import figures
 
 log = logging.getLogger(__name__)
 # scikit-learn and scipy (about 1.3 s to import) are imported inside the functions that use

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from jaxvae import faults
-from jaxvae import figures
 from jaxvae import workdir as workdir_lib
 from jaxvae.data import dataset as dataset_lib
+from jaxvae.training import figures
 from jaxvae.training import trackers
 from jaxvae.training.state import RunMeta
 
