@@ -11,9 +11,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from jaxvae import figures
 from jaxvae.evaluators import clustering as analysis
 from jaxvae.evaluators import plots
+from jaxvae.training import figures
 from jaxvae.training import writer
 
 # ----------------------------------------------------------------------------------------------
