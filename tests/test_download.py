@@ -275,17 +275,22 @@ def test_maestro_zip_loses_its_top_folder_and_paths_outside_root_are_refused(tmp
   assert not (tmp_path / "escape.txt").exists()
 
 
-def test_cli_offline_is_one_line_and_a_mirror_with_its_checksum_works(server, tmp_path, capsys):
-  root = tmp_path / "gtzan"
-  argv = [
+def _download_argv(tmp_path, root, url: str) -> list[str]:
+  """`--mode=download` of GTZAN into `root` from `url`."""
+  return [
     "--config=configs/conv_vae.py:small",
     f"--workdir={tmp_path / 'run'}",
     "--mode=download",
     "--no_progress",
     "--config.data.layout=gtzan",
     f"--config.data.root={root}",
-    "--config.data.download.url=http://127.0.0.1:9/genres.tar.gz",  # port 9: refused
+    f"--config.data.download.url={url}",
   ]
+
+
+def test_cli_offline_is_one_line_and_a_mirror_with_its_checksum_works(server, tmp_path, capsys):
+  root = tmp_path / "gtzan"
+  argv = _download_argv(tmp_path, root, "http://127.0.0.1:9/genres.tar.gz")  # port 9: refused
   assert main.run(argv) == 1
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("error: cannot download http://127.0.0.1:9/")
@@ -392,14 +397,7 @@ def test_a_full_disk_while_downloading_or_extracting_is_one_line(server, tmp_pat
   data = _gtzan_tar()
   server.files["/mirror.tgz"] = data
   root = tmp_path / "gtzan"
-  argv = [
-    "--config=configs/conv_vae.py:small",
-    f"--workdir={tmp_path / 'run'}",
-    "--mode=download",
-    "--no_progress",
-    "--config.data.layout=gtzan",
-    f"--config.data.root={root}",
-    f"--config.data.download.url={_url(server, 'mirror.tgz')}",
+  argv = _download_argv(tmp_path, root, _url(server, "mirror.tgz")) + [
     f"--config.data.download.sha256={hashlib.sha256(data).hexdigest()}",
     f"--config.data.download.size={len(data)}",
   ]

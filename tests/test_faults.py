@@ -104,6 +104,17 @@ def _train_args(workdir, overrides):
   ] + [f"--config.{k}={v}" for k, v in overrides.items()]
 
 
+def assert_same_checkpoints(workdir, reference):
+  """The latest and best checkpoints of `workdir` hold bitwise the step, parameters and
+  optimizer state of `reference`'s (an uninterrupted run)."""
+  for which in ("checkpoints", "best"):
+    step_a, a = _params(str(workdir), which)
+    step_b, b = _params(str(reference), which)
+    assert step_a == step_b, which
+    jax.tree.map(np.testing.assert_array_equal, a["params"], b["params"])
+    jax.tree.map(np.testing.assert_array_equal, a["opt_state"], b["opt_state"])
+
+
 def _metrics(workdir):
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   epochs = [r["epoch"] for r in rows if r.get("kind") == "epoch"]
@@ -140,12 +151,7 @@ def test_kill_at_fault_point_then_rerun_matches_uninterrupted(
 ):
   workdir = killed_runs[point, n]
   assert _cli(workdir, _overrides(short_overrides, point)) == 0  # the same command again
-  for which in ("checkpoints", "best"):
-    step_a, a = _params(str(workdir), which)
-    step_b, b = _params(short_run, which)
-    assert step_a == step_b, which
-    jax.tree.map(np.testing.assert_array_equal, a["params"], b["params"])
-    jax.tree.map(np.testing.assert_array_equal, a["opt_state"], b["opt_state"])
+  assert_same_checkpoints(workdir, short_run)
   epochs, steps = _metrics(workdir)
   assert epochs == [1, 2]
   assert steps == [1, 2, 3, 4]

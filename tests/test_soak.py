@@ -18,11 +18,11 @@ import os
 import random
 import sys
 
-import jax
 import numpy as np
 import pytest
 from test_faults import _killed
 from test_faults import _metrics
+from test_faults import assert_same_checkpoints
 from test_music import TINY as MIDI_TINY
 from test_music import _piece
 from test_train import _cli
@@ -113,12 +113,7 @@ def _chain(config, workdir, overrides, kills):
 
 
 def _same(workdir, reference):
-  for which in ("checkpoints", "best"):
-    step_a, a = _params(str(workdir), which)
-    step_b, b = _params(str(reference), which)
-    assert step_a == step_b, which
-    jax.tree.map(np.testing.assert_array_equal, a["params"], b["params"])
-    jax.tree.map(np.testing.assert_array_equal, a["opt_state"], b["opt_state"])
+  assert_same_checkpoints(workdir, reference)
   assert _metrics(workdir) == _metrics(reference)
   run_file = json.load(open(os.path.join(workdir, "jaxvae_run.json")))
   assert run_file["config"] == json.load(open(os.path.join(reference, "jaxvae_run.json")))["config"]

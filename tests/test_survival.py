@@ -9,13 +9,12 @@ import shutil
 import subprocess
 import uuid
 
-import jax
 import numpy as np
 import pytest
 from test_faults import _metrics
 from test_faults import _train_args
+from test_faults import assert_same_checkpoints
 from test_train import _cli
-from test_train import _params
 
 from conftest import ROOT
 from jaxvae import errors
@@ -34,12 +33,7 @@ REPORTS = {"train.image_every_epochs": "1", "train.report_samples": "False"}
 def _same_end_as(workdir, short_run):
   """The workdir's latest and best checkpoints are bitwise those of the uninterrupted run,
   and metrics.jsonl has each epoch and step once."""
-  for which in ("checkpoints", "best"):
-    step_a, a = _params(str(workdir), which)
-    step_b, b = _params(short_run, which)
-    assert step_a == step_b, which
-    jax.tree.map(np.testing.assert_array_equal, a["params"], b["params"])
-    jax.tree.map(np.testing.assert_array_equal, a["opt_state"], b["opt_state"])
+  assert_same_checkpoints(workdir, short_run)
   assert _metrics(workdir) == ([1, 2], [1, 2, 3, 4])
   # A resumed epoch's record covers all its steps (those before a mid-epoch stop too).
   assert _train_means(workdir) == _train_means(short_run)

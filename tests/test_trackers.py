@@ -5,13 +5,11 @@ MLflow run with each step logged once."""
 import os
 import subprocess
 
-import pytest
+import mlflow
 from test_faults import _train_args
 from test_train import _cli
 
 from conftest import ROOT
-
-mlflow = pytest.importorskip("mlflow")
 
 OVERRIDES = {
   "train.writers": "tensorboard,mlflow",
