@@ -277,7 +277,6 @@ class _Loop:
         new = [{k: float(v) for k, v in r.items()} for r in jax.device_get(rows[len(pulled) :])]
         watch.update(new, first_step + len(pulled))
         pulled.extend(new)
-        meta.epoch_rows = carried + pulled  # saved with a mid-epoch checkpoint
 
       bar = tqdm.tqdm(
         total=steps,
@@ -309,6 +308,7 @@ class _Loop:
         if t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0 and mid_epoch:
           with phase("train_steps"):
             sync()
+          meta.epoch_rows = carried + pulled  # a mid-epoch checkpoint keeps the epoch's rows
           self._save(step, state, iterator, meta)
           saved = True
         if mid_epoch:
@@ -319,6 +319,7 @@ class _Loop:
             with phase("train_steps"):
               sync()
             if not saved:
+              meta.epoch_rows = carried + pulled
               self._save(step, state, iterator, meta, stopping=True)
             self._stop(reason, step)
       bar.close()
