@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -126,21 +127,36 @@ def _follow_best_metric(meta: RunMeta, best: metrics_lib.BestMetric) -> None:
 def _train(config, workdir, progress, epoch_hooks, epoch_callback, stops, where) -> RunMeta:
   phases = timing.Phases()
   try:
-    return _train_timed(
-      config, workdir, progress, epoch_hooks, epoch_callback, phases, stops, where
-    )
+    with phases("data"):
+      data = dataset_lib.load(config, progress=progress)
+    where.what = "setting up the run"
+    with phases("setup"):
+      job, best, iterator = _set_up(config, data, workdir, progress)
+    ckpts = ckpt_lib.Checkpoints(workdir, config.train.keep_checkpoints, writer=True)
+    try:
+      where.what = "restoring the latest checkpoint"
+      with phases("checkpoints"):
+        state, meta = _restore(job, ckpts, iterator, best, workdir)
+      where.what, where.step = "training", int(state.step)
+      with _outputs(job, workdir, int(state.step), epoch_hooks, phases) as (writer, hooks):
+        loop = _Loop(job, ckpts, writer, hooks, progress, epoch_callback, phases, stops, where)
+        state, meta = loop.train(state, meta, iterator)
+    finally:
+      with phases("checkpoints"), _unless_raising():
+        ckpts.close()  # waits for a save still being written
+    where.what = "writing the end-of-run files"
+    if multihost.is_main_process():
+      with phases("logging"):
+        writer_lib.finish(workdir, config, meta, loop.monitor.summary(), phases.summary)
+    return meta
   finally:
     phases.close()
 
 
-def _train_timed(
-  config, workdir, progress, epoch_hooks, epoch_callback, phases, stops, where
-) -> RunMeta:
-  with phases("data"):
-    data = dataset_lib.load(config, progress=progress)
-  where.what = "setting up the run"
-  with phases("setup"):
-    job = setup(config, progress=progress, data=data)
+def _set_up(config, data, workdir: str, progress: bool):
+  """The job (model, state, steps), its best metric (resolved here, once) and the training
+  batches' iterator."""
+  job = setup(config, progress=progress, data=data)
   logging.info(
     "Training on %d devices (%s, %d process(es)), global batch %d",
     job.mesh.devices.size,
@@ -148,63 +164,60 @@ def _train_timed(
     jax.process_count(),
     config.train.batch_size,
   )
-  best = metrics_lib.BestMetric.of_config(config)  # the one place it is resolved
-  with phases("setup"):
-    _check_best_metric(job, best)
-  main_process = multihost.is_main_process()
-  if main_process:
+  best = metrics_lib.BestMetric.of_config(config)
+  _check_best_metric(job, best)
+  if multihost.is_main_process():
     writer_lib.mark_workdir(workdir, config, job.store)
-  with phases("setup"):
-    iterator = pipeline.train_iterator(
-      job.train_examples,
-      config.train.batch_size,
-      config.seed,
-      config,
-      shard=jax.process_index(),
-      num_shards=jax.process_count(),
-    )
-  ckpts = ckpt_lib.Checkpoints(workdir, config.train.keep_checkpoints, writer=True)
-  where.what = "restoring the latest checkpoint"
+  iterator = pipeline.train_iterator(
+    job.train_examples,
+    config.train.batch_size,
+    config.seed,
+    config,
+    shard=jax.process_index(),
+    num_shards=jax.process_count(),
+  )
+  return job, best, iterator
+
+
+def _restore(job: Job, ckpts, iterator, best: metrics_lib.BestMetric, workdir: str):
+  """(state, meta) of the latest checkpoint (the iterator restored with them), else fresh
+  ones (weights from `init_from` when set)."""
+  if ckpts.latest_step() is not None:
+    state, meta = ckpts.restore_latest(job.state, iterator)
+    logging.info("Resumed from step %d in %s", int(state.step), workdir)
+  else:
+    state = _weights_from(job, job.config) if job.config.init_from else job.state
+    meta = RunMeta(best_metric=best.name, best_direction=best.direction)
+  _follow_best_metric(meta, best)
+  if multihost.is_main_process():
+    # Rows of steps this run redoes (or a torn line) would appear twice.
+    workdir_lib.repair_metrics(os.path.join(workdir, "metrics.jsonl"), int(state.step))
+    ckpt_lib.warn_if_disk_is_short(workdir, job.state, job.config, int(state.step), job.total_steps)
+  return state, meta
+
+
+@contextlib.contextmanager
+def _outputs(job: Job, workdir: str, step: int, epoch_hooks, phases):
+  """The run's log writer (from `step` on) and its epoch hooks; at the end the hooks close
+  first (a report still being drawn writes to the log), then the writer."""
+  main_process = multihost.is_main_process()
+  writer = (writer_lib.Writer if main_process else writer_lib.NullWriter)(
+    workdir, job.config, purge_step=step + 1
+  )
   try:
-    with phases("checkpoints"):
-      if ckpts.latest_step() is not None:
-        state, meta = ckpts.restore_latest(job.state, iterator)
-        logging.info("Resumed from step %d in %s", int(state.step), workdir)
-      else:
-        state = _weights_from(job, config) if config.init_from else job.state
-        meta = RunMeta(best_metric=best.name, best_direction=best.direction)
-    _follow_best_metric(meta, best)
-    if main_process:  # rows of steps this run redoes (or a torn line) would appear twice
-      workdir_lib.repair_metrics(os.path.join(workdir, "metrics.jsonl"), int(state.step))
-    where.what, where.step = "training", int(state.step)
-    if main_process:
-      ckpt_lib.warn_if_disk_is_short(workdir, job.state, config, int(state.step), job.total_steps)
-    writer = (writer_lib.Writer if main_process else writer_lib.NullWriter)(
-      workdir, config, purge_step=int(state.step) + 1
-    )
     with phases("reports"):
       hooks = epoch_hooks(job, writer) if epoch_hooks is not None else []
     try:
-      loop = _Loop(job, ckpts, writer, hooks, progress, epoch_callback, phases, stops, where)
-      try:
-        state, meta = loop.train(state, meta, iterator)
-      except BaseException:
-        with contextlib.suppress(Exception):  # the run's own error is the one to report
-          _close_hooks(hooks)
-        raise
-      with phases("reports"):
-        _close_hooks(hooks)  # waits for a report still being drawn
-    finally:
-      with phases("logging"), _unless_raising():
-        writer.close()
+      yield writer, hooks
+    except BaseException:
+      with contextlib.suppress(Exception):  # the run's own error is the one to report
+        _close_hooks(hooks)
+      raise
+    with phases("reports"):
+      _close_hooks(hooks)  # waits for a report still being drawn
   finally:
-    with phases("checkpoints"), _unless_raising():
-      ckpts.close()  # waits for a save still being written
-  where.what = "writing the end-of-run files"
-  if main_process:
-    with phases("logging"):
-      writer_lib.finish(workdir, config, meta, loop.monitor.summary(), phases.summary)
-  return meta
+    with phases("logging"), _unless_raising():
+      writer.close()
 
 
 @contextlib.contextmanager
@@ -233,9 +246,51 @@ def _close_hooks(hooks) -> None:
     raise failures[0]
 
 
+def _in_phase(name: str):
+  """Counts a `_Loop` method's wall time to phase `name` (`timing.Phases` nests: the phase
+  around the call pauses meanwhile)."""
+
+  def wrap(method):
+    @functools.wraps(method)
+    def timed(self, *args, **kwargs):
+      with self.phases(name):
+        return method(self, *args, **kwargs)
+
+    return timed
+
+  return wrap
+
+
+@dataclasses.dataclass
+class _Epoch:
+  """One epoch's step metrics: on device as the steps return them (`rows`), host copies of
+  those pulled so far (`pulled`, by `sync`), and host rows of the steps this epoch ran
+  before a mid-epoch resume (`carried`)."""
+
+  first_step: int  # the step of rows[0]
+  watch: metrics_lib.NonfiniteWatch
+  carried: list[dict]
+  rows: list = dataclasses.field(default_factory=list)
+  pulled: list[dict] = dataclasses.field(default_factory=list)
+  started: float = dataclasses.field(default_factory=time.time)
+
+  def sync(self) -> None:
+    """Host copies of the rows not pulled yet (waits for their steps); checks divergence.
+    The host waits for the device only here: at log steps, checkpoints and the epoch end."""
+    fetched = jax.device_get(self.rows[len(self.pulled) :])
+    new = [{k: float(v) for k, v in r.items()} for r in fetched]
+    self.watch.update(new, self.first_step + len(self.pulled))
+    self.pulled.extend(new)
+
+  @property
+  def host_rows(self) -> list[dict]:
+    return self.carried + self.pulled
+
+
 @dataclasses.dataclass
 class _Loop:
-  """The epoch loop of one run (what `_train` set up)."""
+  """The epoch loop of one run (what `_train` set up). Each method counts its time to one
+  phase of `timing.Phases` (`_in_phase`); the steps themselves are `train_steps`."""
 
   job: Job
   ckpts: ckpt_lib.Checkpoints
@@ -247,99 +302,107 @@ class _Loop:
   stops: preemption.StopRequests
   where: _Where
   monitor: resources.Monitor = dataclasses.field(default_factory=resources.Monitor)
+  watch: metrics_lib.NonfiniteWatch | None = None
+  gather: Callable | None = None  # agrees on stopping across processes (None: one process)
+  steps_here: int = 0  # steps this process ran: a budget stop comes after at least one
   # What stopping is expected to take (train.max_runtime's reserve), measured as the run goes.
   step_s: float = 0.0  # one step (the last logged window's mean, or the epoch's)
   save_s: float = 0.0  # the longest checkpoint save call
   epoch_end_s: float = 0.0  # the last epoch end (validation, records, reports)
   write_s: float = 0.0  # writing a checkpoint of the state at a slow disk's 200 MB/s
+  eval_s: float = 0.0  # the last validation (compilation included)
 
   def train(self, state: TrainState, meta: RunMeta, iterator):
-    job, t = self.job, self.job.config.train
-    spe = job.steps_per_epoch
-    step = int(state.step)
-    watch = metrics_lib.NonfiniteWatch(t.max_nonfinite_steps, t.max_nonfinite_share)
+    """Stages, and epochs within them, until the step budget or early stopping; a stop
+    request ends it after a step with that step saved (`preemption.Stopped`)."""
+    t = self.job.config.train
+    self.watch = metrics_lib.NonfiniteWatch(t.max_nonfinite_steps, t.max_nonfinite_share)
     self.write_s = ckpt_lib.state_bytes(state) / 2e8
-    gather = multihost.gather_flags if jax.process_count() > 1 else None
-    steps_here = 0  # steps this process ran: a budget stop comes after at least one
+    self.gather = multihost.gather_flags if jax.process_count() > 1 else None
     self.stops.armed = True  # from here a signal stops the run after a step, with its save
-    while self._advance_stage(meta) and step < job.total_steps:
+    while self._advance_stage(meta) and int(state.step) < self.job.total_steps:
       if not meta.stage_started:
         state = self._start_stage(state, meta)
-      train_step = job.train_steps[meta.stage]
-      epoch_start = time.time()
-      steps = min(spe - (step - meta.epoch_start_step), job.total_steps - step)
-      rows, pulled = [], []  # this epoch's step metrics: on device, and host copies of them
-      carried = list(meta.epoch_rows)  # host rows of this epoch's steps before a resume
-      first_step = step + 1
+      state, epoch = self._train_epoch(state, meta, iterator)
+      self._end_epoch(state, meta, epoch, iterator)
+      step = int(state.step)
+      if step < self.job.total_steps and self._advance_stage(meta):
+        reason = self._stop_reason(step, ends_epoch=True, synced=True)
+        if reason is not None:
+          self._stop(reason, step)  # the epoch's save is the resume point
+    return state, meta
 
-      def sync():
-        """Host copies of the rows not pulled yet (waits for their steps); checks divergence."""
-        new = [{k: float(v) for k, v in r.items()} for r in jax.device_get(rows[len(pulled) :])]
-        watch.update(new, first_step + len(pulled))
-        pulled.extend(new)
-
-      bar = tqdm.tqdm(
-        total=steps,
-        desc=f"epoch {meta.epoch + 1}/{total_epochs(job.config)}",
-        disable=not self.progress,
-        leave=False,
-      )
-      window_start, window_step = time.time(), step
-      phase = self.phases
+  @_in_phase("train_steps")
+  def _train_epoch(self, state: TrainState, meta: RunMeta, iterator):
+    """The rest of the epoch's steps (all of them unless resumed mid-epoch): logs every
+    `log_every_steps`, saves every `checkpoint_every_steps`, stops when asked."""
+    job, t = self.job, self.job.config.train
+    step = int(state.step)
+    steps = min(job.steps_per_epoch - (step - meta.epoch_start_step), job.total_steps - step)
+    epoch = _Epoch(step + 1, self.watch, list(meta.epoch_rows))
+    train_step = job.train_steps[meta.stage]
+    bar = tqdm.tqdm(
+      total=steps,
+      desc=f"epoch {meta.epoch + 1}/{total_epochs(job.config)}",
+      disable=not self.progress,
+      leave=False,
+    )
+    window_start, window_step = time.time(), step
+    with contextlib.closing(bar):
       for _ in range(steps):
-        with phase("train_steps"):
-          state, metrics = train_step(state, job.put(next(iterator)))
-          faults.point("train.step")
-          rows.append(metrics)
-          step += 1
-          steps_here += 1
-          self.where.step = step
-          bar.update(1)
-          if step % t.log_every_steps == 0:
-            sync()  # the host waits for the device only here, at checkpoints and epoch ends
+        state, metrics = train_step(state, job.put(next(iterator)))
+        faults.point("train.step")
+        epoch.rows.append(metrics)
+        step += 1
+        self.steps_here += 1
+        self.where.step = step
+        bar.update(1)
         if step % t.log_every_steps == 0:
-          with phase("logging"):
-            self._log_window(pulled, step - window_step, time.time() - window_start, step, bar)
+          epoch.sync()
+          self._log_window(epoch.pulled, step - window_step, time.time() - window_start, step, bar)
           window_start, window_step = time.time(), step
         # Not on an epoch's last step (nor the run's, when max_steps cuts the epoch short):
         # the epoch-end save covers it, and a resume from there must still end the epoch.
-        mid_epoch = step - meta.epoch_start_step < spe and step < job.total_steps
-        saved = False
-        if t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0 and mid_epoch:
-          with phase("train_steps"):
-            sync()
-          meta.epoch_rows = carried + pulled  # a mid-epoch checkpoint keeps the epoch's rows
-          self._save(step, state, iterator, meta)
-          saved = True
-        if mid_epoch:
-          ends_epoch = step + 1 - meta.epoch_start_step >= spe
-          reason = self._stop_reason(step, steps_here, ends_epoch, gather)
-          if reason is not None:
-            bar.close()
-            with phase("train_steps"):
-              sync()
-            if not saved:
-              meta.epoch_rows = carried + pulled
-              self._save(step, state, iterator, meta, stopping=True)
-            self._stop(reason, step)
-      bar.close()
-      with phase("train_steps"):
-        sync()  # every step of the epoch has finished: the clock now measures completed work
-      end_start = time.time()
-      self.step_s = (end_start - epoch_start) / max(len(pulled), 1)
-      epoch_rows, meta.epoch_rows = carried + pulled, []
-      self._check_epoch(watch, epoch_rows, meta)
-      self._end_epoch(state, meta, epoch_rows, end_start - epoch_start, len(pulled))
-      self.epoch_end_s = time.time() - end_start
+        if step - meta.epoch_start_step < job.steps_per_epoch and step < job.total_steps:
+          self._mid_epoch(step, state, iterator, meta, epoch)
+    epoch.sync()  # every step of the epoch has finished: the clock now measures completed work
+    return state, epoch
+
+  def _mid_epoch(self, step: int, state, iterator, meta: RunMeta, epoch: _Epoch) -> None:
+    """A mid-epoch checkpoint when one is due, and a stop (after saving) when asked."""
+    t = self.job.config.train
+    saved = False
+    if t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0:
+      epoch.sync()
+      meta.epoch_rows = epoch.host_rows  # a mid-epoch checkpoint keeps the epoch's rows
       self._save(step, state, iterator, meta)
-      if self.epoch_callback is not None:
-        self.epoch_callback(meta.history[-1])
-      phase.end_epoch()
-      if step < job.total_steps and self._advance_stage(meta):
-        reason = self._stop_reason(step, steps_here, True, gather, synced=True)
-        if reason is not None:
-          self._stop(reason, step)  # the epoch's save above is the resume point
-    return state, meta
+      saved = True
+    ends_epoch = step + 1 - meta.epoch_start_step >= self.job.steps_per_epoch
+    reason = self._stop_reason(step, ends_epoch)
+    if reason is not None:
+      epoch.sync()
+      if not saved:
+        meta.epoch_rows = epoch.host_rows
+        self._save(step, state, iterator, meta, stopping=True)
+      self._stop(reason, step)
+
+  def _end_epoch(self, state: TrainState, meta: RunMeta, epoch: _Epoch, iterator) -> None:
+    """Divergence check, validation, the epoch record, the best checkpoint and early
+    stopping, the hooks, then the epoch's checkpoint. Updates `meta` in place."""
+    end_start = time.time()
+    seconds = end_start - epoch.started
+    self.step_s = seconds / max(len(epoch.pulled), 1)
+    rows, meta.epoch_rows = epoch.host_rows, []
+    self._check_epoch(rows, meta)
+    val_metrics = self._validate(state, meta.stage)
+    record = self._record(state, meta, rows, val_metrics, seconds, len(epoch.pulled))
+    self._keep_best(state, meta, val_metrics)
+    self._run_hooks(state, meta.epoch)
+    self.epoch_end_s = time.time() - end_start
+    self._save(int(state.step), state, iterator, meta)
+    if self.epoch_callback is not None:
+      self.epoch_callback(record)
+    self.phases.end_epoch()
 
   def _stop(self, reason: str, step: int) -> None:
     """Waits for the save of `step` to land (a failed save raises its own error, not this
@@ -348,11 +411,11 @@ class _Loop:
       self.ckpts.settle()
     raise preemption.Stopped(reason, step)
 
-  def _check_epoch(self, watch, rows: list[dict], meta: RunMeta) -> None:
+  def _check_epoch(self, rows: list[dict], meta: RunMeta) -> None:
     """Divergence by the epoch's share of skipped steps; the checkpoints saved during the
     epoch hold the broken parameters, so they go and its start is the resume point."""
     try:
-      watch.check_epoch(rows, meta.epoch + 1, meta.epoch_start_step + 1)
+      self.watch.check_epoch(rows, meta.epoch + 1, meta.epoch_start_step + 1)
     except errors.DivergedError as e:
       dropped = self.ckpts.discard_after(meta.epoch_start_step)
       resume = (
@@ -365,34 +428,33 @@ class _Loop:
         resume = f"the checkpoints saved during that epoch (steps {steps}) were removed; {resume}"
       raise errors.DivergedError(f"{e}. Nothing of it is kept: {resume}") from None
 
+  @_in_phase("checkpoints")
   def _save(self, step, state, iterator, meta, stopping: bool = False) -> None:
     start = time.time()
-    with self.phases("checkpoints"):
-      self.ckpts.save(step, state, iterator, meta)
-      if stopping:
-        faults.point("stop.saving")
-        self.ckpts.settle()  # the stop's checkpoint has landed before the run says so
+    self.ckpts.save(step, state, iterator, meta)
+    if stopping:
+      faults.point("stop.saving")
+      self.ckpts.settle()  # the stop's checkpoint has landed before the run says so
     self.save_s = max(self.save_s, time.time() - start)
 
-  def _stop_reason(
-    self, step: int, steps_here: int, ends_epoch: bool, gather, synced: bool | None = None
-  ) -> str | None:
+  def _stop_reason(self, step: int, ends_epoch: bool, synced: bool | None = None) -> str | None:
     """Why the run stops after `step` (a signal, the budget, another process), or None.
     With several processes the hosts compare only where they meet (log steps, epoch ends)."""
     if synced is None:
       synced = step % self.job.config.train.log_every_steps == 0
-    if gather is not None and not synced:
+    if self.gather is not None and not synced:
       return None
     reserve = 2 * self.step_s + self.save_s + self.write_s + 1.0
-    if gather is not None:  # the next chance to stop is the next log step
+    if self.gather is not None:  # the next chance to stop is the next log step
       reserve += self.job.config.train.log_every_steps * self.step_s
     if ends_epoch:
       reserve += self.epoch_end_s
     local = self.stops.requested()
-    if local is None and steps_here and self.stops.expired(reserve):
+    if local is None and self.steps_here and self.stops.expired(reserve):
       local = self.stops.requested()
-    return preemption.agree(local, gather)
+    return preemption.agree(local, self.gather)
 
+  @_in_phase("logging")
   def _log_window(self, pulled, steps: int, seconds: float, step: int, bar) -> None:
     """Logs the last `steps` steps' mean metrics and the resource sample at a log step."""
     t = self.job.config.train
@@ -436,81 +498,83 @@ class _Loop:
     meta.best_val, meta.best_step, meta.bad_epochs = math.inf, -1, 0
     return True
 
-  def _end_epoch(
-    self, state: TrainState, meta: RunMeta, rows: list[dict], seconds: float, timed: int
-  ) -> None:
-    """Validation, the epoch record, early stopping, the best checkpoint and the hooks.
-    `rows` are host copies of the epoch's step metrics (those before a mid-epoch resume
-    too); `seconds` the wall time of the `timed` steps this process ran. Updates `meta` in
-    place."""
-    job = self.job
-    config = job.config
-    step = int(state.step)
-    stage = meta.stage
-    epoch = meta.epoch + 1
-    train_metrics = metrics_lib.mean_metrics(rows)
-    eval_start = time.time()
-    with self.phases("evaluation"):
-      val_metrics = metrics_lib.evaluate(job, state, job.val_examples, stage)
+  @_in_phase("evaluation")
+  def _validate(self, state: TrainState, stage: int) -> dict:
+    start = time.time()
+    val_metrics = metrics_lib.evaluate(self.job, state, self.job.val_examples, stage)
+    self.eval_s = time.time() - start
+    return val_metrics
+
+  @_in_phase("logging")
+  def _record(self, state, meta: RunMeta, rows, val_metrics: dict, seconds: float, timed: int):
+    """The epoch's record (train means of `rows`, validation metrics, throughput of the
+    `timed` steps this process ran in `seconds`) into `meta.history` and the logs."""
+    config, stage, step = self.job.config, meta.stage, int(state.step)
     histograms = val_metrics.pop("histograms", {})
     record = {
-      "epoch": epoch,
+      "epoch": meta.epoch + 1,
       "step": step,
       "seconds": round(seconds, 3),
       "samples_per_s": round(timed * config.train.batch_size / max(seconds, 1e-9), 2),
-      "eval_seconds": round(time.time() - eval_start, 3),
+      "eval_seconds": round(self.eval_s, 3),
     }
-    if len(job.stages) > 1:
-      record["stage"] = job.stages[stage].name
-    record |= {f"train/{k}": v for k, v in train_metrics.items()}
+    if len(self.job.stages) > 1:
+      record["stage"] = self.job.stages[stage].name
+    record |= {f"train/{k}": v for k, v in metrics_lib.mean_metrics(rows).items()}
     record |= {f"val/{k}": v for k, v in val_metrics.items()}
     meta.history = meta.history + [record]
     meta.wall_s += seconds
-    meta.epoch, meta.epoch_start_step, meta.stage_epochs = epoch, step, meta.stage_epochs + 1
-    with self.phases("logging"):
-      self.writer.epoch(record)
-      for name, counts in histograms.items():
-        self.writer.histogram(f"val/{name}", counts, step)
+    meta.epoch, meta.epoch_start_step = meta.epoch + 1, step
+    meta.stage_epochs += 1
+    self.writer.epoch(record)
+    for name, counts in histograms.items():
+      self.writer.histogram(f"val/{name}", counts, step)
     faults.point("epoch.logged", os.path.join(self.writer.workdir, "metrics.jsonl"))
-    name = meta.best_metric
+    return record
+
+  def _keep_best(self, state: TrainState, meta: RunMeta, val_metrics: dict) -> None:
+    """The best checkpoint when the best metric improved, else a step toward early stopping.
+    A model with non-finite outputs (loss) is never the best one, even where the best
+    metric (an accuracy, a code usage) stays finite."""
+    config, name = self.job.config, meta.best_metric
     if "/" in name:  # a per-source metric: the first evaluation shows whether it exists
       metrics_lib.check_best_metric(config, val_metrics)
     value = val_metrics[name]
-    if not (math.isfinite(value) and math.isfinite(val_metrics.get("loss", 0.0))):
+    finite_outputs = math.isfinite(val_metrics.get("loss", 0.0))
+    if not (math.isfinite(value) and finite_outputs):
       logging.warning(
         "epoch %d: the validation %s is not finite (the model's outputs are not): this "
         "checkpoint is never the best one",
-        epoch,
+        meta.epoch,
         name if not math.isfinite(value) else "loss",
       )
-    # Non-finite outputs give a non-finite loss even where the best metric (an accuracy, a
-    # code usage) stays finite: such a model is never the best one.
-    finite_outputs = math.isfinite(val_metrics.get("loss", 0.0))
     if finite_outputs and metrics_lib.improves(
       value, meta.best_val, meta.best_step >= 0, meta.best_direction
     ):
-      meta.best_val, meta.best_step, meta.bad_epochs = value, step, 0
+      meta.best_val, meta.best_step, meta.bad_epochs = value, int(state.step), 0
       with self.phases("checkpoints"):
-        self.ckpts.save_best(step, state, meta)
+        self.ckpts.save_best(int(state.step), state, meta)
     else:
       meta.bad_epochs += 1
       if config.train.patience and meta.bad_epochs >= config.train.patience:
         meta.stage_stopped = True
-        meta.stopped_early = stage == len(job.stages) - 1
+        meta.stopped_early = meta.stage == len(self.job.stages) - 1
         logging.info(
           "Early stopping at epoch %d: val %s did not improve for %d epochs",
-          epoch,
+          meta.epoch,
           name,
           meta.bad_epochs,
         )
     logging.info(
       "epoch %d: train loss %.5g, val loss %.5g%s (best %.5g)",
-      epoch,
-      train_metrics.get("loss", float("nan")),
+      meta.epoch,
+      meta.history[-1].get("train/loss", float("nan")),
       val_metrics["loss"],
       "" if name == "loss" else f", val {name} {value:.5g}",
       meta.best_val,
     )
-    with self.phases("reports"):
-      for hook in self.hooks:
-        hook(state, epoch)
+
+  @_in_phase("reports")
+  def _run_hooks(self, state: TrainState, epoch: int) -> None:
+    for hook in self.hooks:
+      hook(state, epoch)
