@@ -278,14 +278,17 @@ def training() -> ml_collections.ConfigDict:
   c.max_runtime = "0"
   # Where the logs go besides metrics.jsonl: comma-separated names from WRITERS ('mlflow' needs
   # pip install 'jaxvae[mlflow]'; its store is DIR/mlruns unless mlflow_uri names another, its
-  # experiment the model's name unless mlflow_experiment does).
+  # experiment the model's name unless mlflow_experiment does. 'wandb' needs
+  # pip install 'jaxvae[wandb]'; offline under DIR/wandb unless WANDB_MODE says otherwise, in
+  # project wandb_project, default the model's name).
   c.writers = "tensorboard"
   c.mlflow_uri = ""
   c.mlflow_experiment = ""
+  c.wandb_project = ""
   return c
 
 
-WRITERS = ("tensorboard", "mlflow")
+WRITERS = ("tensorboard", "mlflow", "wandb")
 
 
 def writer_names(config) -> list[str]:
@@ -315,6 +318,17 @@ def parse_duration(value) -> float | None:
       seconds = seconds * 60 + int(part)
     return seconds
   return None
+
+
+def flat(config, prefix: str = "") -> dict:
+  """{'train.lr': 0.001, ...}: the config's plain values by dotted key (hparams for the logs)."""
+  out = {}
+  for k, v in config.items():
+    if hasattr(v, "items"):
+      out |= flat(v, f"{prefix}{k}.")
+    elif isinstance(v, (int, float, str, bool)):
+      out[f"{prefix}{k}"] = v
+  return out
 
 
 def get_path(config: ml_collections.ConfigDict, dotted: str) -> Any:

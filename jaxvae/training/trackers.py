@@ -1,27 +1,36 @@
 """Experiment trackers beside TensorBoard: where `training.writer.Writer` also sends what it logs.
 
-`train.writers` names them, comma-separated: 'tensorboard' (always on: the workdir's `tb/`) and
+`train.writers` names them, comma-separated: 'tensorboard' (always on: the workdir's `tb/`),
 'mlflow' (MLflow's local store under `DIR/mlruns`, or `train.mlflow_uri`; needs
-`pip install 'jaxvae[mlflow]'`). A tracker has `scalars`, `image`, `audio`, `hparams` and
-`close`; values arrive on the host and finite (histograms stay in TensorBoard and
-metrics.jsonl).
+`pip install 'jaxvae[mlflow]'`) and 'wandb' (Weights & Biases, offline under `DIR/wandb` unless
+`WANDB_MODE` says otherwise; needs `pip install 'jaxvae[wandb]'`). A tracker has `scalars`,
+`image`, `audio`, `hparams` and `close`; values arrive on the host and finite (histograms stay
+in TensorBoard and metrics.jsonl).
 
-A resumed run continues its tracker run: the MLflow run is found by the workdir's tag, and steps
-an earlier attempt already logged (the ones a resume redoes, bitwise the same) are not logged
-again, so the metric history has each step once.
+A resumed run continues its tracker run: the MLflow run is found by the workdir's tag, the W&B
+run id is kept in `DIR/wandb/jaxvae.json`, and steps an earlier attempt already logged (the ones
+a resume redoes, bitwise the same) are not logged again, so the metric history has each step
+once. W&B cannot resume an offline run: each attempt writes its own `offline-run-*` folder under
+the same run id, holding the steps after the previous one's.
 """
 
 from __future__ import annotations
 
+import glob
 import io
+import json
 import logging
 import os
+import struct
+import sys
 import tempfile
 import time
+import uuid
 
 import numpy as np
 
 from jaxvae import errors
+from jaxvae import workdir as workdir_lib
 from jaxvae.config import base as config_base
 
 _STEP_KEY = "jaxvae/step"  # logged with every scalar row: the last step the tracker has
@@ -31,9 +40,13 @@ def open_trackers(workdir: str, config, resuming: bool = False) -> list:
   """The trackers `train.writers` asks for besides TensorBoard (the writer's own).
   `resuming`: a training run that redoes steps after its checkpoint (they are not logged
   twice)."""
-  if "mlflow" in config_base.writer_names(config):
-    return [MlflowTracker(workdir, config, resuming)]
-  return []
+  names = config_base.writer_names(config)
+  out = []
+  if "mlflow" in names:
+    out.append(MlflowTracker(workdir, config, resuming))
+  if "wandb" in names:
+    out.append(WandbTracker(workdir, config, resuming))
+  return out
 
 
 class MlflowTracker:
@@ -124,3 +137,128 @@ class MlflowTracker:
 
   def close(self, finished: bool = False) -> None:
     self.client.set_terminated(self.run_id, status="FINISHED" if finished else "KILLED")
+
+
+class WandbTracker:
+  """One W&B run per workdir: its id is made once and kept in `DIR/wandb/jaxvae.json`. The mode
+  is `WANDB_MODE` (default 'offline': files under `DIR/wandb`, sent later with `wandb sync`;
+  'online' needs a login). The config goes in at the start of every attempt; the end of the run
+  (`writer.finish`) adds the final metrics to its summary.
+
+  W&B writes an offline run's file when the run ends: an attempt that is killed (SIGKILL, power)
+  leaves nothing of its steps; one stopped by a signal or an error ends its run and keeps them.
+  A resume reads the earlier attempts' files and logs from the step after the last one there.
+  """
+
+  def __init__(self, workdir: str, config, resuming: bool = False):
+    try:
+      import wandb
+    except ImportError:
+      raise errors.ConfigError(
+        "config key 'train.writers' names 'wandb', which needs Weights & Biases: "
+        "pip install 'jaxvae[wandb]'"
+      ) from None
+    self._wandb = wandb
+    folder = os.path.join(os.path.abspath(workdir), "wandb")
+    os.makedirs(folder, exist_ok=True)
+    marker = os.path.join(folder, "jaxvae.json")
+    if os.path.isfile(marker):
+      with open(marker, encoding="utf-8") as f:
+        self.run_id = json.load(f)["id"]
+    else:
+      self.run_id = uuid.uuid4().hex[:12]
+      workdir_lib.write_json(marker, {"id": self.run_id})
+    if wandb.run is not None and wandb.run.id == self.run_id:
+      self.run, self.logged = wandb.run, 0  # the end of the run: the writer left it open
+      return
+    self.logged = max(wandb_history(folder, self.run_id), default=0) if resuming else 0
+    self.run = wandb.init(
+      project=str(config.train.wandb_project) or config.model.name,
+      id=self.run_id,
+      name=os.path.basename(os.path.abspath(workdir)),
+      dir=os.path.dirname(folder),
+      mode=os.environ.get("WANDB_MODE", "offline"),
+      resume="allow",
+      config=config_base.flat(config),
+      settings=wandb.Settings(
+        silent=True, console="off", save_code=False, disable_git=True, x_disable_stats=True
+      ),
+    )
+    logging.info(
+      "W&B: run %s (%s, under %s; logged up to step %d)",
+      self.run_id,
+      self.run.settings.mode,
+      folder,
+      self.logged,
+    )
+
+  def _new(self, step: int) -> bool:
+    return step > self.logged
+
+  def scalars(self, step: int, values: dict[str, float]) -> None:
+    if self._new(step):
+      self.run.log({k: float(v) for k, v in values.items()}, step=step)
+
+  def image(self, tag: str, image: np.ndarray, step: int) -> None:
+    if self._new(step):
+      self.run.log({tag: self._wandb.Image(np.asarray(image))}, step=step)
+
+  def audio(self, tag: str, y: np.ndarray, step: int, sr: int) -> None:
+    if self._new(step):
+      clipped = np.clip(np.asarray(y, np.float32), -1.0, 1.0)
+      self.run.log({tag: self._wandb.Audio(clipped, sample_rate=int(sr))}, step=step)
+
+  def hparams(self, flat_config: dict, final: dict) -> None:
+    self.run.config.update(flat_config, allow_val_change=True)
+    self.run.summary.update(final)
+
+  def close(self, finished: bool = False) -> None:
+    """At the end of training without an error the run stays open for `writer.finish`'s
+    summary (which closes it); an error or a stop ends it here, marked failed."""
+    if finished:
+      self.run.finish(exit_code=0)
+    elif sys.exc_info()[1] is not None:
+      self.run.finish(exit_code=1)
+
+
+def wandb_records(path: str) -> list:
+  """The records of one offline W&B run file (`run-<id>.wandb`: LevelDB's log format, 32 KiB
+  blocks of chunks, each with a 7-byte header: checksum, length, type 1 full, 2 first,
+  3 middle, 4 last) as `wandb_internal_pb2.Record`s."""
+  from wandb.proto import wandb_internal_pb2
+
+  with open(path, "rb") as f:
+    data = f.read()
+  if data[:4] != b":W&B":
+    raise ValueError(f"{path} is not a W&B run file")
+  pos, block, chunk, records = 7, 32768, b"", []
+  while pos + 7 <= len(data):
+    if block - pos % block < 7:  # a block's tail too short for a header is padding
+      pos += block - pos % block
+      continue
+    _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+    if kind == 0 or pos + 7 + length > len(data):  # zeros or a torn end
+      break
+    chunk += data[pos + 7 : pos + 7 + length]
+    pos += 7 + length
+    if kind in (1, 4):
+      record = wandb_internal_pb2.Record()
+      record.ParseFromString(chunk)
+      records.append(record)
+      chunk = b""
+  return records
+
+
+def wandb_history(folder: str, run_id: str) -> list[int]:
+  """The steps of the history rows in the offline files of run `run_id` under `folder`
+  (every attempt's), in the order written; a file W&B could not end is read up to its tear,
+  an unreadable one counts as empty (its steps are logged again)."""
+  steps = []
+  for path in sorted(glob.glob(os.path.join(folder, f"offline-run-*-{run_id}", "run-*.wandb"))):
+    try:
+      records = wandb_records(path)
+    except Exception as e:  # noqa: BLE001 - a damaged tracker file must not end the run
+      logging.warning("W&B: cannot read %s (%s); its steps are logged again", path, e)
+      continue
+    steps += [r.history.step.num for r in records if r.WhichOneof("record_type") == "history"]
+  return steps

@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxvae import faults
 from jaxvae import workdir as workdir_lib
+from jaxvae.config import base as config_base
 from jaxvae.data import dataset as dataset_lib
 from jaxvae.training import figures
 from jaxvae.training import trackers
@@ -272,16 +273,6 @@ def plot_training_curves(
   return figures.finish(fig, path, return_array)
 
 
-def _flat_config(config, prefix="") -> dict:
-  out = {}
-  for k, v in config.items():
-    if hasattr(v, "items"):
-      out |= _flat_config(v, f"{prefix}{k}.")
-    elif isinstance(v, (int, float, str, bool)):
-      out[f"{prefix}{k}"] = v
-  return out
-
-
 def finish(
   workdir: str,
   config,
@@ -305,11 +296,11 @@ def finish(
   if history:
     final["hparam/epochs"] = float(history[-1]["epoch"])
   try:
-    tb.add_hparams(_flat_config(config), final, name="hparams")
+    tb.add_hparams(config_base.flat(config), final, name="hparams")
   finally:
     tb.close()
   for tracker in trackers.open_trackers(workdir, config):
-    tracker.hparams(_flat_config(config), final)
+    tracker.hparams(config_base.flat(config), final)
     tracker.close(finished=True)
   logging.info("Run finished: best val %s %.5g at step %d", name, meta.best_val, meta.best_step)
   extra = {}
