@@ -462,6 +462,55 @@ def mel_spectrogram(
   )
 
 
+def istft(
+  stft_matrix: ArrayLike,
+  hop_length: int,
+  n_fft: int | None = None,
+  window: Any = "hann",
+  center: bool = True,
+  length: int | None = None,
+) -> jax.Array:
+  """Inverse STFT, as librosa.istft: windowed inverse FFTs overlap-added and divided by the
+  summed squared window (jittable and differentiable: the vocoder's output head).
+
+  Args:
+    stft_matrix: complex `[..., 1 + n_fft // 2, frames]`.
+    hop_length: frame step; `n_fft` must be a multiple of it (the overlap-add sums
+      `n_fft // hop_length` hop-long blocks per frame).
+    n_fft: default `2 * (bins - 1)`.
+    window, center: as in `stft` (`center`: the first `n_fft // 2` samples are dropped, so
+      frame t is centred on sample t * hop).
+    length: samples out (cut or zero-padded); default `hop * (frames - 1)` when centred.
+
+  Returns:
+    float32 `[..., samples]`.
+  """
+  S = jnp.asarray(stft_matrix)
+  bins, n = S.shape[-2], S.shape[-1]
+  n_fft = 2 * (bins - 1) if n_fft is None else n_fft
+  if n_fft % hop_length:
+    raise ValueError(f"istft needs n_fft ({n_fft}) to be a multiple of hop_length ({hop_length})")
+  k = n_fft // hop_length
+  w = get_window(window, n_fft, n_fft).astype(np.float32)
+  frames = jnp.fft.irfft(jnp.swapaxes(S, -1, -2), n=n_fft, axis=-1).astype(jnp.float32) * w
+  blocks = frames.reshape(*frames.shape[:-1], k, hop_length)  # [..., frames, k, hop]
+  out = jnp.zeros((*frames.shape[:-2], n + k - 1, hop_length), jnp.float32)
+  for j in range(k):  # block j of frame t lands on output block t + j
+    out = out.at[..., j : j + n, :].add(blocks[..., j, :])
+  envelope = np.zeros((n + k - 1, hop_length), np.float64)
+  for j in range(k):
+    envelope[j : j + n] += np.square(w.astype(np.float64)).reshape(k, hop_length)[j]
+  envelope = np.where(envelope > 1e-11, envelope, 1.0).astype(np.float32)
+  y = (out / envelope).reshape(*out.shape[:-2], -1)
+  start = n_fft // 2 if center else 0
+  if length is None:
+    length = hop_length * (n - 1) if center else y.shape[-1]
+  y = y[..., start : start + length]
+  if y.shape[-1] < length:
+    y = jnp.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, length - y.shape[-1])])
+  return y
+
+
 # ----------------------------------------------------------------------------------------------
 # Decibels
 # ----------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ LAYOUTS = ("demo", "gtzan", "maestro", "speech_commands", "folder", "manifest", 
 KINDS = ("audio", "midi")
 ON_ERROR = ("silence", "skip", "raise")
 NORMALIZATIONS = ("global", "band", "minmax", "none")
-FEATURES = ("mel", "mfcc")
+FEATURES = ("mel", "mfcc", "waveform")  # waveform: the clips themselves (a vocoder's data)
 EXAMPLE_MODES = ("pad_crop", "segment")
 SCALES = ("db", "log1p")
 # dB relative to power 1.0 (a clip's level stays in its features) or to each example's

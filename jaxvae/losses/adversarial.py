@@ -1,8 +1,10 @@
 """GAN losses on discriminator outputs, feature matching, R1, and straight-through sampling.
 
-Discriminator outputs are lists with one `{'logits': [B], 'features': [[B, ...], ...]}` per
-scale (what `MusicTransformer.discriminate` returns); each loss sums or averages over the
-scales. `mask` [B] leaves padded examples out; None averages over the whole batch.
+Discriminator outputs are lists with one `{'logits': [B] or [B, ...], 'features': [[B, ...],
+...]}` per scale or sub-discriminator (what `MusicTransformer.discriminate` and the vocoder's
+discriminators return); logits maps (a patch discriminator's) are averaged per example after
+the loss is applied at each position. Each loss sums or averages over the scales. `mask` [B]
+leaves padded examples out; None averages over the whole batch.
 """
 
 from __future__ import annotations
@@ -30,24 +32,27 @@ def gumbel_softmax(logits, rng, tau: float = 1.0, hard: bool = True):
 def discriminator_loss(real_outs, fake_outs, mask=None, kind: str = "hinge"):
   """Summed over scales: hinge E[relu(1 - D(real))] + E[relu(1 + D(fake))], or the
   non-saturating E[softplus(-D(real))] + E[softplus(D(fake))]."""
-  mean = reduce.masked_mean
   total = 0.0
   for real, fake in zip(real_outs, fake_outs):
     r, f = real["logits"], fake["logits"]
     if kind == "hinge":
-      total += mean(jax.nn.relu(1.0 - r), mask) + mean(jax.nn.relu(1.0 + f), mask)
+      total += _mean(jax.nn.relu(1.0 - r), mask) + _mean(jax.nn.relu(1.0 + f), mask)
     else:
-      total += mean(jax.nn.softplus(-r), mask) + mean(jax.nn.softplus(f), mask)
+      total += _mean(jax.nn.softplus(-r), mask) + _mean(jax.nn.softplus(f), mask)
   return total
+
+
+def _mean(values, mask=None):
+  """Per-position values [B, ...] -> their per-example mean, then the masked batch mean."""
+  return reduce.masked_mean(reduce.per_example_mean(values), mask)
 
 
 def generator_adv_loss(fake_outs, mask=None, kind: str = "hinge"):
   """Summed over scales: hinge -E[D(fake)], or non-saturating E[softplus(-D(fake))]."""
-  mean = reduce.masked_mean
   total = 0.0
   for fake in fake_outs:
     f = fake["logits"]
-    total += mean(-f, mask) if kind == "hinge" else mean(jax.nn.softplus(-f), mask)
+    total += _mean(-f, mask) if kind == "hinge" else _mean(jax.nn.softplus(-f), mask)
   return total
 
 
@@ -78,4 +83,4 @@ def r1_penalty(disc_fn: Callable, real_inputs, mask=None):
 
 def mean_logit(outs, mask=None):
   """The discriminator's mean logit over scales and real examples (a health metric)."""
-  return sum(reduce.masked_mean(o["logits"], mask) for o in outs) / len(outs)
+  return sum(_mean(o["logits"], mask) for o in outs) / len(outs)

@@ -141,8 +141,9 @@ def build(config, spec, example_batch: dict, steps_per_epoch: int, total_steps: 
   train_steps, eval_steps = [], []
   for stage in stages:
     step_fn = step_lib.make_train_step(model, tx, stage.objective, kl_fn, config)
-    if variant.make_train_step is not None:
-      step_fn = variant.make_train_step(model, tx, stage.objective, kl_fn, config, step_fn)
+    make_step = stage.make_train_step or variant.make_train_step
+    if make_step is not None:
+      step_fn = make_step(model, tx, stage.objective, kl_fn, config, step_fn)
     train_steps.append(
       jax.jit(
         step_lib.skip_nonfinite(step_fn),

@@ -32,7 +32,7 @@ def _gaussian(config) -> str:
 # What a variant can declare (see `Variant`).
 DATA_KINDS = ("audio", "midi")
 LATENTS = ("gaussian", "mixture", "codes", "none")
-OUTPUTS = ("features", "lyrics", "tokens")
+OUTPUTS = ("features", "lyrics", "tokens", "waveform")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,12 +41,16 @@ class Stage:
 
   on_start: optional (state, model, batches, config) -> state, run once when the stage
     begins; `batches()` iterates the whole training split as device batches, in order.
+  make_train_step: optional, this stage's replacement of the step (the signature of
+    `Variant.make_train_step`, which it takes precedence over): a vocoder's spectral stage
+    updates the generator alone, its adversarial stage both sides.
   """
 
   name: str
   epochs: int
   objective: Callable[..., Any]
   on_start: Callable[..., Any] | None = None
+  make_train_step: Callable[..., Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +84,10 @@ class Variant:
     VaDE's `sample_prior` / `log_prior`), 'codes' (a vector-quantized code grid) or 'none'
     (a language model: the MIDI transformer's stage 1).
   outputs: what it decodes: 'features' (normalized spectrograms: reports, Griffin-Lim,
-    reconstruction scores), 'lyrics' (lyrics embeddings: cross-modal coherence), 'tokens'.
+    reconstruction scores), 'lyrics' (lyrics embeddings: cross-modal coherence), 'tokens',
+    'waveform' (a vocoder's audio).
+  resolve: optional, fills in config keys derived from elsewhere when the config is loaded,
+    before the checks (a vocoder's `features_from`: another run's feature settings).
   """
 
   build_model: Callable[..., Any]
@@ -96,6 +103,7 @@ class Variant:
   data_kind: str = "audio"
   latent: Callable[[Any], str] = _gaussian
   outputs: tuple[str, ...] = ("features",)
+  resolve: Callable[[Any], None] | None = None
 
   def __post_init__(self):
     assert self.data_kind in DATA_KINDS, self.data_kind
@@ -115,3 +123,18 @@ class Variant:
     if self.stages is not None:
       return list(self.stages(config))
     return [Stage("train", config.train.epochs, self.objective, self.data_init)]
+
+
+class SideOptimizers:
+  """One optimizer per side of a GAN, created like any optimizer (`init(params)` of
+  {'generator', 'discriminator'} params) into {'opt_gen', 'opt_disc'}: what a two-sided
+  variant's `make_optimizer` returns and its step reads (`tx_gen`, `tx_disc`)."""
+
+  def __init__(self, tx_gen, tx_disc):
+    self.tx_gen, self.tx_disc = tx_gen, tx_disc
+
+  def init(self, params):
+    return {
+      "opt_gen": self.tx_gen.init(params["generator"]),
+      "opt_disc": self.tx_disc.init(params["discriminator"]),
+    }

@@ -37,6 +37,7 @@ from jaxvae.losses import divergence
 from jaxvae.losses import sequence
 from jaxvae.models import transformer
 from jaxvae.symbolic.midi import PAD
+from jaxvae.variants.base import SideOptimizers
 from jaxvae.variants.base import Variant
 
 STAGE_MODES = {1: "transformer", 2: "vae", 3: "vaegan"}
@@ -332,19 +333,6 @@ def vaegan_train_step(model, tx_gen, tx_disc, config, kl_fn: Callable | None = N
 # ---------------------------------------------------------------------------------------------
 
 
-class _GanOptimizer:
-  """Optimizer states of both GAN sides, created like any optimizer's (`init(params)`)."""
-
-  def __init__(self, tx_gen, tx_disc):
-    self.tx_gen, self.tx_disc = tx_gen, tx_disc
-
-  def init(self, params):
-    return {
-      "opt_gen": self.tx_gen.init(params["generator"]),
-      "opt_disc": self.tx_disc.init(params["discriminator"]),
-    }
-
-
 def make_optimizer(config, total_steps, params, default):
   """Stage 3: the trainer's optimizer for the generator, the same scaled by
   `objective.disc_lr_scale` for the discriminator (optax transformations hold no state, so
@@ -353,7 +341,7 @@ def make_optimizer(config, total_steps, params, default):
   if mode_of(config.model) != "vaegan":
     return default
   disc_scale = float(config.objective.get("disc_lr_scale", 1.0))
-  return _GanOptimizer(default, optax.chain(default, optax.scale(disc_scale)))
+  return SideOptimizers(default, optax.chain(default, optax.scale(disc_scale)))
 
 
 def make_train_step(model, tx, objective_fn, kl_fn, config, default_step):

@@ -18,6 +18,7 @@ from jaxvae.variants import music_transformer
 from jaxvae.variants import puzzle_vq
 from jaxvae.variants import spectral
 from jaxvae.variants import vade
+from jaxvae.variants import vocoder
 from jaxvae.variants.base import Stage
 from jaxvae.variants.base import Variant
 
@@ -33,6 +34,7 @@ VARIANTS: dict[str, Variant] = {
   "multimodal_vae": multimodal.VARIANT,
   "vade": vade.VARIANT,
   "puzzle_vqvae": puzzle_vq.VARIANT,
+  "vocoder": vocoder.VARIANT,
 }
 
 
@@ -61,5 +63,8 @@ def check(config) -> None:
 def load_config(spec: str, overrides: dict[str, str] | None = None) -> ml_collections.ConfigDict:
   """`jaxvae.config.loading.load` followed by `check`: the config a run can use."""
   config = loading.load(spec, overrides)
+  variant = VARIANTS.get(config.model.name)
+  if variant is not None and variant.resolve is not None:
+    variant.resolve(config)
   check(config)
   return config

@@ -1,0 +1,280 @@
+"""The neural vocoder as a variant of the one trainer: log-mel features -> waveform.
+
+Data: a waveform store (`data.feature=waveform`: the dataset's clips themselves, bad files
+counted as in every store). Each train step crops `vocoder.segment_frames` hops of every clip
+at a random offset (on device, from the step's key) and computes their features inside the
+step with the feature store's own function (`data.featurize.mel_db`) and the run's `data.*`
+settings, so the vocoder sees exactly what the VAEs' stores hold. Validation vocodes whole
+clips.
+
+Two stages, both with one optimizer per side (`variants.base.SideOptimizers`):
+- 'spectral' (`vocoder.spectral_epochs`): the generator alone on
+  `objective.mel_weight` x multi-resolution mel L1 + `objective.stft_weight` x multi-resolution
+  STFT distance (spectral convergence + log-magnitude L1);
+- 'adversarial' (`vocoder.adversarial_epochs`): adds the multi-period and multi-resolution
+  discriminators (`objective.gan_loss` 'hinge' or 'ns'), `objective.adv_weight` x the
+  generator's adversarial loss and `objective.fm_weight` x feature matching; the
+  discriminator steps at the same time (`objective.disc_lr_scale` x the learning rate).
+
+`--config.vocoder.features_from=WORKDIR` copies an audio run's feature settings (`data.sr`,
+`n_fft`, `hop_length`, `n_mels`, `scale`, `db_reference`) into the vocoder's config when it is
+loaded (`resolve`), so they never need matching by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxvae.errors import ConfigError
+from jaxvae.losses import adversarial
+from jaxvae.losses import reduce
+from jaxvae.losses import spectral
+from jaxvae.models import vocoder as vocoder_lib
+from jaxvae.variants.base import SideOptimizers
+from jaxvae.variants.base import Stage
+from jaxvae.variants.base import Variant
+
+# The data keys that make a mel what it is: a vocoder and the model it serves must agree.
+FEATURE_KEYS = ("sr", "n_fft", "hop_length", "n_mels", "scale", "db_reference")
+
+
+def feature_settings(config) -> dict:
+  """The feature settings of a config (an audio VAE's, or the mel a vocoder reads)."""
+  d = config.data
+  return {k: d.get(k, "absolute") if k == "db_reference" else d[k] for k in FEATURE_KEYS}
+
+
+def model_config(m) -> vocoder_lib.VocoderConfig:
+  """The model group (its feature keys refer to `data.*`'s, `configs/vocoder.py`)."""
+  return vocoder_lib.VocoderConfig(
+    dim=int(m.dim),
+    intermediate=int(m.intermediate),
+    layers=int(m.layers),
+    kernel=int(m.kernel),
+    periods=tuple(int(p) for p in m.periods),
+    period_channels=tuple(int(c) for c in m.period_channels),
+    resolutions=tuple(int(n) for n in m.resolutions),
+    resolution_channels=int(m.resolution_channels),
+    head_fft=int(m.head_fft) or 4 * int(m.hop_length),
+    sr=int(m.sr),
+    n_fft=int(m.n_fft),
+    hop_length=int(m.hop_length),
+    n_mels=int(m.n_mels),
+    scale=str(m.scale),
+    db_reference=str(m.db_reference),
+  )
+
+
+def build(model, spec, dtype: str = "float32"):
+  del spec
+  return vocoder_lib.Vocoder(model_config(model), jnp.dtype(dtype))
+
+
+def _segment(config) -> int:
+  return int(config.vocoder.segment_frames) * int(config.data.hop_length)
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------------------------
+
+
+def spectral_terms(y, y_hat, mask, config) -> tuple[jax.Array, dict]:
+  """The generator's spectral loss and its parts (batch means over real examples)."""
+  o = config.objective
+  mel = reduce.masked_mean(spectral.multi_resolution_mel_l1(y, y_hat, config.data.sr), mask)
+  sc, log_mag = (reduce.masked_mean(t, mask) for t in spectral.stft_terms(y, y_hat))
+  loss = o.mel_weight * mel + o.stft_weight * (sc + log_mag)
+  return loss, {"mel_l1": mel, "spectral_convergence": sc, "log_stft_l1": log_mag}
+
+
+def objective(outputs, batch, *, kl_weight, config):
+  """Validation: the generator's spectral loss on whole clips, and the headline figures:
+  80-band mel L1 in dB (`mel_l1_db`) and spectral convergence at STFT sizes 512/1024/2048."""
+  del kl_weight
+  y, y_hat, mask = batch["x"][:, 0, :], outputs["wave"], batch["mask"]
+  loss, metrics = spectral_terms(y, y_hat, mask, config)
+  mel_db = reduce.masked_mean(spectral.mel_l1_db(y, y_hat, config.data.sr), mask)
+  return loss, {"loss": loss, "mel_l1_db": mel_db, **metrics}
+
+
+# ---------------------------------------------------------------------------------------------
+# The step: one generator update, and in the adversarial stage one discriminator update
+# ---------------------------------------------------------------------------------------------
+
+
+def random_crop(y, length: int, key):
+  """A `length`-sample window of each waveform [B, samples] at a random offset."""
+  offsets = jax.random.randint(key, (y.shape[0],), 0, y.shape[-1] - length + 1)
+  take = lambda row, start: jax.lax.dynamic_slice(row, (start,), (length,))
+  return jax.vmap(take)(y, offsets)
+
+
+def _train_step(model, tx: SideOptimizers, config, adversarial_stage: bool):
+  o = config.objective
+  kind = str(o.gan_loss)
+  length = _segment(config)
+  txs = {
+    "generator": optax.with_extra_args_support(tx.tx_gen),
+    "discriminator": optax.with_extra_args_support(tx.tx_disc),
+  }
+  cfg = model.cfg
+
+  def disc(params, y):
+    return model.apply({"params": {"discriminator": params}}, y, method="discriminate")
+
+  def train_step(state, batch):
+    key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 7)
+    y = random_crop(batch["x"][:, 0, :].astype(jnp.float32), length, key)
+    mask = batch["mask"]
+    mel = jax.lax.stop_gradient(vocoder_lib.mel_of(y, cfg))
+    gen, dis = state.params["generator"], state.params["discriminator"]
+
+    def generator_loss(gen_params):
+      y_hat = model.apply({"params": {"generator": gen_params}}, mel, method="vocode")
+      y_hat = vocoder_lib.fit_length(y_hat, length)
+      loss, metrics = spectral_terms(y, y_hat, mask, config)
+      if adversarial_stage:
+        real, fake = disc(dis, y), disc(dis, y_hat)
+        adv = adversarial.generator_adv_loss(fake, mask, kind)
+        fm = adversarial.feature_matching_loss(real, fake, mask)
+        loss = loss + o.adv_weight * adv + o.fm_weight * fm
+        metrics |= {"adv_g": adv, "feature_matching": fm}
+      return loss, (metrics, y_hat)
+
+    (loss, (metrics, y_hat)), g_grads = jax.value_and_grad(generator_loss, has_aux=True)(gen)
+    updates, opt_gen = txs["generator"].update(g_grads, state.opt_state["opt_gen"], gen, value=loss)
+    params = {"generator": optax.apply_updates(gen, updates), "discriminator": dis}
+    opt = {"opt_gen": opt_gen, "opt_disc": state.opt_state["opt_disc"]}
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(g_grads))
+    if adversarial_stage:
+      fake = jax.lax.stop_gradient(y_hat)
+
+      def discriminator_loss(d_params):
+        real_outs, fake_outs = disc(d_params, y), disc(d_params, fake)
+        loss_d = adversarial.discriminator_loss(real_outs, fake_outs, mask, kind)
+        logits = (adversarial.mean_logit(real_outs, mask), adversarial.mean_logit(fake_outs, mask))
+        return loss_d, logits
+
+      (loss_d, (d_real, d_fake)), d_grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
+        dis
+      )
+      updates, opt["opt_disc"] = txs["discriminator"].update(
+        d_grads, state.opt_state["opt_disc"], dis, value=loss_d
+      )
+      params["discriminator"] = optax.apply_updates(dis, updates)
+      metrics |= {
+        "loss_d": loss_d,
+        "grad_norm_d": optax.tree.norm(d_grads),
+        "d_real": d_real,
+        "d_fake": d_fake,
+      }
+    return state.replace(step=state.step + 1, params=params, opt_state=opt), metrics
+
+  return train_step
+
+
+def make_optimizer(config, total_steps, params, default):
+  """The trainer's optimizer for the generator, the same scaled by `objective.disc_lr_scale`
+  for the discriminators."""
+  del total_steps, params
+  scale = float(config.objective.disc_lr_scale)
+  return SideOptimizers(default, optax.chain(default, optax.scale(scale)))
+
+
+def _step_maker(adversarial_stage: bool):
+  def make(model, tx, objective_fn, kl_fn, config, default_step):
+    del objective_fn, kl_fn, default_step
+    return _train_step(model, tx, config, adversarial_stage)
+
+  return make
+
+
+def stages(config) -> list[Stage]:
+  v = config.vocoder
+  out = [Stage("spectral", int(v.spectral_epochs), objective, make_train_step=_step_maker(False))]
+  if int(v.adversarial_epochs) > 0:
+    out.append(
+      Stage("adversarial", int(v.adversarial_epochs), objective, make_train_step=_step_maker(True))
+    )
+  return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve(config) -> None:
+  """`vocoder.features_from=WORKDIR`: that run's feature settings replace `data.*`'s."""
+  source = str(config.vocoder.features_from)
+  if not source:
+    return
+  path = os.path.join(source, "jaxvae_run.json")
+  try:
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)["config"]["data"]
+  except (OSError, ValueError, KeyError) as e:
+    raise ConfigError(
+      f"config key 'vocoder.features_from' is '{source}': cannot read its run file {path} ({e})"
+    ) from None
+  if data.get("feature") != "mel":
+    raise ConfigError(
+      f"config key 'vocoder.features_from': the run in '{source}' has data.feature="
+      f"'{data.get('feature')}'; a vocoder reads mel features"
+    )
+  with config.unlocked():
+    for k in FEATURE_KEYS:
+      config.data[k] = data.get(k, "absolute") if k == "db_reference" else data[k]
+
+
+def validate(config) -> None:
+  d, v = config.data, config.vocoder
+  if d.feature != "waveform":
+    raise ConfigError(
+      f"config key 'data.feature' is '{d.feature}'; the vocoder trains on 'waveform' stores "
+      "(its mel is computed in the step from data.sr, n_fft, hop_length, n_mels, scale)"
+    )
+  if d.normalize != "none":
+    raise ConfigError(f"config key 'data.normalize' is '{d.normalize}'; the vocoder needs 'none'")
+  head = int(config.model.head_fft) or 4 * int(d.hop_length)
+  if head % int(d.hop_length):
+    raise ConfigError(
+      f"config key 'model.head_fft' is {head}; it must be a multiple of data.hop_length "
+      f"({d.hop_length})"
+    )
+  if int(v.segment_frames) < 2:
+    raise ConfigError(f"config key 'vocoder.segment_frames' is {v.segment_frames}; expected >= 2")
+  clip = int(round(float(d.seconds) * int(d.sr)))
+  if _segment(config) > clip:
+    raise ConfigError(
+      f"config key 'vocoder.segment_frames' is {v.segment_frames} ({_segment(config)} samples "
+      f"at hop {d.hop_length}), longer than the clips (data.seconds {d.seconds}: {clip} samples)"
+    )
+  if str(config.objective.gan_loss) not in adversarial.GAN_LOSSES:
+    raise ConfigError(
+      f"config key 'objective.gan_loss' is {config.objective.gan_loss!r}; expected one of "
+      f"{', '.join(adversarial.GAN_LOSSES)}"
+    )
+  if config.dtype == "float16":
+    raise ConfigError(
+      "config key 'dtype' is 'float16', which the vocoder's two-optimizer step does not "
+      "support; use bfloat16 or float32"
+    )
+
+
+VARIANT = Variant(
+  build,
+  objective,
+  validate=validate,
+  stages=stages,
+  make_optimizer=make_optimizer,
+  latent=lambda config: "none",
+  outputs=("waveform",),
+  resolve=resolve,
+)
