@@ -2,9 +2,10 @@
 (`python -m jaxvae.main`), and used from Python with `jaxvae.load(workdir)`."""
 
 
-def load(workdir: str, which: str = "best"):
-  """The trained model of a workdir (see `jaxvae.api.load`). Imported on first use, so that
+def load(workdir: str, which: str = "best", vocoder=None):
+  """The trained model of a workdir (see `jaxvae.api.load`; `vocoder`: a vocoder workdir its
+  `to_audio` uses instead of Griffin-Lim). Imported on first use, so that
   `import jaxvae.errors` and the command line stay light."""
   from jaxvae import api  # noqa: PLC0415 - the package facade imports lazily
 
-  return api.load(workdir, which)
+  return api.load(workdir, which, vocoder=vocoder)

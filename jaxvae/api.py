@@ -28,7 +28,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pretty_midi
 
@@ -43,6 +42,7 @@ from jaxvae.losses import sequence
 from jaxvae.sampling import interpolate as interpolate_lib
 from jaxvae.sampling import prior
 from jaxvae.sampling import tokens as tokens_lib
+from jaxvae.sampling import vocoder as vocoder_lib
 from jaxvae.symbolic import midi
 from jaxvae.training import builder
 from jaxvae.training import checkpoint
@@ -52,17 +52,28 @@ from jaxvae.variants import registry
 WHICH = ("best", "latest")
 
 
-def load(workdir: str, which: str = "best"):
+def load(workdir: str, which: str = "best", vocoder=None):
   """The trained model of `workdir` at its best (`train.best_metric`, by default the lowest
   validation loss) or latest checkpoint. Raises CheckpointError / ConfigError / DataError
-  with one clear message."""
+  with one clear message.
+
+  `vocoder`: a vocoder's workdir (or a loaded one) that the audio model's `to_audio` uses
+  instead of Griffin-Lim; it must read the model's features (ConfigError naming both
+  settings otherwise). A vocoder's own workdir loads as a `sampling.vocoder.Vocoder`: features
+  in the store's units -> waveforms."""
   if not isinstance(workdir, (str, os.PathLike)):
     raise errors.ConfigError(f"workdir={workdir!r}: expected the path of a workdir")
   workdir = os.fspath(workdir)
   if not isinstance(which, str) or which not in WHICH:
     raise errors.ConfigError(f"which={which!r}; expected one of {', '.join(WHICH)}")
   info = _run_info(workdir)
-  config = _config(info["config"], workdir)
+  config = registry.config_from_dict(info["config"], workdir)
+  variant = registry.get(config.model.name)
+  if variant.outputs == ("waveform",):
+    if vocoder is not None:
+      raise errors.ConfigError(f"'{workdir}' is a vocoder itself: load it without vocoder=")
+    return vocoder_lib.load(workdir)
+  voc = _vocoder(vocoder, config, workdir) if vocoder is not None else None
   data = info.get("data", {})
   if "stats" not in data or "label_values" not in data:  # a run from before they were saved
     store = dataset_lib.open_store(config, progress=False)
@@ -76,12 +87,27 @@ def load(workdir: str, which: str = "best"):
   example = spec.example_batch(config.train.batch_size)
   compiled = builder.build(config, spec, example, steps_per_epoch=1, total_steps=1)
   state, _ = checkpoint.restore(workdir, compiled.state, which)
-  variant = registry.get(config.model.name)
   if variant.data_kind == "midi":
-    cls = MidiModel
+    if voc is not None:
+      raise errors.ConfigError(f"vocoder=: '{workdir}' holds a MIDI model, which makes no audio")
+    return MidiModel(config, compiled.model, state, spec, data["stats"], workdir)
+  cls = VQModel if variant.latent_kind(config) == "codes" else AudioModel
+  model = cls(config, compiled.model, state, spec, data["stats"], workdir)
+  model.vocoder = voc
+  return model
+
+
+def _vocoder(vocoder, config, what: str):
+  """A vocoder argument (a workdir or a loaded `Vocoder`) checked against `config`'s
+  features."""
+  if isinstance(vocoder, vocoder_lib.Vocoder):
+    voc = vocoder
+  elif isinstance(vocoder, (str, os.PathLike)):
+    voc = vocoder_lib.load(os.fspath(vocoder))
   else:
-    cls = VQModel if variant.latent_kind(config) == "codes" else AudioModel
-  return cls(config, compiled.model, state, spec, data["stats"], workdir)
+    raise errors.ConfigError(f"vocoder={vocoder!r}: expected a vocoder's workdir or None")
+  voc.check_serves(config, f"'{what}'")
+  return voc
 
 
 def _run_info(workdir: str) -> dict:
@@ -95,24 +121,6 @@ def _run_info(workdir: str) -> dict:
     ) from None
   except (OSError, ValueError) as e:
     raise errors.CheckpointError(f"cannot read '{path}': {e}") from None
-
-
-def _config(raw: dict, workdir: str) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict(_tuples(raw))
-  try:
-    registry.check(config)
-  except errors.ConfigError as e:
-    raise errors.ConfigError(f"the config saved in '{workdir}': {e}") from None
-  return config.lock()
-
-
-def _tuples(value):
-  """JSON lists back to the tuples configs use."""
-  if isinstance(value, dict):
-    return {k: _tuples(v) for k, v in value.items()}
-  if isinstance(value, list):
-    return tuple(_tuples(v) for v in value)
-  return value
 
 
 # Argument checks. Every public method runs them before any work, so a bad argument is one
@@ -257,6 +265,7 @@ class Model:
     self.step = int(state.step)
     self.variables = jax.device_get({"params": state.params, **state.model_state})
     self._cache: dict[str, Any] = {}
+    self.vocoder = None  # audio models: what `to_audio` uses instead of Griffin-Lim
 
   def __repr__(self) -> str:
     return (
@@ -415,10 +424,13 @@ class _AudioBase(Model):
       raise errors.DataError("lyrics holds infinite values: expected finite numbers or NaN rows")
     return given
 
-  def to_audio(self, features, n_iter: int = 32) -> np.ndarray:
-    """Normalized mel features `[B, n_mels, frames]` -> waveforms `[B, samples]` at `sr`
-    (Griffin-Lim with librosa's NNLS filterbank inverse, as --mode=generate)."""
+  def to_audio(self, features, n_iter: int = 32, vocoder=None) -> np.ndarray:
+    """Normalized mel features `[B, n_mels, frames]` -> waveforms `[B, samples]` at `sr`:
+    through `vocoder` (a vocoder's workdir or a loaded one; default the one given to
+    `jaxvae.load`), else Griffin-Lim with librosa's NNLS filterbank inverse (`n_iter`
+    iterations), as --mode=generate."""
     n_iter = _count("n_iter", n_iter)
+    voc = _vocoder(vocoder, self.config, self.workdir) if vocoder is not None else self.vocoder
     x = self._feature_batch(_array("features", features))
     if x is None:
       shape = tuple(self.spec.input_shape)
@@ -428,7 +440,9 @@ class _AudioBase(Model):
       )
     store = _Stats(self.stats)
     n = int(round(self.config.data.seconds * self.sr))  # the clip length the features came from
-    return np.stack([prior.features_to_audio(f, store, self.config, n_iter, length=n) for f in x])
+    return np.stack(
+      [prior.features_to_audio(f, store, self.config, n_iter, length=n, vocoder=voc) for f in x]
+    )
 
 
 class _Stats:

@@ -38,26 +38,40 @@ def to_power(x: np.ndarray, stats: dict, config) -> np.ndarray:
 
 
 def features_to_audio(
-  x: np.ndarray, store, config, n_iter: int = 32, inverse: str = "nnls", length: int | None = None
+  x: np.ndarray,
+  store,
+  config,
+  n_iter: int = 32,
+  inverse: str = "nnls",
+  length: int | None = None,
+  vocoder=None,
 ) -> np.ndarray:
-  """One normalized mel spectrogram [n_mels, frames] -> waveform (Griffin-Lim; `inverse`:
-  how mel bands go back to linear frequency, see `audio.synthesis.mel_to_audio`)."""
+  """One normalized mel spectrogram [n_mels, frames] -> waveform: through `vocoder` (a
+  `sampling.vocoder.Vocoder` trained on these features) when given, else Griffin-Lim
+  (`inverse`: how mel bands go back to linear frequency, see `audio.synthesis.mel_to_audio`)."""
   d = config.data
   if d.feature != "mel":
     raise ConfigError(
       f"config key 'data.feature' is '{d.feature}': only mel features can be turned back into audio"
     )
   builder.require_finite(x, "spectrograms")
-  power = to_power(x, store.manifest["stats"], config)
-  audio = synthesis.mel_to_audio(
-    power,
-    sr=d.sr,
-    n_fft=d.n_fft,
-    hop_length=d.hop_length,
-    n_iter=n_iter,
-    inverse=inverse,
-    length=length,
-  )
+  if vocoder is not None:
+    vocoder.check_serves(config)
+    units = to_feature_units(x, store, config).astype(np.float32)
+    if length is None:
+      length = d.hop_length * (units.shape[-1] - 1)
+    audio = vocoder(units, length=length)
+  else:
+    power = to_power(x, store.manifest["stats"], config)
+    audio = synthesis.mel_to_audio(
+      power,
+      sr=d.sr,
+      n_fft=d.n_fft,
+      hop_length=d.hop_length,
+      n_iter=n_iter,
+      inverse=inverse,
+      length=length,
+    )
   if d.get("db_reference", "absolute") == "peak":
     # Peak-referenced features hold no level (their loudest bin is 0 dB, far below real
     # audio's): the waveform is brought to a fixed peak instead.

@@ -23,7 +23,16 @@ from jaxvae.variants.base import Stage
 from jaxvae.variants.base import Variant
 
 # Stage and Variant are part of this module's interface: the trainer types its runs with them.
-__all__ = ["Stage", "Variant", "VARIANTS", "names", "get", "check", "load_config"]
+__all__ = [
+  "Stage",
+  "Variant",
+  "VARIANTS",
+  "names",
+  "get",
+  "check",
+  "load_config",
+  "config_from_dict",
+]
 
 VARIANTS: dict[str, Variant] = {
   "basic_vae": audio_vae.BASIC,
@@ -68,3 +77,23 @@ def load_config(spec: str, overrides: dict[str, str] | None = None) -> ml_collec
     variant.resolve(config)
   check(config)
   return config
+
+
+def config_from_dict(raw: dict, workdir: str) -> ml_collections.ConfigDict:
+  """The config a run saved (its run file's JSON), checked and locked; a ConfigError names
+  the workdir."""
+  config = ml_collections.ConfigDict(_tuples(raw))
+  try:
+    check(config)
+  except ConfigError as e:
+    raise ConfigError(f"the config saved in '{workdir}': {e}") from None
+  return config.lock()
+
+
+def _tuples(value):
+  """JSON lists back to the tuples configs use."""
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
