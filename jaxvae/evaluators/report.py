@@ -25,6 +25,7 @@ from jaxvae.data import pipeline
 from jaxvae.evaluators import plots
 from jaxvae.evaluators.latents import encode_all
 from jaxvae.sampling import prior
+from jaxvae.sampling import vocoder as vocoder_lib
 from jaxvae.training import builder
 
 
@@ -50,6 +51,9 @@ class Report:
       background = jax.default_backend() != "cpu" if choice == "auto" else choice == "yes"
     self._pool = concurrent.futures.ThreadPoolExecutor(1, "report") if background else None
     self._pending: concurrent.futures.Future | None = None
+    # generate.vocoder, loaded and checked against the run's features before training starts.
+    mel = job.config.data.feature == "mel" and job.config.train.report_audio
+    self.vocoder = vocoder_lib.for_config(job.config) if mel else None
 
   def __call__(self, state, epoch: int) -> None:
     every = self.job.config.train.image_every_epochs
@@ -139,8 +143,9 @@ class Report:
         audio["prior_sample"] = samples[0]
     if config.data.feature == "mel":
       for name, spec in audio.items():
-        # A preview: the filterbank's pseudo-inverse (--mode=generate uses the NNLS one).
-        y = prior.features_to_audio(spec, job.store, config, inverse="pinv")
+        # A preview: the vocoder of generate.vocoder, else Griffin-Lim with the filterbank's
+        # pseudo-inverse (--mode=generate uses the NNLS one).
+        y = prior.features_to_audio(spec, job.store, config, inverse="pinv", vocoder=self.vocoder)
         writer.audio(f"report/{name}", y, step, config.data.sr)
         synthesis.write_wav(os.path.join(out_dir, f"{name}.wav"), y, config.data.sr)
     if latent is not None:

@@ -24,6 +24,7 @@ from jaxvae.evaluators import plots
 from jaxvae.sampling import interpolate as interpolate_lib
 from jaxvae.sampling import prior
 from jaxvae.sampling import tokens
+from jaxvae.sampling import vocoder as vocoder_lib
 from jaxvae.training import builder
 from jaxvae.training import checkpoint
 from jaxvae.variants import registry
@@ -98,6 +99,7 @@ def run(config, workdir: str, args) -> int:
     files = tokens.write_midi(tokens.sample(job, state, config, num_samples, seed), out_dir)
     print(f"wrote {len(files)} MIDI files to {out_dir}")
     return 0
+  vocoder = vocoder_lib.for_config(config) if config.data.feature == "mel" else None
   gmm = None
   if args.prior == "gmm":  # the post-hoc prior: a mixture fitted to the training posteriors
     gmm = prior.fit_posterior_gmm(job, state, config.eval.gmm_components, seed)
@@ -110,7 +112,9 @@ def run(config, workdir: str, args) -> int:
     np.save(stem + ".npy", prior.to_feature_units(x, job.store, config).astype(np.float32))
     if config.data.feature == "mel":
       synthesis.write_wav(
-        stem + ".wav", prior.features_to_audio(x, job.store, config), config.data.sr
+        stem + ".wav",
+        prior.features_to_audio(x, job.store, config, vocoder=vocoder),
+        config.data.sr,
       )
     written.append(stem)
   plots.plot_spectrograms(
@@ -138,7 +142,7 @@ def _audio_latent_tools(config, workdir: str, args) -> int:
   b's, `generate.interpolation_steps` of them) and `--attribute=label:from->to --input=x.wav
   [--strength=s]` (the input's latent moved along the difference of the two values' mean
   training latents), as `.npy`, PNG and WAV under `DIR/generate/`, described in a JSON."""
-  model = api.load(workdir)
+  model = api.load(workdir, vocoder=vocoder_lib.for_config(config))
   if not isinstance(model, api.AudioModel):
     raise ConfigError(
       f"--interpolate and --attribute need a Gaussian latent space; model "

@@ -71,7 +71,7 @@ class Vocoder:
       )
     if not np.all(np.isfinite(x)):
       raise errors.DataError("the features given to the vocoder hold NaN or infinite values")
-    y = np.asarray(_generate(self.cfg)(self.params, jnp.asarray(x)))
+    y = np.array(_generate(self.cfg)(self.params, jnp.asarray(x)))
     y[_silent(x, self.cfg.scale)] = 0.0  # a clip at the floor everywhere is silence, exactly
     if length is not None:
       y = np.asarray(vocoder_lib.fit_length(y, int(length)))
@@ -92,6 +92,22 @@ def _silent(x: np.ndarray, scale: str) -> np.ndarray:
 def _generate(cfg: vocoder_lib.VocoderConfig):
   model = vocoder_lib.VocosGenerator(cfg)
   return jax.jit(lambda params, mel: model.apply({"params": params}, mel))
+
+
+def for_config(config) -> Vocoder | None:
+  """The vocoder `generate.vocoder` names, checked against the run's features; None for
+  Griffin-Lim (no vocoder named)."""
+  path = str(config.generate.get("vocoder", ""))
+  if not path:
+    return None
+  voc = _cached_load(os.path.abspath(path))
+  voc.check_serves(config)
+  return voc
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_load(workdir: str) -> Vocoder:
+  return load(workdir)
 
 
 def load(workdir: str) -> Vocoder:
