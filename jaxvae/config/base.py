@@ -196,6 +196,8 @@ def evaluation() -> ml_collections.ConfigDict:
   c.cluster_space = "standardized"
   # Gaussian-latent VAEs: posterior draws per validation example of the importance-weighted
   # NLL estimate (IWAE bound; jaxvae.evaluators.likelihood), decoded iw_chunk at a time.
+  c.vocoder_clips = 32  # vocoders: validation clips vocoded and compared with Griffin-Lim
+  c.timing_repeats = 5  # vocoders: timed calls per batch size (the median is reported)
   c.iw_samples = 100
   c.iw_chunk = 16
   # Audio VAEs: Fréchet and kernel distances of num_samples generated spectrograms to the

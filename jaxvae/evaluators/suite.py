@@ -7,14 +7,18 @@ from jaxvae.errors import ConfigError
 from jaxvae.evaluators import latents
 from jaxvae.evaluators.latents import Latents
 from jaxvae.evaluators.music import MusicStatistics
+from jaxvae.evaluators.vocoding import VocoderQuality
 
 
 def for_eval(job, out_dir: str):
   """`--mode=eval`'s evaluator for `job`'s data: token statistics for MIDI, latent clustering
-  for audio. Each has `run(state) -> metrics` (the content of `metrics.json`),
-  `scalars(metrics)` for TensorBoard and `summary(metrics)` to print."""
+  for audio, audio quality and speed beside Griffin-Lim for a vocoder. Each has
+  `run(state) -> metrics` (the content of `metrics.json`), `scalars(metrics)` for TensorBoard
+  and `summary(metrics)` to print."""
   if job.variant.data_kind == "midi":
     return MusicStatistics(job, out_dir)
+  if "waveform" in job.variant.outputs:
+    return VocoderQuality(job, out_dir)
   unknown = [n for n in latents.names(job) if n not in latents.EVALUATORS]
   if unknown:
     raise ConfigError(
