@@ -1,8 +1,10 @@
 """Distances between waveforms through their spectra: what a vocoder is trained on and
 measured by (jittable, differentiable; waveforms [B, samples], per-example values [B]).
 
-- `mel_l1_db`: mean |difference| of log-mel spectrograms in dB (power, floor 1e-10, 80 mel
-  bands at n_fft 1024 / hop 256 by default): the headline "mel L1" of vocoder papers in dB.
+- `mel_l1_db`: mean |difference| of log-mel spectrograms in dB (power, 80 mel bands at n_fft
+  1024 / hop 256 by default; both floored 80 dB under the original's loudest bin, as
+  librosa's power_to_db(top_db=80), so digital silence does not weigh as 100 dB of error):
+  the headline "mel L1" of vocoder papers, in dB.
 - `multi_resolution_mel_l1`: the same in natural-log magnitude over several (n_fft, n_mels)
   pairs (DAC's multi-scale mel loss).
 - `stft_distance`: spectral convergence ||S - S'||_F / ||S||_F plus the mean absolute
@@ -36,10 +38,16 @@ def _per_example(x):
   return jnp.mean(x.reshape(x.shape[0], -1), axis=-1)
 
 
+TOP_DB = 80.0
+
+
 def mel_l1_db(y, y_hat, sr: int, n_fft: int = 1024, n_mels: int = 80):
-  """Mean |10 log10 mel(y) - 10 log10 mel(y_hat)| in dB (power mel, floor 1e-10), [B]."""
-  a = 10.0 * jnp.log10(jnp.maximum(_mel(y, sr, n_fft, n_mels, 2.0), 1e-10))
-  b = 10.0 * jnp.log10(jnp.maximum(_mel(y_hat, sr, n_fft, n_mels, 2.0), 1e-10))
+  """Mean |10 log10 mel(y) - 10 log10 mel(y_hat)| in dB (power mel; both floored TOP_DB
+  under y's loudest bin, and at 1e-10), [B]."""
+  p, q = _mel(y, sr, n_fft, n_mels, 2.0), _mel(y_hat, sr, n_fft, n_mels, 2.0)
+  floor = jnp.maximum(p.max(axis=(-2, -1), keepdims=True) * 10.0 ** (-TOP_DB / 10.0), 1e-10)
+  a = 10.0 * jnp.log10(jnp.maximum(p, floor))
+  b = 10.0 * jnp.log10(jnp.maximum(q, floor))
   return _per_example(jnp.abs(a - b))
 
 

@@ -1,0 +1,184 @@
+"""The neural vocoder (configs/vocoder.py): its iSTFT head against librosa, that it learns what
+Griffin-Lim cannot, its adversarial stage, a resume inside that stage, and its use by the
+audio models (mismatched features refused in one line, NaN or silence in)."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+from test_faults import assert_same_checkpoints
+from test_train import _cli
+
+from conftest import ROOT
+from conftest import load_config
+from jaxvae import errors
+from jaxvae.audio import features
+from jaxvae.data import pipeline
+from jaxvae.evaluators import vocoding
+from jaxvae.sampling import vocoder as vocoder_lib
+from jaxvae.training import builder
+
+SR = 22050
+
+
+def test_istft_inverts_librosas_stft_as_librosa_does():
+  y = np.random.default_rng(0).standard_normal(SR // 2).astype(np.float32) * 0.1
+  for n_fft, hop in ((1024, 256), (512, 256)):
+    S = librosa.stft(y, n_fft=n_fft, hop_length=hop)
+    ours = np.asarray(features.istft(S, hop, n_fft, length=len(y)))
+    np.testing.assert_allclose(
+      ours, librosa.istft(S, hop_length=hop, n_fft=n_fft, length=len(y)), atol=1e-6
+    )
+    np.testing.assert_allclose(ours, y, atol=1e-5)  # a round trip
+    assert features.istft(S, hop, n_fft).shape == (hop * (S.shape[-1] - 1),)
+  with pytest.raises(ValueError, match="multiple of hop_length"):
+    features.istft(librosa.stft(y, n_fft=1000, hop_length=300), 300, 1000)
+
+
+@pytest.fixture(scope="module")
+def two_clips(tmp_path_factory):
+  """Two 1-s clips a vocoder can overfit: a decaying harmonic tone and a glide with clicks."""
+  root = tmp_path_factory.mktemp("two_clips")
+  t = np.arange(SR) / SR
+  rng = np.random.default_rng(0)
+  tone = sum(0.2 / k * np.sin(2 * np.pi * 220 * k * t) for k in range(1, 6)) * np.exp(-2 * t)
+  clicks = 0.05 * rng.standard_normal(SR) * (t % 0.25 < 0.05)
+  glide = 0.3 * np.sin(2 * np.pi * (300 + 200 * t) * t) + clicks
+  hiss = lambda: 1e-3 * rng.standard_normal(SR)  # a recording's noise floor, not digital silence
+  tone, glide = tone + hiss(), glide + hiss()
+  sf.write(root / "a.wav", tone.astype(np.float32), SR)
+  sf.write(root / "b.wav", glide.astype(np.float32), SR)
+  return str(root)
+
+
+def _overrides(root, cache_dir, **more):
+  return {
+    "data.layout": "folder",
+    "data.root": root,
+    "data.val_fraction": "0",
+    "data.n_mels": "32",
+    "data.n_fft": "512",
+    "data.hop_length": "256",
+    "data.cache_dir": cache_dir,
+    "train.batch_size": "2",
+    "train.num_devices": "1",
+    **more,
+  }
+
+
+def test_a_tiny_vocoder_learns_two_clips_beyond_griffin_lim(two_clips, cache_dir, tmp_path):
+  config = load_config("vocoder.py:tiny", _overrides(two_clips, cache_dir, **{"train.lr": "2e-3"}))
+  job = builder.setup(config, progress=False)
+  batch = job.put(next(pipeline.eval_batches(job.train_examples, 2)))
+  state = job.state
+  for _ in range(STEPS):
+    state, metrics = job.train_steps[0](state, batch)
+  assert float(metrics["nonfinite"]) == 0.0
+  results = vocoding.VocoderQuality(job, str(tmp_path)).run(state)
+  vocoder, griffin = results["vocoder"], results["griffin_lim"]
+  # From the same 32-band features Griffin-Lim's mel L1 is 9.0 dB; the tiny vocoder's ends
+  # near 5.6 dB after 1,000 steps (0.62 of it; 7.9 dB, 0.88, after 300).
+  assert vocoder["mel_l1_db"] < 0.75 * griffin["mel_l1_db"], results
+  assert os.path.isfile(results["listening"])
+  assert vocoder["real_time_factor_batch1"] > 1.0
+
+
+STEPS = 1000
+
+
+def test_the_adversarial_stage_updates_both_sides(two_clips, cache_dir):
+  config = load_config("vocoder.py:tiny", _overrides(two_clips, cache_dir))
+  job = builder.setup(config, progress=False)
+  batch = job.put(next(pipeline.eval_batches(job.train_examples, 2)))
+  spectral_stage, adversarial_stage = job.train_steps
+  before = jax.device_get(job.state.params)
+  after_spectral, m1 = spectral_stage(jax.device_put(job.state), batch)
+  moved = lambda a, b: any(
+    not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
+  assert moved(after_spectral.params["generator"], before["generator"])
+  assert not moved(after_spectral.params["discriminator"], before["discriminator"])
+  after, m2 = adversarial_stage(after_spectral, batch)
+  assert moved(after.params["generator"], after_spectral.params["generator"])
+  assert moved(after.params["discriminator"], after_spectral.params["discriminator"])
+  assert {"loss_d", "adv_g", "feature_matching", "d_real", "d_fake"} <= set(m2)
+  assert "loss_d" not in m1
+
+
+def test_a_resume_inside_the_adversarial_stage_is_bitwise(two_clips, cache_dir, tmp_path):
+  """Killed with step 3's checkpoint in flight (the adversarial stage: epochs of 1 step, 2
+  spectral + 2 adversarial), the same command resumes and ends bitwise as an uninterrupted
+  run: both sides' parameters and optimizer states."""
+  overrides = _overrides(
+    two_clips, cache_dir, **{"vocoder.spectral_epochs": "2", "vocoder.adversarial_epochs": "2"}
+  )
+  reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+  assert _cli(reference, overrides, config="vocoder.py:tiny") == 0
+  os.environ["JAXVAE_FAULT"] = "checkpoint.issued:3"
+  try:
+    args = [sys.executable, "-m", "jaxvae.main", "--config=configs/vocoder.py:tiny"]
+    args += [f"--workdir={resumed}", "--no_progress"]
+    args += [f"--config.{k}={v}" for k, v in overrides.items()]
+    killed = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+  finally:
+    del os.environ["JAXVAE_FAULT"]
+  assert killed.returncode == -9, killed.stderr[-2000:]
+  assert _cli(resumed, overrides, config="vocoder.py:tiny") == 0
+  assert_same_checkpoints(resumed, reference)
+
+
+@pytest.fixture(scope="module")
+def trained_pair(two_clips, cache_dir, tmp_path_factory, tiny_overrides):
+  """A tiny conv VAE, and a vocoder given its features with vocoder.features_from."""
+  vae = tmp_path_factory.mktemp("vae")
+  assert _cli(vae, dict(tiny_overrides, **{"train.epochs": "1"})) == 0
+  voc = tmp_path_factory.mktemp("voc")
+  overrides = _overrides(two_clips, cache_dir, **{"vocoder.features_from": str(vae)})
+  for key in ("data.n_mels", "data.n_fft", "data.hop_length"):
+    del overrides[key]  # they come from the VAE's run
+  overrides.update({"vocoder.spectral_epochs": "1", "vocoder.adversarial_epochs": "0"})
+  assert _cli(voc, overrides, config="vocoder.py:tiny") == 0
+  return str(vae), str(voc)
+
+
+def test_features_from_copies_the_runs_settings_and_the_model_vocodes(trained_pair):
+  import jaxvae
+
+  vae, voc = trained_pair
+  vocoder = jaxvae.load(voc)
+  model = jaxvae.load(vae, vocoder=voc)
+  for key in ("sr", "n_fft", "hop_length", "n_mels", "scale"):
+    assert str(vocoder.settings[key]) == str(model.config.data[key])
+  x = model.decode(np.zeros((2, model.latent_dim), np.float32))
+  audio = model.to_audio(x)
+  assert audio.shape == (2, int(model.config.data.seconds * model.sr))
+  assert np.all(np.isfinite(audio)) and np.abs(audio).max() > 0
+  griffin = model.to_audio(x[:1], vocoder=None) if model.vocoder is None else None
+  assert griffin is None  # the model was loaded with a vocoder: it is the default
+
+
+def test_a_vocoder_of_other_features_is_refused_in_one_line(trained_pair, capsys, tmp_path):
+  import jaxvae
+
+  vae, voc = trained_pair
+  model = jaxvae.load(vae)
+  other = vocoder_lib.load(voc)
+  other.settings = dict(other.settings, n_mels=128)
+  with pytest.raises(errors.ConfigError, match=r"data\.n_mels \d+ vs 128.*features_from"):
+    model.to_audio(np.zeros((1, *model.spec.input_shape), np.float32), vocoder=other)
+  with pytest.raises(errors.ConfigError, match="is a vocoder itself"):
+    jaxvae.load(voc, vocoder=voc)
+
+
+def test_nan_features_are_refused_and_silence_stays_silent(trained_pair):
+  vocoder = vocoder_lib.load(trained_pair[1])
+  n_mels = vocoder.cfg.n_mels
+  with pytest.raises(errors.DataError, match="NaN or infinite"):
+    vocoder(np.full((n_mels, 10), np.nan, np.float32))
+  silent = vocoder(np.full((2, n_mels, 10), -100.0, np.float32))
+  assert silent.shape == (2, vocoder.cfg.hop_length * 9) and not np.any(silent)
