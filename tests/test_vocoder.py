@@ -182,3 +182,31 @@ def test_nan_features_are_refused_and_silence_stays_silent(trained_pair):
     vocoder(np.full((n_mels, 10), np.nan, np.float32))
   silent = vocoder(np.full((2, n_mels, 10), -100.0, np.float32))
   assert silent.shape == (2, vocoder.cfg.hop_length * 9) and not np.any(silent)
+
+
+def test_export_goes_from_latent_to_waveform_through_the_vocoder(trained_pair, tiny_overrides):
+  import json
+
+  from jax import export as jax_export
+
+  import jaxvae
+
+  vae, voc = trained_pair
+  overrides = dict(tiny_overrides, **{"generate.vocoder": voc})
+  assert _cli(vae, overrides, mode="export") == 0
+  assert _cli(voc, {}, mode="export", config="vocoder.py:tiny") == 0
+  folder = os.path.join(vae, "export")
+  with open(os.path.join(folder, "export.json"), encoding="utf-8") as f:
+    meta = json.load(f)
+  assert meta["vocoder"]["workdir"] == voc
+  with open(os.path.join(folder, "audio_decoder.jax_export"), "rb") as f:
+    audio_decoder = jax_export.deserialize(f.read())
+  z = np.random.default_rng(1).standard_normal((2, meta["latent_dim"])).astype(np.float32)
+  exported = np.asarray(audio_decoder.call(z))
+  model = jaxvae.load(vae, vocoder=voc)
+  np.testing.assert_allclose(exported, model.to_audio(model.decode(z)), atol=1e-4)
+  with open(os.path.join(voc, "export", "vocoder.jax_export"), "rb") as f:
+    alone = jax_export.deserialize(f.read())
+  vocoder = vocoder_lib.load(voc)
+  mel = np.full((1, vocoder.cfg.n_mels, vocoder.frames), -30.0, np.float32)
+  np.testing.assert_allclose(np.asarray(alone.call(mel)), vocoder(mel), atol=1e-5)

@@ -43,8 +43,11 @@ from jaxvae import api
 from jaxvae import errors
 from jaxvae import workdir as workdir_lib
 from jaxvae.data import featurize
+from jaxvae.data import normalize as normalize_lib
+from jaxvae.models import vocoder as vocoder_model
 from jaxvae.sampling import prior
 from jaxvae.sampling import tokens as tokens_lib
+from jaxvae.sampling import vocoder as vocoder_lib
 from jaxvae.symbolic import midi
 from jaxvae.training import builder
 
@@ -66,15 +69,16 @@ def check_arguments(args, parser) -> None:
 
 
 def run(config, workdir: str, args) -> int:
-  del config  # the run's own config (from the workdir) is what gets exported
-  model = api.load(workdir)
+  # The run's own config (from the workdir) is what gets exported; the command line's
+  # generate.vocoder adds a latent -> waveform function through that vocoder.
+  model = api.load(workdir, vocoder=str(config.generate.get("vocoder", "")) or None)
   _check_outputs(model)
   out_dir = os.path.join(workdir, "export")
   os.makedirs(out_dir, exist_ok=True)
   meta = write(model, out_dir, onnx=bool(getattr(args, "onnx", False)))
   print(
     f"wrote {', '.join(meta['files'])} and export.json to {out_dir} "
-    f"({model.config.model.name}, step {model.step}, batch dimension polymorphic)"
+    f"({meta['model']}, step {model.step}, batch dimension polymorphic)"
   )
   for name, result in meta.get("onnx", {}).items():
     if "error" in result:
@@ -85,6 +89,8 @@ def run(config, workdir: str, args) -> int:
 def _check_outputs(model) -> None:
   """A diverged model (finite parameters, non-finite outputs) is not exported: its encoder on
   an average input and its decoder at the prior's centre must be finite."""
+  if isinstance(model, vocoder_lib.Vocoder):
+    return  # its generator is checked finite on real features by --mode=eval and the tests
   x = np.zeros((1, *model.spec.input_shape), np.float32)
   if isinstance(model, api.AudioModel):
     outputs = (*model.encode(x), model.decode(np.zeros((1, model.latent_dim), np.float32)))
@@ -112,6 +118,49 @@ class Function:
     }
 
 
+def _audio_decoder(model, decoder: Function) -> Function:
+  """The decoder followed by the vocoder: latent (and label) -> waveform at `data.sr`, the
+  clip length of the run (normalization undone in the graph; peak-referenced features get
+  the -6 dBFS peak `prior.features_to_audio` gives)."""
+  config, voc = model.config, model.vocoder
+  d = config.data
+  n = int(round(d.seconds * d.sr))
+  generator = vocoder_model.VocosGenerator(voc.cfg)
+  params = voc.params
+
+  def audio(*args):
+    x = decoder.fn(*args)
+    units = normalize_lib.denormalize(x, model.stats, d.normalize)
+    y = vocoder_model.fit_length(generator.apply({"params": params}, units), n)
+    if d.get("db_reference", "absolute") == "peak":
+      top = jnp.max(jnp.abs(y), axis=-1, keepdims=True)
+      y = y * jnp.where(top > 0, 10.0 ** (prior.PEAK_OUTPUT_DB / 20.0) / top, 1.0)
+    return y
+
+  return Function(audio, decoder.specs, decoder.inputs, ["audio"])
+
+
+def _vocoder_functions(voc, b) -> tuple[dict, dict]:
+  """A vocoder's own export: features in the store's units [b, n_mels, frames] -> waveform
+  [b, hop * (frames - 1)], for the frames of one clip of its run (the overlap-add is laid out
+  for a fixed frame count)."""
+  generator = vocoder_model.VocosGenerator(voc.cfg)
+  frames = voc.frames
+  mel_spec = jax.ShapeDtypeStruct((b, voc.cfg.n_mels, frames), jnp.float32)
+  fn = Function(
+    lambda mel: generator.apply({"params": voc.params}, mel), (mel_spec,), ["mel"], ["audio"]
+  )
+  meta = {"kind": "vocoder", "features": voc.settings, "frames": frames}
+  return {"vocoder": fn}, meta
+
+
+class _NoSpec:
+  labels: dict = {}
+
+
+_NO_SPEC = _NoSpec()
+
+
 def _dim(d):
   return d if isinstance(d, int) else str(d)
 
@@ -122,9 +171,12 @@ def write(model, out_dir: str, onnx: bool = False) -> dict:
   (b,) = jax_export.symbolic_shape("b")
   # jax.export's names ('cuda', 'rocm', 'tpu', 'cpu'), not the backend's ('gpu').
   platforms = sorted({jax_export.default_export_platform(), "cpu"})
-  functions, meta = (
-    _midi_functions(model, b) if isinstance(model, api.MidiModel) else _audio_functions(model, b)
-  )
+  if isinstance(model, api.MidiModel):
+    functions, meta = _midi_functions(model, b)
+  elif isinstance(model, vocoder_lib.Vocoder):
+    functions, meta = _vocoder_functions(model, b)
+  else:
+    functions, meta = _audio_functions(model, b)
   files = []
   for name, f in functions.items():
     exported = jax_export.export(jax.jit(f.fn), platforms=platforms)(*f.specs)
@@ -134,13 +186,13 @@ def write(model, out_dir: str, onnx: bool = False) -> dict:
     files.append(os.path.basename(path))
   meta = {
     "format_version": FORMAT_VERSION,
-    "model": model.config.model.name,
+    "model": "vocoder" if isinstance(model, vocoder_lib.Vocoder) else model.config.model.name,
     "step": model.step,
     **meta,
     "files": files,
     "functions": {name: f.describe() for name, f in functions.items()},
     "platforms": platforms,
-    "labels": {k: list(v) for k, v in model.spec.labels.items()},
+    "labels": {k: list(v) for k, v in getattr(model, "spec", _NO_SPEC).labels.items()},
     "jax_version": jax.__version__,
   }
   if onnx:
@@ -224,6 +276,9 @@ def _audio_functions(model, b) -> tuple[dict, dict]:
       lambda z: model.decode_fn(variables, z, batch_of(zeros(z))), (z_spec,), ["z"], ["x"]
     )
   functions = {"encoder": encoder, "decoder": decoder}
+  if model.vocoder is not None:
+    functions["audio_decoder"] = _audio_decoder(model, decoder)
+    meta["vocoder"] = {"workdir": model.vocoder.workdir, "step": model.vocoder.step}
   if spec.lyrics_dim:
     functions["lyrics_decoder"] = Function(
       lambda z: model.decode_lyrics_fn(variables, z), (z_spec,), ["z"], ["lyrics"]

@@ -36,6 +36,7 @@ class Vocoder:
   cfg: vocoder_lib.VocoderConfig
   params: Any  # the generator's
   step: int
+  frames: int = 0  # the frames of one clip of its run (what --mode=export lays out for)
 
   @property
   def sr(self) -> int:
@@ -139,6 +140,7 @@ def load(workdir: str) -> Vocoder:
     cfg=cfg,
     params=params["generator"],
     step=_step(workdir),
+    frames=1 + int(round(config.data.seconds * config.data.sr)) // int(config.data.hop_length),
   )
 
 
