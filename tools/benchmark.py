@@ -1081,6 +1081,11 @@ def main(argv=None) -> list[dict]:
     import wallclock  # noqa: PLC0415 - the other tool, only for this flag
 
     return wallclock.main([a for a in argv if a != "--wallclock"])
+  if "--vocoder" in argv:  # the vocoder's generator beside vocos': tools/bench_vocoder.py
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_vocoder  # noqa: PLC0415 - the other tool, only for this flag
+
+    return bench_vocoder.main([a for a in argv if a != "--vocoder"])
   args = parse_args(argv)
   if args.job:
     model, framework, threads = args.job.split(":")
