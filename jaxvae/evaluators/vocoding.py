@@ -7,6 +7,9 @@ NNLS filterbank inverse, 32 iterations, seeded), each compared with the original
 - `mel_l1_db`: mean |difference| of 80-band log-mel in dB (n_fft 1024, hop 256);
 - `stft_distance`: spectral convergence + log-magnitude L1 over STFT sizes 512, 1024, 2048
   (hop n / 4), and `spectral_convergence` alone (its first term);
+- `frechet`, `mmd2`: the Fréchet and kernel distances of the vocoded set to the original
+  clips in `eval.embedding` (evaluators.sample_quality: the same pluggable embedding of mel
+  power in dB that scores the VAEs' samples);
 - real-time factors: seconds of audio made per second of compute, for the vocoder at batch 1
   and batch 16 (after a compiled warm-up run, median of `eval.timing_repeats`) and for
   Griffin-Lim per clip.
@@ -28,6 +31,7 @@ from jaxvae.audio import features
 from jaxvae.audio import synthesis
 from jaxvae.data import featurize
 from jaxvae.evaluators import plots
+from jaxvae.evaluators import sample_quality
 from jaxvae.losses import spectral
 from jaxvae.sampling.vocoder import Vocoder
 from jaxvae.variants import vocoder as vocoder_variant
@@ -71,6 +75,7 @@ class VocoderQuality:
     for batch in (1, 16):
       seconds = _time(voc, mel, batch, repeats)
       out["vocoder"][f"real_time_factor_batch{batch}"] = round(batch * clip_s / seconds, 2)
+    self._distances(out, waves, {"vocoder": vocoded, "griffin_lim": griffin})
     out["ratio_mel_l1_db"] = round(out["vocoder"]["mel_l1_db"] / out["griffin_lim"]["mel_l1_db"], 4)
     out["listening"] = self._listening(waves, griffin, vocoded, mel, voc.sr)
     return out
@@ -80,6 +85,19 @@ class VocoderQuality:
     limit = int(self.job.config.eval.get("vocoder_clips", 32))
     rows = examples.indices[:limit]
     return np.asarray(examples.store.features[rows][:, 0, :], np.float32)
+
+  def _distances(self, out: dict, waves, made: dict) -> None:
+    """Fréchet and kernel distances to the originals in `eval.embedding` (dB features in, so
+    no normalization: empty statistics)."""
+    name, embed = sample_quality.embedding_fn(self.job.config)
+    mel = _mel(dict(self.mel_params, scale="db"))
+    reference = embed(np.asarray(mel(jnp.asarray(waves))), {})
+    if len(reference) < 2:
+      return
+    out["embedding"] = name
+    for side, y in made.items():
+      d = sample_quality.distances(embed(np.asarray(mel(jnp.asarray(y))), {}), reference)
+      out[side] |= {"frechet": round(d["frechet"], 4), "mmd2": round(d["mmd2"], 5)}
 
   def _griffin_lim(self, mel: np.ndarray, n: int) -> np.ndarray:
     d = self.job.config.data
@@ -135,7 +153,13 @@ class VocoderQuality:
       f"  mel L1 {v['mel_l1_db']:.2f} dB (Griffin-Lim {g['mel_l1_db']:.2f} dB, ratio "
       f"{results['ratio_mel_l1_db']:.2f}), STFT distance {v['stft_distance']:.3f} "
       f"({g['stft_distance']:.3f}), spectral convergence {v['spectral_convergence']:.3f} "
-      f"({g['spectral_convergence']:.3f})\n"
+      f"({g['spectral_convergence']:.3f})"
+      + (
+        f", Fréchet {v['frechet']:.3g} ({g['frechet']:.3g}) in {results['embedding']}"
+        if "frechet" in v
+        else ""
+      )
+      + "\n"
       f"  real time x{v['real_time_factor_batch1']:.0f} at batch 1, "
       f"x{v['real_time_factor_batch16']:.0f} at batch 16 (Griffin-Lim "
       f"x{g['real_time_factor']:.1f})\n  listen: {results['listening']}"
