@@ -21,6 +21,7 @@ CONFIGS = {
   "multimodal_vae": "multimodal_vae.py:small",
   "vade": "vade.py:small",
   "puzzle_vqvae": "puzzle_vqvae.py:small",
+  "vocoder": "vocoder.py:small",
 }
 
 
@@ -47,6 +48,8 @@ def test_the_declaration_matches_the_model(name, stage):
   assert (latent == "codes") == ("num_codes" in config.model)
   assert ("lyrics" in variant.outputs) == hasattr(model, "decode_lyrics")
   assert ("tokens" in variant.outputs) == (variant.data_kind == "midi")
+  assert ("waveform" in variant.outputs) == hasattr(model, "vocode")
+  assert ("waveform" in variant.outputs) == (config.data.feature == "waveform")
   if variant.data_kind == "audio" and variant.has_prior(config):
     assert hasattr(model, "encode") and hasattr(model, "decode")
   if name == "music_transformer":
