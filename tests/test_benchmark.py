@@ -394,3 +394,15 @@ def wallclock_phases():
   from tools import wallclock
 
   return wallclock.PHASES
+
+
+def test_the_vocoder_benchmark_times_the_generator_and_names_a_missing_reference(tmp_path, capsys):
+  out = tmp_path / "vocoder.json"
+  argv = ["--vocoder", "--preset", "tiny", "--repeats", "1", "--batches", "1,2"]
+  record = benchmark.main(argv + ["--json", str(out), "--vocos-path", str(tmp_path / "none")])
+  assert set(record["jax"]["seconds"]) == {"1", "2"} and record["jax"]["parameters"] > 0
+  assert record["frames"] == 1 + int(3.0 * 22050) // 512  # 3 s at the small features' hop
+  assert "error" in record["vocos"]  # no vocos installed there: said, not a crash
+  assert json.loads(out.read_text())["preset"] == "tiny"
+  printed = capsys.readouterr().out
+  assert "batch  1: jaxvae x" in printed and "vocos reference failed" in printed

@@ -5,7 +5,8 @@
 # hundred clips and for conv_vae:small (tools/wallclock.py, cold and warm compilation cache),
 # JAX vs PyTorch eager for the puzzle VQ-VAE (with the seed-004 run extrapolated from its step
 # rate), transformer tokens/s at seq 512, MFU at the high_quality preset in bfloat16 with
-# sampling tokens/s, and the seed-size conv VAE. Records go to ${OUT:-/tmp/gpu_bench}.
+# sampling tokens/s, the seed-size conv VAE, and the vocoder's generator (real time at batch 1
+# and 16). Records go to ${OUT:-/tmp/gpu_bench}.
 #   bash tools/gpu_benchmarks.sh            # needs jax[cuda], torch (the [bench] extra)
 #   QUICK=1 bash tools/gpu_benchmarks.sh    # the same items at smoke size (checks the script)
 set -uo pipefail
@@ -43,4 +44,8 @@ run wallclock_conv_small 100 "$py" tools/wallclock.py --config=configs/conv_vae.
   --runs 2 --fresh-cache --json "$out/wallclock_conv_small.json" -- \
   --config.data.cache_dir=/tmp/jaxvae_cache --config.train.report_audio=False
 b conv_seed 60 --models conv_vae --batch-size 4 --steps 20 --repeats 3 $small
+# The vocoder's generator at the full (13.5 M, Vocos) size: real-time factors at batch 1 and 16,
+# beside the vocos package's when VOCOS_PATH names its install folder.
+vpreset=""; [ "$quick" = 1 ] && vpreset="small"
+b vocoder 60 --vocoder --preset "$vpreset" --repeats 10 ${VOCOS_PATH:+--vocos-path "$VOCOS_PATH"}
 exit 0
