@@ -51,6 +51,7 @@ def get_config(arg=None):
   v = config.vocoder = base.ml_collections.ConfigDict()
   v.features_from = ""  # an audio run's workdir: its data.sr, n_fft, hop_length, n_mels, ...
   v.segment_frames = 64  # training crops, in hops (64 x 256 = 16,384 samples, as Vocos)
+  v.ema_decay = 0.0  # > 0: an EMA of the generator's weights (e.g. 0.999) for inference
   v.spectral_epochs = 20
   v.adversarial_epochs = 80
   config.train.optimizer = "adamw"

@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 from test_faults import assert_same_checkpoints
 from test_train import _cli
+from test_train import _params
 
 from conftest import ROOT
 from conftest import load_config
@@ -113,9 +114,15 @@ def test_the_adversarial_stage_updates_both_sides(two_clips, cache_dir):
 def test_a_resume_inside_the_adversarial_stage_is_bitwise(two_clips, cache_dir, tmp_path):
   """Killed with step 3's checkpoint in flight (the adversarial stage: epochs of 1 step, 2
   spectral + 2 adversarial), the same command resumes and ends bitwise as an uninterrupted
-  run: both sides' parameters and optimizer states."""
+  run: both sides' parameters and optimizer states, and the generator's EMA."""
   overrides = _overrides(
-    two_clips, cache_dir, **{"vocoder.spectral_epochs": "2", "vocoder.adversarial_epochs": "2"}
+    two_clips,
+    cache_dir,
+    **{
+      "vocoder.spectral_epochs": "2",
+      "vocoder.adversarial_epochs": "2",
+      "vocoder.ema_decay": "0.9",
+    },
   )
   reference, resumed = tmp_path / "reference", tmp_path / "resumed"
   assert _cli(reference, overrides, config="vocoder.py:tiny") == 0
@@ -129,7 +136,13 @@ def test_a_resume_inside_the_adversarial_stage_is_bitwise(two_clips, cache_dir, 
     del os.environ["JAXVAE_FAULT"]
   assert killed.returncode == -9, killed.stderr[-2000:]
   assert _cli(resumed, overrides, config="vocoder.py:tiny") == 0
-  assert_same_checkpoints(resumed, reference)
+  assert_same_checkpoints(resumed, reference)  # opt_state: opt_gen, opt_disc and ema_gen
+  step, state = _params(str(reference), "checkpoints")
+  ema, generator = state["opt_state"]["ema_gen"], state["params"]["generator"]
+  assert step == 4 and jax.tree.structure(ema) == jax.tree.structure(generator)
+  assert any(
+    not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(generator))
+  )
 
 
 @pytest.fixture(scope="module")

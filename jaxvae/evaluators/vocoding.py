@@ -55,7 +55,8 @@ class VocoderQuality:
       workdir="(this run)",
       settings=vocoder_variant.feature_settings(config),
       cfg=self.job.model.cfg,
-      params=jax.device_get(state.params["generator"]),
+      # The EMA of the generator's weights when the run keeps one (vocoder.ema_decay).
+      params=jax.device_get(state.opt_state.get("ema_gen", state.params["generator"])),
       step=int(state.step),
     )
     waves = self._clips()

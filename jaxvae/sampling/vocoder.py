@@ -133,7 +133,9 @@ def load(workdir: str) -> Vocoder:
   config = registry.config_from_dict(raw, workdir)
   cfg = vocoder_variant.model_config(config.model)
   template = _template(cfg)
-  params, _ = checkpoint.restore_weights(workdir, template, "vocoder")
+  # The EMA of the generator's weights when the run kept one (vocoder.ema_decay).
+  averaged = {"generator": "ema_gen"}
+  params, _ = checkpoint.restore_weights(workdir, template, "vocoder", averaged)
   return Vocoder(
     workdir=workdir,
     settings=vocoder_variant.feature_settings(config),

@@ -391,7 +391,7 @@ def _model_name(workdir: str) -> str:
     return "?"
 
 
-def restore_weights(path: str, template, model_name: str = "?"):
+def restore_weights(path: str, template, model_name: str = "?", averaged: dict | None = None):
   """Weights of another run (its best, else its latest checkpoint) for fine-tuning and for
   progressive stages.
 
@@ -400,6 +400,9 @@ def restore_weights(path: str, template, model_name: str = "?"):
   (a new part, e.g. the VAE encoder after the LM stage, keeps its fresh initialization; a
   warning counts and names both kinds); the caller keeps its fresh optimizer. A source that
   shares no leaf with the model (another architecture) is a ConfigError naming both models.
+  `averaged` ({params key: optimizer-state key}, e.g. {'generator': 'ema_gen'}): where the
+  checkpoint's optimizer state holds a moving average of that part of the parameters, those
+  weights are taken instead (inference with a vocoder's EMA).
   """
   path = os.path.abspath(path)
   named = os.path.basename(path) in ("best", "checkpoints")
@@ -420,9 +423,11 @@ def restore_weights(path: str, template, model_name: str = "?"):
     if step is None:
       continue
     restored = out["state"]
-    params, loaded_params, fresh = _merge(
-      dict(template.params), restored.get("params", {}), "params"
-    )
+    source_params = dict(restored.get("params", {}))
+    for key, opt_key in (averaged or {}).items():
+      if opt_key in (restored.get("opt_state") or {}):
+        source_params[key] = restored["opt_state"][opt_key]
+    params, loaded_params, fresh = _merge(dict(template.params), source_params, "params")
     model_state, loaded_s, fresh_s = _merge(
       dict(template.model_state), restored.get("model_state", {}), "model_state"
     )

@@ -128,13 +128,18 @@ class Variant:
 class SideOptimizers:
   """One optimizer per side of a GAN, created like any optimizer (`init(params)` of
   {'generator', 'discriminator'} params) into {'opt_gen', 'opt_disc'}: what a two-sided
-  variant's `make_optimizer` returns and its step reads (`tx_gen`, `tx_disc`)."""
+  variant's `make_optimizer` returns and its step reads (`tx_gen`, `tx_disc`). With `ema`,
+  the state also holds 'ema_gen', an exponential moving average of the generator's
+  parameters that the step updates (checkpointed with the rest)."""
 
-  def __init__(self, tx_gen, tx_disc):
-    self.tx_gen, self.tx_disc = tx_gen, tx_disc
+  def __init__(self, tx_gen, tx_disc, ema: bool = False):
+    self.tx_gen, self.tx_disc, self.ema = tx_gen, tx_disc, ema
 
   def init(self, params):
-    return {
+    state = {
       "opt_gen": self.tx_gen.init(params["generator"]),
       "opt_disc": self.tx_disc.init(params["discriminator"]),
     }
+    if self.ema:
+      state["ema_gen"] = params["generator"]
+    return state

@@ -7,7 +7,9 @@ step with the feature store's own function (`data.featurize.mel_db`) and the run
 settings, so the vocoder sees exactly what the VAEs' stores hold. Validation vocodes whole
 clips.
 
-Two stages, both with one optimizer per side (`variants.base.SideOptimizers`):
+Two stages, both with one optimizer per side (`variants.base.SideOptimizers`; with
+`vocoder.ema_decay` > 0 also an EMA of the generator's weights, which inference and
+`--mode=eval` use; validation during training scores the raw weights):
 - 'spectral' (`vocoder.spectral_epochs`): the generator alone on
   `objective.mel_weight` x multi-resolution mel L1 + `objective.stft_weight` x multi-resolution
   STFT distance (spectral convergence + log-magnitude L1);
@@ -150,7 +152,12 @@ def _train_step(model, tx: SideOptimizers, config, adversarial_stage: bool):
     (loss, (metrics, y_hat)), g_grads = jax.value_and_grad(generator_loss, has_aux=True)(gen)
     updates, opt_gen = txs["generator"].update(g_grads, state.opt_state["opt_gen"], gen, value=loss)
     params = {"generator": optax.apply_updates(gen, updates), "discriminator": dis}
-    opt = {"opt_gen": opt_gen, "opt_disc": state.opt_state["opt_disc"]}
+    opt = dict(state.opt_state, opt_gen=opt_gen)
+    if "ema_gen" in opt:
+      decay = float(config.vocoder.ema_decay)
+      opt["ema_gen"] = jax.tree.map(
+        lambda e, p: decay * e + (1.0 - decay) * p, opt["ema_gen"], params["generator"]
+      )
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(g_grads))
     if adversarial_stage:
       fake = jax.lax.stop_gradient(y_hat)
@@ -184,7 +191,8 @@ def make_optimizer(config, total_steps, params, default):
   for the discriminators."""
   del total_steps, params
   scale = float(config.objective.disc_lr_scale)
-  return SideOptimizers(default, optax.chain(default, optax.scale(scale)))
+  ema = float(config.vocoder.ema_decay) > 0
+  return SideOptimizers(default, optax.chain(default, optax.scale(scale)), ema=ema)
 
 
 def _step_maker(adversarial_stage: bool):
@@ -248,6 +256,8 @@ def validate(config) -> None:
       f"config key 'model.head_fft' is {head}; it must be a multiple of data.hop_length "
       f"({d.hop_length})"
     )
+  if not 0.0 <= float(v.ema_decay) < 1.0:
+    raise ConfigError(f"config key 'vocoder.ema_decay' is {v.ema_decay}; expected 0 <= it < 1")
   if int(v.segment_frames) < 2:
     raise ConfigError(f"config key 'vocoder.segment_frames' is {v.segment_frames}; expected >= 2")
   clip = int(round(float(d.seconds) * int(d.sr)))
