@@ -154,7 +154,7 @@ def _train_step(model, tx: SideOptimizers, config, adversarial_stage: bool):
     params = {"generator": optax.apply_updates(gen, updates), "discriminator": dis}
     opt = dict(state.opt_state, opt_gen=opt_gen)
     if "ema_gen" in opt:
-      decay = float(config.vocoder.ema_decay)
+      decay = float(config.vocoder.get("ema_decay", 0.0))
       opt["ema_gen"] = jax.tree.map(
         lambda e, p: decay * e + (1.0 - decay) * p, opt["ema_gen"], params["generator"]
       )
@@ -191,7 +191,7 @@ def make_optimizer(config, total_steps, params, default):
   for the discriminators."""
   del total_steps, params
   scale = float(config.objective.disc_lr_scale)
-  ema = float(config.vocoder.ema_decay) > 0
+  ema = float(config.vocoder.get("ema_decay", 0.0)) > 0
   return SideOptimizers(default, optax.chain(default, optax.scale(scale)), ema=ema)
 
 
@@ -256,7 +256,7 @@ def validate(config) -> None:
       f"config key 'model.head_fft' is {head}; it must be a multiple of data.hop_length "
       f"({d.hop_length})"
     )
-  if not 0.0 <= float(v.ema_decay) < 1.0:
+  if not 0.0 <= float(v.get("ema_decay", 0.0)) < 1.0:
     raise ConfigError(f"config key 'vocoder.ema_decay' is {v.ema_decay}; expected 0 <= it < 1")
   if int(v.segment_frames) < 2:
     raise ConfigError(f"config key 'vocoder.segment_frames' is {v.segment_frames}; expected >= 2")
