@@ -223,3 +223,22 @@ def test_export_goes_from_latent_to_waveform_through_the_vocoder(trained_pair, t
   vocoder = vocoder_lib.load(voc)
   mel = np.full((1, vocoder.cfg.n_mels, vocoder.frames), -30.0, np.float32)
   np.testing.assert_allclose(np.asarray(alone.call(mel)), vocoder(mel), atol=1e-5)
+
+
+def test_a_vaes_eval_measures_its_reconstructions_in_audio_through_the_vocoder(
+  trained_pair, tiny_overrides
+):
+  import json
+
+  vae, voc = trained_pair
+  overrides = dict(
+    tiny_overrides,
+    **{"generate.vocoder": voc, "eval.evaluators": "validation,audio_reconstruction"},
+  )
+  assert _cli(vae, overrides, mode="eval") == 0
+  with open(os.path.join(vae, "eval", "metrics.json"), encoding="utf-8") as f:
+    audio = json.load(f)["audio_reconstruction"]
+  assert audio["available"] and audio["clips"] > 0 and audio["vocoder"] == voc
+  for side in ("reconstruction", "own_features"):
+    assert set(audio[side]) == {"mel_l1_db", "stft_distance", "spectral_convergence"}
+    assert all(np.isfinite(v) and v > 0 for v in audio[side].values())

@@ -19,7 +19,9 @@ from jaxvae.evaluators import likelihood
 from jaxvae.evaluators import plots
 from jaxvae.evaluators import reconstruction
 from jaxvae.evaluators import sample_quality
+from jaxvae.evaluators import vocoding
 from jaxvae.evaluators.validation import Validation
+from jaxvae.sampling import vocoder as vocoder_lib
 from jaxvae.training import metrics
 from jaxvae.training import step as step_lib
 
@@ -102,6 +104,17 @@ def _reconstruction(job, state, passed, results, out_dir) -> dict:
   x, recon = passed.encoded["x"][passed.val], passed.encoded["recon"][passed.val]
   scores = reconstruction.evaluate(x, recon, job.store.manifest["stats"], job.config)
   return {"reconstruction": scores | {"split": "validation"}}
+
+
+def _audio_reconstruction(job, state, passed, results, out_dir) -> dict:
+  """With `generate.vocoder`: the validation clips' reconstructions vocoded and compared with
+  the original audio (`evaluators.vocoding.audio_reconstruction`)."""
+  voc = vocoder_lib.for_config(job.config)
+  if voc is None:
+    return {}
+  rows = passed.examples.indices[passed.val]
+  recon = passed.encoded["recon"][passed.val]
+  return {"audio_reconstruction": vocoding.audio_reconstruction(job, voc, rows, recon)}
 
 
 def _sample_quality(job, state, passed, results, out_dir) -> dict:
@@ -213,6 +226,7 @@ EVALUATORS = {
   "latent_usage": _latent_usage,
   "likelihood": _likelihood,
   "reconstruction": _reconstruction,
+  "audio_reconstruction": _audio_reconstruction,
   "sample_quality": _sample_quality,
   "clustering": _clustering,
   "latent_parts": _latent_parts,
@@ -233,6 +247,7 @@ def default_names(variant, config) -> list[str]:
     "latent_usage": gaussian,
     "likelihood": gaussian,
     "reconstruction": features,
+    "audio_reconstruction": features and bool(str(config.generate.get("vocoder", ""))),
     "sample_quality": features and gaussian,
     "clustering": True,
     "latent_parts": bool(variant.latent_parts(config)),
@@ -301,6 +316,11 @@ class Latents:
     if rec.get("lsd_db") is not None:
       out["eval/lsd_db"] = rec["lsd_db"]
       out["eval/spectral_convergence"] = rec["spectral_convergence"]
+    audio = results.get("audio_reconstruction", {})
+    if audio.get("available"):
+      for side in ("reconstruction", "own_features"):
+        for k, v in audio[side].items():
+          out[f"eval/audio_{side}/{k}"] = v
     for label, r in results.get("coherence", {}).items():
       if isinstance(r, dict):  # the label read off lyrics decoded from the audio alone
         out[f"eval/coherence_{label}"] = r["audio_only"]
@@ -328,6 +348,14 @@ class Latents:
       lines.append(
         f"reconstruction: LSD {rec['lsd_db']:.2f} dB, spectral convergence "
         f"{rec['spectral_convergence']:.3f} ({rec['units']})"
+      )
+    audio = results.get("audio_reconstruction", {})
+    if audio.get("available"):
+      r, own = audio["reconstruction"], audio["own_features"]
+      lines.append(
+        f"in audio through the vocoder ({audio['clips']} clips): mel L1 {r['mel_l1_db']:.2f} dB, "
+        f"spectral convergence {r['spectral_convergence']:.3f} (the clips' own features: "
+        f"{own['mel_l1_db']:.2f} dB, {own['spectral_convergence']:.3f})"
       )
     space = results.get("cluster_space")
     if space:

@@ -27,12 +27,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvae.audio import decode as decode_lib
 from jaxvae.audio import features
 from jaxvae.audio import synthesis
 from jaxvae.data import featurize
+from jaxvae.data import listing
 from jaxvae.evaluators import plots
 from jaxvae.evaluators import sample_quality
 from jaxvae.losses import spectral
+from jaxvae.sampling import prior
 from jaxvae.sampling.vocoder import Vocoder
 from jaxvae.variants import vocoder as vocoder_variant
 
@@ -192,3 +195,47 @@ def _time(voc: Vocoder, mel: np.ndarray, batch: int, repeats: int) -> float:
     voc(x)
     times.append(time.perf_counter() - start)
   return float(np.median(times))
+
+
+def audio_reconstruction(job, voc: Vocoder, rows, recon: np.ndarray, limit: int = 32) -> dict:
+  """An audio VAE's reconstructions in audio: for the store rows `rows` (validation clips,
+  at most `limit`), the original waveforms (the clips' files decoded again as the store
+  decoded them), the reconstructions vocoded by `voc`, and the clips' own features vocoded
+  (what a perfect autoencoder would give through this vocoder), each scored against the
+  originals (mel L1 in dB, STFT distance, spectral convergence)."""
+  config, store = job.config, job.store
+  d = config.data
+  items = {item.clip_id: item for item in listing.list_dataset(config)}
+  waves, kept = [], []
+  for k, row in enumerate(rows[:limit]):
+    example = store.manifest["examples"][int(row)]
+    item = items.get(example["clip_id"])
+    if item is None or example.get("bad"):
+      continue
+    segments, _ = decode_lib.load_examples(
+      item,
+      sr=d.sr,
+      mode=d.example_mode,
+      seconds=d.seconds,
+      hop_seconds=d.segment_hop_seconds or None,
+      on_error="skip",
+      min_seconds=d.min_seconds,
+    )
+    if example["segment"] < len(segments):
+      waves.append(segments[example["segment"]])
+      kept.append(k)
+  if not waves:
+    return {"available": False, "reason": "no validation clip could be read again"}
+  original = np.stack(waves)
+  n = original.shape[-1]
+  units = lambda x: prior.to_feature_units(x, store, config).astype(np.float32)
+  vocoded = voc(units(recon[kept]), length=n)
+  features = np.stack([np.asarray(store.features[int(rows[k])]) for k in kept])
+  ceiling = voc(features, length=n)
+  return {
+    "available": True,
+    "clips": len(kept),
+    "vocoder": voc.workdir,
+    "reconstruction": _scores(original, vocoded, voc.sr),
+    "own_features": _scores(original, ceiling, voc.sr),
+  }
