@@ -242,3 +242,17 @@ def test_a_vaes_eval_measures_its_reconstructions_in_audio_through_the_vocoder(
   for side in ("reconstruction", "own_features"):
     assert set(audio[side]) == {"mel_l1_db", "stft_distance", "spectral_convergence"}
     assert all(np.isfinite(v) and v > 0 for v in audio[side].values())
+
+
+def test_a_bad_file_in_a_vocoders_data_is_counted_not_fatal(two_clips, cache_dir, tmp_path):
+  from jaxvae.data import dataset
+
+  root = tmp_path / "clips"
+  root.mkdir()
+  for name in ("a.wav", "b.wav"):
+    (root / name).write_bytes((open(os.path.join(two_clips, name), "rb")).read())
+  (root / "broken.wav").write_bytes(b"RIFF\x00\x00not really a wave file")
+  config = load_config("vocoder.py:tiny", _overrides(str(root), cache_dir))
+  data = dataset.load(config, progress=False)
+  assert [b["path"].endswith("broken.wav") for b in data.store.bad] == [True]
+  assert data.store.shape == (1, SR)  # the clips themselves, one 'band'
