@@ -12,9 +12,18 @@ run it will serve with `--config.vocoder.features_from=WORKDIR`.
   python -m jaxvae.main --config=configs/vocoder.py --workdir=runs/vocoder \\
       --config.data.layout=folders --config.data.root=/data/songs
 
-Presets: '' (a GPU run: the 13.5-M-parameter Vocos size, 22,050 Hz, 128 mels), 'small' (the
-small presets' features, 64 mels at n_fft 1024 / hop 512, a 2-M-parameter generator for a
-2-core CPU), 'tiny' (the test suite's).
+Presets:
+- '' (a GPU run): Vocos's size (512 channels, 1536-wide MLPs, 8 blocks: 13.5 M parameters in
+  the generator) on Vocos's 22,050-Hz features (n_fft 1024, hop 256, 100 mels), batch 16 of
+  16,384-sample crops, 20 spectral then 80 adversarial epochs of the dataset's 3-s pieces,
+  adamw at 5e-4. Its time on a GPU is not measured here (no GPU was lent to this work);
+  `tools/gpu_benchmarks.sh` times its generator.
+- 'small' (a 2-core CPU): the `:small` VAE presets' features (64 mels, n_fft 1024, hop 512), a
+  1.83-M-parameter generator (192 channels, 6 blocks), batch 16 of 32-hop crops, lr 1e-3, the
+  spectral stage only (the adversarial step costs about 27 spectral steps on the CPU); 90
+  epochs are about 28 minutes on the 240-clip development corpus (BUILD_NOTES.md, "The neural
+  vocoder").
+- 'tiny': the test suite's.
 """
 
 from jaxvae.config import base
@@ -66,15 +75,18 @@ def get_config(arg=None):
   small = {
     **{k: base.small_data_preset()[k] for k in ("data.seconds", "data.n_mels", "data.n_fft")},
     "data.hop_length": 512,
+    "data.val_fraction": 0.1,
     "model.dim": 192,
     "model.intermediate": 576,
     "model.layers": 6,
     "model.period_channels": (16, 64, 128, 128),
     "model.resolution_channels": 16,
-    "vocoder.segment_frames": 16,
-    "vocoder.spectral_epochs": 60,
-    "vocoder.adversarial_epochs": 60,
-    "train.batch_size": 8,
+    "vocoder.segment_frames": 32,
+    "vocoder.spectral_epochs": 90,
+    "vocoder.adversarial_epochs": 0,
+    "train.batch_size": 16,
+    "train.lr": 1e-3,
+    "train.patience": 0,
     "train.log_every_steps": 10,
   }
   tiny = small | {
@@ -90,6 +102,7 @@ def get_config(arg=None):
     "vocoder.spectral_epochs": 1,
     "vocoder.adversarial_epochs": 1,
     "train.batch_size": 4,
+    "train.lr": 5e-4,
   }
   base.apply_preset(config, arg, {"small": small, "tiny": tiny})
   return config.lock()
