@@ -10,7 +10,7 @@ run it will serve with `--config.vocoder.features_from=WORKDIR`.
   python -m jaxvae.main --config=configs/vocoder.py:small --workdir=/tmp/vocoder \\
       --config.vocoder.features_from=/tmp/conv_vae
   python -m jaxvae.main --config=configs/vocoder.py --workdir=runs/vocoder \\
-      --config.data.layout=folders --config.data.root=/data/songs
+      --config.data.layout=folder --config.data.root=/data/songs
 
 Presets:
 - '' (a GPU run): Vocos's size (512 channels, 1536-wide MLPs, 8 blocks: 13.5 M parameters in

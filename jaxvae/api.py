@@ -72,7 +72,7 @@ def load(workdir: str, which: str = "best", vocoder=None):
   if variant.outputs == ("waveform",):
     if vocoder is not None:
       raise errors.ConfigError(f"'{workdir}' is a vocoder itself: load it without vocoder=")
-    return vocoder_lib.load(workdir)
+    return vocoder_lib.load(workdir, which)
   voc = _vocoder(vocoder, config, workdir) if vocoder is not None else None
   data = info.get("data", {})
   if "stats" not in data or "label_values" not in data:  # a run from before they were saved

@@ -256,3 +256,28 @@ def test_a_bad_file_in_a_vocoders_data_is_counted_not_fatal(two_clips, cache_dir
   data = dataset.load(config, progress=False)
   assert [b["path"].endswith("broken.wav") for b in data.store.bad] == [True]
   assert data.store.shape == (1, SR)  # the clips themselves, one 'band'
+
+
+def test_misuses_are_one_line_each(trained_pair, tiny_overrides, tmp_path, capsys):
+  import shutil
+
+  import jaxvae
+
+  vae, voc = trained_pair
+  with pytest.raises(errors.ConfigError, match="'data.feature' is 'waveform'.*conv_vae"):
+    load_config("conv_vae.py:small", tiny_overrides, **{"data.feature": "waveform"})
+  assert _cli(voc, {}, mode="generate", config="vocoder.py:tiny") == 1
+  assert "holds a vocoder" in capsys.readouterr().err
+  empty = tmp_path / "untrained"
+  empty.mkdir()
+  shutil.copy(os.path.join(voc, "jaxvae_run.json"), empty / "jaxvae_run.json")
+  with pytest.raises(errors.CheckpointError, match="has no checkpoint"):
+    jaxvae.load(str(empty))
+  with pytest.raises(errors.ConfigError, match="features_from.*data.kind='midi'"):
+    midi = tmp_path / "midi_run"
+    midi.mkdir()
+    (midi / "jaxvae_run.json").write_text(
+      '{"config": {"data": {"kind": "midi", "feature": "mel", "sr": 22050, "n_fft": 1024, '
+      '"hop_length": 512, "n_mels": 64, "scale": "db"}}}'
+    )
+    load_config("vocoder.py:tiny", {"vocoder.features_from": str(midi)})

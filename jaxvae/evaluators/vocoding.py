@@ -13,7 +13,7 @@ NNLS filterbank inverse, 32 iterations, seeded), each compared with the original
 - real-time factors: seconds of audio made per second of compute, for the vocoder at batch 1
   and batch 16 (after a compiled warm-up run, median of `eval.timing_repeats`) and for
   Griffin-Lim per clip.
-A listening page `eval/listening.html` puts the first clips side by side (original,
+A listening page `eval/listening/listening.html` puts the first clips side by side (original,
 Griffin-Lim, vocoder) with their spectrograms.
 """
 
@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvae import workdir as workdir_lib
 from jaxvae.audio import decode as decode_lib
 from jaxvae.audio import features
 from jaxvae.audio import synthesis
@@ -87,13 +88,18 @@ class VocoderQuality:
   def _clips(self) -> np.ndarray:
     examples = self.job.val_examples
     limit = int(self.job.config.eval.get("vocoder_clips", 32))
-    rows = examples.indices[:limit]
+    rows = [i for i in examples.indices if not examples.store.manifest["examples"][i]["bad"]]
+    rows = np.asarray(rows[:limit] or examples.indices[:limit])  # bad files: silence stand-ins
     return np.asarray(examples.store.features[rows][:, 0, :], np.float32)
 
   def _distances(self, out: dict, waves, made: dict) -> None:
     """Fréchet and kernel distances to the originals in `eval.embedding` (dB features in, so
     no normalization: empty statistics)."""
-    name, embed = sample_quality.embedding_fn(self.job.config)
+    # The embedding reads mel power in dB through the config's scale: dB features here.
+    config = self.job.config.copy_and_resolve_references()
+    with config.unlocked():
+      config.data.scale = "db"
+    name, embed = sample_quality.embedding_fn(config)
     mel = _mel(dict(self.mel_params, scale="db"))
     reference = embed(np.asarray(mel(jnp.asarray(waves))), {})
     if len(reference) < 2:
@@ -136,11 +142,11 @@ class VocoderQuality:
       cells.append(f"<td><img src='{os.path.basename(png)}' width='600'></td>")
       rows.append("<tr>" + "".join(cells) + "</tr>")
     page = os.path.join(folder, "listening.html")
-    with open(page, "w", encoding="utf-8") as f:
-      f.write(
-        "<html><body><h3>Validation clips: original, Griffin-Lim (32 iterations) and the "
-        "vocoder, from the same features</h3><table>" + "".join(rows) + "</table></body></html>"
-      )
+    workdir_lib.write_text(
+      page,
+      "<html><body><h3>Validation clips: original, Griffin-Lim (32 iterations) and the "
+      "vocoder, from the same features</h3><table>" + "".join(rows) + "</table></body></html>",
+    )
     return page
 
   def scalars(self, results: dict) -> dict:

@@ -72,6 +72,11 @@ def run(config, workdir: str, args) -> int:
   condition, num_samples, seed = args.condition, args.num_samples, args.seed
   interpolate = args.interpolate
   variant = registry.get(config.model.name)
+  if "waveform" in variant.outputs:
+    raise ConfigError(
+      f"--mode=generate: '{workdir}' holds a vocoder, which turns features into audio; give it "
+      "to a model's run with --config.generate.vocoder"
+    )
   if variant.data_kind == "audio" and (interpolate is not None or args.attribute is not None):
     return _audio_latent_tools(config, workdir, args)
   if interpolate is not None:  # a missing or broken file is reported before any model work

@@ -111,8 +111,9 @@ def _cached_load(workdir: str) -> Vocoder:
   return load(workdir)
 
 
-def load(workdir: str) -> Vocoder:
-  """The vocoder trained in `workdir`; CheckpointError / ConfigError naming it otherwise."""
+def load(workdir: str, which: str = "best") -> Vocoder:
+  """The vocoder trained in `workdir` (`which`: its best checkpoint, else the latest; or
+  'latest'); CheckpointError / ConfigError naming it otherwise."""
   workdir = os.fspath(workdir)
   path = os.path.join(workdir, writer_lib.MARKER)
   try:
@@ -135,13 +136,22 @@ def load(workdir: str) -> Vocoder:
   template = _template(cfg)
   # The EMA of the generator's weights when the run kept one (vocoder.ema_decay).
   averaged = {"generator": "ema_gen"}
-  params, _ = checkpoint.restore_weights(workdir, template, "vocoder", averaged)
+  source = workdir if which == "best" else os.path.join(workdir, "checkpoints")
+  try:
+    params, _, step = checkpoint.restore_weights(
+      source, template, "vocoder", averaged, with_step=True
+    )
+  except errors.ConfigError:
+    raise errors.CheckpointError(
+      f"vocoder '{workdir}' has no checkpoint that restores (train it first, or see its "
+      "best/ and checkpoints/ folders)"
+    ) from None
   return Vocoder(
     workdir=workdir,
     settings=vocoder_variant.feature_settings(config),
     cfg=cfg,
     params=params["generator"],
-    step=_step(workdir),
+    step=step,
     frames=1 + int(round(config.data.seconds * config.data.sr)) // int(config.data.hop_length),
   )
 
@@ -160,8 +170,3 @@ def _template(cfg: vocoder_lib.VocoderConfig) -> _Template:
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch))
   params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), dict(shapes["params"]))
   return _Template(params=params, model_state={})
-
-
-def _step(workdir: str) -> int:
-  step = checkpoint.resume_step(workdir)
-  return int(step) if step is not None else 0

@@ -391,7 +391,9 @@ def _model_name(workdir: str) -> str:
     return "?"
 
 
-def restore_weights(path: str, template, model_name: str = "?", averaged: dict | None = None):
+def restore_weights(
+  path: str, template, model_name: str = "?", averaged: dict | None = None, with_step: bool = False
+):
   """Weights of another run (its best, else its latest checkpoint) for fine-tuning and for
   progressive stages.
 
@@ -402,7 +404,8 @@ def restore_weights(path: str, template, model_name: str = "?", averaged: dict |
   shares no leaf with the model (another architecture) is a ConfigError naming both models.
   `averaged` ({params key: optimizer-state key}, e.g. {'generator': 'ema_gen'}): where the
   checkpoint's optimizer state holds a moving average of that part of the parameters, those
-  weights are taken instead (inference with a vocoder's EMA).
+  weights are taken instead (inference with a vocoder's EMA). `with_step`: also return the
+  step the weights are of.
   """
   path = os.path.abspath(path)
   named = os.path.basename(path) in ("best", "checkpoints")
@@ -458,7 +461,7 @@ def restore_weights(path: str, template, model_name: str = "?", averaged: dict |
         step,
         len(loaded),
       )
-    return params, model_state
+    return (params, model_state, int(step)) if with_step else (params, model_state)
   raise errors.ConfigError(
     f"config key 'init_from': no checkpoint that restores under "
     f"'{path}' (expected a jaxvae workdir with best/ or checkpoints/)"

@@ -170,8 +170,10 @@ class WandbTracker:
       workdir_lib.write_json(marker, {"id": self.run_id})
     if wandb.run is not None and wandb.run.id == self.run_id:
       self.run, self.logged = wandb.run, 0  # the end of the run: the writer left it open
+      self._current = int(getattr(wandb.run, "step", 0) or 0)
       return
     self.logged = max(wandb_history(folder, self.run_id), default=0) if resuming else 0
+    self._current = self.logged
     self.run = wandb.init(
       project=str(config.train.wandb_project) or config.model.name,
       id=self.run_id,
@@ -195,18 +197,27 @@ class WandbTracker:
   def _new(self, step: int) -> bool:
     return step > self.logged
 
+  def _log(self, step: int, values: dict) -> None:
+    """W&B drops a row for a step below one already logged: a report drawn in the background
+    (its images and audio of step S arrive after step S + k's scalars) goes in at the newest
+    step, with its own step as `<tag>/step`."""
+    if step < self._current:
+      values = values | {f"{k}/step": step for k in values}
+    self._current = max(self._current, step)
+    self.run.log(values, step=self._current)
+
   def scalars(self, step: int, values: dict[str, float]) -> None:
     if self._new(step):
-      self.run.log({k: float(v) for k, v in values.items()}, step=step)
+      self._log(step, {k: float(v) for k, v in values.items()})
 
   def image(self, tag: str, image: np.ndarray, step: int) -> None:
     if self._new(step):
-      self.run.log({tag: self._wandb.Image(np.asarray(image))}, step=step)
+      self._log(step, {tag: self._wandb.Image(np.asarray(image))})
 
   def audio(self, tag: str, y: np.ndarray, step: int, sr: int) -> None:
     if self._new(step):
       clipped = np.clip(np.asarray(y, np.float32), -1.0, 1.0)
-      self.run.log({tag: self._wandb.Audio(clipped, sample_rate=int(sr))}, step=step)
+      self._log(step, {tag: self._wandb.Audio(clipped, sample_rate=int(sr))})
 
   def hparams(self, flat_config: dict, final: dict) -> None:
     self.run.config.update(flat_config, allow_val_change=True)

@@ -45,6 +45,8 @@ SummaryWriter = _summary_writer_class()
 MARKER = "jaxvae_run.json"  # identifies a workdir as ours (used by --clear).
 RUN_OUTPUTS = (
   "checkpoints",
+  "wandb",  # train.writers' trackers: a cleared run starts a new tracker run
+  "mlruns",
   "best",
   "tb",
   "eval",

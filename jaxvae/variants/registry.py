@@ -66,6 +66,11 @@ def check(config) -> None:
       f"config key 'data.kind' is {config.data.kind!r}; model '{config.model.name}' reads "
       f"{variant.data_kind!r} data"
     )
+  if config.data.feature == "waveform" and "waveform" not in variant.outputs:
+    raise ConfigError(
+      f"config key 'data.feature' is 'waveform' (the clips themselves, a vocoder's data); "
+      f"model '{config.model.name}' reads mel or mfcc features"
+    )
   variant.validate(config)
 
 

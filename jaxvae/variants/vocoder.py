@@ -1,11 +1,12 @@
 """The neural vocoder as a variant of the one trainer: log-mel features -> waveform.
 
 Data: a waveform store (`data.feature=waveform`: the dataset's clips themselves, bad files
-counted as in every store). Each train step crops `vocoder.segment_frames` hops of every clip
-at a random offset (on device, from the step's key) and computes their features inside the
-step with the feature store's own function (`data.featurize.mel_db`) and the run's `data.*`
-settings, so the vocoder sees exactly what the VAEs' stores hold. Validation vocodes whole
-clips.
+counted as in every store). Each train step computes the features of the whole clips inside
+the step with the feature store's own function (`data.featurize.mel_db`) and the run's
+`data.*` settings, so the vocoder sees exactly what the VAEs' stores hold (a clip's dB
+reference and floor included), then takes `vocoder.segment_frames` + 1 frames of each at a
+random offset (on device, from the step's key) and the samples they are centred on.
+Validation vocodes whole clips.
 
 Two stages, both with one optimizer per side (`variants.base.SideOptimizers`; with
 `vocoder.ema_decay` > 0 also an EMA of the generator's weights, which inference and
@@ -110,17 +111,22 @@ def objective(outputs, batch, *, kl_weight, config):
 # ---------------------------------------------------------------------------------------------
 
 
-def random_crop(y, length: int, key):
-  """A `length`-sample window of each waveform [B, samples] at a random offset."""
-  offsets = jax.random.randint(key, (y.shape[0],), 0, y.shape[-1] - length + 1)
-  take = lambda row, start: jax.lax.dynamic_slice(row, (start,), (length,))
-  return jax.vmap(take)(y, offsets)
+def random_crop(y, mel, frames: int, hop: int, key):
+  """`frames` + 1 consecutive frames of each clip's features mel [B, n_mels, F] at a random
+  offset, and the `frames * hop` samples of y [B, samples] from the first one's centre (frame
+  f of centred frames is centred on sample f * hop, as the generator's output lays them)."""
+  last = min(mel.shape[-1] - frames - 1, (y.shape[-1] - frames * hop) // hop)
+  offsets = jax.random.randint(key, (y.shape[0],), 0, last + 1)
+  take_mel = lambda m, f: jax.lax.dynamic_slice_in_dim(m, f, frames + 1, axis=-1)
+  take_wave = lambda row, f: jax.lax.dynamic_slice(row, (f * hop,), (frames * hop,))
+  return jax.vmap(take_wave)(y, offsets), jax.vmap(take_mel)(mel, offsets)
 
 
 def _train_step(model, tx: SideOptimizers, config, adversarial_stage: bool):
   o = config.objective
   kind = str(o.gan_loss)
   length = _segment(config)
+  frames = int(config.vocoder.segment_frames)
   txs = {
     "generator": optax.with_extra_args_support(tx.tx_gen),
     "discriminator": optax.with_extra_args_support(tx.tx_disc),
@@ -132,9 +138,10 @@ def _train_step(model, tx: SideOptimizers, config, adversarial_stage: bool):
 
   def train_step(state, batch):
     key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 7)
-    y = random_crop(batch["x"][:, 0, :].astype(jnp.float32), length, key)
+    clips = batch["x"][:, 0, :].astype(jnp.float32)
+    mel = jax.lax.stop_gradient(vocoder_lib.mel_of(clips, cfg))  # as the store computes it
+    y, mel = random_crop(clips, mel, frames, cfg.hop_length, key)
     mask = batch["mask"]
-    mel = jax.lax.stop_gradient(vocoder_lib.mel_of(y, cfg))
     gen, dis = state.params["generator"], state.params["discriminator"]
 
     def generator_loss(gen_params):
@@ -154,7 +161,10 @@ def _train_step(model, tx: SideOptimizers, config, adversarial_stage: bool):
     params = {"generator": optax.apply_updates(gen, updates), "discriminator": dis}
     opt = dict(state.opt_state, opt_gen=opt_gen)
     if "ema_gen" in opt:
-      decay = float(config.vocoder.get("ema_decay", 0.0))
+      # Warmed up as TensorFlow's ExponentialMovingAverage with num_updates: early on the
+      # average follows the weights instead of remembering the random start.
+      t = state.step.astype(jnp.float32)
+      decay = jnp.minimum(float(config.vocoder.get("ema_decay", 0.0)), (1.0 + t) / (10.0 + t))
       opt["ema_gen"] = jax.tree.map(
         lambda e, p: decay * e + (1.0 - decay) * p, opt["ema_gen"], params["generator"]
       )
@@ -227,18 +237,21 @@ def resolve(config) -> None:
   try:
     with open(path, encoding="utf-8") as f:
       data = json.load(f)["config"]["data"]
+    settings = {k: data[k] for k in FEATURE_KEYS if k != "db_reference"}
+    settings["db_reference"] = data.get("db_reference", "absolute")
   except (OSError, ValueError, KeyError) as e:
     raise ConfigError(
       f"config key 'vocoder.features_from' is '{source}': cannot read its run file {path} ({e})"
     ) from None
-  if data.get("feature") != "mel":
+  if data.get("kind", "audio") != "audio" or data.get("feature") != "mel":
     raise ConfigError(
-      f"config key 'vocoder.features_from': the run in '{source}' has data.feature="
-      f"'{data.get('feature')}'; a vocoder reads mel features"
+      f"config key 'vocoder.features_from': the run in '{source}' reads data.kind="
+      f"'{data.get('kind', 'audio')}', data.feature='{data.get('feature')}'; a vocoder serves "
+      "audio models of mel features"
     )
   with config.unlocked():
-    for k in FEATURE_KEYS:
-      config.data[k] = data.get(k, "absolute") if k == "db_reference" else data[k]
+    for k, v in settings.items():
+      config.data[k] = v
 
 
 def validate(config) -> None:
