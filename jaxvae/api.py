@@ -66,6 +66,8 @@ def load(workdir: str, which: str = "best", vocoder=None):
   workdir = os.fspath(workdir)
   if not isinstance(which, str) or which not in WHICH:
     raise errors.ConfigError(f"which={which!r}; expected one of {', '.join(WHICH)}")
+  if vocoder is not None and not isinstance(vocoder, (str, os.PathLike, vocoder_lib.Vocoder)):
+    raise errors.ConfigError(f"vocoder={vocoder!r}: expected a vocoder's workdir or None")
   info = _run_info(workdir)
   config = registry.config_from_dict(info["config"], workdir)
   variant = registry.get(config.model.name)

@@ -152,6 +152,10 @@ def _shared_audio_rows(key: str, shape) -> list[Row]:
     for v in (None, WAVE, np.full((1, *shape), np.nan), np.array(["x"]), "a.wav")
   ]
   rows += [Row(key, "to_audio", "n_iter", {"features": features, "n_iter": v}) for v in BAD_COUNTS]
+  rows += [
+    Row(key, "to_audio", "vocoder", {"features": features, "vocoder": v})
+    for v in (5, ["a"], "/nonexistent/vocoder")
+  ]
   return rows
 
 
@@ -161,6 +165,8 @@ ROWS: list[Row] = [
   Row("api", "load", "workdir", {"workdir": "/nonexistent/run"}, "not a jaxvae workdir"),
   Row("api", "load", "which", {"workdir": "/nonexistent", "which": "newest"}),
   Row("api", "load", "which", {"workdir": "/nonexistent", "which": None}),
+  Row("api", "load", "vocoder", {"workdir": "/nonexistent", "vocoder": 5}),
+  Row("api", "load", "vocoder", {"workdir": "/nonexistent", "vocoder": ["runs/voc"]}),
 ]
 
 # The Gaussian audio VAEs.
