@@ -202,18 +202,25 @@ def _build_into(config, items, params, key, path, tmp, progress) -> Store:
   return open_store(path)
 
 
-def _load_one(item, config):
-  """(split, [(augment copy, waveform)], bad reason) of one file; copy 0 is the original."""
+def decode_examples(item, config, on_error: str | None = None):
+  """(examples, bad reason) of one file, cut as the store cuts it (`data.example_mode`,
+  `seconds`, hop, minimum length; `on_error` default `data.on_error`)."""
   d = config.data
-  examples, reason = audio_lib.load_examples(
+  return audio_lib.load_examples(
     item,
     sr=d.sr,
     mode=d.example_mode,
     seconds=d.seconds,
     hop_seconds=d.segment_hop_seconds or None,
-    on_error=d.on_error,
+    on_error=on_error or d.on_error,
     min_seconds=d.min_seconds,
   )
+
+
+def _load_one(item, config):
+  """(split, [(augment copy, waveform)], bad reason) of one file; copy 0 is the original."""
+  d = config.data
+  examples, reason = decode_examples(item, config)
   split = listing.split_of(item, d.val_fraction, d.split_seed)
   out = [(0, y) for y in examples]
   if split == "train" and d.augment.copies > 0 and not reason:

@@ -19,7 +19,9 @@ Griffin-Lim, vocoder) with their spectrograms.
 
 from __future__ import annotations
 
+import functools
 import html
+import json
 import os
 import time
 
@@ -28,11 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae import workdir as workdir_lib
-from jaxvae.audio import decode as decode_lib
-from jaxvae.audio import features
 from jaxvae.audio import synthesis
 from jaxvae.data import featurize
 from jaxvae.data import listing
+from jaxvae.data import store as store_lib
 from jaxvae.evaluators import plots
 from jaxvae.evaluators import sample_quality
 from jaxvae.losses import spectral
@@ -110,19 +111,9 @@ class VocoderQuality:
       out[side] |= {"frechet": round(d["frechet"], 4), "mmd2": round(d["mmd2"], 5)}
 
   def _griffin_lim(self, mel: np.ndarray, n: int) -> np.ndarray:
-    d = self.job.config.data
-    if d.scale == "log1p":
-      power = np.expm1(np.maximum(mel, 0.0))
-    else:
-      power = np.asarray(features.db_to_power(mel))
-    return synthesis.mel_to_audio(
-      power,
-      sr=d.sr,
-      n_fft=d.n_fft,
-      hop_length=d.hop_length,
-      n_iter=GRIFFIN_LIM_ITERATIONS,
-      length=n,
-    )
+    """Griffin-Lim from features in the store's units (no normalization: empty stats)."""
+    power = prior.to_power(mel, {}, self.job.config)
+    return prior.griffin_lim(power, self.job.config, GRIFFIN_LIM_ITERATIONS, length=n)
 
   def _listening(self, waves, griffin, vocoded, mel, sr) -> str:
     folder = os.path.join(self.out_dir, "listening")
@@ -177,6 +168,13 @@ class VocoderQuality:
 
 
 def _mel(params: dict):
+  """The jitted feature function of `params`, built once per parameter set."""
+  return _mel_cached(json.dumps(params, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_cached(params_json: str):
+  params = json.loads(params_json)
   return jax.jit(lambda y: featurize.mel_db(y, params, fft_dtype="float32"))
 
 
@@ -210,7 +208,6 @@ def audio_reconstruction(job, voc: Vocoder, rows, recon: np.ndarray, limit: int 
   (what a perfect autoencoder would give through this vocoder), each scored against the
   originals (mel L1 in dB, STFT distance, spectral convergence)."""
   config, store = job.config, job.store
-  d = config.data
   items = {item.clip_id: item for item in listing.list_dataset(config)}
   waves, kept = [], []
   for k, row in enumerate(rows[:limit]):
@@ -218,15 +215,7 @@ def audio_reconstruction(job, voc: Vocoder, rows, recon: np.ndarray, limit: int 
     item = items.get(example["clip_id"])
     if item is None or example.get("bad"):
       continue
-    segments, _ = decode_lib.load_examples(
-      item,
-      sr=d.sr,
-      mode=d.example_mode,
-      seconds=d.seconds,
-      hop_seconds=d.segment_hop_seconds or None,
-      on_error="skip",
-      min_seconds=d.min_seconds,
-    )
+    segments, _ = store_lib.decode_examples(item, config, on_error="skip")
     if example["segment"] < len(segments):
       waves.append(segments[example["segment"]])
       kept.append(k)

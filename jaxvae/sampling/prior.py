@@ -62,15 +62,8 @@ def features_to_audio(
       length = d.hop_length * (units.shape[-1] - 1)
     audio = vocoder(units, length=length)
   else:
-    power = to_power(x, store.manifest["stats"], config)
-    audio = synthesis.mel_to_audio(
-      power,
-      sr=d.sr,
-      n_fft=d.n_fft,
-      hop_length=d.hop_length,
-      n_iter=n_iter,
-      inverse=inverse,
-      length=length,
+    audio = griffin_lim(
+      to_power(x, store.manifest["stats"], config), config, n_iter, inverse, length
     )
   if d.get("db_reference", "absolute") == "peak":
     # Peak-referenced features hold no level (their loudest bin is 0 dB, far below real
@@ -79,6 +72,21 @@ def features_to_audio(
     if top > 0:
       audio = audio * (10.0 ** (PEAK_OUTPUT_DB / 20.0) / top)
   return audio
+
+
+def griffin_lim(power, config, n_iter: int = 32, inverse: str = "nnls", length=None):
+  """Mel power [n_mels, frames] -> waveform with the run's STFT settings (the filterbank's
+  inverse + Griffin-Lim, `audio.synthesis.mel_to_audio`)."""
+  d = config.data
+  return synthesis.mel_to_audio(
+    power,
+    sr=d.sr,
+    n_fft=d.n_fft,
+    hop_length=d.hop_length,
+    n_iter=n_iter,
+    inverse=inverse,
+    length=length,
+  )
 
 
 def label_batch(label_values, config, condition: str | None, n: int) -> dict:
