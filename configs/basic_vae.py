@@ -5,8 +5,8 @@ dropout 0.1. KL annealed 0 -> 1 over 20 epochs.
 
   python -m jaxvae.main --config=configs/basic_vae.py:small --workdir=/tmp/basic_vae
 
-Presets: '' (seed size), 'small' (demo corpus at 64 x 130, 2-core CPU; 20 epochs; each mel
-band standardized, `data.normalize=band`).
+Presets: '' (seed size), 'small' (64 x 130 features for a 2-core CPU, the step budget of
+`base.small_data_preset`; each mel band standardized, `data.normalize=band`).
 """
 
 from jaxvae.config import base
@@ -27,15 +27,11 @@ def get_config(arg=None):
     arg,
     {
       "small": base.small_data_preset()
-      # 20 epochs, not the others' 8: at 8 the dense model's latent clustered genre below
-      # PCA + k-means on the rendered development corpus (NMI 0.10 vs 0.12). Each mel band
-      # standardized ('band'): with one global scale its ARI was below the baseline's in two
-      # of three seeds, with 'band' above it in all three (BUILD_NOTES.md).
+      # Each mel band standardized ('band'): with one global scale its ARI was below the
+      # baseline's in two of three seeds, with 'band' above it in all three (BUILD_NOTES.md).
       | {
         "model.hidden": (64, 64, 64),
         "model.latent_dim": 32,
-        "train.epochs": 20,
-        "kl.epochs": 10.0,
         "data.normalize": "band",
       }
     },

@@ -8,8 +8,9 @@ KL annealed 0 -> 1 over 20 epochs, clip 0.5, early stopping with patience 15.
   python -m jaxvae.main --config=configs/conv_vae.py --workdir=runs/conv \\
       --config.data.layout=gtzan --config.data.root=/data/gtzan
 
-Presets: '' (seed size), 'small' (demo corpus at 64 x 130 for a 2-core CPU; features
-standardized per mel band, `data.normalize=band`).
+Presets: '' (seed size), 'small' (64 x 130 features for a 2-core CPU, at most 2,000 steps
+with early stopping, `base.small_data_preset`; features standardized per mel band,
+`data.normalize=band`).
 """
 
 from jaxvae.config import base

@@ -13,8 +13,9 @@ in the paper: a linear ramp over the global step would be spent partly in pretra
   python -m jaxvae.main --config=configs/vade.py:small --workdir=/tmp/vade
   python -m jaxvae.main --config=configs/vade.py:small --workdir=/tmp/vade --mode=eval
 
-Presets: '' (seed size: 5.5 M parameters, 15 clusters), 'small' (demo corpus, 2-core CPU;
-12 pretraining + 8 joint epochs, each mel band standardized).
+Presets: '' (seed size: 5.5 M parameters, 15 clusters), 'small' (2-core CPU; 12 pretraining
+epochs of 50 steps, then joint training to the 2,000-step budget of `base.small_data_preset`
+with early stopping; each mel band standardized).
 """
 
 from jaxvae.config import base

@@ -33,6 +33,8 @@ import os
 import sys
 import time
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -76,6 +78,12 @@ def parse_args(argv):
     help="transformers model id or local folder for the multimodal model",
   )
   p.add_argument("--models", default=",".join(m for m, _ in MODELS))
+  p.add_argument(
+    "--seeds",
+    default="",
+    help="comma-separated seeds: each model trains once per seed in DIR/seed<k>/, and "
+    "DIR/summary.md gives every score's median and worst over the seeds",
+  )
   p.add_argument(
     "--re-eval",
     action="store_true",
@@ -179,6 +187,9 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
       json.dump(
         {
           "best_val": meta.best_val,
+          "steps": meta.stop_step,
+          "data_epochs": meta.data_epochs,
+          "stopped": meta.stop_reason,
           "epochs": len(meta.history),
           "wall_s": round(time.time() - start, 1),
           "history": meta.history,
@@ -196,6 +207,9 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
     "parameters": summary_params,
     "checkpoint_bytes": _dir_size(os.path.join(workdir, "best")),
     "epochs": info["epochs"],
+    "steps": info.get("steps"),
+    "data_epochs": info.get("data_epochs"),
+    "stopped": info.get("stopped"),
     "best_val": info["best_val"],
     "wall_s": info["wall_s"],
   }
@@ -216,8 +230,11 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
 
 
 def label_scores(label: str, m: dict) -> dict:
-  """The table's columns for one label: k-means NMI / ARI and the linear probe's accuracy."""
+  """The table's columns for one label: k-means NMI / ARI, a diagonal GMM's NMI (restarts
+  chosen by likelihood) and the linear probe's accuracy."""
   out = {f"nmi_{label}": m["nmi"], f"ari_{label}": m["ari"]}
+  if "gmm" in m:
+    out[f"gmmnmi_{label}"] = m["gmm"]["nmi"]
   if "linear_probe" in m:
     out[f"probe_{label}"] = m["linear_probe"]["acc"]
   return out
@@ -321,8 +338,9 @@ def write_table(rows, out_dir) -> list[str]:
       if label in baseline:
         base_row |= label_scores(label, baseline[label])
     trained = trained + [base_row]
-  cols = ["model", "parameters", "checkpoint_bytes", "epochs", "best_val", "wall_s"]
-  cols += [f"{m}_{label}" for label in labels for m in ("nmi", "ari", "probe")]
+  cols = ["model", "parameters", "checkpoint_bytes", "steps", "data_epochs", "stopped"]
+  cols += ["best_val", "wall_s"]
+  cols += [f"{m}_{label}" for label in labels for m in ("nmi", "ari", "gmmnmi", "probe")]
   cols += [c for c in (f"coherence_{label}" for label in labels) if any(c in r for r in trained)]
   cols += list(MEASURES)
   with open(os.path.join(out_dir, "comparison.csv"), "w", newline="") as f:
@@ -385,22 +403,104 @@ def plot_measures(rows, out_dir) -> None:
   fig.savefig(os.path.join(out_dir, "comparison.png"), dpi=100)
 
 
-def main(argv=None) -> int:
-  args = parse_args(sys.argv[1:] if argv is None else argv)
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-  logging.getLogger("absl").setLevel(logging.WARNING)
-  out_dir = os.path.abspath(args.workdir)
+def run_all(args, out_dir: str, overrides: dict) -> list[dict]:
+  """Every wanted model trained and evaluated in `out_dir`; writes and prints its table."""
   os.makedirs(out_dir, exist_ok=True)
   wanted = set(args.models.split(","))
   rows = []
   for name, config_file in MODELS:
     if name in wanted:
       logging.info("=== %s ===", name)
-      rows.append(train_one(name, config_file, args, _overrides(args), out_dir))
+      rows.append(train_one(name, config_file, args, overrides, out_dir))
   lines = write_table(rows, out_dir)
   plot_curves(rows, out_dir)
   plot_measures(rows, out_dir)
   print("\n".join(lines))
+  return rows
+
+
+# The scores summarized over seeds: higher is better for each.
+SCORE_PREFIXES = ("nmi_", "ari_", "gmmnmi_", "probe_", "coherence_")
+
+
+def summarize_seeds(per_seed: dict[int, list[dict]], out_dir: str) -> list[str]:
+  """DIR/summary.{md,json}: per model (and latent part, and the PCA baseline), each score's
+  median and worst (lowest) over the seeds, as 'median / worst', and the steps, passes and
+  stopping reasons of its runs."""
+  table: dict[str, dict[str, list]] = {}
+  for rows in per_seed.values():
+    for r in _with_baselines(rows):
+      entry = table.setdefault(r["model"], {})
+      for k, v in r.items():
+        if isinstance(v, (int, float)) and (k.startswith(SCORE_PREFIXES) or k == "steps"):
+          entry.setdefault(k, []).append(v)
+        if k == "stopped" and v:
+          entry.setdefault(k, []).append(v)
+  scores = sorted({k for e in table.values() for k in e if k.startswith(SCORE_PREFIXES)})
+  cols = ["model", "seeds", "steps", "stopped"] + scores
+  summary, lines = {}, ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+  for model, entry in table.items():
+    row = {"model": model, "seeds": max((len(v) for v in entry.values()), default=0)}
+    if entry.get("steps"):
+      row["steps"] = f"{min(entry['steps'])}-{max(entry['steps'])}"
+    if entry.get("stopped"):
+      row["stopped"] = ", ".join(f"{n} {s}" for s, n in _counts(entry["stopped"]).items())
+    for k in scores:
+      if entry.get(k):
+        values = np.asarray(entry[k], float)
+        row[k] = f"{np.median(values):.3f} / {values.min():.3f}"
+    summary[model] = row | {k: entry[k] for k in scores if k in entry}
+    lines.append("| " + " | ".join(str(row.get(c, "")) for c in cols) + " |")
+  lines.append(
+    f"\nmedian / worst over seeds {', '.join(str(s) for s in per_seed)}; scores as in each "
+    "seed's comparison.md (k-means on the cluster space eval reports, linear probes)."
+  )
+  with open(os.path.join(out_dir, "summary.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  with open(os.path.join(out_dir, "summary.json"), "w") as f:
+    json.dump({"seeds": list(per_seed), "models": summary}, f, indent=1)
+  return lines
+
+
+def _counts(values) -> dict:
+  out: dict = {}
+  for v in values:
+    out[v] = out.get(v, 0) + 1
+  return out
+
+
+def _with_baselines(rows: list[dict]) -> list[dict]:
+  """A seed's rows, latent parts and PCA baseline rows as its comparison table lists them."""
+  out = []
+  for r in rows:
+    if "skipped" in r:
+      continue
+    out.append(r)
+    out += [{"model": f"{r['model']} ({part} part)"} | s for part, s in r.get("_parts", {}).items()]
+    if r.get("_baseline"):
+      base = {"model": "pca_kmeans_baseline"}
+      for label, m in r["_baseline"].items():
+        if isinstance(m, dict) and "nmi" in m:
+          base |= label_scores(label, m)
+      if base["model"] not in {x["model"] for x in out}:
+        out.append(base)
+  return out
+
+
+def main(argv=None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  out_dir = os.path.abspath(args.workdir)
+  if not args.seeds:
+    run_all(args, out_dir, _overrides(args))
+    return 0
+  per_seed = {}
+  for seed in (int(s) for s in args.seeds.split(",")):
+    logging.info("##### seed %d #####", seed)
+    folder = os.path.join(out_dir, f"seed{seed}")
+    per_seed[seed] = run_all(args, folder, _overrides(args) | {"seed": str(seed)})
+  print("\n".join(summarize_seeds(per_seed, out_dir)))
   return 0
 
 

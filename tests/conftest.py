@@ -40,6 +40,10 @@ TINY = {
   "data.val_fraction": "0.25",
   "train.batch_size": "8",
   "train.epochs": "2",
+  # Epochs of the data, not the :small presets' step budget (50-step epochs, 2,000 steps).
+  "train.eval_every_steps": "0",
+  "train.max_steps": "0",
+  "kl.steps": "0",
   "train.log_every_steps": "1",
   "train.image_every_epochs": "1",
   "model.latent_dim": "8",

@@ -9,6 +9,7 @@ import importlib.util
 import itertools
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from jaxvae.evaluators import clustering
 _PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools", "render_corpus.py")
 _spec = importlib.util.spec_from_file_location("render_corpus", _PATH)
 render_corpus = importlib.util.module_from_spec(_spec)
+sys.modules["render_corpus"] = render_corpus  # its dataclasses look their module up
 _spec.loader.exec_module(render_corpus)
 
 
@@ -179,3 +181,41 @@ def test_render_writes_a_manifest_corpus(tmp_path):
   )
   again = json.loads((tmp_path / "empty" / "corpus.json").read_text(encoding="utf-8"))
   assert again["clips"]["spanish_rock_000"] == corpus["clips"]["spanish_rock_000"]
+
+
+def test_renderings_change_only_what_they_name():
+  """Each rendering setting changes its own choices; the rest of a clip's plan (and so its
+  music) stays the default rendering's for the same seed."""
+  rng = lambda: np.random.default_rng([0, 1, 2, 3])
+  base = render_corpus.plan_clip("english", "rock", 4.0, rng())
+  fixed = render_corpus.plan_clip(
+    "english", "rock", 4.0, rng(), render_corpus.Rendering(levels="fixed", vocals=False)
+  )
+  changed = {k for k in base if base[k] != fixed[k]}
+  assert changed <= {"velocity", "peak_db", "voice_db"}
+  assert (fixed["velocity"], fixed["peak_db"], fixed["voice_db"]) == (100, -3.0, None)
+  genre_only = render_corpus.Rendering(instruments="genre", tempos="separate")
+  for genre in render_corpus.GENRES:
+    for k in range(20):
+      plan = render_corpus.plan_clip(
+        "english", genre, 4.0, np.random.default_rng([0, 0, k]), genre_only
+      )
+      typical = render_corpus.TYPICAL[genre]
+      assert plan["chord_program"] in typical["chord"] and plan["drum_kit"] in typical["kit"]
+      lo, hi = render_corpus.TEMPO_SEPARATE[genre]
+      assert lo <= plan["tempo"] <= hi
+  two = render_corpus.Rendering(soundfonts=("a.sf2", "b.sf2"))
+  drawn = {
+    render_corpus.plan_clip("english", "pop", 4.0, np.random.default_rng(k), two)["soundfont"]
+    for k in range(20)
+  }
+  assert drawn == {0, 1}
+  assert base["soundfont"] == 0
+
+
+def test_a_bad_rendering_setting_is_one_error_line(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(render_corpus, "check_tools", lambda soundfont: "")
+  assert render_corpus.main(["--out", str(tmp_path / "c"), "--levels", "loud"]) == 1
+  assert capsys.readouterr().err.strip() == (
+    "error: --levels is 'loud'; expected one of random, fixed"
+  )

@@ -30,6 +30,16 @@ real songs are. Per clip (seeded by `--seed`, language, genre and index):
   them (rap / spoken word, random voice pitch and speed) over the music at -8 to 0 dB
   relative to it.
 
+**Renderings.** These defaults make a corpus on which PCA + k-means finds little genre. Other
+settings render the same songs in ways that let a simple baseline see more, so a quality
+result can be checked on more than one corpus: `--levels fixed` (velocity 100, a -3 dBFS
+peak), `--instruments genre` (only each genre's typical instruments), `--tempos separate`
+(non-overlapping ranges), `--vocals off`, and several comma-separated `--soundfont`s (one
+drawn per clip). corpus.json records them (`params.rendering`).
+
+    python tools/render_corpus.py --out /data/easy --levels fixed --instruments genre \
+        --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2,/usr/share/sounds/sf2/TimGM6mb.sf2
+
 Output, in jaxvae's `manifest` layout (`--config.data.layout=manifest`):
 - `OUT/manifest.csv` with columns `audio`, `lyrics`, `language`, `genre`, `title`. The
   title is an identifier, unique per clip, which eval reports as skipped rather than
@@ -54,6 +64,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -185,17 +196,63 @@ GROOVES = {
 SWING = {"hiphop": (0.1, 0.25), "pop": (0.0, 0.05), "rock": (0.0, 0.03)}
 
 
-def plan_clip(language: str, genre: str, seconds: float, rng: np.random.Generator) -> dict:
-  """Every random choice of one clip (what corpus.json records), drawn from `rng`."""
-  lo, hi = TEMPO[genre]
+# `--tempos separate`: ranges that do not overlap, so tempo alone tells genre.
+TEMPO_SEPARATE = {"hiphop": (78.0, 92.0), "pop": (108.0, 122.0), "rock": (138.0, 155.0)}
+FIXED_VELOCITY, FIXED_PEAK_DB = 100, -3.0  # `--levels fixed`
+
+
+@dataclasses.dataclass(frozen=True)
+class Rendering:
+  """What a rendering lets a simple baseline see (the defaults are the hard corpus above):
+
+  - levels: 'random' (velocities and final level drawn per clip, independent of genre) or
+    'fixed' (velocity 100 and a -3 dBFS peak for every clip);
+  - instruments: 'shared' (the shared pools, genre-typical ones 3x as likely) or 'genre'
+    (only the genre's typical instruments: timbre tells genre);
+  - tempos: 'overlapping' (TEMPO) or 'separate' (TEMPO_SEPARATE);
+  - vocals: spoken lyrics mixed in, or none (the lyrics files are still written);
+  - soundfonts: one SoundFont, or several with one drawn per clip.
+  """
+
+  levels: str = "random"
+  instruments: str = "shared"
+  tempos: str = "overlapping"
+  vocals: bool = True
+  soundfonts: tuple[str, ...] = (DEFAULT_SOUNDFONT,)
+
+  def params(self) -> dict:
+    return dataclasses.asdict(self) | {
+      "soundfonts": [os.path.basename(s) for s in self.soundfonts]
+    }
+
+
+CHOICES = {"levels": ("random", "fixed"), "instruments": ("shared", "genre"),
+           "tempos": ("overlapping", "separate")}
+
+
+def plan_clip(
+  language: str,
+  genre: str,
+  seconds: float,
+  rng: np.random.Generator,
+  rendering: Rendering = Rendering(),
+) -> dict:
+  """Every random choice of one clip (what corpus.json records), drawn from `rng`. The
+  default rendering draws exactly what the tool's earlier versions drew for the same seed."""
+  lo, hi = (TEMPO_SEPARATE if rendering.tempos == "separate" else TEMPO)[genre]
   typical = TYPICAL[genre]
+  if rendering.instruments == "genre":
+    pools = {k: tuple(v) for k, v in typical.items()}
+  else:
+    pools = {"chord": CHORD_PROGRAMS, "bass": BASS_PROGRAMS, "lead": LEAD_PROGRAMS,
+             "kit": DRUM_KITS}
   words = WORDS[language]
   lines = [
     " ".join(words[i] for i in rng.integers(0, len(words), size=rng.integers(4, 8)))
     for _ in range(int(rng.integers(6, 10)))
   ]
   voice, wpm = VOICES[language]
-  return {
+  plan = {
     "language": language,
     "genre": genre,
     "seconds": seconds,
@@ -205,10 +262,10 @@ def plan_clip(language: str, genre: str, seconds: float, rng: np.random.Generato
     "progression": int(rng.integers(len(PROGRESSIONS[genre]))),
     "groove": int(rng.integers(len(GROOVES[genre]))),
     "swing": float(rng.uniform(*SWING[genre])),
-    "chord_program": _draw(rng, CHORD_PROGRAMS, typical["chord"]),
-    "bass_program": _draw(rng, BASS_PROGRAMS, typical["bass"]),
-    "lead_program": _draw(rng, LEAD_PROGRAMS, typical["lead"]) if rng.random() < 0.5 else None,
-    "drum_kit": _draw(rng, DRUM_KITS, typical["kit"]),
+    "chord_program": _draw(rng, pools["chord"], typical["chord"]),
+    "bass_program": _draw(rng, pools["bass"], typical["bass"]),
+    "lead_program": _draw(rng, pools["lead"], typical["lead"]) if rng.random() < 0.5 else None,
+    "drum_kit": _draw(rng, pools["kit"], typical["kit"]),
     "velocity": int(rng.integers(70, 116)),
     "peak_db": float(rng.uniform(-14.0, -1.0)),
     "voice": voice,
@@ -218,6 +275,14 @@ def plan_clip(language: str, genre: str, seconds: float, rng: np.random.Generato
     "lyrics": lines,
     "melody_seed": int(rng.integers(2**31)),
   }
+  if rendering.levels == "fixed":  # drawn above all the same, so the other choices stay
+    plan["velocity"], plan["peak_db"] = FIXED_VELOCITY, FIXED_PEAK_DB
+  if not rendering.vocals:
+    plan["voice_db"] = None
+  plan["soundfont"] = 0
+  if len(rendering.soundfonts) > 1:  # drawn last: the other choices stay those of one
+    plan["soundfont"] = int(rng.integers(len(rendering.soundfonts)))
+  return plan
 
 
 def _note(inst, pitch, start, end, velocity):
@@ -329,7 +394,8 @@ def _rms(y: np.ndarray) -> float:
 
 
 def render_clip(plan: dict, midi_path: str, wav_path: str, soundfont: str, sr: int) -> None:
-  """Writes the clip's MIDI and its mix (synthesized music + spoken lyrics) as 16-bit WAV."""
+  """Writes the clip's MIDI and its mix (synthesized music + spoken lyrics, unless the plan's
+  voice_db is None) as 16-bit WAV."""
   import soundfile as sf  # pylint: disable=g-import-not-at-top
 
   compose(plan).write(midi_path)
@@ -357,12 +423,14 @@ def render_clip(plan: dict, midi_path: str, wav_path: str, soundfont: str, sr: i
   n = int(round(plan["seconds"] * sr))
   music = music.mean(axis=1)[:n]
   music = np.pad(music, (0, n - len(music)))
-  voice = speak(plan, sr)
-  start = int(sr * 60.0 / plan["tempo"] * 4 * 0.5)  # the voice enters after half a bar
-  voice = np.pad(voice, (start, 0))[:n]
-  voice = np.pad(voice, (0, n - len(voice)))
-  gain = _rms(music) / _rms(voice[voice != 0] if np.any(voice) else voice)
-  mix = music + voice * gain * 10 ** (plan["voice_db"] / 20)
+  mix = music
+  if plan["voice_db"] is not None:
+    voice = speak(plan, sr)
+    start = int(sr * 60.0 / plan["tempo"] * 4 * 0.5)  # the voice enters after half a bar
+    voice = np.pad(voice, (start, 0))[:n]
+    voice = np.pad(voice, (0, n - len(voice)))
+    gain = _rms(music) / _rms(voice[voice != 0] if np.any(voice) else voice)
+    mix = music + voice * gain * 10 ** (plan["voice_db"] / 20)
   mix *= 10 ** (plan["peak_db"] / 20) / (np.max(np.abs(mix)) + 1e-9)
   sf.write(wav_path, mix.astype(np.float32), sr, subtype="PCM_16")
 
@@ -385,7 +453,8 @@ def check_tools(soundfont: str) -> str:
 
 
 def _one(job):
-  plan, tmp, name, soundfont, sr = job
+  plan, tmp, name, soundfonts, sr = job
+  soundfont = soundfonts[plan.get("soundfont", 0)]
   render_clip(
     plan,
     os.path.join(tmp, "midi", name + ".mid"),
@@ -412,7 +481,7 @@ def render(
   seconds: float,
   seed: int,
   sr: int = 22050,
-  soundfont: str = DEFAULT_SOUNDFONT,
+  rendering: Rendering = Rendering(),
   languages=LANGUAGES,
   jobs: int = 0,
 ) -> str:
@@ -437,7 +506,8 @@ def render(
     li = LANGUAGES.index(language)  # a clip's seed does not depend on which languages are asked
     for gi, genre in enumerate(GENRES):
       for k in range(clips_per_class):
-        plan = plan_clip(language, genre, seconds, np.random.default_rng([seed, li, gi, k]))
+        rng = np.random.default_rng([seed, li, gi, k])
+        plan = plan_clip(language, genre, seconds, rng, rendering)
         name = f"{language}_{genre}_{k:03d}"
         with open(os.path.join(tmp, "lyrics", name + ".txt"), "w", encoding="utf-8") as f:
           f.write("\n".join(plan["lyrics"]) + "\n")
@@ -451,7 +521,7 @@ def render(
           }
         )
         plans[name] = plan
-        work.append((plan, tmp, name, soundfont, sr))
+        work.append((plan, tmp, name, rendering.soundfonts, sr))
   for name in _render_all(work, jobs or os.cpu_count() or 1):
     print(f"rendered {name}", flush=True)
   with open(os.path.join(tmp, "corpus.json"), "w", encoding="utf-8") as f:
@@ -463,7 +533,8 @@ def render(
       "sr": sr,
       "languages": list(languages),
       "genres": list(GENRES),
-      "soundfont": os.path.basename(soundfont),
+      "soundfont": os.path.basename(rendering.soundfonts[0]),
+      "rendering": rendering.params(),
     }
     json.dump({"params": params, "clips": plans}, f, ensure_ascii=False, indent=1)
   with open(os.path.join(tmp, "manifest.csv"), "w", newline="", encoding="utf-8") as f:
@@ -485,14 +556,26 @@ def main(argv=None) -> int:
   p.add_argument("--seconds", type=float, default=12.0, help="clip length")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--sr", type=int, default=22050)
-  p.add_argument("--soundfont", default=DEFAULT_SOUNDFONT)
+  p.add_argument(
+    "--soundfont",
+    default=DEFAULT_SOUNDFONT,
+    help="a General MIDI SoundFont, or several separated by commas (one drawn per clip)",
+  )
+  p.add_argument("--levels", default="random", help="random (per clip) or fixed")
+  p.add_argument("--instruments", default="shared", help="shared pools, or genre (typical only)")
+  p.add_argument("--tempos", default="overlapping", help="overlapping or separate per genre")
+  p.add_argument("--vocals", default="on", help="on (spoken lyrics mixed in) or off")
   p.add_argument(
     "--languages", default=",".join(LANGUAGES), help="a subset of " + ",".join(LANGUAGES)
   )
   p.add_argument("--jobs", type=int, default=0, help="render processes (default: one per core)")
   args = p.parse_args(argv)
   languages = tuple(x for x in args.languages.split(",") if x)
-  problem = check_tools(args.soundfont)
+  soundfonts = tuple(s for s in args.soundfont.split(",") if s)
+  problem = next(filter(None, (check_tools(s) for s in soundfonts)), "")
+  for name, allowed in {**CHOICES, "vocals": ("on", "off")}.items():
+    if not problem and getattr(args, name) not in allowed:
+      problem = f"--{name} is {getattr(args, name)!r}; expected one of {', '.join(allowed)}"
   if not problem and (not languages or set(languages) - set(LANGUAGES)):
     problem = f"--languages {args.languages!r}: expected a subset of {','.join(LANGUAGES)}"
   if not problem and (args.clips_per_class < 1 or args.seconds <= 0 or args.sr < 8000):
@@ -509,7 +592,13 @@ def main(argv=None) -> int:
       seconds=args.seconds,
       seed=args.seed,
       sr=args.sr,
-      soundfont=args.soundfont,
+      rendering=Rendering(
+        levels=args.levels,
+        instruments=args.instruments,
+        tempos=args.tempos,
+        vocals=args.vocals == "on",
+        soundfonts=soundfonts,
+      ),
       languages=languages,
       jobs=args.jobs,
     )

@@ -258,6 +258,13 @@ def training() -> ml_collections.ConfigDict:
   c.best_metric = "loss"
   c.best_direction = "auto"
   c.patience = 15  # early stopping on train.best_metric; 0 disables.
+  # An epoch that improves the best metric by less than this share of its best value (0.002:
+  # 0.2 %) still counts toward patience (the best checkpoint follows every improvement).
+  c.min_delta = 0.0
+  # The trainer's epoch in steps (validation, checkpoints, reports, patience and stage lengths
+  # count these); 0: one pass over the training split. With train.max_steps it makes a budget
+  # that means the same on a corpus of any size.
+  c.eval_every_steps = 0
   c.log_every_steps = 10
   c.checkpoint_every_steps = 0  # 0: at the end of every epoch only.
   c.keep_checkpoints = 3
@@ -358,16 +365,30 @@ def apply_preset(config: ml_collections.ConfigDict, arg: str | None, presets: di
       parent[leaf] = value
 
 
+# The `:small` presets' training budget: at most SMALL_MAX_STEPS optimizer steps, validated
+# every SMALL_EVAL_EVERY steps, stopped early when the validation loss has not improved by
+# 0.1 % for SMALL_PATIENCE validations; the KL ramp in steps. The same on a corpus of any size
+# (a fixed count of epochs undertrained small corpora: BUILD_NOTES.md, "Presets that train to
+# convergence").
+SMALL_MAX_STEPS = 2000
+SMALL_EVAL_EVERY = 50
+SMALL_PATIENCE = 8
+
+
 def small_data_preset() -> dict:
-  """Demo-corpus settings sized for a 2-core CPU: 3 s clips, 64 mels, 130 frames."""
+  """2-core CPU settings: 3 s clips, 64 mels, 130 frames, and the step budget above."""
   return {
     "data.seconds": 3.0,
     "data.n_mels": 64,
     "data.n_fft": 1024,
     "data.hop_length": 512,
     "train.batch_size": 16,
-    "train.epochs": 8,
-    "kl.epochs": 4.0,
-    "train.log_every_steps": 5,
-    "train.image_every_epochs": 4,
+    "train.max_steps": SMALL_MAX_STEPS,
+    "train.eval_every_steps": SMALL_EVAL_EVERY,
+    "train.epochs": SMALL_MAX_STEPS // SMALL_EVAL_EVERY,  # epochs of eval_every_steps steps
+    "train.patience": SMALL_PATIENCE,
+    "train.min_delta": 0.001,
+    "kl.steps": 400,
+    "train.log_every_steps": 10,
+    "train.image_every_epochs": 10,
   }

@@ -90,6 +90,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     ("train.image_every_epochs", 0),
     ("train.patience", 0),
     ("train.max_steps", 0),
+    ("train.eval_every_steps", 0),
     ("train.num_devices", 0),
     ("data.download.retries", 0),
     ("data.download.size", 0),
@@ -122,6 +123,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     "kl.beta_end",
     "train.weight_decay",
     "kl.free_bits",
+    "train.min_delta",
   ):
     positive(config, key, allow_zero=True)
   d = config.data

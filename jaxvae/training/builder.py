@@ -74,8 +74,13 @@ class Job(Compiled):
   train_examples: pipeline.Examples = None
   val_examples: pipeline.Examples = None
   spec: Any = None
-  steps_per_epoch: int = 0
+  steps_per_epoch: int = 0  # the trainer's epoch: train.eval_every_steps, else one data pass
   total_steps: int = 0
+  data_steps_per_epoch: int = 0  # the steps of one pass over the training split
+
+  def data_epochs(self, step: int) -> float:
+    """Passes over the training split that `step` steps make."""
+    return step / max(1, self.data_steps_per_epoch)
 
 
 def require_finite(values, what: str, step: int | None = None) -> None:
@@ -154,7 +159,7 @@ def build(config, spec, example_batch: dict, steps_per_epoch: int, total_steps: 
     )
     eval_steps.append(
       jax.jit(
-        step_lib.make_eval_step(model, stage.objective, kl_fn, config),
+        step_lib.make_eval_step(model, stage.objective, optim.validation_kl_weight(config), config),
         in_shardings=(state_sharding, batch_sharding),
         out_shardings=replicated,
       )
@@ -181,7 +186,10 @@ def setup(config, *, progress: bool = True, data: dataset_lib.Dataset | None = N
   built for it."""
   if data is None:
     data = dataset_lib.load(config, progress=progress)
-  spe = pipeline.steps_per_epoch(data.train, config.train.batch_size)
+  data_spe = pipeline.steps_per_epoch(data.train, config.train.batch_size)
+  # An epoch of the trainer (validation, checkpoints, reports, patience, stage lengths) is
+  # train.eval_every_steps steps when set: a step budget then means the same on any corpus.
+  spe = int(config.train.get("eval_every_steps", 0)) or data_spe
   total = spe * total_epochs(config)
   if config.train.max_steps:
     total = min(total, config.train.max_steps)
@@ -196,4 +204,5 @@ def setup(config, *, progress: bool = True, data: dataset_lib.Dataset | None = N
     spec=data.spec,
     steps_per_epoch=spe,
     total_steps=total,
+    data_steps_per_epoch=data_spe,
   )

@@ -330,7 +330,19 @@ class _Loop:
         reason = self._stop_reason(step, ends_epoch=True, synced=True)
         if reason is not None:
           self._stop(reason, step)  # the epoch's save is the resume point
+    self._record_end(state, meta)
     return state, meta
+
+  def _record_end(self, state: TrainState, meta: RunMeta) -> None:
+    """Why and where training ended (`RunMeta.stop_reason`), for the run file and tables."""
+    step, max_steps = int(state.step), int(self.job.config.train.max_steps)
+    if meta.stopped_early:
+      meta.stop_reason = "patience"
+    elif max_steps and step >= max_steps:
+      meta.stop_reason = "max_steps"
+    else:
+      meta.stop_reason = "epochs"
+    meta.stop_step, meta.data_epochs = step, round(self.job.data_epochs(step), 2)
 
   @_in_phase("train_steps")
   def _train_epoch(self, state: TrainState, meta: RunMeta, iterator):
@@ -548,14 +560,17 @@ class _Loop:
         meta.epoch,
         name if not math.isfinite(value) else "loss",
       )
-    if finite_outputs and metrics_lib.improves(
-      value, meta.best_val, meta.best_step >= 0, meta.best_direction
-    ):
-      meta.best_val, meta.best_step, meta.bad_epochs = value, int(state.step), 0
+    has_best, direction = meta.best_step >= 0, meta.best_direction
+    # Patience restarts only on an improvement by more than train.min_delta of the best.
+    margin = float(config.train.get("min_delta", 0.0)) * abs(meta.best_val) if has_best else 0.0
+    target = meta.best_val + (margin if direction == "max" else -margin)
+    enough = finite_outputs and metrics_lib.improves(value, target, has_best, direction)
+    meta.bad_epochs = 0 if enough else meta.bad_epochs + 1
+    if finite_outputs and metrics_lib.improves(value, meta.best_val, has_best, direction):
+      meta.best_val, meta.best_step = value, int(state.step)
       with self.phases("checkpoints"):
         self.ckpts.save_best(int(state.step), state, meta)
-    else:
-      meta.bad_epochs += 1
+    if not enough:
       if config.train.patience and meta.bad_epochs >= config.train.patience:
         meta.stage_stopped = True
         meta.stopped_early = meta.stage == len(self.job.stages) - 1

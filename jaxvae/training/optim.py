@@ -66,6 +66,15 @@ def optimizer(config, total_steps: int, multipliers=None) -> optax.GradientTrans
   return tx
 
 
+def validation_kl_weight(config):
+  """step -> the KL weight validation uses: the schedule's end (`kl.beta_end`) at every step,
+  so the validation loss is the objective the schedule ramps to, comparable from the first
+  epoch to the last (a loss at the ramp's lower weights would make the best checkpoint and
+  early stopping prefer a model from before the ramp ended)."""
+  end = float(config.kl.beta_end)
+  return lambda step: jnp.float32(end)
+
+
 def kl_weight(config, steps_per_epoch: int, total_steps: int):
   """Returns step -> KL weight (float32), per `config.kl`."""
   k = config.kl

@@ -83,6 +83,12 @@ class RunMeta:
   bad_epochs: int = 0  # epochs in a row without improvement
   history: list[dict] = dataclasses.field(default_factory=list)  # one record per epoch
   stopped_early: bool = False  # early stopping ended the run (its last stage)
+  # Why training ended ('' while it runs): 'patience' (early stopping), 'max_steps' (the
+  # train.max_steps budget) or 'epochs' (every stage ran its epochs); at which step, after
+  # how many passes over the training split.
+  stop_reason: str = ""
+  stop_step: int = 0
+  data_epochs: float = 0.0
   wall_s: float = 0.0  # seconds spent in training steps
   # Host metrics of the current epoch's steps, kept by mid-epoch checkpoints: a run resumed
   # mid-epoch reports (and judges divergence on) the whole epoch, as an uninterrupted one.

@@ -306,6 +306,21 @@ def finish(
     tracker.close(finished=True)
   logging.info("Run finished: best val %s %.5g at step %d", name, meta.best_val, meta.best_step)
   extra = {}
+  if meta.stop_reason:
+    extra["stopped"] = {
+      "reason": meta.stop_reason,
+      "step": meta.stop_step,
+      "epochs": meta.epoch,
+      "data_epochs": meta.data_epochs,
+      "best_step": meta.best_step,
+    }
+    logging.info(
+      "Training ended (%s) at step %d: %d epochs, %.3g passes over the training split",
+      meta.stop_reason,
+      meta.stop_step,
+      meta.epoch,
+      meta.data_epochs,
+    )
   if resources:
     logging.info("Resources: %s", ", ".join(f"{k} {v}" for k, v in resources.items()))
     extra["resources"] = resources
