@@ -29,11 +29,7 @@ def get_config(arg=None):
       "small": base.small_data_preset()
       # Each mel band standardized ('band'): with one global scale its ARI was below the
       # baseline's in two of three seeds, with 'band' above it in all three (BUILD_NOTES.md).
-      | {
-        "model.hidden": (64, 64, 64),
-        "model.latent_dim": 32,
-        "data.normalize": "band",
-      }
+      | {"model.hidden": (64, 64, 64), "model.latent_dim": 32, "data.normalize": "band"}
     },
   )
   return config.lock()

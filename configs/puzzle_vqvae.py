@@ -12,8 +12,11 @@ with the lowest validation reconstruction MSE (`train.best_metric`).
   python -m jaxvae.main --config=configs/puzzle_vqvae.py:small --workdir=/tmp/puzzle
 
 Beyond the seed: `model.use_ema`, `model.kmeans_init`, `model.dead_code_threshold`,
-`model.num_codes`, `model.code_dim`. Presets: '' (seed), 'small' (demo corpus at 16 kHz,
-2-core CPU).
+`model.num_codes`, `model.code_dim`, `model.rotation_trick`, and the bottleneck
+`model.quantizer` (`jaxvae.models.quantizers`): 'vq' (the seed's), 'rvq' (`num_quantizers`
+residual codebooks, `quantizer_dropout`, `lookup_dim` > 0 for DAC's factorized cosine codes),
+'fsq' (`fsq_levels`), 'lfq' (`code_dim` bits, `lfq_entropy_weight`). Presets: '' (seed),
+'small' (demo corpus at 16 kHz, 2-core CPU).
 """
 
 from jaxvae.config import base
@@ -33,6 +36,13 @@ def get_config(arg=None):
   config.model.ema_decay = 0.99
   config.model.dead_code_threshold = 0.0
   config.model.kmeans_init = False
+  config.model.rotation_trick = False  # gradients through the rotation to the code
+  config.model.quantizer = "vq"  # 'vq', 'rvq', 'fsq' or 'lfq'
+  config.model.num_quantizers = 4  # rvq: residual levels
+  config.model.quantizer_dropout = 0.0  # rvq: share of examples that keep a random count
+  config.model.lookup_dim = 0  # rvq: > 0 for factorized cosine codes of this size
+  config.model.fsq_levels = (8, 5, 5, 5)  # fsq: values per dimension (1,000 codes)
+  config.model.lfq_entropy_weight = 0.1  # lfq: the entropy term's weight
 
   config.kl.schedule = "constant"
   config.kl.beta_end = 0.0

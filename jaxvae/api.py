@@ -652,11 +652,12 @@ class VQModel(_AudioBase):
   """The puzzle VQ-VAE: code grids in and out."""
 
   def _grid(self) -> tuple[int, ...]:
-    """The code grid's (height, width)."""
-    return tuple(int(v) for v in self.module.grid)
+    """The code grid's (height, width), and levels for a residual quantizer."""
+    levels = (int(self.module.num_quantizers),) if self.module.quantizer == "rvq" else ()
+    return tuple(int(v) for v in self.module.grid) + levels
 
   def encode(self, x, sr: int | None = None) -> np.ndarray:
-    """Code indices `[B, h, w]` (int32)."""
+    """Code indices `[B, h, w]` (int32; a residual quantizer's `[B, h, w, levels]`)."""
     features = self._as_features(x, sr)
     fn = self._jit("codes", self.codes_fn)
     return np.asarray(fn(self.variables, self._batch(features)), np.int32)
@@ -675,14 +676,12 @@ class VQModel(_AudioBase):
     return self.module.apply(variables, batch, train=False)["codes"].astype(jnp.int32)
 
   def decode_codes_fn(self, variables, codes):
-    """(variables, int32 code grids) -> float32 features: codebook rows through the decoder."""
+    """(variables, int32 code grids) -> float32 features: the codes' vectors (the quantizer's
+    `lookup`) through the decoder."""
     _variables(variables)
     _traced("codes", codes, self._grid(), integer=True)
-    q = jnp.take(_codebook(variables), codes, axis=0)
     hw = tuple(self.spec.input_shape)
-    out = self.module.apply(
-      variables, q, method=lambda m, q: m.decoder(q.astype(m.dtype), hw, train=False)
-    )
+    out = self.module.apply(variables, codes, hw, method="decode_codes")
     return out.astype(jnp.float32).reshape(codes.shape[0], *hw)
 
   def reconstruct(self, x, sr: int | None = None) -> np.ndarray:
@@ -696,22 +695,29 @@ class VQModel(_AudioBase):
   def decode_codes(self, codes) -> np.ndarray:
     """Code grids `[B, h, w]` (or one `[h, w]`) -> normalized features `[B, n_mels, frames]`."""
     given = _array("codes", codes, integer=True)
-    given = given[None] if given.ndim == 2 else given
-    if given.ndim != 3 or given.shape[1:] != self._grid():
+    grid = self._grid()
+    given = given[None] if given.ndim == len(grid) else given
+    if given.shape[1:] != grid:
       raise errors.DataError(
         f"codes of shape {list(np.shape(codes))}: expected code grids [B, "
-        f"{', '.join(map(str, self._grid()))}]"
+        f"{', '.join(map(str, grid))}]"
       )
-    size = int(self.config.model.num_codes)
-    if given.min() < 0 or given.max() >= size:
-      raise errors.DataError(f"codes must be in [0, {size}); got {given.min()}..{given.max()}")
+    size, low = int(self.module.codebook_size), -1 if len(grid) == 3 else 0
+    if given.min() < low or given.max() >= size:
+      raise errors.DataError(
+        f"codes must be in [{low}, {size}); got {given.min()}..{given.max()}"
+        + (" (-1: a level not used)" if low else "")
+      )
     fn = self._jit("decode_codes", self.decode_codes_fn)
     return np.asarray(fn(self.variables, given.astype(np.int32)))
 
   def code_usage(self, x, sr: int | None = None) -> np.ndarray:
-    """How often each code is used over the inputs `[codebook_size]`."""
+    """How often each code is used over the inputs `[codebook_size]` (a residual quantizer:
+    `[levels, codebook_size]`)."""
     codes = self.encode(x, sr)
-    size = int(self.config.model.num_codes)
+    size = int(self.module.codebook_size)
+    if codes.ndim == 4:
+      return np.stack([np.bincount(c[c >= 0], minlength=size) for c in np.moveaxis(codes, -1, 0)])
     return np.bincount(codes.ravel(), minlength=size)
 
 
@@ -934,12 +940,3 @@ class MidiModel(Model):
       nll, kl, count = fn(self.variables, jnp.asarray(windows), jax.random.PRNGKey(seed + k))
       total.append((float(nll) + float(kl)) / max(float(count), 1.0))
     return float(np.mean(total))
-
-
-def _codebook(variables):
-  """The VQ codebook among a model's variables (in params, or in the EMA statistics)."""
-  for collection in variables.values():
-    book = collection.get("vq", {}).get("codebook") if isinstance(collection, dict) else None
-    if book is not None:
-      return book
-  raise errors.ConfigError("the model's variables hold no 'vq' codebook")

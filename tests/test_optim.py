@@ -60,12 +60,24 @@ def test_kl_schedules():
   step = lambda n: jnp.int32(n)
   lin = optim.kl_weight(
     _config(
-      **{"kl.schedule": "linear", "kl.beta_start": 0.0, "kl.beta_end": 2.0, "kl.epochs": 2.0}
+      **{
+        "kl.schedule": "linear",
+        "kl.beta_start": 0.0,
+        "kl.beta_end": 2.0,
+        "kl.epochs": 2.0,
+        "kl.steps": 0,
+      }
     ),
     10,
     100,
   )
   assert [float(lin(step(n))) for n in (0, 10, 20, 50)] == pytest.approx([0.0, 1.0, 2.0, 2.0])
+  # kl.steps, when set (the :small presets: 400), is the ramp whatever an epoch is.
+  small = _config(**{"kl.beta_end": 2.0})
+  by_steps = optim.kl_weight(small, 7, 2000)
+  assert [float(by_steps(step(n))) for n in (0, 200, 400)] == pytest.approx([0.0, 1.0, 2.0])
+  # Validation uses the end weight from the first step on.
+  assert float(optim.validation_kl_weight(small)(step(0))) == 2.0
   const = optim.kl_weight(_config(**{"kl.schedule": "constant", "kl.beta_end": 4.0}), 10, 100)
   assert float(const(step(37))) == 4.0
   cyc = optim.kl_weight(

@@ -136,3 +136,53 @@ def test_the_api_docs_vq_block_runs(puzzle_run, tmp_path, monkeypatch):
   (block,) = docs_blocks(lambda b: "puzzle" in b)
   exec("import numpy as np\nimport jaxvae\n" + block, namespace)  # noqa: S102 - the docs' code
   assert namespace["codes"].shape == (1, 6, 6) and namespace["usage"].sum() == 2 * 36
+
+
+@pytest.mark.parametrize(
+  "quantizer",
+  [
+    {"model.quantizer": "rvq", "model.num_quantizers": "3", "model.quantizer_dropout": "0.5"},
+    {"model.quantizer": "fsq", "model.fsq_levels": "(5, 4, 3)"},
+    {"model.quantizer": "lfq", "model.code_dim": "6"},
+  ],
+  ids=["rvq", "fsq", "lfq"],
+)
+def test_other_quantizers_train_and_their_codes_decode(puzzle_run, tmp_path, quantizer):
+  """The puzzle VQ-VAE with each bottleneck of jaxvae.models.quantizers: trains, reports
+  codebook health (per level for rvq), and its codes decode to its reconstruction, at a lower
+  bitrate too for rvq (later levels -1)."""
+  import jaxvae
+
+  _, overrides = puzzle_run
+  workdir = tmp_path / quantizer["model.quantizer"]
+  assert _cli(workdir, dict(overrides, **quantizer), config="puzzle_vqvae.py") == 0
+  rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  last = [r for r in rows if r.get("kind") == "epoch"][-1]
+  model = jaxvae.load(str(workdir))
+  size = model.module.codebook_size
+  assert 1 <= last["val/codes_used"] <= size
+  x = model.features(np.zeros((2, 16000), np.float32) + 0.01, sr=16000)
+  codes = model.encode(x)
+  np.testing.assert_allclose(model.decode_codes(codes), model.reconstruct(x), atol=1e-5)
+  if quantizer["model.quantizer"] == "rvq":
+    assert codes.shape == (2, 6, 6, 3) and size == 10
+    assert all(f"val/level{i}_codes_used" in last for i in range(3))
+    assert 1.0 <= last["val/levels_used"] <= 3.0
+    fewer = np.where(np.arange(3) >= 1, -1, codes)  # the first level only
+    assert not np.allclose(model.decode_codes(fewer), model.decode_codes(codes))
+    assert model.code_usage(x).shape == (3, 10)
+  else:
+    assert codes.shape == (2, 6, 6) and size == {"fsq": 60, "lfq": 64}[quantizer["model.quantizer"]]
+  with pytest.raises(jaxvae.errors.DataError, match="codes must be in"):
+    model.decode_codes(np.full(codes.shape[1:], size))
+
+
+def test_a_bad_quantizer_setting_is_one_line(capsys, puzzle_run, tmp_path):
+  _, overrides = puzzle_run
+  bad = dict(overrides, **{"model.quantizer": "rvq", "model.kmeans_init": "True"})
+  assert _cli(tmp_path, bad, config="puzzle_vqvae.py") == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [
+    "error: config key 'model.kmeans_init' is True with model.quantizer 'rvq'; the k-means "
+    "initialization fills the one codebook of 'vq'"
+  ]

@@ -106,6 +106,34 @@ def test_resume_with_changed_hyperparameters(tmp_path, trained, tiny_overrides):
   assert step == 6
 
 
+def test_a_step_budget_validates_every_n_steps_and_says_why_it_stopped(tmp_path, tiny_overrides):
+  """train.eval_every_steps makes the trainer's epoch N steps (the :small presets' budget);
+  the run file says why training ended; train.min_delta makes small gains count toward
+  patience while the best checkpoint still follows them."""
+  short = {"train.image_every_epochs": "0", "train.patience": "0"}
+  budget = dict(tiny_overrides, **short, **{"train.eval_every_steps": "3", "train.max_steps": "7"})
+  assert _cli(tmp_path / "budget", dict(budget, **{"train.epochs": "5"})) == 0
+  rows = [json.loads(line) for line in open(tmp_path / "budget" / "metrics.jsonl")]
+  assert [r["step"] for r in rows if r.get("kind") == "epoch"] == [3, 6, 7]
+  run = json.load(open(tmp_path / "budget" / "jaxvae_run.json"))
+  # 18 training clips in batches of 8: 2 steps a pass over the split.
+  assert run["stopped"] | {"best_step": 0} == {
+    "reason": "max_steps",
+    "step": 7,
+    "epochs": 3,
+    "data_epochs": 3.5,
+    "best_step": 0,
+  }
+  enough = dict(tiny_overrides, **short, **{"train.epochs": "2"})
+  assert _cli(tmp_path / "epochs", enough) == 0
+  assert json.load(open(tmp_path / "epochs" / "jaxvae_run.json"))["stopped"]["reason"] == "epochs"
+  # Any gain under 90 % of the best counts toward patience: the run stops after epoch 2.
+  picky = dict(enough, **{"train.epochs": "4", "train.patience": "1", "train.min_delta": "0.9"})
+  assert _cli(tmp_path / "picky", picky) == 0
+  run = json.load(open(tmp_path / "picky" / "jaxvae_run.json"))
+  assert run["stopped"]["reason"] == "patience" and run["stopped"]["epochs"] == 2
+
+
 def test_eval_mode_writes_metrics(trained, tiny_overrides):
   assert _cli(trained, tiny_overrides, mode="eval") == 0
   metrics = json.load(open(os.path.join(trained, "eval", "metrics.json")))

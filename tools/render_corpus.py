@@ -221,13 +221,14 @@ class Rendering:
   soundfonts: tuple[str, ...] = (DEFAULT_SOUNDFONT,)
 
   def params(self) -> dict:
-    return dataclasses.asdict(self) | {
-      "soundfonts": [os.path.basename(s) for s in self.soundfonts]
-    }
+    return dataclasses.asdict(self) | {"soundfonts": [os.path.basename(s) for s in self.soundfonts]}
 
 
-CHOICES = {"levels": ("random", "fixed"), "instruments": ("shared", "genre"),
-           "tempos": ("overlapping", "separate")}
+CHOICES = {
+  "levels": ("random", "fixed"),
+  "instruments": ("shared", "genre"),
+  "tempos": ("overlapping", "separate"),
+}
 
 
 def plan_clip(
@@ -244,8 +245,12 @@ def plan_clip(
   if rendering.instruments == "genre":
     pools = {k: tuple(v) for k, v in typical.items()}
   else:
-    pools = {"chord": CHORD_PROGRAMS, "bass": BASS_PROGRAMS, "lead": LEAD_PROGRAMS,
-             "kit": DRUM_KITS}
+    pools = {
+      "chord": CHORD_PROGRAMS,
+      "bass": BASS_PROGRAMS,
+      "lead": LEAD_PROGRAMS,
+      "kit": DRUM_KITS,
+    }
   words = WORDS[language]
   lines = [
     " ".join(words[i] for i in rng.integers(0, len(words), size=rng.integers(4, 8)))

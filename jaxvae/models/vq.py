@@ -98,6 +98,11 @@ class VectorQuantizer(nn.Module):
     init_scale: codebook initialized uniform in [-init_scale, init_scale].
     dead_code_threshold: with EMA, codes whose EMA usage count (vectors per batch) falls below
       this are re-initialized from random encoder outputs of the batch; 0 disables.
+    cosine: choose the nearest code by cosine similarity (inputs and codes l2-normalized for
+      the lookup only, as DAC's codebooks; the losses and the output use the raw vectors).
+    rotation_trick: pass gradients through the rotation and rescaling that takes each input
+      to its code (Fifty et al. 2024, "Restructuring vector quantization with the rotation
+      trick") instead of straight through; the output's value is the code either way.
     dtype: dtype of the returned `quantized`; distances and losses are always float32.
   """
 
@@ -109,6 +114,8 @@ class VectorQuantizer(nn.Module):
   ema_eps: float = 1e-5
   init_scale: float = 0.1
   dead_code_threshold: float = 0.0
+  cosine: bool = False
+  rotation_trick: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -139,7 +146,10 @@ class VectorQuantizer(nn.Module):
         "codebook", _uniform_init(self.init_scale), (self.num_codes, self.code_dim), jnp.float32
       )
 
-    codes = nearest_codes(flat, codebook)
+    if self.cosine:
+      codes = nearest_codes(_unit(flat), _unit(codebook))
+    else:
+      codes = nearest_codes(flat, codebook)
     q = jnp.take(codebook, codes, axis=0)
     counts = jax.ops.segment_sum(weights, codes, num_segments=self.num_codes)
 
@@ -156,7 +166,10 @@ class VectorQuantizer(nn.Module):
     ):
       self._ema_update(stats, flat, codes, counts, weights)
 
-    quantized = flat + jax.lax.stop_gradient(q - flat)
+    if self.rotation_trick:
+      quantized = rotate_to(flat, q)
+    else:
+      quantized = flat + jax.lax.stop_gradient(q - flat)
     return {
       "quantized": quantized.reshape(z.shape).astype(self.dtype),
       "codes": codes.reshape(lead_shape),
@@ -166,6 +179,14 @@ class VectorQuantizer(nn.Module):
       "perplexity": perplexity_from_counts(counts),
       "code_counts": counts,
     }
+
+  def lookup(self, codes: jax.Array) -> jax.Array:
+    """The codebook rows of int `codes` (any shape) -> codes.shape + (code_dim,)."""
+    if self.use_ema:
+      codebook = self.get_variable(VQ_STATS, "codebook")
+    else:
+      codebook = self.get_variable("params", "codebook")
+    return jnp.take(codebook, jnp.asarray(codes, jnp.int32), axis=0).astype(self.dtype)
 
   def _check(self, z: jax.Array) -> None:
     if z.ndim < 2 or z.shape[-1] != self.code_dim:
@@ -228,6 +249,26 @@ class VectorQuantizer(nn.Module):
     cluster_size = jnp.where(dead, threshold, cluster_size)
     embed_sum = jnp.where(dead[:, None], fresh * threshold, embed_sum)
     return cluster_size, embed_sum
+
+
+def _unit(x: jax.Array) -> jax.Array:
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+
+
+def rotate_to(e: jax.Array, q: jax.Array) -> jax.Array:
+  """q's value with the rotation trick's gradient: each row e [N, D] mapped by the (constant)
+  rotation that turns e's direction into q's and the scaling ||q|| / ||e||, R e' = e' -
+  2 r (r.e') + 2 q^ (e^.e') with r the unit bisector of e^ and q^; the decoder's gradient
+  reaches e through that map, so it keeps the angle between e and its code."""
+  e_hat, q_hat = jax.lax.stop_gradient(_unit(e)), jax.lax.stop_gradient(_unit(q))
+  r = _unit(e_hat + q_hat)
+  scale = jax.lax.stop_gradient(
+    jnp.linalg.norm(q, axis=-1, keepdims=True)
+    / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-8)
+  )
+  dot = lambda a, b: jnp.sum(a * b, axis=-1, keepdims=True)
+  rotated = e - 2.0 * r * dot(r, e) + 2.0 * q_hat * dot(e_hat, e)
+  return scale * rotated
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,6 +20,11 @@ and ConvTranspose2d(k=4, s=2, padding=1) is flax ConvTranspose with padding k - 
 each side and `transpose_kernel=True` (30 -> 60 -> 120), which gives the same outputs as
 PyTorch for the same kernel layout. With `use_ema=True` the codebook is EMA state in
 `vq_stats`, not a parameter, so the parameter total is 640 lower.
+
+`quantizer` swaps the bottleneck (`jaxvae.models.quantizers`): 'vq' (the seed's one codebook),
+'rvq' (`num_quantizers` residual codebooks with quantizer dropout; codes [B, h, w, levels]),
+'fsq' (levels `fsq_levels`; the encoder's output has one dimension per level) or 'lfq'
+(`code_dim` bits: 2^code_dim codes). `codebook_size` is the number of codes per level.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxvae.models import layers
+from jaxvae.models import quantizers
 from jaxvae.models.vq import VectorQuantizer
 
 # PyTorch BatchNorm2d defaults: running = 0.9 * running + 0.1 * batch, eps 1e-5. (PyTorch keeps
@@ -118,12 +125,60 @@ class PuzzleVQVAE(nn.Module):
   dead_code_threshold: float = 0.0
   dtype: Any = jnp.float32
   conv_transpose: str = "auto"
+  quantizer: str = "vq"  # 'vq', 'rvq', 'fsq' or 'lfq' (module doc)
+  num_quantizers: int = 4  # rvq
+  quantizer_dropout: float = 0.0  # rvq: share of training examples with fewer levels
+  lookup_dim: int = 0  # rvq: > 0 for DAC's factorized cosine codes
+  rotation_trick: bool = False  # vq, rvq
+  fsq_levels: Sequence[int] = (8, 5, 5, 5)
+  lfq_entropy_weight: float = 0.1
+
+  @property
+  def latent_dim(self) -> int:
+    """The encoder's output dimension per grid cell."""
+    return len(self.fsq_levels) if self.quantizer == "fsq" else self.code_dim
+
+  @property
+  def codebook_size(self) -> int:
+    if self.quantizer == "fsq":
+      return int(np.prod(self.fsq_levels))
+    if self.quantizer == "lfq":
+      return 2**self.code_dim
+    return self.num_codes
 
   def setup(self):
     # setup (not compact) so that `encode` can reuse the encoder, e.g. to collect encoder
     # outputs for `kmeans_init`.
-    self.encoder = Encoder(self.enc_channels, self.code_dim, self.grid, self.dtype)
-    self.vq = VectorQuantizer(
+    self.encoder = Encoder(self.enc_channels, self.latent_dim, self.grid, self.dtype)
+    self.vq = self._quantizer()
+    self.decoder = Decoder(self.dec_channels, self.dtype, self.conv_transpose)
+
+  def _quantizer(self) -> nn.Module:
+    if self.quantizer == "rvq":
+      return quantizers.ResidualVQ(
+        num_quantizers=self.num_quantizers,
+        num_codes=self.num_codes,
+        dim=self.code_dim,
+        dropout=self.quantizer_dropout,
+        lookup_dim=self.lookup_dim,
+        commitment_cost=self.commitment_cost,
+        use_ema=self.use_ema,
+        ema_decay=self.ema_decay,
+        dead_code_threshold=self.dead_code_threshold,
+        rotation_trick=self.rotation_trick,
+        init_scale=self.init_scale,
+        dtype=self.dtype,
+      )
+    if self.quantizer == "fsq":
+      return quantizers.FSQ(tuple(self.fsq_levels), dtype=self.dtype)
+    if self.quantizer == "lfq":
+      return quantizers.LFQ(
+        self.code_dim,
+        commitment_cost=self.commitment_cost,
+        entropy_weight=self.lfq_entropy_weight,
+        dtype=self.dtype,
+      )
+    return VectorQuantizer(
       num_codes=self.num_codes,
       code_dim=self.code_dim,
       commitment_cost=self.commitment_cost,
@@ -132,9 +187,13 @@ class PuzzleVQVAE(nn.Module):
       ema_eps=self.ema_eps,
       init_scale=self.init_scale,
       dead_code_threshold=self.dead_code_threshold,
+      rotation_trick=self.rotation_trick,
       dtype=self.dtype,
     )
-    self.decoder = Decoder(self.dec_channels, self.dtype, self.conv_transpose)
+
+  def decode_codes(self, codes: jax.Array, hw: Sequence[int]) -> jax.Array:
+    """Code grids ([B, h, w], rvq: [B, h, w, levels]) -> the decoder's output [B, *hw, 1]."""
+    return self.decoder(self.vq.lookup(codes).astype(self.dtype), hw, train=False)
 
   def encode(self, batch: dict, *, train: bool = False) -> jax.Array:
     """Continuous encoder outputs float32 [B, grid_h, grid_w, code_dim]."""
@@ -145,20 +204,12 @@ class PuzzleVQVAE(nn.Module):
     z = self.encoder(x, train=train)
     vq = self.vq(z, train=train, mask=batch.get("mask"))
     recon = self.decoder(vq["quantized"], x.shape[1:3], train=train)
-    out = {"recon": recon}
-    out.update(
-      {
-        k: vq[k]
-        for k in (
-          "codes",
-          "vq_loss",
-          "codebook_loss",
-          "commitment_loss",
-          "perplexity",
-          "code_counts",
-        )
-      }
-    )
+    zero = jnp.float32(0.0)  # fsq, lfq and rvq report their loss as one term
+    out = {"recon": recon, "codebook_loss": zero, "commitment_loss": zero}
+    keep = ("codes", "vq_loss", "codebook_loss", "commitment_loss", "perplexity", "code_counts")
+    out.update({k: vq[k] for k in keep + ("levels_used",) if k in vq})
+    if "level_counts" in vq:  # rvq: each level's usage (validation: codes used, perplexity)
+      out |= {f"level{i}_code_counts": c for i, c in enumerate(vq["level_counts"])}
     return out
 
 
@@ -195,4 +246,11 @@ def build_puzzle_vqvae(model_config, spec, dtype: str | None = None) -> PuzzleVQ
     dead_code_threshold=float(get("dead_code_threshold", 0.0)),
     dtype=layers.compute_dtype(dtype or get("dtype", "float32")),
     conv_transpose=get("conv_transpose", "auto"),
+    quantizer=str(get("quantizer", "vq")),
+    num_quantizers=int(get("num_quantizers", 4)),
+    quantizer_dropout=float(get("quantizer_dropout", 0.0)),
+    lookup_dim=int(get("lookup_dim", 0)),
+    rotation_trick=bool(get("rotation_trick", False)),
+    fsq_levels=tuple(int(v) for v in get("fsq_levels", (8, 5, 5, 5))),
+    lfq_entropy_weight=float(get("lfq_entropy_weight", 0.1)),
   )

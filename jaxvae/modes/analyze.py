@@ -38,8 +38,8 @@ def run(config, workdir: str, args) -> int:
       plots.plot_puzzle(
         batch["x"][i],
         recon[i],
-        codes[i],
-        int(config.model.num_codes),
+        codes[i] if codes.ndim == 3 else codes[i][..., 0],  # rvq: the first level
+        int(job.model.codebook_size),
         os.path.join(workdir, "analysis", f"puzzle_{i}.png"),
         clip_ids[i],
       )

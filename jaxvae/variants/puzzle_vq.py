@@ -11,8 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae import multihost
+from jaxvae.errors import ConfigError
 from jaxvae.losses import reconstruction
 from jaxvae.losses import reduce
+from jaxvae.models import quantizers
 from jaxvae.models import vq
 from jaxvae.models import vqvae
 from jaxvae.variants.base import Variant
@@ -38,6 +40,8 @@ def objective(outputs: dict, batch: dict, *, kl_weight, config) -> tuple[jax.Arr
     "commitment_loss": outputs["commitment_loss"].astype(jnp.float32),
     "perplexity": outputs["perplexity"].astype(jnp.float32),
   }
+  if "levels_used" in outputs:  # rvq: the mean number of levels the examples used
+    metrics["levels_used"] = outputs["levels_used"].astype(jnp.float32)
   return loss, metrics
 
 
@@ -63,6 +67,44 @@ def data_init(state, model: vqvae.PuzzleVQVAE, batches, config):
   return state.replace(params=params, model_state=variables)
 
 
+def validate(config) -> None:
+  m = config.model
+  kind = str(m.get("quantizer", "vq"))
+  if kind not in quantizers.QUANTIZERS:
+    raise ConfigError(
+      f"config key 'model.quantizer' is {kind!r}; expected one of "
+      f"{', '.join(quantizers.QUANTIZERS)}"
+    )
+  if m.get("kmeans_init", False) and kind != "vq":
+    raise ConfigError(
+      f"config key 'model.kmeans_init' is True with model.quantizer '{kind}'; the k-means "
+      "initialization fills the one codebook of 'vq'"
+    )
+  if not 0.0 <= float(m.get("quantizer_dropout", 0.0)) <= 1.0:
+    raise ConfigError(
+      f"config key 'model.quantizer_dropout' is {m.quantizer_dropout}; expected a share in [0, 1]"
+    )
+  if kind == "fsq" and any(int(v) < 2 for v in m.fsq_levels):
+    raise ConfigError(
+      f"config key 'model.fsq_levels' is {tuple(m.fsq_levels)}; expected at least 2 values "
+      "per dimension"
+    )
+  if kind == "lfq" and not 1 <= int(m.code_dim) <= 16:
+    raise ConfigError(
+      f"config key 'model.code_dim' is {m.code_dim}; model.quantizer 'lfq' quantizes that many "
+      "bits (2^code_dim codes): expected 1..16"
+    )
+  if kind == "rvq" and int(m.get("lookup_dim", 0)) and m.use_ema:
+    raise ConfigError(
+      "config key 'model.use_ema' is True with model.lookup_dim > 0; factorized cosine codes "
+      "learn their codebooks by gradient"
+    )
+
+
 VARIANT = Variant(
-  vqvae.build_puzzle_vqvae, objective, data_init=data_init, latent=lambda config: "codes"
+  vqvae.build_puzzle_vqvae,
+  objective,
+  validate=validate,
+  data_init=data_init,
+  latent=lambda config: "codes",
 )
