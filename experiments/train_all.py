@@ -313,18 +313,19 @@ def _param_count(config) -> int:
   return int(sum(x.size for x in jax.tree.leaves(v["params"])))
 
 
-def write_table(rows, out_dir) -> list[str]:
+def table_rows(rows) -> list[dict]:
+  """The rows of a comparison table: each trained model, then its latent's parts (the
+  multimodal 'split' fusion's, each clustered alone), then one PCA + k-means baseline row per
+  distinct feature setting (models whose data settings differ, such as peak- and
+  absolute-referenced dB, have different baselines), naming its models when there are several."""
   trained = []
   for r in rows:
     if "skipped" not in r:
-      # A latent's parts (the multimodal 'split' fusion), each clustered alone, below it.
       trained.append(r)
       trained += [
         {"model": f"{r['model']} ({part} part)"} | s for part, s in r.get("_parts", {}).items()
       ]
   labels = sorted({k[4:] for r in trained for k in r if k.startswith("nmi_")})
-  # One baseline row per distinct feature setting (models whose data settings differ, such
-  # as peak- and absolute-referenced dB, have different baselines), naming its models.
   groups: dict[str, tuple[dict, list]] = {}
   for r in trained:
     if r.get("_baseline"):
@@ -338,6 +339,12 @@ def write_table(rows, out_dir) -> list[str]:
       if label in baseline:
         base_row |= label_scores(label, baseline[label])
     trained = trained + [base_row]
+  return trained
+
+
+def write_table(rows, out_dir) -> list[str]:
+  trained = table_rows(rows)
+  labels = sorted({k[4:] for r in trained for k in r if k.startswith("nmi_")})
   cols = ["model", "parameters", "checkpoint_bytes", "steps", "data_epochs", "stopped"]
   cols += ["best_val", "wall_s"]
   cols += [f"{m}_{label}" for label in labels for m in ("nmi", "ari", "gmmnmi", "probe")]
@@ -429,7 +436,7 @@ def summarize_seeds(per_seed: dict[int, list[dict]], out_dir: str) -> list[str]:
   stopping reasons of its runs."""
   table: dict[str, dict[str, list]] = {}
   for rows in per_seed.values():
-    for r in _with_baselines(rows):
+    for r in table_rows(rows):
       entry = table.setdefault(r["model"], {})
       for k, v in r.items():
         if isinstance(v, (int, float)) and (k.startswith(SCORE_PREFIXES) or k == "steps"):
@@ -466,24 +473,6 @@ def _counts(values) -> dict:
   out: dict = {}
   for v in values:
     out[v] = out.get(v, 0) + 1
-  return out
-
-
-def _with_baselines(rows: list[dict]) -> list[dict]:
-  """A seed's rows, latent parts and PCA baseline rows as its comparison table lists them."""
-  out = []
-  for r in rows:
-    if "skipped" in r:
-      continue
-    out.append(r)
-    out += [{"model": f"{r['model']} ({part} part)"} | s for part, s in r.get("_parts", {}).items()]
-    if r.get("_baseline"):
-      base = {"model": "pca_kmeans_baseline"}
-      for label, m in r["_baseline"].items():
-        if isinstance(m, dict) and "nmi" in m:
-          base |= label_scores(label, m)
-      if base["model"] not in {x["model"] for x in out}:
-        out.append(base)
   return out
 
 

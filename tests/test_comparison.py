@@ -79,3 +79,25 @@ def test_rows_have_every_measure():
   row = train_all.measures(_metrics(1.0, 2.0, 0.5))
   assert set(train_all.MEASURES) <= set(row)
   json.dumps(row)
+
+
+def test_several_seeds_are_summarized_by_median_and_worst(tmp_path):
+  """`--seeds`: each score's median and worst over the seeds, the baseline's too, and the
+  steps and stopping reasons of the runs."""
+  per_seed = {}
+  for seed, (nmi, steps, why) in enumerate(((0.2, 900, "patience"), (0.6, 2000, "max_steps"))):
+    m = _metrics(10.0, 500.0, nmi)
+    row = {"model": "conv", "steps": steps, "stopped": why, "_history": []}
+    row |= train_all.label_scores("genre", m["genre"] | {"gmm": {"nmi": nmi / 2}})
+    row["_baseline"] = m["baseline_pca_kmeans"]
+    per_seed[seed] = [row, {"model": "vade", "skipped": "no data"}]
+  per_seed[2] = [dict(per_seed[1][0], nmi_genre=0.5)]
+  lines = train_all.summarize_seeds(per_seed, str(tmp_path))
+  conv = next(line for line in lines if line.startswith("| conv"))
+  assert "| 3 | 900-2000 | 1 patience, 2 max_steps |" in conv
+  assert "| 0.500 / 0.200 |" in conv  # nmi_genre: median 0.5, worst 0.2
+  assert "| 0.300 / 0.100 |" in conv  # the GMM's NMI
+  baseline = next(line for line in lines if line.startswith("| pca_kmeans_baseline"))
+  assert "| 0.500 / 0.500 |" in baseline
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["seeds"] == [0, 1, 2] and summary["models"]["conv"]["nmi_genre"] == [0.2, 0.6, 0.5]
