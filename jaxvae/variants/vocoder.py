@@ -26,18 +26,19 @@ loaded (`resolve`), so they never need matching by hand.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxvae.errors import ConfigError
 from jaxvae.losses import adversarial
 from jaxvae.losses import reduce
 from jaxvae.losses import spectral
 from jaxvae.models import vocoder as vocoder_lib
+from jaxvae.variants import waveform_gan
 from jaxvae.variants.base import SideOptimizers
 from jaxvae.variants.base import Stage
 from jaxvae.variants.base import Variant
@@ -122,87 +123,38 @@ def random_crop(y, mel, frames: int, hop: int, key):
   return jax.vmap(take_wave)(y, offsets), jax.vmap(take_mel)(mel, offsets)
 
 
+def generator_loss(model, gen_params, batch, key, *, config):
+  """The spectral loss of the generator on random crops of the batch's clips (their
+  features computed whole in the step, as the store computes them): (loss, metrics, y,
+  y_hat, mask) for `waveform_gan.make_train_step`."""
+  cfg, frames = model.cfg, int(config.vocoder.segment_frames)
+  clips = batch["x"][:, 0, :].astype(jnp.float32)
+  mel = jax.lax.stop_gradient(vocoder_lib.mel_of(clips, cfg))  # as the store computes it
+  y, mel = random_crop(clips, mel, frames, cfg.hop_length, key)
+  y_hat = model.apply({"params": {"generator": gen_params}}, mel, method="vocode")
+  y_hat = vocoder_lib.fit_length(y_hat, _segment(config))
+  loss, metrics = spectral_terms(y, y_hat, batch["mask"], config)
+  return loss, metrics, y, y_hat, batch["mask"]
+
+
 def _train_step(model, tx: SideOptimizers, config, adversarial_stage: bool):
-  o = config.objective
-  kind = str(o.gan_loss)
-  length = _segment(config)
-  frames = int(config.vocoder.segment_frames)
-  txs = {
-    "generator": optax.with_extra_args_support(tx.tx_gen),
-    "discriminator": optax.with_extra_args_support(tx.tx_disc),
-  }
-  cfg = model.cfg
-
-  def disc(params, y):
-    return model.apply({"params": {"discriminator": params}}, y, method="discriminate")
-
-  def train_step(state, batch):
-    key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 7)
-    clips = batch["x"][:, 0, :].astype(jnp.float32)
-    mel = jax.lax.stop_gradient(vocoder_lib.mel_of(clips, cfg))  # as the store computes it
-    y, mel = random_crop(clips, mel, frames, cfg.hop_length, key)
-    mask = batch["mask"]
-    gen, dis = state.params["generator"], state.params["discriminator"]
-
-    def generator_loss(gen_params):
-      y_hat = model.apply({"params": {"generator": gen_params}}, mel, method="vocode")
-      y_hat = vocoder_lib.fit_length(y_hat, length)
-      loss, metrics = spectral_terms(y, y_hat, mask, config)
-      if adversarial_stage:
-        real, fake = disc(dis, y), disc(dis, y_hat)
-        adv = adversarial.generator_adv_loss(fake, mask, kind)
-        fm = adversarial.feature_matching_loss(real, fake, mask)
-        loss = loss + o.adv_weight * adv + o.fm_weight * fm
-        metrics |= {"adv_g": adv, "feature_matching": fm}
-      return loss, (metrics, y_hat)
-
-    (loss, (metrics, y_hat)), g_grads = jax.value_and_grad(generator_loss, has_aux=True)(gen)
-    updates, opt_gen = txs["generator"].update(g_grads, state.opt_state["opt_gen"], gen, value=loss)
-    params = {"generator": optax.apply_updates(gen, updates), "discriminator": dis}
-    opt = dict(state.opt_state, opt_gen=opt_gen)
-    if "ema_gen" in opt:
-      # Warmed up as TensorFlow's ExponentialMovingAverage with num_updates: early on the
-      # average follows the weights instead of remembering the random start.
-      t = state.step.astype(jnp.float32)
-      decay = jnp.minimum(float(config.vocoder.get("ema_decay", 0.0)), (1.0 + t) / (10.0 + t))
-      opt["ema_gen"] = jax.tree.map(
-        lambda e, p: decay * e + (1.0 - decay) * p, opt["ema_gen"], params["generator"]
-      )
-    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(g_grads))
-    if adversarial_stage:
-      fake = jax.lax.stop_gradient(y_hat)
-
-      def discriminator_loss(d_params):
-        real_outs, fake_outs = disc(d_params, y), disc(d_params, fake)
-        loss_d = adversarial.discriminator_loss(real_outs, fake_outs, mask, kind)
-        logits = (adversarial.mean_logit(real_outs, mask), adversarial.mean_logit(fake_outs, mask))
-        return loss_d, logits
-
-      (loss_d, (d_real, d_fake)), d_grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
-        dis
-      )
-      updates, opt["opt_disc"] = txs["discriminator"].update(
-        d_grads, state.opt_state["opt_disc"], dis, value=loss_d
-      )
-      params["discriminator"] = optax.apply_updates(dis, updates)
-      metrics |= {
-        "loss_d": loss_d,
-        "grad_norm_d": optax.tree.norm(d_grads),
-        "d_real": d_real,
-        "d_fake": d_fake,
-      }
-    return state.replace(step=state.step + 1, params=params, opt_state=opt), metrics
-
-  return train_step
+  return waveform_gan.make_train_step(
+    model,
+    tx,
+    config,
+    functools.partial(generator_loss, config=config),
+    adversarial_stage=adversarial_stage,
+    ema_decay=float(config.vocoder.get("ema_decay", 0.0)),
+  )
 
 
 def make_optimizer(config, total_steps, params, default):
   """The trainer's optimizer for the generator, the same scaled by `objective.disc_lr_scale`
   for the discriminators."""
   del total_steps, params
-  scale = float(config.objective.disc_lr_scale)
-  ema = float(config.vocoder.get("ema_decay", 0.0)) > 0
-  return SideOptimizers(default, optax.chain(default, optax.scale(scale)), ema=ema)
+  return waveform_gan.make_optimizer(
+    config, default, ema=float(config.vocoder.get("ema_decay", 0.0)) > 0
+  )
 
 
 def _step_maker(adversarial_stage: bool):
