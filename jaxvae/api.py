@@ -43,6 +43,7 @@ from jaxvae.sampling import interpolate as interpolate_lib
 from jaxvae.sampling import prior
 from jaxvae.sampling import tokens as tokens_lib
 from jaxvae.sampling import vocoder as vocoder_lib
+from jaxvae.sampling import wave as wave_lib
 from jaxvae.symbolic import midi
 from jaxvae.training import builder
 from jaxvae.training import checkpoint
@@ -60,7 +61,8 @@ def load(workdir: str, which: str = "best", vocoder=None):
   `vocoder`: a vocoder's workdir (or a loaded one) that the audio model's `to_audio` uses
   instead of Griffin-Lim; it must read the model's features (ConfigError naming both
   settings otherwise). A vocoder's own workdir loads as a `sampling.vocoder.Vocoder`: features
-  in the store's units -> waveforms."""
+  in the store's units -> waveforms; a waveform VAE's as a `sampling.wave.WaveModel`
+  (encode, decode, reconstruct, sample, stream_decode)."""
   if not isinstance(workdir, (str, os.PathLike)):
     raise errors.ConfigError(f"workdir={workdir!r}: expected the path of a workdir")
   workdir = os.fspath(workdir)
@@ -73,7 +75,12 @@ def load(workdir: str, which: str = "best", vocoder=None):
   variant = registry.get(config.model.name)
   if variant.outputs == ("waveform",):
     if vocoder is not None:
-      raise errors.ConfigError(f"'{workdir}' is a vocoder itself: load it without vocoder=")
+      raise errors.ConfigError(
+        f"'{workdir}' makes waveforms itself (model.name '{config.model.name}'): load it "
+        "without vocoder="
+      )
+    if variant.has_prior(config):  # the waveform VAE
+      return wave_lib.load(workdir, config, which)
     return vocoder_lib.load(workdir, which)
   voc = _vocoder(vocoder, config, workdir) if vocoder is not None else None
   data = info.get("data", {})

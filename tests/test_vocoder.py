@@ -184,7 +184,7 @@ def test_a_vocoder_of_other_features_is_refused_in_one_line(trained_pair, capsys
   other.settings = dict(other.settings, n_mels=128)
   with pytest.raises(errors.ConfigError, match=r"data\.n_mels \d+ vs 128.*features_from"):
     model.to_audio(np.zeros((1, *model.spec.input_shape), np.float32), vocoder=other)
-  with pytest.raises(errors.ConfigError, match="is a vocoder itself"):
+  with pytest.raises(errors.ConfigError, match="makes waveforms itself"):
     jaxvae.load(voc, vocoder=voc)
 
 

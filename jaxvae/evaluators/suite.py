@@ -8,6 +8,7 @@ from jaxvae.evaluators import latents
 from jaxvae.evaluators.latents import Latents
 from jaxvae.evaluators.music import MusicStatistics
 from jaxvae.evaluators.vocoding import VocoderQuality
+from jaxvae.evaluators.waveform import WaveQuality
 
 
 def for_eval(job, out_dir: str):
@@ -18,6 +19,8 @@ def for_eval(job, out_dir: str):
   if job.variant.data_kind == "midi":
     return MusicStatistics(job, out_dir)
   if "waveform" in job.variant.outputs:
+    if job.variant.has_prior(job.config):  # the waveform VAE
+      return WaveQuality(job, out_dir)
     return VocoderQuality(job, out_dir)
   unknown = [n for n in latents.names(job) if n not in latents.EVALUATORS]
   if unknown:

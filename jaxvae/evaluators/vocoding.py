@@ -87,11 +87,7 @@ class VocoderQuality:
     return out
 
   def _clips(self) -> np.ndarray:
-    examples = self.job.val_examples
-    limit = int(self.job.config.eval.get("vocoder_clips", 32))
-    rows = [i for i in examples.indices if not examples.store.manifest["examples"][i]["bad"]]
-    rows = np.asarray(rows[:limit] or examples.indices[:limit])  # bad files: silence stand-ins
-    return np.asarray(examples.store.features[rows][:, 0, :], np.float32)
+    return validation_clips(self.job)
 
   def _distances(self, out: dict, waves, made: dict) -> None:
     """Fréchet and kernel distances to the originals in `eval.embedding` (dB features in, so
@@ -165,6 +161,16 @@ class VocoderQuality:
       f"x{v['real_time_factor_batch16']:.0f} at batch 16 (Griffin-Lim "
       f"x{g['real_time_factor']:.1f})\n  listen: {results['listening']}"
     )
+
+
+def validation_clips(job) -> np.ndarray:
+  """Up to `eval.vocoder_clips` validation waveforms [N, samples] of a waveform store, bad
+  files (their silence stand-ins) left out unless nothing else is there."""
+  examples = job.val_examples
+  limit = int(job.config.eval.get("vocoder_clips", 32))
+  rows = [i for i in examples.indices if not examples.store.manifest["examples"][i]["bad"]]
+  rows = np.asarray(rows[:limit] or examples.indices[:limit])
+  return np.asarray(examples.store.features[rows][:, 0, :], np.float32)
 
 
 def _mel(params: dict):

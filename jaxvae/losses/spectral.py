@@ -17,6 +17,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxvae.audio import features
+from jaxvae.losses import reduce
 
 STFT_SIZES = (512, 1024, 2048)
 MEL_SCALES = ((512, 40), (1024, 80), (2048, 160))  # (n_fft, n_mels)
@@ -84,3 +85,15 @@ def stft_distance(y, y_hat, sizes=STFT_SIZES):
   """Spectral convergence + log-magnitude L1, averaged over STFT `sizes`, [B]."""
   sc, log_mag = stft_terms(y, y_hat, sizes)
   return sc + log_mag
+
+
+def generator_terms(
+  y, y_hat, mask, sr: int, mel_weight: float, stft_weight: float, sizes=STFT_SIZES
+):
+  """A waveform generator's spectral loss and its parts, batch means over real examples
+  (`mask`): mel_weight x multi-resolution mel L1 + stft_weight x (spectral convergence +
+  log-magnitude L1) over STFT `sizes`."""
+  mel = reduce.masked_mean(multi_resolution_mel_l1(y, y_hat, sr), mask)
+  sc, log_mag = (reduce.masked_mean(t, mask) for t in stft_terms(y, y_hat, sizes))
+  loss = mel_weight * mel + stft_weight * (sc + log_mag)
+  return loss, {"mel_l1": mel, "spectral_convergence": sc, "log_stft_l1": log_mag}

@@ -115,13 +115,15 @@ def make_eval_step(model, objective, kl_fn, config) -> Callable:
 def latent_sums(mu, logvar, mask) -> dict[str, jax.Array]:
   """Per latent dimension, summed over the real examples: the KL to N(0, 1) and the first two
   moments of the posterior mean (the split's active units and per-dimension KL,
-  `training.metrics`)."""
+  `training.metrics`). A latent sequence [B, frames, D] (the waveform VAE's) counts each
+  example by the mean over its frames, so the moments are over every frame of the split."""
   w = mask.astype(jnp.float32)[:, None]
   mu, logvar = mu.astype(jnp.float32), logvar.astype(jnp.float32)
+  per_frame = lambda x: jnp.mean(x, axis=1) if x.ndim == 3 else x
   return {
-    "kl": jnp.sum(w * divergence.gaussian_kl(mu, logvar), axis=0),
-    "mu": jnp.sum(w * mu, axis=0),
-    "mu2": jnp.sum(w * jnp.square(mu), axis=0),
+    "kl": jnp.sum(w * per_frame(divergence.gaussian_kl(mu, logvar)), axis=0),
+    "mu": jnp.sum(w * per_frame(mu), axis=0),
+    "mu2": jnp.sum(w * per_frame(jnp.square(mu)), axis=0),
   }
 
 

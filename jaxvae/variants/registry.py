@@ -19,6 +19,7 @@ from jaxvae.variants import puzzle_vq
 from jaxvae.variants import spectral
 from jaxvae.variants import vade
 from jaxvae.variants import vocoder
+from jaxvae.variants import wave_vae
 from jaxvae.variants.base import Stage
 from jaxvae.variants.base import Variant
 
@@ -44,6 +45,7 @@ VARIANTS: dict[str, Variant] = {
   "vade": vade.VARIANT,
   "puzzle_vqvae": puzzle_vq.VARIANT,
   "vocoder": vocoder.VARIANT,
+  "wave_vae": wave_vae.VARIANT,
 }
 
 

@@ -91,10 +91,7 @@ def _segment(config) -> int:
 def spectral_terms(y, y_hat, mask, config) -> tuple[jax.Array, dict]:
   """The generator's spectral loss and its parts (batch means over real examples)."""
   o = config.objective
-  mel = reduce.masked_mean(spectral.multi_resolution_mel_l1(y, y_hat, config.data.sr), mask)
-  sc, log_mag = (reduce.masked_mean(t, mask) for t in spectral.stft_terms(y, y_hat))
-  loss = o.mel_weight * mel + o.stft_weight * (sc + log_mag)
-  return loss, {"mel_l1": mel, "spectral_convergence": sc, "log_stft_l1": log_mag}
+  return spectral.generator_terms(y, y_hat, mask, config.data.sr, o.mel_weight, o.stft_weight)
 
 
 def objective(outputs, batch, *, kl_weight, config):
@@ -123,10 +120,11 @@ def random_crop(y, mel, frames: int, hop: int, key):
   return jax.vmap(take_wave)(y, offsets), jax.vmap(take_mel)(mel, offsets)
 
 
-def generator_loss(model, gen_params, batch, key, *, config):
+def generator_loss(model, gen_params, batch, key, step, *, config):
   """The spectral loss of the generator on random crops of the batch's clips (their
   features computed whole in the step, as the store computes them): (loss, metrics, y,
   y_hat, mask) for `waveform_gan.make_train_step`."""
+  del step
   cfg, frames = model.cfg, int(config.vocoder.segment_frames)
   clips = batch["x"][:, 0, :].astype(jnp.float32)
   mel = jax.lax.stop_gradient(vocoder_lib.mel_of(clips, cfg))  # as the store computes it

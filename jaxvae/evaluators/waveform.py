@@ -1,0 +1,156 @@
+"""`--mode=eval` of a waveform VAE: its reconstructions of the validation clips (multi-resolution
+STFT distance, spectral convergence, 80-band mel L1 in dB, SI-SDR), prior samples against the
+clips (Fréchet and MMD distances in `eval.embedding`), the latent's frame rate, and the
+real-time factor of streaming decode at batch 1 (causal models)."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvae.evaluators import sample_quality
+from jaxvae.evaluators import vocoding
+from jaxvae.sampling.wave import WaveModel
+from jaxvae.variants import wave_vae as wave_variant
+
+STREAM_SECONDS = 10.0  # of latent frames streamed to time it
+STREAM_CHUNK = 1  # latent frames per streaming call
+
+
+def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> np.ndarray:
+  """Scale-invariant signal-to-distortion ratio in dB per row [B] (Le Roux et al. 2019)."""
+  ref = reference - reference.mean(-1, keepdims=True)
+  est = estimate - estimate.mean(-1, keepdims=True)
+  alpha = np.sum(est * ref, -1, keepdims=True) / np.maximum(
+    np.sum(ref * ref, -1, keepdims=True), 1e-12
+  )
+  target = alpha * ref
+  noise = est - target
+  return 10 * np.log10(
+    np.maximum(np.sum(target**2, -1), 1e-12) / np.maximum(np.sum(noise**2, -1), 1e-12)
+  )
+
+
+class WaveQuality:
+  """`run(state) -> metrics`, `scalars`, `summary` (the evaluator interface of `suite`)."""
+
+  def __init__(self, job, out_dir: str):
+    self.job = job
+    self.out_dir = out_dir
+
+  def _model(self, state) -> WaveModel:
+    config = self.job.config
+    params = {"generator": jax.device_get(state.params["generator"])}
+    cfg = wave_variant.model_config(config.model)
+    return WaveModel("(this run)", config, cfg, params, int(state.step))
+
+  def run(self, state) -> dict:
+    model = self._model(state)
+    waves = vocoding.validation_clips(self.job)
+    recon = model.reconstruct(waves)
+    sc, log_mag = vocoding.spectral.stft_terms(jnp.asarray(waves), jnp.asarray(recon))
+    out = {
+      "clips": int(len(waves)),
+      "seconds_per_clip": waves.shape[-1] / model.sr,
+      "step": int(state.step),
+      "latent_frames_per_second": round(model.sr / model.hop, 2),
+      "latent_dim": model.cfg.latent_dim,
+      "reconstruction": {
+        "stft_distance": round(float(jnp.mean(sc + log_mag)), 4),
+        "spectral_convergence": round(float(jnp.mean(sc)), 4),
+        "mel_l1_db": round(
+          float(
+            jnp.mean(vocoding.spectral.mel_l1_db(jnp.asarray(waves), jnp.asarray(recon), model.sr))
+          ),
+          4,
+        ),
+        "si_sdr_db": round(float(np.mean(si_sdr(waves, recon))), 3),
+      },
+    }
+    frames = -(-waves.shape[-1] // model.hop)
+    samples = model.sample(len(waves), frames, seed=int(self.job.config.seed))[:, : waves.shape[-1]]
+    out["prior"] = self._distances(waves, samples)
+    out["reconstruction"] |= self._distances(waves, recon)
+    if model.cfg.causal:
+      out["stream"] = self._stream_speed(model)
+    return out
+
+  def _distances(self, waves, made) -> dict:
+    config = self.job.config.copy_and_resolve_references()
+    with config.unlocked():
+      config.data.scale = "db"
+    name, embed = sample_quality.embedding_fn(config)
+    mel = vocoding._mel(
+      {
+        "sr": int(config.data.sr),
+        "n_fft": 1024,
+        "hop_length": 256,
+        "n_mels": 64,
+        "scale": "db",
+        "db_reference": "absolute",
+      }
+    )
+    reference = embed(np.asarray(mel(jnp.asarray(waves))), {})
+    if len(reference) < 2:
+      return {}
+    d = sample_quality.distances(embed(np.asarray(mel(jnp.asarray(made))), {}), reference)
+    return {"frechet": round(d["frechet"], 4), "mmd2": round(d["mmd2"], 5), "embedding": name}
+
+  def _stream_speed(self, model: WaveModel) -> dict:
+    """Real-time factor of `stream_step` at batch 1, STREAM_CHUNK latent frames a call."""
+    frames = int(STREAM_SECONDS * model.sr / model.hop)
+    z = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (1, frames, model.cfg.latent_dim)))
+    cache = model.init_stream(1)
+    out, cache = model.stream_step(z[:, :STREAM_CHUNK], cache)  # compile
+    start = time.perf_counter()
+    for t in range(0, frames, STREAM_CHUNK):
+      out, cache = model.stream_step(z[:, t : t + STREAM_CHUNK], cache)
+    seconds = time.perf_counter() - start
+    audio = frames * model.hop / model.sr
+    return {
+      "real_time_factor_batch1": round(audio / seconds, 2),
+      "chunk_frames": STREAM_CHUNK,
+      "chunk_ms": round(1000 * STREAM_CHUNK * model.hop / model.sr, 1),
+      "latency_ms": round(1000 * model.latency / model.sr, 1),
+    }
+
+  def scalars(self, results: dict) -> dict:
+    out = {
+      f"eval/reconstruction/{k}": float(v)
+      for k, v in results["reconstruction"].items()
+      if isinstance(v, (int, float))
+    }
+    out |= {
+      f"eval/prior/{k}": float(v)
+      for k, v in results.get("prior", {}).items()
+      if isinstance(v, (int, float))
+    }
+    if "stream" in results:
+      out["eval/stream/real_time_factor_batch1"] = float(
+        results["stream"]["real_time_factor_batch1"]
+      )
+    return out
+
+  def summary(self, results: dict) -> str:
+    r = results["reconstruction"]
+    lines = [
+      f"{results['clips']} validation clips of {results['seconds_per_clip']:.2f} s, "
+      f"{results['latent_frames_per_second']} latent frames/s x {results['latent_dim']} dims:",
+      f"  reconstruction: mel L1 {r['mel_l1_db']:.2f} dB, STFT distance {r['stft_distance']:.3f}, "
+      f"spectral convergence {r['spectral_convergence']:.3f}, SI-SDR {r['si_sdr_db']:.2f} dB",
+    ]
+    if results.get("prior"):
+      lines.append(
+        f"  prior samples: Fréchet {results['prior']['frechet']:.3g} (reconstructions "
+        f"{r.get('frechet', float('nan')):.3g}) in {results['prior']['embedding']}"
+      )
+    if "stream" in results:
+      s = results["stream"]
+      lines.append(
+        f"  streaming decode: x{s['real_time_factor_batch1']:.0f} real time at batch 1, "
+        f"{s['chunk_ms']} ms chunks, {s['latency_ms']} ms latency"
+      )
+    return "\n".join(lines)

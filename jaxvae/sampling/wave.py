@@ -1,0 +1,167 @@
+"""A trained waveform VAE as functions: waveforms in, latents out, latents back to waveforms,
+offline or chunk by chunk (`jaxvae.load(workdir)` returns one for a `wave_vae` run).
+
+    model = jaxvae.load("runs/wave")
+    z = model.encode(y)                       # [B, samples] at model.sr -> [B, frames, latent]
+    y_hat = model.decode(z)                   # -> [B, frames * hop]
+    for chunk in model.stream_decode(z, 4):   # causal models: 4 latent frames at a time
+        play(chunk)                           # the stream lags decode by model.latency samples
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvae import errors
+from jaxvae.models import wave_vae as wave_lib
+from jaxvae.training import checkpoint
+from jaxvae.variants import wave_vae as wave_variant
+
+
+@dataclasses.dataclass
+class WaveModel:
+  workdir: str
+  config: Any
+  cfg: wave_lib.WaveVAEConfig
+  params: Any  # {'generator': ...}
+  step: int
+
+  @property
+  def module(self) -> wave_lib.WaveVAE:
+    return wave_lib.WaveVAE(self.cfg)
+
+  @property
+  def sr(self) -> int:
+    return int(self.config.data.sr)
+
+  @property
+  def hop(self) -> int:
+    """Samples per latent frame."""
+    return self.cfg.hop
+
+  @property
+  def latency(self) -> int:
+    return self.cfg.latency
+
+  def _waves(self, y) -> np.ndarray:
+    y = np.asarray(y, np.float32)
+    y = y[None] if y.ndim == 1 else y
+    if y.ndim != 2:
+      raise errors.DataError(f"waveforms of shape {list(np.shape(y))}: expected [B, samples]")
+    if not np.all(np.isfinite(y)):
+      raise errors.DataError("the waveforms hold NaN or infinite values")
+    return y
+
+  def encode(self, y) -> np.ndarray:
+    """Posterior means [B, frames, latent_dim] of waveforms [B, samples] (padded with zeros
+    to a multiple of `hop`)."""
+    mu, _ = _encode(self.cfg)(self.params, jnp.asarray(self._waves(y)))
+    return np.asarray(mu)
+
+  def decode(self, z, seed: int = 0) -> np.ndarray:
+    """Latents [B, frames, latent_dim] -> waveforms [B, frames * hop] (noise from `seed`)."""
+    z = self._latents(z)
+    return np.asarray(_decode(self.cfg)(self.params, jnp.asarray(z), jax.random.PRNGKey(seed)))
+
+  def reconstruct(self, y) -> np.ndarray:
+    y = self._waves(y)
+    return self.decode(self.encode(y))[:, : y.shape[-1]]
+
+  def sample(self, n: int, frames: int, seed: int = 0) -> np.ndarray:
+    """Waveforms of `n` latents of `frames` frames drawn from the prior N(0, I)."""
+    z = jax.random.normal(jax.random.PRNGKey(seed), (int(n), int(frames), self.cfg.latent_dim))
+    return self.decode(np.asarray(z), seed)
+
+  def _latents(self, z) -> np.ndarray:
+    z = np.asarray(z, np.float32)
+    if z.ndim != 3 or z.shape[-1] != self.cfg.latent_dim:
+      raise errors.DataError(
+        f"latents of shape {list(np.shape(z))}: expected [B, frames, {self.cfg.latent_dim}]"
+      )
+    return z
+
+  def init_stream(self, batch: int = 1) -> dict:
+    """The zero state of a stream of `batch` waveforms (causal models only)."""
+    if not self.cfg.causal:
+      raise errors.ConfigError(
+        f"'{self.workdir}' was trained with model.causal=False: its decoder looks ahead and "
+        "cannot stream; train a causal one (configs/wave_vae.py's presets are)"
+      )
+    return wave_lib.init_cache(self.module, {"params": self.params}, batch)
+
+  def stream_step(self, z_chunk, cache: dict, seed: int = 0):
+    """One chunk [B, n, latent_dim] -> (samples [B, n * hop], the next state)."""
+    fn = _stream(self.cfg)
+    out, cache = fn(self.params, jnp.asarray(z_chunk, jnp.float32), cache, jax.random.PRNGKey(seed))
+    return np.asarray(out), cache
+
+  def stream_decode(self, z, chunk: int = 1, seed: int = 0):
+    """Yields the waveform of latents [B, frames, latent_dim] `chunk` frames at a time, as a
+    real-time player would ask for it; the samples lag `decode` by `latency`."""
+    z = self._latents(z)
+    cache = self.init_stream(z.shape[0])
+    for start in range(0, z.shape[1], int(chunk)):
+      out, cache = self.stream_step(z[:, start : start + int(chunk)], cache, seed)
+      yield out
+
+
+@functools.lru_cache(maxsize=8)
+def _encode(cfg):
+  model = wave_lib.WaveVAE(cfg)
+  return jax.jit(lambda params, y: model.apply({"params": params}, y, method="encode"))
+
+
+@functools.lru_cache(maxsize=8)
+def _decode(cfg):
+  model = wave_lib.WaveVAE(cfg)
+  return jax.jit(
+    lambda params, z, key: model.apply({"params": params}, z, key, method="decode_wave")
+  )
+
+
+@functools.lru_cache(maxsize=8)
+def _stream(cfg):
+  model = wave_lib.WaveVAE(cfg)
+  return jax.jit(
+    lambda params, z, cache, key: model.apply(
+      {"params": params}, z, cache, key, method="stream_decode"
+    )
+  )
+
+
+def load(workdir: str, config, which: str = "best") -> WaveModel:
+  """The waveform VAE of `workdir` (its config already read) at its best or latest
+  checkpoint; CheckpointError naming it when none restores."""
+  cfg = wave_variant.model_config(config.model)
+  model = wave_lib.WaveVAE(cfg)
+  samples = cfg.hop * 2
+  batch = {"x": jnp.zeros((1, 1, samples), jnp.float32), "mask": jnp.ones((1,))}
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch))
+  template = checkpoint_template(shapes["params"])
+  source = workdir if which == "best" else os.path.join(workdir, "checkpoints")
+  try:
+    params, _, step = checkpoint.restore_weights(source, template, "wave_vae", with_step=True)
+  except errors.ConfigError:
+    raise errors.CheckpointError(
+      f"'{workdir}' has no checkpoint that restores (train it first, or see its best/ and "
+      "checkpoints/ folders)"
+    ) from None
+  return WaveModel(workdir, config, cfg, {"generator": params["generator"]}, step)
+
+
+@dataclasses.dataclass
+class _Template:
+  params: Any
+  model_state: Any
+
+
+def checkpoint_template(param_shapes) -> _Template:
+  params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), dict(param_shapes))
+  return _Template(params=params, model_state={})

@@ -1,0 +1,172 @@
+"""The RAVE-style waveform VAE (configs/wave_vae.py): both phases (the encoder frozen in the
+adversarial one), a resume across the switch, streaming decode equal to offline decode, its
+state constant over a long stream, its eval, and its API."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import soundfile as sf
+from test_faults import assert_same_checkpoints
+from test_train import _cli
+from test_train import _params
+
+from conftest import ROOT
+from jaxvae import errors
+
+SR = 22050
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+  """Four 1-s clips: harmonic tones and a noisy glide."""
+  root = tmp_path_factory.mktemp("wave_clips")
+  t = np.arange(SR) / SR
+  rng = np.random.default_rng(0)
+  for k, f0 in enumerate((220.0, 330.0, 440.0)):
+    tone = sum(0.2 / h * np.sin(2 * np.pi * f0 * h * t) for h in range(1, 5))
+    sf.write(root / f"tone{k}.wav", (tone + 1e-3 * rng.standard_normal(SR)).astype(np.float32), SR)
+  glide = 0.3 * np.sin(2 * np.pi * (300 + 200 * t) * t) + 0.02 * rng.standard_normal(SR)
+  sf.write(root / "glide.wav", glide.astype(np.float32), SR)
+  return str(root)
+
+
+def _overrides(root, cache_dir, **more):
+  return {
+    "data.layout": "folder",
+    "data.root": root,
+    "data.val_fraction": "0.25",
+    "data.cache_dir": cache_dir,
+    "train.num_devices": "1",
+    "train.log_every_steps": "1",
+    **more,
+  }
+
+
+@pytest.fixture(scope="module")
+def trained(clips, cache_dir, tmp_path_factory):
+  """Both phases, 2 epochs each (epochs of 1 step: 4 training pieces of 0.5 s, batch 4)."""
+  workdir = tmp_path_factory.mktemp("wave")
+  overrides = _overrides(
+    clips, cache_dir, **{"wave.representation_epochs": "2", "wave.adversarial_epochs": "2"}
+  )
+  assert _cli(workdir, overrides, config="wave_vae.py:tiny") == 0
+  return str(workdir), overrides
+
+
+def test_the_adversarial_phase_freezes_the_encoder_and_trains_both_sides(trained):
+  workdir, _ = trained
+  import orbax.checkpoint as ocp
+
+  mgr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  steps = sorted(mgr.all_steps())
+  restore = lambda s: mgr.restore(s, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))
+  at_switch, end = restore(2)["state"]["params"], restore(steps[-1])["state"]["params"]
+  mgr.close()
+  same = lambda a, b: all(
+    np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
+  assert steps[-1] == 4
+  assert same(at_switch["generator"]["encoder"], end["generator"]["encoder"])
+  assert not same(at_switch["generator"]["decoder"], end["generator"]["decoder"])
+  assert not same(at_switch["discriminator"], end["discriminator"])
+  rows = [r for r in open(os.path.join(workdir, "metrics.jsonl")) if '"kind": "epoch"' in r]
+  assert '"stage": "representation"' in rows[0] and '"train/loss_d"' in rows[-1]
+
+
+def test_a_resume_across_the_phase_switch_is_bitwise(clips, cache_dir, tmp_path, trained):
+  """Killed with step 3's checkpoint in flight (the first adversarial step after the switch
+  at step 2), the same command resumes and ends bitwise as the uninterrupted run."""
+  reference, overrides = trained
+  resumed = tmp_path / "resumed"
+  os.environ["JAXVAE_FAULT"] = "checkpoint.issued:3"
+  try:
+    args = [sys.executable, "-m", "jaxvae.main", "--config=configs/wave_vae.py:tiny"]
+    args += [f"--workdir={resumed}", "--no_progress"]
+    args += [f"--config.{k}={v}" for k, v in overrides.items()]
+    killed = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+  finally:
+    del os.environ["JAXVAE_FAULT"]
+  assert killed.returncode == -9, killed.stderr[-2000:]
+  assert _cli(resumed, overrides, config="wave_vae.py:tiny") == 0
+  assert_same_checkpoints(str(resumed), reference)
+  assert _params(str(resumed), "checkpoints")[0] == 4
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 8])
+def test_streaming_decode_equals_offline_decode(trained, chunk):
+  import jaxvae
+
+  model = jaxvae.load(trained[0])
+  z = np.asarray(jax.random.normal(jax.random.PRNGKey(chunk), (2, 24, model.cfg.latent_dim)))
+  offline = model.decode(z)
+  streamed = np.concatenate(list(model.stream_decode(z, chunk)), axis=1)
+  assert streamed.shape == offline.shape == (2, 24 * model.hop)
+  lag = model.latency
+  np.testing.assert_allclose(streamed[:, lag:], offline[:, :-lag], atol=1e-5)
+
+
+def test_a_ten_minute_stream_keeps_its_state_the_same_size(trained):
+  import jaxvae
+
+  model = jaxvae.load(trained[0])
+  chunk = 4096  # latent frames a call
+  calls = int(np.ceil(600 * model.sr / model.hop / chunk))
+  cache = model.init_stream(1)
+  sizes = lambda c: [(x.shape, x.dtype) for x in jax.tree.leaves(c)]
+  first = sizes(cache)
+  z = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (1, chunk, model.cfg.latent_dim)))
+  total = 0
+  for _ in range(calls):
+    out, cache = model.stream_step(z, cache)
+    total += out.shape[1]
+    assert sizes(cache) == first
+  assert total / model.sr >= 600 and np.isfinite(out).all()
+  assert int(cache["position"]) == calls * chunk * model.hop // model.cfg.bands
+
+
+def test_eval_measures_reconstructions_prior_samples_and_streaming(trained, capsys):
+  workdir, overrides = trained
+  assert _cli(workdir, overrides, mode="eval", config="wave_vae.py:tiny") == 0
+  import json
+
+  metrics = json.load(open(os.path.join(workdir, "eval", "metrics.json")))
+  rec = metrics["reconstruction"]
+  for key in ("stft_distance", "spectral_convergence", "mel_l1_db", "si_sdr_db", "frechet"):
+    assert np.isfinite(rec[key]), key
+  assert np.isfinite(metrics["prior"]["frechet"])
+  assert metrics["stream"]["real_time_factor_batch1"] > 0
+  assert metrics["latent_frames_per_second"] == pytest.approx(SR / 16, rel=1e-3)
+  assert "streaming decode" in capsys.readouterr().out
+
+
+def test_the_api_encodes_decodes_and_refuses_bad_input_in_one_line(
+  trained, clips, cache_dir, tmp_path
+):
+  import jaxvae
+
+  model = jaxvae.load(trained[0])
+  y = np.zeros((2, 1000), np.float32)
+  z = model.encode(y)
+  assert z.shape == (2, -(-1000 // model.hop), model.cfg.latent_dim)
+  assert model.reconstruct(y).shape == (2, 1000)
+  assert model.sample(2, 5).shape == (2, 5 * model.hop)
+  with pytest.raises(errors.DataError, match="NaN"):
+    model.encode(np.full((1, 64), np.nan, np.float32))
+  with pytest.raises(errors.DataError, match=r"expected \[B, frames, 4\]"):
+    model.decode(np.zeros((1, 3, 5), np.float32))
+  with pytest.raises(errors.ConfigError, match="makes waveforms itself"):
+    jaxvae.load(trained[0], vocoder=trained[0])
+  # A non-causal model decodes offline and refuses to stream, in one line.
+  offline = tmp_path / "offline"
+  overrides = _overrides(
+    clips, cache_dir, **{"model.causal": "False", "wave.adversarial_epochs": "0"}
+  )
+  assert _cli(offline, overrides, config="wave_vae.py:tiny") == 0
+  flat = jaxvae.load(str(offline))
+  assert flat.decode(z).shape == (2, z.shape[1] * flat.hop)
+  with pytest.raises(errors.ConfigError, match="cannot stream"):
+    next(flat.stream_decode(z))
