@@ -170,3 +170,36 @@ def test_the_api_encodes_decodes_and_refuses_bad_input_in_one_line(
   assert flat.decode(z).shape == (2, z.shape[1] * flat.hop)
   with pytest.raises(errors.ConfigError, match="cannot stream"):
     next(flat.stream_decode(z))
+
+
+def test_export_writes_a_streaming_step_that_runs_without_jaxvae(trained):
+  import json
+
+  import jaxvae
+  from jax import export
+
+  workdir, overrides = trained
+  assert _cli(workdir, overrides, mode="export", config="wave_vae.py:tiny") == 0
+  folder = os.path.join(workdir, "export")
+  meta = json.load(open(os.path.join(folder, "export.json")))
+  assert meta["kind"] == "wave_vae" and meta["stream"]["chunk_frames"] == 1
+  names = [s["name"] for s in meta["stream"]["state"]]
+  assert names[-2:] == ["position", "pqmf"] and names[0].startswith("convs/")  # sorted keys
+  assert meta["functions"]["stream_step"]["inputs"][0]["name"] == "z"
+  load = lambda name: export.deserialize(open(os.path.join(folder, name), "rb").read())
+  step, decoder = load("stream_step.jax_export"), load("decoder.jax_export")
+  model = jaxvae.load(workdir)
+  z = np.asarray(jax.random.normal(jax.random.PRNGKey(5), (2, meta["frames"], meta["latent_dim"])))
+  state = [
+    np.zeros([2 if d == "b" else d for d in s["shape"]], s["dtype"])
+    for s in meta["stream"]["state"]
+  ]
+  outs = []
+  for t in range(z.shape[1]):
+    out, *state = step.call(z[:, t : t + 1], *state)
+    outs.append(np.asarray(out))
+  streamed = np.concatenate(outs, axis=1)
+  lag = meta["stream"]["latency_samples"]
+  offline = np.asarray(decoder.call(z))
+  np.testing.assert_allclose(streamed[:, lag:], offline[:, :-lag], atol=1e-5)
+  np.testing.assert_allclose(offline, model.decode(z), atol=1e-5)

@@ -16,6 +16,10 @@ What is exported, by family (each function's inputs and outputs are listed in
   lyrics), and `lyrics_decoder(z) -> lyrics`. Inputs are normalized features: `export.json`
   has the feature settings and normalization statistics that make them from audio.
 - the VQ-VAE: `encoder(x) -> codes` (int32), `decoder(codes) -> x`.
+- the waveform VAE: `encoder(audio) -> mu`, `decoder(z) -> audio`, and for a causal model
+  `stream_step(z [B, 1, latent], *state) -> (audio [B, hop], *state)`, one latent frame of
+  a stream (`export.json`'s `stream.state`: the state's names, shapes and dtypes, zeros to
+  start; `stream.latency_samples`).
 - the MIDI transformer: `step(tokens [B, 1][, z], *cache) -> (logits [B, vocab], *cache)`,
   one KV-cached decoding step (the cache starts as zeros of the shapes in `export.json`),
   and `sampler(prompt [B, 1][, z], key, temperature, top_p) -> tokens [B, length]`, the whole
@@ -48,6 +52,7 @@ from jaxvae.models import vocoder as vocoder_model
 from jaxvae.sampling import prior
 from jaxvae.sampling import tokens as tokens_lib
 from jaxvae.sampling import vocoder as vocoder_lib
+from jaxvae.sampling import wave as wave_lib
 from jaxvae.symbolic import midi
 from jaxvae.training import builder
 
@@ -91,6 +96,10 @@ def _check_outputs(model) -> None:
   an average input and its decoder at the prior's centre must be finite."""
   if isinstance(model, vocoder_lib.Vocoder):
     return  # its generator is checked finite on real features by --mode=eval and the tests
+  if isinstance(model, wave_lib.WaveModel):
+    z = model.encode(np.zeros((1, model.hop), np.float32))
+    builder.require_finite((z, model.decode(z)), "outputs", model.step)
+    return
   x = np.zeros((1, *model.spec.input_shape), np.float32)
   if isinstance(model, api.AudioModel):
     outputs = (*model.encode(x), model.decode(np.zeros((1, model.latent_dim), np.float32)))
@@ -154,6 +163,71 @@ def _vocoder_functions(voc, b) -> tuple[dict, dict]:
   return {"vocoder": fn}, meta
 
 
+STREAM_CHUNK = 1  # latent frames per exported streaming step
+
+
+def _wave_functions(model, b) -> tuple[dict, dict]:
+  """A waveform VAE's export: `encoder(audio [b, samples]) -> mu [b, frames, latent]` and
+  `decoder(z) -> audio` for the clip length of its run (rounded up to whole latent frames),
+  and for a causal model `stream_step(z [b, 1, latent], *state) -> (audio [b, hop], *state)`,
+  one latent frame of a stream: the state starts as zeros of the shapes export.json lists
+  (`stream.state`, in order) and `position` 0; the stream lags the decoder by `latency`."""
+  cfg, params = model.cfg, model.params
+  module = model.module
+  frames = -(-int(round(model.config.data.seconds * model.sr)) // cfg.hop)
+  y_spec = jax.ShapeDtypeStruct((b, frames * cfg.hop), jnp.float32)
+  z_spec = jax.ShapeDtypeStruct((b, frames, cfg.latent_dim), jnp.float32)
+  key = jax.random.PRNGKey(0)
+  functions = {
+    "encoder": Function(
+      lambda y: module.apply({"params": params}, y, method="encode")[0],
+      (y_spec,),
+      ["audio"],
+      ["mu"],
+    ),
+    "decoder": Function(
+      lambda z: module.apply({"params": params}, z, key, method="decode_wave"),
+      (z_spec,),
+      ["z"],
+      ["audio"],
+    ),
+  }
+  meta = {
+    "kind": "wave_vae",
+    "sr": model.sr,
+    "hop": cfg.hop,
+    "frames": frames,
+    "latent_dim": cfg.latent_dim,
+    "causal": cfg.causal,
+  }
+  if cfg.causal:
+    zero = model.init_stream(1)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(zero)
+    names = [
+      "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path) for path, _ in leaves
+    ]
+    specs = [jax.ShapeDtypeStruct((b, *x.shape[1:]) if x.ndim else (), x.dtype) for _, x in leaves]
+    chunk_spec = jax.ShapeDtypeStruct((b, STREAM_CHUNK, cfg.latent_dim), jnp.float32)
+
+    def step(z, *state):
+      cache = jax.tree_util.tree_unflatten(treedef, state)
+      out, cache = module.apply({"params": params}, z, cache, key, method="stream_decode")
+      return (out, *jax.tree_util.tree_leaves(cache))
+
+    functions["stream_step"] = Function(
+      step, (chunk_spec, *specs), ["z", *names], ["audio", *names]
+    )
+    meta["stream"] = {
+      "chunk_frames": STREAM_CHUNK,
+      "latency_samples": cfg.latency,
+      "state": [
+        {"name": n, "shape": [_dim(d) for d in s.shape], "dtype": str(np.dtype(s.dtype))}
+        for n, s in zip(names, specs)
+      ],
+    }
+  return functions, meta
+
+
 class _NoSpec:
   labels: dict = {}
 
@@ -175,6 +249,8 @@ def write(model, out_dir: str, onnx: bool = False) -> dict:
     functions, meta = _midi_functions(model, b)
   elif isinstance(model, vocoder_lib.Vocoder):
     functions, meta = _vocoder_functions(model, b)
+  elif isinstance(model, wave_lib.WaveModel):
+    functions, meta = _wave_functions(model, b)
   else:
     functions, meta = _audio_functions(model, b)
   files = []
