@@ -175,8 +175,9 @@ def test_the_api_encodes_decodes_and_refuses_bad_input_in_one_line(
 def test_export_writes_a_streaming_step_that_runs_without_jaxvae(trained):
   import json
 
-  import jaxvae
   from jax import export
+
+  import jaxvae
 
   workdir, overrides = trained
   assert _cli(workdir, overrides, mode="export", config="wave_vae.py:tiny") == 0
