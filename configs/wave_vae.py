@@ -10,10 +10,11 @@ with cached convolutions and equals the offline decoding.
       --config.data.layout=folder --config.data.root=/data/songs
 
 Presets:
-- '' (a GPU run): 44.1 kHz, 16 bands, strides (4, 4, 2): 2,048 samples per latent frame
-  (21.5 frames/s), 64 channels, latent 16, causal; 1-s pieces, batch 16.
-- 'small' (a 2-core CPU): 22,050 Hz, 16 bands, strides (4, 2, 2): 1,024 samples per latent
-  frame (21.5 frames/s), 32 channels, latent 16, causal; the representation stage only.
+- '' (a GPU run): 44.1 kHz, 16 bands, strides (4, 4, 4, 2): 2,048 samples per latent frame
+  (21.5 frames/s, RAVE v2's), 64 channels, latent 16, causal; 1-s pieces, batch 16.
+- 'small' (a 2-core CPU): 22,050 Hz, 16 bands, strides (4, 4, 4): 1,024 samples per latent
+  frame (21.5 frames/s; 43 at 44.1 kHz), 32 channels, latent 16, causal; the representation
+  stage only.
 - 'tiny': the test suite's.
 """
 
@@ -26,7 +27,7 @@ def get_config(arg=None):
   m.name = "wave_vae"
   m.bands = 16  # PQMF sub-bands
   m.channels = 64  # after the first convolution; doubled by each strided one
-  m.ratios = (4, 4, 2)  # encoder strides after the PQMF (decoder: the reverse)
+  m.ratios = (4, 4, 4, 2)  # encoder strides after the PQMF (decoder: the reverse)
   m.latent_dim = 16
   m.kernel = 3
   m.dilations = (1, 3, 9)  # of each residual block
@@ -64,7 +65,7 @@ def get_config(arg=None):
   small = {
     "data.sr": 22050,
     "model.channels": 32,
-    "model.ratios": (4, 2, 2),
+    "model.ratios": (4, 4, 4),
     "model.dilations": (1, 3),
     "model.period_channels": (8, 16, 32, 32),
     "model.resolution_channels": 8,

@@ -406,3 +406,10 @@ def test_the_vocoder_benchmark_times_the_generator_and_names_a_missing_reference
   assert json.loads(out.read_text())["preset"] == "tiny"
   printed = capsys.readouterr().out
   assert "batch  1: jaxvae x" in printed and "vocos reference failed" in printed
+
+
+def test_the_wave_benchmark_times_offline_and_streaming_decode(capsys):
+  assert benchmark.main(["--wave", "--preset", "tiny", "--sr", "22050", "--seconds", "0.5"]) == 0
+  record = json.loads(capsys.readouterr().out)
+  assert record["hop"] == 16 and record["stream_chunk_frames"] == 1
+  assert record["offline_real_time_factor"] > 0 and record["stream_real_time_factor"] > 0

@@ -1081,6 +1081,11 @@ def main(argv=None) -> list[dict]:
     import wallclock  # noqa: PLC0415 - the other tool, only for this flag
 
     return wallclock.main([a for a in argv if a != "--wallclock"])
+  if "--wave" in argv:  # the waveform VAE's offline and streaming decode: tools/bench_wave.py
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_wave  # noqa: PLC0415 - the other tool, only for this flag
+
+    return bench_wave.main([a for a in argv if a != "--wave"])
   if "--vocoder" in argv:  # the vocoder's generator beside vocos': tools/bench_vocoder.py
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import bench_vocoder  # noqa: PLC0415 - the other tool, only for this flag
