@@ -29,6 +29,13 @@ def get_config(arg=None):
   m.channels = 64  # after the first convolution; doubled by each strided one
   m.ratios = (4, 4, 4, 2)  # encoder strides after the PQMF (decoder: the reverse)
   m.latent_dim = 16
+  # 'gaussian' (a VAE) or a codec's quantizer: 'rvq', 'fsq', 'lfq' (docs/WAVE.md)
+  m.bottleneck = "gaussian"
+  m.num_codes = 1024  # rvq: codes per codebook
+  m.num_quantizers = 8  # rvq: residual codebooks (one model decodes with 1..8 of them)
+  m.quantizer_dropout = 0.5  # rvq: share of training examples with a random count
+  m.lookup_dim = 0  # rvq: > 0 for DAC's factorized cosine codes of this size
+  m.fsq_levels = (8, 5, 5, 5)  # fsq: values per dimension (latent_dim = their count)
   m.kernel = 3
   m.dilations = (1, 3, 9)  # of each residual block
   m.causal = True  # convolutions look back only: the decoder streams

@@ -79,7 +79,7 @@ def load(workdir: str, which: str = "best", vocoder=None):
         f"'{workdir}' makes waveforms itself (model.name '{config.model.name}'): load it "
         "without vocoder="
       )
-    if variant.has_prior(config):  # the waveform VAE
+    if variant.latent_kind(config) != "none":  # the waveform VAE or codec
       return wave_lib.load(workdir, config, which)
     return vocoder_lib.load(workdir, which)
   voc = _vocoder(vocoder, config, workdir) if vocoder is not None else None

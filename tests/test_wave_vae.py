@@ -204,3 +204,70 @@ def test_export_writes_a_streaming_step_that_runs_without_jaxvae(trained):
   offline = np.asarray(decoder.call(z))
   np.testing.assert_allclose(streamed[:, lag:], offline[:, :-lag], atol=1e-5)
   np.testing.assert_allclose(offline, model.decode(z), atol=1e-5)
+
+
+def test_a_codec_decodes_at_every_bitrate_streams_and_exports(clips, cache_dir, tmp_path, capsys):
+  """model.bottleneck=rvq: residual codes with quantizer dropout; the codes of the first k
+  codebooks decode (eval's bitrate table), stream, and export as codes in and out."""
+  import json
+
+  import jaxvae
+  from jax import export
+
+  workdir = tmp_path / "codec"
+  overrides = _overrides(
+    clips,
+    cache_dir,
+    **{
+      "model.bottleneck": "rvq",
+      "model.num_quantizers": "4",
+      "model.num_codes": "16",
+      "wave.adversarial_epochs": "0",
+      "wave.representation_epochs": "2",
+    },
+  )
+  assert _cli(workdir, overrides, config="wave_vae.py:tiny") == 0
+  model = jaxvae.load(str(workdir))
+  assert model.is_codec
+  y = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (2, 20 * model.hop))) * 0.1
+  codes = model.encode_codes(y)
+  assert codes.shape == (2, 20, 4) and codes.min() >= 0 and codes.max() < 16
+  two = model.encode_codes(y, n_quantizers=2)
+  assert (two[..., 2:] == -1).all() and (two[..., :2] == codes[..., :2]).all()
+  assert not np.allclose(model.decode_codes(two), model.decode_codes(codes))
+  streamed = np.concatenate(list(model.stream_decode(model.lookup(codes), 3)), axis=1)
+  lag = model.latency
+  np.testing.assert_allclose(streamed[:, lag:], model.decode_codes(codes)[:, :-lag], atol=1e-5)
+  with pytest.raises(errors.ConfigError, match="no prior"):
+    model.sample(1, 4)
+  with pytest.raises(errors.DataError, match="the model has 4 codebooks"):
+    model.encode_codes(y, n_quantizers=5)
+  assert _cli(workdir, overrides, mode="eval", config="wave_vae.py:tiny") == 0
+  metrics = json.load(open(workdir / "eval" / "metrics.json"))
+  assert [r["codebooks"] for r in metrics["bitrates"]] == [1, 2, 4]
+  assert [r["kbps"] for r in metrics["bitrates"]] == pytest.approx(
+    [k * 4 * SR / 16 / 1000 for k in (1, 2, 4)], abs=1e-3
+  )
+  assert len(metrics["codes"]["levels"]) == 4 and "prior" not in metrics
+  assert "codebooks (" in capsys.readouterr().out
+  assert _cli(workdir, overrides, mode="export", config="wave_vae.py:tiny") == 0
+  folder = workdir / "export"
+  meta = json.load(open(folder / "export.json"))
+  assert (
+    meta["bottleneck"] == "rvq" and meta["functions"]["decoder"]["inputs"][0]["name"] == "codes"
+  )
+  load = lambda name: export.deserialize(open(folder / name, "rb").read())
+  clip = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (2, meta["frames"] * model.hop)))
+  exported_codes = np.asarray(load("encoder.jax_export").call(clip))
+  np.testing.assert_array_equal(exported_codes, model.encode_codes(clip))
+  np.testing.assert_allclose(
+    load("decoder.jax_export").call(exported_codes), model.decode_codes(exported_codes), atol=1e-5
+  )
+
+
+def test_a_gaussian_model_has_no_codes(trained):
+  import jaxvae
+
+  model = jaxvae.load(trained[0])
+  with pytest.raises(errors.ConfigError, match="codes need a codec"):
+    model.encode_codes(np.zeros((1, 64), np.float32))

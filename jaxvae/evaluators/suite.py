@@ -19,7 +19,7 @@ def for_eval(job, out_dir: str):
   if job.variant.data_kind == "midi":
     return MusicStatistics(job, out_dir)
   if "waveform" in job.variant.outputs:
-    if job.variant.has_prior(job.config):  # the waveform VAE
+    if job.variant.latent_kind(job.config) != "none":  # the waveform VAE or codec
       return WaveQuality(job, out_dir)
     return VocoderQuality(job, out_dir)
   unknown = [n for n in latents.names(job) if n not in latents.EVALUATORS]

@@ -70,13 +70,54 @@ class WaveQuality:
         "si_sdr_db": round(float(np.mean(si_sdr(waves, recon))), 3),
       },
     }
-    frames = -(-waves.shape[-1] // model.hop)
-    samples = model.sample(len(waves), frames, seed=int(self.job.config.seed))[:, : waves.shape[-1]]
-    out["prior"] = self._distances(waves, samples)
+    if model.is_codec:
+      out["codes"] = self._code_usage(model, waves)
+      if model.cfg.bottleneck == "rvq":
+        out["bitrates"] = self._bitrates(model, waves)
+    else:
+      frames = -(-waves.shape[-1] // model.hop)
+      samples = model.sample(len(waves), frames, seed=int(self.job.config.seed))
+      out["prior"] = self._distances(waves, samples[:, : waves.shape[-1]])
     out["reconstruction"] |= self._distances(waves, recon)
     if model.cfg.causal:
       out["stream"] = self._stream_speed(model)
     return out
+
+  def _code_usage(self, model: WaveModel, waves) -> dict:
+    """Per codebook level: codes used and the perplexity of their use on the clips."""
+    codes = model.encode_codes(waves)
+    codes = codes[..., None] if codes.ndim == 2 else codes
+    size = model.cfg.num_codes if model.cfg.bottleneck == "rvq" else int(codes.max()) + 1
+    out = []
+    for level in np.moveaxis(codes, -1, 0):
+      counts = np.bincount(level[level >= 0].ravel(), minlength=size)
+      p = counts / max(counts.sum(), 1)
+      entropy = -np.sum(p[p > 0] * np.log(p[p > 0]))
+      out.append(
+        {"used": int(np.count_nonzero(counts)), "perplexity": round(float(np.exp(entropy)), 2)}
+      )
+    return {"levels": out}
+
+  def _bitrates(self, model: WaveModel, waves) -> list[dict]:
+    """Reconstruction with the first k residual codebooks, k = 1, 2, 4, 8 (up to all), and
+    the bitrate that is: k x log2(num_codes) bits a latent frame."""
+    rows = []
+    for k in (1, 2, 4, 8, 16, 32):
+      if k > model.cfg.num_quantizers:
+        break
+      recon = model.reconstruct(waves, n_quantizers=k)
+      sc, log_mag = vocoding.spectral.stft_terms(jnp.asarray(waves), jnp.asarray(recon))
+      mel = vocoding.spectral.mel_l1_db(jnp.asarray(waves), jnp.asarray(recon), model.sr)
+      rows.append(
+        {
+          "codebooks": k,
+          "kbps": round(k * np.log2(model.cfg.num_codes) * model.sr / model.hop / 1000, 3),
+          "mel_l1_db": round(float(jnp.mean(mel)), 4),
+          "stft_distance": round(float(jnp.mean(sc + log_mag)), 4),
+          "si_sdr_db": round(float(np.mean(si_sdr(waves, recon))), 3),
+        }
+      )
+    return rows
 
   def _distances(self, waves, made) -> dict:
     config = self.job.config.copy_and_resolve_references()
@@ -147,6 +188,14 @@ class WaveQuality:
         f"  prior samples: Fréchet {results['prior']['frechet']:.3g} (reconstructions "
         f"{r.get('frechet', float('nan')):.3g}) in {results['prior']['embedding']}"
       )
+    for row in results.get("bitrates", []):
+      lines.append(
+        f"  {row['codebooks']} codebooks ({row['kbps']} kbps): mel L1 {row['mel_l1_db']:.2f} dB, "
+        f"SI-SDR {row['si_sdr_db']:.2f} dB"
+      )
+    if "codes" in results:
+      usage = ", ".join(f"{u['used']} ({u['perplexity']:.1f})" for u in results["codes"]["levels"])
+      lines.append(f"  codes used (perplexity) per level: {usage}")
     if "stream" in results:
       s = results["stream"]
       lines.append(

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae.audio import pqmf as pqmf_lib
+from jaxvae.models import quantizers
 from jaxvae.models import vocoder as vocoder_lib
 
 
@@ -45,6 +46,16 @@ class WaveVAEConfig:
   channels: int = 32  # after the first convolution; doubled by each strided one
   ratios: tuple[int, ...] = (4, 2, 2)
   latent_dim: int = 16
+  # The bottleneck: 'gaussian' (a VAE), or a quantizer of `models.quantizers` (a codec):
+  # 'rvq' (num_quantizers codebooks of num_codes, quantizer dropout, lookup_dim > 0 for
+  # factorized cosine codes), 'fsq' (latent_dim = len(fsq_levels)) or 'lfq' (latent_dim bits).
+  bottleneck: str = "gaussian"
+  num_codes: int = 1024
+  num_quantizers: int = 8
+  quantizer_dropout: float = 0.5
+  lookup_dim: int = 0
+  fsq_levels: tuple[int, ...] = (8, 5, 5, 5)
+  commitment_cost: float = 0.25
   kernel: int = 3
   dilations: tuple[int, ...] = (1, 3)  # of each residual block's convolutions
   causal: bool = False
@@ -137,6 +148,9 @@ class Encoder(nn.Module):
       width *= 2
       # Kernel 2r, stride r, 2r - 1 frames of padding: T frames in, T / r out.
       x, _ = Conv(width, 2 * r, stride=r, causal=cfg.causal)(nn.leaky_relu(x, 0.2))
+    if cfg.bottleneck != "gaussian":  # the vectors a quantizer reads: no variance
+      x, _ = Conv(cfg.latent_dim, 3, causal=cfg.causal)(nn.leaky_relu(x, 0.2))
+      return x, None
     x, _ = Conv(2 * cfg.latent_dim, 3, causal=cfg.causal)(nn.leaky_relu(x, 0.2))
     return x[..., : cfg.latent_dim], x[..., cfg.latent_dim :]
 
@@ -177,16 +191,37 @@ def position_noise(key, start, length: int, bands: int):
 
 
 class Autoencoder(nn.Module):
-  """The generator side: {'encoder', 'decoder'}."""
+  """The generator side: {'encoder', 'decoder'} and, for a codec, 'quantizer'."""
 
   cfg: WaveVAEConfig
 
   def setup(self):
     self.encoder = Encoder(self.cfg)
     self.decoder = Decoder(self.cfg)
+    self.quantizer = make_quantizer(self.cfg)
 
   def __call__(self, bands, z, noise):
+    if self.quantizer is not None:
+      self.quantizer(z, train=False)
     return self.encoder(bands), self.decoder(z, noise)
+
+
+def make_quantizer(cfg: WaveVAEConfig):
+  """The codec's quantizer, or None for the Gaussian bottleneck."""
+  if cfg.bottleneck == "rvq":
+    return quantizers.ResidualVQ(
+      num_quantizers=cfg.num_quantizers,
+      num_codes=cfg.num_codes,
+      dim=cfg.latent_dim,
+      dropout=cfg.quantizer_dropout,
+      lookup_dim=cfg.lookup_dim,
+      commitment_cost=cfg.commitment_cost,
+    )
+  if cfg.bottleneck == "fsq":
+    return quantizers.FSQ(tuple(cfg.fsq_levels))
+  if cfg.bottleneck == "lfq":
+    return quantizers.LFQ(cfg.latent_dim, commitment_cost=cfg.commitment_cost)
+  return None
 
 
 class WaveVAE(nn.Module):
@@ -213,9 +248,36 @@ class WaveVAE(nn.Module):
     y = jnp.pad(y, ((0, 0), (0, extra))) if extra else y
     return jnp.swapaxes(self.cfg.pqmf.analysis(y), 1, 2)
 
+  @property
+  def quantizer(self):
+    return self.generator.quantizer
+
   def encode(self, y):
-    """Waveforms [B, samples] (a multiple of `hop`) -> (mu, logvar) [B, frames, latent]."""
+    """Waveforms [B, samples] (padded to a multiple of `hop`) -> (mu, logvar) [B, frames,
+    latent] (a codec: (the encoder's vectors, None))."""
     return self.encoder(self._bands(y))
+
+  def encode_codes(self, y, n_quantizers=None):
+    """A codec's codes of waveforms: [B, frames] (rvq: [B, frames, levels]; levels past
+    `n_quantizers` are -1)."""
+    z, _ = self.encode(y)
+    kwargs = {"n_quantizers": n_quantizers} if self.cfg.bottleneck == "rvq" else {}
+    return self.quantizer(z, train=False, **kwargs)["codes"]
+
+  def lookup(self, codes):
+    """A codec's codes -> the vectors the decoder reads [B, frames, latent_dim]."""
+    return self.quantizer.lookup(codes)
+
+  def bottleneck(self, y, key, train: bool):
+    """(z the decoder reads, {'kl' or 'vq_loss', ...}) of waveforms: a sample of the posterior
+    (its mean when not training) or the quantized vectors."""
+    mu, logvar = self.encode(y)
+    if self.quantizer is None:
+      z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape) if train else mu
+      return z, {"mu": mu, "logvar": logvar}
+    out = self.quantizer(mu, train=train)
+    keep = ("vq_loss", "perplexity", "code_counts", "levels_used")
+    return out["quantized"].astype(jnp.float32), {k: out[k] for k in keep if k in out}
 
   def decode(self, z, noise_key=None):
     """Latents [B, frames, latent] -> waveforms [B, frames * hop]."""
@@ -233,26 +295,25 @@ class WaveVAE(nn.Module):
     return self.cfg.pqmf.synthesis(jnp.swapaxes(sub, 1, 2))
 
   def __call__(self, batch, train: bool = False):
+    """Validation (and init): the waveform decoded from the posterior mean (or the codes),
+    with the bottleneck's terms ('mu'/'logvar', or 'vq_loss', 'perplexity', ...)."""
     y = batch["x"][:, 0, :].astype(jnp.float32)
-    mu, logvar = self.encode(y)
-    z = mu
-    if train:
-      eps = jax.random.normal(self.make_rng("sample"), mu.shape)
-      z = mu + jnp.exp(0.5 * logvar) * eps
+    key = self.make_rng("sample") if train else jax.random.PRNGKey(0)
+    z, terms = self.bottleneck(y, key, train)
     noise_key = self.make_rng("sample") if train else None
     if self.is_initializing():  # every parameter, of both sides, in one init
       self.generator(self._bands(y), z, self._noise(z, 0, noise_key))
       self.discriminator(y)
     wave = self._synthesis(self.decoder(z, self._noise(z, 0, noise_key))[0])
-    return {"wave": wave[:, : y.shape[-1]], "mu": mu, "logvar": logvar, "z": z}
+    return {"wave": wave[:, : y.shape[-1]], "z": z, **terms}
 
   def autoencode(self, y, key):
-    """(waveform out, mu, logvar) of waveforms [B, samples], z sampled with `key`."""
-    mu, logvar = self.encode(y)
-    k_eps, k_noise = jax.random.split(key)
-    z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(k_eps, mu.shape)
+    """(waveform out, the bottleneck's terms) of waveforms [B, samples] in training: z sampled
+    (or quantized, levels dropped) with `key`."""
+    k_z, k_noise = jax.random.split(key)
+    z, terms = self.bottleneck(y, k_z, train=True)
     wave = self._synthesis(self.decoder(z, self._noise(z, 0, k_noise))[0])
-    return wave[:, : y.shape[-1]], mu, logvar
+    return wave[:, : y.shape[-1]], terms
 
   def decode_wave(self, z, noise_key=None):
     wave = self._synthesis(self.decoder(z, self._noise(z, 0, noise_key))[0])

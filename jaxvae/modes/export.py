@@ -178,18 +178,21 @@ def _wave_functions(model, b) -> tuple[dict, dict]:
   y_spec = jax.ShapeDtypeStruct((b, frames * cfg.hop), jnp.float32)
   z_spec = jax.ShapeDtypeStruct((b, frames, cfg.latent_dim), jnp.float32)
   key = jax.random.PRNGKey(0)
+  apply = lambda *args, method: module.apply({"params": params}, *args, method=method)
+  vectors = lambda z: apply(z, method="lookup") if model.is_codec else z
+  if model.is_codec:  # codes in and out (rvq: every level; -1 drops a level)
+    levels = (cfg.num_quantizers,) if cfg.bottleneck == "rvq" else ()
+    z_spec = jax.ShapeDtypeStruct((b, frames, *levels), jnp.int32)
+    encoder = Function(
+      lambda y: apply(y, None, method="encode_codes"), (y_spec,), ["audio"], ["codes"]
+    )
+  else:
+    encoder = Function(lambda y: apply(y, method="encode")[0], (y_spec,), ["audio"], ["mu"])
+  z_name = "codes" if model.is_codec else "z"
   functions = {
-    "encoder": Function(
-      lambda y: module.apply({"params": params}, y, method="encode")[0],
-      (y_spec,),
-      ["audio"],
-      ["mu"],
-    ),
+    "encoder": encoder,
     "decoder": Function(
-      lambda z: module.apply({"params": params}, z, key, method="decode_wave"),
-      (z_spec,),
-      ["z"],
-      ["audio"],
+      lambda z: apply(vectors(z), key, method="decode_wave"), (z_spec,), [z_name], ["audio"]
     ),
   }
   meta = {
@@ -199,6 +202,7 @@ def _wave_functions(model, b) -> tuple[dict, dict]:
     "frames": frames,
     "latent_dim": cfg.latent_dim,
     "causal": cfg.causal,
+    "bottleneck": cfg.bottleneck,
   }
   if cfg.causal:
     zero = model.init_stream(1)
@@ -207,15 +211,15 @@ def _wave_functions(model, b) -> tuple[dict, dict]:
       "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path) for path, _ in leaves
     ]
     specs = [jax.ShapeDtypeStruct((b, *x.shape[1:]) if x.ndim else (), x.dtype) for _, x in leaves]
-    chunk_spec = jax.ShapeDtypeStruct((b, STREAM_CHUNK, cfg.latent_dim), jnp.float32)
+    chunk_spec = jax.ShapeDtypeStruct((b, STREAM_CHUNK, *z_spec.shape[2:]), z_spec.dtype)
 
     def step(z, *state):
       cache = jax.tree_util.tree_unflatten(treedef, state)
-      out, cache = module.apply({"params": params}, z, cache, key, method="stream_decode")
+      out, cache = apply(vectors(z), cache, key, method="stream_decode")
       return (out, *jax.tree_util.tree_leaves(cache))
 
     functions["stream_step"] = Function(
-      step, (chunk_spec, *specs), ["z", *names], ["audio", *names]
+      step, (chunk_spec, *specs), [z_name, *names], ["audio", *names]
     )
     meta["stream"] = {
       "chunk_frames": STREAM_CHUNK,

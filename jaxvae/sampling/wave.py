@@ -70,12 +70,48 @@ class WaveModel:
     z = self._latents(z)
     return np.asarray(_decode(self.cfg)(self.params, jnp.asarray(z), jax.random.PRNGKey(seed)))
 
-  def reconstruct(self, y) -> np.ndarray:
+  @property
+  def is_codec(self) -> bool:
+    """A quantized bottleneck (`model.bottleneck` rvq / fsq / lfq): codes, no prior."""
+    return self.cfg.bottleneck != "gaussian"
+
+  def reconstruct(self, y, n_quantizers: int | None = None) -> np.ndarray:
+    """The decoding of the posterior means (a codec: of the codes, with the first
+    `n_quantizers` residual levels)."""
     y = self._waves(y)
+    if self.is_codec:
+      return self.decode_codes(self.encode_codes(y, n_quantizers))[:, : y.shape[-1]]
     return self.decode(self.encode(y))[:, : y.shape[-1]]
+
+  def encode_codes(self, y, n_quantizers: int | None = None) -> np.ndarray:
+    """A codec's int32 codes [B, frames] (rvq: [B, frames, levels], -1 past `n_quantizers`)."""
+    self._codec("encode_codes")
+    if n_quantizers is not None and not 1 <= int(n_quantizers) <= self.cfg.num_quantizers:
+      raise errors.DataError(
+        f"n_quantizers={n_quantizers}: the model has {self.cfg.num_quantizers} codebooks"
+      )
+    fn = _codes(self.cfg, None if n_quantizers is None else int(n_quantizers))
+    return np.asarray(fn(self.params, jnp.asarray(self._waves(y))), np.int32)
+
+  def lookup(self, codes) -> np.ndarray:
+    """A codec's codes -> the vectors its decoder reads [B, frames, latent_dim]."""
+    self._codec("lookup")
+    return np.asarray(_lookup(self.cfg)(self.params, jnp.asarray(codes, jnp.int32)))
+
+  def decode_codes(self, codes, seed: int = 0) -> np.ndarray:
+    return self.decode(self.lookup(codes), seed)
+
+  def _codec(self, what: str) -> None:
+    if not self.is_codec:
+      raise errors.ConfigError(
+        f"{what}: '{self.workdir}' has a Gaussian latent (model.bottleneck 'gaussian'); "
+        "codes need a codec (model.bottleneck rvq, fsq or lfq)"
+      )
 
   def sample(self, n: int, frames: int, seed: int = 0) -> np.ndarray:
     """Waveforms of `n` latents of `frames` frames drawn from the prior N(0, I)."""
+    if self.is_codec:
+      raise errors.ConfigError(f"sample: '{self.workdir}' is a codec, which has no prior")
     z = jax.random.normal(jax.random.PRNGKey(seed), (int(n), int(frames), self.cfg.latent_dim))
     return self.decode(np.asarray(z), seed)
 
@@ -116,6 +152,20 @@ class WaveModel:
 def _encode(cfg):
   model = wave_lib.WaveVAE(cfg)
   return jax.jit(lambda params, y: model.apply({"params": params}, y, method="encode"))
+
+
+@functools.lru_cache(maxsize=16)
+def _codes(cfg, n_quantizers):
+  model = wave_lib.WaveVAE(cfg)
+  return jax.jit(
+    lambda params, y: model.apply({"params": params}, y, n_quantizers, method="encode_codes")
+  )
+
+
+@functools.lru_cache(maxsize=8)
+def _lookup(cfg):
+  model = wave_lib.WaveVAE(cfg)
+  return jax.jit(lambda params, codes: model.apply({"params": params}, codes, method="lookup"))
 
 
 @functools.lru_cache(maxsize=8)

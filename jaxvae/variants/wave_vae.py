@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 
 from jaxvae.errors import ConfigError
@@ -39,7 +40,13 @@ def model_config(m) -> wave_lib.WaveVAEConfig:
     bands=int(m.bands),
     channels=int(m.channels),
     ratios=tuple(int(r) for r in m.ratios),
-    latent_dim=int(m.latent_dim),
+    latent_dim=len(m.fsq_levels) if m.bottleneck == "fsq" else int(m.latent_dim),
+    bottleneck=str(m.bottleneck),
+    num_codes=int(m.num_codes),
+    num_quantizers=int(m.num_quantizers),
+    quantizer_dropout=float(m.quantizer_dropout),
+    lookup_dim=int(m.lookup_dim),
+    fsq_levels=tuple(int(v) for v in m.fsq_levels),
     kernel=int(m.kernel),
     dilations=tuple(int(d) for d in m.dilations),
     causal=bool(m.causal),
@@ -56,23 +63,31 @@ def build(model, spec, dtype: str = "float32"):
   return wave_lib.WaveVAE(model_config(model), jnp.dtype(dtype))
 
 
-def _terms(y, y_hat, mu, logvar, mask, kl_weight, config):
+def _terms(y, y_hat, terms, mask, kl_weight, config):
+  """The spectral loss plus the bottleneck's: kl_weight x the KL per latent frame (summed over
+  its dimensions, averaged over frames), or a codec's quantizer loss."""
   o = config.objective
   sizes = tuple(int(n) for n in config.wave.stft_sizes)
   loss, metrics = spectral.generator_terms(
     y, y_hat, mask, config.data.sr, o.mel_weight, o.stft_weight, sizes
   )
-  # KL per latent frame, summed over its dimensions, averaged over frames.
-  kl = reduce.masked_mean(jnp.mean(jnp.sum(divergence.gaussian_kl(mu, logvar), -1), -1), mask)
-  loss = loss + kl_weight * kl
-  return loss, metrics | {"kl": kl, "kl_weight": jnp.asarray(kl_weight, jnp.float32)}
+  if "mu" in terms:
+    kl = divergence.gaussian_kl(terms["mu"], terms["logvar"])
+    kl = reduce.masked_mean(jnp.mean(jnp.sum(kl, -1), -1), mask)
+    loss = loss + kl_weight * kl
+    return loss, metrics | {"kl": kl, "kl_weight": jnp.asarray(kl_weight, jnp.float32)}
+  vq_loss = terms["vq_loss"].astype(jnp.float32)
+  metrics |= {"vq_loss": vq_loss, "perplexity": terms["perplexity"].astype(jnp.float32)}
+  if "levels_used" in terms:
+    metrics["levels_used"] = terms["levels_used"]
+  return loss + vq_loss, metrics
 
 
 def objective(outputs, batch, *, kl_weight, config):
   """Validation: the representation loss on the posterior means' reconstructions, and the
   80-band mel L1 in dB (`mel_l1_db`)."""
   y, y_hat, mask = batch["x"][:, 0, :], outputs["wave"], batch["mask"]
-  loss, metrics = _terms(y, y_hat, outputs["mu"], outputs["logvar"], mask, kl_weight, config)
+  loss, metrics = _terms(y, y_hat, outputs, mask, kl_weight, config)
   mel_db = reduce.masked_mean(spectral.mel_l1_db(y, y_hat, config.data.sr), mask)
   return loss, {"loss": loss, "mel_l1_db": mel_db, **metrics}
 
@@ -80,10 +95,14 @@ def objective(outputs, batch, *, kl_weight, config):
 def generator_loss(model, gen_params, batch, key, step, *, kl_fn, config):
   """The autoencoder's loss on the batch's clips, z sampled (`waveform_gan`'s contract)."""
   y = batch["x"][:, 0, :].astype(jnp.float32)
-  y_hat, mu, logvar = model.apply(
-    {"params": {"generator": gen_params}}, y, key, method="autoencode"
+  y_hat, terms = model.apply(
+    {"params": {"generator": gen_params}},
+    y,
+    key,
+    method="autoencode",
+    rngs={"vq": jax.random.fold_in(key, 1)},  # a codec's quantizer dropout
   )
-  loss, metrics = _terms(y, y_hat, mu, logvar, batch["mask"], kl_fn(step), config)
+  loss, metrics = _terms(y, y_hat, terms, batch["mask"], kl_fn(step), config)
   return loss, metrics, y, y_hat, batch["mask"]
 
 
@@ -138,6 +157,15 @@ def validate(config) -> None:
       f"config key 'data.seconds' is {d.seconds}: {clip} samples, shorter than one latent "
       f"frame ({cfg.hop} samples = model.bands x the product of model.ratios)"
     )
+  if cfg.bottleneck not in BOTTLENECKS:
+    raise ConfigError(
+      f"config key 'model.bottleneck' is {m.bottleneck!r}; expected one of {', '.join(BOTTLENECKS)}"
+    )
+  if cfg.bottleneck == "lfq" and not 1 <= cfg.latent_dim <= 16:
+    raise ConfigError(
+      f"config key 'model.latent_dim' is {m.latent_dim}; model.bottleneck 'lfq' quantizes "
+      "that many bits: expected 1..16"
+    )
   if cfg.bands < 2 or cfg.bands & (cfg.bands - 1):
     raise ConfigError(f"config key 'model.bands' is {m.bands}; expected a power of 2 >= 2")
   if str(config.objective.gan_loss) not in adversarial.GAN_LOSSES:
@@ -147,11 +175,19 @@ def validate(config) -> None:
     )
 
 
+BOTTLENECKS = ("gaussian", "rvq", "fsq", "lfq")
+
+
+def latent(config) -> str:
+  return "gaussian" if config.model.bottleneck == "gaussian" else "codes"
+
+
 VARIANT = Variant(
   build,
   objective,
   validate=validate,
   stages=stages,
   make_optimizer=make_optimizer,
+  latent=latent,
   outputs=("waveform",),
 )
