@@ -211,8 +211,9 @@ def test_a_codec_decodes_at_every_bitrate_streams_and_exports(clips, cache_dir, 
   codebooks decode (eval's bitrate table), stream, and export as codes in and out."""
   import json
 
-  import jaxvae
   from jax import export
+
+  import jaxvae
 
   workdir = tmp_path / "codec"
   overrides = _overrides(
