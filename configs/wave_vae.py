@@ -59,6 +59,9 @@ def get_config(arg=None):
   o.disc_lr_scale = 1.0
   w = config.wave = base.ml_collections.ConfigDict()
   w.stft_sizes = (2048, 1024, 512, 256, 128)  # the multi-scale STFT loss (RAVE's scales)
+  # The Gaussian latent's regularizer, weighted by the kl.* schedule: 'kl' (a VAE) or 'mmd'
+  # (the MMD of the latent's samples to N(0, I): RAVE's Wasserstein-autoencoder option).
+  w.regularizer = "kl"
   w.representation_epochs = 100
   w.adversarial_epochs = 100
   config.kl.beta_end = 0.1  # RAVE's beta is small: the spectral terms dominate

@@ -272,3 +272,18 @@ def test_a_gaussian_model_has_no_codes(trained):
   model = jaxvae.load(trained[0])
   with pytest.raises(errors.ConfigError, match="codes need a codec"):
     model.encode_codes(np.zeros((1, 64), np.float32))
+
+
+def test_the_mmd_regularizer_tells_the_prior_from_a_shifted_latent(clips, cache_dir, tmp_path):
+  from jaxvae.losses import divergence
+
+  key = jax.random.PRNGKey(0)
+  normal = jax.random.normal(jax.random.PRNGKey(1), (512, 8))
+  assert abs(float(divergence.mmd_to_normal(normal, key))) < 0.01
+  assert float(divergence.mmd_to_normal(normal + 2.0, key)) > 0.2
+  overrides = _overrides(
+    clips, cache_dir, **{"wave.regularizer": "mmd", "wave.adversarial_epochs": "0"}
+  )
+  assert _cli(tmp_path / "mmd", overrides, config="wave_vae.py:tiny") == 0
+  rows = [r for r in open(tmp_path / "mmd" / "metrics.jsonl") if '"kind": "epoch"' in r]
+  assert '"train/mmd"' in rows[-1] and '"train/kl"' not in rows[-1]

@@ -35,3 +35,22 @@ def free_bits_kl(
   if free_bits > 0:
     return jnp.sum(jnp.maximum(dim_mean, free_bits)), reported
   return reported, reported
+
+
+def mmd_to_normal(z: jax.Array, key: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+  """Maximum mean discrepancy between latent vectors z [N, D] (weights [N], 1 by default) and
+  as many draws of N(0, I), with an inverse multiquadric kernel k(a, b) = C / (C + ||a - b||^2),
+  C = 2 D (the Wasserstein autoencoder's; RAVE's alternative to the KL): a scalar >= about 0."""
+  z = z.astype(jnp.float32)
+  n, d = z.shape
+  w = jnp.ones((n,), jnp.float32) if weights is None else weights.astype(jnp.float32)
+  w = w / jnp.maximum(jnp.sum(w), 1.0)
+  prior = jax.random.normal(key, z.shape)
+  c = 2.0 * d
+
+  def kernel(a, b):
+    sq = jnp.sum(a * a, -1)[:, None] - 2.0 * a @ b.T + jnp.sum(b * b, -1)[None, :]
+    return c / (c + jnp.maximum(sq, 0.0))
+
+  u = jnp.full((n,), 1.0 / n)
+  return w @ kernel(z, z) @ w + u @ kernel(prior, prior) @ u - 2.0 * w @ kernel(z, prior) @ u

@@ -274,7 +274,7 @@ class WaveVAE(nn.Module):
     mu, logvar = self.encode(y)
     if self.quantizer is None:
       z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape) if train else mu
-      return z, {"mu": mu, "logvar": logvar}
+      return z, {"mu": mu, "logvar": logvar, "z": z}
     out = self.quantizer(mu, train=train)
     keep = ("vq_loss", "perplexity", "code_counts", "levels_used")
     return out["quantized"].astype(jnp.float32), {k: out[k] for k in keep if k in out}

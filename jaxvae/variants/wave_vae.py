@@ -63,14 +63,24 @@ def build(model, spec, dtype: str = "float32"):
   return wave_lib.WaveVAE(model_config(model), jnp.dtype(dtype))
 
 
-def _terms(y, y_hat, terms, mask, kl_weight, config):
+def _terms(y, y_hat, terms, mask, kl_weight, config, key=None):
   """The spectral loss plus the bottleneck's: kl_weight x the KL per latent frame (summed over
-  its dimensions, averaged over frames), or a codec's quantizer loss."""
+  its dimensions, averaged over frames) or, with `wave.regularizer` 'mmd', kl_weight x the
+  MMD of the latent frames' samples to N(0, I) (RAVE's Wasserstein option; validation, which
+  has no key, scores the posterior means); or a codec's quantizer loss."""
   o = config.objective
   sizes = tuple(int(n) for n in config.wave.stft_sizes)
   loss, metrics = spectral.generator_terms(
     y, y_hat, mask, config.data.sr, o.mel_weight, o.stft_weight, sizes
   )
+  if "mu" in terms and str(config.wave.get("regularizer", "kl")) == "mmd":
+    mu = terms["mu"]
+    z = terms.get("z", mu).reshape(-1, mu.shape[-1])
+    frames = jnp.repeat(mask.astype(jnp.float32), mu.shape[1])
+    key = jax.random.PRNGKey(0) if key is None else key
+    mmd = divergence.mmd_to_normal(z, key, frames)
+    loss = loss + kl_weight * mmd
+    return loss, metrics | {"mmd": mmd, "kl_weight": jnp.asarray(kl_weight, jnp.float32)}
   if "mu" in terms:
     kl = divergence.gaussian_kl(terms["mu"], terms["logvar"])
     kl = reduce.masked_mean(jnp.mean(jnp.sum(kl, -1), -1), mask)
@@ -102,7 +112,9 @@ def generator_loss(model, gen_params, batch, key, step, *, kl_fn, config):
     method="autoencode",
     rngs={"vq": jax.random.fold_in(key, 1)},  # a codec's quantizer dropout
   )
-  loss, metrics = _terms(y, y_hat, terms, batch["mask"], kl_fn(step), config)
+  loss, metrics = _terms(
+    y, y_hat, terms, batch["mask"], kl_fn(step), config, jax.random.fold_in(key, 2)
+  )
   return loss, metrics, y, y_hat, batch["mask"]
 
 
@@ -157,6 +169,11 @@ def validate(config) -> None:
       f"config key 'data.seconds' is {d.seconds}: {clip} samples, shorter than one latent "
       f"frame ({cfg.hop} samples = model.bands x the product of model.ratios)"
     )
+  if str(config.wave.regularizer) not in REGULARIZERS:
+    raise ConfigError(
+      f"config key 'wave.regularizer' is {config.wave.regularizer!r}; expected one of "
+      f"{', '.join(REGULARIZERS)}"
+    )
   if cfg.bottleneck not in BOTTLENECKS:
     raise ConfigError(
       f"config key 'model.bottleneck' is {m.bottleneck!r}; expected one of {', '.join(BOTTLENECKS)}"
@@ -176,6 +193,7 @@ def validate(config) -> None:
 
 
 BOTTLENECKS = ("gaussian", "rvq", "fsq", "lfq")
+REGULARIZERS = ("kl", "mmd")
 
 
 def latent(config) -> str:
