@@ -250,6 +250,7 @@ def test_a_codec_decodes_at_every_bitrate_streams_and_exports(clips, cache_dir, 
     [k * 4 * SR / 16 / 1000 for k in (1, 2, 4)], abs=1e-3
   )
   assert len(metrics["codes"]["levels"]) == 4 and "prior" not in metrics
+  assert os.path.getsize(metrics["bitrates_png"]) > 1000
   assert "codebooks (" in capsys.readouterr().out
   assert _cli(workdir, overrides, mode="export", config="wave_vae.py:tiny") == 0
   folder = workdir / "export"

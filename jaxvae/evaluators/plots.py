@@ -240,6 +240,24 @@ def plot_spectrograms(
   return figures.finish(fig, path, return_array)
 
 
+def plot_bitrates(rows: Sequence[dict], path: str | None, return_array: bool = False):
+  """A codec's reconstruction against its bitrate: mel L1 (dB, lower is better) and SI-SDR (dB,
+  higher is better) per number of residual codebooks (`evaluators.waveform`'s rows)."""
+  kbps = [r["kbps"] for r in rows]
+  fig = figures.new_figure(8.0, 3.2)
+  for j, (key, label) in enumerate((("mel_l1_db", "mel L1 (dB)"), ("si_sdr_db", "SI-SDR (dB)"))):
+    ax = fig.add_subplot(1, 2, j + 1)
+    ax.plot(kbps, [r[key] for r in rows], "o-")
+    for r in rows:
+      ax.annotate(
+        str(r["codebooks"]), (r["kbps"], r[key]), textcoords="offset points", xytext=(3, 3)
+      )
+    ax.set_xlabel("kbps (codebooks used)")
+    ax.set_ylabel(label)
+  fig.tight_layout()
+  return figures.finish(fig, path, return_array)
+
+
 # ----------------------------------------------------------------------------------------------
 # TensorBoard projector
 # ----------------------------------------------------------------------------------------------

@@ -5,12 +5,14 @@ real-time factor of streaming decode at batch 1 (causal models)."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvae.evaluators import plots
 from jaxvae.evaluators import sample_quality
 from jaxvae.evaluators import vocoding
 from jaxvae.sampling.wave import WaveModel
@@ -74,6 +76,10 @@ class WaveQuality:
       out["codes"] = self._code_usage(model, waves)
       if model.cfg.bottleneck == "rvq":
         out["bitrates"] = self._bitrates(model, waves)
+        os.makedirs(self.out_dir, exist_ok=True)
+        out["bitrates_png"] = plots.plot_bitrates(
+          out["bitrates"], os.path.join(self.out_dir, "bitrates.png")
+        )
     else:
       frames = -(-waves.shape[-1] // model.hop)
       samples = model.sample(len(waves), frames, seed=int(self.job.config.seed))
