@@ -22,6 +22,7 @@ CONFIGS = {
   "vade": "vade.py:small",
   "puzzle_vqvae": "puzzle_vqvae.py:small",
   "vocoder": "vocoder.py:small",
+  "wave_vae": "wave_vae.py:small",
 }
 
 
@@ -45,15 +46,22 @@ def test_the_declaration_matches_the_model(name, stage):
   latent = variant.latent_kind(config)
   assert config.data.kind == variant.data_kind
   assert (latent == "mixture") == (hasattr(model, "sample_prior") and hasattr(model, "log_prior"))
-  assert (latent == "codes") == ("num_codes" in config.model)
+  # A quantized bottleneck: the puzzle VQ-VAE's model.quantizer, a codec's model.bottleneck.
+  m = config.model
+  assert (latent == "codes") == (m.get("quantizer", m.get("bottleneck", "gaussian")) != "gaussian")
   assert ("lyrics" in variant.outputs) == hasattr(model, "decode_lyrics")
   assert ("tokens" in variant.outputs) == (variant.data_kind == "midi")
-  assert ("waveform" in variant.outputs) == hasattr(model, "vocode")
+  assert ("waveform" in variant.outputs) == (
+    hasattr(model, "vocode") or hasattr(model, "decode_wave")
+  )
   assert ("waveform" in variant.outputs) == (config.data.feature == "waveform")
   if variant.data_kind == "audio" and variant.has_prior(config):
     assert hasattr(model, "encode") and hasattr(model, "decode")
   if name == "music_transformer":
     assert latent == ("none" if stage == "1" else "gaussian")
+  if name == "wave_vae":  # the same model as a codec declares codes
+    codec = load_config(CONFIGS[name], {"model.bottleneck": "rvq"})
+    assert variant.latent_kind(codec) == "codes" and not variant.has_prior(codec)
 
 
 def test_a_model_given_the_other_data_kind_names_the_key(tiny_overrides):
