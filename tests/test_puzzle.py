@@ -141,7 +141,12 @@ def test_the_api_docs_vq_block_runs(puzzle_run, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
   "quantizer",
   [
-    {"model.quantizer": "rvq", "model.num_quantizers": "3", "model.quantizer_dropout": "0.5"},
+    {
+      "model.quantizer": "rvq",
+      "model.num_quantizers": "3",
+      "model.quantizer_dropout": "0.5",
+      "model.kmeans_init": "True",
+    },
     {"model.quantizer": "fsq", "model.fsq_levels": "(5, 4, 3)"},
     {"model.quantizer": "lfq", "model.code_dim": "6"},
   ],
@@ -179,10 +184,10 @@ def test_other_quantizers_train_and_their_codes_decode(puzzle_run, tmp_path, qua
 
 def test_a_bad_quantizer_setting_is_one_line(capsys, puzzle_run, tmp_path):
   _, overrides = puzzle_run
-  bad = dict(overrides, **{"model.quantizer": "rvq", "model.kmeans_init": "True"})
+  bad = dict(overrides, **{"model.quantizer": "fsq", "model.kmeans_init": "True"})
   assert _cli(tmp_path, bad, config="puzzle_vqvae.py") == 1
   err = capsys.readouterr().err.strip().splitlines()
   assert err == [
-    "error: config key 'model.kmeans_init' is True with model.quantizer 'rvq'; the k-means "
-    "initialization fills the one codebook of 'vq'"
+    "error: config key 'model.kmeans_init' is True with model.quantizer 'fsq'; k-means fills "
+    "the codebooks of 'vq' and 'rvq' (without factorized codes)"
   ]

@@ -203,3 +203,20 @@ def test_ema_codebooks_with_restarts_are_the_same_on_four_devices_as_on_one(tmp_
   )
   assert done.returncode == 0, done.stderr[-2000:]
   assert done.stdout.startswith("same")
+
+
+def test_residual_kmeans_fills_each_level_from_what_the_last_left():
+  rng = np.random.default_rng(0)
+  centres = rng.standard_normal((4, 3)) * 4.0
+  z = (centres[rng.integers(0, 4, 600)] + 0.3 * rng.standard_normal((600, 3))).astype(np.float32)
+  books = vq.kmeans_init_residual(z, 4, 2, seed=0)
+  assert [b.shape for b in books] == [(4, 3), (4, 3)]
+  # The first level finds the clusters; the second codes what is left, near zero.
+  assert np.abs(books[1]).mean() < 0.5 < np.abs(books[0]).mean()
+  model = _rvq(num_quantizers=2, num_codes=4, dim=3)
+  v = model.init(jax.random.PRNGKey(0), jnp.asarray(z[:8]), train=False)
+  for i, book in enumerate(books):
+    v = vq.with_codebook(v, book, where=f"level_{i}")
+  np.testing.assert_allclose(v["params"]["level_1"]["codebook"], books[1])
+  error = float(jnp.mean(jnp.square(model.apply(v, jnp.asarray(z), train=False)["quantized"] - z)))
+  assert error < 0.1

@@ -275,6 +275,20 @@ def rotate_to(e: jax.Array, q: jax.Array) -> jax.Array:
 # Initialization from data.
 
 
+def kmeans_init_residual(
+  encoder_outputs, num_codes: int, levels: int, *, seed: int = 0, iters: int = 20
+) -> list[np.ndarray]:
+  """Codebooks for a residual stack: k-means on the vectors, then on what the nearest centers
+  leave, level by level (each [num_codes, D])."""
+  residual = np.asarray(encoder_outputs, np.float32)
+  books = []
+  for level in range(levels):
+    centers = kmeans_init(residual, num_codes, seed=seed + level, iters=iters)
+    books.append(centers)
+    residual = residual - centers[np.asarray(nearest_codes(residual, centers))]
+  return books
+
+
 def kmeans_init(
   encoder_outputs: np.ndarray, num_codes: int, *, iters: int = 20, seed: int = 0
 ) -> np.ndarray:
@@ -326,8 +340,10 @@ def _kmeans_plus_plus(x: jax.Array, key: jax.Array, num_codes: int) -> jax.Array
   return centers
 
 
-def with_codebook(variables, codebook):
-  """Returns `variables` with the (single) quantizer's codebook replaced by `codebook`.
+def with_codebook(variables, codebook, where: str | None = None):
+  """Returns `variables` with the (single) quantizer's codebook replaced by `codebook`; with
+  several quantizers (a residual stack), the one whose path holds the module name `where`
+  (e.g. 'level_1').
 
   Writes `params/.../codebook` (gradient-learned codebook) and, when present, the EMA state
   `vq_stats/.../codebook` together with `embed_sum = codebook * cluster_size`, so the next EMA
@@ -337,6 +353,8 @@ def with_codebook(variables, codebook):
   frozen = isinstance(variables, flax.core.FrozenDict)
   flat = traverse_util.flatten_dict(flax.core.unfreeze(variables))
   targets = [k for k in flat if k[-1] == "codebook" and k[0] in ("params", VQ_STATS)]
+  if where is not None:
+    targets = [k for k in targets if where in k]
   if not targets:
     raise ValueError("with_codebook: no 'codebook' in params or vq_stats")
   if len({k[1:-1] for k in targets}) > 1:

@@ -61,8 +61,12 @@ def data_init(state, model: vqvae.PuzzleVQVAE, batches, config):
     z, mask = multihost.to_host((encode(variables, b), b["mask"]))
     chunks.append(z[mask > 0].reshape(-1, model.code_dim))
   z = np.concatenate(chunks)
-  codebook = vq.kmeans_init(z, model.num_codes, seed=config.seed)
-  variables = vq.with_codebook(variables, codebook)
+  if model.quantizer == "rvq":  # residual k-means, one codebook per level
+    books = vq.kmeans_init_residual(z, model.num_codes, model.num_quantizers, seed=config.seed)
+    for i, book in enumerate(books):
+      variables = vq.with_codebook(variables, book, where=f"level_{i}")
+  else:
+    variables = vq.with_codebook(variables, vq.kmeans_init(z, model.num_codes, seed=config.seed))
   params = variables.pop("params")
   return state.replace(params=params, model_state=variables)
 
@@ -75,10 +79,13 @@ def validate(config) -> None:
       f"config key 'model.quantizer' is {kind!r}; expected one of "
       f"{', '.join(quantizers.QUANTIZERS)}"
     )
-  if m.get("kmeans_init", False) and kind != "vq":
+  if m.get("kmeans_init", False) and (
+    kind not in ("vq", "rvq") or kind == "rvq" and int(m.get("lookup_dim", 0))
+  ):
     raise ConfigError(
-      f"config key 'model.kmeans_init' is True with model.quantizer '{kind}'; the k-means "
-      "initialization fills the one codebook of 'vq'"
+      f"config key 'model.kmeans_init' is True with model.quantizer '{kind}'"
+      + (" and model.lookup_dim > 0" if kind == "rvq" else "")
+      + "; k-means fills the codebooks of 'vq' and 'rvq' (without factorized codes)"
     )
   if not 0.0 <= float(m.get("quantizer_dropout", 0.0)) <= 1.0:
     raise ConfigError(
