@@ -231,10 +231,13 @@ def train_one(name, config_file, args, overrides, out_dir) -> dict:
 
 def label_scores(label: str, m: dict) -> dict:
   """The table's columns for one label: k-means NMI / ARI, a diagonal GMM's NMI (restarts
-  chosen by likelihood) and the linear probe's accuracy."""
+  chosen by likelihood), a mixture prior's own clusters' NMI (VaDE) and the linear probe's
+  accuracy."""
   out = {f"nmi_{label}": m["nmi"], f"ari_{label}": m["ari"]}
   if "gmm" in m:
     out[f"gmmnmi_{label}"] = m["gmm"]["nmi"]
+  if "own" in m:  # a mixture prior's own assignments (VaDE's clusters)
+    out[f"ownnmi_{label}"] = m["own"]["nmi"]
   if "linear_probe" in m:
     out[f"probe_{label}"] = m["linear_probe"]["acc"]
   return out
@@ -348,6 +351,7 @@ def write_table(rows, out_dir) -> list[str]:
   cols = ["model", "parameters", "checkpoint_bytes", "steps", "data_epochs", "stopped"]
   cols += ["best_val", "wall_s"]
   cols += [f"{m}_{label}" for label in labels for m in ("nmi", "ari", "gmmnmi", "probe")]
+  cols += [c for c in (f"ownnmi_{label}" for label in labels) if any(c in r for r in trained)]
   cols += [c for c in (f"coherence_{label}" for label in labels) if any(c in r for r in trained)]
   cols += list(MEASURES)
   with open(os.path.join(out_dir, "comparison.csv"), "w", newline="") as f:
@@ -427,7 +431,7 @@ def run_all(args, out_dir: str, overrides: dict) -> list[dict]:
 
 
 # The scores summarized over seeds: higher is better for each.
-SCORE_PREFIXES = ("nmi_", "ari_", "gmmnmi_", "probe_", "coherence_")
+SCORE_PREFIXES = ("nmi_", "ari_", "gmmnmi_", "ownnmi_", "probe_", "coherence_")
 
 
 def summarize_seeds(per_seed: dict[int, list[dict]], out_dir: str) -> list[str]:

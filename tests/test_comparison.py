@@ -88,7 +88,8 @@ def test_several_seeds_are_summarized_by_median_and_worst(tmp_path):
   for seed, (nmi, steps, why) in enumerate(((0.2, 900, "patience"), (0.6, 2000, "max_steps"))):
     m = _metrics(10.0, 500.0, nmi)
     row = {"model": "conv", "steps": steps, "stopped": why, "_history": []}
-    row |= train_all.label_scores("genre", m["genre"] | {"gmm": {"nmi": nmi / 2}})
+    own = {"own": {"nmi": nmi + 0.1}}  # a mixture prior's own clusters
+    row |= train_all.label_scores("genre", m["genre"] | {"gmm": {"nmi": nmi / 2}} | own)
     row["_baseline"] = m["baseline_pca_kmeans"]
     per_seed[seed] = [row, {"model": "vade", "skipped": "no data"}]
   per_seed[2] = [dict(per_seed[1][0], nmi_genre=0.5)]
@@ -97,6 +98,7 @@ def test_several_seeds_are_summarized_by_median_and_worst(tmp_path):
   assert "| 3 | 900-2000 | 1 patience, 2 max_steps |" in conv
   assert "| 0.500 / 0.200 |" in conv  # nmi_genre: median 0.5, worst 0.2
   assert "| 0.300 / 0.100 |" in conv  # the GMM's NMI
+  assert "| 0.600 / 0.300 |" in conv  # its own clusters' NMI
   baseline = next(line for line in lines if line.startswith("| pca_kmeans_baseline"))
   assert "| 0.500 / 0.500 |" in baseline
   summary = json.loads((tmp_path / "summary.json").read_text())
