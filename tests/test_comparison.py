@@ -98,7 +98,7 @@ def test_several_seeds_are_summarized_by_median_and_worst(tmp_path):
   assert "| 3 | 900-2000 | 1 patience, 2 max_steps |" in conv
   assert "| 0.500 / 0.200 |" in conv  # nmi_genre: median 0.5, worst 0.2
   assert "| 0.300 / 0.100 |" in conv  # the GMM's NMI
-XX
+  assert "| 0.700 / 0.300 |" in conv  # its own clusters' NMI (seed 2 copies seed 1's)
   baseline = next(line for line in lines if line.startswith("| pca_kmeans_baseline"))
   assert "| 0.500 / 0.500 |" in baseline
   summary = json.loads((tmp_path / "summary.json").read_text())
