@@ -93,12 +93,12 @@ def _wait_killed(proc, point, n):
   assert proc.returncode == -9, f"{point}:{n} did not kill the run:\n{err[-3000:]}"
 
 
-def _train_args(workdir, overrides):
+def _train_args(workdir, overrides, config="conv_vae.py:small"):
   return [
     sys.executable,
     "-m",
     "jaxvae.main",
-    "--config=configs/conv_vae.py:small",
+    f"--config=configs/{config}",
     f"--workdir={workdir}",
     "--no_progress",
   ] + [f"--config.{k}={v}" for k, v in overrides.items()]

@@ -3,19 +3,18 @@ Griffin-Lim cannot, its adversarial stage, a resume inside that stage, and its u
 audio models (mismatched features refused in one line, NaN or silence in)."""
 
 import os
-import subprocess
-import sys
 
 import jax
 import librosa
 import numpy as np
 import pytest
 import soundfile as sf
+from test_faults import _killed
+from test_faults import _train_args
 from test_faults import assert_same_checkpoints
 from test_train import _cli
 from test_train import _params
 
-from conftest import ROOT
 from conftest import load_config
 from jaxvae import errors
 from jaxvae.audio import features
@@ -126,15 +125,7 @@ def test_a_resume_inside_the_adversarial_stage_is_bitwise(two_clips, cache_dir, 
   )
   reference, resumed = tmp_path / "reference", tmp_path / "resumed"
   assert _cli(reference, overrides, config="vocoder.py:tiny") == 0
-  os.environ["JAXVAE_FAULT"] = "checkpoint.issued:3"
-  try:
-    args = [sys.executable, "-m", "jaxvae.main", "--config=configs/vocoder.py:tiny"]
-    args += [f"--workdir={resumed}", "--no_progress"]
-    args += [f"--config.{k}={v}" for k, v in overrides.items()]
-    killed = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
-  finally:
-    del os.environ["JAXVAE_FAULT"]
-  assert killed.returncode == -9, killed.stderr[-2000:]
+  _killed(_train_args(resumed, overrides, "vocoder.py:tiny"), "checkpoint.issued", 3)
   assert _cli(resumed, overrides, config="vocoder.py:tiny") == 0
   assert_same_checkpoints(resumed, reference)  # opt_state: opt_gen, opt_disc and ema_gen
   step, state = _params(str(reference), "checkpoints")

@@ -3,18 +3,17 @@ adversarial one), a resume across the switch, streaming decode equal to offline 
 state constant over a long stream, its eval, and its API."""
 
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 import soundfile as sf
+from test_faults import _killed
+from test_faults import _train_args
 from test_faults import assert_same_checkpoints
 from test_train import _cli
 from test_train import _params
 
-from conftest import ROOT
 from jaxvae import errors
 
 SR = 22050
@@ -82,15 +81,7 @@ def test_a_resume_across_the_phase_switch_is_bitwise(clips, cache_dir, tmp_path,
   at step 2), the same command resumes and ends bitwise as the uninterrupted run."""
   reference, overrides = trained
   resumed = tmp_path / "resumed"
-  os.environ["JAXVAE_FAULT"] = "checkpoint.issued:3"
-  try:
-    args = [sys.executable, "-m", "jaxvae.main", "--config=configs/wave_vae.py:tiny"]
-    args += [f"--workdir={resumed}", "--no_progress"]
-    args += [f"--config.{k}={v}" for k, v in overrides.items()]
-    killed = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
-  finally:
-    del os.environ["JAXVAE_FAULT"]
-  assert killed.returncode == -9, killed.stderr[-2000:]
+  _killed(_train_args(resumed, overrides, "wave_vae.py:tiny"), "checkpoint.issued", 3)
   assert _cli(resumed, overrides, config="wave_vae.py:tiny") == 0
   assert_same_checkpoints(str(resumed), reference)
   assert _params(str(resumed), "checkpoints")[0] == 4

@@ -296,3 +296,44 @@ class LFQ(nn.Module):
     codes = jnp.asarray(codes, jnp.int32)[..., None]
     bits = (codes >> jnp.arange(self.dim, dtype=jnp.int32)) & 1
     return jnp.where(bits > 0, 1.0, -1.0)
+
+
+def make(kind: str, *, dim: int, num_codes: int = 1024, **settings) -> nn.Module | None:
+  """The quantizer `kind` ('vq', 'rvq', 'fsq', 'lfq'; None for 'gaussian', no quantizer) for
+  vectors of `dim` dimensions. `settings` may hold any of: commitment_cost, use_ema,
+  ema_decay, ema_eps, init_scale, dead_code_threshold, rotation_trick (codebooks),
+  num_quantizers, quantizer_dropout, lookup_dim (rvq), fsq_levels (fsq; dim must be their
+  count), lfq_entropy_weight (lfq), dtype; each quantizer takes what applies to it."""
+  get = settings.get
+  codebook = {
+    k: settings[k]
+    for k in ("commitment_cost", "use_ema", "ema_decay", "init_scale", "dead_code_threshold")
+    if k in settings
+  }
+  codebook |= {"rotation_trick": bool(get("rotation_trick", False))}
+  dtype = get("dtype", jnp.float32)
+  if kind == "gaussian":
+    return None
+  if kind == "rvq":
+    return ResidualVQ(
+      num_quantizers=int(get("num_quantizers", 8)),
+      num_codes=num_codes,
+      dim=dim,
+      dropout=float(get("quantizer_dropout", 0.0)),
+      lookup_dim=int(get("lookup_dim", 0)),
+      dtype=dtype,
+      **codebook,
+    )
+  if kind == "fsq":
+    return FSQ(tuple(get("fsq_levels", (8, 5, 5, 5))), dtype=dtype)
+  if kind == "lfq":
+    return LFQ(
+      dim,
+      commitment_cost=float(get("commitment_cost", 0.25)),
+      entropy_weight=float(get("lfq_entropy_weight", 0.1)),
+      dtype=dtype,
+    )
+  if kind == "vq":
+    extra = {"ema_eps": settings["ema_eps"]} if "ema_eps" in settings else {}
+    return VectorQuantizer(num_codes=num_codes, code_dim=dim, dtype=dtype, **codebook, **extra)
+  raise ValueError(f"quantizer kind {kind!r}: expected gaussian or one of {', '.join(QUANTIZERS)}")

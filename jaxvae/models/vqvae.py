@@ -39,7 +39,6 @@ import numpy as np
 
 from jaxvae.models import layers
 from jaxvae.models import quantizers
-from jaxvae.models.vq import VectorQuantizer
 
 # PyTorch BatchNorm2d defaults: running = 0.9 * running + 0.1 * batch, eps 1e-5. (PyTorch keeps
 # the unbiased batch variance in its running estimate, flax the biased one: a factor n/(n-1)
@@ -154,33 +153,10 @@ class PuzzleVQVAE(nn.Module):
     self.decoder = Decoder(self.dec_channels, self.dtype, self.conv_transpose)
 
   def _quantizer(self) -> nn.Module:
-    if self.quantizer == "rvq":
-      return quantizers.ResidualVQ(
-        num_quantizers=self.num_quantizers,
-        num_codes=self.num_codes,
-        dim=self.code_dim,
-        dropout=self.quantizer_dropout,
-        lookup_dim=self.lookup_dim,
-        commitment_cost=self.commitment_cost,
-        use_ema=self.use_ema,
-        ema_decay=self.ema_decay,
-        dead_code_threshold=self.dead_code_threshold,
-        rotation_trick=self.rotation_trick,
-        init_scale=self.init_scale,
-        dtype=self.dtype,
-      )
-    if self.quantizer == "fsq":
-      return quantizers.FSQ(tuple(self.fsq_levels), dtype=self.dtype)
-    if self.quantizer == "lfq":
-      return quantizers.LFQ(
-        self.code_dim,
-        commitment_cost=self.commitment_cost,
-        entropy_weight=self.lfq_entropy_weight,
-        dtype=self.dtype,
-      )
-    return VectorQuantizer(
+    return quantizers.make(
+      self.quantizer,
+      dim=self.latent_dim,
       num_codes=self.num_codes,
-      code_dim=self.code_dim,
       commitment_cost=self.commitment_cost,
       use_ema=self.use_ema,
       ema_decay=self.ema_decay,
@@ -188,6 +164,11 @@ class PuzzleVQVAE(nn.Module):
       init_scale=self.init_scale,
       dead_code_threshold=self.dead_code_threshold,
       rotation_trick=self.rotation_trick,
+      num_quantizers=self.num_quantizers,
+      quantizer_dropout=self.quantizer_dropout,
+      lookup_dim=self.lookup_dim,
+      fsq_levels=tuple(self.fsq_levels),
+      lfq_entropy_weight=self.lfq_entropy_weight,
       dtype=self.dtype,
     )
 

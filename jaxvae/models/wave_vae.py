@@ -208,20 +208,16 @@ class Autoencoder(nn.Module):
 
 def make_quantizer(cfg: WaveVAEConfig):
   """The codec's quantizer, or None for the Gaussian bottleneck."""
-  if cfg.bottleneck == "rvq":
-    return quantizers.ResidualVQ(
-      num_quantizers=cfg.num_quantizers,
-      num_codes=cfg.num_codes,
-      dim=cfg.latent_dim,
-      dropout=cfg.quantizer_dropout,
-      lookup_dim=cfg.lookup_dim,
-      commitment_cost=cfg.commitment_cost,
-    )
-  if cfg.bottleneck == "fsq":
-    return quantizers.FSQ(tuple(cfg.fsq_levels))
-  if cfg.bottleneck == "lfq":
-    return quantizers.LFQ(cfg.latent_dim, commitment_cost=cfg.commitment_cost)
-  return None
+  return quantizers.make(
+    cfg.bottleneck,
+    dim=cfg.latent_dim,
+    num_codes=cfg.num_codes,
+    commitment_cost=cfg.commitment_cost,
+    num_quantizers=cfg.num_quantizers,
+    quantizer_dropout=cfg.quantizer_dropout,
+    lookup_dim=cfg.lookup_dim,
+    fsq_levels=tuple(cfg.fsq_levels),
+  )
 
 
 class WaveVAE(nn.Module):

@@ -51,10 +51,7 @@ def model_config(m) -> wave_lib.WaveVAEConfig:
     dilations=tuple(int(d) for d in m.dilations),
     causal=bool(m.causal),
     pqmf_overlap=int(m.pqmf_overlap),
-    periods=tuple(int(p) for p in m.periods),
-    period_channels=tuple(int(c) for c in m.period_channels),
-    resolutions=tuple(int(n) for n in m.resolutions),
-    resolution_channels=int(m.resolution_channels),
+    **waveform_gan.discriminator_settings(m),
   )
 
 

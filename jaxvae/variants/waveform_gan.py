@@ -123,6 +123,16 @@ def _keep_frozen(new_state, old_state, frozen: tuple[str, ...]):
   return jax.tree_util.tree_map_with_path(pick, new_state, old_state)
 
 
+def discriminator_settings(m) -> dict:
+  """The discriminators' shapes from a `model` config group (the vocoder's keys)."""
+  return {
+    "periods": tuple(int(p) for p in m.periods),
+    "period_channels": tuple(int(c) for c in m.period_channels),
+    "resolutions": tuple(int(n) for n in m.resolutions),
+    "resolution_channels": int(m.resolution_channels),
+  }
+
+
 def make_optimizer(config, default, ema: bool = False) -> SideOptimizers:
   """The trainer's optimizer for the generator, the same scaled by `objective.disc_lr_scale`
   for the discriminators; with `ema`, an EMA of the generator's weights too."""
