@@ -134,6 +134,9 @@ class ResidualBlock(nn.Module):
     return x, new
 
 
+LOGVAR_START = -6.0  # sigma ~0.05 at initialization
+
+
 class Encoder(nn.Module):
   cfg: WaveVAEConfig
 
@@ -152,7 +155,9 @@ class Encoder(nn.Module):
       x, _ = Conv(cfg.latent_dim, 3, causal=cfg.causal)(nn.leaky_relu(x, 0.2))
       return x, None
     x, _ = Conv(2 * cfg.latent_dim, 3, causal=cfg.causal)(nn.leaky_relu(x, 0.2))
-    return x[..., : cfg.latent_dim], x[..., cfg.latent_dim :]
+    # The log-variance starts near LOGVAR_START, not 0: with unit noise on small initial
+    # means the decoder learns from the noise and the posterior collapses (BUILD_NOTES.md).
+    return x[..., : cfg.latent_dim], x[..., cfg.latent_dim :] + LOGVAR_START
 
 
 class Decoder(nn.Module):
