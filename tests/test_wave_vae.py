@@ -280,3 +280,12 @@ def test_the_mmd_regularizer_tells_the_prior_from_a_shifted_latent():
   normal = jax.random.normal(jax.random.PRNGKey(1), (512, 8))
   assert abs(float(divergence.mmd_to_normal(normal, key))) < 0.01
   assert float(divergence.mmd_to_normal(normal + 2.0, key)) > 0.2
+
+
+def test_the_two_sided_step_refuses_float16_and_an_unknown_gan_loss_in_one_line():
+  from conftest import load_config
+
+  with pytest.raises(errors.ConfigError, match="'dtype' is 'float16'"):
+    load_config("wave_vae.py:tiny", {"dtype": "float16"})
+  with pytest.raises(errors.ConfigError, match="'objective.gan_loss' is 'lsgan'; expected one of"):
+    load_config("wave_vae.py:tiny", {"objective.gan_loss": "lsgan"})

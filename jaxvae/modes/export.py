@@ -205,31 +205,37 @@ def _wave_functions(model, b) -> tuple[dict, dict]:
     "bottleneck": cfg.bottleneck,
   }
   if cfg.causal:
-    zero = model.init_stream(1)
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(zero)
-    names = [
-      "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path) for path, _ in leaves
-    ]
-    specs = [jax.ShapeDtypeStruct((b, *x.shape[1:]) if x.ndim else (), x.dtype) for _, x in leaves]
-    chunk_spec = jax.ShapeDtypeStruct((b, STREAM_CHUNK, *z_spec.shape[2:]), z_spec.dtype)
-
-    def step(z, *state):
-      cache = jax.tree_util.tree_unflatten(treedef, state)
-      out, cache = apply(vectors(z), cache, key, method="stream_decode")
-      return (out, *jax.tree_util.tree_leaves(cache))
-
-    functions["stream_step"] = Function(
-      step, (chunk_spec, *specs), [z_name, *names], ["audio", *names]
+    functions["stream_step"], meta["stream"] = _stream_function(
+      model, lambda z, cache: apply(vectors(z), cache, key, method="stream_decode"), z_spec, z_name
     )
-    meta["stream"] = {
-      "chunk_frames": STREAM_CHUNK,
-      "latency_samples": cfg.latency,
-      "state": [
-        {"name": n, "shape": [_dim(d) for d in s.shape], "dtype": str(np.dtype(s.dtype))}
-        for n, s in zip(names, specs)
-      ],
-    }
   return functions, meta
+
+
+def _stream_function(model, decode_chunk, z_spec, z_name: str) -> tuple[Function, dict]:
+  """The one-frame streaming step `(z, *state) -> (audio, *state)` of a causal waveform
+  model (`decode_chunk(z, cache) -> (audio, cache)`), and export.json's `stream` entry: the
+  state's leaves, named by their paths, with their shapes and dtypes (zeros to start)."""
+  (b,) = z_spec.shape[:1]
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(model.init_stream(1))
+  names = [
+    "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path) for path, _ in leaves
+  ]
+  specs = [jax.ShapeDtypeStruct((b, *x.shape[1:]) if x.ndim else (), x.dtype) for _, x in leaves]
+  chunk_spec = jax.ShapeDtypeStruct((b, STREAM_CHUNK, *z_spec.shape[2:]), z_spec.dtype)
+
+  def step(z, *state):
+    out, cache = decode_chunk(z, jax.tree_util.tree_unflatten(treedef, state))
+    return (out, *jax.tree_util.tree_leaves(cache))
+
+  meta = {
+    "chunk_frames": STREAM_CHUNK,
+    "latency_samples": model.cfg.latency,
+    "state": [
+      {"name": n, "shape": [_dim(d) for d in s.shape], "dtype": str(np.dtype(s.dtype))}
+      for n, s in zip(names, specs)
+    ],
+  }
+  return Function(step, (chunk_spec, *specs), [z_name, *names], ["audio", *names]), meta
 
 
 class _NoSpec:

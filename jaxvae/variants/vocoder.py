@@ -34,7 +34,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxvae.errors import ConfigError
-from jaxvae.losses import adversarial
 from jaxvae.losses import reduce
 from jaxvae.losses import spectral
 from jaxvae.models import vocoder as vocoder_lib
@@ -226,16 +225,7 @@ def validate(config) -> None:
       f"config key 'vocoder.segment_frames' is {v.segment_frames} ({_segment(config)} samples "
       f"at hop {d.hop_length}), longer than the clips (data.seconds {d.seconds}: {clip} samples)"
     )
-  if str(config.objective.gan_loss) not in adversarial.GAN_LOSSES:
-    raise ConfigError(
-      f"config key 'objective.gan_loss' is {config.objective.gan_loss!r}; expected one of "
-      f"{', '.join(adversarial.GAN_LOSSES)}"
-    )
-  if config.dtype == "float16":
-    raise ConfigError(
-      "config key 'dtype' is 'float16', which the vocoder's two-optimizer step does not "
-      "support; use bfloat16 or float32"
-    )
+  waveform_gan.validate(config)
 
 
 VARIANT = Variant(

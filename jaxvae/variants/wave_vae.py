@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxvae.errors import ConfigError
-from jaxvae.losses import adversarial
 from jaxvae.losses import divergence
 from jaxvae.losses import reduce
 from jaxvae.losses import spectral
@@ -182,11 +181,7 @@ def validate(config) -> None:
     )
   if cfg.bands < 2 or cfg.bands & (cfg.bands - 1):
     raise ConfigError(f"config key 'model.bands' is {m.bands}; expected a power of 2 >= 2")
-  if str(config.objective.gan_loss) not in adversarial.GAN_LOSSES:
-    raise ConfigError(
-      f"config key 'objective.gan_loss' is {config.objective.gan_loss!r}; expected one of "
-      f"{', '.join(adversarial.GAN_LOSSES)}"
-    )
+  waveform_gan.validate(config)
 
 
 BOTTLENECKS = ("gaussian", "rvq", "fsq", "lfq")

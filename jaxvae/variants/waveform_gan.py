@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxvae.errors import ConfigError
 from jaxvae.losses import adversarial
 from jaxvae.variants.base import SideOptimizers
 
@@ -77,39 +78,48 @@ def make_train_step(
     opt["opt_gen"] = new_opt_gen
     params = {"generator": optax.apply_updates(gen, updates), "discriminator": dis}
     if "ema_gen" in opt:
-      # Warmed up as TensorFlow's ExponentialMovingAverage with num_updates: early on the
-      # average follows the weights instead of remembering the random start.
-      t = state.step.astype(jnp.float32)
-      decay = jnp.minimum(float(ema_decay), (1.0 + t) / (10.0 + t))
-      opt["ema_gen"] = jax.tree.map(
-        lambda e, p: decay * e + (1.0 - decay) * p, opt["ema_gen"], params["generator"]
-      )
+      opt["ema_gen"] = _ema(opt["ema_gen"], params["generator"], state.step, ema_decay)
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(g_grads))
     if adversarial_stage:
       fake = jax.lax.stop_gradient(y_hat)
-
-      def discriminator_loss(d_params):
-        real_outs, fake_outs = disc(d_params, y), disc(d_params, fake)
-        loss_d = adversarial.discriminator_loss(real_outs, fake_outs, mask, kind)
-        logits = (adversarial.mean_logit(real_outs, mask), adversarial.mean_logit(fake_outs, mask))
-        return loss_d, logits
-
-      (loss_d, (d_real, d_fake)), d_grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
-        dis
+      params["discriminator"], opt["opt_disc"], d_metrics = _discriminator_update(
+        txs["discriminator"], disc, dis, opt["opt_disc"], (y, fake, mask), kind
       )
-      updates, opt["opt_disc"] = txs["discriminator"].update(
-        d_grads, opt["opt_disc"], dis, value=loss_d
-      )
-      params["discriminator"] = optax.apply_updates(dis, updates)
-      metrics |= {
-        "loss_d": loss_d,
-        "grad_norm_d": optax.tree.norm(d_grads),
-        "d_real": d_real,
-        "d_fake": d_fake,
-      }
+      metrics |= d_metrics
     return state.replace(step=state.step + 1, params=params, opt_state=opt), metrics
 
   return train_step
+
+
+def _ema(average, params, step, ema_decay: float):
+  """The generator's moving average after `step`, warmed up as TensorFlow's
+  ExponentialMovingAverage with num_updates: early on it follows the weights instead of
+  remembering the random start."""
+  t = step.astype(jnp.float32)
+  decay = jnp.minimum(float(ema_decay), (1.0 + t) / (10.0 + t))
+  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, average, params)
+
+
+def _discriminator_update(tx, disc, params, opt_state, batch, kind: str):
+  """One discriminator step on real and (stopped) generated waveforms `batch` = (y, fake,
+  mask): (new params, new optimizer state, metrics)."""
+  y, fake, mask = batch
+
+  def discriminator_loss(d_params):
+    real_outs, fake_outs = disc(d_params, y), disc(d_params, fake)
+    loss_d = adversarial.discriminator_loss(real_outs, fake_outs, mask, kind)
+    logits = (adversarial.mean_logit(real_outs, mask), adversarial.mean_logit(fake_outs, mask))
+    return loss_d, logits
+
+  (loss_d, (d_real, d_fake)), grads = jax.value_and_grad(discriminator_loss, has_aux=True)(params)
+  updates, opt_state = tx.update(grads, opt_state, params, value=loss_d)
+  metrics = {
+    "loss_d": loss_d,
+    "grad_norm_d": optax.tree.norm(grads),
+    "d_real": d_real,
+    "d_fake": d_fake,
+  }
+  return optax.apply_updates(params, updates), opt_state, metrics
 
 
 def _keep_frozen(new_state, old_state, frozen: tuple[str, ...]):
@@ -121,6 +131,21 @@ def _keep_frozen(new_state, old_state, frozen: tuple[str, ...]):
     return old if keys & set(frozen) else new
 
   return jax.tree_util.tree_map_with_path(pick, new_state, old_state)
+
+
+def validate(config) -> None:
+  """The keys this step reads: `objective.gan_loss`, and a dtype it supports (no float16:
+  its two optimizers have no dynamic loss scaling)."""
+  if str(config.objective.gan_loss) not in adversarial.GAN_LOSSES:
+    raise ConfigError(
+      f"config key 'objective.gan_loss' is {config.objective.gan_loss!r}; expected one of "
+      f"{', '.join(adversarial.GAN_LOSSES)}"
+    )
+  if config.dtype == "float16":
+    raise ConfigError(
+      "config key 'dtype' is 'float16', which the two-optimizer waveform step does not "
+      "support; use bfloat16 or float32"
+    )
 
 
 def discriminator_settings(m) -> dict:
