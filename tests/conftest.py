@@ -1,6 +1,8 @@
-"""Shared fixtures. Every test process sees 4 CPU devices, so the trainer's data-parallel path
-(batch sharded over a `data` mesh axis) is what the smoke tests exercise; tests that need one
-device build a 1-device mesh (`train.num_devices=1`)."""
+"""Shared fixtures. Every test process sees 4 CPU devices; the tiny runs (`TINY`) train on a
+1-device mesh (`train.num_devices=1`: a 4-device step compiles ~25 % slower, and the suite is
+mostly compiling), and the tests of the data-parallel path (batch sharded over a `data` mesh
+axis: test_multidevice.py, test_train.py's four-devices-match-one, test_vq_multidevice.py, the
+quantizers' and puzzle's multi-device tests) ask for their devices themselves."""
 
 import os
 
@@ -39,6 +41,7 @@ TINY = {
   "data.demo.clips_per_class": "2",
   "data.val_fraction": "0.25",
   "train.batch_size": "8",
+  "train.num_devices": "1",
   "train.epochs": "2",
   # Epochs of the data, not the :small presets' step budget (50-step epochs, 2,000 steps).
   "train.eval_every_steps": "0",

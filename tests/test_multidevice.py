@@ -79,7 +79,7 @@ def _free_port():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_overrides):
-  overrides = dict(tiny_overrides, **SGD)
+  overrides = dict(tiny_overrides, **SGD, **{"train.num_devices": "0"})  # every device
   eight = tmp_path_factory.mktemp("eight_devices")
   multi = tmp_path_factory.mktemp("two_processes")
   port = _free_port()

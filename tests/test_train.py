@@ -249,7 +249,8 @@ def test_clear_refuses_a_foreign_folder(tmp_path, tiny_overrides, capsys):
 
 def test_batch_that_does_not_divide_over_devices(tmp_path, tiny_overrides, capsys):
   assert jax.device_count() == 4
-  assert _cli(tmp_path, dict(tiny_overrides, **{"train.batch_size": "6"})) == 1
+  overrides = dict(tiny_overrides, **{"train.batch_size": "6", "train.num_devices": "0"})
+  assert _cli(tmp_path, overrides) == 1
   assert "does not divide over 4 devices" in capsys.readouterr().err
 
 
