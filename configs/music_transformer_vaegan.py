@@ -1,4 +1,4 @@
-"""Seed-001 symbolic Transformer-VAE-GAN on MIDI event tokens (774-id vocabulary).
+"""Seed-001 symbolic Transformer-VAE-GAN on MIDI tokens (the seed's 774 event ids or MidiTok's).
 
 Progressive training, each stage in its own workdir, initialized from the previous one:
 
@@ -32,6 +32,21 @@ data.layout=maestro. Presets: '' (the original's size: d_model 256, 4 layers, 4 
 with overlap 128), quick_test, speed_test (seq 2048, sliding attention), high_quality,
 small (2-core CPU).
 
+Tokenization (data.midi.tokenizer): 'events' (the seed's 774 ids, the default), or MidiTok's
+'remi', 'tsd', 'midi_like' with data.midi.miditok.* (beat_res positions per beat,
+num_velocities, tempos / num_tempos, programs, drums) and, with data.midi.vocab_size > the base
+vocabulary, a BPE vocabulary (data.midi.vocab_model=Unigram for Unigram) learned on the training
+split:
+
+  python -m jaxvae.main --config=configs/music_transformer_vaegan.py:small \
+      --workdir=/tmp/remi --config.stage=2 --config.data.midi.tokenizer=remi \
+      --config.data.midi.vocab_size=1000 --config.data.midi.window_start=bar
+
+model.vocab_size = 0 follows the tokenizer. data.midi.window_start=bar starts windows on bar
+lines (MusicVAE). The store and the run keep the trained vocabulary; a workdir resumed, evaluated
+or initialized from with another tokenizer is one clear error. experiments/compare_tokenizers.py
+compares them on the same music.
+
 Augmentation: extra copies of each training piece (validation is never augmented), each one
 transformation of the original, as Music Transformer does: transposed by -2, -1, +1, +2
 semitones (data.midi.transpose), time-stretched by 0.95 and 1.05 (data.midi.tempo_stretch;
@@ -48,7 +63,7 @@ def get_config(arg=None):
   config.stage = 1
   config.model.name = "music_transformer"
   config.model.stage = config.get_ref("stage")
-  config.model.vocab_size = 774
+  config.model.vocab_size = 0  # the tokenizer's: 774 for data.midi.tokenizer=events
   config.model.d_model = 256
   config.model.num_layers = 4
   config.model.num_heads = 4

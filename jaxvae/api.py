@@ -44,7 +44,6 @@ from jaxvae.sampling import prior
 from jaxvae.sampling import tokens as tokens_lib
 from jaxvae.sampling import vocoder as vocoder_lib
 from jaxvae.sampling import wave as wave_lib
-from jaxvae.symbolic import midi
 from jaxvae.training import builder
 from jaxvae.training import checkpoint
 from jaxvae.training import writer as writer_lib
@@ -92,6 +91,7 @@ def load(workdir: str, which: str = "best", vocoder=None):
     input_shape=tuple(data["shape"]),
     labels={k: tuple(v) for k, v in data["label_values"].items()},
     lyrics_dim=data["lyrics_dim"] if "lyrics_dim" in data else dataset_lib.lyrics_dim(config),
+    tokenizer=writer_lib.run_tokenizer(workdir) if variant.data_kind == "midi" else None,
   )
   example = spec.example_batch(config.train.batch_size)
   compiled = builder.build(config, spec, example, steps_per_epoch=1, total_steps=1)
@@ -749,12 +749,18 @@ class MidiModel(Model):
     """The latent width (stages 2 and 3), None for the plain language model."""
     return self.module.cfg.latent_dim if self.module.cfg.is_vae else None
 
+  @property
+  def tokenizer(self):
+    """The run's tokenizer (`jaxvae.symbolic.tokenizers`: `encode`, `decode`, `vocab_size`,
+    `record`), trained vocabulary included."""
+    return self.spec.tokenizer
+
   def tokens(self, midi_file) -> np.ndarray:
     """A MIDI file (path or `pretty_midi.PrettyMIDI`) -> its int32 windows `[n, seq_len]`,
     framed as the run's token store frames them (START + tokens + END, PAD-filled)."""
     self._source("midi_file", midi_file)
     try:
-      return interpolate_lib.file_windows(midi_file, self.config)
+      return interpolate_lib.file_windows(midi_file, self.config, self.tokenizer)
     except errors.MidiError as e:
       raise errors.DataError(str(e)) from None
 
@@ -878,7 +884,7 @@ class MidiModel(Model):
     """A new piece as `pretty_midi.PrettyMIDI` (one for each row of a `[B, latent_dim]` `z`:
     a list). Arguments as `generate_tokens`, which checks them."""
     rows = self.generate_tokens(n_tokens, temperature, top_k, top_p, seed, z)
-    pieces = [midi.decode(row) for row in rows]
+    pieces = [self.tokenizer.decode(row) for row in rows]
     return pieces if z is not None and np.ndim(z) == 2 else pieces[0]
 
   def encode_tokens(self, windows) -> tuple[np.ndarray, np.ndarray]:
@@ -919,10 +925,12 @@ class MidiModel(Model):
     )
     return self.generate(seed=seed, z=z, **sampling)
 
-  def nll(self, midi_file, samples: int = 1, seed: int = 0) -> float:
-    """Nats per token of a piece (all its windows). Stage 1: the exact negative
-    log-likelihood. Stages 2-3: the negative ELBO (reconstruction NLL with z drawn from the
-    posterior, `samples` draws averaged, plus each window's KL), an upper bound of it."""
+  def nll(self, midi_file, samples: int = 1, seed: int = 0, per: str = "token") -> float:
+    """Nats per token (`per='note'`: per note, which compares across tokenizations) of a piece
+    (all its windows). Stage 1: the exact negative log-likelihood. Stages 2-3: the negative
+    ELBO (reconstruction NLL with z drawn from the posterior, `samples` draws averaged, plus
+    each window's KL), an upper bound of it."""
+    per = _choice("per", per, ("token", "note"))
     samples = _count("samples", samples)
     seed = _seed("seed", seed, span=samples)
     windows = self._windows(midi_file, "midi_file")
@@ -946,4 +954,9 @@ class MidiModel(Model):
     for k in range(samples if vae else 1):
       nll, kl, count = fn(self.variables, jnp.asarray(windows), jax.random.PRNGKey(seed + k))
       total.append((float(nll) + float(kl)) / max(float(count), 1.0))
+    if per == "note":
+      notes = int(self.tokenizer.onsets_per_id()[windows[:, 1:]].sum())
+      if not notes:
+        raise errors.DataError("midi_file holds no note: its NLL per note is undefined")
+      return float(np.mean(total)) * float(count) / notes
     return float(np.mean(total))

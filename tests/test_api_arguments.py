@@ -22,12 +22,14 @@ import jaxvae
 from jaxvae import api
 from jaxvae import errors
 from jaxvae.data.spec import DataSpec
+from jaxvae.symbolic import tokenizers
 from jaxvae.variants import registry
 
 FEATURES = (32, 87)  # the short run's features
 LABELS = {"genre": ("pop", "rock", "jazz"), "language": ("en", "es")}
 # Settings of the data shared by the audio models below (the short run's).
 DATA = {k: v for k, v in TINY.items() if k.startswith("data.")}
+EVENTS = tokenizers.make({"kind": "events"})
 MIDI = {
   "data.midi.seq_len": "48",
   "model.d_model": "32",
@@ -75,7 +77,9 @@ def models(short_run, tiny_overrides):
       DataSpec((32, 32), {"word": ("yes", "no")}),
       {"min": 0.0, "max": 1.0},
     ),
-    "midi": _unweighted(api.MidiModel, "music_transformer_vaegan.py:small", MIDI, DataSpec((48,))),
+    "midi": _unweighted(
+      api.MidiModel, "music_transformer_vaegan.py:small", MIDI, DataSpec((48,), tokenizer=EVENTS)
+    ),
   }
 
 
@@ -388,6 +392,7 @@ ROWS += [Row("midi", "nll", "midi_file", {"midi_file": np.full((1, 48), 10**4)})
 ROWS += [Row("midi", "nll", "samples", {"midi_file": WINDOWS, "samples": v}) for v in BAD_COUNTS]
 ROWS += [Row("midi", "nll", "seed", {"midi_file": WINDOWS, "seed": v}) for v in (0.5, None, 2**63)]
 ROWS += [Row("midi", "nll", "seed", {"midi_file": WINDOWS, "seed": 2**63 - 2, "samples": 3})]
+ROWS += [Row("midi", "nll", "per", {"midi_file": WINDOWS, "per": v}) for v in ("bar", None, 1)]
 
 
 def _call(models, row: Row):

@@ -268,6 +268,13 @@ def test_midi_api_and_export(stages, midi_folder, tmp_path):
   meta = export.write(mt, str(out))
   assert meta["files"] == ["step.jax_export", "sampler.jax_export", "encoder.jax_export"]
   assert meta["kind"] == "tokens" and meta["sampler"]["length"] == 25
+  # The vocabulary travels with the model: the record rebuilds the run's tokenizer.
+  from jaxvae.symbolic import tokenizers
+
+  saved = json.load(open(out / "export.json"))["tokenizer"]
+  assert (
+    saved["fingerprint"] == mt.tokenizer.fingerprint == tokenizers.make(saved["record"]).fingerprint
+  )
   key = np.asarray(jax.random.split(jax.random.PRNGKey(5))[0])  # generate_tokens' own split
   windows = mt.tokens(b)
   np.savez(tmp_path / "inputs.npz", windows=windows, z=z, key=key)

@@ -107,21 +107,23 @@ def test_note_scores_match_identical_and_shifted_pieces():
   the same notes an octave up, 0; an empty estimate, 0; an empty reference, None."""
   from jaxvae.evaluators import notes
   from jaxvae.symbolic import midi
+  from jaxvae.symbolic import tokenizers
 
+  tok = tokenizers.make({"kind": "events"})
   pm = pretty_midi.PrettyMIDI()
   inst = pretty_midi.Instrument(program=0)
   for i, pitch in enumerate((60, 64, 67, 72)):
     inst.notes.append(pretty_midi.Note(80, pitch, 0.5 * i, 0.5 * i + 0.4))
   pm.instruments.append(inst)
   row = midi.windows(midi.encode(pm), 64)[0]
-  assert notes.note_scores(row, row) == pytest.approx(
+  assert notes.note_scores(row, row, tok) == pytest.approx(
     {
       k: 1.0
       for k in ("precision", "recall", "f1", "precision_offset", "recall_offset", "f1_offset")
     }
   )
   up = midi.windows(midi.transpose(midi.encode(pm), 12), 64)[0]
-  assert notes.note_scores(row, up)["f1"] == 0.0
+  assert notes.note_scores(row, up, tok)["f1"] == 0.0
   empty = midi.windows(np.zeros((0,), np.int32), 64)[0]
-  assert notes.note_scores(row, empty)["recall"] == 0.0
-  assert notes.note_scores(empty, row) is None
+  assert notes.note_scores(row, empty, tok)["recall"] == 0.0
+  assert notes.note_scores(empty, row, tok) is None

@@ -156,6 +156,20 @@ def midi_data() -> ml_collections.ConfigDict:
   c.velocity_copies = 1  # how many velocity-jittered copies (when velocity_jitter > 0)
   c.augment_seed = 0  # seeds the velocity jitter (builds are reproducible)
   c.chorales = 350  # data.layout 'chorales': how many of music21's Bach chorales
+  # The tokenization (jaxvae/symbolic/tokenizers.py): 'events' (the seed's 774 ids) or MidiTok's
+  # 'remi', 'tsd', 'midi_like' with the settings below; vocab_size > 0 learns a BPE (or
+  # vocab_model 'Unigram') vocabulary of that many ids on the training split (MidiTok only).
+  c.tokenizer = "events"
+  c.vocab_size = 0
+  c.vocab_model = "BPE"
+  c.window_start = "any"  # 'bar': windows after a piece's first start on a bar (MusicVAE)
+  c.miditok = ml_collections.ConfigDict()
+  c.miditok.beat_res = 8  # positions per beat (notes up to 4 beats; half as many up to 12)
+  c.miditok.num_velocities = 32
+  c.miditok.tempos = True  # Tempo tokens (num_tempos bins over 40-250 BPM)
+  c.miditok.num_tempos = 32
+  c.miditok.programs = True  # False: every melodic track played by one piano
+  c.miditok.drums = True  # False: drum tracks are left out
   return c
 
 

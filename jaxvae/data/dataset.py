@@ -19,6 +19,7 @@ from jaxvae.data import pipeline
 from jaxvae.data import store as store_lib
 from jaxvae.data import tokens
 from jaxvae.data.spec import DataSpec
+from jaxvae.symbolic import tokenizers
 
 
 def open_store(config, *, progress: bool = True) -> store_lib.Store:
@@ -58,6 +59,7 @@ def spec_of(store: store_lib.Store, lyrics=None) -> DataSpec:
     input_shape=store.shape,
     labels={k: tuple(v) for k, v in store.label_values.items()},
     lyrics_dim=lyrics.dim if lyrics is not None else 0,
+    tokenizer=getattr(store, "tokenizer", None),
   )
 
 
@@ -66,7 +68,9 @@ def spec_from_config(config) -> DataSpec:
   `--mode=summary` before the data is there)."""
   d = config.data
   if d.kind == "midi":  # token windows; labels matter only to conditional audio models
-    return DataSpec(input_shape=(d.midi.seq_len,), labels={})
+    return DataSpec(
+      input_shape=(d.midi.seq_len,), labels={}, tokenizer=tokenizers.from_config(d.midi)
+    )
   n_samples = int(round(d.seconds * d.sr))
   frames = 1 + n_samples // d.hop_length  # centered frames, as librosa
   rows = d.n_mfcc if d.feature == "mfcc" else d.n_mels

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -14,11 +15,18 @@ class DataSpec:
   input_shape: (n_mels, frames) of `batch['x']`.
   labels: label column name -> its values (the index is the class id in `label_<name>`).
   lyrics_dim: width of `batch['lyrics']`, or 0 when the store has no lyrics embeddings.
+  tokenizer: token windows' tokenizer (`jaxvae.symbolic.tokenizers`), None for features;
+    `vocab_size` its ids (what a token model's embedding and output are sized by).
   """
 
   input_shape: tuple[int, int]
   labels: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
   lyrics_dim: int = 0
+  tokenizer: Any = None
+
+  @property
+  def vocab_size(self) -> int:
+    return self.tokenizer.vocab_size if self.tokenizer is not None else 0
 
   def example_batch(self, batch_size: int = 2) -> dict[str, np.ndarray]:
     """A batch of zeros with this spec's keys and shapes (to initialize or build a model

@@ -1,16 +1,22 @@
-"""Symbolic data: MIDI files -> event tokens (jaxvae.symbolic.midi) -> fixed windows in a
-token store.
+"""Symbolic data: MIDI files -> token ids (a `jaxvae.symbolic.tokenizers` tokenizer: the seed's
+events or MidiTok's REMI / TSD / MIDI-Like, with a vocabulary learned on the training split when
+`data.midi.vocab_size` asks for one) -> fixed windows in a token store.
 
 Like the feature store, a token store is a folder keyed by a hash of the tokenizer settings
 and the file list: `tokens.npy` (int32 [N, seq_len], PAD-filled) and `manifest.json` (one row
 per window: piece, window index, split, augmentation, labels; every bad MIDI file with its
-reason). Layouts: `folder` (.mid/.midi searched recursively, sub-folder names as labels),
+reason; `tokenizer`: the tokenizer's record, trained vocabulary included, and its fingerprint,
+which every run of the store records and is checked against). `data.midi.window_start=bar`
+starts every window after a piece's first on a bar line (MusicVAE's windows).
+
+Layouts: `folder` (.mid/.midi searched recursively, sub-folder names as labels),
 `maestro` (the csv's midi_filename and split), `chorales` (music21's bundled Bach chorales,
 converted once into the cache: the built-in corpus).
 
 Augmentation adds whole copies of each *training* piece (validation pieces are never
-augmented), each copy one transformation of the original, recorded in its rows' `augment`
-(null for the original): `{"transpose": s}` for each of `data.midi.transpose`,
+augmented), each copy one transformation of the original made before it is tokenized (the
+events tokenizer moves its own tokens, MidiTok's the notes it reads), recorded in its rows'
+`augment` (null for the original): `{"transpose": s}` for each of `data.midi.transpose`,
 `{"tempo_stretch": f}` for each of `data.midi.tempo_stretch` (f > 1 is slower;
 `midi.stretch_tempo`), and `data.midi.velocity_copies` copies `{"velocity_jitter": j, "copy":
 k}` when `data.midi.velocity_jitter` = j > 0 (every VELOCITY token moved by up to j bins;
@@ -21,6 +27,7 @@ build is reproducible and independent of file order).
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import json
 import logging
@@ -38,9 +45,11 @@ from jaxvae.data import readers
 from jaxvae.data import store as store_lib
 from jaxvae.errors import ConfigError
 from jaxvae.symbolic import midi
+from jaxvae.symbolic import tokenizers
 
 MIDI_EXTENSIONS = (".mid", ".midi")
-TOKEN_STORE_VERSION = 2
+WINDOW_STARTS = ("any", "bar")
+TOKEN_STORE_VERSION = 3
 
 
 def ensure_chorales(cache_dir: str, limit: int) -> str:
@@ -131,15 +140,20 @@ def token_params(config) -> dict:
         f"config key 'data.midi.{key}' is {m[key]!r}; expected an integer "
         f">= {int(key == 'velocity_copies')}"
       )
+  if m.window_start not in WINDOW_STARTS:
+    raise ConfigError(
+      f"config key 'data.midi.window_start' is {m.window_start!r}; expected one of {WINDOW_STARTS}"
+    )
   return {
     "seq_len": m.seq_len,
     "overlap": m.overlap,
+    "window_start": m.window_start,
     "transpose": list(m.transpose),
     "tempo_stretch": stretch,
     "velocity_jitter": m.velocity_jitter,
     "velocity_copies": m.velocity_copies if m.velocity_jitter else 0,
     "augment_seed": m.augment_seed,
-    "vocab": midi.DEFAULT.size,
+    "tokenizer": tokenizers.settings(m),
     "split": {"val_fraction": d.val_fraction, "seed": d.split_seed},
     "version": TOKEN_STORE_VERSION,
   }
@@ -156,40 +170,71 @@ def build(config, *, progress: bool = True):
   return open_store(path)
 
 
-def _augmented(tokens, clip_id, params):
-  """(record, tokens) of each augmented copy of a training piece (see the module doc)."""
-  for shift in params["transpose"]:
-    yield {"transpose": shift}, midi.transpose(tokens, shift)
-  for factor in params["tempo_stretch"]:
-    yield {"tempo_stretch": factor}, midi.stretch_tempo(tokens, factor)
+def augments(clip_id: str, params) -> list[tuple[dict | None, np.random.Generator | None]]:
+  """(record, rng) of the original (None) and of each augmented copy of a training piece (see
+  the module doc); the velocity jitter's rng is seeded by the piece and the copy."""
+  out = [(None, None)]
+  out += [({"transpose": shift}, None) for shift in params["transpose"]]
+  out += [({"tempo_stretch": factor}, None) for factor in params["tempo_stretch"]]
   for k in range(params["velocity_copies"]):
     rng = np.random.default_rng([params["augment_seed"], zlib.crc32(clip_id.encode()), k])
-    yield (
-      {"velocity_jitter": params["velocity_jitter"], "copy": k},
-      midi.jitter_velocity(tokens, rng, params["velocity_jitter"]),
+    out.append(({"velocity_jitter": params["velocity_jitter"], "copy": k}, rng))
+  return out
+
+
+def piece_windows(encoded: tokenizers.Encoded, params) -> np.ndarray:
+  """int32 [n, seq_len]: an encoded piece framed and cut as the store cuts it."""
+  bars = encoded.bars if params.get("window_start") == "bar" else None
+  return tokenizers.windows(encoded.ids, params["seq_len"], params["overlap"], bars)
+
+
+def trained_tokenizer(config, items, params) -> tokenizers.Tokenizer:
+  """The store's tokenizer: its vocabulary learned on the training split's files when
+  `data.midi.vocab_size` asks for one (files MidiTok cannot read are left to the build to
+  count)."""
+  tok = tokenizers.make(params["tokenizer"])
+  if params["tokenizer"].get("vocab_size"):
+    d = config.data
+    train = [
+      it.path for it in items if listing.split_of(it, d.val_fraction, d.split_seed) == "train"
+    ]
+    readable = []
+    for path in train:
+      try:
+        tok.encode(path)
+        readable.append(path)
+      except errors.MidiError:
+        pass
+    if not readable:
+      raise errors.DataError(
+        f"no readable training MIDI file to learn a vocabulary on ({len(train)})"
+      )
+    logging.info(
+      "learning a %s vocabulary of %d ids on %d files",
+      params["tokenizer"]["vocab_model"],
+      params["tokenizer"]["vocab_size"],
+      len(readable),
     )
-
-
-def _windows_of(tokens, split, params, clip_id):
-  """The piece's windows, plus augmented copies for training pieces."""
-  copies = [(None, tokens)]
-  if split == "train":
-    copies += list(_augmented(tokens, clip_id, params))
-  return [(record, midi.windows(t, params["seq_len"], params["overlap"])) for record, t in copies]
+    tok.train(readable)
+  return tok
 
 
 def _write(config, items, params, key, path, progress) -> None:
+  tok = trained_tokenizer(config, items, params)
   rows, bad, arrays = [], [], []
   for item in tqdm.tqdm(items, desc="tokenize", unit="file", disable=not progress):
+    split = listing.split_of(item, config.data.val_fraction, config.data.split_seed)
+    copies = augments(item.clip_id, params) if split == "train" else [(None, None)]
     try:
-      tokens = midi.encode(item.path)
+      piece = tok.load(item.path)
+      pieces = [(record, tok.encode(piece, record, rng)) for record, rng in copies]
     except errors.MidiError as e:
       bad.append(
         {"path": item.path, "clip_id": item.clip_id, "reason": e.reason, "action": "skipped"}
       )
       continue
-    split = listing.split_of(item, config.data.val_fraction, config.data.split_seed)
-    for record, win in _windows_of(tokens, split, params, item.clip_id):
+    for record, encoded in pieces:
+      win = piece_windows(encoded, params)
       arrays.append(win)
       rows += [
         {
@@ -214,6 +259,7 @@ def _write(config, items, params, key, path, progress) -> None:
       "version": TOKEN_STORE_VERSION,
       "key": key,
       "params": params,
+      "tokenizer": {"record": tok.record, "fingerprint": tok.fingerprint},
       "examples": rows,
       "bad": bad,
       "label_values": store_lib.label_values(rows),
@@ -231,11 +277,23 @@ def _write(config, items, params, key, path, progress) -> None:
 
 
 class TokenStore(store_lib.Store):
-  """A token store: `features` are the int32 token windows [N, seq_len]."""
+  """A token store: `features` are the int32 token windows [N, seq_len]; `tokenizer` the
+  tokenizer that made them (trained vocabulary included)."""
+
+  @functools.cached_property
+  def tokenizer(self) -> tokenizers.Tokenizer:
+    return tokenizers.make(tokenizer_record(self.manifest))
 
   def example(self, j: int, normalize: str) -> dict[str, np.ndarray]:
     del normalize  # token ids are not normalized
     return {"tokens": np.asarray(self.features[j], np.int32), "mask": np.float32(1.0)}
+
+
+def tokenizer_record(manifest_or_data: dict) -> dict:
+  """The tokenizer record a token store's manifest (or a run file's `data`) holds; stores and
+  runs from before tokenizers were chosen used the events."""
+  found = manifest_or_data.get("tokenizer")
+  return found["record"] if found else {"kind": "events", "vocab": midi.DEFAULT.size}
 
 
 def open_store(path: str) -> TokenStore:

@@ -1,7 +1,9 @@
 """Token models in `--mode=eval`: validation token NLL and perplexity, and the statistics of
 `eval.num_generated` generated pieces (`generate.num_tokens` each, from the prior in VAE
-stages) against those of the validation windows (`jaxvae.symbolic.stats`). The pieces are
-written as `<out_dir>/samples/sample_XX.mid`."""
+stages) against those of the validation windows (`jaxvae.symbolic.stats`), both decoded by the
+run's tokenizer (ids a generated piece holds that do not decode are counted). The NLL is also
+given per note, which compares across tokenizations. The pieces are written as
+`<out_dir>/samples/sample_XX.mid`."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from jaxvae.evaluators import notes
 from jaxvae.evaluators.validation import Validation
 from jaxvae.sampling import tokens
 from jaxvae.symbolic import stats as music_stats
+from jaxvae.symbolic.tokenizers import PAD
 
 
 def data_windows(job) -> np.ndarray:
@@ -22,9 +25,26 @@ def data_windows(job) -> np.ndarray:
   return np.asarray(job.store.features[np.asarray(keep, np.int64)])
 
 
+def per_note(nll_per_token: float, windows: np.ndarray, tokenizer) -> dict[str, float]:
+  """NLL in nats per note (comparable across tokenizations, unlike per token): the mean NLL per
+  target token times the windows' target tokens per note (targets: every id after the first
+  that is not PAD, as the loss counts them; notes: the onsets those ids hold)."""
+  targets = np.asarray(windows)[:, 1:]
+  n_tokens = int(np.count_nonzero(targets != PAD))
+  n_notes = int(tokenizer.onsets_per_id()[targets[targets != PAD]].sum())
+  if not n_notes:
+    return {"tokens_per_note": None, "nll_per_note": None}
+  return {
+    "tokens_per_note": n_tokens / n_notes,
+    "nll_per_note": float(nll_per_token) * n_tokens / n_notes,
+  }
+
+
 def tensorboard_scalars(music: dict) -> dict[str, float]:
   """The scalar part of `MusicStatistics.run`'s result, named for TensorBoard (`eval/...`)."""
-  out = {f"eval/val_{k}": music["val"][k] for k in ("nll", "ppl", "accuracy") if k in music["val"]}
+  val = music["val"]
+  keys = ("nll", "ppl", "accuracy", "nll_per_note")
+  out = {f"eval/val_{k}": val[k] for k in keys if val.get(k) is not None}
   for name in ("generated", "data"):
     out |= {
       f"eval/{name}_{k}": v
@@ -53,8 +73,12 @@ class MusicStatistics:
     n = config.eval.num_generated
     val = Validation(job).run(state)
     val["ppl"] = float(np.exp(val["nll"]))  # of the mean NLL, not a mean of per-batch ppl
+    tok = job.spec.tokenizer
+    data = data_windows(job)
+    val |= per_note(val["nll"], data, tok)
     generated = tokens.sample(job, state, config, n, config.seed)
-    files = tokens.write_midi(generated, os.path.join(self.out_dir, "samples"))
+    files = tokens.write_midi(generated, os.path.join(self.out_dir, "samples"), tok)
+    pieces, skipped = tokens.decode_all(tok, generated)
     g = config.generate
     extra = {}
     if job.model.cfg.is_vae:  # stages 2-3: reconstructions at the note level
@@ -65,8 +89,10 @@ class MusicStatistics:
       "step": int(state.step),
       **extra,
       "val": val,
-      **music_stats.compare(list(generated), list(data_windows(job))),
+      **music_stats.compare(pieces, tokens.decode_all(tok, data)[0]),
       "generation": {
+        "tokenizer": tok.describe(),
+        "undecodable_tokens": skipped,
         "num_generated": n,
         "num_tokens": g.num_tokens,
         "latent": "prior" if job.model.cfg.is_vae else "none",
@@ -93,7 +119,10 @@ def _fmt(v) -> str:
 
 def _summary(results: dict) -> str:
   val, gen, data, dist = (results[k] for k in ("val", "generated", "data", "distance"))
-  lines = [f"val: nll {val['nll']:.4f}  ppl {val['ppl']:.2f}  accuracy {_fmt(val.get('accuracy'))}"]
+  lines = [
+    f"val: nll {val['nll']:.4f}  ppl {val['ppl']:.2f}  accuracy {_fmt(val.get('accuracy'))}  "
+    f"nll per note {_fmt(val.get('nll_per_note'))}"
+  ]
   lines.append(
     f"generated ({gen['pieces']} pieces, {gen['empty']} empty) vs data "
     f"({data['pieces']} validation windows):"

@@ -11,13 +11,17 @@ import jax
 import numpy as np
 
 from jaxvae.sampling import tokens as tokens_lib
-from jaxvae.symbolic import midi
 
 
-def notes_of(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def notes_of(window: np.ndarray, tokenizer) -> tuple[np.ndarray, np.ndarray]:
   """(intervals [N, 2] in seconds, pitches [N] in Hz) of a token row's non-drum notes with a
+  positive duration, decoded by `tokenizer`."""
+  return piece_notes(tokenizer.decode(window))
+
+
+def piece_notes(pm) -> tuple[np.ndarray, np.ndarray]:
+  """(intervals [N, 2] in seconds, pitches [N] in Hz) of a piece's non-drum notes with a
   positive duration."""
-  pm = midi.decode(window)
   notes = [n for inst in pm.instruments if not inst.is_drum for n in inst.notes if n.end > n.start]
   if not notes:
     return np.zeros((0, 2)), np.zeros((0,))
@@ -26,15 +30,19 @@ def notes_of(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return intervals, pitches
 
 
-def note_scores(reference: np.ndarray, estimate: np.ndarray) -> dict[str, float] | None:
+def note_scores(reference: np.ndarray, estimate: np.ndarray, tokenizer) -> dict[str, float] | None:
   """mir_eval's onset-only and onset+offset P/R/F1 of two token rows; None when the
   reference has no notes."""
-  from mir_eval import transcription
-
-  ref_i, ref_p = notes_of(reference)
+  ref_i, ref_p = notes_of(reference, tokenizer)
   if not len(ref_p):
     return None
-  est_i, est_p = notes_of(estimate)
+  return interval_scores(ref_i, ref_p, *notes_of(estimate, tokenizer))
+
+
+def interval_scores(ref_i, ref_p, est_i, est_p) -> dict[str, float]:
+  """mir_eval's onset-only and onset+offset P/R/F1 of (intervals, pitches in Hz) pairs."""
+  from mir_eval import transcription
+
   if not len(est_p):
     return {
       k: 0.0
@@ -77,7 +85,8 @@ def evaluate(job, state, windows: np.ndarray, limit: int) -> dict:
   conditions."""
   windows = np.asarray(windows[:limit], np.int32)
   decoded = reconstruct(job, state, windows)
-  rows = [s for s in (note_scores(w, d) for w, d in zip(windows, decoded)) if s is not None]
+  tok = job.spec.tokenizer
+  rows = [s for s in (note_scores(w, d, tok) for w, d in zip(windows, decoded)) if s is not None]
   out = {
     "windows": len(rows),
     "decoding": "greedy from the posterior mean, first token given",

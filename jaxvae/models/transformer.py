@@ -75,7 +75,7 @@ _NEG = -1e30  # finite, so a fully masked row gives a uniform softmax rather tha
 class TransformerConfig:
   """Hyperparameters; `config.model` fields of the same names override these defaults."""
 
-  vocab_size: int = 774
+  vocab_size: int = 774  # config 0: the data's tokenizer's (DataSpec.vocab_size)
   d_model: int = 256
   num_layers: int = 4
   num_heads: int = 4
@@ -115,6 +115,16 @@ def config_from(model_config, spec=None) -> TransformerConfig:
     if field.name in model_config:
       value = model_config[field.name]
       values[field.name] = tuple(value) if field.name == "disc_scales" else value
+  tokens = getattr(spec, "vocab_size", 0)
+  if tokens and values.get("vocab_size", 0) in (0, tokens):
+    values["vocab_size"] = tokens  # model.vocab_size 0: the data's tokenizer decides
+  elif not tokens and values.get("vocab_size") == 0:
+    del values["vocab_size"]  # no data yet (a config check): the events' size stands in
+  elif tokens:
+    raise ValueError(
+      f"config key 'model.vocab_size' is {values['vocab_size']}, but the data's tokenizer "
+      f"({spec.tokenizer.describe()}) has {tokens} ids; set model.vocab_size=0 to follow it"
+    )
   cfg = TransformerConfig(**values)
   if cfg.latent_span <= 0:
     shape = getattr(spec, "input_shape", None)

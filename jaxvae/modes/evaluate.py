@@ -23,6 +23,7 @@ from jaxvae.training import writer as writer_lib
 def run(config, workdir: str, args) -> int:
   del args
   job = builder.setup(config)
+  writer_lib.check_tokenizer(workdir, job.store, "the workdir")
   state, _ = checkpoint.restore(workdir, job.state)
   builder.check_outputs(job, state)
   out_dir = os.path.join(workdir, "eval")

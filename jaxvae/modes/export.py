@@ -24,7 +24,9 @@ What is exported, by family (each function's inputs and outputs are listed in
   one KV-cached decoding step (the cache starts as zeros of the shapes in `export.json`),
   and `sampler(prompt [B, 1][, z], key, temperature, top_p) -> tokens [B, length]`, the whole
   KV-cached nucleus/top-k sampling loop (`key`: a raw uint32[2] `jax.random.PRNGKey`);
-  stages 2-3 add `encoder(tokens [B, seq_len]) -> (mu, logvar)`.
+  stages 2-3 add `encoder(tokens [B, seq_len]) -> (mu, logvar)`. `export.json`'s `tokenizer`
+  is the run's vocabulary (kind, settings, a learned BPE/Unigram vocabulary; for MidiTok its
+  own tokenizer file under `record.miditok`) and its fingerprint.
 
 Exported for the platform of this process plus the CPU. With `--onnx` each function is also
 converted to ONNX with jax2onnx (optional: `pip install onnx onnx-ir onnxruntime` and
@@ -53,7 +55,7 @@ from jaxvae.sampling import prior
 from jaxvae.sampling import tokens as tokens_lib
 from jaxvae.sampling import vocoder as vocoder_lib
 from jaxvae.sampling import wave as wave_lib
-from jaxvae.symbolic import midi
+from jaxvae.symbolic import tokenizers
 from jaxvae.training import builder
 
 FORMAT_VERSION = 2
@@ -439,7 +441,10 @@ def _midi_functions(model, b) -> tuple[dict, dict]:
     "seq_len": int(model.config.data.midi.seq_len),
     "latent_dim": model.latent_dim,
     "vocab_size": int(cfg.vocab_size),
-    "tokens": {"pad": midi.PAD, "start": midi.START, "end": midi.END},
+    "tokens": {"pad": tokenizers.PAD, "start": tokenizers.START, "end": tokenizers.END},
+    # The vocabulary travels with the model: `tokenizers.make(record)` rebuilds it; a MidiTok
+    # record's "miditok" entry is MidiTok's own tokenizer file (REMI(params=...) loads it).
+    "tokenizer": {"fingerprint": model.tokenizer.fingerprint, "record": model.tokenizer.record},
     "sampler": {"length": length, "prompt_length": 1, "top_k": int(g.top_k)},
     "cache": [
       {"name": n, "shape": [_dim(d) for d in s.shape], "dtype": str(np.dtype(s.dtype))}

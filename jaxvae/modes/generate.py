@@ -27,6 +27,7 @@ from jaxvae.sampling import tokens
 from jaxvae.sampling import vocoder as vocoder_lib
 from jaxvae.training import builder
 from jaxvae.training import checkpoint
+from jaxvae.training import writer as writer_lib
 from jaxvae.variants import registry
 
 
@@ -80,8 +81,10 @@ def run(config, workdir: str, args) -> int:
   if variant.data_kind == "audio" and (interpolate is not None or args.attribute is not None):
     return _audio_latent_tools(config, workdir, args)
   if interpolate is not None:  # a missing or broken file is reported before any model work
-    paths, windows = interpolate_lib.read_inputs(interpolate, config)
+    tokenizer = writer_lib.run_tokenizer(workdir)
+    paths, windows = interpolate_lib.read_inputs(interpolate, config, tokenizer)
   job = builder.setup(config)
+  writer_lib.check_tokenizer(workdir, job.store, "the workdir")
   if interpolate is not None:
     interpolate_lib.check_latent(job, config)
   state, _ = checkpoint.restore(workdir, job.state)
@@ -101,7 +104,8 @@ def run(config, workdir: str, args) -> int:
         f"to {out_dir}"
       )
       return 0
-    files = tokens.write_midi(tokens.sample(job, state, config, num_samples, seed), out_dir)
+    sampled = tokens.sample(job, state, config, num_samples, seed)
+    files = tokens.write_midi(sampled, out_dir, job.spec.tokenizer)
     print(f"wrote {len(files)} MIDI files to {out_dir}")
     return 0
   vocoder = vocoder_lib.for_config(config) if config.data.feature == "mel" else None

@@ -11,17 +11,16 @@ import numpy as np
 
 from jaxvae import errors
 from jaxvae import workdir as workdir_lib
+from jaxvae.data import tokens as tokens_data
 from jaxvae.errors import ConfigError
 from jaxvae.sampling import tokens
-from jaxvae.symbolic import midi
 from jaxvae.variants import registry
 
 
-def file_windows(source, config) -> np.ndarray:
-  """int32 [n, seq_len]: a MIDI file's (path or PrettyMIDI) windows, framed as in the token
-  store. Raises MidiError naming the file."""
-  m = config.data.midi
-  return midi.windows(midi.encode(source), m.seq_len, m.overlap)
+def file_windows(source, config, tokenizer) -> np.ndarray:
+  """int32 [n, seq_len]: a MIDI file's (path or PrettyMIDI) windows by the run's `tokenizer`,
+  framed and cut as in the token store. Raises MidiError naming the file."""
+  return tokens_data.piece_windows(tokenizer.encode(source), tokens_data.token_params(config))
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -45,10 +44,10 @@ def interpolation_path(a: np.ndarray, b: np.ndarray, steps: int, method: str) ->
   return slerp(a, b, t) if method == "slerp" else ((1 - t) * a + t * b).astype(np.float32)
 
 
-def _first_windows(paths: list[str], config) -> np.ndarray:
+def _first_windows(paths: list[str], config, tokenizer) -> np.ndarray:
   """int32 [len(paths), seq_len]: each file's first window, framed as in the token store."""
   try:
-    return np.stack([file_windows(p, config)[0] for p in paths])
+    return np.stack([file_windows(p, config, tokenizer)[0] for p in paths])
   except errors.MidiError as e:
     raise ConfigError(f"--interpolate: {e}") from None
 
@@ -61,7 +60,7 @@ def check_latent(job, config) -> None:
     )
 
 
-def read_inputs(interpolate: str, config) -> tuple[list[str], np.ndarray]:
+def read_inputs(interpolate: str, config, tokenizer) -> tuple[list[str], np.ndarray]:
   """The two files of `--interpolate` and their first windows, read before any model work
   (a missing or broken file is a one-line error)."""
   if registry.get(config.model.name).data_kind != "midi":
@@ -72,7 +71,7 @@ def read_inputs(interpolate: str, config) -> tuple[list[str], np.ndarray]:
   paths = [p.strip() for p in interpolate.split(",")]
   if len(paths) != 2 or not all(paths):
     raise ConfigError(f"--interpolate={interpolate!r}: expected two MIDI files, 'a.mid,b.mid'")
-  return paths, _first_windows(paths, config)
+  return paths, _first_windows(paths, config, tokenizer)
 
 
 def write_interpolation(
@@ -83,7 +82,8 @@ def write_interpolation(
   steps = config.generate.interpolation_steps
   z_ends = np.asarray(tokens.encode(job.model, {"params": state.params}, windows))
   z = interpolation_path(z_ends[0], z_ends[1], steps, "lerp")
-  files = tokens.write_midi(tokens.sample(job, state, config, steps, seed, z=z), out_dir, "interp")
+  sampled = tokens.sample(job, state, config, steps, seed, z=z)
+  files = tokens.write_midi(sampled, out_dir, job.spec.tokenizer, "interp")
   g = config.generate
   record = {
     "a": paths[0],

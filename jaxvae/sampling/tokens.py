@@ -6,6 +6,7 @@ with a key/value cache (one token per loop step), the config's sampling settings
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 import jax
@@ -13,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae.models.transformer import MusicTransformer
-from jaxvae.symbolic import midi
 from jaxvae.symbolic.midi import PAD
 from jaxvae.symbolic.midi import START
 
@@ -107,15 +107,15 @@ def generate(
 
   prompt: int [P] or [B, P] (default: START). z: [B, latent_dim] for VAE modes (default: a
   draw from the prior N(0, I)); must be None for mode 'transformer'.
-  Returns int32 [B, P + num_tokens]: the prompt, then the sampled ids. `midi.decode` stops
-  at the first END; ids after it are meaningless.
+  Returns int32 [B, P + num_tokens]: the prompt, then the sampled ids. A tokenizer's `decode`
+  stops at the first END; ids after it are meaningless.
   """
   cfg = model.cfg
   prompt = np.full((1, 1), START, np.int32) if prompt is None else np.asarray(prompt, np.int32)
   prompt = np.broadcast_to(np.atleast_2d(prompt), (batch_size, np.atleast_2d(prompt).shape[1]))
   length = prompt.shape[1] + num_tokens
   if prompt.shape[1] == 0:
-    raise ValueError("the prompt is empty; start it with midi.START")
+    raise ValueError("the prompt is empty; start it with START (id 1)")
   if length > cfg.max_len:
     raise ValueError(f"prompt + num_tokens = {length} exceeds model.max_len = {cfg.max_len}")
   rng, z_rng = jax.random.split(rng)
@@ -159,13 +159,30 @@ def sample(job, state, config, num_samples: int, seed: int, z=None) -> np.ndarra
   )
 
 
-def write_midi(tokens: np.ndarray, out_dir: str, prefix: str = "sample") -> list[str]:
-  """Each token row -> `out_dir/<prefix>_XX.mid` and its tokens as `.npy`."""
+def decode_all(tokenizer, rows) -> tuple[list, int]:
+  """(each token row decoded to `pretty_midi.PrettyMIDI`, how many ids in all could not be
+  decoded and were skipped: a generated sequence may break the tokenization's grammar)."""
+  pieces, skipped = [], 0
+  for row in rows:
+    piece, n = tokenizer.decode_counted(row)
+    pieces.append(piece)
+    skipped += n
+  return pieces, skipped
+
+
+def write_midi(tokens: np.ndarray, out_dir: str, tokenizer, prefix: str = "sample") -> list[str]:
+  """Each token row -> `out_dir/<prefix>_XX.mid` (decoded by the run's `tokenizer`) and its
+  tokens as `.npy`; ids that do not decode are skipped, counted in the log."""
   os.makedirs(out_dir, exist_ok=True)
+  pieces, skipped = decode_all(tokenizer, tokens)
+  if skipped:
+    logging.warning(
+      "%d generated ids did not decode (%s) and were skipped", skipped, tokenizer.kind
+    )
   paths = []
-  for i, seq in enumerate(tokens):
+  for i, (seq, piece) in enumerate(zip(tokens, pieces)):
     path = os.path.join(out_dir, f"{prefix}_{i:02d}.mid")
-    midi.decode(seq).write(path)
+    piece.write(path)
     np.save(path[:-4] + ".npy", np.asarray(seq, np.int32))
     paths.append(path)
   return paths

@@ -226,14 +226,21 @@ class EncodeStats:
   dropped_pitch_bends: int = 0
 
 
-def _load(source) -> tuple[pretty_midi.PrettyMIDI, str]:
-  if isinstance(source, pretty_midi.PrettyMIDI):
-    return source, "<PrettyMIDI>"
+def checked_path(source) -> str:
+  """The path of a MIDI file that exists and is not empty; MidiError naming it otherwise."""
   path = os.fspath(source)
   if not os.path.isfile(path):
     raise MidiError(path, "a directory, not a file" if os.path.isdir(path) else "no such file")
   if os.path.getsize(path) == 0:
     raise MidiError(path, "empty file (0 bytes)")
+  return path
+
+
+def load(source) -> tuple[pretty_midi.PrettyMIDI, str]:
+  """(the music, its name) of a path or a PrettyMIDI; MidiError naming a bad file."""
+  if isinstance(source, pretty_midi.PrettyMIDI):
+    return source, "<PrettyMIDI>"
+  path = checked_path(source)
   try:
     return pretty_midi.PrettyMIDI(path), path
   except EOFError as e:
@@ -365,7 +372,7 @@ def encode(source, vocab: Vocab = DEFAULT, *, return_stats: bool = False):
   a file with no notes in the vocabulary's pitch range. With `return_stats=True`
   returns `(tokens, EncodeStats)`.
   """
-  pm, name = _load(source)
+  pm, name = load(source)
   stats = EncodeStats()
   events = _collect_events(pm, vocab, stats)
   if stats.notes == 0:
@@ -481,6 +488,14 @@ def decode(tokens, vocab: Vocab = DEFAULT) -> pretty_midi.PrettyMIDI:
     inst.notes.sort(key=lambda n: (n.start, n.pitch))
     pm.instruments.append(inst)
   return pm
+
+
+def token_times(tokens, vocab: Vocab = DEFAULT) -> np.ndarray:
+  """float64 [n]: the clock (seconds) when each token is read, before its own time shift."""
+  tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
+  is_shift = (tokens >= vocab.time_shift_offset) & (tokens < vocab.velocity_offset)
+  steps = np.where(is_shift, tokens - vocab.time_shift_offset + 1, 0)
+  return (np.cumsum(steps) - steps) * vocab.step_s
 
 
 # ----------------------------------------------------------------------------- windows

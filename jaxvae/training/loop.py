@@ -166,6 +166,9 @@ def _set_up(config, data, workdir: str, progress: bool):
   )
   best = metrics_lib.BestMetric.of_config(config)
   _check_best_metric(job, best)
+  writer_lib.check_tokenizer(workdir, job.store, "the workdir")
+  if config.init_from:
+    writer_lib.check_tokenizer(config.init_from, job.store, "config key 'init_from'")
   if multihost.is_main_process():
     writer_lib.mark_workdir(workdir, config, job.store)
   iterator = pipeline.train_iterator(

@@ -21,6 +21,9 @@ from jaxvae import faults
 from jaxvae import workdir as workdir_lib
 from jaxvae.config import base as config_base
 from jaxvae.data import dataset as dataset_lib
+from jaxvae.data import tokens as tokens_lib
+from jaxvae.errors import ConfigError
+from jaxvae.symbolic import tokenizers
 from jaxvae.training import figures
 from jaxvae.training import trackers
 from jaxvae.training.state import RunMeta
@@ -87,6 +90,8 @@ def mark_workdir(workdir: str, config, store=None) -> None:
       "params": store.manifest.get("params"),
       "lyrics_dim": dataset_lib.lyrics_dim(config),
     }
+    if store.manifest.get("tokenizer"):  # token ids mean nothing without their vocabulary
+      info["data"]["tokenizer"] = store.manifest["tokenizer"]
     if bad:
       logging.warning(
         "%d bad files in the data (%s); listed in %s",
@@ -99,6 +104,37 @@ def mark_workdir(workdir: str, config, store=None) -> None:
 
 def is_workdir(workdir: str) -> bool:
   return os.path.isfile(os.path.join(workdir, MARKER))
+
+
+def run_data(workdir: str) -> dict:
+  """The `data` record of a workdir's run file ({} when it has none or cannot be read)."""
+  try:
+    with open(os.path.join(workdir, MARKER), encoding="utf-8") as f:
+      return json.load(f).get("data") or {}
+  except (OSError, ValueError):
+    return {}
+
+
+def run_tokenizer(workdir: str):
+  """The tokenizer a MIDI run in `workdir` was trained with (the events for runs from before
+  tokenizers were chosen)."""
+  return tokenizers.make(tokens_lib.tokenizer_record(run_data(workdir)))
+
+
+def check_tokenizer(directory: str, store, key: str) -> None:
+  """ConfigError when the run in `directory` was trained on another tokenization than the
+  token `store`'s: a checkpoint's ids mean nothing under another vocabulary."""
+  data = run_data(directory)
+  if not isinstance(store, tokens_lib.TokenStore) or "params" not in data:
+    return
+  theirs = tokens_lib.tokenizer_record(data)
+  if tokenizers.fingerprint(theirs) == store.tokenizer.fingerprint:
+    return
+  raise ConfigError(
+    f"{key} '{directory}' was trained on the tokenizer {tokenizers.make(theirs).describe()}, "
+    f"but the data now gives {store.tokenizer.describe()}: set data.midi.* (tokenizer, "
+    "vocab_size, the files of data.root) as that run had them, or start a new workdir"
+  )
 
 
 class Writer:
