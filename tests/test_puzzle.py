@@ -43,6 +43,7 @@ def puzzle_run(tmp_path_factory, speech_commands, cache_dir):
     "model.code_dim": "8",
     "model.grid": "(6, 6)",
     "train.batch_size": "4",
+    "train.num_devices": "1",
     "train.epochs": "2",
     "train.log_every_steps": "2",
   }
@@ -138,47 +139,69 @@ def test_the_api_docs_vq_block_runs(puzzle_run, tmp_path, monkeypatch):
   assert namespace["codes"].shape == (1, 6, 6) and namespace["usage"].sum() == 2 * 36
 
 
-@pytest.mark.parametrize(
-  "quantizer",
-  [
-    {
-      "model.quantizer": "rvq",
-      "model.num_quantizers": "3",
-      "model.quantizer_dropout": "0.5",
-      "model.kmeans_init": "True",
-    },
-    {"model.quantizer": "fsq", "model.fsq_levels": "(5, 4, 3)"},
-    {"model.quantizer": "lfq", "model.code_dim": "6"},
-  ],
-  ids=["rvq", "fsq", "lfq"],
-)
-def test_other_quantizers_train_and_their_codes_decode(puzzle_run, tmp_path, quantizer):
-  """The puzzle VQ-VAE with each bottleneck of jaxvae.models.quantizers: trains, reports
-  codebook health (per level for rvq), and its codes decode to its reconstruction, at a lower
-  bitrate too for rvq (later levels -1)."""
+def test_residual_codes_train_and_decode_at_every_depth(puzzle_run, tmp_path):
+  """The puzzle VQ-VAE with a residual quantizer (3 levels, quantizer dropout, k-means start):
+  trains, reports codebook health per level, and its codes decode to its reconstruction, at a
+  lower bitrate too (later levels -1)."""
   import jaxvae
 
   _, overrides = puzzle_run
-  workdir = tmp_path / quantizer["model.quantizer"]
-  assert _cli(workdir, dict(overrides, **quantizer), config="puzzle_vqvae.py") == 0
+  workdir = tmp_path / "rvq"
+  rvq = {
+    "model.quantizer": "rvq",
+    "model.num_quantizers": "3",
+    "model.quantizer_dropout": "0.5",
+    "model.kmeans_init": "True",
+  }
+  assert _cli(workdir, dict(overrides, **rvq), config="puzzle_vqvae.py") == 0
   rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   last = [r for r in rows if r.get("kind") == "epoch"][-1]
   model = jaxvae.load(str(workdir))
-  size = model.module.codebook_size
-  assert 1 <= last["val/codes_used"] <= size
+  assert model.module.codebook_size == 10 and 1 <= last["val/codes_used"] <= 10
   x = model.features(np.zeros((2, 16000), np.float32) + 0.01, sr=16000)
   codes = model.encode(x)
   np.testing.assert_allclose(model.decode_codes(codes), model.reconstruct(x), atol=1e-5)
-  if quantizer["model.quantizer"] == "rvq":
-    assert codes.shape == (2, 6, 6, 3) and size == 10
-    assert all(f"val/level{i}_codes_used" in last for i in range(3))
-    assert 1.0 <= last["val/levels_used"] <= 3.0
-    fewer = np.where(np.arange(3) >= 1, -1, codes)  # the first level only
-    assert not np.allclose(model.decode_codes(fewer), model.decode_codes(codes))
-    assert model.code_usage(x).shape == (3, 10)
-  else:
-    assert codes.shape == (2, 6, 6) and size == {"fsq": 60, "lfq": 64}[quantizer["model.quantizer"]]
+  assert codes.shape == (2, 6, 6, 3)
+  assert all(f"val/level{i}_codes_used" in last for i in range(3))
+  assert 1.0 <= last["val/levels_used"] <= 3.0
+  fewer = np.where(np.arange(3) >= 1, -1, codes)  # the first level only
+  assert not np.allclose(model.decode_codes(fewer), model.decode_codes(codes))
+  assert model.code_usage(x).shape == (3, 10)
   with pytest.raises(jaxvae.errors.DataError, match="codes must be in"):
+    model.decode_codes(np.full(codes.shape[1:], 10))
+
+
+@pytest.mark.parametrize(
+  "quantizer",
+  [
+    {"model.quantizer": "fsq", "model.fsq_levels": "(5, 4, 3)"},
+    {"model.quantizer": "lfq", "model.code_dim": "6"},
+  ],
+  ids=["fsq", "lfq"],
+)
+def test_scalar_quantizer_codes_decode_to_the_reconstruction(puzzle_run, quantizer):
+  """FSQ and LFQ in the puzzle model (the training step is the one rvq's run above takes;
+  tests/test_quantizers.py checks FSQ's rounding and LFQ's entropy terms): an initialized
+  model's codes have the product codebook's range and decode to its reconstruction."""
+  from conftest import load_config
+  from jaxvae import api
+  from jaxvae import errors
+  from jaxvae.data import dataset
+  from jaxvae.training import builder
+
+  _, overrides = puzzle_run
+  config = load_config("puzzle_vqvae.py", dict(overrides, **quantizer))
+  store = dataset.open_store(config, progress=False)
+  spec = dataset.spec_of(store)
+  compiled = builder.build(config, spec, spec.example_batch(2), steps_per_epoch=1, total_steps=1)
+  model = api.VQModel(config, compiled.model, compiled.state, spec, store.manifest["stats"], "-")
+  size = {"fsq": 60, "lfq": 64}[quantizer["model.quantizer"]]
+  assert model.module.codebook_size == size
+  x = model.features(np.zeros((2, 16000), np.float32) + 0.01, sr=16000)
+  codes = model.encode(x)
+  assert codes.shape == (2, 6, 6) and 0 <= codes.min() and codes.max() < size
+  np.testing.assert_allclose(model.decode_codes(codes), model.reconstruct(x), atol=1e-5)
+  with pytest.raises(errors.DataError, match="codes must be in"):
     model.decode_codes(np.full(codes.shape[1:], size))
 
 
