@@ -140,14 +140,15 @@ def token_params(config) -> dict:
         f"config key 'data.midi.{key}' is {m[key]!r}; expected an integer "
         f">= {int(key == 'velocity_copies')}"
       )
-  if m.window_start not in WINDOW_STARTS:
+  window_start = m.get("window_start", "any")  # a run saved before the key existed: 'any'
+  if window_start not in WINDOW_STARTS:
     raise ConfigError(
-      f"config key 'data.midi.window_start' is {m.window_start!r}; expected one of {WINDOW_STARTS}"
+      f"config key 'data.midi.window_start' is {window_start!r}; expected one of {WINDOW_STARTS}"
     )
   return {
     "seq_len": m.seq_len,
     "overlap": m.overlap,
-    "window_start": m.window_start,
+    "window_start": window_start,
     "transpose": list(m.transpose),
     "tempo_stretch": stretch,
     "velocity_jitter": m.velocity_jitter,
