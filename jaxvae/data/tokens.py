@@ -297,6 +297,14 @@ def tokenizer_record(manifest_or_data: dict) -> dict:
   return found["record"] if found else {"kind": "events", "vocab": midi.DEFAULT.size}
 
 
+def tokenizer_fingerprint(manifest_or_data: dict) -> str:
+  """The fingerprint recorded with the tokenizer when the store was built (not recomputed)."""
+  found = manifest_or_data.get("tokenizer")
+  if found:
+    return found["fingerprint"]
+  return tokenizers.fingerprint(tokenizer_record(manifest_or_data))
+
+
 def open_store(path: str) -> TokenStore:
   """A token store opened as a `TokenStore`."""
   with open(os.path.join(path, "manifest.json"), encoding="utf-8") as f:

@@ -61,6 +61,7 @@ from jaxvae.models import layers
 from jaxvae.symbolic.midi import PAD
 
 ATTENTION_KINDS = ("full", "sliding", "hierarchical")
+ATTENTION_IMPLS = ("dense", "blockwise")
 MODES = ("transformer", "vae", "vaegan")
 POSITIONS = ("sinusoidal", "learned")
 _NEG = -1e30  # finite, so a fully masked row gives a uniform softmax rather than NaN.
@@ -84,6 +85,10 @@ class TransformerConfig:
   max_len: int = 2048  # longest sequence (training window or generation) the model accepts.
   positions: str = "sinusoidal"  # or 'learned' (max_len rows).
   attention: str = "full"
+  # How full causal attention computes: 'dense' (masked T x T scores) or 'blockwise' (only the
+  # blocks of attention_block positions the mask allows; BUILD_NOTES.md has the timings).
+  attention_impl: str = "dense"
+  attention_block: int = 64
   window: int = 128
   global_stride: int = 64
   mode: str = "transformer"
@@ -144,6 +149,8 @@ def check(cfg: TransformerConfig) -> None:
     bad("attention", f"expected one of {ATTENTION_KINDS}")
   if cfg.mode not in MODES:
     bad("mode", f"expected one of {MODES}")
+  if cfg.attention_impl not in ATTENTION_IMPLS:
+    bad("attention_impl", f"expected one of {ATTENTION_IMPLS}")
   if cfg.positions not in POSITIONS:
     bad("positions", f"expected one of {POSITIONS}")
   if cfg.d_model % cfg.num_heads:
@@ -151,6 +158,7 @@ def check(cfg: TransformerConfig) -> None:
   for key in (
     "window",
     "global_stride",
+    "attention_block",
     "max_len",
     "latent_span",
     "vocab_size",
@@ -206,6 +214,42 @@ def causal_attention(q, k, v):
   return dense_attention(q, k, v, attention_allowed(t[:, None], t[None, :], "full", 0, 0))
 
 
+def blockwise_causal_attention(q, k, v, block: int):
+  """Causal attention that computes only the blocks the mask allows (an online softmax).
+
+  Queries and keys are cut into `n` blocks of `block` positions; pass `o` scores every query
+  block `i >= o` against key block `i - o` (one batched einsum of static shape), and the running
+  max, sum and output of each query row are rescaled as in flash attention. The n(n+1)/2 blocks
+  it computes are the causal triangle plus half the diagonal blocks, so its FLOPs approach the
+  model's (T(T+1)/2 scores per head) as blocks get smaller, and no T x T matrix is ever built.
+  Equal to `causal_attention` up to float rounding; padded positions past T are never seen by
+  a real query (they lie after it).
+  """
+  b, t, h, d = q.shape
+  size = min(block, t)
+  n = -(-t // size)
+  qb, kb, vb = (_blocks(x, n, size) for x in (q, k, v))
+  inside = jnp.arange(size)[:, None] >= jnp.arange(size)[None, :]  # the diagonal blocks' mask
+  m = jnp.full((b, h, n, size), -jnp.inf, jnp.float32)  # running max of each query row
+  total = jnp.zeros((b, h, n, size), jnp.float32)  # running sum of exp(score - max)
+  acc = jnp.zeros((b, n, size, h, d), jnp.float32)
+  for o in range(n):
+    scores = _scores("bnqhd,bnkhd->bhnqk", qb[:, o:], kb[:, : n - o])
+    if o == 0:
+      scores = jnp.where(inside, scores, _NEG)
+    m_new = jax.lax.stop_gradient(jnp.maximum(m[:, :, o:], scores.max(-1)))  # cancels exactly
+    rescale = jnp.exp(m[:, :, o:] - m_new)
+    p = jnp.exp(scores - m_new[..., None])
+    total = total.at[:, :, o:].set(total[:, :, o:] * rescale + p.sum(-1))
+    update = jnp.einsum(
+      "bhnqk,bnkhd->bnqhd", p.astype(v.dtype), vb[:, : n - o], preferred_element_type=jnp.float32
+    )
+    acc = acc.at[:, o:].set(acc[:, o:] * jnp.moveaxis(rescale, 1, -1)[..., None] + update)
+    m = m.at[:, :, o:].set(m_new)
+  out = acc / jnp.moveaxis(total, 1, -1)[..., None]
+  return out.reshape(b, n * size, h, d)[:, :t].astype(v.dtype)
+
+
 def _blocks(x, n_blocks: int, size: int):
   pad = n_blocks * size - x.shape[1]
   x = jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0)))
@@ -248,9 +292,12 @@ def local_attention(q, k, v, window: int, global_stride: int = 0):
   return out.reshape(b, n * size, h, d)[:, :t]
 
 
-def attend(q, k, v, kind: str, window: int, global_stride: int):
-  """Dispatch to the causal attention of `kind` (non-cached path)."""
+def attend(q, k, v, kind: str, window: int, global_stride: int, impl: str = "dense", block=64):
+  """Dispatch to the causal attention of `kind` (non-cached path); full attention by `impl`:
+  'dense' (the T x T scores, masked) or 'blockwise' (`blockwise_causal_attention`)."""
   if kind == "full":
+    if impl == "blockwise" and q.shape[1] > block:
+      return blockwise_causal_attention(q, k, v, block)
     return causal_attention(q, k, v)
   return local_attention(q, k, v, window, global_stride if kind == "hierarchical" else 0)
 
@@ -274,6 +321,8 @@ class SelfAttention(nn.Module):
   causal: bool = True
   decode: bool = False
   dtype: Any = jnp.float32
+  impl: str = "dense"  # full causal attention: 'dense' or 'blockwise' (see `attend`)
+  block: int = 64
 
   @nn.compact
   def __call__(self, x, positions, key_mask=None):
@@ -287,7 +336,7 @@ class SelfAttention(nn.Module):
     elif self.decode:
       out = self._cached(q, k, v, positions)
     else:
-      out = attend(q, k, v, self.kind, self.window, self.global_stride)
+      out = attend(q, k, v, self.kind, self.window, self.global_stride, self.impl, self.block)
     return nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name="out")(out)
 
   def _cached(self, q, k, v, positions):
@@ -321,7 +370,15 @@ class Block(nn.Module):
     drop = nn.Dropout(c.dropout, deterministic=not train)
     h = nn.LayerNorm(dtype=self.dtype)(x)
     h = SelfAttention(
-      c.num_heads, c.attention, c.window, c.global_stride, self.causal, self.decode, self.dtype
+      c.num_heads,
+      c.attention,
+      c.window,
+      c.global_stride,
+      self.causal,
+      self.decode,
+      self.dtype,
+      c.attention_impl,
+      c.attention_block,
     )(h, positions, key_mask)
     x = x + drop(h)
     h = nn.LayerNorm(dtype=self.dtype)(x)

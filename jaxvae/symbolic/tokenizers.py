@@ -103,8 +103,15 @@ def settings(midi_config) -> dict:
 
 
 def fingerprint(record: dict) -> str:
-  """A short hash of a tokenizer record: equal records, equal ids."""
-  text = json.dumps(record, sort_keys=True, separators=(",", ":"))
+  """A short hash of a tokenizer record: equal records, equal ids. The package versions MidiTok
+  writes into its file are left out (an upgrade that keeps the vocabulary keeps the hash)."""
+
+  def without_versions(value):
+    if isinstance(value, dict):
+      return {k: without_versions(v) for k, v in value.items() if not k.endswith("_version")}
+    return value
+
+  text = json.dumps(without_versions(record), sort_keys=True, separators=(",", ":"))
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -283,7 +290,7 @@ class MidiTokTokenizer(Tokenizer):
         self.tok = cls(params=path)
     else:
       self.tok = cls(self._config(miditok))
-    self._record_self()
+    self._record_self(record if record.get("miditok") else None)
 
   def _config(self, miditok):
     s = self.settings
@@ -299,13 +306,17 @@ class MidiTokTokenizer(Tokenizer):
       use_pitchdrum_tokens=True,
     )
 
-  def _record_self(self):
-    with tempfile.TemporaryDirectory() as tmp:
-      path = os.path.join(tmp, "tokenizer.json")
-      self.tok.save(path)
-      with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
-    self.record = {"kind": self.kind, "settings": self.settings, "miditok": saved}
+  def _record_self(self, loaded: dict | None = None):
+    """The record of this tokenizer: the one it was loaded from (kept as it is, so that its
+    fingerprint never changes), else MidiTok's file of it now."""
+    if loaded is None:
+      with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "tokenizer.json")
+        self.tok.save(path)
+        with open(path, encoding="utf-8") as f:
+          saved = json.load(f)
+      loaded = {"kind": self.kind, "settings": self.settings, "miditok": saved}
+    self.record = loaded
     self.vocab_size = len(self.tok)
     ids = [self.tok.vocab.get(f"{name}_None") for name in SPECIAL_TOKENS[:3]]
     if ids != [PAD, START, END]:

@@ -127,11 +127,11 @@ def check_tokenizer(directory: str, store, key: str) -> None:
   data = run_data(directory)
   if not isinstance(store, tokens_lib.TokenStore) or "params" not in data:
     return
-  theirs = tokens_lib.tokenizer_record(data)
-  if tokenizers.fingerprint(theirs) == store.tokenizer.fingerprint:
+  if tokens_lib.tokenizer_fingerprint(data) == tokens_lib.tokenizer_fingerprint(store.manifest):
     return
+  theirs = tokenizers.make(tokens_lib.tokenizer_record(data))
   raise ConfigError(
-    f"{key} '{directory}' was trained on the tokenizer {tokenizers.make(theirs).describe()}, "
+    f"{key} '{directory}' was trained on the tokenizer {theirs.describe()}, "
     f"but the data now gives {store.tokenizer.describe()}: set data.midi.* (tokenizer, "
     "vocab_size, the files of data.root) as that run had them, or start a new workdir"
   )
