@@ -14,8 +14,10 @@ Tokenizations: `events` (the seed's 774 ids), MidiTok's `remi`, `tsd`, `midi_lik
 `music_transformer_vaegan.py:small` stage-2 VAE (windows of 256 tokens) for `--minutes` of wall
 time (`train.max_runtime`), then `--mode=eval` measures it. Per corpus and tokenization the
 table has: the vocabulary, tokens per note and per bar, the round-trip note F1 of the validation
-files (decoded vs the original file, onsets and onsets+offsets, mir_eval), training steps,
-tokens/s and notes/s, validation NLL per token and per note (comparable across vocabularies),
+files (decoded vs the original file, onsets and onsets+offsets, mir_eval; once as decoded, with
+the tokenization's tempo bins, and once at the file's own tempo map, which leaves only its time
+grid), the evaluated checkpoint's step, training epochs, tokens/s and notes/s, validation NLL
+per token and per note (comparable across vocabularies),
 the note F1 of the VAE's reconstructions, and the generated pieces' statistics against the
 validation windows (pitch-class JS, overlap areas of density, polyphony, duration), with the
 ids that did not decode. Writes `OUT/table.{md,json}` and `OUT/table.png`. Re-running resumes:
@@ -42,6 +44,7 @@ from jaxvae.data import readers  # noqa: E402
 from jaxvae.data import tokens as tokens_data  # noqa: E402
 from jaxvae.errors import MidiError  # noqa: E402
 from jaxvae.evaluators import notes  # noqa: E402
+from jaxvae.symbolic import tokenizers  # noqa: E402
 from jaxvae.training import writer  # noqa: E402
 
 CONFIG = "configs/music_transformer_vaegan.py:small"
@@ -169,7 +172,7 @@ def tokenizer_measures(workdir: str, root: str) -> dict:
     if listing.split_of(it, split["val_fraction"], split["split_seed"]) == "validation"
   ]
   ids = notes_n = bars = 0
-  f1, f1_off = [], []
+  f1, f1_off, f1_beats, f1_beats_off = [], [], [], []
   for it in val:
     try:
       encoded = tok.encode(it.path)
@@ -179,19 +182,39 @@ def tokenizer_measures(workdir: str, root: str) -> dict:
     notes_n += encoded.notes
     bars += max(1, len(encoded.bars))
     ref = notes.piece_notes(pretty_midi.PrettyMIDI(it.path))
-    est = notes.piece_notes(tok.decode(encoded.ids))
-    if len(ref[1]):
-      scores = notes.interval_scores(*ref, *est)
-      f1.append(scores["f1"])
-      f1_off.append(scores["f1_offset"])
+    if not len(ref[1]):
+      continue
+    scores = notes.interval_scores(*ref, *notes.piece_notes(tok.decode(encoded.ids)))
+    f1.append(scores["f1"])
+    f1_off.append(scores["f1_offset"])
+    scores = notes.interval_scores(*ref, *notes.piece_notes(_at_file_tempo(tok, encoded, it.path)))
+    f1_beats.append(scores["f1"])
+    f1_beats_off.append(scores["f1_offset"])
   return {
     "vocab": tok.vocab_size,
     "tokens_per_note": ids / max(notes_n, 1),
     "tokens_per_bar": ids / max(bars, 1),
     "roundtrip_f1": float(np.mean(f1)) if f1 else None,
     "roundtrip_f1_offset": float(np.mean(f1_off)) if f1_off else None,
+    "roundtrip_f1_file_tempo": float(np.mean(f1_beats)) if f1_beats else None,
+    "roundtrip_f1_offset_file_tempo": float(np.mean(f1_beats_off)) if f1_beats_off else None,
     "validation_files": len(val),
   }
+
+
+def _at_file_tempo(tok, encoded, path):
+  """The decoded piece played at the file's own tempo map: what the tokenization keeps of the
+  notes' places in beats, without its tempo bins (MidiTok's beat-based tokenizations store the
+  tempo in bins, and a bin a few percent off moves every later note in seconds)."""
+  if tok.kind == "events":  # absolute time: its tempo tokens never move a note
+    return tok.decode(encoded.ids)
+  import symusic
+
+  score, _ = tok.decode_score(encoded.ids)
+  original = symusic.Score(path)
+  factor = score.ticks_per_quarter / original.ticks_per_quarter
+  score.tempos = [symusic.Tempo(int(round(t.time * factor)), qpm=t.qpm) for t in original.tempos]
+  return tokenizers._to_pretty_midi(score)  # pylint: disable=protected-access
 
 
 def run_measures(workdir: str) -> dict:
@@ -232,6 +255,8 @@ COLUMNS = (
   ("tokens_per_bar", "tok/bar", "{:.1f}"),
   ("roundtrip_f1", "RT F1", "{:.3f}"),
   ("roundtrip_f1_offset", "RT F1 off", "{:.3f}"),
+  ("roundtrip_f1_file_tempo", "RT F1 @file tempo", "{:.3f}"),
+  ("roundtrip_f1_offset_file_tempo", "RT F1 off @file tempo", "{:.3f}"),
   ("steps", "steps", "{:.0f}"),
   ("epochs", "epochs", "{:.0f}"),
   ("tokens_per_s", "tok/s", "{:.0f}"),
