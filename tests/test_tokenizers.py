@@ -130,6 +130,19 @@ def test_a_learned_vocabulary_saved_and_reloaded_gives_the_same_ids(files, train
     assert relearned.fingerprint == tok.fingerprint  # learning is deterministic
 
 
+def test_a_unigram_vocabulary_round_trips_and_reloads(files):
+  settings = _settings("tsd", 700) | {"vocab_model": "Unigram"}
+  tok = tokenizers.make(settings)
+  tok.train(files[:10])
+  assert tok.trained and tok.vocab_size == 700 and tok.describe().startswith("tsd (Unigram 700")
+  again = tokenizers.make(json.loads(json.dumps(tok.record)))
+  for path in files[:5]:
+    encoded = tok.encode(path)
+    decoded, skipped = tok.decode_score(encoded.ids)
+    assert skipped == 0 and _beat_notes(decoded) == _beat_notes(tok.quantized(path)[0])
+    np.testing.assert_array_equal(again.encode(path).ids, encoded.ids)
+
+
 @pytest.mark.parametrize("kind", ("events", *MIDITOK_KINDS))
 def test_ids_that_do_not_decode_are_skipped_and_counted(kind, trained, files):
   tok = trained.get(kind) or tokenizers.make({"kind": "events"})
