@@ -39,8 +39,8 @@ num_velocities, tempos / num_tempos, programs, drums) and, with data.midi.vocab_
 vocabulary, a BPE vocabulary (data.midi.vocab_model=Unigram for Unigram) learned on the training
 split:
 
-  python -m jaxvae.main --config=configs/music_transformer_vaegan.py:small \
-      --workdir=/tmp/remi --config.stage=2 --config.data.midi.tokenizer=remi \
+  python -m jaxvae.main --config=configs/music_transformer_vaegan.py:small \\
+      --workdir=/tmp/remi --config.stage=2 --config.data.midi.tokenizer=remi \\
       --config.data.midi.vocab_size=1000 --config.data.midi.window_start=bar
 
 model.vocab_size = 0 follows the tokenizer. data.midi.window_start=bar starts windows on bar

@@ -173,6 +173,9 @@ def test_windows_can_start_on_bars(files):
   covered = np.concatenate([w[w > tokenizers.END] for w in windows])
   assert set(covered.tolist()) == set(encoded.ids.tolist())  # nothing falls between windows
 
+  # A first bar longer than the stride: the next window starts off the bars, not one id on.
+  assert tokenizers.window_starts(1000, 256, 64, [0, 400, 800])[:2] == [0, 192]
+
   events = tokenizers.make({"kind": "events"})
   encoded = events.encode(path)
   downbeats = pretty_midi.PrettyMIDI(path).get_downbeats()
@@ -230,6 +233,24 @@ def test_bad_tokenizer_settings_are_one_config_error():
   small = tokenizers.make(_settings("tsd", 10))
   with pytest.raises(errors.ConfigError, match="larger than"):
     small.train(REAL_FILES[:2])
+  from conftest import load_config
+  from jaxvae.data import tokens
+  from jaxvae.data.spec import DataSpec
+  from jaxvae.models import transformer
+
+  config = load_config(
+    CFG,
+    {
+      "data.midi.tokenizer": "remi",
+      "data.midi.miditok.tempos": "False",
+      "data.midi.tempo_stretch": "(0.95, 1.05)",
+    },
+  )
+  with pytest.raises(errors.ConfigError, match="data.midi.tempo_stretch"):
+    tokens.token_params(config)  # beats would not move: copies equal to the original
+  spec = DataSpec((48,), tokenizer=tokenizers.make(_settings("remi")))
+  with pytest.raises(errors.ConfigError, match="model.vocab_size' is 774.*has 518 ids"):
+    transformer.config_from(dict(config.model.to_dict(), vocab_size=774), spec)
 
 
 # ----------------------------------------------------------------------------- a REMI + BPE run

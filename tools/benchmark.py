@@ -239,9 +239,19 @@ def load_config(model: str, args):
   if not os.path.exists(path):
     raise Skip(f"no config file configs/{ALIASES.get(model, model)}.py")
   try:
-    return registry.load_config(path + (f":{args.preset}" if args.preset else ""), overrides(args))
+    config = registry.load_config(
+      path + (f":{args.preset}" if args.preset else ""), overrides(args)
+    )
   except (errors.ConfigError, KeyError) as e:
     raise Skip(f"config: {e}") from None
+  if is_token_model(config) and not config.model.get("vocab_size"):
+    # model.vocab_size 0 follows the data's tokenizer: the models here get no data, so the
+    # config's tokenizer (untrained: its base vocabulary, or the learned size it asks for).
+    from jaxvae.symbolic import tokenizers
+
+    with config.unlocked():
+      config.model.vocab_size = tokenizers.from_config(config.data.midi).planned_vocab_size
+  return config
 
 
 def is_token_model(config) -> bool:

@@ -26,7 +26,7 @@ class DataSpec:
 
   @property
   def vocab_size(self) -> int:
-    return self.tokenizer.vocab_size if self.tokenizer is not None else 0
+    return self.tokenizer.planned_vocab_size if self.tokenizer is not None else 0
 
   def example_batch(self, batch_size: int = 2) -> dict[str, np.ndarray]:
     """A batch of zeros with this spec's keys and shapes (to initialize or build a model

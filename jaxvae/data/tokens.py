@@ -145,6 +145,13 @@ def token_params(config) -> dict:
     raise ConfigError(
       f"config key 'data.midi.window_start' is {window_start!r}; expected one of {WINDOW_STARTS}"
     )
+  tokenizer = tokenizers.settings(m)
+  if stretch and tokenizer["kind"] != "events" and not tokenizer["tempos"]:
+    raise ConfigError(
+      f"config key 'data.midi.tempo_stretch' is {tuple(m.tempo_stretch)!r}, but "
+      f"{tokenizer['kind']} places notes in beats and data.midi.miditok.tempos is False: every "
+      "stretched copy would equal the original; set tempo_stretch=() or tempos=True"
+    )
   return {
     "seq_len": m.seq_len,
     "overlap": m.overlap,
@@ -154,7 +161,7 @@ def token_params(config) -> dict:
     "velocity_jitter": m.velocity_jitter,
     "velocity_copies": m.velocity_copies if m.velocity_jitter else 0,
     "augment_seed": m.augment_seed,
-    "tokenizer": tokenizers.settings(m),
+    "tokenizer": tokenizer,
     "split": {"val_fraction": d.val_fraction, "seed": d.split_seed},
     "version": TOKEN_STORE_VERSION,
   }

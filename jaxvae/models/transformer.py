@@ -2,7 +2,7 @@
 
 One module, `MusicTransformer`, serves the three training stages (`mode`):
 
-* 'transformer': a decoder-only causal LM over MIDI event tokens (`jaxvae.symbolic.midi`).
+* 'transformer': a decoder-only causal LM over MIDI tokens (`jaxvae.symbolic.tokenizers`).
 * 'vae': a bidirectional encoder gives a hierarchical Gaussian posterior; the same causal
   decoder, conditioned on z, predicts the window.
 * 'vaegan': the VAE plus a multi-scale discriminator over (soft) token sequences.
@@ -57,6 +57,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxvae.errors import ConfigError
 from jaxvae.models import layers
 from jaxvae.symbolic.midi import PAD
 
@@ -126,7 +127,7 @@ def config_from(model_config, spec=None) -> TransformerConfig:
   elif not tokens and values.get("vocab_size") == 0:
     del values["vocab_size"]  # no data yet (a config check): the events' size stands in
   elif tokens:
-    raise ValueError(
+    raise ConfigError(
       f"config key 'model.vocab_size' is {values['vocab_size']}, but the data's tokenizer "
       f"({spec.tokenizer.describe()}) has {tokens} ids; set model.vocab_size=0 to follow it"
     )

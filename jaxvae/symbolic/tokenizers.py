@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import os
 import tempfile
 
@@ -137,6 +138,13 @@ class Tokenizer:
     """Whether a vocabulary was learned (BPE / Unigram ids stand for several tokens)."""
     return False
 
+  @property
+  def planned_vocab_size(self) -> int:
+    """The ids a model of this tokenizer will see: `vocab_size`, or before a vocabulary is
+    learned the size asked for (a model sized without data, e.g. by --mode=summary)."""
+    asked = getattr(self, "settings", {}).get("vocab_size", 0)
+    return asked if asked and not self.trained else self.vocab_size
+
   def load(self, source):
     """A MIDI file (path) read once for several `encode` calls (`pretty_midi.PrettyMIDI` and
     what `load` returns pass through). Raises MidiError naming the file."""
@@ -244,7 +252,8 @@ def _score_of(source):
   try:
     return symusic.Score(name), name
   except Exception as e:  # symusic's parser reports any damage as a RuntimeError
-    raise MidiError(name, f"unreadable MIDI ({str(e).splitlines()[0][:120]})") from None
+    reason = (str(e).splitlines() or [type(e).__name__])[0][:120]
+    raise MidiError(name, f"unreadable MIDI ({reason})") from None
 
 
 def _close_overlaps(score) -> None:
@@ -320,7 +329,10 @@ class MidiTokTokenizer(Tokenizer):
     self.vocab_size = len(self.tok)
     ids = [self.tok.vocab.get(f"{name}_None") for name in SPECIAL_TOKENS[:3]]
     if ids != [PAD, START, END]:
-      raise RuntimeError(f"MidiTok made the framing ids {ids}, not [0, 1, 2]")
+      raise ConfigError(
+        f"this MidiTok ({getattr(_miditok(), '__version__', '?')}) made the framing ids {ids}, "
+        "not [0, 1, 2]: install the miditok version jaxvae pins (pip install 'miditok>=3.1,<3.2')"
+      )
     self._base_lengths = None
     self._onsets = None
 
@@ -338,11 +350,29 @@ class MidiTokTokenizer(Tokenizer):
         f"config key 'data.midi.vocab_size' is {s['vocab_size']}; a learned vocabulary must be "
         f"larger than {self.kind}'s base vocabulary of {len(self.tok)} ids"
       )
-    self.tok.train(vocab_size=s["vocab_size"], model=s["vocab_model"], files_paths=list(paths))
+    # Learned on the music as it is tokenized (programs, drums and overlaps already handled),
+    # not on the raw files MidiTok would read itself.
+    with tempfile.TemporaryDirectory() as tmp:
+      prepared = []
+      for k, path in enumerate(paths):
+        target = os.path.join(tmp, f"{k}.mid")
+        self.quantized(path)[0].dump_midi(target)
+        prepared.append(target)
+      self.tok.train(vocab_size=s["vocab_size"], model=s["vocab_model"], files_paths=prepared)
     self._record_self()
+    if len(self.tok) < s["vocab_size"]:
+      logging.warning(
+        "%s: learned %d ids of the %d data.midi.vocab_size asked for (the training split has no "
+        "more pairs to merge)",
+        s["vocab_model"],
+        len(self.tok),
+        s["vocab_size"],
+      )
 
   # What the music goes through before MidiTok reads it.
   def _prepared(self, score, augment, rng):
+    import symusic
+
     s = self.settings
     tracks = [t for t in score.tracks if s["drums"] or not t.is_drum]
     if not s["programs"]:  # one piano: every melodic track on program 0 (drums stay drums)
@@ -356,6 +386,8 @@ class MidiTokTokenizer(Tokenizer):
         if not t.is_drum:  # a drum pitch is an instrument, not a note
           t.shift_pitch(int(augment["transpose"]), inplace=True)
     elif "tempo_stretch" in augment:  # beats stay where they are; the tempo slows down
+      if not len(score.tempos):  # MIDI's default, made explicit so that it can slow down
+        score.tempos.append(symusic.Tempo(0, qpm=120.0))
       for tempo in score.tempos:
         tempo.qpm = tempo.qpm / float(augment["tempo_stretch"])
     elif "velocity_jitter" in augment:
@@ -384,11 +416,17 @@ class MidiTokTokenizer(Tokenizer):
     return kept, name, _count_notes(score)
 
   def encode(self, source, augment=None, rng=None) -> Encoded:
-    kept, name, before = self.quantized(source, augment, rng)
-    notes = _count_notes(kept)
-    if not notes:
-      raise MidiError(name, f"no notes {self.kind} can express ({before} in the file)")
-    seq = self.tok.encode(kept, no_preprocess_score=True)
+    name = source[1] if isinstance(source, tuple) else getattr(source, "filename", str(source))
+    try:
+      kept, name, before = self.quantized(source, augment, rng)
+      notes = _count_notes(kept)
+      if not notes:
+        raise MidiError(name, f"no notes {self.kind} can express ({before} in the file)")
+      seq = self.tok.encode(kept, no_preprocess_score=True)
+    except MidiError:
+      raise
+    except Exception as e:  # noqa: BLE001  whatever MidiTok cannot take is one bad file
+      raise MidiError(name, f"{self.kind} cannot tokenize it ({type(e).__name__}: {e})") from None
     ids = np.asarray(seq.ids, np.int32)
     return Encoded(ids, self._bars(kept, seq, len(ids)), notes)
 
@@ -528,8 +566,10 @@ def window_starts(n_ids: int, seq_len: int, overlap: int, bars) -> list[int]:
   stride, starts = seq_len - overlap, [0]
   while starts[-1] + seq_len < n_ids + 2:
     reach = starts[-1] + stride
-    near = starts_at[(starts_at > starts[-1]) & (starts_at <= reach)]
-    later = starts_at[(starts_at > starts[-1]) & (starts_at <= starts[-1] + seq_len)]
+    # A bar start at least half a stride on (a bar just after the window's own start would
+    # give a window that repeats this one).
+    near = starts_at[(starts_at >= starts[-1] + max(1, stride // 2)) & (starts_at <= reach)]
+    later = starts_at[(starts_at > reach) & (starts_at <= starts[-1] + seq_len)]
     # No bar that close: a bar this window still reaches, else a start off the bars.
     starts.append(int(near[-1]) if len(near) else int(later[0]) if len(later) else reach)
   return starts

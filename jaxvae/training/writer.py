@@ -107,7 +107,13 @@ def is_workdir(workdir: str) -> bool:
 
 
 def run_data(workdir: str) -> dict:
-  """The `data` record of a workdir's run file ({} when it has none or cannot be read)."""
+  """The `data` record of a workdir's run file ({} when it has none or cannot be read); a
+  checkpoint folder inside a workdir (`DIR/checkpoints/7`, `DIR/best`) reads its workdir's."""
+  workdir = os.path.normpath(workdir)
+  for up in (workdir, os.path.dirname(workdir), os.path.dirname(os.path.dirname(workdir))):
+    if is_workdir(up):
+      workdir = up
+      break
   try:
     with open(os.path.join(workdir, MARKER), encoding="utf-8") as f:
       return json.load(f).get("data") or {}
