@@ -27,7 +27,8 @@ Stage 1: decoder-only causal transformer; 2: hierarchical-latent VAE (66 = 3 x 2
 annealed with free bits; 3: VAE-GAN with a multi-scale discriminator on Gumbel-softmax token
 distributions, feature matching and R1. Attention: model.attention = full | sliding |
 hierarchical; full attention computes as masked T x T scores (model.attention_impl=dense) or
-only the causal blocks of model.attention_block positions (blockwise: no T x T matrix). Data: the built-in corpus is music21's Bach chorales (data.layout=chorales);
+only the causal blocks of model.attention_block positions (blockwise: no T x T matrix).
+Data: the built-in corpus is music21's Bach chorales (data.layout=chorales);
 your MIDI folder with --config.data.layout=folder --config.data.root=DIR, or MAESTRO with
 data.layout=maestro. Presets: '' (the original's size: d_model 256, 4 layers, 4 heads, seq 512
 with overlap 128), quick_test, speed_test (seq 2048, sliding attention), high_quality,
