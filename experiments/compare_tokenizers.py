@@ -4,8 +4,9 @@ same music, then measured.
   python experiments/compare_tokenizers.py --out runs/tokenizers --minutes 3
 
 Corpora: `chorales` (music21's Bach chorales, the family's built-in corpus: four voices, strict
-meter) and `piano`, a MAESTRO-like piano set made here from music21's string quartets (Mozart,
-Haydn, Beethoven): every part played by one piano with performance timing (a slow rubato and
+meter; 200 by default) and `piano`, a MAESTRO-like piano set made here from music21's string
+quartets (the first 23 movements it can write, Mozart's, Haydn's, then Beethoven's): every
+part played by one piano with performance timing (a slow rubato and
 onset jitter of ~15 ms), phrase-shaped velocities over 30-110 and a sustain pedal per bar, so
 that times fall off the beat grid as in recorded performances.
 
@@ -78,8 +79,9 @@ def chorales(out: str, limit: int) -> str:
   return tokens.ensure_chorales(os.path.join(out, "cache"), limit)
 
 
-def piano(out: str, seed: int = 0) -> str:
-  """The MAESTRO-like piano set (see the module doc), written once."""
+def piano(out: str, pieces: int, seed: int = 0) -> str:
+  """The MAESTRO-like piano set (see the module doc): the first `pieces` quartet movements
+  music21 can write, Mozart's, then Haydn's, then Beethoven's; written once."""
   from music21 import corpus
   import pretty_midi
 
@@ -87,26 +89,29 @@ def piano(out: str, seed: int = 0) -> str:
   if os.path.exists(os.path.join(folder, "done.json")):
     return folder
   os.makedirs(folder, exist_ok=True)
-  rng = np.random.default_rng(seed)
+  rng = np.random.default_rng(seed)  # drawn piece after piece: a resumed build differs
   written = 0
-  for composer in QUARTETS:
-    for path in corpus.getComposer(composer):
-      name = os.path.splitext(str(path).split("corpus/")[-1].replace("/", "_"))[0]
-      target = os.path.join(folder, f"{name}.mid")
-      if str(path).endswith(".krn") or os.path.exists(target):
-        continue
-      tmp = target + ".score.mid"
-      try:
-        corpus.parse(path).write("midi", fp=tmp)
-        score = pretty_midi.PrettyMIDI(tmp)
-      except Exception as e:  # noqa: BLE001  a score music21 cannot write is left out
-        print(f"piano: {name} left out ({type(e).__name__})")
-        continue
-      finally:
-        if os.path.exists(tmp):
-          os.remove(tmp)
-      _perform(score, rng).write(target)
+  paths = [p for c in QUARTETS for p in corpus.getComposer(c) if not str(p).endswith(".krn")]
+  for path in paths:
+    if written >= pieces:
+      break
+    name = os.path.splitext(str(path).split("corpus/")[-1].replace("/", "_"))[0]
+    target = os.path.join(folder, f"{name}.mid")
+    if os.path.exists(target):
       written += 1
+      continue
+    tmp = os.path.join(folder, f"{name}.tmp")
+    try:
+      corpus.parse(path).write("midi", fp=tmp)
+      score = pretty_midi.PrettyMIDI(tmp)
+    except Exception as e:  # noqa: BLE001  a score music21 cannot write is left out
+      print(f"piano: {name} left out ({type(e).__name__})")
+      continue
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+    _perform(score, rng).write(target)
+    written += 1
   with open(os.path.join(folder, "done.json"), "w") as f:
     json.dump({"pieces": written}, f)
   return folder
@@ -319,11 +324,15 @@ def main() -> None:
   parser.add_argument("--corpora", default="chorales,piano")
   parser.add_argument("--tokenizers", default=",".join(TOKENIZERS))
   parser.add_argument("--chorales", type=int, default=200)
+  parser.add_argument("--piano-pieces", type=int, default=23)
   args = parser.parse_args()
   os.makedirs(args.out, exist_ok=True)
   rows = {}
   for corpus in args.corpora.split(","):
-    root = chorales(args.out, args.chorales) if corpus == "chorales" else piano(args.out)
+    if corpus == "chorales":
+      root = chorales(args.out, args.chorales)
+    else:
+      root = piano(args.out, args.piano_pieces)
     rows[corpus] = {}
     for name in args.tokenizers.split(","):
       workdir = os.path.join(args.out, "runs", f"{corpus}_{name}")
