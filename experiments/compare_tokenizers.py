@@ -5,7 +5,7 @@ same music, then measured.
 
 Corpora: `chorales` (music21's Bach chorales, the family's built-in corpus: four voices, strict
 meter; 200 by default) and `piano`, a MAESTRO-like piano set made here from music21's string
-quartets (the first 23 movements it can write, Mozart's, Haydn's, then Beethoven's): every
+quartets (the first 24 movements it can write, Mozart's, Haydn's, then Beethoven's): every
 part played by one piano with performance timing (a slow rubato and
 onset jitter of ~15 ms), phrase-shaped velocities over 30-110 and a sustain pedal per bar, so
 that times fall off the beat grid as in recorded performances.
@@ -324,7 +324,7 @@ def main() -> None:
   parser.add_argument("--corpora", default="chorales,piano")
   parser.add_argument("--tokenizers", default=",".join(TOKENIZERS))
   parser.add_argument("--chorales", type=int, default=200)
-  parser.add_argument("--piano-pieces", type=int, default=23)
+  parser.add_argument("--piano-pieces", type=int, default=24)
   args = parser.parse_args()
   os.makedirs(args.out, exist_ok=True)
   rows = {}
