@@ -340,6 +340,8 @@ def main() -> None:
         COMMON
         | TOKENIZERS[name]
         | {"data.root": root, "data.cache_dir": os.path.join(args.out, "cache")}
+        # 24 pieces: a tenth can draw none (validation would fall back to the training split).
+        | {"data.val_fraction": "0.1" if corpus == "chorales" else "0.25"}
       )
       train_and_eval(workdir, overrides, args.minutes)
       rows[corpus][name] = tokenizer_measures(workdir, root) | run_measures(workdir)
