@@ -77,7 +77,7 @@ def get_config(arg=None):
   # Full causal attention as masked T x T scores ('dense') or only the allowed blocks of
   # attention_block positions ('blockwise': less memory, fewer FLOPs; BUILD_NOTES.md).
   config.model.attention_impl = "dense"
-  config.model.attention_block = 64
+  config.model.attention_block = 128
   config.model.window = 128
   config.model.global_stride = 64
   config.model.enc_layers = 2

@@ -89,7 +89,7 @@ class TransformerConfig:
   # How full causal attention computes: 'dense' (masked T x T scores) or 'blockwise' (only the
   # blocks of attention_block positions the mask allows; BUILD_NOTES.md has the timings).
   attention_impl: str = "dense"
-  attention_block: int = 64
+  attention_block: int = 128
   window: int = 128
   global_stride: int = 64
   mode: str = "transformer"
