@@ -245,13 +245,19 @@ def load_config(model: str, args):
   except (errors.ConfigError, KeyError) as e:
     raise Skip(f"config: {e}") from None
   if is_token_model(config) and not config.model.get("vocab_size"):
-    # model.vocab_size 0 follows the data's tokenizer: the models here get no data, so the
-    # config's tokenizer (untrained: its base vocabulary, or the learned size it asks for).
-    from jaxvae.symbolic import tokenizers
-
-    with config.unlocked():
-      config.model.vocab_size = tokenizers.from_config(config.data.midi).planned_vocab_size
+    with config.unlocked():  # the torch reference reads it too
+      config.model.vocab_size = vocab_size(config)
   return config
+
+
+def vocab_size(config) -> int:
+  """A token model's vocabulary: `model.vocab_size`, or (0) the config's tokenizer's, since the
+  models here get no data (untrained: its base vocabulary, or the learned size it asks for)."""
+  if int(config.model.get("vocab_size", 0)):
+    return int(config.model.vocab_size)
+  from jaxvae.symbolic import tokenizers
+
+  return tokenizers.from_config(config.data.midi).planned_vocab_size
 
 
 def is_token_model(config) -> bool:
@@ -305,8 +311,8 @@ def synthetic_examples(config, spec, n: int, seed: int = 0) -> dict[str, np.ndar
   rng = np.random.default_rng(seed)
   ones = np.ones((n,), np.float32)
   if is_token_model(config):
-    vocab = int(config.model.vocab_size)
-    tokens = rng.integers(FIRST_EVENT, vocab, (n, *spec.input_shape)).astype(np.int32)
+    tokens = rng.integers(FIRST_EVENT, vocab_size(config), (n, *spec.input_shape))
+    tokens = tokens.astype(np.int32)
     return {"tokens": tokens, "mask": ones}
   shape = (n, *spec.input_shape)
   if config.data.normalize == "minmax":
@@ -575,7 +581,7 @@ def transformer_model_flops(config, seq_len: int) -> float:
   causal token attends to (T + 1) / 2 keys on average, at most `window` (sliding), or that plus
   the global keys before its window (hierarchical)."""
   m = config.model
-  d, layers, ff, vocab = int(m.d_model), int(m.num_layers), int(m.d_ff), int(m.vocab_size)
+  d, layers, ff, vocab = int(m.d_model), int(m.num_layers), int(m.d_ff), vocab_size(config)
   per_layer = 4 * d * d + 2 * d * ff
   keys = (seq_len + 1) / 2
   if m.attention in ("sliding", "hierarchical"):

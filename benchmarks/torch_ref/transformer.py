@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from jaxvae.symbolic import tokenizers
+
 PAD = 0
 _LN_EPS = 1e-6  # flax LayerNorm's default
 
@@ -108,8 +110,9 @@ def build(config, input_shape):
       "full attention and sinusoidal positions only"
     )
   max_len = max(int(m.max_len), int(input_shape[-1]))
+  vocab = int(m.vocab_size) or tokenizers.from_config(config.data.midi).planned_vocab_size
   model = MusicTransformer(
-    int(m.vocab_size),
+    vocab,
     int(m.d_model),
     int(m.num_layers),
     int(m.num_heads),
