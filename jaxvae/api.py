@@ -36,7 +36,9 @@ from jaxvae.audio import decode as decode_lib
 from jaxvae.data import dataset as dataset_lib
 from jaxvae.data import featurize
 from jaxvae.data import normalize as normalize_lib
+from jaxvae.data import tokens as token_store
 from jaxvae.data.spec import DataSpec
+from jaxvae.evaluators import music as music_eval
 from jaxvae.losses import divergence
 from jaxvae.losses import sequence
 from jaxvae.sampling import interpolate as interpolate_lib
@@ -44,6 +46,7 @@ from jaxvae.sampling import prior
 from jaxvae.sampling import tokens as tokens_lib
 from jaxvae.sampling import vocoder as vocoder_lib
 from jaxvae.sampling import wave as wave_lib
+from jaxvae.symbolic import tokenizers
 from jaxvae.training import builder
 from jaxvae.training import checkpoint
 from jaxvae.training import writer as writer_lib
@@ -91,7 +94,9 @@ def load(workdir: str, which: str = "best", vocoder=None):
     input_shape=tuple(data["shape"]),
     labels={k: tuple(v) for k, v in data["label_values"].items()},
     lyrics_dim=data["lyrics_dim"] if "lyrics_dim" in data else dataset_lib.lyrics_dim(config),
-    tokenizer=writer_lib.run_tokenizer(workdir) if variant.data_kind == "midi" else None,
+    tokenizer=tokenizers.make(token_store.tokenizer_record(data))
+    if variant.data_kind == "midi"
+    else None,
   )
   example = spec.example_batch(config.train.batch_size)
   compiled = builder.build(config, spec, example, steps_per_epoch=1, total_steps=1)
@@ -955,8 +960,8 @@ class MidiModel(Model):
       nll, kl, count = fn(self.variables, jnp.asarray(windows), jax.random.PRNGKey(seed + k))
       total.append((float(nll) + float(kl)) / max(float(count), 1.0))
     if per == "note":
-      notes = int(self.tokenizer.onsets_per_id()[windows[:, 1:]].sum())
-      if not notes:
+      value = music_eval.per_note(np.mean(total), windows, self.tokenizer)["nll_per_note"]
+      if value is None:
         raise errors.DataError("midi_file holds no note: its NLL per note is undefined")
-      return float(np.mean(total)) * float(count) / notes
+      return value
     return float(np.mean(total))

@@ -9,6 +9,7 @@ import collections
 import json
 
 import numpy as np
+import pretty_midi
 import pytest
 from test_faults import _killed
 from test_faults import _train_args
@@ -23,10 +24,6 @@ from test_train import _cli
 from jaxvae import errors
 from jaxvae.symbolic import midi
 from jaxvae.symbolic import tokenizers
-
-pretty_midi = pytest.importorskip("pretty_midi")
-symusic = pytest.importorskip("symusic")
-pytest.importorskip("miditok")
 
 MIDITOK_KINDS = ("remi", "tsd", "midi_like")
 

@@ -198,32 +198,14 @@ def piece_windows(encoded: tokenizers.Encoded, params) -> np.ndarray:
 
 def trained_tokenizer(config, items, params) -> tokenizers.Tokenizer:
   """The store's tokenizer: its vocabulary learned on the training split's files when
-  `data.midi.vocab_size` asks for one (files MidiTok cannot read are left to the build to
-  count)."""
+  `data.midi.vocab_size` asks for one (files it cannot read are left to the build to count)."""
   tok = tokenizers.make(params["tokenizer"])
   if params["tokenizer"].get("vocab_size"):
     d = config.data
     train = [
       it.path for it in items if listing.split_of(it, d.val_fraction, d.split_seed) == "train"
     ]
-    readable = []
-    for path in train:
-      try:
-        tok.encode(path)
-        readable.append(path)
-      except errors.MidiError:
-        pass
-    if not readable:
-      raise errors.DataError(
-        f"no readable training MIDI file to learn a vocabulary on ({len(train)})"
-      )
-    logging.info(
-      "learning a %s vocabulary of %d ids on %d files",
-      params["tokenizer"]["vocab_model"],
-      params["tokenizer"]["vocab_size"],
-      len(readable),
-    )
-    tok.train(readable)
+    tok.train(train)
   return tok
 
 

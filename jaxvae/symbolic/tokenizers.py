@@ -24,6 +24,7 @@ token type that cannot follow the previous one) are skipped; `decode_counted` sa
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import hashlib
 import io
@@ -36,6 +37,7 @@ import numpy as np
 import pretty_midi
 
 from jaxvae.errors import ConfigError
+from jaxvae.errors import DataError
 from jaxvae.errors import MidiError
 from jaxvae.symbolic import midi
 
@@ -116,7 +118,7 @@ def fingerprint(record: dict) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class Tokenizer:
+class Tokenizer(abc.ABC):
   """The interface every tokenization gives the rest of the library."""
 
   kind: str
@@ -145,27 +147,27 @@ class Tokenizer:
     asked = getattr(self, "settings", {}).get("vocab_size", 0)
     return asked if asked and not self.trained else self.vocab_size
 
+  @abc.abstractmethod
   def load(self, source):
     """A MIDI file (path) read once for several `encode` calls (`pretty_midi.PrettyMIDI` and
     what `load` returns pass through). Raises MidiError naming the file."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def encode(self, source, augment: dict | None = None, rng=None) -> Encoded:
     """A MIDI file (path), `pretty_midi.PrettyMIDI` or `load`ed piece -> `Encoded`; `augment`
     (one token-store augmentation record: transpose, tempo_stretch or velocity_jitter) is
     applied to the music before it is tokenized. Raises MidiError naming the file."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def decode_counted(self, ids) -> tuple[pretty_midi.PrettyMIDI, int]:
     """Ids -> (the music, how many ids could not be decoded and were skipped)."""
-    raise NotImplementedError
 
   def decode(self, ids) -> pretty_midi.PrettyMIDI:
     return self.decode_counted(ids)[0]
 
+  @abc.abstractmethod
   def onsets_per_id(self) -> np.ndarray:
     """int32 [vocab_size]: how many notes each id starts (NLL per note = NLL / these)."""
-    raise NotImplementedError
 
 
 # ----------------------------------------------------------------------------- events
@@ -340,11 +342,13 @@ class MidiTokTokenizer(Tokenizer):
   def trained(self) -> bool:
     return bool(self.tok.is_trained)
 
-  def train(self, paths: list[str]) -> None:
-    """Learns the BPE / Unigram vocabulary of `settings['vocab_size']` ids on `paths`."""
+  def train(self, paths: list[str]) -> int:
+    """Learns the BPE / Unigram vocabulary of `settings['vocab_size']` ids on the files of
+    `paths` it can read (the others are left to the store build to count); returns how many it
+    learned on. DataError when it can read none."""
     s = self.settings
     if not s["vocab_size"]:
-      return
+      return 0
     if s["vocab_size"] <= len(self.tok):
       raise ConfigError(
         f"config key 'data.midi.vocab_size' is {s['vocab_size']}; a learned vocabulary must be "
@@ -356,8 +360,19 @@ class MidiTokTokenizer(Tokenizer):
       prepared = []
       for k, path in enumerate(paths):
         target = os.path.join(tmp, f"{k}.mid")
-        self.quantized(path)[0].dump_midi(target)
+        try:
+          self.quantized(path)[0].dump_midi(target)
+        except Exception:  # noqa: BLE001  unreadable: the store build counts it as a bad file
+          continue
         prepared.append(target)
+      if not prepared:
+        raise DataError(f"no readable training MIDI file to learn a vocabulary on ({len(paths)})")
+      logging.info(
+        "learning a %s vocabulary of %d ids on %d files",
+        s["vocab_model"],
+        s["vocab_size"],
+        len(prepared),
+      )
       self.tok.train(vocab_size=s["vocab_size"], model=s["vocab_model"], files_paths=prepared)
     self._record_self()
     if len(self.tok) < s["vocab_size"]:
@@ -368,6 +383,7 @@ class MidiTokTokenizer(Tokenizer):
         len(self.tok),
         s["vocab_size"],
       )
+    return len(prepared)
 
   # What the music goes through before MidiTok reads it.
   def _prepared(self, score, augment, rng):
