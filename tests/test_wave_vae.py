@@ -101,6 +101,26 @@ def test_streaming_decode_equals_offline_decode(trained):
     np.testing.assert_allclose(streamed[:, lag:], offline[:, :-lag], atol=1e-5, err_msg=chunk)
 
 
+def test_streaming_encode_equals_offline_encode_of_the_delayed_input(trained):
+  """Chunks of 1, 3 and 8 latent frames of samples (24 frames): the causal PQMF analysis
+  and the cached encoder give `encode` of the input with `latency` zeros in front; a ragged
+  chunk is refused in one line."""
+  import jaxvae
+
+  model = jaxvae.load(trained[0])
+  rng = np.random.default_rng(0)
+  y = (0.1 * rng.standard_normal((2, 24 * model.hop))).astype(np.float32)
+  delayed = np.pad(y, ((0, 0), (model.latency, 0)))
+  offline = model.encode(delayed)[:, :24]
+  for chunk in (1, 3, 8):
+    streamed = np.concatenate(list(model.stream_encode(y, chunk)), axis=1)
+    assert streamed.shape == offline.shape == (2, 24, model.cfg.latent_dim)
+    np.testing.assert_allclose(streamed, offline, atol=1e-5, err_msg=chunk)
+  cache = model.init_encode_stream(2)
+  with pytest.raises(errors.DataError, match=f"whole latent frames of {model.hop} samples"):
+    model.stream_encode_step(y[:, : model.hop + 1], cache)
+
+
 def test_a_ten_minute_stream_keeps_its_state_the_same_size(trained):
   import jaxvae
 
@@ -201,6 +221,20 @@ def test_export_writes_a_streaming_step_that_runs_without_jaxvae(trained):
   offline = np.asarray(decoder.call(z))
   np.testing.assert_allclose(streamed[:, lag:], offline[:, :-lag], atol=1e-5)
   np.testing.assert_allclose(offline, model.decode(z), atol=1e-5)
+  # The encoder's streaming step, one latent frame of samples a call, from zero state.
+  encode_step = load("stream_encode_step.jax_export")
+  assert meta["stream_encode"]["state"][-1]["name"] == "pqmf"
+  y = np.asarray(jax.random.normal(jax.random.PRNGKey(6), (2, 6 * meta["hop"]))) * 0.1
+  state = [
+    np.zeros([2 if d == "b" else d for d in s["shape"]], s["dtype"])
+    for s in meta["stream_encode"]["state"]
+  ]
+  mus = []
+  for t in range(0, y.shape[1], meta["hop"]):
+    mu, *state = encode_step.call(y[:, t : t + meta["hop"]], *state)
+    mus.append(np.asarray(mu))
+  expected = np.concatenate(list(model.stream_encode(y, 2)), axis=1)
+  np.testing.assert_allclose(np.concatenate(mus, axis=1), expected, atol=1e-5)
 
 
 def test_a_codec_decodes_at_every_bitrate_streams_and_exports(clips, cache_dir, tmp_path, capsys):
@@ -262,6 +296,18 @@ def test_a_codec_decodes_at_every_bitrate_streams_and_exports(clips, cache_dir, 
   np.testing.assert_allclose(
     load("decoder.jax_export").call(exported_codes), model.decode_codes(exported_codes), atol=1e-5
   )
+  # The streaming encoder gives codes: those of the clip `latency` samples late.
+  step = load("stream_encode_step.jax_export")
+  state = [
+    np.zeros([2 if d == "b" else d for d in s["shape"]], s["dtype"])
+    for s in meta["stream_encode"]["state"]
+  ]
+  codes = []
+  for t in range(0, 4 * model.hop, model.hop):
+    c, *state = step.call(clip[:, t : t + model.hop], *state)
+    codes.append(np.asarray(c))
+  late = model.encode_codes(np.pad(clip, ((0, 0), (model.latency, 0))))[:, :4]
+  np.testing.assert_array_equal(np.concatenate(codes, axis=1), late)
 
 
 def test_a_gaussian_model_has_no_codes(trained):

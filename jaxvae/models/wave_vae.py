@@ -1,7 +1,8 @@
 """A RAVE-style waveform VAE: a PQMF split into sub-bands, a strided convolutional encoder to a
 low-rate Gaussian latent, and a decoder with a waveform, a loudness and a noise branch, back
 through the PQMF; optionally causal, so that the decoder runs chunk by chunk with cached
-convolution state (`stream_decode`) and gives what it gives offline.
+convolution state (`stream_decode`, and `stream_encode` for the encoder) and gives what it
+gives offline.
 
 Shapes: waveform [B, samples] -> PQMF [B, frames * ratio_product, bands] -> encoder (a conv to
 `channels`, then per ratio r a residual block of dilated convolutions and a convolution of
@@ -18,7 +19,9 @@ Causal (`causal=True`): every convolution looks back only (left padding), stride
 included. `stream_decode(z_chunk, cache)` decodes chunks of any number of latent frames with
 the caches of every convolution and of the PQMF, whose synthesis it applies causally: the
 stream lags the offline decoding (`decode_wave`, centred PQMF, aligned with the input) by
-`latency` = (taps - 1) / 2 samples and otherwise equals it.
+`latency` = (taps - 1) / 2 samples and otherwise equals it. `stream_encode(y_chunk, cache)`
+encodes chunks of whole latent frames of samples the same way: the PQMF analysis runs
+causally, so the streamed latents are `encode` of the input delayed by `latency` samples.
 
 The discriminators are the vocoder's (`models.vocoder.Discriminators`, multi-period and
 multi-resolution STFT) for the adversarial phase. Parameters: {'generator': {'encoder',
@@ -141,23 +144,31 @@ class Encoder(nn.Module):
   cfg: WaveVAEConfig
 
   @nn.compact
-  def __call__(self, bands):
-    """Sub-bands [B, T, bands] -> (mu, logvar) [B, T / prod(ratios), latent_dim]."""
+  def __call__(self, bands, caches=None):
+    """Sub-bands [B, T, bands] -> ((mu, logvar) [B, T / prod(ratios), latent_dim], the new
+    caches); with `caches` (causal), one chunk of a stream (T a multiple of prod(ratios))."""
     cfg = self.cfg
-    x, _ = Conv(cfg.channels, 7, causal=cfg.causal)(bands)
+    caches = caches or {}
+    new = {}
+    x, new["in"] = Conv(cfg.channels, 7, causal=cfg.causal)(bands, caches.get("in"))
     width = cfg.channels
-    for r in cfg.ratios:
-      x, _ = ResidualBlock(width, cfg.kernel, cfg.dilations, cfg.causal)(x)
+    for i, r in enumerate(cfg.ratios):
+      x, new[f"res{i}"] = ResidualBlock(width, cfg.kernel, cfg.dilations, cfg.causal)(
+        x, caches.get(f"res{i}")
+      )
       width *= 2
       # Kernel 2r, stride r, 2r - 1 frames of padding: T frames in, T / r out.
-      x, _ = Conv(width, 2 * r, stride=r, causal=cfg.causal)(nn.leaky_relu(x, 0.2))
+      x, new[f"down{i}"] = Conv(width, 2 * r, stride=r, causal=cfg.causal)(
+        nn.leaky_relu(x, 0.2), caches.get(f"down{i}")
+      )
+    x = nn.leaky_relu(x, 0.2)
     if cfg.bottleneck != "gaussian":  # the vectors a quantizer reads: no variance
-      x, _ = Conv(cfg.latent_dim, 3, causal=cfg.causal)(nn.leaky_relu(x, 0.2))
-      return x, None
-    x, _ = Conv(2 * cfg.latent_dim, 3, causal=cfg.causal)(nn.leaky_relu(x, 0.2))
+      x, new["out"] = Conv(cfg.latent_dim, 3, causal=cfg.causal)(x, caches.get("out"))
+      return (x, None), new
+    x, new["out"] = Conv(2 * cfg.latent_dim, 3, causal=cfg.causal)(x, caches.get("out"))
     # The log-variance starts near LOGVAR_START, not 0: with unit noise on small initial
     # means the decoder learns from the noise and the posterior collapses (BUILD_NOTES.md).
-    return x[..., : cfg.latent_dim], x[..., cfg.latent_dim :] + LOGVAR_START
+    return (x[..., : cfg.latent_dim], x[..., cfg.latent_dim :] + LOGVAR_START), new
 
 
 class Decoder(nn.Module):
@@ -208,7 +219,7 @@ class Autoencoder(nn.Module):
   def __call__(self, bands, z, noise):
     if self.quantizer is not None:
       self.quantizer(z, train=False)
-    return self.encoder(bands), self.decoder(z, noise)
+    return self.encoder(bands)[0], self.decoder(z, noise)
 
 
 def make_quantizer(cfg: WaveVAEConfig):
@@ -256,12 +267,31 @@ class WaveVAE(nn.Module):
   def encode(self, y):
     """Waveforms [B, samples] (padded to a multiple of `hop`) -> (mu, logvar) [B, frames,
     latent] (a codec: (the encoder's vectors, None))."""
-    return self.encoder(self._bands(y))
+    return self.encoder(self._bands(y))[0]
+
+  def stream_encode(self, y, cache):
+    """One chunk of waveforms [B, n * hop] -> ((mu, logvar) [B, n, latent] (a codec: (the
+    encoder's vectors, None)), new cache); `cache` from `init_encode_cache` for the first
+    chunk (causal models only). The PQMF analysis runs causally, so the stream encodes the
+    input delayed by `cfg.latency` samples: its frames are `encode` of the waveform with
+    `latency` zeros in front (the first frames of that)."""
+    if not self.cfg.causal:
+      raise ValueError("stream_encode needs a causal model (model.causal=True)")
+    if y.shape[-1] % self.cfg.hop:
+      raise ValueError(
+        f"stream_encode: {y.shape[-1]} samples is not whole frames of {self.cfg.hop}"
+      )
+    sub, tail = causal_analysis(self.cfg.pqmf, y, cache["pqmf"])
+    out, convs = self.encoder(jnp.swapaxes(sub, 1, 2), cache["convs"])
+    return out, {"convs": convs, "pqmf": tail}
 
   def encode_codes(self, y, n_quantizers=None):
     """A codec's codes of waveforms: [B, frames] (rvq: [B, frames, levels]; levels past
     `n_quantizers` are -1)."""
-    z, _ = self.encode(y)
+    return self.codes(self.encode(y)[0], n_quantizers)
+
+  def codes(self, z, n_quantizers=None):
+    """A codec's codes of the encoder's vectors [B, frames, latent_dim] (`encode_codes`)."""
     kwargs = {"n_quantizers": n_quantizers} if self.cfg.bottleneck == "rvq" else {}
     return self.quantizer(z, train=False, **kwargs)["codes"]
 
@@ -350,6 +380,34 @@ def causal_synthesis(bank: pqmf_lib.PQMF, sub, tail=None):
     full, kernel, (1,), "VALID", dimension_numbers=("NCH", "OIH", "NCH")
   )
   return m * out[:, 0, :], full[:, :, full.shape[-1] - span :]
+
+
+def causal_analysis(bank: pqmf_lib.PQMF, y, tail=None):
+  """PQMF analysis [B, samples] (a multiple of bands) -> [B, bands, samples / bands] applied
+  causally: sub-band frame j from the samples up to j x bands, with `tail`, the last taps - 1
+  samples of the stream so far (zeros at its start). Equal to `bank.analysis` of the input
+  delayed by (taps - 1) / 2 samples; returns (sub-bands, new tail)."""
+  h, _ = pqmf_lib.filters(bank.bands, bank.overlap, bank.attenuation_db)
+  y = jnp.asarray(y, jnp.float32)
+  span = bank.taps - 1
+  past = jnp.zeros((y.shape[0], span), jnp.float32) if tail is None else tail
+  full = jnp.concatenate([past, y], axis=-1)
+  kernel = jnp.asarray(h[:, None, ::-1].copy())
+  sub = jax.lax.conv_general_dilated(
+    full[:, None, :], kernel, (bank.bands,), "VALID", dimension_numbers=("NCH", "OIH", "NCH")
+  )
+  return sub, full[:, full.shape[-1] - span :]
+
+
+def init_encode_cache(model: WaveVAE, variables, batch: int):
+  """The zero state of an encoding stream: every causal convolution's cache of the encoder
+  (shapes by tracing one frame) and the PQMF analysis's tail of samples."""
+  cfg = model.cfg
+  bands = jnp.zeros((batch, math.prod(cfg.ratios), cfg.bands), jnp.float32)
+  encode = lambda m, bands: m.generator.encoder(bands)[1]
+  shapes = jax.eval_shape(lambda v: model.apply(v, bands, method=encode), variables)
+  convs = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  return {"convs": convs, "pqmf": jnp.zeros((batch, cfg.pqmf.taps - 1), jnp.float32)}
 
 
 def init_cache(model: WaveVAE, variables, batch: int):

@@ -19,7 +19,8 @@ What is exported, by family (each function's inputs and outputs are listed in
 - the waveform VAE: `encoder(audio) -> mu`, `decoder(z) -> audio`, and for a causal model
   `stream_step(z [B, 1, latent], *state) -> (audio [B, hop], *state)`, one latent frame of
   a stream (`export.json`'s `stream.state`: the state's names, shapes and dtypes, zeros to
-  start; `stream.latency_samples`).
+  start; `stream.latency_samples`), and `stream_encode_step(audio [B, hop], *state) -> (z or
+  codes [B, 1, ...], *state)`, the encoder's (`stream_encode`).
 - the MIDI transformer: `step(tokens [B, 1][, z], *cache) -> (logits [B, vocab], *cache)`,
   one KV-cached decoding step (the cache starts as zeros of the shapes in `export.json`),
   and `sampler(prompt [B, 1][, z], key, temperature, top_p) -> tokens [B, length]`, the whole
@@ -173,7 +174,10 @@ def _wave_functions(model, b) -> tuple[dict, dict]:
   `decoder(z) -> audio` for the clip length of its run (rounded up to whole latent frames),
   and for a causal model `stream_step(z [b, 1, latent], *state) -> (audio [b, hop], *state)`,
   one latent frame of a stream: the state starts as zeros of the shapes export.json lists
-  (`stream.state`, in order) and `position` 0; the stream lags the decoder by `latency`."""
+  (`stream.state`, in order) and `position` 0; the stream lags the decoder by `latency`.
+  A causal model also gets `stream_encode_step(audio [b, hop], *state) -> (z [b, 1, latent]
+  or a codec's codes, *state)` (`stream_encode.state`): the encoder (posterior means) of the
+  input `latency` samples late."""
   cfg, params = model.cfg, model.params
   module = model.module
   frames = -(-int(round(model.config.data.seconds * model.sr)) // cfg.hop)
@@ -207,37 +211,52 @@ def _wave_functions(model, b) -> tuple[dict, dict]:
     "bottleneck": cfg.bottleneck,
   }
   if cfg.causal:
+    z_chunk = jax.ShapeDtypeStruct((b, STREAM_CHUNK, *z_spec.shape[2:]), z_spec.dtype)
     functions["stream_step"], meta["stream"] = _stream_function(
-      model, lambda z, cache: apply(vectors(z), cache, key, method="stream_decode"), z_spec, z_name
+      model.init_stream(1),
+      lambda z, cache: apply(vectors(z), cache, key, method="stream_decode"),
+      (z_chunk, z_name),
+      "audio",
+      model.cfg.latency,
+    )
+
+    def encode_chunk(y, cache):
+      (mu, _), cache = apply(y, cache, method="stream_encode")
+      return (apply(mu, None, method="codes") if model.is_codec else mu), cache
+
+    y_chunk = jax.ShapeDtypeStruct((b, STREAM_CHUNK * cfg.hop), jnp.float32)
+    functions["stream_encode_step"], meta["stream_encode"] = _stream_function(
+      model.init_encode_stream(1), encode_chunk, (y_chunk, "audio"), z_name, model.cfg.latency
     )
   return functions, meta
 
 
-def _stream_function(model, decode_chunk, z_spec, z_name: str) -> tuple[Function, dict]:
-  """The one-frame streaming step `(z, *state) -> (audio, *state)` of a causal waveform
-  model (`decode_chunk(z, cache) -> (audio, cache)`), and export.json's `stream` entry: the
+def _stream_function(state0, run_chunk, chunk, out_name: str, latency: int):
+  """A streaming step `(x, *state) -> (y, *state)` of a causal waveform model, one chunk of
+  STREAM_CHUNK latent frames (`run_chunk(x, cache) -> (y, cache)`; `chunk`: (the input's
+  spec, its name); `state0`: the zero state at batch 1), and its export.json entry: the
   state's leaves, named by their paths, with their shapes and dtypes (zeros to start)."""
-  (b,) = z_spec.shape[:1]
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(model.init_stream(1))
+  spec, in_name = chunk
+  (b,) = spec.shape[:1]
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(state0)
   names = [
     "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path) for path, _ in leaves
   ]
   specs = [jax.ShapeDtypeStruct((b, *x.shape[1:]) if x.ndim else (), x.dtype) for _, x in leaves]
-  chunk_spec = jax.ShapeDtypeStruct((b, STREAM_CHUNK, *z_spec.shape[2:]), z_spec.dtype)
 
-  def step(z, *state):
-    out, cache = decode_chunk(z, jax.tree_util.tree_unflatten(treedef, state))
+  def step(x, *state):
+    out, cache = run_chunk(x, jax.tree_util.tree_unflatten(treedef, state))
     return (out, *jax.tree_util.tree_leaves(cache))
 
   meta = {
     "chunk_frames": STREAM_CHUNK,
-    "latency_samples": model.cfg.latency,
+    "latency_samples": latency,
     "state": [
       {"name": n, "shape": [_dim(d) for d in s.shape], "dtype": str(np.dtype(s.dtype))}
       for n, s in zip(names, specs)
     ],
   }
-  return Function(step, (chunk_spec, *specs), [z_name, *names], ["audio", *names]), meta
+  return Function(step, (spec, *specs), [in_name, *names], [out_name, *names]), meta
 
 
 class _NoSpec:

@@ -6,6 +6,8 @@ offline or chunk by chunk (`jaxvae.load(workdir)` returns one for a `wave_vae` r
     y_hat = model.decode(z)                   # -> [B, frames * hop]
     for chunk in model.stream_decode(z, 4):   # causal models: 4 latent frames at a time
         play(chunk)                           # the stream lags decode by model.latency samples
+    for z_chunk in model.stream_encode(y, 1): # a live input, one latent frame at a time
+        ...                                   # encode of y delayed by model.latency samples
 """
 
 from __future__ import annotations
@@ -123,14 +125,47 @@ class WaveModel:
       )
     return z
 
-  def init_stream(self, batch: int = 1) -> dict:
-    """The zero state of a stream of `batch` waveforms (causal models only)."""
+  def _causal(self) -> None:
     if not self.cfg.causal:
       raise errors.ConfigError(
-        f"'{self.workdir}' was trained with model.causal=False: its decoder looks ahead and "
-        "cannot stream; train a causal one (configs/wave_vae.py's presets are)"
+        f"'{self.workdir}' was trained with model.causal=False: its convolutions look ahead "
+        "and cannot stream; train a causal one (configs/wave_vae.py's presets are)"
       )
+
+  def init_stream(self, batch: int = 1) -> dict:
+    """The zero state of a decoding stream of `batch` waveforms (causal models only)."""
+    self._causal()
     return wave_lib.init_cache(self.module, {"params": self.params}, batch)
+
+  def init_encode_stream(self, batch: int = 1) -> dict:
+    """The zero state of an encoding stream of `batch` waveforms (causal models only)."""
+    self._causal()
+    return wave_lib.init_encode_cache(self.module, {"params": self.params}, batch)
+
+  def stream_encode_step(self, y_chunk, cache: dict):
+    """One chunk of waveforms [B, n * hop] -> (posterior means [B, n, latent_dim] (a codec:
+    the encoder's vectors), the next state)."""
+    y = self._waves(y_chunk)
+    if y.shape[1] % self.hop:
+      raise errors.DataError(
+        f"a chunk of {y.shape[1]} samples: a streaming encoder takes whole latent frames of "
+        f"{self.hop} samples"
+      )
+    (mu, _), cache = _stream_encode(self.cfg)(self.params, jnp.asarray(y), cache)
+    return np.asarray(mu), cache
+
+  def stream_encode(self, y, chunk: int = 1):
+    """Yields the latents of waveforms [B, samples] `chunk` latent frames (chunk x hop
+    samples) at a time, as a live input would give them; the samples are padded with zeros
+    to whole frames. The stream encodes the input delayed by `latency` samples (its frames
+    are `encode` of the waveform with `latency` zeros in front)."""
+    y = self._waves(y)
+    y = np.pad(y, ((0, 0), (0, (-y.shape[1]) % self.hop)))
+    cache = self.init_encode_stream(y.shape[0])
+    step = int(chunk) * self.hop
+    for start in range(0, y.shape[1], step):
+      mu, cache = self.stream_encode_step(y[:, start : start + step], cache)
+      yield mu
 
   def stream_step(self, z_chunk, cache: dict, seed: int = 0):
     """One chunk [B, n, latent_dim] -> (samples [B, n * hop], the next state)."""
@@ -183,6 +218,14 @@ def _stream(cfg):
     lambda params, z, cache, key: model.apply(
       {"params": params}, z, cache, key, method="stream_decode"
     )
+  )
+
+
+@functools.lru_cache(maxsize=8)
+def _stream_encode(cfg):
+  model = wave_lib.WaveVAE(cfg)
+  return jax.jit(
+    lambda params, y, cache: model.apply({"params": params}, y, cache, method="stream_encode")
   )
 
 
