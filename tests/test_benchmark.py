@@ -114,6 +114,26 @@ def test_transformer_reference_has_the_seed_size():
   assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(shapes["params"])) == expected
 
 
+def test_the_torch_sampler_with_its_cache_equals_greedy_decoding_without_one():
+  """top_p near 0 keeps only the likeliest token: the KV-cached sampler must then pick what
+  argmax over the full forward pass picks at every position."""
+  if torch is None:
+    pytest.skip("torch is not installed")
+  from benchmarks.torch_ref import transformer as torch_transformer
+
+  torch.manual_seed(0)
+  model = torch_transformer.MusicTransformer(40, 32, 2, 4, 64, 0.1, 64)
+  cached = torch_transformer.generate(model, 20, 3, top_p=1e-6)
+  assert cached.shape == (3, 21) and not model.training
+  tokens = cached[:, :1]
+  with torch.no_grad():
+    for _ in range(20):
+      logits = model(tokens)[:, -1]
+      logits[:, [0, 1]] = -float("inf")
+      tokens = torch.cat([tokens, logits.argmax(-1, keepdim=True)], 1)
+  assert torch.equal(cached, tokens)
+
+
 def _copy(param, array):
   with torch.no_grad():
     param.copy_(torch.from_numpy(np.array(array, np.float32)))  # a writable copy
@@ -315,6 +335,13 @@ def test_ratio_and_seed004_lines():
   assert benchmark.ratios(records) == [
     "puzzle_vqvae: jax/torch t2 = 2.50  (compile 1.00 s vs 1.00 s)"
   ]
+  sampled = [
+    dict(records[0], generate_tokens_per_s=300.0),
+    dict(records[1], generate_tokens_per_s=200.0),
+  ]
+  assert benchmark.ratios(sampled)[1] == (
+    "puzzle_vqvae: sampling jax/torch t2 = 1.50  (300 vs 200 tokens/s, KV-cached)"
+  )
   unguarded = records + [rec("jax", "jax.unguarded", 1250.0)]
   assert benchmark.ratios(unguarded)[0] == (
     "puzzle_vqvae: jax/jax.unguarded = 0.800  (the non-finite guard's cost)"

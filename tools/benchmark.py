@@ -36,7 +36,8 @@ so that peak memory is that model's and the frameworks' thread pools never compe
                    12 L d x attended keys) and model FLOPs utilization, against --peak-tflops
                    or a table of known GPUs (H100, H200, A100); hfu is XLA's count over peak.
   generate_tokens_per_s
-                   with --generate-tokens N: the KV-cached sampler, N tokens x batch.
+                   with --generate-tokens N: the KV-cached sampler, N tokens x batch (JAX's
+                   jitted loop; torch's `generate` of the reference, eager, the same nucleus).
   profile          with --profile: the ops that take the step's time (jax.profiler trace /
                    torch.profiler) and, for JAX, XLA's FLOP count of the step.
 
@@ -642,6 +643,11 @@ def generation_record(stepper, num_tokens: int) -> dict:
       top_p=0.95,
     )
   )
+  return timed_generation(run, num_tokens, stepper.batch_size)
+
+
+def timed_generation(run, num_tokens: int, batch_size: int) -> dict:
+  """`run(seed)` once (compile, warm-up) then twice timed: the generate_* fields."""
   start = now()
   run(0)
   compile_s = now() - start
@@ -653,8 +659,25 @@ def generation_record(stepper, num_tokens: int) -> dict:
   return {
     "generate_tokens": num_tokens,
     "generate_compile_s": compile_s,
-    "generate_tokens_per_s": num_tokens * stepper.batch_size / min(times),
+    "generate_tokens_per_s": num_tokens * batch_size / min(times),
   }
+
+
+def torch_generation_record(stepper, config, num_tokens: int) -> dict:
+  """Tokens/s of the torch reference's KV-cached sampler (`torch_ref.transformer.generate`:
+  the same nucleus, top_p 0.95) at the train batch size, as `generation_record` times JAX's."""
+  from benchmarks.torch_ref import transformer as torch_transformer
+
+  num_tokens = min(num_tokens, int(config.model.max_len) - 1)
+
+  def run(seed):
+    stepper.torch.manual_seed(seed)
+    torch_transformer.generate(stepper.model, num_tokens, stepper.batch_size, top_p=0.95)
+    stepper.sync()
+
+  rec = timed_generation(run, num_tokens, stepper.batch_size)
+  stepper.model.train()
+  return rec
 
 
 def pool_size(config) -> int:
@@ -793,6 +816,8 @@ def run_torch(model: str, args, compile_model: bool, threads: int) -> dict:
     if not compile_model:
       raise
     raise Skip(f"torch.compile failed: {type(e).__name__}: {str(e)[:300]}") from None
+  if args.generate_tokens and is_token_model(config) and not compile_model:
+    rec.update(torch_generation_record(stepper, config, args.generate_tokens))
   name = ("torch.compile" if compile_model else "torch") + f" t{torch.get_num_threads()}"
   return dict(
     rec,
@@ -980,6 +1005,13 @@ def ratios(records: list[dict]) -> list[str]:
         f"{j['model']}: jax/{t['mode']} = {j['samples_per_s'] / t['samples_per_s']:.2f}"
         f"  (compile {j['compile_s']:.2f} s vs {t['compile_s']:.2f} s)"
       )
+      if "generate_tokens_per_s" in j and "generate_tokens_per_s" in t:
+        out.append(
+          f"{j['model']}: sampling jax/{t['mode']} = "
+          f"{j['generate_tokens_per_s'] / t['generate_tokens_per_s']:.2f}  "
+          f"({j['generate_tokens_per_s']:.0f} vs {t['generate_tokens_per_s']:.0f} tokens/s, "
+          "KV-cached)"
+        )
   return out
 
 

@@ -7,6 +7,8 @@ residual dropout), a final LayerNorm and logits tied to the embedding: 3,357,696
 Next-token cross entropy over tokens[:, 1:] from tokens[:, :-1], PAD (id 0) ignored, as
 `jaxvae.variants.music_transformer.lm_objective`.
 Attention is `F.scaled_dot_product_attention(is_causal=True)`, PyTorch's fused kernel.
+`generate` samples with a key/value cache, one token per step (the benchmark's sampling
+reference).
 """
 
 from __future__ import annotations
@@ -50,6 +52,18 @@ class Block(nn.Module):
     b, t, d = x.shape
     return x.view(b, t, self.num_heads, d // self.num_heads).transpose(1, 2)
 
+  def step(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], i: int):
+    """One position x [B, 1, d] at index i, its key and value written into `cache` ([B, H,
+    length, d / H] each): attention over positions 0..i, no mask needed."""
+    h = self.ln1(x)
+    q, k, v = self._heads(self.query(h)), self._heads(self.key(h)), self._heads(self.value(h))
+    keys, values = cache
+    keys[:, :, i : i + 1] = k
+    values[:, :, i : i + 1] = v
+    a = F.scaled_dot_product_attention(q, keys[:, :, : i + 1], values[:, :, : i + 1])
+    x = x + self.out(a.transpose(1, 2).reshape(x.shape))
+    return x + self.ff2(F.gelu(self.ff1(self.ln2(x)), approximate="tanh"))
+
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     h = self.ln1(x)
     q, k, v = self._heads(self.query(h)), self._heads(self.key(h)), self._heads(self.value(h))
@@ -87,6 +101,33 @@ class MusicTransformer(nn.Module):
     for block in self.blocks:
       x = block(x)
     return (self.norm(x) @ self.embed.weight.t()).float()
+
+
+@torch.no_grad()
+def generate(model: MusicTransformer, num_tokens: int, batch_size: int, top_p: float = 0.95):
+  """KV-cached nucleus sampling, one token per step, as `jaxvae.sampling.tokens.generate`
+  does it (START first; PAD and START never drawn; temperature 1): int64 [B, 1 + num_tokens].
+  Keys and values go into caches preallocated for the whole length, one per block."""
+  model.eval()
+  weight = model.embed.weight
+  heads = model.blocks[0].num_heads
+  shape = (batch_size, heads, num_tokens + 1, model.d_model // heads)
+  caches = [(weight.new_zeros(shape), weight.new_zeros(shape)) for _ in model.blocks]
+  token = torch.full((batch_size, 1), tokenizers.START, dtype=torch.long, device=weight.device)
+  out = [token]
+  for i in range(num_tokens):
+    x = model.embed(token) * math.sqrt(model.d_model) + model.positions[i : i + 1]
+    for block, cache in zip(model.blocks, caches):
+      x = block.step(x, cache, i)
+    logits = (model.norm(x[:, 0]) @ weight.t()).float()
+    logits[:, [PAD, tokenizers.START]] = -math.inf
+    ordered, order = torch.sort(logits, -1, descending=True)
+    probs = torch.softmax(ordered, -1)
+    keep = torch.cumsum(probs, -1) - probs < top_p  # the nucleus; the top token always
+    probs = torch.where(keep, probs, torch.zeros_like(probs))
+    token = order.gather(-1, torch.multinomial(probs, 1))
+    out.append(token)
+  return torch.cat(out, 1)
 
 
 def next_token_loss(model: MusicTransformer, batch: dict) -> torch.Tensor:
