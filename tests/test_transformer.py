@@ -28,6 +28,7 @@ TINY = dict(
   max_len=128,
   window=8,
   global_stride=4,
+  attention_block=8,  # the cached decoding steps read blocks of 8 positions
   enc_layers=1,
   latent_span=T,
   disc_dim=16,
@@ -430,6 +431,21 @@ def test_sample_logits_filters():
   assert draw(p=0.7) == {2, 3}  # 0.5 alone < 0.7, 0.5 + 0.3 covers it
   assert len(draw()) > 2  # PAD and START (ids 0, 1) have no mass: 2..5 remain
   assert draw(t=0.0) == {2}
+
+
+def test_the_nucleus_without_a_sort_equals_its_definition():
+  """Each token is kept when the tokens more likely than it hold less than top_p of the mass
+  (brute force in float64), on peaked, flat and tied rows."""
+  rng = np.random.default_rng(0)
+  logits = rng.standard_normal((6, 300)).astype(np.float32) * np.array(
+    [[0.3], [1], [2], [4], [8], [1]]
+  )
+  logits[5, :60] = logits[5, 0]  # 60 tied tokens
+  probs = np.asarray(jax.nn.softmax(logits, -1))
+  nucleus = jax.jit(token_sampling.nucleus)
+  for top_p in (0.05, 0.5, 0.9, 0.95, 0.999):
+    above = (probs[:, None, :] * (probs[:, None, :] > probs[:, :, None])).sum(-1, dtype=np.float64)
+    np.testing.assert_array_equal(np.asarray(nucleus(probs, top_p)), above < top_p, err_msg=top_p)
 
 
 def test_top_k_one_is_greedy():

@@ -251,6 +251,34 @@ def blockwise_causal_attention(q, k, v, block: int):
   return out.reshape(b, n * size, h, d)[:, :t].astype(v.dtype)
 
 
+def cached_attention(q, keys, values, position, allowed, block: int):
+  """One query position q [B, 1, H, D] against a key/value cache [B, H, T, D] filled up to
+  `position`, reading only the `block`-position blocks that hold keys up to it: a loop of
+  position // block + 1 steps with an online softmax, so a step early in a sequence does not
+  read the whole cache (the cache's reads were most of a sampling step's time; BUILD_NOTES.md).
+  `allowed(k_pos [block]) -> [1, block]` is the variant's mask. Equal to dense attention over
+  the cache up to float rounding."""
+  qh = q[:, 0]  # [B, H, D]
+  b, h, d = qh.shape
+
+  def body(i, carry):
+    m, total, acc = carry  # running max and sum [B, H], output [B, H, D]
+    start = i * block
+    k = jax.lax.dynamic_slice_in_dim(keys, start, block, axis=2)
+    v = jax.lax.dynamic_slice_in_dim(values, start, block, axis=2)
+    scores = jnp.where(allowed(start + jnp.arange(block))[0], _scores("bhd,bhkd->bhk", qh, k), _NEG)
+    m_new = jnp.maximum(m, scores.max(-1))
+    p = jnp.exp(scores - m_new[..., None])
+    rescale = jnp.exp(m - m_new)
+    update = jnp.einsum("bhk,bhkd->bhd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return m_new, total * rescale + p.sum(-1), acc * rescale[..., None] + update
+
+  m = jnp.full((b, h), -jnp.inf, jnp.float32)
+  init = (m, jnp.zeros((b, h), jnp.float32), jnp.zeros((b, h, d), jnp.float32))
+  _, total, acc = jax.lax.fori_loop(0, position // block + 1, body, init)
+  return (acc / total[..., None])[:, None].astype(values.dtype)
+
+
 def _blocks(x, n_blocks: int, size: int):
   pad = n_blocks * size - x.shape[1]
   x = jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0)))
@@ -341,20 +369,29 @@ class SelfAttention(nn.Module):
     return nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name="out")(out)
 
   def _cached(self, q, k, v, positions):
-    """One step against the cache; at init the cache is sized by the (full-length) input."""
+    """One step against the cache; at init the cache is sized by the (full-length) input.
+    The cache is kept [B, H, T, D], heads outside positions: the step's attention then reads
+    it as it lies (a [B, T, H, D] cache made XLA:CPU transpose the whole cache every step,
+    5x the step's time at 512 positions; BUILD_NOTES.md)."""
     initializing = self.is_initializing()
-    cache_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
-    cache_v = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+    b, t, h, d = k.shape
+    cache_k = self.variable("cache", "cached_key", jnp.zeros, (b, h, t, d), k.dtype)
+    cache_v = self.variable("cache", "cached_value", jnp.zeros, (b, h, t, d), v.dtype)
     if initializing:
       return attend(q, k, v, self.kind, self.window, self.global_stride)
-    start = (0, positions[0], 0, 0)
-    cache_k.value = jax.lax.dynamic_update_slice(cache_k.value, k, start)
-    cache_v.value = jax.lax.dynamic_update_slice(cache_v.value, v, start)
-    k_pos = jnp.arange(cache_k.value.shape[1])
-    allowed = attention_allowed(
+    start = (0, 0, positions[0], 0)
+    heads_first = lambda x: jnp.swapaxes(x, 1, 2)
+    cache_k.value = jax.lax.dynamic_update_slice(cache_k.value, heads_first(k), start)
+    cache_v.value = jax.lax.dynamic_update_slice(cache_v.value, heads_first(v), start)
+    allowed = lambda k_pos: attention_allowed(
       positions[:, None], k_pos[None, :], self.kind, self.window, self.global_stride
     )
-    return dense_attention(q, cache_k.value, cache_v.value, allowed)
+    t = cache_k.value.shape[2]
+    if q.shape[1] == 1 and t % self.block == 0:
+      return cached_attention(q, cache_k.value, cache_v.value, positions[0], allowed, self.block)
+    scores = jnp.where(allowed(jnp.arange(t)), _scores("bqhd,bhkd->bhqk", q, cache_k.value), _NEG)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bhkd->bqhd", probs, cache_v.value)
 
 
 class Block(nn.Module):
