@@ -26,8 +26,9 @@ pieces against the validation windows, with their distances (jaxvae/symbolic/sta
 Stage 1: decoder-only causal transformer; 2: hierarchical-latent VAE (66 = 3 x 22), KL
 annealed with free bits; 3: VAE-GAN with a multi-scale discriminator on Gumbel-softmax token
 distributions, feature matching and R1. Attention: model.attention = full | sliding |
-hierarchical; full attention computes as masked T x T scores (model.attention_impl=dense) or
-only the causal blocks of model.attention_block positions (blockwise: no T x T matrix).
+hierarchical; full attention computes as masked T x T scores (model.attention_impl=dense),
+only the causal blocks of model.attention_block positions (blockwise: no T x T matrix), or
+through jax.nn.dot_product_attention (dpa: cuDNN flash attention on a GPU in bfloat16).
 Data: the built-in corpus is music21's Bach chorales (data.layout=chorales);
 your MIDI folder with --config.data.layout=folder --config.data.root=DIR, or MAESTRO with
 data.layout=maestro. Presets: '' (the original's size: d_model 256, 4 layers, 4 heads, seq 512

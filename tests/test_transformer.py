@@ -160,12 +160,15 @@ def test_blockwise_equals_naive_masked_attention(kind, t, window, stride):
   np.testing.assert_allclose(blockwise, naive, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("t, block", [(100, 32), (128, 32), (33, 8)])
+@pytest.mark.parametrize("t, block", [(100, 32), (128, 32), (33, 8), (100, "dpa")])
 def test_blockwise_full_attention_equals_dense_with_its_gradients(t, block):
   """The online-softmax blocks give the masked dense attention's output and gradients (the
-  block's running max is a constant of the gradient: it cancels)."""
+  block's running max is a constant of the gradient: it cancels); so does model.attention_impl
+  'dpa' (jax.nn.dot_product_attention, here on XLA's ops)."""
   q, k, v = rand_qkv(t, t, heads=2, dim=8)
-  blockwise = functools.partial(tr.blockwise_causal_attention, block=block)
+  blockwise = functools.partial(tr.attend, kind="full", window=0, global_stride=0, impl="dpa")
+  if block != "dpa":
+    blockwise = functools.partial(tr.blockwise_causal_attention, block=block)
   np.testing.assert_allclose(
     jax.jit(blockwise)(q, k, v), jax.jit(tr.causal_attention)(q, k, v), rtol=1e-5, atol=1e-5
   )

@@ -5,8 +5,8 @@
 # hundred clips and for conv_vae:small (tools/wallclock.py, cold and warm compilation cache),
 # JAX vs PyTorch eager for the puzzle VQ-VAE (with the seed-004 run extrapolated from its step
 # rate), transformer tokens/s at seq 512, MFU at the high_quality preset in bfloat16 with
-# sampling tokens/s, the seed-size conv VAE, and the vocoder's generator (real time at batch 1
-# and 16). Records go to ${OUT:-/tmp/gpu_bench}.
+# sampling tokens/s, full causal attention dense / blockwise / jax.nn.dot_product_attention,
+# the seed-size conv VAE, and the vocoder's generator (real time at batch 1 and 16). Records go to ${OUT:-/tmp/gpu_bench}.
 #   bash tools/gpu_benchmarks.sh            # needs jax[cuda], torch (the [bench] extra)
 #   QUICK=1 bash tools/gpu_benchmarks.sh    # the same items at smoke size (checks the script)
 set -uo pipefail
@@ -40,6 +40,12 @@ b puzzle 80 --models puzzle_vqvae --batch-size 64 --steps $steps --repeats 3
 b transformer_512 90 --models music_transformer --batch-size 8 --steps 30 --repeats 3 $small
 b transformer_hq 90 --models music_transformer --preset high_quality --batch-size 32 --steps 20 \
   --dtype bfloat16 --frameworks jax --generate-tokens 1023
+# Full causal attention three ways (model.attention_impl), seq 512, bfloat16: dense masked
+# scores, the blockwise online softmax, jax.nn.dot_product_attention (cuDNN flash attention).
+for impl in dense blockwise dpa; do
+  b attention_$impl 60 --models music_transformer --batch-size 16 --steps $steps --repeats 2 \
+    --dtype bfloat16 --frameworks jax --override model.attention_impl=$impl $small
+done
 run wallclock_conv_small 100 "$py" tools/wallclock.py --config=configs/conv_vae.py:small \
   --runs 2 --fresh-cache --json "$out/wallclock_conv_small.json" -- \
   --config.data.cache_dir=/tmp/jaxvae_cache --config.train.report_audio=False

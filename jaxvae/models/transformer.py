@@ -62,7 +62,7 @@ from jaxvae.models import layers
 from jaxvae.symbolic.midi import PAD
 
 ATTENTION_KINDS = ("full", "sliding", "hierarchical")
-ATTENTION_IMPLS = ("dense", "blockwise")
+ATTENTION_IMPLS = ("dense", "blockwise", "dpa")
 MODES = ("transformer", "vae", "vaegan")
 POSITIONS = ("sinusoidal", "learned")
 _NEG = -1e30  # finite, so a fully masked row gives a uniform softmax rather than NaN.
@@ -86,8 +86,9 @@ class TransformerConfig:
   max_len: int = 2048  # longest sequence (training window or generation) the model accepts.
   positions: str = "sinusoidal"  # or 'learned' (max_len rows).
   attention: str = "full"
-  # How full causal attention computes: 'dense' (masked T x T scores) or 'blockwise' (only the
-  # blocks of attention_block positions the mask allows; BUILD_NOTES.md has the timings).
+  # How full causal attention computes: 'dense' (masked T x T scores), 'blockwise' (only the
+  # blocks of attention_block positions the mask allows) or 'dpa' (jax.nn.dot_product_attention:
+  # cuDNN flash attention on a GPU in bfloat16; BUILD_NOTES.md has the timings).
   attention_impl: str = "dense"
   attention_block: int = 128
   window: int = 128
@@ -323,10 +324,14 @@ def local_attention(q, k, v, window: int, global_stride: int = 0):
 
 def attend(q, k, v, kind: str, window: int, global_stride: int, impl: str = "dense", block=64):
   """Dispatch to the causal attention of `kind` (non-cached path); full attention by `impl`:
-  'dense' (the T x T scores, masked) or 'blockwise' (`blockwise_causal_attention`)."""
+  'dense' (the T x T scores, masked), 'blockwise' (`blockwise_causal_attention`) or 'dpa'
+  (`jax.nn.dot_product_attention`, which picks the backend's fused kernel where it has one,
+  cuDNN flash attention on NVIDIA GPUs in bfloat16 / float16, and XLA's ops elsewhere)."""
   if kind == "full":
     if impl == "blockwise" and q.shape[1] > block:
       return blockwise_causal_attention(q, k, v, block)
+    if impl == "dpa":
+      return jax.nn.dot_product_attention(q, k, v, is_causal=True)
     return causal_attention(q, k, v)
   return local_attention(q, k, v, window, global_stride if kind == "hierarchical" else 0)
 
