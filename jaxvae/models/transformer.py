@@ -376,8 +376,8 @@ class SelfAttention(nn.Module):
   def _cached(self, q, k, v, positions):
     """One step against the cache; at init the cache is sized by the (full-length) input.
     The cache is kept [B, H, T, D], heads outside positions: the step's attention then reads
-    it as it lies (a [B, T, H, D] cache made XLA:CPU transpose the whole cache every step,
-    5x the step's time at 512 positions; BUILD_NOTES.md)."""
+    it as it lies (a [B, T, H, D] cache made XLA:CPU transpose the whole cache every step:
+    13.0 instead of 7.3 ms a step at 512 positions, batch 16; BUILD_NOTES.md)."""
     initializing = self.is_initializing()
     b, t, h, d = k.shape
     cache_k = self.variable("cache", "cached_key", jnp.zeros, (b, h, t, d), k.dtype)
