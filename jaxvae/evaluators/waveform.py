@@ -37,6 +37,33 @@ def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> np.ndarray:
   )
 
 
+# The mel every waveform-domain Fréchet / MMD distance reads (`audio_distances`), fixed so that
+# models of different features (a waveform VAE, a mel VAE through a vocoder) compare.
+AUDIO_MEL = {
+  "n_fft": 1024,
+  "hop_length": 256,
+  "n_mels": 64,
+  "scale": "db",
+  "db_reference": "absolute",
+}
+
+
+def audio_distances(config, waves, made) -> dict:
+  """Fréchet and MMD distances of waveforms `made` [N, samples] to `waves` [M, samples] at
+  `config.data.sr`, in `eval.embedding` of the AUDIO_MEL of each (dB features in, so no
+  normalization); {} with fewer than two references."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.data.scale = "db"
+  name, embed = sample_quality.embedding_fn(config)
+  mel = vocoding._mel(dict(AUDIO_MEL, sr=int(config.data.sr)))
+  reference = embed(np.asarray(mel(jnp.asarray(waves))), {})
+  if len(reference) < 2:
+    return {}
+  d = sample_quality.distances(embed(np.asarray(mel(jnp.asarray(made))), {}), reference)
+  return {"frechet": round(d["frechet"], 4), "mmd2": round(d["mmd2"], 5), "embedding": name}
+
+
 class WaveQuality:
   """`run(state) -> metrics`, `scalars`, `summary` (the evaluator interface of `suite`)."""
 
@@ -127,25 +154,7 @@ class WaveQuality:
     return rows
 
   def _distances(self, waves, made) -> dict:
-    config = self.job.config.copy_and_resolve_references()
-    with config.unlocked():
-      config.data.scale = "db"
-    name, embed = sample_quality.embedding_fn(config)
-    mel = vocoding._mel(
-      {
-        "sr": int(config.data.sr),
-        "n_fft": 1024,
-        "hop_length": 256,
-        "n_mels": 64,
-        "scale": "db",
-        "db_reference": "absolute",
-      }
-    )
-    reference = embed(np.asarray(mel(jnp.asarray(waves))), {})
-    if len(reference) < 2:
-      return {}
-    d = sample_quality.distances(embed(np.asarray(mel(jnp.asarray(made))), {}), reference)
-    return {"frechet": round(d["frechet"], 4), "mmd2": round(d["mmd2"], 5), "embedding": name}
+    return audio_distances(self.job.config, waves, made)
 
   def _stream_speed(self, model: WaveModel) -> dict:
     """Real-time factor of `stream_step` at batch 1, STREAM_CHUNK latent frames a call."""
