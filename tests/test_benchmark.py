@@ -440,3 +440,4 @@ def test_the_wave_benchmark_times_offline_and_streaming_decode(capsys):
   record = json.loads(capsys.readouterr().out)
   assert record["hop"] == 16 and record["stream_chunk_frames"] == 1
   assert record["offline_real_time_factor"] > 0 and record["stream_real_time_factor"] > 0
+  assert record["stream_encode_real_time_factor"] > 0

@@ -151,6 +151,7 @@ def test_eval_measures_reconstructions_prior_samples_and_streaming(trained, caps
     assert np.isfinite(rec[key]), key
   assert np.isfinite(metrics["prior"]["frechet"])
   assert metrics["stream"]["real_time_factor_batch1"] > 0
+  assert metrics["stream"]["encode_real_time_factor_batch1"] > 0
   assert metrics["latent_frames_per_second"] == pytest.approx(SR / 16, rel=1e-3)
   assert "streaming decode" in capsys.readouterr().out
 

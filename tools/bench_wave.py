@@ -1,11 +1,12 @@
-"""How fast the waveform VAE decodes, offline and streaming (`python tools/benchmark.py --wave
-...` calls this).
+"""How fast the waveform VAE decodes, offline and streaming, and encodes streaming (`python
+tools/benchmark.py --wave ...` calls this).
 
 An untrained model of `configs/wave_vae.py:<preset>` at `--sr` (timing needs no weights)
 decodes `--seconds` of latent frames at batch 1: offline in one call, and as a stream of
-`--chunk` latent frames per call through the cached causal step (`stream_decode`), after a
-warm-up call each; reported as real-time factors (seconds of audio per second of compute),
-with the chunk's duration and the PQMF's latency.
+`--chunk` latent frames per call through the cached causal step (`stream_decode`), and encodes
+the same length as a stream (`stream_encode`), after a warm-up call each
+(`evaluators.waveform.stream_speed`); reported as real-time factors (seconds of audio per second
+of compute), with the chunk's duration and the PQMF's latency.
 
   python tools/benchmark.py --wave --preset small --sr 44100
 """
@@ -24,7 +25,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from jaxvae.models import wave_vae as wave_model  # noqa: E402 - after the path
+from jaxvae.evaluators import waveform  # noqa: E402 - after the path
+from jaxvae.models import wave_vae as wave_model  # noqa: E402
 from jaxvae.sampling.wave import WaveModel  # noqa: E402
 from jaxvae.variants import registry  # noqa: E402
 from jaxvae.variants import wave_vae as wave_variant  # noqa: E402
@@ -63,17 +65,13 @@ def measure(args) -> dict:
     "offline_real_time_factor": round(frames * cfg.hop / args.sr / offline, 1),
   }
   if cfg.causal:
-    cache = model.init_stream(1)
-    _, cache = model.stream_step(z[:, : args.chunk], cache)  # compile
-    start = time.perf_counter()
-    for t in range(0, frames, args.chunk):
-      _, cache = model.stream_step(z[:, t : t + args.chunk], cache)
-    streaming = time.perf_counter() - start
+    speed = waveform.stream_speed(model, frames, args.chunk)
     out |= {
       "stream_chunk_frames": args.chunk,
-      "stream_chunk_ms": round(1000 * args.chunk * cfg.hop / args.sr, 1),
-      "stream_latency_ms": round(1000 * cfg.latency / args.sr, 1),
-      "stream_real_time_factor": round(frames * cfg.hop / args.sr / streaming, 1),
+      "stream_chunk_ms": speed["chunk_ms"],
+      "stream_latency_ms": speed["latency_ms"],
+      "stream_real_time_factor": round(speed["real_time_factor_batch1"], 1),
+      "stream_encode_real_time_factor": round(speed["encode_real_time_factor_batch1"], 1),
     }
   return out
 

@@ -64,6 +64,32 @@ def audio_distances(config, waves, made) -> dict:
   return {"frechet": round(d["frechet"], 4), "mmd2": round(d["mmd2"], 5), "embedding": name}
 
 
+def stream_speed(model: WaveModel, frames: int, chunk: int) -> dict:
+  """Real-time factors at batch 1 of the causal model's streaming decoder (`stream_step`, z in)
+  and encoder (`stream_encode_step`, samples in), `chunk` latent frames a call over `frames`
+  frames of random input, compile excluded; with the chunk's length and the latency."""
+  z = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (1, frames, model.cfg.latent_dim)))
+  y = 0.1 * np.asarray(jax.random.normal(jax.random.PRNGKey(1), (1, frames * model.hop)))
+
+  def seconds(step, x, cache, size: int) -> float:
+    _, cache = step(x[:, :size], cache)  # compile
+    start = time.perf_counter()
+    for t in range(0, x.shape[1], size):
+      _, cache = step(x[:, t : t + size], cache)  # numpy out: each call synchronizes
+    return time.perf_counter() - start
+
+  audio = frames * model.hop / model.sr
+  decode = seconds(model.stream_step, z, model.init_stream(1), chunk)
+  encode = seconds(model.stream_encode_step, y, model.init_encode_stream(1), chunk * model.hop)
+  return {
+    "real_time_factor_batch1": round(audio / decode, 2),
+    "encode_real_time_factor_batch1": round(audio / encode, 2),
+    "chunk_frames": chunk,
+    "chunk_ms": round(1000 * chunk * model.hop / model.sr, 1),
+    "latency_ms": round(1000 * model.latency / model.sr, 1),
+  }
+
+
 class WaveQuality:
   """`run(state) -> metrics`, `scalars`, `summary` (the evaluator interface of `suite`)."""
 
@@ -157,22 +183,8 @@ class WaveQuality:
     return audio_distances(self.job.config, waves, made)
 
   def _stream_speed(self, model: WaveModel) -> dict:
-    """Real-time factor of `stream_step` at batch 1, STREAM_CHUNK latent frames a call."""
     frames = min(int(STREAM_SECONDS * model.sr / model.hop), STREAM_CALLS * STREAM_CHUNK)
-    z = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (1, frames, model.cfg.latent_dim)))
-    cache = model.init_stream(1)
-    out, cache = model.stream_step(z[:, :STREAM_CHUNK], cache)  # compile
-    start = time.perf_counter()
-    for t in range(0, frames, STREAM_CHUNK):
-      out, cache = model.stream_step(z[:, t : t + STREAM_CHUNK], cache)
-    seconds = time.perf_counter() - start
-    audio = frames * model.hop / model.sr
-    return {
-      "real_time_factor_batch1": round(audio / seconds, 2),
-      "chunk_frames": STREAM_CHUNK,
-      "chunk_ms": round(1000 * STREAM_CHUNK * model.hop / model.sr, 1),
-      "latency_ms": round(1000 * model.latency / model.sr, 1),
-    }
+    return stream_speed(model, frames, STREAM_CHUNK)
 
   def scalars(self, results: dict) -> dict:
     out = {
@@ -185,10 +197,9 @@ class WaveQuality:
       for k, v in results.get("prior", {}).items()
       if isinstance(v, (int, float))
     }
-    if "stream" in results:
-      out["eval/stream/real_time_factor_batch1"] = float(
-        results["stream"]["real_time_factor_batch1"]
-      )
+    for key in ("real_time_factor_batch1", "encode_real_time_factor_batch1"):
+      if key in results.get("stream", {}):
+        out[f"eval/stream/{key}"] = float(results["stream"][key])
     return out
 
   def summary(self, results: dict) -> str:
@@ -215,7 +226,8 @@ class WaveQuality:
     if "stream" in results:
       s = results["stream"]
       lines.append(
-        f"  streaming decode: x{s['real_time_factor_batch1']:.0f} real time at batch 1, "
-        f"{s['chunk_ms']} ms chunks, {s['latency_ms']} ms latency"
+        f"  streaming decode: x{s['real_time_factor_batch1']:.0f} real time at batch 1, encode "
+        f"x{s.get('encode_real_time_factor_batch1', float('nan')):.0f}, {s['chunk_ms']} ms chunks, "
+        f"{s['latency_ms']} ms latency each way"
       )
     return "\n".join(lines)
