@@ -466,11 +466,48 @@ def summarize_seeds(per_seed: dict[int, list[dict]], out_dir: str) -> list[str]:
     f"\nmedian / worst over seeds {', '.join(str(s) for s in per_seed)}; scores as in each "
     "seed's comparison.md (k-means on the cluster space eval reports, linear probes)."
   )
+  lines += target_lines(table)
   with open(os.path.join(out_dir, "summary.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   with open(os.path.join(out_dir, "summary.json"), "w") as f:
     json.dump({"seeds": list(per_seed), "models": summary}, f, indent=1)
   return lines
+
+
+def target_lines(table: dict[str, dict[str, list]]) -> list[str]:
+  """Per label, each trained model's median k-means NMI and ARI against the strongest PCA
+  baseline row's (the highest median NMI over the feature settings; its GMM's beside it), and
+  the best model's margin over it. Latent parts and baselines are not models here."""
+  median = lambda entry, key: float(np.median(entry[key])) if entry.get(key) else None
+  baselines = {m: e for m, e in table.items() if m.startswith("pca_kmeans_baseline")}
+  models = {m: e for m, e in table.items() if m not in baselines and " part)" not in m}
+  labels = sorted({k[4:] for e in baselines.values() for k in e if k.startswith("nmi_")})
+  out = []
+  for label in labels:
+    nmi, ari = f"nmi_{label}", f"ari_{label}"
+    name, base = max(baselines.items(), key=lambda kv: median(kv[1], nmi) or -1.0)
+    b_nmi, b_ari = median(base, nmi), median(base, ari)
+    gmm = max((median(e, f"gmmnmi_{label}") or 0.0) for e in baselines.values())
+    above, below, best = [], [], None
+    for model, entry in models.items():
+      m_nmi, m_ari = median(entry, nmi), median(entry, ari)
+      if m_nmi is None:
+        continue
+      ok = m_nmi >= b_nmi and (b_ari is None or m_ari is None or m_ari >= b_ari)
+      (above if ok else below).append(
+        model
+        if ok
+        else f"{model} ({m_nmi:.3f} / {m_ari if m_ari is not None else float('nan'):.3f})"
+      )
+      best = max(best or (m_nmi, model), (m_nmi, model))
+    out.append(
+      f"\n{label}: the strongest baseline is {name} (median k-means NMI {b_nmi:.3f}, ARI "
+      f"{b_ari if b_ari is not None else float('nan'):.3f}; the baselines' GMM up to {gmm:.3f}). "
+      f"Median NMI and ARI at or above it: {', '.join(above) or 'none'}; below (NMI / ARI): "
+      f"{', '.join(below) or 'none'}."
+      + (f" Best: {best[1]} {best[0]:.3f} ({best[0] - b_nmi:+.3f})." if best else "")
+    )
+  return out
 
 
 def _counts(values) -> dict:
