@@ -122,6 +122,7 @@ def test_streaming_encode_equals_offline_encode_of_the_delayed_input(trained):
 
 
 def test_a_ten_minute_stream_keeps_its_state_the_same_size(trained):
+  """Decoding and encoding: every state array keeps its shape and dtype."""
   import jaxvae
 
   model = jaxvae.load(trained[0])
@@ -138,6 +139,13 @@ def test_a_ten_minute_stream_keeps_its_state_the_same_size(trained):
     assert sizes(cache) == first
   assert total / model.sr >= 600 and np.isfinite(out).all()
   assert int(cache["position"]) == calls * chunk * model.hop // model.cfg.bands
+  # The encoder's stream over the same ten minutes of samples.
+  cache = model.init_encode_stream(1)
+  first = sizes(cache)
+  y = np.zeros((1, chunk * model.hop), np.float32)
+  for _ in range(calls):
+    mu, cache = model.stream_encode_step(y, cache)
+    assert sizes(cache) == first and mu.shape == (1, chunk, model.cfg.latent_dim)
 
 
 def test_eval_measures_reconstructions_prior_samples_and_streaming(trained, capsys):
@@ -167,6 +175,16 @@ def test_the_api_encodes_decodes_and_refuses_bad_input_in_one_line(
   assert z.shape == (2, -(-1000 // model.hop), model.cfg.latent_dim)
   assert model.reconstruct(y).shape == (2, 1000)
   assert model.sample(2, 5).shape == (2, 5 * model.hop)
+  # Interpolation between two waveforms, and to_audio of what the model makes (waveforms).
+  rng = np.random.default_rng(3)
+  a, b = (0.1 * rng.standard_normal(n).astype(np.float32) for n in (3 * model.hop, 4 * model.hop))
+  path = model.interpolate(a, b, steps=4)
+  assert path.shape == (4, 3 * model.hop)
+  np.testing.assert_allclose(path[0], model.reconstruct(a[None])[0], atol=1e-5)
+  np.testing.assert_allclose(path[-1], model.reconstruct(b[None, : 3 * model.hop])[0], atol=1e-5)
+  np.testing.assert_array_equal(model.to_audio(path), path)
+  with pytest.raises(errors.ConfigError, match="'slerp' or 'lerp'"):
+    model.interpolate(a, b, method="cubic")
   with pytest.raises(errors.DataError, match="NaN"):
     model.encode(np.full((1, 64), np.nan, np.float32))
   with pytest.raises(errors.DataError, match=r"expected \[B, frames, 4\]"):

@@ -4,6 +4,7 @@ offline or chunk by chunk (`jaxvae.load(workdir)` returns one for a `wave_vae` r
     model = jaxvae.load("runs/wave")
     z = model.encode(y)                       # [B, samples] at model.sr -> [B, frames, latent]
     y_hat = model.decode(z)                   # -> [B, frames * hop]
+    path = model.interpolate(y_a, y_b, 5)     # [5, samples]: decoded from a latent path
     for chunk in model.stream_decode(z, 4):   # causal models: 4 latent frames at a time
         play(chunk)                           # the stream lags decode by model.latency samples
     for z_chunk in model.stream_encode(y, 1): # a live input, one latent frame at a time
@@ -23,6 +24,7 @@ import numpy as np
 
 from jaxvae import errors
 from jaxvae.models import wave_vae as wave_lib
+from jaxvae.sampling import interpolate as interpolate_lib
 from jaxvae.training import checkpoint
 from jaxvae.variants import wave_vae as wave_variant
 
@@ -116,6 +118,24 @@ class WaveModel:
       raise errors.ConfigError(f"sample: '{self.workdir}' is a codec, which has no prior")
     z = jax.random.normal(jax.random.PRNGKey(seed), (int(n), int(frames), self.cfg.latent_dim))
     return self.decode(np.asarray(z), seed)
+
+  def interpolate(self, a, b, steps: int = 5, method: str = "slerp", seed: int = 0) -> np.ndarray:
+    """Waveforms `[steps, samples]` decoded from `steps` latent sequences on the path from the
+    encoding of waveform `a` to that of `b` (each `[samples]` or `[1, samples]` at `sr`; the
+    longer is cut to the shorter): posterior means (a codec: its quantized vectors), each
+    sequence taken as one vector, 'slerp' (the great circle) or 'lerp'."""
+    ya, yb = self._waves(a)[:1], self._waves(b)[:1]
+    n = min(ya.shape[1], yb.shape[1])
+    y = np.concatenate([ya[:, :n], yb[:, :n]])
+    z = self.lookup(self.encode_codes(y)) if self.is_codec else self.encode(y)
+    path = interpolate_lib.interpolation_path(z[0].ravel(), z[1].ravel(), int(steps), method)
+    return self.decode(path.reshape(len(path), *z.shape[1:]), seed)[:, :n]
+
+  def to_audio(self, y) -> np.ndarray:
+    """The model's outputs as audio: they are waveforms already (`[B, samples]` at `sr`), so
+    they come back as they are (checked); code written for the mel models'
+    `to_audio(model.reconstruct(x))` runs unchanged."""
+    return self._waves(y)
 
   def _latents(self, z) -> np.ndarray:
     z = np.asarray(z, np.float32)
