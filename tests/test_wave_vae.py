@@ -208,6 +208,30 @@ def test_the_api_encodes_decodes_and_refuses_bad_input_in_one_line(
     next(flat.stream_decode(z))
 
 
+def test_generate_writes_prior_samples_and_an_interpolation(trained, clips):
+  """`--mode=generate` on a waveform VAE: prior samples of generate.seconds, and with
+  --interpolate two files' path, as WAVs; a mel-only flag is refused in one line."""
+  import json
+
+  workdir, overrides = trained
+  more = dict(overrides, **{"generate.seconds": "0.25"})
+  assert (
+    _cli(workdir, more, mode="generate", config="wave_vae.py:tiny", extra=["--num_samples=3"]) == 0
+  )
+  record = json.load(open(os.path.join(workdir, "generate", "prior.json")))
+  assert len(record["files"]) == 3
+  y, sr = sf.read(record["files"][0])
+  assert sr == SR and abs(len(y) - 0.25 * SR) < 64
+  pair = f"{clips}/tone0.wav,{clips}/glide.wav"
+  assert (
+    _cli(workdir, more, mode="generate", config="wave_vae.py:tiny", extra=[f"--interpolate={pair}"])
+    == 0
+  )
+  record = json.load(open(os.path.join(workdir, "generate", "interp.json")))
+  assert len(record["files"]) == record["steps"] == 5
+  assert _cli(workdir, more, mode="generate", config="wave_vae.py:tiny", extra=["--prior=gmm"]) == 1
+
+
 def test_export_writes_a_streaming_step_that_runs_without_jaxvae(trained):
   import json
 

@@ -233,6 +233,7 @@ def generation() -> ml_collections.ConfigDict:
   c.top_k = 0
   c.top_p = 0.95
   c.interpolation_steps = 5  # --interpolate=a.mid,b.mid: points from a to b
+  c.seconds = 0.0  # waveform VAEs: the length of --mode=generate's prior samples (0: data.seconds)
   # A vocoder's workdir (configs/vocoder.py trained on this run's features): the audio of
   # --mode=generate and of the training reports goes through it; '' = Griffin-Lim.
   c.vocoder = ""

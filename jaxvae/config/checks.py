@@ -100,6 +100,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     integer(config, "model.latent_dim", 1)
   integer(config, "generate.interpolation_steps", 2)
   positive(config, "data.download.timeout")
+  positive(config, "generate.seconds", allow_zero=True)
   if base.parse_duration(config.train.max_runtime) is None:
     raise ConfigError(
       f"config key 'train.max_runtime' is {config.train.max_runtime!r}; expected seconds "

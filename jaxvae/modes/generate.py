@@ -7,7 +7,8 @@ KV-cached sampler (from the prior in VAE stages), or with `--interpolate=a.mid,b
 and 3) `interp_XX.mid` decoded from `generate.interpolation_steps` latents on the line between
 the posterior means of the two files' first windows, described in `interp.json`. Audio VAEs
 take `--interpolate=a.wav,b.wav` too, and `--attribute=label:from->to --input=clip.wav
-[--strength=1.0]` (attribute vectors, `jaxvae.api`).
+[--strength=1.0]` (attribute vectors, `jaxvae.api`). The waveform VAE writes `prior_XX.wav`
+(`generate.seconds` long) or, with `--interpolate=a.wav,b.wav`, `interp_XX.wav`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from jaxvae import api
 from jaxvae import workdir as workdir_lib
+from jaxvae.audio import decode as decode_lib
 from jaxvae.audio import synthesis
 from jaxvae.errors import ConfigError
 from jaxvae.evaluators import plots
@@ -74,6 +76,8 @@ def run(config, workdir: str, args) -> int:
   interpolate = args.interpolate
   variant = registry.get(config.model.name)
   if "waveform" in variant.outputs:
+    if variant.latent_kind(config) != "none":  # the waveform VAE or codec
+      return _waveform(config, workdir, args)
     raise ConfigError(
       f"--mode=generate: '{workdir}' holds a vocoder, which turns features into audio; give it "
       "to a model's run with --config.generate.vocoder"
@@ -146,6 +150,52 @@ def run(config, workdir: str, args) -> int:
   return 0
 
 
+def _waveform(config, workdir: str, args) -> int:
+  """The waveform VAE: `--num_samples` prior samples of `generate.seconds` (0: data.seconds)
+  as `prior_XX.wav`, or with `--interpolate=a.wav,b.wav` the decodings of
+  `generate.interpolation_steps` latents on the slerp between the two files' encodings as
+  `interp_XX.wav` (a codec: between their quantized vectors; it has no prior); each with a
+  JSON record under `DIR/generate/`."""
+  for flag, value in (("--attribute", args.attribute), ("--condition", args.condition)):
+    if value is not None:
+      raise ConfigError(f"{flag} is for the mel VAEs; '{workdir}' is a waveform VAE")
+  if args.prior != "model":
+    raise ConfigError(f"--prior={args.prior} is for the mel VAEs; '{workdir}' is a waveform VAE")
+  model = api.load(workdir)
+  out_dir = os.path.join(workdir, "generate")
+  os.makedirs(out_dir, exist_ok=True)
+  if args.interpolate is not None:
+    paths = _two_files(args.interpolate)
+    a, b = (decode_lib.load_audio(path, model.sr) for path in paths)
+    steps = config.generate.interpolation_steps
+    waves = model.interpolate(a, b, steps=steps, seed=args.seed)
+    tag, record = "interp", {"a": paths[0], "b": paths[1], "steps": steps, "method": "slerp"}
+  else:
+    seconds = float(config.generate.seconds) or float(config.data.seconds)
+    frames = max(1, -(-int(round(seconds * model.sr)) // model.hop))
+    waves = model.sample(args.num_samples, frames, seed=args.seed)
+    tag, record = (
+      "prior",
+      {"num_samples": args.num_samples, "seconds": frames * model.hop / model.sr},
+    )
+  builder.require_finite(waves, f"{tag} waveforms", model.step)
+  files = []
+  for i, y in enumerate(waves):
+    files.append(os.path.join(out_dir, f"{tag}_{i:02d}.wav"))
+    synthesis.write_wav(files[-1], y, model.sr)
+  record |= {"seed": args.seed, "files": files, "step": model.step}
+  workdir_lib.write_json(os.path.join(out_dir, f"{tag}.json"), record, indent=2)
+  print(f"wrote {len(files)} waveforms ({tag}) to {out_dir}")
+  return 0
+
+
+def _two_files(arg: str) -> list[str]:
+  paths = [p.strip() for p in arg.split(",")]
+  if len(paths) != 2 or not all(paths):
+    raise ConfigError(f"--interpolate={arg!r}: expected two audio files, 'a.wav,b.wav'")
+  return paths
+
+
 def _audio_latent_tools(config, workdir: str, args) -> int:
   """Audio VAEs: `--interpolate=a.wav,b.wav` (decodings along the slerp from a's latent to
   b's, `generate.interpolation_steps` of them) and `--attribute=label:from->to --input=x.wav
@@ -160,11 +210,7 @@ def _audio_latent_tools(config, workdir: str, args) -> int:
   out_dir = os.path.join(workdir, "generate")
   os.makedirs(out_dir, exist_ok=True)
   if args.interpolate is not None:
-    paths = [p.strip() for p in args.interpolate.split(",")]
-    if len(paths) != 2 or not all(paths):
-      raise ConfigError(
-        f"--interpolate={args.interpolate!r}: expected two audio files, 'a.wav,b.wav'"
-      )
+    paths = _two_files(args.interpolate)
     steps = config.generate.interpolation_steps
     specs = model.interpolate(paths[0], paths[1], steps=steps)
     tag, record = "interp", {"a": paths[0], "b": paths[1], "steps": steps, "method": "slerp"}
