@@ -104,10 +104,11 @@ def test_several_seeds_are_summarized_by_median_and_worst(tmp_path):
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["seeds"] == [0, 1, 2] and summary["models"]["conv"]["nmi_genre"] == [0.2, 0.6, 0.5]
   # The targets line: conv's median NMI 0.5 equals the baseline's, its ARI 0.5 is above 0.4.
-  target = next(line for line in lines if line.startswith("\ngenre:"))
-  assert "strongest baseline is pca_kmeans_baseline (median k-means NMI 0.500, ARI 0.400" in target
-  assert "at or above it: conv;" in target and "Best: conv 0.500 (+0.000)" in target
+  target = next(line for line in lines if line.startswith("\ngenre,"))
+  assert "own features: at or above: conv; below (NMI / ARI): none." in target
+  assert "strongest baseline, pca_kmeans_baseline (NMI 0.500, ARI 0.400" in target
+  assert "Best: conv 0.500 (+0.000 over the strongest)" in target
   per_seed[2] = [dict(per_seed[1][0], nmi_genre=0.1, ari_genre=0.1)]
   lines = train_all.summarize_seeds(per_seed, str(tmp_path))
-  target = next(line for line in lines if line.startswith("\ngenre:"))
-  assert "at or above it: none; below (NMI / ARI): conv (0.200 / 0.200)" in target
+  target = next(line for line in lines if line.startswith("\ngenre,"))
+  assert "own features: at or above: none; below (NMI / ARI): conv (0.200 / 0.200)" in target
