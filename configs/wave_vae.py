@@ -70,7 +70,9 @@ def get_config(arg=None):
   config.train.lr = 1e-4
   config.train.batch_size = 16
   config.train.best_metric = "mel_l1_db"
-  config.train.image_every_epochs = 0
+  # The training report (every 5 epochs and after the first): the mel of validation clips and
+  # their reconstructions, and the first clip and its reconstruction as audio.
+  config.train.image_every_epochs = 5
   config.train.clip_norm = 0.0
   small = {
     "data.sr": 22050,

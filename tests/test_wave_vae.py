@@ -74,6 +74,12 @@ def test_the_adversarial_phase_freezes_the_encoder_and_trains_both_sides(trained
   assert not same(at_switch["discriminator"], end["discriminator"])
   rows = [r for r in open(os.path.join(workdir, "metrics.jsonl")) if '"kind": "epoch"' in r]
   assert '"stage": "representation"' in rows[0] and '"train/loss_d"' in rows[-1]
+  # The first epoch's report: the mel of clips and reconstructions, and both as audio.
+  report = os.path.join(workdir, "reports", "epoch_0001")
+  assert os.path.getsize(os.path.join(report, "reconstructions.png")) > 1000
+  for name in ("original", "reconstruction"):
+    y, sr = sf.read(os.path.join(report, f"{name}.wav"))
+    assert sr == SR and len(y) == SR // 2 and np.abs(y).max() > 0
 
 
 def test_a_resume_across_the_phase_switch_is_bitwise(clips, cache_dir, tmp_path, trained):

@@ -2,7 +2,9 @@
 `DIR/reports/epoch_NNNN/`: input-vs-reconstruction spectrograms of the first validation batch
 (also kept as `DIR/reconstructions.png`); with `train.report_samples`, spectrograms decoded
 from the prior; with `train.report_audio`, Griffin-Lim audio of a reconstruction and a sample;
-with `train.report_tsne`, the validation latents' t-SNE coloured by each label.
+with `train.report_tsne`, the validation latents' t-SNE coloured by each label. Models that
+make waveforms (the waveform VAE, the vocoder) report the mel of the first validation clips
+and of their outputs, and with `train.report_audio` the first clip and its output as audio.
 
 `training_hooks` is what `--mode=train` hands the training loop (`epoch_hooks`).
 """
@@ -23,6 +25,8 @@ from jaxvae import workdir as workdir_lib
 from jaxvae.audio import synthesis
 from jaxvae.data import pipeline
 from jaxvae.evaluators import plots
+from jaxvae.evaluators import vocoding
+from jaxvae.evaluators import waveform
 from jaxvae.evaluators.latents import encode_all
 from jaxvae.sampling import prior
 from jaxvae.sampling import vocoder as vocoder_lib
@@ -93,6 +97,15 @@ class Report:
     devices = job.mesh.devices.size
     size = min(config.train.batch_size, -(-n // devices) * devices)
     batch = next(pipeline.eval_batches(job.val_examples, size))
+    if "waveform" in job.variant.outputs:  # the waveform VAE and the vocoder: audio out
+      outputs = job.forward(state, job.put(batch))
+      waves = {"x": batch["x"][:n, 0, :], "recon": np.asarray(outputs["wave"])[:n]}
+      try:
+        builder.require_finite(waves["recon"], "reconstructions")
+      except errors.NonFiniteOutputError as e:
+        logging.warning("No report for epoch %d: %s", epoch, e)
+        return None
+      return {"epoch": epoch, "step": int(state.step), **waves, "samples": None, "latent": None}
     if "features" not in job.variant.outputs:  # token models: generated MIDI in eval mode
       return None
     outputs = job.forward(state, job.put(batch))
@@ -124,13 +137,19 @@ class Report:
     # Drawn once: the epoch's PNG, its pixels for TensorBoard, and a copy as the workdir's
     # latest `reconstructions.png`.
     epoch_png = os.path.join(out_dir, "reconstructions.png")
+    audio = {"reconstruction": recon[0]} if config.train.report_audio else {}
+    if x.ndim == 2:  # waveforms: drawn as the mel of eval's audio distances, heard as they are
+      if audio:
+        audio["original"] = x[0]
+      mel = vocoding._mel(dict(waveform.AUDIO_MEL, sr=int(config.data.sr)))
+      length = min(x.shape[1], recon.shape[1])
+      x, recon = np.asarray(mel(x[:, :length])), np.asarray(mel(recon[:, :length]))
     image = plots.plot_spectrogram_grid(x, recon, epoch_png, max_items=n, return_array=True)
     writer.image("report/reconstructions", image, step)
     path = os.path.join(writer.workdir, "reconstructions.png")
     with workdir_lib.atomic_path(path) as tmp:
       shutil.copyfile(epoch_png, tmp)
     faults.point("report.written", path)
-    audio = {"reconstruction": recon[0]} if config.train.report_audio else {}
     if samples is not None:
       writer.image(
         "report/prior_samples",
@@ -141,13 +160,15 @@ class Report:
       )
       if config.train.report_audio:
         audio["prior_sample"] = samples[0]
-    if config.data.feature == "mel":
-      for name, spec in audio.items():
+    for name, y in audio.items():
+      if config.data.feature == "mel":
         # A preview: the vocoder of generate.vocoder, else Griffin-Lim with the filterbank's
         # pseudo-inverse (--mode=generate uses the NNLS one).
-        y = prior.features_to_audio(spec, job.store, config, inverse="pinv", vocoder=self.vocoder)
-        writer.audio(f"report/{name}", y, step, config.data.sr)
-        synthesis.write_wav(os.path.join(out_dir, f"{name}.wav"), y, config.data.sr)
+        y = prior.features_to_audio(y, job.store, config, inverse="pinv", vocoder=self.vocoder)
+      elif config.data.feature != "waveform":
+        continue
+      writer.audio(f"report/{name}", y, step, config.data.sr)
+      synthesis.write_wav(os.path.join(out_dir, f"{name}.wav"), y, config.data.sr)
     if latent is not None:
       latent, labels = latent
       image = plots.plot_embedding_2d(
