@@ -72,7 +72,6 @@ def check_arguments(args, parser) -> None:
 
 
 def run(config, workdir: str, args) -> int:
-  condition, num_samples, seed = args.condition, args.num_samples, args.seed
   interpolate = args.interpolate
   variant = registry.get(config.model.name)
   if "waveform" in variant.outputs:
@@ -84,9 +83,12 @@ def run(config, workdir: str, args) -> int:
     )
   if variant.data_kind == "audio" and (interpolate is not None or args.attribute is not None):
     return _audio_latent_tools(config, workdir, args)
+  if variant.data_kind == "midi" and args.prior != "model":
+    raise ConfigError("--prior=gmm is for audio VAEs (a MIDI model samples its own prior)")
+  inputs = None
   if interpolate is not None:  # a missing or broken file is reported before any model work
     tokenizer = writer_lib.run_tokenizer(workdir)
-    paths, windows = interpolate_lib.read_inputs(interpolate, config, tokenizer)
+    inputs = interpolate_lib.read_inputs(interpolate, config, tokenizer)
   job = builder.setup(config)
   writer_lib.check_tokenizer(workdir, job.store, "the workdir")
   if interpolate is not None:
@@ -96,22 +98,33 @@ def run(config, workdir: str, args) -> int:
   out_dir = os.path.join(workdir, "generate")
   os.makedirs(out_dir, exist_ok=True)
   if variant.data_kind == "midi":
-    if args.prior != "model":
-      raise ConfigError("--prior=gmm is for audio VAEs (a MIDI model samples its own prior)")
-    if interpolate is not None:
-      record = interpolate_lib.write_interpolation(
-        job, state, config, paths, windows, out_dir, seed
-      )
-      print(
-        f"wrote {record['steps']} interpolation steps from {paths[0]} to {paths[1]} "
-        f"(|z_b - z_a| = {np.linalg.norm(np.subtract(record['z_b'], record['z_a'])):.3f}) "
-        f"to {out_dir}"
-      )
-      return 0
-    sampled = tokens.sample(job, state, config, num_samples, seed)
-    files = tokens.write_midi(sampled, out_dir, job.spec.tokenizer)
-    print(f"wrote {len(files)} MIDI files to {out_dir}")
+    return _midi(job, state, config, args, out_dir, inputs)
+  return _audio_prior(job, state, config, args, out_dir)
+
+
+def _midi(job, state, config, args, out_dir: str, inputs) -> int:
+  """Token models: sampled pieces as MIDI, or with `inputs` (paths, windows) an interpolation."""
+  if inputs is not None:
+    paths, windows = inputs
+    record = interpolate_lib.write_interpolation(
+      job, state, config, paths, windows, out_dir, args.seed
+    )
+    print(
+      f"wrote {record['steps']} interpolation steps from {paths[0]} to {paths[1]} "
+      f"(|z_b - z_a| = {np.linalg.norm(np.subtract(record['z_b'], record['z_a'])):.3f}) "
+      f"to {out_dir}"
+    )
     return 0
+  sampled = tokens.sample(job, state, config, args.num_samples, args.seed)
+  files = tokens.write_midi(sampled, out_dir, job.spec.tokenizer)
+  print(f"wrote {len(files)} MIDI files to {out_dir}")
+  return 0
+
+
+def _audio_prior(job, state, config, args, out_dir: str) -> int:
+  """Mel VAEs: samples of the prior (or of a GMM fitted to the training posteriors) as
+  `.npy`, WAV (through generate.vocoder, else Griffin-Lim) and one PNG, with a JSON record."""
+  condition, num_samples, seed = args.condition, args.num_samples, args.seed
   vocoder = vocoder_lib.for_config(config) if config.data.feature == "mel" else None
   gmm = None
   if args.prior == "gmm":  # the post-hoc prior: a mixture fitted to the training posteriors
