@@ -328,6 +328,25 @@ def _audio_functions(model, b) -> tuple[dict, dict]:
     "lyrics_dim": spec.lyrics_dim or None,
   }
 
+  batch_of = _batch_maker(spec, config, cond)
+  if isinstance(model, api.VQModel):
+    codes = model.encode(np.zeros((1, *shape), np.float32))
+    code_spec = jax.ShapeDtypeStruct((b, *codes.shape[1:]), jnp.int32)
+    return {
+      "encoder": Function(
+        lambda x: model.codes_fn(variables, batch_of(x)), (x_spec,), ["x"], ["codes"]
+      ),
+      "decoder": Function(
+        lambda c: model.decode_codes_fn(variables, c), (code_spec,), ["codes"], ["x"]
+      ),
+    }, meta
+  return _gaussian_functions(model, b, x_spec, batch_of, meta)
+
+
+def _batch_maker(spec, config, cond: str):
+  """`batch_of(x, label=None, lyrics=None, lyrics_mask=None)`: the model's input batch for
+  features `x`, every label unknown but the conditioning one, no lyrics unless given."""
+
   def batch_of(x, label=None, lyrics=None, lyrics_mask=None):
     batch = prior.label_batch(spec.labels, config, None, x.shape[0])
     batch["x"] = x
@@ -343,17 +362,16 @@ def _audio_functions(model, b) -> tuple[dict, dict]:
       )
     return batch
 
-  if isinstance(model, api.VQModel):
-    codes = model.encode(np.zeros((1, *shape), np.float32))
-    code_spec = jax.ShapeDtypeStruct((b, *codes.shape[1:]), jnp.int32)
-    return {
-      "encoder": Function(
-        lambda x: model.codes_fn(variables, batch_of(x)), (x_spec,), ["x"], ["codes"]
-      ),
-      "decoder": Function(
-        lambda c: model.decode_codes_fn(variables, c), (code_spec,), ["codes"], ["x"]
-      ),
-    }, meta
+  return batch_of
+
+
+def _gaussian_functions(model, b, x_spec, batch_of, meta: dict) -> tuple[dict, dict]:
+  """A Gaussian-latent audio VAE's encoder and decoder (a conditional one's takes the label;
+  the multimodal one's encoder takes lyrics and adds `lyrics_decoder`), and with the model's
+  vocoder `audio_decoder` (latent -> waveform)."""
+  variables, spec = model.variables, model.spec
+  shape = tuple(spec.input_shape)
+  cond = model.config.model.get("cond_label", "")
 
   def zeros(z):
     return jnp.broadcast_to(jnp.float32(0), (z.shape[0], *shape))
