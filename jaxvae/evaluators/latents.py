@@ -318,8 +318,8 @@ class Latents:
       out["eval/spectral_convergence"] = rec["spectral_convergence"]
     audio = results.get("audio_reconstruction", {})
     if audio.get("available"):
-      for side in ("reconstruction", "own_features"):
-        for k, v in audio[side].items():
+      for side in ("reconstruction", "reconstruction_griffin_lim", "own_features"):
+        for k, v in audio.get(side, {}).items():
           out[f"eval/audio_{side}/{k}"] = v
     for label, r in results.get("coherence", {}).items():
       if isinstance(r, dict):  # the label read off lyrics decoded from the audio alone
@@ -352,10 +352,13 @@ class Latents:
     audio = results.get("audio_reconstruction", {})
     if audio.get("available"):
       r, own = audio["reconstruction"], audio["own_features"]
+      gl = audio.get("reconstruction_griffin_lim", {})
       lines.append(
         f"in audio through the vocoder ({audio['clips']} clips): mel L1 {r['mel_l1_db']:.2f} dB, "
-        f"spectral convergence {r['spectral_convergence']:.3f} (the clips' own features: "
-        f"{own['mel_l1_db']:.2f} dB, {own['spectral_convergence']:.3f})"
+        f"spectral convergence {r['spectral_convergence']:.3f} (the same reconstructions "
+        f"through Griffin-Lim: {gl.get('mel_l1_db', float('nan')):.2f} dB, "
+        f"{gl.get('spectral_convergence', float('nan')):.3f}; the clips' own features "
+        f"vocoded: {own['mel_l1_db']:.2f} dB, {own['spectral_convergence']:.3f})"
       )
     space = results.get("cluster_space")
     if space:

@@ -210,9 +210,11 @@ def _time(voc: Vocoder, mel: np.ndarray, batch: int, repeats: int) -> float:
 def audio_reconstruction(job, voc: Vocoder, rows, recon: np.ndarray, limit: int = 32) -> dict:
   """An audio VAE's reconstructions in audio: for the store rows `rows` (validation clips,
   at most `limit`), the original waveforms (the clips' files decoded again as the store
-  decoded them), the reconstructions vocoded by `voc`, and the clips' own features vocoded
-  (what a perfect autoencoder would give through this vocoder), each scored against the
-  originals (mel L1 in dB, STFT distance, spectral convergence)."""
+  decoded them), the reconstructions vocoded by `voc`, the same reconstructions through
+  Griffin-Lim (32 iterations, the path without a vocoder: whether the vocoder helps on this
+  model's outputs, not only on real features), and the clips' own features vocoded (what a
+  perfect autoencoder would give through this vocoder), each scored against the originals
+  (mel L1 in dB, STFT distance, spectral convergence)."""
   config, store = job.config, job.store
   items = {item.clip_id: item for item in listing.list_dataset(config)}
   waves, kept = [], []
@@ -231,6 +233,7 @@ def audio_reconstruction(job, voc: Vocoder, rows, recon: np.ndarray, limit: int 
   n = original.shape[-1]
   units = lambda x: prior.to_feature_units(x, store, config).astype(np.float32)
   vocoded = voc(units(recon[kept]), length=n)
+  griffin = np.stack([prior.features_to_audio(r, store, config, length=n)[:n] for r in recon[kept]])
   features = np.stack([np.asarray(store.features[int(rows[k])]) for k in kept])
   ceiling = voc(features, length=n)
   return {
@@ -238,5 +241,6 @@ def audio_reconstruction(job, voc: Vocoder, rows, recon: np.ndarray, limit: int 
     "clips": len(kept),
     "vocoder": voc.workdir,
     "reconstruction": _scores(original, vocoded, voc.sr),
+    "reconstruction_griffin_lim": _scores(original, griffin, voc.sr),
     "own_features": _scores(original, ceiling, voc.sr),
   }
