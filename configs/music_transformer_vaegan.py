@@ -28,7 +28,7 @@ annealed with free bits; 3: VAE-GAN with a multi-scale discriminator on Gumbel-s
 distributions, feature matching and R1. Attention: model.attention = full | sliding |
 hierarchical; full attention computes as masked T x T scores (model.attention_impl=dense),
 only the causal blocks of model.attention_block positions (blockwise: no T x T matrix), or
-through jax.nn.dot_product_attention (dpa: cuDNN flash attention on a GPU in bfloat16).
+through jax.nn.dot_product_attention (dpa: cuDNN's fused kernel on a GPU in bfloat16).
 Data: the built-in corpus is music21's Bach chorales (data.layout=chorales);
 your MIDI folder with --config.data.layout=folder --config.data.root=DIR, or MAESTRO with
 data.layout=maestro. Presets: '' (the original's size: d_model 256, 4 layers, 4 heads, seq 512
@@ -75,8 +75,10 @@ def get_config(arg=None):
   config.model.max_len = 2048
   config.model.positions = "sinusoidal"
   config.model.attention = "full"
-  # Full causal attention as masked T x T scores ('dense') or only the allowed blocks of
-  # attention_block positions ('blockwise': less memory, fewer FLOPs; BUILD_NOTES.md).
+  # Full causal attention as masked T x T scores ('dense'), only the allowed blocks of
+  # attention_block positions ('blockwise': less memory, fewer FLOPs; BUILD_NOTES.md), or
+  # jax.nn.dot_product_attention ('dpa': cuDNN's fused kernel on a GPU in bfloat16).
+  # attention_block also sizes the blocks a KV-cached sampling step reads.
   config.model.attention_impl = "dense"
   config.model.attention_block = 128
   config.model.window = 128

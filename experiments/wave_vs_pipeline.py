@@ -35,7 +35,6 @@ sys.path.insert(0, ROOT)
 import jaxvae  # noqa: E402
 from jaxvae.audio import decode as decode_lib  # noqa: E402
 from jaxvae.data import listing  # noqa: E402
-from jaxvae.evaluators import vocoding  # noqa: E402
 from jaxvae.evaluators import waveform  # noqa: E402
 
 
@@ -71,13 +70,9 @@ def load_clips(items, sr: int, seconds: float, limit: int) -> np.ndarray:
     clips.append(examples[0])
   if bad:
     print(f"{bad} validation file(s) could not be read and were left out", file=sys.stderr)
+  if not clips:
+    raise SystemExit(f"no validation clip could be read ({len(items)} files, {bad} bad)")
   return np.stack(clips).astype(np.float32)
-
-
-def scores(reference: np.ndarray, y: np.ndarray, sr: int) -> dict:
-  out = vocoding._scores(reference, y, sr)
-  out["si_sdr_db"] = round(float(np.mean(waveform.si_sdr(reference, y))), 3)
-  return out
 
 
 def compare(args) -> dict:
@@ -96,7 +91,7 @@ def compare(args) -> dict:
     "vae_griffin_lim": griffin.to_audio(recon_features)[:, :n],
     "own_features_vocoder": vae.to_audio(vae.features(clips, sr=vae.sr))[:, :n],
   }
-  rows = {name: scores(clips, y, vae.sr) for name, y in made.items()}
+  rows = {name: waveform.scores(clips, y, vae.sr) for name, y in made.items()}
   frames = -(-n // wave.hop)
   prior = {
     "wave_vae": wave.sample(len(clips), frames, seed=0)[:, :n],

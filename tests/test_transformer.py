@@ -368,15 +368,25 @@ def uncached_greedy(model, variables, prompt, num_tokens, z=None):
   return buf
 
 
-@pytest.mark.parametrize("attention", VARIANTS)
+@pytest.mark.parametrize("attention", (*VARIANTS, "full-unblocked"))
 def test_cached_decoding_matches_the_full_forward(attention):
   """Token by token through the key/value cache, every position's logits equal the
-  non-cached forward pass (32 positions, 4 windows of 8): the cache respects the window."""
-  model, variables, forward = setup_model("transformer", attention)
+  non-cached forward pass (32 positions, 4 windows of 8): the cache respects the window.
+  The cache is read in blocks of 8 (`cached_attention`); 'full-unblocked' has blocks of 64
+  and max_len 40, so the 32-position cache cannot round up to a block and is read whole."""
+  if attention == "full-unblocked":
+    model = tiny_model("transformer", "full", attention_block=64, max_len=40)
+    variables = quick_init(model, batch_of(random_tokens(0)))
+    apply = jax.jit(lambda v, t: model.apply(v, batch_of(t), train=False))
+    forward = lambda tokens: apply(variables, tokens)
+  else:
+    model, variables, forward = setup_model("transformer", attention)
   tokens = random_tokens(16)
   want = np.asarray(forward(tokens)["logits"])
   step = jax.jit(functools.partial(token_sampling.decode_step, model))
   cache = token_sampling.init_cache(model, 2, T - 1)
+  blocks = model.cfg.attention_block
+  assert (jax.tree.leaves(cache)[0].shape[2] % blocks != 0) == (attention == "full-unblocked")
   for i in range(T - 1):
     logits, cache = step(variables["params"], cache, jnp.asarray(tokens[:, i : i + 1]))
     np.testing.assert_allclose(logits[:, 0], want[:, i], atol=2e-4, rtol=1e-4)

@@ -191,6 +191,14 @@ def test_the_api_encodes_decodes_and_refuses_bad_input_in_one_line(
   np.testing.assert_array_equal(model.to_audio(path), path)
   with pytest.raises(errors.ConfigError, match="'slerp' or 'lerp'"):
     model.interpolate(a, b, method="cubic")
+  with pytest.raises(errors.DataError, match="one waveform each, got 2 and 1 rows"):
+    model.interpolate(np.stack([a, a]), b)
+  with pytest.raises(errors.ConfigError, match=r"n=0: expected an integer >= 1"):
+    model.sample(0, 5)
+  with pytest.raises(errors.ConfigError, match=r"chunk=0: expected an integer >= 1"):
+    next(model.stream_encode(a, chunk=0))
+  with pytest.raises(errors.DataError, match="a chunk of 2 waveform.s. for a stream state of 1"):
+    model.stream_step(np.zeros((2, 1, model.cfg.latent_dim), np.float32), model.init_stream(1))
   with pytest.raises(errors.DataError, match="NaN"):
     model.encode(np.full((1, 64), np.nan, np.float32))
   with pytest.raises(errors.DataError, match=r"expected \[B, frames, 4\]"):

@@ -41,7 +41,7 @@ b transformer_512 90 --models music_transformer --batch-size 8 --steps 30 --repe
 b transformer_hq 90 --models music_transformer --preset high_quality --batch-size 32 --steps 20 \
   --dtype bfloat16 --frameworks jax --generate-tokens 1023
 # Full causal attention three ways (model.attention_impl), seq 512, bfloat16: dense masked
-# scores, the blockwise online softmax, jax.nn.dot_product_attention (cuDNN flash attention).
+# scores, the blockwise online softmax, jax.nn.dot_product_attention (cuDNN's fused kernel).
 for impl in dense blockwise dpa; do
   b attention_$impl 60 --models music_transformer --batch-size 16 --steps $steps --repeats 2 \
     --dtype bfloat16 --frameworks jax --override model.attention_impl=$impl $small

@@ -285,7 +285,9 @@ def training() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.image_every_epochs = 5  # report every N epochs (and after the first); 0: never
   c.report_samples = True  # prior samples in the report
-  c.report_audio = True  # Griffin-Lim audio of a reconstruction and a sample
+  # Audio in the report: a reconstruction and a sample (mel models: through generate.vocoder,
+  # else Griffin-Lim); models that make waveforms: a clip and its reconstruction.
+  c.report_audio = True
   c.report_tsne = False  # t-SNE of validation latents (a few seconds each time)
   # Draw reports on a background thread while training goes on: 'auto' (on GPU/TPU, not on
   # the CPU, where drawing competes with the steps for cores and the GIL), 'yes' or 'no'.

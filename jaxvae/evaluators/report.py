@@ -100,10 +100,7 @@ class Report:
     if "waveform" in job.variant.outputs:  # the waveform VAE and the vocoder: audio out
       outputs = job.forward(state, job.put(batch))
       waves = {"x": batch["x"][:n, 0, :], "recon": np.asarray(outputs["wave"])[:n]}
-      try:
-        builder.require_finite(waves["recon"], "reconstructions")
-      except errors.NonFiniteOutputError as e:
-        logging.warning("No report for epoch %d: %s", epoch, e)
+      if not _finite(waves["recon"], epoch):
         return None
       return {"epoch": epoch, "step": int(state.step), **waves, "samples": None, "latent": None}
     if "features" not in job.variant.outputs:  # token models: generated MIDI in eval mode
@@ -120,10 +117,7 @@ class Report:
     has_prior = job.variant.has_prior(config)
     if config.train.report_samples and has_prior:
       out["samples"] = np.asarray(prior.sample(job, state, config, None, min(n, 4), seed=epoch))
-    try:
-      builder.require_finite({k: v for k, v in out.items() if k != "x"}, "reconstructions")
-    except errors.NonFiniteOutputError as e:
-      logging.warning("No report for epoch %d: %s", epoch, e)
+    if not _finite({k: v for k, v in out.items() if k != "x"}, epoch):
       return None
     if config.train.report_tsne and has_prior and job.store.label_values:
       out["latent"] = self._latents(state)
@@ -141,7 +135,7 @@ class Report:
     if x.ndim == 2:  # waveforms: drawn as the mel of eval's audio distances, heard as they are
       if audio:
         audio["original"] = x[0]
-      mel = vocoding._mel(dict(waveform.AUDIO_MEL, sr=int(config.data.sr)))
+      mel = vocoding.mel_function(dict(waveform.AUDIO_MEL, sr=int(config.data.sr)))
       length = min(x.shape[1], recon.shape[1])
       x, recon = np.asarray(mel(x[:, :length])), np.asarray(mel(recon[:, :length]))
     image = plots.plot_spectrogram_grid(x, recon, epoch_png, max_items=n, return_array=True)
@@ -194,6 +188,17 @@ class Report:
     latent = encode_all(job, state, sub)["mu"]
     labels = {k: ex.store.label_array(k)[sub.indices] for k in ex.store.label_values}
     return latent, labels
+
+
+def _finite(arrays, epoch: int) -> bool:
+  """False, with a warning that the epoch has no report, when the model's outputs hold a
+  NaN or an infinity (a diverging run)."""
+  try:
+    builder.require_finite(arrays, "reconstructions")
+  except errors.NonFiniteOutputError as e:
+    logging.warning("No report for epoch %d: %s", epoch, e)
+    return False
+  return True
 
 
 def training_hooks(job, writer) -> list:

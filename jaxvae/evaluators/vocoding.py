@@ -66,7 +66,7 @@ class VocoderQuality:
     )
     waves = self._clips()
     self.mel_params = voc.cfg.mel_params
-    mel = np.asarray(_mel(self.mel_params)(jnp.asarray(waves)))
+    mel = np.asarray(mel_function(self.mel_params)(jnp.asarray(waves)))
     n = waves.shape[-1]
     vocoded = voc(mel, length=n)
     start = time.perf_counter()
@@ -74,7 +74,7 @@ class VocoderQuality:
     gl_seconds = (time.perf_counter() - start) / len(mel)
     out = {"clips": int(len(waves)), "seconds_per_clip": n / voc.sr, "step": int(state.step)}
     for name, y in (("vocoder", vocoded), ("griffin_lim", griffin)):
-      out[name] = _scores(waves, y, voc.sr)
+      out[name] = audio_scores(waves, y, voc.sr)
     clip_s = n / voc.sr
     out["griffin_lim"]["real_time_factor"] = round(clip_s / gl_seconds, 2)
     repeats = int(config.eval.get("timing_repeats", 5))
@@ -97,7 +97,7 @@ class VocoderQuality:
     with config.unlocked():
       config.data.scale = "db"
     name, embed = sample_quality.embedding_fn(config)
-    mel = _mel(dict(self.mel_params, scale="db"))
+    mel = mel_function(dict(self.mel_params, scale="db"))
     reference = embed(np.asarray(mel(jnp.asarray(waves))), {})
     if len(reference) < 2:
       return
@@ -123,7 +123,9 @@ class VocoderQuality:
           f"<td><b>{name}</b><br><audio controls src='{html.escape(os.path.basename(wav))}'>"
           "</audio></td>"
         )
-      specs = np.asarray(_mel(self.mel_params)(jnp.asarray([waves[i], griffin[i], vocoded[i]])))
+      specs = np.asarray(
+        mel_function(self.mel_params)(jnp.asarray([waves[i], griffin[i], vocoded[i]]))
+      )
       png = os.path.join(folder, f"clip{i:02d}.png")
       plots.plot_spectrograms(specs, png, titles=["original", "Griffin-Lim", "vocoder"])
       cells.append(f"<td><img src='{os.path.basename(png)}' width='600'></td>")
@@ -173,7 +175,7 @@ def validation_clips(job) -> np.ndarray:
   return np.asarray(examples.store.features[rows][:, 0, :], np.float32)
 
 
-def _mel(params: dict):
+def mel_function(params: dict):
   """The jitted feature function of `params`, built once per parameter set."""
   return _mel_cached(json.dumps(params, sort_keys=True))
 
@@ -184,7 +186,7 @@ def _mel_cached(params_json: str):
   return jax.jit(lambda y: featurize.mel_db(y, params, fft_dtype="float32"))
 
 
-def _scores(reference: np.ndarray, y: np.ndarray, sr: int) -> dict:
+def audio_scores(reference: np.ndarray, y: np.ndarray, sr: int) -> dict:
   """Mean over clips of the three distances (module doc)."""
   a, b = jnp.asarray(reference), jnp.asarray(y)
   sc, log_mag = spectral.stft_terms(a, b)
@@ -240,7 +242,7 @@ def audio_reconstruction(job, voc: Vocoder, rows, recon: np.ndarray, limit: int 
     "available": True,
     "clips": len(kept),
     "vocoder": voc.workdir,
-    "reconstruction": _scores(original, vocoded, voc.sr),
-    "reconstruction_griffin_lim": _scores(original, griffin, voc.sr),
-    "own_features": _scores(original, ceiling, voc.sr),
+    "reconstruction": audio_scores(original, vocoded, voc.sr),
+    "reconstruction_griffin_lim": audio_scores(original, griffin, voc.sr),
+    "own_features": audio_scores(original, ceiling, voc.sr),
   }

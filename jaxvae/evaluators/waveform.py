@@ -48,6 +48,16 @@ AUDIO_MEL = {
 }
 
 
+BITRATE_MEASURES = ("mel_l1_db", "stft_distance", "si_sdr_db")
+
+
+def scores(waves, made, sr: int) -> dict:
+  """Mean over clips of mel L1 (dB), STFT distance and spectral convergence
+  (`vocoding.audio_scores`), and SI-SDR (dB), of waveforms `made` against `waves`."""
+  out = vocoding.audio_scores(waves, made, sr)
+  return out | {"si_sdr_db": round(float(np.mean(si_sdr(waves, made))), 3)}
+
+
 def audio_distances(config, waves, made) -> dict:
   """Fréchet and MMD distances of waveforms `made` [N, samples] to `waves` [M, samples] at
   `config.data.sr`, in `eval.embedding` of the AUDIO_MEL of each (dB features in, so no
@@ -56,7 +66,7 @@ def audio_distances(config, waves, made) -> dict:
   with config.unlocked():
     config.data.scale = "db"
   name, embed = sample_quality.embedding_fn(config)
-  mel = vocoding._mel(dict(AUDIO_MEL, sr=int(config.data.sr)))
+  mel = vocoding.mel_function(dict(AUDIO_MEL, sr=int(config.data.sr)))
   reference = embed(np.asarray(mel(jnp.asarray(waves))), {})
   if len(reference) < 2:
     return {}
@@ -107,24 +117,13 @@ class WaveQuality:
     model = self._model(state)
     waves = vocoding.validation_clips(self.job)
     recon = model.reconstruct(waves)
-    sc, log_mag = vocoding.spectral.stft_terms(jnp.asarray(waves), jnp.asarray(recon))
     out = {
       "clips": int(len(waves)),
       "seconds_per_clip": waves.shape[-1] / model.sr,
       "step": int(state.step),
       "latent_frames_per_second": round(model.sr / model.hop, 2),
       "latent_dim": model.cfg.latent_dim,
-      "reconstruction": {
-        "stft_distance": round(float(jnp.mean(sc + log_mag)), 4),
-        "spectral_convergence": round(float(jnp.mean(sc)), 4),
-        "mel_l1_db": round(
-          float(
-            jnp.mean(vocoding.spectral.mel_l1_db(jnp.asarray(waves), jnp.asarray(recon), model.sr))
-          ),
-          4,
-        ),
-        "si_sdr_db": round(float(np.mean(si_sdr(waves, recon))), 3),
-      },
+      "reconstruction": scores(waves, recon, model.sr),
     }
     if model.is_codec:
       out["codes"] = self._code_usage(model, waves)
@@ -166,17 +165,9 @@ class WaveQuality:
       if k > model.cfg.num_quantizers:
         break
       recon = model.reconstruct(waves, n_quantizers=k)
-      sc, log_mag = vocoding.spectral.stft_terms(jnp.asarray(waves), jnp.asarray(recon))
-      mel = vocoding.spectral.mel_l1_db(jnp.asarray(waves), jnp.asarray(recon), model.sr)
-      rows.append(
-        {
-          "codebooks": k,
-          "kbps": round(k * np.log2(model.cfg.num_codes) * model.sr / model.hop / 1000, 3),
-          "mel_l1_db": round(float(jnp.mean(mel)), 4),
-          "stft_distance": round(float(jnp.mean(sc + log_mag)), 4),
-          "si_sdr_db": round(float(np.mean(si_sdr(waves, recon))), 3),
-        }
-      )
+      kbps = round(k * np.log2(model.cfg.num_codes) * model.sr / model.hop / 1000, 3)
+      row = scores(waves, recon, model.sr)
+      rows.append({"codebooks": k, "kbps": kbps, **{m: row[m] for m in BITRATE_MEASURES}})
     return rows
 
   def _distances(self, waves, made) -> dict:

@@ -87,8 +87,9 @@ class TransformerConfig:
   positions: str = "sinusoidal"  # or 'learned' (max_len rows).
   attention: str = "full"
   # How full causal attention computes: 'dense' (masked T x T scores), 'blockwise' (only the
-  # blocks of attention_block positions the mask allows) or 'dpa' (jax.nn.dot_product_attention:
-  # cuDNN flash attention on a GPU in bfloat16; BUILD_NOTES.md has the timings).
+  # blocks of attention_block positions the mask allows) or 'dpa' (jax.nn.dot_product_attention
+  # with cuDNN's fused kernel on a GPU in bfloat16 / float16; BUILD_NOTES.md has the timings).
+  # attention_block also sizes the blocks a KV-cached sampling step reads.
   attention_impl: str = "dense"
   attention_block: int = 128
   window: int = 128
@@ -325,13 +326,18 @@ def local_attention(q, k, v, window: int, global_stride: int = 0):
 def attend(q, k, v, kind: str, window: int, global_stride: int, impl: str = "dense", block=64):
   """Dispatch to the causal attention of `kind` (non-cached path); full attention by `impl`:
   'dense' (the T x T scores, masked), 'blockwise' (`blockwise_causal_attention`) or 'dpa'
-  (`jax.nn.dot_product_attention`, which picks the backend's fused kernel where it has one,
-  cuDNN flash attention on NVIDIA GPUs in bfloat16 / float16, and XLA's ops elsewhere)."""
+  (`jax.nn.dot_product_attention`: cuDNN's fused attention on a GPU in bfloat16 / float16,
+  XLA's ops elsewhere; not yet timed on a GPU)."""
   if kind == "full":
     if impl == "blockwise" and q.shape[1] > block:
       return blockwise_causal_attention(q, k, v, block)
     if impl == "dpa":
-      return jax.nn.dot_product_attention(q, k, v, is_causal=True)
+      # implementation=None is XLA's ops in jax 0.10 (no automatic choice yet): ask for
+      # cuDNN where it applies, a GPU in a 16-bit dtype.
+      cudnn = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+      return jax.nn.dot_product_attention(
+        q, k, v, is_causal=True, implementation="cudnn" if cudnn else "xla"
+      )
     return causal_attention(q, k, v)
   return local_attention(q, k, v, window, global_stride if kind == "hierarchical" else 0)
 
@@ -355,7 +361,7 @@ class SelfAttention(nn.Module):
   causal: bool = True
   decode: bool = False
   dtype: Any = jnp.float32
-  impl: str = "dense"  # full causal attention: 'dense' or 'blockwise' (see `attend`)
+  impl: str = "dense"  # full causal attention: 'dense', 'blockwise' or 'dpa' (see `attend`)
   block: int = 64
 
   @nn.compact

@@ -19,7 +19,7 @@ What is exported, by family (each function's inputs and outputs are listed in
 - the waveform VAE: `encoder(audio) -> mu`, `decoder(z) -> audio`, and for a causal model
   `stream_step(z [B, 1, latent], *state) -> (audio [B, hop], *state)`, one latent frame of
   a stream (`export.json`'s `stream.state`: the state's names, shapes and dtypes, zeros to
-  start; `stream.latency_samples`), and `stream_encode_step(audio [B, hop], *state) -> (z or
+  start; `stream.latency_samples`), and `stream_encode_step(audio [B, hop], *state) -> (mu or
   codes [B, 1, ...], *state)`, the encoder's (`stream_encode`).
 - the MIDI transformer: `step(tokens [B, 1][, z], *cache) -> (logits [B, vocab], *cache)`,
   one KV-cached decoding step (the cache starts as zeros of the shapes in `export.json`),
@@ -175,9 +175,9 @@ def _wave_functions(model, b) -> tuple[dict, dict]:
   and for a causal model `stream_step(z [b, 1, latent], *state) -> (audio [b, hop], *state)`,
   one latent frame of a stream: the state starts as zeros of the shapes export.json lists
   (`stream.state`, in order) and `position` 0; the stream lags the decoder by `latency`.
-  A causal model also gets `stream_encode_step(audio [b, hop], *state) -> (z [b, 1, latent]
-  or a codec's codes, *state)` (`stream_encode.state`): the encoder (posterior means) of the
-  input `latency` samples late."""
+  A causal model also gets `stream_encode_step(audio [b, hop], *state) -> (mu [b, 1, latent]
+  or a codec's codes, *state)` (`stream_encode.state`): the encoder of the input `latency`
+  samples late."""
   cfg, params = model.cfg, model.params
   module = model.module
   frames = -(-int(round(model.config.data.seconds * model.sr)) // cfg.hop)
@@ -226,7 +226,11 @@ def _wave_functions(model, b) -> tuple[dict, dict]:
 
     y_chunk = jax.ShapeDtypeStruct((b, STREAM_CHUNK * cfg.hop), jnp.float32)
     functions["stream_encode_step"], meta["stream_encode"] = _stream_function(
-      model.init_encode_stream(1), encode_chunk, (y_chunk, "audio"), z_name, model.cfg.latency
+      model.init_encode_stream(1),
+      encode_chunk,
+      (y_chunk, "audio"),
+      "codes" if model.is_codec else "mu",  # the names of the offline encoder's output
+      model.cfg.latency,
     )
   return functions, meta
 

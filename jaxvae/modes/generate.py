@@ -169,11 +169,18 @@ def _waveform(config, workdir: str, args) -> int:
   `generate.interpolation_steps` latents on the slerp between the two files' encodings as
   `interp_XX.wav` (a codec: between their quantized vectors; it has no prior); each with a
   JSON record under `DIR/generate/`."""
-  for flag, value in (("--attribute", args.attribute), ("--condition", args.condition)):
-    if value is not None:
+  mel_only = {
+    "--attribute": args.attribute is not None,
+    "--condition": args.condition is not None,
+    "--input": args.input is not None,
+    "--strength": args.strength != 1.0,
+    f"--prior={args.prior}": args.prior != "model",
+  }
+  for flag, given in mel_only.items():
+    if given:
       raise ConfigError(f"{flag} is for the mel VAEs; '{workdir}' is a waveform VAE")
-  if args.prior != "model":
-    raise ConfigError(f"--prior={args.prior} is for the mel VAEs; '{workdir}' is a waveform VAE")
+  if args.num_samples < 1:
+    raise ConfigError(f"--num_samples={args.num_samples}: expected an integer >= 1")
   model = api.load(workdir)
   out_dir = os.path.join(workdir, "generate")
   os.makedirs(out_dir, exist_ok=True)

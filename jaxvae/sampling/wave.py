@@ -116,7 +116,8 @@ class WaveModel:
     """Waveforms of `n` latents of `frames` frames drawn from the prior N(0, I)."""
     if self.is_codec:
       raise errors.ConfigError(f"sample: '{self.workdir}' is a codec, which has no prior")
-    z = jax.random.normal(jax.random.PRNGKey(seed), (int(n), int(frames), self.cfg.latent_dim))
+    n, frames = _positive("n", n), _positive("frames", frames)
+    z = jax.random.normal(jax.random.PRNGKey(seed), (n, frames, self.cfg.latent_dim))
     return self.decode(np.asarray(z), seed)
 
   def interpolate(self, a, b, steps: int = 5, method: str = "slerp", seed: int = 0) -> np.ndarray:
@@ -124,7 +125,11 @@ class WaveModel:
     encoding of waveform `a` to that of `b` (each `[samples]` or `[1, samples]` at `sr`; the
     longer is cut to the shorter): posterior means (a codec: its quantized vectors), each
     sequence taken as one vector, 'slerp' (the great circle) or 'lerp'."""
-    ya, yb = self._waves(a)[:1], self._waves(b)[:1]
+    ya, yb = self._waves(a), self._waves(b)
+    if len(ya) != 1 or len(yb) != 1:
+      raise errors.DataError(
+        f"interpolate takes one waveform each, got {len(ya)} and {len(yb)} rows"
+      )
     n = min(ya.shape[1], yb.shape[1])
     y = np.concatenate([ya[:, :n], yb[:, :n]])
     z = self.lookup(self.encode_codes(y)) if self.is_codec else self.encode(y)
@@ -133,8 +138,8 @@ class WaveModel:
 
   def to_audio(self, y) -> np.ndarray:
     """The model's outputs as audio: they are waveforms already (`[B, samples]` at `sr`), so
-    they come back as they are (checked); code written for the mel models'
-    `to_audio(model.reconstruct(x))` runs unchanged."""
+    they come back as they are (checked): `model.to_audio(model.reconstruct(y))` gives audio
+    for the mel models and this one alike."""
     return self._waves(y)
 
   def _latents(self, z) -> np.ndarray:
@@ -171,6 +176,7 @@ class WaveModel:
         f"a chunk of {y.shape[1]} samples: a streaming encoder takes whole latent frames of "
         f"{self.hop} samples"
       )
+    _same_batch(len(y), cache)
     (mu, _), cache = _stream_encode(self.cfg)(self.params, jnp.asarray(y), cache)
     return np.asarray(mu), cache
 
@@ -182,13 +188,14 @@ class WaveModel:
     y = self._waves(y)
     y = np.pad(y, ((0, 0), (0, (-y.shape[1]) % self.hop)))
     cache = self.init_encode_stream(y.shape[0])
-    step = int(chunk) * self.hop
+    step = _positive("chunk", chunk) * self.hop
     for start in range(0, y.shape[1], step):
       mu, cache = self.stream_encode_step(y[:, start : start + step], cache)
       yield mu
 
   def stream_step(self, z_chunk, cache: dict, seed: int = 0):
     """One chunk [B, n, latent_dim] -> (samples [B, n * hop], the next state)."""
+    _same_batch(np.shape(z_chunk)[0], cache)
     fn = _stream(self.cfg)
     out, cache = fn(self.params, jnp.asarray(z_chunk, jnp.float32), cache, jax.random.PRNGKey(seed))
     return np.asarray(out), cache
@@ -196,11 +203,28 @@ class WaveModel:
   def stream_decode(self, z, chunk: int = 1, seed: int = 0):
     """Yields the waveform of latents [B, frames, latent_dim] `chunk` frames at a time, as a
     real-time player would ask for it; the samples lag `decode` by `latency`."""
-    z = self._latents(z)
+    z, chunk = self._latents(z), _positive("chunk", chunk)
     cache = self.init_stream(z.shape[0])
-    for start in range(0, z.shape[1], int(chunk)):
-      out, cache = self.stream_step(z[:, start : start + int(chunk)], cache, seed)
+    for start in range(0, z.shape[1], chunk):
+      out, cache = self.stream_step(z[:, start : start + chunk], cache, seed)
       yield out
+
+
+def _positive(name: str, value) -> int:
+  """An integer >= 1 (a count of samples, frames or latent frames a call)."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise errors.ConfigError(f"{name}={value!r}: expected an integer >= 1")
+  return int(value)
+
+
+def _same_batch(batch: int, cache: dict) -> None:
+  """A stream's state is per waveform: its batch must be the chunk's."""
+  state = int(np.shape(cache["pqmf"])[0])
+  if batch != state:
+    raise errors.DataError(
+      f"a chunk of {batch} waveform(s) for a stream state of {state} (init_stream / "
+      "init_encode_stream take the batch size)"
+    )
 
 
 @functools.lru_cache(maxsize=8)
