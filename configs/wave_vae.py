@@ -3,7 +3,11 @@ PQMF, a strided convolutional encoder to a low-rate Gaussian latent and a decode
 waveform, loudness and noise branches; phase 1 learns the representation (multi-scale
 spectral losses + KL), phase 2 trains the decoder adversarially with the encoder frozen (the
 vocoder's discriminators). Causal presets stream: `stream_decode` decodes chunk by chunk
-with cached convolutions and equals the offline decoding.
+with cached convolutions and equals the offline decoding; `stream_encode` encodes as the
+samples come (the offline encoding of the input delayed by the PQMF's latency).
+`--mode=generate` writes prior samples (`generate.seconds`) or, with
+`--interpolate=a.wav,b.wav`, a latent path as WAVs; `--mode=eval` and `--mode=export` as
+docs/WAVE.md says.
 
   python -m jaxvae.main --config=configs/wave_vae.py:small --workdir=/tmp/wave_vae
   python -m jaxvae.main --config=configs/wave_vae.py --workdir=runs/wave \\

@@ -441,3 +441,13 @@ def test_the_wave_benchmark_times_offline_and_streaming_decode(capsys):
   assert record["hop"] == 16 and record["stream_chunk_frames"] == 1
   assert record["offline_real_time_factor"] > 0 and record["stream_real_time_factor"] > 0
   assert record["stream_encode_real_time_factor"] > 0
+
+
+def test_the_sampling_breakdown_times_decode_steps_and_the_sampling_head(capsys):
+  sys.path.insert(0, os.path.join(ROOT, "tools"))
+  import bench_sampling
+
+  args = ["--preset", "quick_test", "--batch-size", "2", "--lengths", "16,32", "--steps", "2"]
+  assert bench_sampling.main(args) == 0
+  record = json.loads(capsys.readouterr().out)
+  assert set(record["decode_ms"]) == {"16", "32"} and record["sampling_head_ms"] > 0

@@ -1,7 +1,9 @@
 """`--mode=eval` of a waveform VAE: its reconstructions of the validation clips (multi-resolution
 STFT distance, spectral convergence, 80-band mel L1 in dB, SI-SDR), prior samples against the
-clips (Fréchet and MMD distances in `eval.embedding`), the latent's frame rate, and the
-real-time factor of streaming decode at batch 1 (causal models)."""
+clips (Fréchet and MMD distances in `eval.embedding`), the latent's frame rate, the
+real-time factors of streaming decode and encode at batch 1 (causal models), and for a codec
+its codes' use per level and the bitrate table. `scores`, `audio_distances` and
+`stream_speed` also serve experiments/wave_vs_pipeline.py and tools/bench_wave.py."""
 
 from __future__ import annotations
 
