@@ -302,3 +302,27 @@ def test_validate_names_the_bad_key(key, value):
   config.objective[key] = value
   with pytest.raises(errors.ConfigError, match=f"objective.{key}"):
     spectral.validate(config)
+
+
+def test_a_silent_target_keeps_the_waveform_loss_and_its_gradient_bounded():
+  """A crop of silence (a pause in speech) against a quiet output: the spectral convergence's
+  denominator is floored, so the loss is finite and of the order of an audible crop's, and so
+  is its gradient (without the floor both were ~1e5 times larger and a run diverged)."""
+  from jaxvae.losses import spectral as spectral_loss
+
+  rng = np.random.default_rng(0)
+  out = jnp.asarray(1e-2 * rng.standard_normal((2, 4096)), jnp.float32)
+  audible = jnp.asarray(0.3 * rng.standard_normal((2, 4096)), jnp.float32)
+  mask = jnp.ones((2,))
+
+  def loss(y_hat, y):
+    return spectral_loss.generator_terms(y, y_hat, mask, 22050, 1.0, 1.0, (512, 1024))[0]
+
+  for target in (jnp.zeros_like(out), audible):
+    value, grad = jax.value_and_grad(loss)(out, target)
+    assert np.isfinite(float(value)) and float(value) < 1e3
+    assert np.all(np.isfinite(np.asarray(grad))) and float(jnp.max(jnp.abs(grad))) < 1e3
+  sc, _ = spectral_loss.stft_terms(audible, out, (512,))
+  floored = float(spectral_loss.SC_FLOOR * np.sqrt(257 * 33))
+  den = float(jnp.sqrt(jnp.sum(spectral_loss._magnitude(audible, 512)[0] ** 2)))
+  assert den > 100 * floored  # an audible target never meets the floor

@@ -67,6 +67,13 @@ def spectral_convergence(y, y_hat, sizes=STFT_SIZES):
   return stft_terms(y, y_hat, sizes)[0]
 
 
+# The spectral convergence's denominator is at least this magnitude per STFT bin (about -85 dB
+# under a full-scale sine's peak bin at n_fft 512): a silent target (a pause in speech, a rest)
+# would otherwise divide by ~0, and the loss and its gradient blow up (a wave_vae run on
+# speech diverged so in 160 steps; BUILD_NOTES.md). Audible targets are far above it.
+SC_FLOOR = 1e-3
+
+
 def stft_terms(y, y_hat, sizes=STFT_SIZES):
   """(spectral convergence, mean |log S - log S'|), each averaged over `sizes`, [B] each."""
   sc, log_mag = 0.0, 0.0
@@ -74,7 +81,7 @@ def stft_terms(y, y_hat, sizes=STFT_SIZES):
     a, b = _magnitude(y, n_fft), _magnitude(y_hat, n_fft)
     num = jnp.sqrt(jnp.sum(jnp.square(a - b).reshape(a.shape[0], -1), -1))
     den = jnp.sqrt(jnp.sum(jnp.square(a).reshape(a.shape[0], -1), -1))
-    sc = sc + num / jnp.maximum(den, _EPS)
+    sc = sc + num / jnp.maximum(den, SC_FLOOR * jnp.sqrt(a[0].size))
     log_mag = log_mag + _per_example(
       jnp.abs(jnp.log(jnp.maximum(a, _EPS)) - jnp.log(jnp.maximum(b, _EPS)))
     )
