@@ -286,13 +286,28 @@ def _stft(y, w_hi, w_lo, *, n_fft, hop_length, center, pad_mode, fft_dtype):
   return jnp.swapaxes(spec, -1, -2).astype(jnp.complex64)
 
 
+@jax.custom_jvp
+def magnitude_sqrt(energy: jax.Array) -> jax.Array:
+  """sqrt(energy) for |spec| = sqrt(re^2 + im^2), whose derivative stays finite where a bin is
+  exactly 0 (silence: a waveform model that learns to output exact zeros would otherwise get an
+  infinite derivative there, times 0 from a floored log: NaN gradients). Values are sqrt's."""
+  return jnp.sqrt(energy)
+
+
+@magnitude_sqrt.defjvp
+def _magnitude_sqrt_jvp(primals, tangents):
+  (energy,), (t,) = primals, tangents
+  root = jnp.sqrt(energy)
+  return root, t / (2.0 * jnp.maximum(root, 1e-12))
+
+
 def _power(spec: jax.Array, power: float) -> jax.Array:
   """|spec| ** power; re^2 + im^2 avoids the sqrt-then-square round trip of abs() for power 2."""
   energy = jnp.square(spec.real) + jnp.square(spec.imag)
   if power == 2.0:
     return energy
   if power == 1.0:
-    return jnp.sqrt(energy)
+    return magnitude_sqrt(energy)
   return energy ** (power / 2.0)
 
 

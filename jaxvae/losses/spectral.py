@@ -26,7 +26,7 @@ _EPS = 1e-5
 
 def _magnitude(y, n_fft: int):
   spec = features.stft(y, n_fft=n_fft, hop_length=n_fft // 4, fft_dtype="float32")
-  return jnp.abs(spec)
+  return jnp.abs(spec)  # JAX's derivative of a complex abs is finite at 0
 
 
 def _mel(y, sr: int, n_fft: int, n_mels: int, power: float):
