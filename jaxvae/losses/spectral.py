@@ -67,10 +67,10 @@ def spectral_convergence(y, y_hat, sizes=STFT_SIZES):
   return stft_terms(y, y_hat, sizes)[0]
 
 
-# The spectral convergence's denominator is at least this magnitude per STFT bin (about -85 dB
-# under a full-scale sine's peak bin at n_fft 512): a silent target (a pause in speech, a rest)
-# would otherwise divide by ~0, and the loss and its gradient blow up (a wave_vae run on
-# speech diverged so in 160 steps; BUILD_NOTES.md). Audible targets are far above it.
+# The spectral convergence's denominator is at least this magnitude per STFT bin (a crop about
+# 85 dB under full scale meets it): a silent target (a pause in speech, a rest) would otherwise
+# divide by ~0, and its loss and gradient be ~1e5 times an audible crop's (tests/test_losses.py).
+# Audible targets are far above it.
 SC_FLOOR = 1e-3
 
 
