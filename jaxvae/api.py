@@ -75,13 +75,14 @@ def load(workdir: str, which: str = "best", vocoder=None):
   info = _run_info(workdir)
   config = registry.config_from_dict(info["config"], workdir)
   variant = registry.get(config.model.name)
-  if variant.outputs == ("waveform",):
+  source = variant.waveform_from(config)
+  if source:
     if vocoder is not None:
       raise errors.ConfigError(
         f"'{workdir}' makes waveforms itself (model.name '{config.model.name}'): load it "
         "without vocoder="
       )
-    if variant.latent_kind(config) != "none":  # the waveform VAE or codec
+    if source == "latent":  # the waveform VAE or codec
       return wave_lib.load(workdir, config, which)
     return vocoder_lib.load(workdir, which)
   voc = _vocoder(vocoder, config, workdir) if vocoder is not None else None

@@ -18,9 +18,10 @@ def for_eval(job, out_dir: str):
   and `summary(metrics)` to print."""
   if job.variant.data_kind == "midi":
     return MusicStatistics(job, out_dir)
-  if "waveform" in job.variant.outputs:
-    if job.variant.latent_kind(job.config) != "none":  # the waveform VAE or codec
-      return WaveQuality(job, out_dir)
+  source = job.variant.waveform_from(job.config)
+  if source == "latent":  # the waveform VAE or codec
+    return WaveQuality(job, out_dir)
+  if source == "features":
     return VocoderQuality(job, out_dir)
   unknown = [n for n in latents.names(job) if n not in latents.EVALUATORS]
   if unknown:

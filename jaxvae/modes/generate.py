@@ -74,9 +74,10 @@ def check_arguments(args, parser) -> None:
 def run(config, workdir: str, args) -> int:
   interpolate = args.interpolate
   variant = registry.get(config.model.name)
-  if "waveform" in variant.outputs:
-    if variant.latent_kind(config) != "none":  # the waveform VAE or codec
-      return _waveform(config, workdir, args)
+  source = variant.waveform_from(config)
+  if source == "latent":  # the waveform VAE or codec
+    return _waveform(config, workdir, args)
+  if source == "features":
     raise ConfigError(
       f"--mode=generate: '{workdir}' holds a vocoder, which turns features into audio; give it "
       "to a model's run with --config.generate.vocoder"

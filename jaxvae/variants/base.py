@@ -85,7 +85,7 @@ class Variant:
     (a language model: the MIDI transformer's stage 1).
   outputs: what it decodes: 'features' (normalized spectrograms: reports, Griffin-Lim,
     reconstruction scores), 'lyrics' (lyrics embeddings: cross-modal coherence), 'tokens',
-    'waveform' (a vocoder's audio).
+    'waveform' (audio: a vocoder's, or a waveform VAE's; `waveform_from` tells which).
   resolve: optional, fills in config keys derived from elsewhere when the config is loaded,
     before the checks (a vocoder's `features_from`: another run's feature settings).
   """
@@ -114,6 +114,14 @@ class Variant:
     kind = self.latent(config)
     assert kind in LATENTS, kind
     return kind
+
+  def waveform_from(self, config) -> str:
+    """What a model that makes waveforms makes them from: 'latent' (the waveform VAE or codec:
+    encode, decode, sample), 'features' (a vocoder: a model's mel in, audio out), or '' (it
+    makes no waveform: its audio, if any, comes from a vocoder or Griffin-Lim)."""
+    if "waveform" not in self.outputs:
+      return ""
+    return "features" if self.latent_kind(config) == "none" else "latent"
 
   def has_prior(self, config) -> bool:
     """A Gaussian latent with a prior to sample from, interpolate in and score against."""
