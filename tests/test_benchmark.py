@@ -114,11 +114,10 @@ def test_transformer_reference_has_the_seed_size():
   assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(shapes["params"])) == expected
 
 
+@needs_torch
 def test_the_torch_sampler_with_its_cache_equals_greedy_decoding_without_one():
   """top_p near 0 keeps only the likeliest token: the KV-cached sampler must then pick what
   argmax over the full forward pass picks at every position."""
-  if torch is None:
-    pytest.skip("torch is not installed")
   from benchmarks.torch_ref import transformer as torch_transformer
 
   torch.manual_seed(0)

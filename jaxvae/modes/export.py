@@ -211,28 +211,38 @@ def _wave_functions(model, b) -> tuple[dict, dict]:
     "bottleneck": cfg.bottleneck,
   }
   if cfg.causal:
-    z_chunk = jax.ShapeDtypeStruct((b, STREAM_CHUNK, *z_spec.shape[2:]), z_spec.dtype)
-    functions["stream_step"], meta["stream"] = _stream_function(
-      model.init_stream(1),
-      lambda z, cache: apply(vectors(z), cache, key, method="stream_decode"),
-      (z_chunk, z_name),
-      "audio",
-      model.cfg.latency,
-    )
-
-    def encode_chunk(y, cache):
-      (mu, _), cache = apply(y, cache, method="stream_encode")
-      return (apply(mu, None, method="codes") if model.is_codec else mu), cache
-
-    y_chunk = jax.ShapeDtypeStruct((b, STREAM_CHUNK * cfg.hop), jnp.float32)
-    functions["stream_encode_step"], meta["stream_encode"] = _stream_function(
-      model.init_encode_stream(1),
-      encode_chunk,
-      (y_chunk, "audio"),
-      "codes" if model.is_codec else "mu",  # the names of the offline encoder's output
-      model.cfg.latency,
-    )
+    functions |= _wave_stream_functions(model, b, apply, vectors, z_spec, meta)
   return functions, meta
+
+
+def _wave_stream_functions(model, b, apply, vectors, z_spec, meta: dict) -> dict:
+  """A causal waveform VAE's `stream_step` (latent frame in, audio out) and
+  `stream_encode_step` (audio in, mu or codes out), each one latent frame a call; their state
+  lists go into `meta` ('stream', 'stream_encode')."""
+  cfg, key = model.cfg, jax.random.PRNGKey(0)
+  z_name = "codes" if model.is_codec else "z"
+  z_chunk = jax.ShapeDtypeStruct((b, STREAM_CHUNK, *z_spec.shape[2:]), z_spec.dtype)
+  decode_step, meta["stream"] = _stream_function(
+    model.init_stream(1),
+    lambda z, cache: apply(vectors(z), cache, key, method="stream_decode"),
+    (z_chunk, z_name),
+    "audio",
+    cfg.latency,
+  )
+
+  def encode_chunk(y, cache):
+    (mu, _), cache = apply(y, cache, method="stream_encode")
+    return (apply(mu, None, method="codes") if model.is_codec else mu), cache
+
+  y_chunk = jax.ShapeDtypeStruct((b, STREAM_CHUNK * cfg.hop), jnp.float32)
+  encode_step, meta["stream_encode"] = _stream_function(
+    model.init_encode_stream(1),
+    encode_chunk,
+    (y_chunk, "audio"),
+    "codes" if model.is_codec else "mu",  # the names of the offline encoder's output
+    cfg.latency,
+  )
+  return {"stream_step": decode_step, "stream_encode_step": encode_step}
 
 
 def _stream_function(state0, run_chunk, chunk, out_name: str, latency: int):
