@@ -59,6 +59,9 @@ def get_config(arg=None):
   o.disc_lr_scale = 1.0
   v = config.vocoder = base.ml_collections.ConfigDict()
   v.features_from = ""  # an audio run's workdir: its data.sr, n_fft, hop_length, n_mels, ...
+  # A VAE's workdir: learn to vocode its reconstructions of the clips (fine-tuning for that
+  # model; implies features_from and its data.seconds; start with --config.init_from=VOCODER).
+  v.inputs_from = ""
   v.segment_frames = 64  # training crops, in hops (64 x 256 = 16,384 samples, as Vocos)
   v.ema_decay = 0.0  # > 0: an EMA of the generator's weights (e.g. 0.999) for inference
   v.spectral_epochs = 20

@@ -2,8 +2,10 @@
 same features, and how fast it runs.
 
 On the validation clips (at most `eval.vocoder_clips`): the features each clip's store would
-hold (`data.featurize.mel_db`), vocoded by the restored generator and by Griffin-Lim (librosa's
-NNLS filterbank inverse, 32 iterations, seeded), each compared with the original waveform:
+hold (`data.featurize.mel_db`; with `vocoder.inputs_from`, that VAE's reconstructions of
+them, which both sides are then given), vocoded by the restored generator and by Griffin-Lim
+(librosa's NNLS filterbank inverse, 32 iterations, seeded), each compared with the original
+waveform:
 - `mel_l1_db`: mean |difference| of 80-band log-mel in dB (n_fft 1024, hop 256);
 - `stft_distance`: spectral convergence + log-magnitude L1 over STFT sizes 512, 1024, 2048
   (hop n / 4), and `spectral_convergence` alone (its first term);
@@ -66,13 +68,17 @@ class VocoderQuality:
     )
     waves = self._clips()
     self.mel_params = voc.cfg.mel_params
-    mel = np.asarray(mel_function(self.mel_params)(jnp.asarray(waves)))
+    mel = mel_function(self.mel_params)(jnp.asarray(waves))
+    reads = self.job.model.reads  # a VAE's reconstructions (vocoder.inputs_from), or None
+    mel = np.asarray(mel if reads is None else jax.jit(reads)(mel))
     n = waves.shape[-1]
     vocoded = voc(mel, length=n)
     start = time.perf_counter()
     griffin = np.stack([self._griffin_lim(m, n) for m in mel])
     gl_seconds = (time.perf_counter() - start) / len(mel)
     out = {"clips": int(len(waves)), "seconds_per_clip": n / voc.sr, "step": int(state.step)}
+    if reads is not None:
+      out["features_from"] = f"reconstructions by {config.vocoder.inputs_from}"
     for name, y in (("vocoder", vocoded), ("griffin_lim", griffin)):
       out[name] = audio_scores(waves, y, voc.sr)
     clip_s = n / voc.sr

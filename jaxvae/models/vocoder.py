@@ -22,6 +22,7 @@ otherwise (the STFTs of the head and the losses always run in float32).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
 
 import flax.linen as nn
@@ -211,11 +212,14 @@ class Vocoder(nn.Module):
   `__call__(batch)`: `batch['x']` [B, 1, samples] waveforms (a waveform store's examples) ->
   {'mel': their features, 'wave': the vocoded waveform, as long as the input}.
   `vocode(mel)`: features -> waveform (what inference runs). `discriminate(y)`: the
-  discriminator outputs of waveforms [B, samples].
+  discriminator outputs of waveforms [B, samples]. `reads`: a frozen function the clips'
+  features go through before they are vocoded in training and validation (a VAE's
+  reconstruction, `jaxvae.training.frozen`), or None.
   """
 
   cfg: VocoderConfig
   dtype: jnp.dtype = jnp.float32
+  reads: Callable[[jax.Array], jax.Array] | None = None
 
   def setup(self):
     self.generator = VocosGenerator(self.cfg, self.dtype)
@@ -224,11 +228,17 @@ class Vocoder(nn.Module):
   def __call__(self, batch, train: bool = False):
     del train
     y = batch["x"][:, 0, :].astype(jnp.float32)
-    mel = mel_of(y, self.cfg)
+    mel = self.features(y)
     wave = fit_length(self.generator(mel), y.shape[-1])
     if self.is_initializing():  # create the discriminator's parameters with the rest
       self.discriminator(y)
     return {"mel": mel, "wave": wave}
+
+  def features(self, y):
+    """What the generator is given for waveforms y [B, samples]: their mel as the store
+    computes it, through `reads` when set."""
+    mel = mel_of(y, self.cfg)
+    return mel if self.reads is None else self.reads(mel)
 
   def vocode(self, mel):
     return self.generator(mel)

@@ -24,6 +24,7 @@ from jaxvae.data import pipeline
 from jaxvae.data import store as store_lib
 from jaxvae.errors import ConfigError
 from jaxvae.errors import NonFiniteOutputError
+from jaxvae.training import frozen
 from jaxvae.training import mesh as mesh_lib
 from jaxvae.training import optim
 from jaxvae.training import step as step_lib
@@ -122,8 +123,10 @@ def total_epochs(config) -> int:
 def build(config, spec, example_batch: dict, steps_per_epoch: int, total_steps: int) -> Compiled:
   """Model, optimizer, replicated state and the sharded, jitted steps (no data needed)."""
   variant = registry.get(config.model.name)
+  reads = variant.reads_run(config) if variant.reads_run else None
+  kwargs = {"reads": frozen.reconstruction(reads[1], reads[0])} if reads else {}
   try:
-    model = variant.build_model(config.model, spec, dtype=config.dtype)
+    model = variant.build_model(config.model, spec, dtype=config.dtype, **kwargs)
   except KeyError as e:
     raise ConfigError(f"config key 'model': {e.args[0]}") from None
   mesh = mesh_lib.make_mesh(config.train.num_devices)

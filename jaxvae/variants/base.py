@@ -88,6 +88,9 @@ class Variant:
     'waveform' (audio: a vocoder's, or a waveform VAE's; `waveform_from` tells which).
   resolve: optional, fills in config keys derived from elsewhere when the config is loaded,
     before the checks (a vocoder's `features_from`: another run's feature settings).
+  reads_run: optional config -> (config key, workdir) or None: a trained audio VAE whose
+    reconstructions the model reads (`jaxvae.training.frozen`); the builder loads it and
+    passes `build_model` its function as `reads=` (a vocoder's `inputs_from`).
   """
 
   build_model: Callable[..., Any]
@@ -104,6 +107,7 @@ class Variant:
   latent: Callable[[Any], str] = _gaussian
   outputs: tuple[str, ...] = ("features",)
   resolve: Callable[[Any], None] | None = None
+  reads_run: Callable[[Any], tuple[str, str] | None] | None = None
 
   def __post_init__(self):
     assert self.data_kind in DATA_KINDS, self.data_kind

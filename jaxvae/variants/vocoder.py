@@ -22,6 +22,12 @@ Two stages, both with one optimizer per side (`variants.base.SideOptimizers`; wi
 `--config.vocoder.features_from=WORKDIR` copies an audio run's feature settings (`data.sr`,
 `n_fft`, `hop_length`, `n_mels`, `scale`, `db_reference`) into the vocoder's config when it is
 loaded (`resolve`), so they never need matching by hand.
+
+`--config.vocoder.inputs_from=VAE_WORKDIR` fine-tunes for one model (HiFi-GAN's practice with
+an acoustic model): the clips' features go through that VAE (posterior mean, decoded) before
+the generator sees them, in training and validation, and the target stays the original clip;
+it implies `features_from` and that run's `data.seconds`. Start from a vocoder trained on real
+features with `--config.init_from=VOCODER_WORKDIR`.
 """
 
 from __future__ import annotations
@@ -70,9 +76,17 @@ def model_config(m) -> vocoder_lib.VocoderConfig:
   )
 
 
-def build(model, spec, dtype: str = "float32"):
+def build(model, spec, dtype: str = "float32", reads=None):
+  """`reads`: the frozen reconstruction of `vocoder.inputs_from`'s VAE, given by the builder
+  (`reads_run`), or None."""
   del spec
-  return vocoder_lib.Vocoder(model_config(model), jnp.dtype(dtype))
+  return vocoder_lib.Vocoder(model_config(model), jnp.dtype(dtype), reads)
+
+
+def reads_run(config) -> tuple[str, str] | None:
+  """('vocoder.inputs_from', its workdir) when the vocoder learns a VAE's reconstructions."""
+  source = str(config.vocoder.get("inputs_from", ""))
+  return ("vocoder.inputs_from", source) if source else None
 
 
 def _segment(config) -> int:
@@ -123,7 +137,8 @@ def generator_loss(model, gen_params, batch, key, step, *, config):
   del step
   cfg, frames = model.cfg, int(config.vocoder.segment_frames)
   clips = batch["x"][:, 0, :].astype(jnp.float32)
-  mel = jax.lax.stop_gradient(vocoder_lib.mel_of(clips, cfg))  # as the store computes it
+  # As the store computes it (and through the VAE of vocoder.inputs_from when set).
+  mel = jax.lax.stop_gradient(model.features(clips))
   y, mel = random_crop(clips, mel, frames, cfg.hop_length, key)
   y_hat = model.apply({"params": {"generator": gen_params}}, mel, method="vocode")
   y_hat = vocoder_lib.fit_length(y_hat, _segment(config))
@@ -175,10 +190,14 @@ def stages(config) -> list[Stage]:
 
 
 def resolve(config) -> None:
-  """`vocoder.features_from=WORKDIR`: that run's feature settings replace `data.*`'s."""
-  source = str(config.vocoder.features_from)
+  """`vocoder.features_from=WORKDIR`: that run's feature settings replace `data.*`'s;
+  `vocoder.inputs_from=WORKDIR` does the same with its VAE (when `features_from` is empty)
+  and also takes its `data.seconds`, the clip length that VAE reads."""
+  inputs = str(config.vocoder.get("inputs_from", ""))
+  source = str(config.vocoder.features_from) or inputs
   if not source:
     return
+  key = "vocoder.features_from" if config.vocoder.features_from else "vocoder.inputs_from"
   path = os.path.join(source, "jaxvae_run.json")
   try:
     with open(path, encoding="utf-8") as f:
@@ -187,14 +206,16 @@ def resolve(config) -> None:
     settings["db_reference"] = data.get("db_reference", "absolute")
   except (OSError, ValueError, KeyError) as e:
     raise ConfigError(
-      f"config key 'vocoder.features_from' is '{source}': cannot read its run file {path} ({e})"
+      f"config key '{key}' is '{source}': cannot read its run file {path} ({e})"
     ) from None
   if data.get("kind", "audio") != "audio" or data.get("feature") != "mel":
     raise ConfigError(
-      f"config key 'vocoder.features_from': the run in '{source}' reads data.kind="
+      f"config key '{key}': the run in '{source}' reads data.kind="
       f"'{data.get('kind', 'audio')}', data.feature='{data.get('feature')}'; a vocoder serves "
       "audio models of mel features"
     )
+  if inputs and inputs == source:
+    settings["seconds"] = data["seconds"]
   with config.unlocked():
     for k, v in settings.items():
       config.data[k] = v
@@ -237,4 +258,5 @@ VARIANT = Variant(
   latent=lambda config: "none",
   outputs=("waveform",),
   resolve=resolve,
+  reads_run=reads_run,
 )
