@@ -64,3 +64,28 @@ def test_transpose_padding_matches_lax():
     for s in (1, 2, 3):
       lo, hi = layers.transpose_padding(k, s, "SAME")
       assert (7 - 1) * s + 1 + lo + hi - k + 1 == 7 * s
+
+
+@pytest.mark.parametrize(
+  "hw, k, s, pads",
+  [
+    ((16, 22), 4, 2, ((1, 1), (1, 1))),  # the conv encoders' layer, even sizes
+    ((9, 11), 4, 2, ((1, 1), (1, 1))),  # odd sizes: a remainder the stride leaves out
+    ((9, 11), 3, 2, ((0, 0), (1, 2))),
+    ((8, 8), 5, 3, ((2, 1), (0, 0))),
+    ((6, 7), 2, 2, ((3, 3), (0, 0))),  # padding past the kernel: XLA's gradient
+  ],
+)
+def test_strided_conv_matches_flax_conv_with_its_gradients(hw, k, s, pads):
+  """layers.Conv (the input gradient as the sub-pixel transposed convolution) against
+  flax.linen.Conv: same parameters, outputs, and gradients for the input and kernel."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, *hw, 3))
+  ref = nn.Conv(5, (k, k), strides=(s, s), padding=pads)
+  new = layers.Conv(5, (k, k), strides=(s, s), padding=pads, impl="matmul")
+  variables = ref.init(jax.random.PRNGKey(1), x)
+  assert jax.tree.structure(new.init(jax.random.PRNGKey(1), x)) == jax.tree.structure(variables)
+  loss = lambda m: lambda v, x: jnp.sum(jnp.sin(m.apply(v, x)))
+  want = jax.value_and_grad(loss(ref), argnums=(0, 1))(variables, x)
+  got = jax.jit(jax.value_and_grad(loss(new), argnums=(0, 1)))(variables, x)
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=2e-5, rtol=1e-5)

@@ -50,7 +50,7 @@ class SpectralVAE(nn.Module):
   latent_dim: int = 16
   output_activation: str = "none"
   dtype: Any = jnp.float32
-  conv_transpose: str = "auto"  # layers.ConvTranspose impl
+  conv_transpose: str = "auto"  # layers.ConvTranspose / layers.Conv impl
 
   def _grid(self) -> tuple[int, int]:
     n = len(self.channels)
@@ -58,7 +58,7 @@ class SpectralVAE(nn.Module):
 
   def setup(self):
     self.enc_convs = [
-      nn.Conv(c, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype)
+      layers.Conv(c, (3, 3), (2, 2), ((1, 1), (1, 1)), dtype=self.dtype, impl=self.conv_transpose)
       for c in self.channels
     ]
     self.enc_bns = [_batch_norm(self.dtype) for _ in self.channels]

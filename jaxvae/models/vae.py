@@ -49,12 +49,12 @@ class ConvVAE(nn.Module):
   cond_dim: int = 32
   output_activation: str = "none"
   dtype: Any = jnp.float32
-  conv_transpose: str = "auto"  # layers.ConvTranspose impl
+  conv_transpose: str = "auto"  # layers.ConvTranspose / layers.Conv impl
 
   def setup(self):
     n = len(self.channels)
     self.enc_convs = [
-      nn.Conv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype)
+      layers.Conv(c, (4, 4), (2, 2), ((1, 1), (1, 1)), dtype=self.dtype, impl=self.conv_transpose)
       for c in self.channels
     ]
     self.enc_bns = [

@@ -69,12 +69,15 @@ class Encoder(nn.Module):
   code_dim: int = 64
   grid: Sequence[int] = (30, 30)
   dtype: Any = jnp.float32
+  conv_transpose: str = "auto"  # layers.Conv impl (its input gradient, a transposed conv)
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     x = x.astype(self.dtype)
     for features in self.channels:
-      x = nn.Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype)(x)
+      x = layers.Conv(
+        features, (4, 4), (2, 2), ((1, 1), (1, 1)), dtype=self.dtype, impl=self.conv_transpose
+      )(x)
       x = _bn_relu(x, train, self.dtype)
     x = _resize(x, self.grid)
     return nn.Conv(self.code_dim, (1, 1), dtype=self.dtype)(x)
@@ -148,7 +151,9 @@ class PuzzleVQVAE(nn.Module):
   def setup(self):
     # setup (not compact) so that `encode` can reuse the encoder, e.g. to collect encoder
     # outputs for `kmeans_init`.
-    self.encoder = Encoder(self.enc_channels, self.latent_dim, self.grid, self.dtype)
+    self.encoder = Encoder(
+      self.enc_channels, self.latent_dim, self.grid, self.dtype, self.conv_transpose
+    )
     self.vq = self._quantizer()
     self.decoder = Decoder(self.dec_channels, self.dtype, self.conv_transpose)
 
