@@ -156,17 +156,10 @@ def load(workdir: str, which: str = "best") -> Vocoder:
   )
 
 
-@dataclasses.dataclass
-class _Template:
-  params: Any
-  model_state: Any
-
-
-def _template(cfg: vocoder_lib.VocoderConfig) -> _Template:
+def _template(cfg: vocoder_lib.VocoderConfig) -> checkpoint.WeightsTemplate:
   """Parameter shapes of the generator and discriminators (nothing computed)."""
   model = vocoder_lib.Vocoder(cfg)
   samples = cfg.hop_length * 8
   batch = {"x": jnp.zeros((1, 1, samples), jnp.float32), "mask": jnp.ones((1,))}
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch))
-  params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), dict(shapes["params"]))
-  return _Template(params=params, model_state={})
+  return checkpoint.weights_template({"params": shapes["params"]})

@@ -281,7 +281,7 @@ def load(workdir: str, config, which: str = "best") -> WaveModel:
   samples = cfg.hop * 2
   batch = {"x": jnp.zeros((1, 1, samples), jnp.float32), "mask": jnp.ones((1,))}
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch))
-  template = checkpoint_template(shapes["params"])
+  template = checkpoint.weights_template({"params": shapes["params"]})
   source = workdir if which == "best" else os.path.join(workdir, "checkpoints")
   try:
     params, _, step = checkpoint.restore_weights(source, template, "wave_vae", with_step=True)
@@ -291,14 +291,3 @@ def load(workdir: str, config, which: str = "best") -> WaveModel:
       "checkpoints/ folders)"
     ) from None
   return WaveModel(workdir, config, cfg, {"generator": params["generator"]}, step)
-
-
-@dataclasses.dataclass
-class _Template:
-  params: Any
-  model_state: Any
-
-
-def checkpoint_template(param_shapes) -> _Template:
-  params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), dict(param_shapes))
-  return _Template(params=params, model_state={})

@@ -16,11 +16,13 @@ one, so once that latest save has landed `best/<step>` is made of hard links to 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import logging
 import os
 import shutil
+from typing import Any
 
 import grain
 import jax
@@ -389,6 +391,23 @@ def _model_name(workdir: str) -> str:
       return json.load(f)["config"]["model"]["name"]
   except (OSError, ValueError, KeyError, TypeError):
     return "?"
+
+
+@dataclasses.dataclass
+class WeightsTemplate:
+  """What `restore_weights` reads a model's shapes from: zeros shaped as its parameters and
+  its non-parameter collections."""
+
+  params: Any
+  model_state: Any
+
+
+def weights_template(variable_shapes) -> WeightsTemplate:
+  """From the shapes of a model's variables (`jax.eval_shape` of its `init`: {'params': ...,
+  other collections}); nothing is computed."""
+  shapes = dict(variable_shapes)
+  zeros = lambda tree: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
+  return WeightsTemplate(params=zeros(dict(shapes.pop("params"))), model_state=zeros(shapes))
 
 
 def restore_weights(

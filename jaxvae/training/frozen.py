@@ -74,11 +74,8 @@ def reconstruction(workdir: str, key: str):
   )
   module = variant.build_model(config.model, spec, dtype=config.dtype)
   example = {k: jnp.asarray(v) for k, v in spec.example_batch(1).items()}
-  shapes = jax.eval_shape(lambda: init_variables(module, example, jax.random.PRNGKey(0)))
-  shapes = dict(shapes)
-  template = _Template(
-    params=jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), dict(shapes.pop("params"))),
-    model_state=jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
+  template = checkpoint.weights_template(
+    jax.eval_shape(lambda: init_variables(module, example, jax.random.PRNGKey(0)))
   )
   try:
     params, model_state = checkpoint.restore_weights(workdir, template, config.model.name)
@@ -108,8 +105,3 @@ def reconstruction(workdir: str, key: str):
     return jax.lax.stop_gradient(normalize_lib.denormalize(out, stats, method))
 
   return reconstruct
-
-
-class _Template:
-  def __init__(self, params, model_state):
-    self.params, self.model_state = params, model_state
