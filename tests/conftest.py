@@ -19,12 +19,17 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # processes, and a cache hit skips XLA's compile. It outlives the session (the suite's
 # programs change little between runs; entries are keyed by the program, the XLA flags and
 # the jax version, so a stale one is never used), under ~/.cache/jaxvae/test-xla, capped at
-# 2 GB (least recently used entries evicted). A run from an empty cache is the cold time
-# BUILD_NOTES.md reports beside the warm one.
+# 2 GB where filelock is installed (least recently used entries evicted). A run from an empty
+# cache is the cold time BUILD_NOTES.md reports beside the warm one.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
   os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(_cache_home, "jaxvae", "test-xla")
-  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 * 1024**3))
+  try:  # jax evicts by size only with filelock installed (else it refuses a size)
+    import filelock  # noqa: F401
+
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 * 1024**3))
+  except ImportError:
+    pass
   # Programs that compile in under 0.2 s are not worth a disk write (with no floor, one pair
   # of runs of test_faults + test_train was 12 % faster, the whole suite 6 % slower).
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
