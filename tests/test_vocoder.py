@@ -169,33 +169,45 @@ def test_features_from_copies_the_runs_settings_and_the_model_vocodes(trained_pa
 
 
 def test_inputs_from_fine_tunes_on_the_vaes_reconstructions(trained_pair, two_clips, cache_dir):
-  """`vocoder.inputs_from=VAE` (with init_from=the vocoder): the generator is given that
-  VAE's reconstructions of the clips (equal to `jaxvae.load(vae).reconstruct`, in the
-  store's units), its settings and clip length come from the VAE, and it starts from the
-  vocoder's weights; another kind of run there is refused in one line naming the key."""
+  """`vocoder.inputs_from=VAE` (with init_from=the vocoder): its settings and clip length come
+  from the VAE (data.seconds 2 here becomes the VAE's 1), the VAE's weights are the state's
+  'frozen' collection, the generator is given that VAE's reconstructions of the clips (equal
+  to `jaxvae.load(vae).reconstruct`, in the store's units) and a step trains on them; another
+  kind of run there, or a features_from naming another run, is refused in one line."""
   import jaxvae
   from jaxvae.data import normalize
 
   vae, voc = trained_pair
-  overrides = _overrides(two_clips, cache_dir, **{"vocoder.inputs_from": vae, "init_from": voc})
+  overrides = _overrides(
+    two_clips, cache_dir, **{"vocoder.inputs_from": vae, "init_from": voc, "data.seconds": "2.0"}
+  )
   for key in ("data.n_mels", "data.n_fft", "data.hop_length"):
     del overrides[key]
   config = load_config("vocoder.py:tiny", overrides)
   model = jaxvae.load(vae)
-  assert config.data.seconds == model.config.data.seconds
+  assert config.data.seconds == model.config.data.seconds == 1.0
   job = builder.setup(config, progress=False)
-  assert job.model.reads is not None
+  frozen_params = job.state.model_state["frozen"]["run"]["params"]
+  for a, b in zip(jax.tree.leaves(frozen_params), jax.tree.leaves(model.variables["params"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   clips = np.stack([sf.read(os.path.join(two_clips, f))[0] for f in ("a.wav", "b.wav")])
   clips = clips.astype(np.float32)
-  mel = job.model.apply({}, jax.numpy.asarray(clips), method="features")
+  features = jax.jit(lambda v, y: job.model.apply(v, y, method="features"))
+  mel = features(dict(job.state.model_state), clips)
   expected = normalize.denormalize(
     model.reconstruct(clips, sr=SR), model.stats, model.config.data.normalize
   )
   np.testing.assert_allclose(np.asarray(mel), expected, atol=1e-3)
   plain = vocoder_lib.load(voc).cfg.mel_params
   assert not np.allclose(mel, vocoding.mel_function(plain)(jax.numpy.asarray(clips)), atol=1.0)
+  state, metrics = job.train_steps[0](
+    job.state, job.put(next(pipeline.eval_batches(job.train_examples, 2)))
+  )
+  assert float(metrics["nonfinite"]) == 0.0 and np.isfinite(float(metrics["loss"]))
   with pytest.raises(errors.ConfigError, match="config key 'vocoder.inputs_from'.*waveform"):
     load_config("vocoder.py:tiny", dict(overrides, **{"vocoder.inputs_from": voc}))
+  with pytest.raises(errors.ConfigError, match="name different runs"):
+    load_config("vocoder.py:tiny", dict(overrides, **{"vocoder.features_from": voc}))
 
 
 def test_a_vocoder_of_other_features_is_refused_in_one_line(trained_pair, capsys, tmp_path):

@@ -68,16 +68,18 @@ class VocoderQuality:
     )
     waves = self._clips()
     self.mel_params = voc.cfg.mel_params
-    mel = mel_function(self.mel_params)(jnp.asarray(waves))
-    reads = self.job.model.reads  # a VAE's reconstructions (vocoder.inputs_from), or None
-    mel = np.asarray(mel if reads is None else jax.jit(reads)(mel))
+    # The model's own features of the clips: the store's mel, or a VAE's reconstructions of
+    # it with vocoder.inputs_from (its weights in the state's 'frozen' collection).
+    model = self.job.model
+    features = jax.jit(lambda v, w: model.apply(v, w, method="features"))
+    mel = np.asarray(features(dict(state.model_state), jnp.asarray(waves)))
     n = waves.shape[-1]
     vocoded = voc(mel, length=n)
     start = time.perf_counter()
     griffin = np.stack([self._griffin_lim(m, n) for m in mel])
     gl_seconds = (time.perf_counter() - start) / len(mel)
     out = {"clips": int(len(waves)), "seconds_per_clip": n / voc.sr, "step": int(state.step)}
-    if reads is not None:
+    if config.vocoder.get("inputs_from", ""):
       out["features_from"] = f"reconstructions by {config.vocoder.inputs_from}"
     for name, y in (("vocoder", vocoded), ("griffin_lim", griffin)):
       out[name] = audio_scores(waves, y, voc.sr)

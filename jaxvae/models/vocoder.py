@@ -22,8 +22,8 @@ otherwise (the STFTs of the head and the losses always run in float32).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import dataclasses
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -214,16 +214,23 @@ class Vocoder(nn.Module):
   `vocode(mel)`: features -> waveform (what inference runs). `discriminate(y)`: the
   discriminator outputs of waveforms [B, samples]. `reads`: a frozen function the clips'
   features go through before they are vocoded in training and validation (a VAE's
-  reconstruction, `jaxvae.training.frozen`), or None.
+  reconstruction, `jaxvae.training.frozen.FrozenFunction`: `apply(variables, mel)` and the
+  variables' `shapes`), or None; its variables are the collection 'frozen' ('run'), zeros at
+  init until the builder puts the trained weights there.
   """
 
   cfg: VocoderConfig
   dtype: jnp.dtype = jnp.float32
-  reads: Callable[[jax.Array], jax.Array] | None = None
+  reads: Any = None
 
   def setup(self):
     self.generator = VocosGenerator(self.cfg, self.dtype)
     self.discriminator = Discriminators(self.cfg)
+    # Declared where given (or made at init): the generator's and discriminator's own
+    # applications pass parameters alone.
+    if self.reads is not None and (self.is_initializing() or self.has_variable("frozen", "run")):
+      zeros = lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), self.reads.shapes)
+      self.frozen = self.variable("frozen", "run", zeros)
 
   def __call__(self, batch, train: bool = False):
     del train
@@ -238,7 +245,7 @@ class Vocoder(nn.Module):
     """What the generator is given for waveforms y [B, samples]: their mel as the store
     computes it, through `reads` when set."""
     mel = mel_of(y, self.cfg)
-    return mel if self.reads is None else self.reads(mel)
+    return mel if self.reads is None else self.reads.apply(self.frozen.value, mel)
 
   def vocode(self, mel):
     return self.generator(mel)

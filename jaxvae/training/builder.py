@@ -124,7 +124,8 @@ def build(config, spec, example_batch: dict, steps_per_epoch: int, total_steps: 
   """Model, optimizer, replicated state and the sharded, jitted steps (no data needed)."""
   variant = registry.get(config.model.name)
   reads = variant.reads_run(config) if variant.reads_run else None
-  kwargs = {"reads": frozen.reconstruction(reads[1], reads[0])} if reads else {}
+  run = frozen.load(reads[1], reads[0]) if reads else None
+  kwargs = {"reads": run.function} if run else {}
   try:
     model = variant.build_model(config.model, spec, dtype=config.dtype, **kwargs)
   except KeyError as e:
@@ -143,6 +144,8 @@ def build(config, spec, example_batch: dict, steps_per_epoch: int, total_steps: 
     return tx
 
   state, tx = create_state(model, make_tx, example_batch, config)
+  if run is not None:  # the frozen run's weights instead of its init's zeros
+    state = frozen.install(state, run)
   state = jax.device_put(state, replicated)
   state_sharding = jax.tree.map(lambda _: replicated, state)
   stages = variant.stage_list(config)

@@ -411,7 +411,12 @@ def weights_template(variable_shapes) -> WeightsTemplate:
 
 
 def restore_weights(
-  path: str, template, model_name: str = "?", averaged: dict | None = None, with_step: bool = False
+  path: str,
+  template,
+  model_name: str = "?",
+  averaged: dict | None = None,
+  with_step: bool = False,
+  key: str = "init_from",
 ):
   """Weights of another run (its best, else its latest checkpoint) for fine-tuning and for
   progressive stages.
@@ -424,7 +429,9 @@ def restore_weights(
   `averaged` ({params key: optimizer-state key}, e.g. {'generator': 'ema_gen'}): where the
   checkpoint's optimizer state holds a moving average of that part of the parameters, those
   weights are taken instead (inference with a vocoder's EMA). `with_step`: also return the
-  step the weights are of.
+  step the weights are of. `key`: the config key that named `path`, in the messages; any other
+  than 'init_from' (a frozen run, `training.frozen`) must restore every leaf (ConfigError
+  naming the missing ones otherwise: nothing of it may stay at the template's zeros).
   """
   path = os.path.abspath(path)
   named = os.path.basename(path) in ("best", "checkpoints")
@@ -438,7 +445,7 @@ def restore_weights(
     )
     try:
       step, out, _ = _restore_newest(
-        manager, lambda: ocp.args.Composite(state=ocp.args.PyTreeRestore()), "init_from"
+        manager, lambda: ocp.args.Composite(state=ocp.args.PyTreeRestore()), key
       )
     finally:
       manager.close()
@@ -446,9 +453,9 @@ def restore_weights(
       continue
     restored = out["state"]
     source_params = dict(restored.get("params", {}))
-    for key, opt_key in (averaged or {}).items():
+    for part, opt_key in (averaged or {}).items():
       if opt_key in (restored.get("opt_state") or {}):
-        source_params[key] = restored["opt_state"][opt_key]
+        source_params[part] = restored["opt_state"][opt_key]
     params, loaded_params, fresh = _merge(dict(template.params), source_params, "params")
     model_state, loaded_s, fresh_s = _merge(
       dict(template.model_state), restored.get("model_state", {}), "model_state"
@@ -457,13 +464,20 @@ def restore_weights(
     source = _model_name(os.path.dirname(directory))
     if not loaded_params:
       raise errors.ConfigError(
-        f"config key 'init_from': '{directory}' (model '{source}') shares no parameter "
+        f"config key '{key}': '{directory}' (model '{source}') shares no parameter "
         f"with this model ('{model_name}'); expected a run of the same architecture"
+      )
+    if fresh and key != "init_from":
+      raise errors.ConfigError(
+        f"config key '{key}': '{directory}' (model '{source}', step {step}) lacks "
+        f"{len(fresh)} of the model's values ({', '.join(fresh[:3])}); expected a run of the "
+        "same architecture"
       )
     if fresh:
       logging.warning(
-        "init_from %s (model '%s', step %d): loaded %d leaves (%s), kept the "
+        "%s %s (model '%s', step %d): loaded %d leaves (%s), kept the "
         "fresh initialization of %d (%s)",
+        key,
         directory,
         source,
         step,
@@ -474,7 +488,8 @@ def restore_weights(
       )
     else:
       logging.info(
-        "init_from %s (model '%s', step %d): loaded all %d leaves",
+        "%s %s (model '%s', step %d): loaded all %d leaves",
+        key,
         directory,
         source,
         step,
@@ -482,6 +497,6 @@ def restore_weights(
       )
     return (params, model_state, int(step)) if with_step else (params, model_state)
   raise errors.ConfigError(
-    f"config key 'init_from': no checkpoint that restores under "
+    f"config key '{key}': no checkpoint that restores under "
     f"'{path}' (expected a jaxvae workdir with best/ or checkpoints/)"
   )

@@ -89,8 +89,9 @@ class Variant:
   resolve: optional, fills in config keys derived from elsewhere when the config is loaded,
     before the checks (a vocoder's `features_from`: another run's feature settings).
   reads_run: optional config -> (config key, workdir) or None: a trained audio VAE whose
-    reconstructions the model reads (`jaxvae.training.frozen`); the builder loads it and
-    passes `build_model` its function as `reads=` (a vocoder's `inputs_from`).
+    reconstructions the model reads (`jaxvae.training.frozen`); the builder loads it, passes
+    `build_model` its function as `reads=` and puts its weights in the state's model state
+    (collection 'frozen'; a vocoder's `inputs_from`).
   """
 
   build_model: Callable[..., Any]

@@ -77,8 +77,8 @@ def model_config(m) -> vocoder_lib.VocoderConfig:
 
 
 def build(model, spec, dtype: str = "float32", reads=None):
-  """`reads`: the frozen reconstruction of `vocoder.inputs_from`'s VAE, given by the builder
-  (`reads_run`), or None."""
+  """`reads`: the frozen reconstruction of `vocoder.inputs_from`'s VAE
+  (`training.frozen.FrozenFunction`), given by the builder (`reads_run`), or None."""
   del spec
   return vocoder_lib.Vocoder(model_config(model), jnp.dtype(dtype), reads)
 
@@ -130,15 +130,17 @@ def random_crop(y, mel, frames: int, hop: int, key):
   return jax.vmap(take_wave)(y, offsets), jax.vmap(take_mel)(mel, offsets)
 
 
-def generator_loss(model, gen_params, batch, key, step, *, config):
+def generator_loss(model, gen_params, batch, key, step, model_state, *, config):
   """The spectral loss of the generator on random crops of the batch's clips (their
   features computed whole in the step, as the store computes them): (loss, metrics, y,
   y_hat, mask) for `waveform_gan.make_train_step`."""
   del step
   cfg, frames = model.cfg, int(config.vocoder.segment_frames)
   clips = batch["x"][:, 0, :].astype(jnp.float32)
-  # As the store computes it (and through the VAE of vocoder.inputs_from when set).
-  mel = jax.lax.stop_gradient(model.features(clips))
+  # As the store computes it (and through the VAE of vocoder.inputs_from, whose weights are
+  # the model state's 'frozen' collection, when set).
+  mel = model.apply(dict(model_state), clips, method="features")
+  mel = jax.lax.stop_gradient(mel)
   y, mel = random_crop(clips, mel, frames, cfg.hop_length, key)
   y_hat = model.apply({"params": {"generator": gen_params}}, mel, method="vocode")
   y_hat = vocoder_lib.fit_length(y_hat, _segment(config))
@@ -191,19 +193,27 @@ def stages(config) -> list[Stage]:
 
 def resolve(config) -> None:
   """`vocoder.features_from=WORKDIR`: that run's feature settings replace `data.*`'s;
-  `vocoder.inputs_from=WORKDIR` does the same with its VAE (when `features_from` is empty)
-  and also takes its `data.seconds`, the clip length that VAE reads."""
+  `vocoder.inputs_from=WORKDIR` does the same with its VAE and also takes its `data.seconds`,
+  the clip length that VAE reads (a `features_from` naming another run is refused)."""
   inputs = str(config.vocoder.get("inputs_from", ""))
-  source = str(config.vocoder.features_from) or inputs
+  features = str(config.vocoder.features_from)
+  if inputs and features and os.path.abspath(features) != os.path.abspath(inputs):
+    raise ConfigError(
+      f"config keys 'vocoder.features_from' ('{features}') and 'vocoder.inputs_from' "
+      f"('{inputs}') name different runs; inputs_from alone sets the features"
+    )
+  source = inputs or features
   if not source:
     return
-  key = "vocoder.features_from" if config.vocoder.features_from else "vocoder.inputs_from"
+  key = "vocoder.inputs_from" if inputs else "vocoder.features_from"
   path = os.path.join(source, "jaxvae_run.json")
   try:
     with open(path, encoding="utf-8") as f:
       data = json.load(f)["config"]["data"]
     settings = {k: data[k] for k in FEATURE_KEYS if k != "db_reference"}
     settings["db_reference"] = data.get("db_reference", "absolute")
+    if inputs:
+      settings["seconds"] = data["seconds"]
   except (OSError, ValueError, KeyError) as e:
     raise ConfigError(
       f"config key '{key}' is '{source}': cannot read its run file {path} ({e})"
@@ -214,8 +224,6 @@ def resolve(config) -> None:
       f"'{data.get('kind', 'audio')}', data.feature='{data.get('feature')}'; a vocoder serves "
       "audio models of mel features"
     )
-  if inputs and inputs == source:
-    settings["seconds"] = data["seconds"]
   with config.unlocked():
     for k, v in settings.items():
       config.data[k] = v

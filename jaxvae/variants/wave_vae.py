@@ -98,8 +98,9 @@ def objective(outputs, batch, *, kl_weight, config):
   return loss, {"loss": loss, "mel_l1_db": mel_db, **metrics}
 
 
-def generator_loss(model, gen_params, batch, key, step, *, kl_fn, config):
+def generator_loss(model, gen_params, batch, key, step, model_state, *, kl_fn, config):
   """The autoencoder's loss on the batch's clips, z sampled (`waveform_gan`'s contract)."""
+  del model_state  # none: the waveform VAE keeps no state beside its parameters
   y = batch["x"][:, 0, :].astype(jnp.float32)
   y_hat, terms = model.apply(
     {"params": {"generator": gen_params}},

@@ -5,11 +5,13 @@ side (`variants.base.SideOptimizers`), an optional EMA of the generator's weight
 of the generator that a stage keeps frozen (the waveform VAE's encoder in its adversarial
 phase).
 
-A family gives `generator_loss(model, gen_params, batch, key, step) -> (loss, metrics, y,
-y_hat, mask)`: its loss before any adversarial term, the real and the generated waveforms [B,
-samples] the discriminators compare, and the examples' mask. Its model has a `discriminate`
-method (the discriminator outputs of waveforms, `losses.adversarial`'s format) and keeps its
-parameters as {'generator': ..., 'discriminator': ...}.
+A family gives `generator_loss(model, gen_params, batch, key, step, model_state) -> (loss,
+metrics, y, y_hat, mask)` (`model_state`: the state's non-parameter collections, e.g. a frozen
+run's weights, `training.frozen`): its loss before any adversarial term, the real and the
+generated waveforms [B, samples] the discriminators compare, and the examples' mask. Its
+model has a `discriminate` method (the discriminator outputs of waveforms,
+`losses.adversarial`'s format) and keeps its parameters as {'generator': ...,
+'discriminator': ...}.
 """
 
 from __future__ import annotations
@@ -60,7 +62,9 @@ def make_train_step(
         gen_params = {
           k: jax.lax.stop_gradient(v) if k in frozen else v for k, v in gen_params.items()
         }
-      loss, metrics, y, y_hat, mask = generator_loss(model, gen_params, batch, key, state.step)
+      loss, metrics, y, y_hat, mask = generator_loss(
+        model, gen_params, batch, key, state.step, state.model_state
+      )
       if adversarial_stage:
         real, fake = disc(dis, y), disc(dis, y_hat)
         adv = adversarial.generator_adv_loss(fake, mask, kind)
