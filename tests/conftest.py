@@ -19,7 +19,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # processes, and a cache hit skips XLA's compile. It outlives the session (the suite's
 # programs change little between runs; entries are keyed by the program, the XLA flags and
 # the jax version, so a stale one is never used), under ~/.cache/jaxvae/test-xla, capped at
-# 2 GB where filelock is installed (least recently used entries evicted). A run from an empty
+# 2 GB where filelock is installed (least recently used entries evicted; without it the
+# folder is not capped: delete it to reclaim the space). A run from an empty
 # cache is the cold time BUILD_NOTES.md reports beside the warm one.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")

@@ -234,6 +234,8 @@ class Conv(nn.Module):
     if impl == "auto":
       impl = "matmul" if jax.default_backend() == "cpu" else "lax"
     strides = tuple(int(v) for v in self.strides)
+    if isinstance(self.padding, str) or len(self.padding) != 2:
+      raise ValueError(f"Conv padding {self.padding!r}: expected two (low, high) pairs")
     pads = tuple(tuple(int(v) for v in p) for p in self.padding)
     if impl == "lax" or strides == (1, 1):
       y = _conv(x, kernel, strides, pads)
@@ -262,12 +264,11 @@ def _conv_phase_grad_bwd(strides, pads, residuals, g):
   kernel's as XLA derives it."""
   x, kernel = residuals
   flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)  # [kh, kw, O, I]
-  t_pads, extra = [], []
+  t_pads = []
   for n, k, s, (lo, hi) in zip(x.shape[1:3], kernel.shape[:2], strides, pads):
     r = (n + lo + hi - k) % s
     more = -n % s  # the phase form makes a multiple of the stride: cut the rest off
     t_pads.append((k - 1 - lo, k - 1 - hi + r + more))
-    extra.append(more)
   if min(min(p) for p in t_pads) < 0:  # a padding larger than the kernel: XLA's form
     dx = jax.vjp(lambda v: _conv(v, kernel, strides, pads), x)[1](g)[0]
   else:
