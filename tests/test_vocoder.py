@@ -168,12 +168,15 @@ def test_features_from_copies_the_runs_settings_and_the_model_vocodes(trained_pa
   assert griffin is None  # the model was loaded with a vocoder: it is the default
 
 
-def test_inputs_from_fine_tunes_on_the_vaes_reconstructions(trained_pair, two_clips, cache_dir):
+def test_inputs_from_fine_tunes_on_the_vaes_reconstructions(
+  trained_pair, two_clips, cache_dir, tmp_path
+):
   """`vocoder.inputs_from=VAE` (with init_from=the vocoder): its settings and clip length come
   from the VAE (data.seconds 2 here becomes the VAE's 1), the VAE's weights are the state's
   'frozen' collection, the generator is given that VAE's reconstructions of the clips (equal
-  to `jaxvae.load(vae).reconstruct`, in the store's units) and a step trains on them; another
-  kind of run there, or a features_from naming another run, is refused in one line."""
+  to `jaxvae.load(vae).reconstruct`, in the store's units) and a run trains on them, its
+  checkpoints keeping those weights; another kind of run there, or a features_from naming
+  another run, is refused in one line."""
   import jaxvae
   from jaxvae.data import normalize
 
@@ -200,10 +203,13 @@ def test_inputs_from_fine_tunes_on_the_vaes_reconstructions(trained_pair, two_cl
   np.testing.assert_allclose(np.asarray(mel), expected, atol=1e-3)
   plain = vocoder_lib.load(voc).cfg.mel_params
   assert not np.allclose(mel, vocoding.mel_function(plain)(jax.numpy.asarray(clips)), atol=1.0)
-  state, metrics = job.train_steps[0](
-    job.state, job.put(next(pipeline.eval_batches(job.train_examples, 2)))
-  )
-  assert float(metrics["nonfinite"]) == 0.0 and np.isfinite(float(metrics["loss"]))
+  # A run trains on them, and its checkpoints keep the VAE's weights it started from.
+  run = dict(overrides, **{"vocoder.spectral_epochs": "1", "vocoder.adversarial_epochs": "0"})
+  assert _cli(tmp_path / "ft", run, config="vocoder.py:tiny") == 0
+  _, saved = _params(str(tmp_path / "ft"), "checkpoints")
+  kept = saved["model_state"]["frozen"]["run"]["params"]
+  for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(model.variables["params"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   with pytest.raises(errors.ConfigError, match="config key 'vocoder.inputs_from'.*waveform"):
     load_config("vocoder.py:tiny", dict(overrides, **{"vocoder.inputs_from": voc}))
   with pytest.raises(errors.ConfigError, match="name different runs"):
