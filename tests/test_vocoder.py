@@ -210,6 +210,19 @@ def test_inputs_from_fine_tunes_on_the_vaes_reconstructions(
   kept = saved["model_state"]["frozen"]["run"]["params"]
   for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(model.variables["params"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # init_from a vocoder that was itself fine-tuned takes its generator, never its VAE weights.
+  from jaxvae.training import loop
+
+  moved = jax.tree.map(lambda v: v + 1.0, job.state.model_state["frozen"])
+  job.state = job.state.replace(model_state={"frozen": moved})
+  with config.unlocked():
+    config.init_from = str(tmp_path / "ft")
+  started = loop._weights_from(job, config)
+  for a, b in zip(jax.tree.leaves(started.model_state["frozen"]), jax.tree.leaves(moved)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  source = saved["params"]["generator"]
+  for a, b in zip(jax.tree.leaves(started.params["generator"]), jax.tree.leaves(source)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   with pytest.raises(errors.ConfigError, match="config key 'vocoder.inputs_from'.*waveform"):
     load_config("vocoder.py:tiny", dict(overrides, **{"vocoder.inputs_from": voc}))
   with pytest.raises(errors.ConfigError, match="name different runs"):

@@ -10,7 +10,8 @@ frames]` (dB or log1p mel, unnormalized) -> the decoding of their posterior mean
 units, and the variables' shapes. The variables themselves live in the run's state
 (`model_state['frozen']['run']`, `install`): arguments of the compiled steps, not constants,
 and checkpointed, so a resume and `--mode=eval` read the weights the run started from even if
-that VAE trains on.
+that VAE trains on (its workdir must still load: every build reads its model, statistics and
+checkpoint), and `init_from` never replaces them with the source run's.
 """
 
 from __future__ import annotations
@@ -123,12 +124,9 @@ def load(workdir: str, key: str) -> FrozenRun:
   module = variant.build_model(config.model, spec, dtype=config.dtype)
   example = {k: jnp.asarray(v) for k, v in spec.example_batch(1).items()}
   shapes = jax.eval_shape(lambda: init_variables(module, example, jax.random.PRNGKey(0)))
-  try:
-    params, model_state, step = checkpoint.restore_weights(
-      workdir, checkpoint.weights_template(shapes), config.model.name, with_step=True, key=key
-    )
-  except errors.ConfigError as e:
-    raise errors.ConfigError(str(e)) from None
+  params, model_state, step = checkpoint.restore_weights(
+    workdir, checkpoint.weights_template(shapes), config.model.name, with_step=True, key=key
+  )
   variables = {"params": params, **model_state}
   apply = functools.partial(_reconstruct, module, spec, data["stats"], method, key, workdir)
   var_shapes = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), variables)

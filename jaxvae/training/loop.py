@@ -28,6 +28,7 @@ from jaxvae.config import base as config_base
 from jaxvae.data import dataset as dataset_lib
 from jaxvae.data import pipeline
 from jaxvae.training import checkpoint as ckpt_lib
+from jaxvae.training import frozen
 from jaxvae.training import mesh as mesh_lib
 from jaxvae.training import metrics as metrics_lib
 from jaxvae.training import preemption
@@ -90,8 +91,14 @@ class _Where:
 
 
 def _weights_from(job: Job, config) -> TrainState:
-  """Weights from `init_from` (fine-tuning / progressive stages); optimizer fresh."""
-  params, model_state = ckpt_lib.restore_weights(config.init_from, job.state, config.model.name)
+  """Weights from `init_from` (fine-tuning / progressive stages); optimizer fresh. A frozen
+  run's weights (`training.frozen`) stay the ones this run loaded, never the source's."""
+  own = {k: v for k, v in job.state.model_state.items() if k == frozen.COLLECTION}
+  template = job.state.replace(
+    model_state={k: v for k, v in job.state.model_state.items() if k not in own}
+  )
+  params, model_state = ckpt_lib.restore_weights(config.init_from, template, config.model.name)
+  model_state = {**model_state, **own}
   state = job.state.replace(params=params, model_state=model_state, opt_state=job.tx.init(params))
   return jax.device_put(state, mesh_lib.replicated(job.mesh))
 
