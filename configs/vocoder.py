@@ -11,6 +11,9 @@ run it will serve with `--config.vocoder.features_from=WORKDIR`.
       --config.vocoder.features_from=/tmp/conv_vae
   python -m jaxvae.main --config=configs/vocoder.py --workdir=runs/vocoder \\
       --config.data.layout=folder --config.data.root=/data/songs
+  # fine-tuned on one VAE's reconstructions (docs/VOCODER.md), from a trained vocoder:
+  python -m jaxvae.main --config=configs/vocoder.py:small --workdir=/tmp/vocoder_conv \\
+      --config.vocoder.inputs_from=/tmp/conv_vae --config.init_from=/tmp/vocoder
 
 Presets:
 - '' (a GPU run): Vocos's size (512 channels, 1536-wide MLPs, 8 blocks: 13.5 M parameters in

@@ -21,7 +21,6 @@ raises `jaxvae.errors.ConfigError` or `DataError` with one clear message naming 
 from __future__ import annotations
 
 from collections.abc import Mapping
-import json
 import math
 import os
 from typing import Any
@@ -72,7 +71,7 @@ def load(workdir: str, which: str = "best", vocoder=None):
     raise errors.ConfigError(f"which={which!r}; expected one of {', '.join(WHICH)}")
   if vocoder is not None and not isinstance(vocoder, (str, os.PathLike, vocoder_lib.Vocoder)):
     raise errors.ConfigError(f"vocoder={vocoder!r}: expected a vocoder's workdir or None")
-  info = _run_info(workdir)
+  info = writer_lib.read_run(workdir)
   config = registry.config_from_dict(info["config"], workdir)
   variant = registry.get(config.model.name)
   source = variant.waveform_from(config)
@@ -123,19 +122,6 @@ def _vocoder(vocoder, config, what: str):
     raise errors.ConfigError(f"vocoder={vocoder!r}: expected a vocoder's workdir or None")
   voc.check_serves(config, f"'{what}'")
   return voc
-
-
-def _run_info(workdir: str) -> dict:
-  path = os.path.join(workdir, writer_lib.MARKER)
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except FileNotFoundError:
-    raise errors.CheckpointError(
-      f"'{workdir}' is not a jaxvae workdir (no {writer_lib.MARKER}); train one first"
-    ) from None
-  except (OSError, ValueError) as e:
-    raise errors.CheckpointError(f"cannot read '{path}': {e}") from None
 
 
 # Argument checks. Every public method runs them before any work, so a bad argument is one

@@ -92,6 +92,24 @@ def _phase_kernel(kernel: jax.Array, k: int, s: int, first: Sequence[int], taps:
   return jnp.stack([padded[r : r + s * taps : s] for r in first], axis=-2)
 
 
+def _weights_and_impl(module: nn.Module, x: jax.Array, shape: tuple[int, ...]):
+  """A convolution module's (x, kernel, bias or None, impl) in its compute dtype, with flax's
+  parameter names and initializers and 'auto' resolved ('matmul' on CPU, 'lax' elsewhere)."""
+  if module.impl not in IMPLS:
+    raise ValueError(f"{type(module).__name__} impl {module.impl!r}: expected one of {IMPLS}")
+  kernel = module.param("kernel", module.kernel_init, shape, module.param_dtype)
+  bias = (
+    module.param("bias", module.bias_init, (module.features,), module.param_dtype)
+    if module.use_bias
+    else None
+  )
+  x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=module.dtype)
+  impl = module.impl
+  if impl == "auto":
+    impl = "matmul" if jax.default_backend() == "cpu" else "lax"
+  return x, kernel, bias, impl
+
+
 class ConvTranspose(nn.Module):
   """2-D strided transposed convolution, NHWC (flax.linen.ConvTranspose's fields, plus
   `impl`); see the module docstring."""
@@ -110,23 +128,12 @@ class ConvTranspose(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    if self.impl not in IMPLS:
-      raise ValueError(f"ConvTranspose impl {self.impl!r}: expected one of {IMPLS}")
     kh, kw = self.kernel_size
     in_features = x.shape[-1]
     shape = (kh, kw) + (
       (self.features, in_features) if self.transpose_kernel else (in_features, self.features)
     )
-    kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
-    bias = (
-      self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-      if self.use_bias
-      else None
-    )
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    impl = self.impl
-    if impl == "auto":
-      impl = "matmul" if jax.default_backend() == "cpu" else "lax"
+    x, kernel, bias, impl = _weights_and_impl(self, x, shape)
     if impl == "lax":
       y = jax.lax.conv_transpose(
         x,
@@ -220,19 +227,8 @@ class Conv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    if self.impl not in IMPLS:
-      raise ValueError(f"Conv impl {self.impl!r}: expected one of {IMPLS}")
     shape = (*self.kernel_size, x.shape[-1], self.features)
-    kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
-    bias = (
-      self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-      if self.use_bias
-      else None
-    )
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    impl = self.impl
-    if impl == "auto":
-      impl = "matmul" if jax.default_backend() == "cpu" else "lax"
+    x, kernel, bias, impl = _weights_and_impl(self, x, shape)
     strides = tuple(int(v) for v in self.strides)
     if isinstance(self.padding, str) or len(self.padding) != 2:
       raise ValueError(f"Conv padding {self.padding!r}: expected two (low, high) pairs")

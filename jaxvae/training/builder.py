@@ -120,16 +120,21 @@ def total_epochs(config) -> int:
   return sum(s.epochs for s in registry.get(config.model.name).stage_list(config))
 
 
-def build(config, spec, example_batch: dict, steps_per_epoch: int, total_steps: int) -> Compiled:
-  """Model, optimizer, replicated state and the sharded, jitted steps (no data needed)."""
-  variant = registry.get(config.model.name)
+def _model(variant, config, spec):
+  """The variant's module, and the frozen run it reads (`Variant.reads_run`) or None."""
   reads = variant.reads_run(config) if variant.reads_run else None
   run = frozen.load(reads[1], reads[0]) if reads else None
   kwargs = {"reads": run.function} if run else {}
   try:
-    model = variant.build_model(config.model, spec, dtype=config.dtype, **kwargs)
+    return variant.build_model(config.model, spec, dtype=config.dtype, **kwargs), run
   except KeyError as e:
     raise ConfigError(f"config key 'model': {e.args[0]}") from None
+
+
+def build(config, spec, example_batch: dict, steps_per_epoch: int, total_steps: int) -> Compiled:
+  """Model, optimizer, replicated state and the sharded, jitted steps (no data needed)."""
+  variant = registry.get(config.model.name)
+  model, run = _model(variant, config, spec)
   mesh = mesh_lib.make_mesh(config.train.num_devices)
   mesh_lib.check_batch(config.train.batch_size, mesh)
   kl_fn = optim.kl_weight(config, steps_per_epoch, total_steps)

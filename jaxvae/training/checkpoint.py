@@ -410,6 +410,40 @@ def weights_template(variable_shapes) -> WeightsTemplate:
   return WeightsTemplate(params=zeros(dict(shapes.pop("params"))), model_state=zeros(shapes))
 
 
+def _report_merge(key, directory, model_name, step, loaded_params, loaded, fresh) -> None:
+  """`restore_weights`' verdict on what it took: a ConfigError when no parameter matched (or,
+  for a frozen run's key, when any value is missing), else a log line of what was kept."""
+  source = _model_name(os.path.dirname(directory))
+  if not loaded_params:
+    raise errors.ConfigError(
+      f"config key '{key}': '{directory}' (model '{source}') shares no parameter "
+      f"with this model ('{model_name}'); expected a run of the same architecture"
+    )
+  if fresh and key != "init_from":
+    raise errors.ConfigError(
+      f"config key '{key}': '{directory}' (model '{source}', step {step}) lacks "
+      f"{len(fresh)} of the model's values ({', '.join(fresh[:3])}); expected a run of the "
+      "same architecture"
+    )
+  if fresh:
+    logging.warning(
+      "%s %s (model '%s', step %d): loaded %d leaves (%s), kept the "
+      "fresh initialization of %d (%s)",
+      key,
+      directory,
+      source,
+      step,
+      len(loaded),
+      ", ".join(loaded[:3]),
+      len(fresh),
+      ", ".join(fresh[:3]),
+    )
+  else:
+    logging.info(
+      "%s %s (model '%s', step %d): loaded all %d leaves", key, directory, source, step, len(loaded)
+    )
+
+
 def restore_weights(
   path: str,
   template,
@@ -460,41 +494,15 @@ def restore_weights(
     model_state, loaded_s, fresh_s = _merge(
       dict(template.model_state), restored.get("model_state", {}), "model_state"
     )
-    loaded, fresh = loaded_params + loaded_s, fresh + fresh_s
-    source = _model_name(os.path.dirname(directory))
-    if not loaded_params:
-      raise errors.ConfigError(
-        f"config key '{key}': '{directory}' (model '{source}') shares no parameter "
-        f"with this model ('{model_name}'); expected a run of the same architecture"
-      )
-    if fresh and key != "init_from":
-      raise errors.ConfigError(
-        f"config key '{key}': '{directory}' (model '{source}', step {step}) lacks "
-        f"{len(fresh)} of the model's values ({', '.join(fresh[:3])}); expected a run of the "
-        "same architecture"
-      )
-    if fresh:
-      logging.warning(
-        "%s %s (model '%s', step %d): loaded %d leaves (%s), kept the "
-        "fresh initialization of %d (%s)",
-        key,
-        directory,
-        source,
-        step,
-        len(loaded),
-        ", ".join(loaded[:3]),
-        len(fresh),
-        ", ".join(fresh[:3]),
-      )
-    else:
-      logging.info(
-        "%s %s (model '%s', step %d): loaded all %d leaves",
-        key,
-        directory,
-        source,
-        step,
-        len(loaded),
-      )
+    _report_merge(
+      key,
+      directory,
+      model_name,
+      int(step),
+      loaded_params,
+      loaded_params + loaded_s,
+      fresh + fresh_s,
+    )
     return (params, model_state, int(step)) if with_step else (params, model_state)
   raise errors.ConfigError(
     f"config key '{key}': no checkpoint that restores under "

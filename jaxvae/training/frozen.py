@@ -19,8 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable
 import dataclasses
 import functools
-import json
-import os
 from typing import Any
 
 import jax
@@ -64,16 +62,10 @@ def install(state, run: FrozenRun):
 
 
 def _run_file(workdir: str, key: str) -> dict:
-  path = os.path.join(workdir, writer_lib.MARKER)
   try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except FileNotFoundError:
-    raise errors.ConfigError(
-      f"config key '{key}' is '{workdir}': not a jaxvae workdir (no {writer_lib.MARKER})"
-    ) from None
-  except (OSError, ValueError) as e:
-    raise errors.ConfigError(f"config key '{key}': cannot read '{path}': {e}") from None
+    return writer_lib.read_run(workdir)
+  except errors.CheckpointError as e:
+    raise errors.ConfigError(f"config key '{key}': {e}") from None
 
 
 def load(workdir: str, key: str) -> FrozenRun:

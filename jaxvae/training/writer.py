@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxvae import errors
 from jaxvae import faults
 from jaxvae import workdir as workdir_lib
 from jaxvae.config import base as config_base
@@ -104,6 +105,21 @@ def mark_workdir(workdir: str, config, store=None) -> None:
 
 def is_workdir(workdir: str) -> bool:
   return os.path.isfile(os.path.join(workdir, MARKER))
+
+
+def read_run(workdir: str) -> dict:
+  """The run file of `workdir` (config, data record, ...); CheckpointError in one line when
+  the folder has none or it cannot be read."""
+  path = os.path.join(workdir, MARKER)
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise errors.CheckpointError(
+      f"'{workdir}' is not a jaxvae workdir (no {MARKER}); train one first"
+    ) from None
+  except (OSError, ValueError) as e:
+    raise errors.CheckpointError(f"cannot read '{path}': {e}") from None
 
 
 def run_data(workdir: str) -> dict:
