@@ -39,6 +39,12 @@ def get_config(arg=None):
   # audio alone with this probability (its lyrics are still reconstructed from z), as MVAE
   # trains on the unimodal posteriors too.
   config.model.lyrics_dropout = 0.0
+  # fusion 'split' only: a clip given without lyrics takes its lyrics dimensions from an
+  # encoder of the audio, q(z_lyrics | audio), trained to match the lyrics' posterior
+  # (KL(q(z_lyrics | lyrics) || q(z_lyrics | audio)) in nats, times the weight; the lyrics'
+  # side held fixed), so lyrics decoded from audio alone carry what the audio tells.
+  config.model.lyrics_from_audio = False
+  config.model.lyrics_from_audio_weight = 1.0
   config.model.output_activation = "none"
   # Relative weight of the lyrics reconstruction; the objective rescales it to the audio
   # term's size (n_audio / D for mse, n_audio for cosine), so 1.0 = equal weight. Measured on

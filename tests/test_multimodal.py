@@ -412,6 +412,70 @@ def test_training_lowers_the_loss_and_separates_the_lyrics_groups(fusion):
   assert dist_after > 1.3 * dist_before and dist_after > 2.0, (dist_before, dist_after)
 
 
+def test_objective_aligns_the_audio_encoder_with_the_lyrics_posterior():
+  """lyrics_from_audio: KL(q(z_l | lyrics) || q(z_l | audio)) over the real clips whose
+  lyrics were read, times its weight; the lyrics' side gets no gradient from it."""
+  outputs, batch = _objective_case()
+  base, _ = mm_variant.objective(outputs, batch, kl_weight=1.0, config=_config("mse"))
+  cross = {
+    "mu_lyrics": jnp.array([[1.0, 0.0], [0.0, 0.0], [5.0, 5.0]]),
+    "logvar_lyrics": jnp.zeros((3, 2)),
+    "mu_lyrics_from_audio": jnp.zeros((3, 2)),
+    "logvar_lyrics_from_audio": jnp.zeros((3, 2)),
+    "lyrics_present": batch["lyrics_mask"],
+  }
+  config = _config("mse")
+  config.model.lyrics_from_audio_weight = 2.0
+  loss, m = mm_variant.objective(outputs | cross, batch, kl_weight=1.0, config=config)
+  # Only clip 0 counts (clip 1 has no lyrics, clip 2 is padding): KL = 0.5 * 1^2.
+  np.testing.assert_allclose(m["lyrics_from_audio_kl"], 0.5, rtol=1e-6)
+  np.testing.assert_allclose(loss, base + 2.0 * 0.5, rtol=1e-6)
+
+  def term(mu_l, mu_a):
+    out = outputs | cross | {"mu_lyrics": mu_l, "mu_lyrics_from_audio": mu_a}
+    return mm_variant.objective(out, batch, kl_weight=1.0, config=config)[1]["lyrics_from_audio_kl"]
+
+  g_lyrics, g_audio = jax.grad(term, argnums=(0, 1))(
+    cross["mu_lyrics"], cross["mu_lyrics_from_audio"]
+  )
+  assert not np.asarray(g_lyrics).any()
+  np.testing.assert_allclose(g_audio, [[-1.0, 0.0], [0.0, 0.0], [0.0, 0.0]], atol=1e-6)
+
+
+def test_lyrics_from_audio_fills_missing_lyrics_and_learns_them_from_the_audio():
+  """A split model with lyrics_from_audio: clips with lyrics are encoded as without it;
+  a clip without lyrics takes its lyrics dimensions from the audio (not the prior), and
+  after training on clips whose audio tells their lyrics' label, the lyrics dimensions
+  inferred from the audio alone separate the two labels as the lyrics' own do."""
+  model = _model("split", lyrics_from_audio=True)
+  t, u = jnp.linspace(0, 1, SHAPE[0]), jnp.linspace(0, 1, SHAPE[1])
+  labels = np.array([0, 1] * (N // 2))
+  x = jnp.stack([jnp.outer(jnp.sin(2 * np.pi * (1 + 2 * k) * t), u) for k in labels])
+  x = x + 0.1 * jax.random.normal(jax.random.PRNGKey(5), x.shape)
+  kp, kn = jax.random.split(jax.random.PRNGKey(11))
+  lyrics = jax.random.normal(kp, (2, DIM))[labels] + 0.1 * jax.random.normal(kn, (N, DIM))
+  batch = {"x": x, "mask": jnp.ones((N,)), "lyrics": lyrics, "lyrics_mask": jnp.ones((N,))}
+  alone = dict(batch, lyrics_mask=jnp.zeros((N,)))
+  init = _jit(train_state.init_variables, static_argnums=0)
+  variables = init(model, batch, _key(1))
+  plain = _apply(_model("split"), variables, batch)
+  with_lyrics, without = _apply(model, variables, batch), _apply(model, variables, alone)
+  np.testing.assert_array_equal(with_lyrics["mu"], plain["mu"])
+  np.testing.assert_array_equal(without["mu"][:, -4:], without["mu_lyrics_from_audio"])
+  assert np.abs(np.asarray(without["mu"][:, -4:])).min() > 0  # not the prior's 0
+  tx = optax.adam(3e-3)
+  losses, trained = _train(_adam_step(model, tx), tx, variables, batch)
+  assert losses[-5:].mean() < 0.5 * losses[:5].mean(), losses
+  gap = lambda own, guess: float(np.linalg.norm(np.asarray(own - guess), axis=-1).mean())
+  before = gap(with_lyrics["mu"][:, -4:], without["mu"][:, -4:])
+  own, guess = (_apply(model, trained, b)["mu"][:, -4:] for b in (batch, alone))
+  assert gap(own, guess) < 0.3 * before, (before, gap(own, guess))
+  # Each guess is nearest to its own label's centroid of the lyrics' dimensions.
+  centroids = np.stack([np.asarray(own)[labels == c].mean(0) for c in (0, 1)])
+  nearest = np.argmin(np.linalg.norm(np.asarray(guess)[:, None] - centroids, axis=-1), axis=1)
+  np.testing.assert_array_equal(nearest, labels)
+
+
 def test_validate_names_the_config_key():
   def config(**model):
     c = ml_collections.ConfigDict(
@@ -437,6 +501,13 @@ def test_validate_names_the_config_key():
   for drop in (-0.1, 1.0, 1.5, "half"):
     with pytest.raises(ValueError, match="model.lyrics_dropout"):
       mm_variant.validate(config(lyrics_dropout=drop))
+  mm_variant.validate(config(fusion="split", latent_dim=8, lyrics_from_audio=True))
+  with pytest.raises(ValueError, match="model.lyrics_from_audio' needs model.fusion 'split'"):
+    mm_variant.validate(config(lyrics_from_audio=True))
+  with pytest.raises(ValueError, match="model.lyrics_from_audio' is 'yes'"):
+    mm_variant.validate(config(fusion="split", latent_dim=8, lyrics_from_audio="yes"))
+  with pytest.raises(ValueError, match="model.lyrics_from_audio_weight"):
+    mm_variant.validate(config(fusion="split", latent_dim=8, lyrics_from_audio_weight=-1))
   for dims in (0, 8, 2.5):
     with pytest.raises(ValueError, match="model.lyrics_latent_dim"):
       mm_variant.validate(config(fusion="split", latent_dim=8, lyrics_latent_dim=dims))

@@ -18,6 +18,16 @@ def gaussian_kl(mu: jax.Array, logvar: jax.Array) -> jax.Array:
   return 0.5 * (jnp.square(mu) + jnp.exp(logvar) - 1.0 - logvar)
 
 
+def gaussian_kl_between(
+  mu_q: jax.Array, logvar_q: jax.Array, mu_p: jax.Array, logvar_p: jax.Array
+) -> jax.Array:
+  """KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))) per dimension, float32."""
+  mu_q, logvar_q, mu_p, logvar_p = (v.astype(jnp.float32) for v in (mu_q, logvar_q, mu_p, logvar_p))
+  return 0.5 * (
+    logvar_p - logvar_q + (jnp.exp(logvar_q) + jnp.square(mu_q - mu_p)) * jnp.exp(-logvar_p) - 1.0
+  )
+
+
 def free_bits_kl(
   mu: jax.Array, logvar: jax.Array, mask: jax.Array, free_bits: float
 ) -> tuple[jax.Array, jax.Array]:

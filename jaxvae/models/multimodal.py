@@ -24,6 +24,13 @@ with that probability, as if it had none, while the objective still asks z to re
 lyrics, so the audio path learns to stand alone (MVAE trains its unimodal posteriors for the
 same end).
 
+Lyrics from the audio (`model.lyrics_from_audio`, 'split' only): a third encoder,
+q(z_lyrics | audio) = MLP(h_a) -> Gaussian, gives the lyrics dimensions of a clip that has no
+lyrics (instead of the prior). The objective trains it to match the lyrics' own posterior
+(JMVAE-kl's alignment of a unimodal encoder with the joint one), so lyrics decoded from the
+audio alone carry what the audio can tell of them, while the joint latent of a clip with
+lyrics is computed exactly as without it.
+
 Clips without lyrics (`lyrics_mask` 0) are kept: in every fusion their lyrics vector cannot
 change the posterior (the tests check that two different vectors give identical outputs).
 """
@@ -151,6 +158,10 @@ class MultimodalVAE(nn.Module):
   # Training only: each clip with lyrics is encoded from the audio alone with this
   # probability (modality dropout); its lyrics are still reconstructed from z.
   lyrics_dropout: float = 0.0
+  # 'split' only: a clip without lyrics takes its lyrics dimensions from q(z_lyrics | audio),
+  # an encoder of the audio features trained to match the lyrics' posterior (the objective's
+  # alignment term), instead of the prior N(0, I).
+  lyrics_from_audio: bool = False
   output_activation: str = "none"
   dtype: Any = jnp.float32
   conv_transpose: str = "auto"
@@ -182,6 +193,13 @@ class MultimodalVAE(nn.Module):
         )
       self.audio_head = GaussianHead(self.latent_dim - self.lyrics_latent_dim, self.dtype)
       self.lyrics_head = GaussianHead(self.lyrics_latent_dim, self.dtype)
+      if self.lyrics_from_audio:
+        self.cross_encoder = MLP(self.lyrics_hidden, dtype=self.dtype)
+        self.cross_head = GaussianHead(self.lyrics_latent_dim, self.dtype)
+    elif self.lyrics_from_audio:
+      raise ValueError(
+        f"config key 'model.lyrics_from_audio' needs model.fusion 'split'; it is {self.fusion!r}"
+      )
     else:
       self.head = GaussianHead(self.latent_dim, self.dtype)
     if self.fusion == "attention":
@@ -225,13 +243,7 @@ class MultimodalVAE(nn.Module):
         "logvar_lyrics": logvar_l,
       }
     if self.fusion == "split":
-      mu_a, logvar_a = self.audio_head(h_audio)
-      mu_l, logvar_l = self.lyrics_head(h_lyrics)
-      mu_l, logvar_l = (jnp.where(present, v, 0.0) for v in (mu_l, logvar_l))
-      return {
-        "mu": jnp.concatenate([mu_a, mu_l], -1),
-        "logvar": jnp.concatenate([logvar_a, logvar_l], -1),
-      }
+      return self._split(h_audio, h_lyrics, has)
     if self.fusion == "attention":
       fused = self.attention(h_audio, h_lyrics, has)
     else:
@@ -239,6 +251,33 @@ class MultimodalVAE(nn.Module):
       fused = jnp.concatenate([h_audio, h_lyrics, has[:, None].astype(h_audio.dtype)], -1)
     mu, logvar = self.head(fused)
     return {"mu": mu, "logvar": logvar}
+
+  def _split(self, h_audio, h_lyrics, has) -> dict[str, jax.Array]:
+    """The 'split' posterior: the audio's dimensions, then the lyrics' (from the lyrics; for
+    a clip without them the prior N(0, I), or q(z_lyrics | audio) with lyrics_from_audio,
+    whose outputs are then returned too for the objective's alignment term)."""
+    present = has[:, None] > 0
+    mu_a, logvar_a = self.audio_head(h_audio)
+    mu_l, logvar_l = self.lyrics_head(h_lyrics)
+    out = {}
+    fill_mu = fill_logvar = jnp.zeros_like(mu_l)
+    if self.lyrics_from_audio:
+      # The audio features get this encoder's gradient too (measured against stopping it:
+      # the same coherence, BUILD_NOTES.md), so they learn what tells the lyrics apart.
+      fill_mu, fill_logvar = self.cross_head(self.cross_encoder(h_audio))
+      out = {
+        "mu_lyrics": mu_l,
+        "logvar_lyrics": logvar_l,
+        "mu_lyrics_from_audio": fill_mu,
+        "logvar_lyrics_from_audio": fill_logvar,
+        "lyrics_present": has,
+      }
+    mu_l = jnp.where(present, mu_l, fill_mu)
+    logvar_l = jnp.where(present, logvar_l, fill_logvar)
+    return out | {
+      "mu": jnp.concatenate([mu_a, mu_l], -1),
+      "logvar": jnp.concatenate([logvar_a, logvar_l], -1),
+    }
 
   def encode(self, batch, train: bool) -> tuple[jax.Array, jax.Array]:
     """(mu, logvar) of the fused posterior, like ConvVAE.encode."""
@@ -291,6 +330,7 @@ def build_multimodal_vae(model_config, spec: DataSpec, dtype: str = "float32") -
     attention_heads=model_config.get("attention_heads", 4),
     lyrics_latent_dim=model_config.get("lyrics_latent_dim", LYRICS_LATENT_DIM),
     lyrics_dropout=float(model_config.get("lyrics_dropout", 0.0)),
+    lyrics_from_audio=bool(model_config.get("lyrics_from_audio", False)),
     output_activation=model_config.get("output_activation", "none"),
     conv_transpose=model_config.get("conv_transpose", "auto"),
     dtype=layers.compute_dtype(dtype),

@@ -1,6 +1,7 @@
 """The multimodal VAE (audio + lyrics embedding) as a variant: builder, objective, checks.
 
   loss = recon + lyrics_term + kl_weight * KL(q(z | audio, lyrics) || N(0, I))   (free bits)
+         [+ model.lyrics_from_audio_weight * KL(q(z_lyrics | lyrics) || q(z_lyrics | audio))]
   recon       = per-example audio reconstruction, summed over bins (`reconstruction.nll`)
   lyrics_term = model.lyrics_weight * balance * lyrics distance, per example, 0 without lyrics
 
@@ -73,7 +74,7 @@ def objective(outputs, batch, *, kl_weight, config):
 
   Metrics: loss, recon (audio), lyrics_recon (the raw lyrics distance, mean over clips that
   have lyrics), lyrics_term (what the lyrics add to the loss), kl, recon_mse (per bin),
-  kl_weight.
+  kl_weight; with lyrics_from_audio also lyrics_from_audio_kl (`_alignment`, unweighted).
   """
   kind = config.objective.get("lyrics_loss", "cosine")
   mask = batch["mask"]
@@ -90,7 +91,12 @@ def objective(outputs, batch, *, kl_weight, config):
     outputs["mu"], outputs["logvar"], mask, config.kl.free_bits
   )
   loss = recon + lyrics_term + kl_weight * kl_penalized
-  return loss, {
+  metrics = {}
+  if "mu_lyrics_from_audio" in outputs:
+    alignment = _alignment(outputs, mask)
+    loss = loss + config.model.get("lyrics_from_audio_weight", 1.0) * alignment
+    metrics["lyrics_from_audio_kl"] = alignment
+  return loss, metrics | {
     "loss": loss,
     "recon": recon,
     "lyrics_recon": reduce.masked_mean(distance, has),
@@ -99,6 +105,19 @@ def objective(outputs, batch, *, kl_weight, config):
     "recon_mse": mse,
     "kl_weight": jnp.asarray(kl_weight, jnp.float32),
   }
+
+
+def _alignment(outputs, mask) -> jax.Array:
+  """KL(q(z_lyrics | lyrics) || q(z_lyrics | audio)), summed over the lyrics dimensions and
+  averaged over the real clips whose lyrics the model read. The lyrics' posterior is held
+  fixed (stop_gradient): the audio is taught to predict it, the lyrics' own dimensions are
+  not pulled towards what the audio can tell (as JMVAE-kl trains its unimodal encoders)."""
+  target = [jax.lax.stop_gradient(outputs[k]) for k in ("mu_lyrics", "logvar_lyrics")]
+  kl = divergence.gaussian_kl_between(
+    *target, outputs["mu_lyrics_from_audio"], outputs["logvar_lyrics_from_audio"]
+  ).sum(-1)
+  read = outputs["lyrics_present"].astype(jnp.float32) * mask.astype(jnp.float32)
+  return reduce.masked_mean(jnp.where(read > 0, kl, 0.0), read)
 
 
 def validate(config) -> None:
@@ -128,9 +147,18 @@ def validate(config) -> None:
         f"config key 'model.lyrics_latent_dim' is {dims!r}; expected an integer from 1 to "
         f"model.latent_dim - 1 = {latent - 1}"
       )
-  weight = config.model.lyrics_weight
-  if not isinstance(weight, (int, float)) or weight < 0:
-    raise ConfigError(f"config key 'model.lyrics_weight' is {weight!r}; expected a number >= 0")
+  for key in ("lyrics_weight", "lyrics_from_audio_weight"):
+    weight = config.model.get(key, 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+      raise ConfigError(f"config key 'model.{key}' is {weight!r}; expected a number >= 0")
+  cross = config.model.get("lyrics_from_audio", False)
+  if not isinstance(cross, bool):
+    raise ConfigError(f"config key 'model.lyrics_from_audio' is {cross!r}; expected True or False")
+  if cross and config.model.fusion != "split":
+    raise ConfigError(
+      f"config key 'model.lyrics_from_audio' needs model.fusion 'split'; it is "
+      f"{config.model.fusion!r}"
+    )
   drop = config.model.get("lyrics_dropout", 0.0)
   if not isinstance(drop, (int, float)) or not 0.0 <= drop < 1.0:
     # 1 would never train the lyrics path that evaluation reads.
