@@ -160,14 +160,21 @@ def test_blockwise_equals_naive_masked_attention(kind, t, window, stride):
   np.testing.assert_allclose(blockwise, naive, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("t, block", [(100, 32), (128, 32), (33, 8), (100, "dpa")])
+@pytest.mark.parametrize(
+  "t, block", [(100, 32), (128, 32), (33, 8), (100, "dpa"), (100, "prefix-32"), (128, "prefix-32")]
+)
 def test_blockwise_full_attention_equals_dense_with_its_gradients(t, block):
   """The online-softmax blocks give the masked dense attention's output and gradients (the
-  block's running max is a constant of the gradient: it cancels); so does model.attention_impl
-  'dpa' (jax.nn.dot_product_attention, here on XLA's ops)."""
+  block's running max is a constant of the gradient: it cancels); so do model.attention_impl
+  'dpa' (jax.nn.dot_product_attention, here on XLA's ops) and 'prefix' (each query block
+  against its keys' prefix)."""
   q, k, v = rand_qkv(t, t, heads=2, dim=8)
   blockwise = functools.partial(tr.attend, kind="full", window=0, global_stride=0, impl="dpa")
-  if block != "dpa":
+  if str(block).startswith("prefix"):
+    size = int(block.split("-")[1])
+    blockwise = functools.partial(tr.attend, kind="full", window=0, global_stride=0, block=size)
+    blockwise = functools.partial(blockwise, impl="prefix")
+  elif block != "dpa":
     blockwise = functools.partial(tr.blockwise_causal_attention, block=block)
   np.testing.assert_allclose(
     jax.jit(blockwise)(q, k, v), jax.jit(tr.causal_attention)(q, k, v), rtol=1e-5, atol=1e-5
@@ -190,6 +197,8 @@ def test_blockwise_full_attention_does_the_work_the_mask_allows():
   dense = flops(tr.causal_attention)
   blockwise = flops(functools.partial(tr.blockwise_causal_attention, block=64))
   assert blockwise < 0.6 * dense
+  # 'prefix' with 4 blocks: (4 + 1) / (2 * 4) of the scores, and of their gradients.
+  assert flops(functools.partial(tr.prefix_causal_attention, block=128)) < 0.7 * dense
 
 
 def _largest_intermediate(jaxpr) -> int:

@@ -5,7 +5,7 @@
 # hundred clips and for conv_vae:small (tools/wallclock.py, cold and warm compilation cache),
 # JAX vs PyTorch eager for the puzzle VQ-VAE (with the seed-004 run extrapolated from its step
 # rate), transformer tokens/s at seq 512, MFU at the high_quality preset in bfloat16 with
-# sampling tokens/s, full causal attention dense / blockwise / jax.nn.dot_product_attention,
+# sampling tokens/s, full causal attention dense / prefix / blockwise / jax.nn.dot_product_attention,
 # the seed-size conv VAE, and the vocoder's generator (real time at batch 1 and 16). Records go to ${OUT:-/tmp/gpu_bench}.
 #   bash tools/gpu_benchmarks.sh            # needs jax[cuda], torch (the [bench] extra)
 #   QUICK=1 bash tools/gpu_benchmarks.sh    # the same items at smoke size (checks the script)
@@ -40,9 +40,10 @@ b puzzle 80 --models puzzle_vqvae --batch-size 64 --steps $steps --repeats 3
 b transformer_512 90 --models music_transformer --batch-size 8 --steps 30 --repeats 3 $small
 b transformer_hq 90 --models music_transformer --preset high_quality --batch-size 32 --steps 20 \
   --dtype bfloat16 --frameworks jax --generate-tokens 1023
-# Full causal attention three ways (model.attention_impl), seq 512, bfloat16: dense masked
-# scores, the blockwise online softmax, jax.nn.dot_product_attention (cuDNN's fused kernel).
-for impl in dense blockwise dpa; do
+# Full causal attention four ways (model.attention_impl), seq 512, bfloat16: dense masked
+# scores, query blocks against their key prefix (the configs' default), the blockwise online
+# softmax, jax.nn.dot_product_attention (cuDNN's fused kernel).
+for impl in dense prefix blockwise dpa; do
   b attention_$impl 60 --models music_transformer --batch-size 16 --steps $steps --repeats 2 \
     --dtype bfloat16 --frameworks jax --override model.attention_impl=$impl $small
 done
