@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Any
 
@@ -115,17 +114,12 @@ def load(workdir: str, which: str = "best") -> Vocoder:
   """The vocoder trained in `workdir` (`which`: its best checkpoint, else the latest; or
   'latest'); CheckpointError / ConfigError naming it otherwise."""
   workdir = os.fspath(workdir)
-  path = os.path.join(workdir, writer_lib.MARKER)
   try:
-    with open(path, encoding="utf-8") as f:
-      raw = json.load(f)["config"]
-  except FileNotFoundError:
+    raw = writer_lib.read_run(workdir).get("config") or {}
+  except errors.CheckpointError as e:
     raise errors.CheckpointError(
-      f"vocoder '{workdir}' is not a jaxvae workdir (no {writer_lib.MARKER}); train one with "
-      "--config=configs/vocoder.py"
+      f"vocoder: {e} (a vocoder is trained with --config=configs/vocoder.py)"
     ) from None
-  except (OSError, ValueError, KeyError) as e:
-    raise errors.CheckpointError(f"cannot read '{path}': {e}") from None
   if raw.get("model", {}).get("name") != "vocoder":
     raise errors.ConfigError(
       f"'{workdir}' holds a '{raw.get('model', {}).get('name')}' run, not a vocoder "
