@@ -567,3 +567,7 @@ def test_eval_of_a_split_run_scores_each_part_and_lyrics_decoded_from_the_audio(
   assert set(co["language"]) == {"real", "joint", "audio_only", "n", "chance"}
   scalars = latents.Latents(None, "").scalars(metrics)  # what TensorBoard gets under eval/
   assert scalars["eval/coherence_language"] == co["language"]["audio_only"]
+  # The preset infers the lyrics dimensions from the audio, trained by the alignment term.
+  run = json.load(open(tmp_path / "run" / "jaxvae_run.json"))
+  assert run["config"]["model"]["lyrics_from_audio"] is True
+  assert '"train/lyrics_from_audio_kl"' in open(tmp_path / "run" / "metrics.jsonl").read()

@@ -262,11 +262,9 @@ class MultimodalVAE(nn.Module):
     out = {}
     fill_mu = fill_logvar = jnp.zeros_like(mu_l)
     if self.lyrics_from_audio:
-      # The audio features get this encoder's gradient too (measured against stopping it:
-      # the same coherence, BUILD_NOTES.md), so they learn what tells the lyrics apart.
-      import os
-      src = {"mu": mu_a, "mu_sg": jax.lax.stop_gradient(mu_a)}.get(os.environ.get("XIN"), h_audio)
-      fill_mu, fill_logvar = self.cross_head(self.cross_encoder(src))
+      # It reads the audio features, which get its gradient too (measured against stopping
+      # that gradient and against reading the audio dimensions' mean: BUILD_NOTES.md).
+      fill_mu, fill_logvar = self.cross_head(self.cross_encoder(h_audio))
       out = {
         "mu_lyrics": mu_l,
         "logvar_lyrics": logvar_l,
