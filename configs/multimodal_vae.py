@@ -16,9 +16,10 @@ lyrics embeddings first (tools/embed_lyrics.py; experiments/train_all.py does it
 
 Presets: '' (seed size: 128 x 1292, latent 128; 64,049,889 parameters with 768-d XLM-R
 embeddings and concat fusion), 'small' (demo corpus at 64 x 130; split fusion with 4 lyrics
-dimensions, inferred from the audio for clips given without lyrics, peak-referenced dB, the step budget of `base.small_data_preset` with the KL
-warm-up over 800 steps). `--mode=eval` clusters a
-split latent's audio and lyrics parts each alone too (`latent_parts` in eval/metrics.json).
+dimensions, inferred from the audio for clips given without lyrics, peak-referenced dB, the
+step budget of `base.small_data_preset` with the KL warm-up over 800 steps). `--mode=eval`
+clusters a split latent's audio and lyrics parts each alone too (`latent_parts` in
+eval/metrics.json) and judges the lyrics decoded from the audio alone (`coherence`).
 """
 
 from jaxvae.config import base
