@@ -66,9 +66,13 @@ def get_config(arg=None):
       # dimensions clustered alone) was 0.35-0.56, median 0.47 (20 epochs: median 0.44), and
       # the lyrics part's language NMI 1.00 in each; with concat, k-means on the whole latent
       # found language or genre, seldom both. model.lyrics_dropout=0.15 raises the language
-      # of lyrics decoded from audio alone (median 0.38 -> 0.62) for some genre;
-      # lyrics_from_audio raises it as far (five seeds on the development corpus: median
-      # 0.375 -> 0.625) with the genre kept (BUILD_NOTES.md, session 17).
+      # of lyrics decoded from audio alone (median 0.38 -> 0.62) for some genre.
+      # lyrics_from_audio, five seeds, median / worst (BUILD_NOTES.md, session 17): on the
+      # development corpus coherence 0.375 / 0.275 -> 0.625 / 0.350, genre NMI 0.541 / 0.514
+      # -> 0.541 / 0.477; on rendering B coherence 0.400 / 0.200 -> 0.400 / 0.350, genre
+      # 0.292 / 0.128 -> 0.252 / 0.086; on C (no vocals) coherence stays at chance, genre
+      # 0.904 / 0.756 -> 1.000 / 0.742. Runs saved before it resume with
+      # --config.model.lyrics_from_audio=False.
       "small": base.small_data_preset()
       | {
         "model.latent_dim": 32,

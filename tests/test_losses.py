@@ -333,3 +333,21 @@ def test_silence_keeps_the_waveform_loss_and_its_gradient_finite():
   floored = float(spectral_loss.SC_FLOOR * np.sqrt(257 * 33))
   den = float(jnp.sqrt(jnp.sum(spectral_loss._magnitude(audible, 512)[0] ** 2)))
   assert den > 100 * floored  # an audible target never meets the floor
+
+
+def test_kl_between_gaussians_by_hand_is_asymmetric_and_zero_at_equality():
+  """KL(N(1, e^0.5) || N(-1, e^-1)) per dimension = 0.5 (lv_p - lv_q + (e^lv_q + (mu_q -
+  mu_p)^2) / e^lv_p - 1), by hand; the other direction differs; N(0, I) as the second
+  argument gives gaussian_kl."""
+  mu_q, lv_q, mu_p, lv_p = (jnp.array([v]) for v in (1.0, 0.5, -1.0, -1.0))
+  want = 0.5 * (-1.0 - 0.5 + (np.exp(0.5) + 4.0) / np.exp(-1.0) - 1.0)
+  np.testing.assert_allclose(divergence.gaussian_kl_between(mu_q, lv_q, mu_p, lv_p), [want], 1e-6)
+  back = divergence.gaussian_kl_between(mu_p, lv_p, mu_q, lv_q)
+  assert abs(float(back[0]) - want) > 1.0
+  np.testing.assert_allclose(
+    divergence.gaussian_kl_between(mu_q, lv_q, mu_q, lv_q), [0.0], atol=1e-7
+  )
+  zero = jnp.zeros(1)
+  np.testing.assert_allclose(
+    divergence.gaussian_kl_between(mu_q, lv_q, zero, zero), divergence.gaussian_kl(mu_q, lv_q), 1e-6
+  )

@@ -476,6 +476,39 @@ def test_lyrics_from_audio_fills_missing_lyrics_and_learns_them_from_the_audio()
   np.testing.assert_array_equal(nearest, labels)
 
 
+def test_lyrics_from_audio_with_dropout_and_nan_lyrics_keeps_the_step_finite():
+  """Modality dropout on top of lyrics_from_audio, clips without lyrics holding NaN: the
+  loss and every gradient stay finite, and the alignment only counts the clips whose lyrics
+  the encoder read (`lyrics_present`, after dropout)."""
+  model = _model("split", lyrics_from_audio=True, lyrics_dropout=0.5)
+  half = N // 2
+  batch = _batch(lyrics_mask=[1] * half + [0] * half)
+  batch["lyrics"] = batch["lyrics"].at[half:].set(jnp.nan)
+  init = _jit(train_state.init_variables, static_argnums=0)
+  variables = init(model, dict(batch, lyrics=jnp.nan_to_num(batch["lyrics"])), _key(1))
+
+  @_jit
+  def loss_and_grads(params):
+    def loss_fn(p):
+      out = model.apply(
+        {"params": p, "batch_stats": variables["batch_stats"]},
+        batch,
+        train=True,
+        rngs=train_state.step_rngs(_key(4), jnp.int32(0)),
+        mutable=["batch_stats"],
+      )[0]
+      loss, m = mm_variant.objective(out, batch, kl_weight=1.0, config=_config("cosine"))
+      return loss, (m, out["lyrics_present"])
+
+    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+  (loss, (metrics, present)), grads = loss_and_grads(variables["params"])
+  assert np.isfinite(float(loss)) and np.isfinite(float(metrics["lyrics_from_audio_kl"]))
+  assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+  present = np.asarray(present)
+  assert not present[half:].any() and 0 < present[:half].sum() < half  # some dropped
+
+
 def test_validate_names_the_config_key():
   def config(**model):
     c = ml_collections.ConfigDict(

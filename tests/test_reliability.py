@@ -263,6 +263,19 @@ def test_no_intact_checkpoint_is_one_clear_error(tmp_path, short_run, short_over
   assert "--clear" in line
 
 
+def test_a_resume_with_another_model_names_the_keys_that_changed(
+  tmp_path, short_run, short_overrides, capsys
+):
+  """Checkpoints saved by another model config fit no template: the one error line names the
+  model keys that differ from the run file's (read before the run rewrites it)."""
+  workdir = tmp_path / "run"
+  shutil.copytree(short_run, workdir)
+  assert _cli(workdir, dict(short_overrides, **{"model.latent_dim": "6"})) == 1
+  line = _last_error_line(capsys)
+  assert "hold another model's parameters" in line and "model.latent_dim: 8 -> 6" in line
+  assert "model.channels" not in line  # unchanged keys are not named
+
+
 @pytest.mark.parametrize("mode", ["eval", "generate", "analyze"])
 def test_modes_on_a_workdir_without_checkpoint(tmp_path, tiny_overrides, capsys, mode):
   assert _cli(tmp_path / "fresh", tiny_overrides, mode=mode) == 1

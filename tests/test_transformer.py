@@ -184,9 +184,20 @@ def test_blockwise_full_attention_equals_dense_with_its_gradients(t, block):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
 
 
+def test_a_model_with_prefix_attention_gives_the_dense_models_logits():
+  """model.attention_impl='prefix' inside the model (T = 32 in blocks of 8, weights shared
+  with a dense model): the same logits up to float rounding."""
+  dense, variables, forward = setup_model()
+  prefix = tiny_model(attention_impl="prefix")
+  tokens = random_tokens(3)
+  got = jax.jit(lambda v, t: prefix.apply(v, batch_of(t), train=False))(variables, tokens)
+  np.testing.assert_allclose(got["logits"], forward(tokens)["logits"], rtol=1e-4, atol=1e-4)
+
+
 def test_blockwise_full_attention_does_the_work_the_mask_allows():
   """XLA's FLOP count of forward + backward at T = 512: the dense path computes the whole
-  T x T, the blockwise one the causal triangle plus half the diagonal blocks."""
+  T x T, the blockwise one the causal triangle plus half the diagonal blocks, the prefix one
+  each query block against its keys' prefix."""
   q, k, v = rand_qkv(0, 512, heads=2, dim=16)
 
   def flops(fn):

@@ -5,7 +5,7 @@
 # hundred clips and for conv_vae:small (tools/wallclock.py, cold and warm compilation cache),
 # JAX vs PyTorch eager for the puzzle VQ-VAE (with the seed-004 run extrapolated from its step
 # rate), transformer tokens/s at seq 512, MFU at the high_quality preset in bfloat16 with
-# sampling tokens/s, full causal attention dense / prefix / blockwise / jax.nn.dot_product_attention,
+# sampling tokens/s, full causal attention dense / prefix / blockwise / dot_product_attention,
 # the seed-size conv VAE, and the vocoder's generator (real time at batch 1 and 16). Records go to ${OUT:-/tmp/gpu_bench}.
 #   bash tools/gpu_benchmarks.sh            # needs jax[cuda], torch (the [bench] extra)
 #   QUICK=1 bash tools/gpu_benchmarks.sh    # the same items at smoke size (checks the script)

@@ -21,8 +21,10 @@ def gaussian_kl(mu: jax.Array, logvar: jax.Array) -> jax.Array:
 def gaussian_kl_between(
   mu_q: jax.Array, logvar_q: jax.Array, mu_p: jax.Array, logvar_p: jax.Array
 ) -> jax.Array:
-  """KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))) per dimension, float32."""
-  mu_q, logvar_q, mu_p, logvar_p = (v.astype(jnp.float32) for v in (mu_q, logvar_q, mu_p, logvar_p))
+  """KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))) per dimension, float32; the
+  log-variances are clipped to [-30, 30] so that no exp overflows."""
+  mu_q, mu_p = mu_q.astype(jnp.float32), mu_p.astype(jnp.float32)
+  logvar_q, logvar_p = (jnp.clip(v.astype(jnp.float32), -30.0, 30.0) for v in (logvar_q, logvar_p))
   return 0.5 * (
     logvar_p - logvar_q + (jnp.exp(logvar_q) + jnp.square(mu_q - mu_p)) * jnp.exp(-logvar_p) - 1.0
   )

@@ -143,7 +143,9 @@ class MultimodalVAE(nn.Module):
 
   Seed sizes: channels (16, 32, 64) on 128 x 1292, latent 128, lyrics_dim 768 (XLM-R).
   Outputs of `__call__`: recon [B, H, W], lyrics_recon [B, D], mu, logvar, z [B, latent]
-  (float32); 'poe' adds mu_audio, logvar_audio, mu_lyrics, logvar_lyrics.
+  (float32); 'poe' adds mu_audio, logvar_audio, mu_lyrics, logvar_lyrics; 'split' with
+  lyrics_from_audio adds mu_lyrics, logvar_lyrics (from the lyrics), mu_lyrics_from_audio,
+  logvar_lyrics_from_audio and lyrics_present (the lyrics mask the encoder read).
   """
 
   input_shape: tuple[int, int]
@@ -311,7 +313,8 @@ class MultimodalVAE(nn.Module):
 def build_multimodal_vae(model_config, spec: DataSpec, dtype: str = "float32") -> MultimodalVAE:
   """Registry builder: `model.{channels, latent_dim, lyrics_hidden, fusion,
   output_activation}` (+ optional `attention_dim`, `attention_heads`, `lyrics_latent_dim`,
-  `lyrics_dropout`); `model.lyrics_weight` is read by the objective."""
+  `lyrics_dropout`, `lyrics_from_audio`); `model.lyrics_weight` and
+  `model.lyrics_from_audio_weight` are read by the objective."""
   if not spec.lyrics_dim:
     raise ValueError(NO_LYRICS_MESSAGE)
   fusion = model_config.get("fusion", "concat")

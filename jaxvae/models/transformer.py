@@ -86,9 +86,11 @@ class TransformerConfig:
   max_len: int = 2048  # longest sequence (training window or generation) the model accepts.
   positions: str = "sinusoidal"  # or 'learned' (max_len rows).
   attention: str = "full"
-  # How full causal attention computes: 'dense' (masked T x T scores), 'blockwise' (only the
-  # blocks of attention_block positions the mask allows) or 'dpa' (jax.nn.dot_product_attention
-  # with cuDNN's fused kernel on a GPU in bfloat16 / float16; BUILD_NOTES.md has the timings).
+  # How full causal attention computes: 'dense' (masked T x T scores; this class's default,
+  # so old run files keep it), 'prefix' (each block of attention_block queries against its
+  # keys' prefix: the configs' default), 'blockwise' (only the blocks the mask allows, online
+  # softmax, no T x T matrix) or 'dpa' (jax.nn.dot_product_attention with cuDNN's fused kernel
+  # on a GPU in bfloat16 / float16; BUILD_NOTES.md has the timings).
   # attention_block also sizes the blocks a KV-cached sampling step reads.
   attention_impl: str = "dense"
   attention_block: int = 128
@@ -255,12 +257,12 @@ def blockwise_causal_attention(q, k, v, block: int):
 
 def prefix_causal_attention(q, k, v, block: int):
   """Causal attention by query blocks: the queries of block i attend to the keys of blocks 0
-  to i only, one plain softmax per block (no online rescaling), so the FLOPs are
-  (n + 1) / 2n of the dense scores' for n blocks (62.5 % at n = 4) and only the diagonal block
-  is masked. Heads first ([B, H, T, D]) inside, so each block's matmuls batch over contiguous
-  [T, D] slices. Its scores add up to half a T x T matrix (the memory-light path is
-  'blockwise'); on the 2-core CPU it is the fastest full causal attention (BUILD_NOTES.md).
-  Equal to `causal_attention` up to float rounding."""
+  to i only, one plain softmax per block (no online rescaling), so the FLOPs are (n + 1) / 2n
+  of the dense scores' for n blocks (62.5 % at n = 4); the mask only removes keys in the
+  diagonal block (the where runs over the prefix: cheap). Heads first ([B, H, T, D]) inside,
+  so each block's matmuls batch over contiguous [T, D] slices. Its scores add up to half a
+  T x T matrix (the memory-light path is 'blockwise'); on the 2-core CPU it is the fastest
+  full causal attention (BUILD_NOTES.md). Equal to `causal_attention` up to float rounding."""
   t = q.shape[1]
   qh, kh, vh = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))
   outs = []

@@ -115,7 +115,9 @@ def load(workdir: str, which: str = "best") -> Vocoder:
   'latest'); CheckpointError / ConfigError naming it otherwise."""
   workdir = os.fspath(workdir)
   try:
-    raw = writer_lib.read_run(workdir).get("config") or {}
+    raw = writer_lib.read_run(workdir)["config"]
+  except KeyError:
+    raise errors.CheckpointError(f"cannot read '{workdir}': its run file has no config") from None
   except errors.CheckpointError as e:
     raise errors.CheckpointError(
       f"vocoder: {e} (a vocoder is trained with --config=configs/vocoder.py)"

@@ -160,6 +160,39 @@ def _restore_newest(manager, args_fn, what: str):
   return None, None, damaged
 
 
+def _param_shapes(tree) -> dict[tuple, tuple]:
+  """{path of names: shape} of a parameter tree (of arrays or Orbax's array metadata)."""
+  name = lambda k: str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+  return {
+    tuple(name(k) for k in path): tuple(getattr(leaf, "shape", ()))
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
+
+
+def params_mismatch(step_dir: str, template) -> str | None:
+  """How the parameters saved in `step_dir` differ from `template.params` (names or shapes),
+  or None when they agree or the step's metadata cannot be read (a damaged step is then
+  found by the restore itself). Checked before restoring: Orbax would start reading a tree
+  that cannot fit and leave those reads behind."""
+  try:
+    meta = ocp.StandardCheckpointer().metadata(os.path.join(step_dir, "state"))
+    tree = getattr(meta, "item_metadata", meta)
+    saved = _param_shapes(getattr(tree, "tree", tree)["params"])
+  except Exception:  # noqa: BLE001 - unreadable metadata: leave it to the restore
+    return None
+  want = _param_shapes(template.params)
+  if saved == want:
+    return None
+  diff = sorted(set(saved) ^ set(want)) or sorted(k for k in want if saved[k] != want[k])
+  where = "/".join(diff[0])
+  if diff[0] in saved and diff[0] in want:
+    return (
+      f"{len(diff)} differ in shape, first {where}: saved {saved[diff[0]]}, now {want[diff[0]]}"
+    )
+  side = "saved only" if diff[0] in saved else "in the model only"
+  return f"{len(diff)} parameters are not in both, first {where} ({side})"
+
+
 class Checkpoints:
   """The `checkpoints/` (last N, asynchronous saves) and `best/` (1) of a workdir.
 
@@ -293,6 +326,16 @@ class Checkpoints:
         a["data"] = grain.checkpoint.CheckpointRestore(iterator)
       return ocp.args.Composite(**a)
 
+    steps = self.latest.all_steps()
+    mismatch = steps and params_mismatch(
+      os.path.join(self.latest.directory, str(max(steps))), template
+    )
+    if mismatch:
+      raise errors.CheckpointError(
+        f"the checkpoints in '{self.latest.directory}' hold another model's parameters "
+        f"({mismatch}). If the model's config changed since they were saved, run with the "
+        "original config or another --workdir"
+      )
     step, out, damaged = _restore_newest(self.latest, args, "latest")
     if step is None:
       raise errors.CheckpointError(

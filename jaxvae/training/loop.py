@@ -137,13 +137,14 @@ def _train(config, workdir, progress, epoch_hooks, epoch_callback, stops, where)
     with phases("data"):
       data = dataset_lib.load(config, progress=progress)
     where.what = "setting up the run"
+    changed = writer_lib.model_changes(workdir, config)  # before _set_up rewrites the run file
     with phases("setup"):
       job, best, iterator = _set_up(config, data, workdir, progress)
     ckpts = ckpt_lib.Checkpoints(workdir, config.train.keep_checkpoints, writer=True)
     try:
       where.what = "restoring the latest checkpoint"
       with phases("checkpoints"):
-        state, meta = _restore(job, ckpts, iterator, best, workdir)
+        state, meta = _restore(job, ckpts, iterator, best, workdir, changed)
       where.what, where.step = "training", int(state.step)
       with _outputs(job, workdir, int(state.step), epoch_hooks, phases) as (writer, hooks):
         loop = _Loop(job, ckpts, writer, hooks, progress, epoch_callback, phases, stops, where)
@@ -189,11 +190,20 @@ def _set_up(config, data, workdir: str, progress: bool):
   return job, best, iterator
 
 
-def _restore(job: Job, ckpts, iterator, best: metrics_lib.BestMetric, workdir: str):
+def _restore(job: Job, ckpts, iterator, best, workdir: str, changed: list[str]):
   """(state, meta) of the latest checkpoint (the iterator restored with them), else fresh
-  ones (weights from `init_from` when set)."""
+  ones (weights from `init_from` when set). `changed`: the model keys that differ from the
+  run file's (`writer.model_changes`), named when no checkpoint fits."""
   if ckpts.latest_step() is not None:
-    state, meta = ckpts.restore_latest(job.state, iterator)
+    try:
+      state, meta = ckpts.restore_latest(job.state, iterator)
+    except errors.CheckpointError as e:
+      if not changed:
+        raise
+      raise errors.CheckpointError(
+        f"{e}. The model's config differs from the one its checkpoints were saved with: "
+        f"{'; '.join(changed)} (give the saved values with --config.model.KEY=VALUE)"
+      ) from None
     logging.info("Resumed from step %d in %s", int(state.step), workdir)
   else:
     state = _weights_from(job, job.config) if job.config.init_from else job.state

@@ -107,6 +107,26 @@ def is_workdir(workdir: str) -> bool:
   return os.path.isfile(os.path.join(workdir, MARKER))
 
 
+def model_changes(workdir: str, config) -> list[str]:
+  """The `model.*` keys whose value in `config` differs from the one in `workdir`'s run file
+  ("model.key: saved -> now", a key the run file lacks shows as absent); [] without a
+  readable run file. Read before a run rewrites it, to explain a checkpoint that no longer
+  fits the model."""
+  try:
+    with open(os.path.join(workdir, MARKER), encoding="utf-8") as f:
+      saved = json.load(f)["config"]["model"]
+  except (OSError, ValueError, KeyError, TypeError):
+    return []
+  now = json.loads(json.dumps(config.model.to_dict(), default=str))  # as the run file has it
+  missing = object()
+  shown = lambda tree, key: repr(tree[key]) if key in tree else "absent"
+  return [
+    f"model.{key}: {shown(saved, key)} -> {shown(now, key)}"
+    for key in sorted(set(saved) | set(now))
+    if saved.get(key, missing) != now.get(key, missing)
+  ]
+
+
 def read_run(workdir: str) -> dict:
   """The run file of `workdir` (config, data record, ...); CheckpointError in one line when
   the folder has none or it cannot be read."""

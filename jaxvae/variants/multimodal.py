@@ -70,7 +70,9 @@ def _lyrics_mask(batch) -> jax.Array:
 
 
 def objective(outputs, batch, *, kl_weight, config):
-  """Negative multimodal ELBO; metrics are batch means over real clips (`batch['mask']`).
+  """Negative multimodal ELBO (plus the alignment term with lyrics_from_audio, which
+  validation and early stopping then count too); metrics are batch means over real clips
+  (`batch['mask']`).
 
   Metrics: loss, recon (audio), lyrics_recon (the raw lyrics distance, mean over clips that
   have lyrics), lyrics_term (what the lyrics add to the loss), kl, recon_mse (per bin),
@@ -80,10 +82,14 @@ def objective(outputs, batch, *, kl_weight, config):
   mask = batch["mask"]
   recon, mse = audio_vae.recon_terms(outputs, batch, config)
   has = _lyrics_mask(batch) * mask.astype(jnp.float32)
-  # where, not a product: whatever is predicted for a clip without lyrics (or for batch
-  # padding) must not reach the loss, not even as a NaN.
+  # where, not a product, on the way in and out: whatever a clip without lyrics (or batch
+  # padding) holds or is predicted must reach neither the loss nor its gradient, not even
+  # as a NaN (a NaN input behind an outer where alone still makes the gradient NaN).
+  read = lambda v: jnp.where(has[:, None] > 0, v, 0.0)
   distance = jnp.where(
-    has > 0, reconstruction.embedding_distance(outputs["lyrics_recon"], batch["lyrics"], kind), 0.0
+    has > 0,
+    reconstruction.embedding_distance(read(outputs["lyrics_recon"]), read(batch["lyrics"]), kind),
+    0.0,
   )
   balance = lyrics_balance(kind, batch["x"][0].size, batch["lyrics"].shape[-1])
   lyrics_term = (config.model.lyrics_weight * balance) * reduce.masked_mean(distance, mask)
@@ -112,11 +118,14 @@ def _alignment(outputs, mask) -> jax.Array:
   averaged over the real clips whose lyrics the model read. The lyrics' posterior is held
   fixed (stop_gradient): the audio is taught to predict it, the lyrics' own dimensions are
   not pulled towards what the audio can tell (as JMVAE-kl trains its unimodal encoders)."""
-  target = [jax.lax.stop_gradient(outputs[k]) for k in ("mu_lyrics", "logvar_lyrics")]
-  kl = divergence.gaussian_kl_between(
-    *target, outputs["mu_lyrics_from_audio"], outputs["logvar_lyrics_from_audio"]
-  ).sum(-1)
   read = outputs["lyrics_present"].astype(jnp.float32) * mask.astype(jnp.float32)
+  # The rows not read are zeroed on the way in (not only their KL on the way out): an
+  # overflow there would still make the gradient NaN through the where.
+  keep = lambda k: jnp.where(read[:, None] > 0, outputs[k], 0.0)
+  target = [jax.lax.stop_gradient(keep(k)) for k in ("mu_lyrics", "logvar_lyrics")]
+  kl = divergence.gaussian_kl_between(
+    *target, keep("mu_lyrics_from_audio"), keep("logvar_lyrics_from_audio")
+  ).sum(-1)
   return reduce.masked_mean(jnp.where(read > 0, kl, 0.0), read)
 
 
@@ -148,7 +157,7 @@ def validate(config) -> None:
         f"model.latent_dim - 1 = {latent - 1}"
       )
   for key in ("lyrics_weight", "lyrics_from_audio_weight"):
-    weight = config.model.get(key, 1.0)
+    weight = config.model.lyrics_weight if key == "lyrics_weight" else config.model.get(key, 1.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
       raise ConfigError(f"config key 'model.{key}' is {weight!r}; expected a number >= 0")
   cross = config.model.get("lyrics_from_audio", False)
@@ -169,8 +178,9 @@ def validate(config) -> None:
 
 def latent_parts(config) -> dict[str, tuple[int, int]]:
   """'split': the audio's dimensions come first, the lyrics' last lyrics_latent_dim; each
-  part is inferred from its own input alone. The other fusions mix both inputs in every
-  dimension: no parts."""
+  part is inferred from its own input alone (for a clip without lyrics, the lyrics part from
+  its audio with lyrics_from_audio). The other fusions mix both inputs in every dimension:
+  no parts."""
   if config.model.fusion != "split":
     return {}
   latent = config.model.latent_dim
