@@ -274,6 +274,12 @@ def test_a_resume_with_another_model_names_the_keys_that_changed(
   line = _last_error_line(capsys)
   assert "hold another model's parameters" in line and "model.latent_dim: 8 -> 6" in line
   assert "model.channels" not in line  # unchanged keys are not named
+  # Refused before the run file is rewritten: it still describes the checkpoints, so the
+  # same mistake is explained again and the workdir still evaluates with its own model.
+  run = json.load(open(workdir / "jaxvae_run.json"))
+  assert run["config"]["model"]["latent_dim"] == 8
+  assert _cli(workdir, dict(short_overrides, **{"model.latent_dim": "6"})) == 1
+  assert "model.latent_dim: 8 -> 6" in _last_error_line(capsys)
 
 
 @pytest.mark.parametrize("mode", ["eval", "generate", "analyze"])

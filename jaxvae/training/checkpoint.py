@@ -15,6 +15,7 @@ one, so once that latest save has landed `best/<step>` is made of hard links to 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import contextlib
 import dataclasses
 import errno
@@ -193,6 +194,20 @@ def params_mismatch(step_dir: str, template) -> str | None:
   return f"{len(diff)} parameters are not in both, first {where} ({side})"
 
 
+def check_same_model(directory: str, template, changed: Sequence[str] = ()) -> None:
+  """CheckpointError in one line when the newest step in `directory` holds parameters of
+  another shape than `template`'s (`params_mismatch`), naming `changed` (the model keys that
+  differ from the run file's, `writer.model_changes`); nothing without a step."""
+  steps = [int(n) for n in os.listdir(directory) if n.isdigit()] if os.path.isdir(directory) else []
+  mismatch = steps and params_mismatch(os.path.join(directory, str(max(steps))), template)
+  if mismatch:
+    keys = f" The model's config keys that changed: {'; '.join(changed)}." if changed else ""
+    raise errors.CheckpointError(
+      f"the checkpoints in '{directory}' hold another model's parameters ({mismatch}).{keys} "
+      "Run with the config they were saved with (--config.model.KEY=VALUE) or another --workdir"
+    )
+
+
 class Checkpoints:
   """The `checkpoints/` (last N, asynchronous saves) and `best/` (1) of a workdir.
 
@@ -326,16 +341,7 @@ class Checkpoints:
         a["data"] = grain.checkpoint.CheckpointRestore(iterator)
       return ocp.args.Composite(**a)
 
-    steps = self.latest.all_steps()
-    mismatch = steps and params_mismatch(
-      os.path.join(self.latest.directory, str(max(steps))), template
-    )
-    if mismatch:
-      raise errors.CheckpointError(
-        f"the checkpoints in '{self.latest.directory}' hold another model's parameters "
-        f"({mismatch}). If the model's config changed since they were saved, run with the "
-        "original config or another --workdir"
-      )
+    check_same_model(os.fspath(self.latest.directory), template)
     step, out, damaged = _restore_newest(self.latest, args, "latest")
     if step is None:
       raise errors.CheckpointError(

@@ -139,7 +139,7 @@ def _train(config, workdir, progress, epoch_hooks, epoch_callback, stops, where)
     where.what = "setting up the run"
     changed = writer_lib.model_changes(workdir, config)  # before _set_up rewrites the run file
     with phases("setup"):
-      job, best, iterator = _set_up(config, data, workdir, progress)
+      job, best, iterator = _set_up(config, data, workdir, progress, changed)
     ckpts = ckpt_lib.Checkpoints(workdir, config.train.keep_checkpoints, writer=True)
     try:
       where.what = "restoring the latest checkpoint"
@@ -161,10 +161,12 @@ def _train(config, workdir, progress, epoch_hooks, epoch_callback, stops, where)
     phases.close()
 
 
-def _set_up(config, data, workdir: str, progress: bool):
+def _set_up(config, data, workdir: str, progress: bool, changed: list[str]):
   """The job (model, state, steps), its best metric (resolved here, once) and the training
-  batches' iterator."""
+  batches' iterator. Checkpoints of another model are refused (naming the `changed` model
+  keys) before the run file is rewritten with this config."""
   job = setup(config, progress=progress, data=data)
+  ckpt_lib.check_same_model(os.path.join(workdir, "checkpoints"), job.state, changed)
   logging.info(
     "Training on %d devices (%s, %d process(es)), global batch %d",
     job.mesh.devices.size,
