@@ -22,6 +22,7 @@ import errno
 import json
 import logging
 import os
+import pathlib
 import shutil
 from typing import Any
 
@@ -176,9 +177,8 @@ def params_mismatch(step_dir: str, template) -> str | None:
   found by the restore itself). Checked before restoring: Orbax would start reading a tree
   that cannot fit and leave those reads behind."""
   try:
-    meta = ocp.StandardCheckpointer().metadata(os.path.join(step_dir, "state"))
-    tree = getattr(meta, "item_metadata", meta)
-    saved = _param_shapes(getattr(tree, "tree", tree)["params"])
+    meta = ocp.StandardCheckpointHandler().metadata(pathlib.Path(step_dir) / "state")
+    saved = _param_shapes(getattr(meta, "tree", meta)["params"])
   except Exception:  # noqa: BLE001 - unreadable metadata: leave it to the restore
     return None
   want = _param_shapes(template.params)
@@ -197,9 +197,13 @@ def params_mismatch(step_dir: str, template) -> str | None:
 def check_same_model(directory: str, template, changed: Sequence[str] = ()) -> None:
   """CheckpointError in one line when the newest step in `directory` holds parameters of
   another shape than `template`'s (`params_mismatch`), naming `changed` (the model keys that
-  differ from the run file's, `writer.model_changes`); nothing without a step."""
+  differ from the run file's, `writer.model_changes`); nothing without a step. Every process
+  calls it; they refuse together if any finds a mismatch (one process going on alone would
+  wait in Orbax's collective restore)."""
   steps = [int(n) for n in os.listdir(directory) if n.isdigit()] if os.path.isdir(directory) else []
   mismatch = steps and params_mismatch(os.path.join(directory, str(max(steps))), template)
+  if jax.process_count() > 1 and any(multihost.gather_flags(int(bool(mismatch)))):
+    mismatch = mismatch or "found by another process"
   if mismatch:
     keys = f" The model's config keys that changed: {'; '.join(changed)}." if changed else ""
     raise errors.CheckpointError(
@@ -341,7 +345,6 @@ class Checkpoints:
         a["data"] = grain.checkpoint.CheckpointRestore(iterator)
       return ocp.args.Composite(**a)
 
-    check_same_model(os.fspath(self.latest.directory), template)
     step, out, damaged = _restore_newest(self.latest, args, "latest")
     if step is None:
       raise errors.CheckpointError(

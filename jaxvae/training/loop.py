@@ -144,7 +144,7 @@ def _train(config, workdir, progress, epoch_hooks, epoch_callback, stops, where)
     try:
       where.what = "restoring the latest checkpoint"
       with phases("checkpoints"):
-        state, meta = _restore(job, ckpts, iterator, best, workdir, changed)
+        state, meta = _restore(job, ckpts, iterator, best, workdir)
       where.what, where.step = "training", int(state.step)
       with _outputs(job, workdir, int(state.step), epoch_hooks, phases) as (writer, hooks):
         loop = _Loop(job, ckpts, writer, hooks, progress, epoch_callback, phases, stops, where)
@@ -192,20 +192,11 @@ def _set_up(config, data, workdir: str, progress: bool, changed: list[str]):
   return job, best, iterator
 
 
-def _restore(job: Job, ckpts, iterator, best, workdir: str, changed: list[str]):
+def _restore(job: Job, ckpts, iterator, best: metrics_lib.BestMetric, workdir: str):
   """(state, meta) of the latest checkpoint (the iterator restored with them), else fresh
-  ones (weights from `init_from` when set). `changed`: the model keys that differ from the
-  run file's (`writer.model_changes`), named when no checkpoint fits."""
+  ones (weights from `init_from` when set)."""
   if ckpts.latest_step() is not None:
-    try:
-      state, meta = ckpts.restore_latest(job.state, iterator)
-    except errors.CheckpointError as e:
-      if not changed:
-        raise
-      raise errors.CheckpointError(
-        f"{e}. The model's config differs from the one its checkpoints were saved with: "
-        f"{'; '.join(changed)} (give the saved values with --config.model.KEY=VALUE)"
-      ) from None
+    state, meta = ckpts.restore_latest(job.state, iterator)
     logging.info("Resumed from step %d in %s", int(state.step), workdir)
   else:
     state = _weights_from(job, job.config) if job.config.init_from else job.state

@@ -117,6 +117,8 @@ def model_changes(workdir: str, config) -> list[str]:
       saved = json.load(f)["config"]["model"]
   except (OSError, ValueError, KeyError, TypeError):
     return []
+  if not isinstance(saved, dict):
+    return []
   now = json.loads(json.dumps(config.model.to_dict(), default=str))  # as the run file has it
   missing = object()
   shown = lambda tree, key: repr(tree[key]) if key in tree else "absent"
