@@ -15,7 +15,7 @@ one, so once that latest save has landed `best/<step>` is made of hard links to 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 import contextlib
 import dataclasses
 import errno
@@ -162,46 +162,37 @@ def _restore_newest(manager, args_fn, what: str):
   return None, None, damaged
 
 
-def _param_shapes(tree) -> dict[tuple, tuple]:
-  """{path of names: shape} of a parameter tree (of arrays or Orbax's array metadata)."""
-  name = lambda k: str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
-  return {
-    tuple(name(k) for k in path): tuple(getattr(leaf, "shape", ()))
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
-  }
-
-
 def params_mismatch(step_dir: str, template) -> str | None:
   """How the parameters saved in `step_dir` differ from `template.params` (names or shapes),
   or None when they agree or the step's metadata cannot be read (a damaged step is then
   found by the restore itself). Checked before restoring: Orbax would start reading a tree
   that cannot fit and leave those reads behind."""
+  shapes = lambda tree: {p: tuple(getattr(v, "shape", ())) for p, v in _leaf_paths(tree)}
   try:
     meta = ocp.StandardCheckpointHandler().metadata(pathlib.Path(step_dir) / "state")
-    saved = _param_shapes(getattr(meta, "tree", meta)["params"])
+    saved = shapes(getattr(meta, "tree", meta)["params"])
   except Exception:  # noqa: BLE001 - unreadable metadata: leave it to the restore
     return None
-  want = _param_shapes(template.params)
+  want = shapes(template.params)
   if saved == want:
     return None
   diff = sorted(set(saved) ^ set(want)) or sorted(k for k in want if saved[k] != want[k])
-  where = "/".join(diff[0])
-  if diff[0] in saved and diff[0] in want:
-    return (
-      f"{len(diff)} differ in shape, first {where}: saved {saved[diff[0]]}, now {want[diff[0]]}"
-    )
-  side = "saved only" if diff[0] in saved else "in the model only"
-  return f"{len(diff)} parameters are not in both, first {where} ({side})"
+  first = diff[0]
+  if first in saved and first in want:
+    return f"{len(diff)} differ in shape, first {first}: saved {saved[first]}, now {want[first]}"
+  side = "saved only" if first in saved else "in the model only"
+  return f"{len(diff)} parameters are not in both, first {first} ({side})"
 
 
-def check_same_model(directory: str, template, changed: Sequence[str] = ()) -> None:
-  """CheckpointError in one line when the newest step in `directory` holds parameters of
-  another shape than `template`'s (`params_mismatch`), naming `changed` (the model keys that
-  differ from the run file's, `writer.model_changes`); nothing without a step. Every process
-  calls it; they refuse together if any finds a mismatch (one process going on alone would
-  wait in Orbax's collective restore)."""
-  steps = [int(n) for n in os.listdir(directory) if n.isdigit()] if os.path.isdir(directory) else []
-  mismatch = steps and params_mismatch(os.path.join(directory, str(max(steps))), template)
+def check_same_model(workdir: str, template, changed: Sequence[str] = ()) -> None:
+  """CheckpointError in one line when the newest step in `workdir`'s checkpoints/ holds
+  parameters of another shape than `template`'s (`params_mismatch`), naming `changed` (the
+  model keys that differ from the run file's, `writer.model_changes`); nothing without a
+  step. Every process calls it; they refuse together if any finds a mismatch (one process
+  going on alone would wait in Orbax's collective restore)."""
+  directory = os.path.join(workdir, "checkpoints")
+  step = resume_step(workdir)
+  mismatch = step is not None and params_mismatch(os.path.join(directory, str(step)), template)
   if jax.process_count() > 1 and any(multihost.gather_flags(int(bool(mismatch)))):
     mismatch = mismatch or "found by another process"
   if mismatch:
@@ -429,7 +420,8 @@ def _merge(template, restored, path=""):
 
 
 def _leaf_paths(tree, path=""):
-  if isinstance(tree, dict):
+  """(path, leaf) of a nested mapping ('/a/b' paths), as `_merge` names them."""
+  if isinstance(tree, Mapping):
     for k, v in tree.items():
       yield from _leaf_paths(v, f"{path}/{k}")
   else:

@@ -166,7 +166,7 @@ def _set_up(config, data, workdir: str, progress: bool, changed: list[str]):
   batches' iterator. Checkpoints of another model are refused (naming the `changed` model
   keys) before the run file is rewritten with this config."""
   job = setup(config, progress=progress, data=data)
-  ckpt_lib.check_same_model(os.path.join(workdir, "checkpoints"), job.state, changed)
+  ckpt_lib.check_same_model(workdir, job.state, changed)
   logging.info(
     "Training on %d devices (%s, %d process(es)), global batch %d",
     job.mesh.devices.size,

@@ -113,9 +113,8 @@ def model_changes(workdir: str, config) -> list[str]:
   readable run file. Read before a run rewrites it, to explain a checkpoint that no longer
   fits the model."""
   try:
-    with open(os.path.join(workdir, MARKER), encoding="utf-8") as f:
-      saved = json.load(f)["config"]["model"]
-  except (OSError, ValueError, KeyError, TypeError):
+    saved = read_run(workdir)["config"]["model"]
+  except (errors.CheckpointError, KeyError, TypeError):
     return []
   if not isinstance(saved, dict):
     return []
