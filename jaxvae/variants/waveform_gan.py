@@ -50,9 +50,6 @@ def make_train_step(
   def disc(params, y):
     return model.apply({"params": {"discriminator": params}}, y, method="discriminate")
 
-  def freeze(tree, fill):
-    return {k: jax.tree.map(fill, v) if k in frozen else v for k, v in tree.items()}
-
   def train_step(state, batch):
     key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 7)
     gen, dis = state.params["generator"], state.params["discriminator"]
@@ -75,14 +72,12 @@ def make_train_step(
 
     (loss, (metrics, y, y_hat, mask)), g_grads = jax.value_and_grad(total_loss, has_aux=True)(gen)
     opt = dict(state.opt_state)
-    updates, new_opt_gen = txs["generator"].update(g_grads, opt["opt_gen"], gen, value=loss)
-    if frozen:
-      updates = freeze(updates, jnp.zeros_like)
-      new_opt_gen = _keep_frozen(new_opt_gen, opt["opt_gen"], frozen)
-    opt["opt_gen"] = new_opt_gen
-    params = {"generator": optax.apply_updates(gen, updates), "discriminator": dis}
+    new_gen, opt["opt_gen"] = _generator_update(
+      txs["generator"], gen, opt["opt_gen"], g_grads, loss, frozen
+    )
+    params = {"generator": new_gen, "discriminator": dis}
     if "ema_gen" in opt:
-      opt["ema_gen"] = _ema(opt["ema_gen"], params["generator"], state.step, ema_decay)
+      opt["ema_gen"] = _ema(opt["ema_gen"], new_gen, state.step, ema_decay)
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(g_grads))
     if adversarial_stage:
       fake = jax.lax.stop_gradient(y_hat)
@@ -93,6 +88,16 @@ def make_train_step(
     return state.replace(step=state.step + 1, params=params, opt_state=opt), metrics
 
   return train_step
+
+
+def _generator_update(tx, params, opt_state, grads, loss, frozen: tuple[str, ...]):
+  """(new params, new optimizer state) of one generator step; the top-level keys in `frozen`
+  get a zero update and keep their optimizer state."""
+  updates, new_opt = tx.update(grads, opt_state, params, value=loss)
+  if frozen:
+    updates = {k: jax.tree.map(jnp.zeros_like, v) if k in frozen else v for k, v in updates.items()}
+    new_opt = _keep_frozen(new_opt, opt_state, frozen)
+  return optax.apply_updates(params, updates), new_opt
 
 
 def _ema(average, params, step, ema_decay: float):
