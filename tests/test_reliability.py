@@ -267,7 +267,8 @@ def test_a_resume_with_another_model_names_the_keys_that_changed(
   tmp_path, short_run, short_overrides, capsys
 ):
   """Checkpoints saved by another model config fit no template: the one error line names the
-  model keys that differ from the run file's (read before the run rewrites it)."""
+  model keys that differ from the run file's (read before the run rewrites it), or the
+  features' shape and the data keys that changed it."""
   workdir = tmp_path / "run"
   shutil.copytree(short_run, workdir)
   assert _cli(workdir, dict(short_overrides, **{"model.latent_dim": "6"})) == 1
@@ -280,6 +281,11 @@ def test_a_resume_with_another_model_names_the_keys_that_changed(
   assert run["config"]["model"]["latent_dim"] == 8
   assert _cli(workdir, dict(short_overrides, **{"model.latent_dim": "6"})) == 1
   assert "model.latent_dim: 8 -> 6" in _last_error_line(capsys)
+  # Longer clips change the features' shape, and with it the dense layers' (no model key did).
+  assert _cli(workdir, dict(short_overrides, **{"data.seconds": "1.5"})) == 1
+  line = _last_error_line(capsys)
+  assert "the features' shape: [32, 87] -> [32, 130]" in line and "data.seconds: 1.0 -> 1.5" in line
+  assert "model." not in line.split("What changed")[1] and "data.n_mels" not in line
 
 
 @pytest.mark.parametrize("mode", ["eval", "generate", "analyze"])

@@ -186,20 +186,20 @@ def params_mismatch(step_dir: str, template) -> str | None:
 
 def check_same_model(workdir: str, template, changed: Sequence[str] = ()) -> None:
   """CheckpointError in one line when the newest step in `workdir`'s checkpoints/ holds
-  parameters of another shape than `template`'s (`params_mismatch`), naming `changed` (the
-  model keys that differ from the run file's, `writer.model_changes`); nothing without a
-  step. Every process calls it; they refuse together if any finds a mismatch (one process
-  going on alone would wait in Orbax's collective restore)."""
+  parameters of another shape than `template`'s (`params_mismatch`), naming `changed` (what
+  differs from the run file's model keys and features' shape, `writer.model_changes`);
+  nothing without a step. Every process calls it; they refuse together if any finds a
+  mismatch (one process going on alone would wait in Orbax's collective restore)."""
   directory = os.path.join(workdir, "checkpoints")
   step = resume_step(workdir)
   mismatch = step is not None and params_mismatch(os.path.join(directory, str(step)), template)
   if jax.process_count() > 1 and any(multihost.gather_flags(int(bool(mismatch)))):
     mismatch = mismatch or "found by another process"
   if mismatch:
-    keys = f" The model's config keys that changed: {'; '.join(changed)}." if changed else ""
+    keys = f" What changed since they were saved: {'; '.join(changed)}." if changed else ""
     raise errors.CheckpointError(
       f"the checkpoints in '{directory}' hold another model's parameters ({mismatch}).{keys} "
-      "Run with the config they were saved with (--config.model.KEY=VALUE) or another --workdir"
+      "Run with the config they were saved with (--config.KEY=VALUE) or another --workdir"
     )
 
 

@@ -137,7 +137,8 @@ def _train(config, workdir, progress, epoch_hooks, epoch_callback, stops, where)
     with phases("data"):
       data = dataset_lib.load(config, progress=progress)
     where.what = "setting up the run"
-    changed = writer_lib.model_changes(workdir, config)  # before _set_up rewrites the run file
+    # Read before _set_up rewrites the run file.
+    changed = writer_lib.model_changes(workdir, config, data.spec.input_shape)
     with phases("setup"):
       job, best, iterator = _set_up(config, data, workdir, progress, changed)
     ckpts = ckpt_lib.Checkpoints(workdir, config.train.keep_checkpoints, writer=True)

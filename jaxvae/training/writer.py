@@ -107,22 +107,36 @@ def is_workdir(workdir: str) -> bool:
   return os.path.isfile(os.path.join(workdir, MARKER))
 
 
-def model_changes(workdir: str, config) -> list[str]:
-  """The `model.*` keys whose value in `config` differs from the one in `workdir`'s run file
-  ("model.key: saved -> now", a key the run file lacks shows as absent); [] without a
-  readable run file. Read before a run rewrites it, to explain a checkpoint that no longer
-  fits the model."""
+def model_changes(workdir: str, config, shape: Sequence[int] | None = None) -> list[str]:
+  """What changed against `workdir`'s run file that decides the parameters' shapes: the
+  `model.*` keys whose value in `config` differs ("model.key: saved -> now", a key the run
+  file lacks shows as absent) and, when the features' `shape` differs from the saved one,
+  that shape and the `data.*` keys that differ; [] without a readable run file. Read before a
+  run rewrites it, to explain a checkpoint that no longer fits the model."""
   try:
-    saved = read_run(workdir)["config"]["model"]
+    run = read_run(workdir)
+    saved_config = run["config"]
   except (errors.CheckpointError, KeyError, TypeError):
     return []
+  if not isinstance(saved_config, dict):
+    return []
+  now = json.loads(json.dumps(config.to_dict(), default=str))  # as the run file has it
+  changes = _section_changes("model", saved_config.get("model"), now["model"])
+  data = run.get("data")
+  saved_shape = data.get("shape") if isinstance(data, dict) else None
+  if shape is not None and saved_shape is not None and list(saved_shape) != list(shape):
+    changes.append(f"the features' shape: {list(saved_shape)} -> {list(shape)}")
+    changes += _section_changes("data", saved_config.get("data"), now["data"])
+  return changes
+
+
+def _section_changes(section: str, saved, now: dict) -> list[str]:
   if not isinstance(saved, dict):
     return []
-  now = json.loads(json.dumps(config.model.to_dict(), default=str))  # as the run file has it
   missing = object()
   shown = lambda tree, key: repr(tree[key]) if key in tree else "absent"
   return [
-    f"model.{key}: {shown(saved, key)} -> {shown(now, key)}"
+    f"{section}.{key}: {shown(saved, key)} -> {shown(now, key)}"
     for key in sorted(set(saved) | set(now))
     if saved.get(key, missing) != now.get(key, missing)
   ]
