@@ -74,6 +74,7 @@ def test_transpose_padding_matches_lax():
     ((9, 11), 3, 2, ((0, 0), (1, 2))),
     ((8, 8), 5, 3, ((2, 1), (0, 0))),
     ((6, 7), 2, 2, ((3, 3), (0, 0))),  # padding past the kernel: XLA's gradient
+    ((9, 11), 1, 1, ((0, 0), (0, 0))),  # pointwise: a dot over the channels
   ],
 )
 def test_strided_conv_matches_flax_conv_with_its_gradients(hw, k, s, pads):

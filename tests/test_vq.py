@@ -12,6 +12,7 @@ import optax
 import pytest
 
 from jaxvae.models import vq as vq_lib
+from jaxvae.models import vqvae as vqvae_lib
 from jaxvae.models.vq import VectorQuantizer
 from jaxvae.models.vq import kmeans_init
 from jaxvae.models.vq import with_codebook
@@ -102,6 +103,21 @@ def test_output_shapes(shape):
     assert out[key].dtype == jnp.float32
   assert out["recon"].dtype == jnp.float32 and out["codes"].dtype == jnp.int32
   chex.assert_trees_all_equal_shapes(state["batch_stats"], variables["batch_stats"])
+
+
+def test_the_decoders_last_conv_before_its_resize_is_the_seeds_order():
+  """The decoder applies its pointwise output convolution (16 -> 1 channels) before the
+  bilinear resize to the input's size, the seed after it: the same map (both linear, the
+  resize's weights summing to one, so the bias passes through), 16 times less to resize."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 120, 120, 16))
+  kernel = jax.random.normal(jax.random.PRNGKey(1), (16, 1))
+  conv = lambda h: jnp.einsum("bhwc,co->bhwo", h, kernel) + 0.3
+  for hw in ((128, 32), (64, 16), (40, 24), (150, 130)):
+    np.testing.assert_allclose(
+      np.asarray(vqvae_lib._resize(conv(x), hw)),
+      np.asarray(conv(vqvae_lib._resize(x, hw))),
+      atol=1e-5,
+    )
 
 
 def test_tiny_forward_values_and_bfloat16():

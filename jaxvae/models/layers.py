@@ -212,7 +212,9 @@ class Conv(nn.Module):
   computed (`impl`): 'lax' XLA's (a convolution over the stride-dilated output gradient,
   slow on XLA:CPU: 12 % of the seed conv VAE's CPU step), 'matmul' the sub-pixel transposed
   convolution (`phase_conv_transpose`), 'auto' 'matmul' on CPU. The forward pass and the
-  kernel's gradient are XLA's in every case."""
+  kernel's gradient are XLA's in every case, but for a pointwise (1x1, stride 1, unpadded)
+  convolution under 'matmul', which is computed as the dot over channels it is (XLA:CPU
+  takes a convolution's kernel gradient through a batch-channel transposed copy of x)."""
 
   features: int
   kernel_size: Sequence[int]
@@ -233,7 +235,11 @@ class Conv(nn.Module):
     if isinstance(self.padding, str) or len(self.padding) != 2:
       raise ValueError(f"Conv padding {self.padding!r}: expected two (low, high) pairs")
     pads = tuple(tuple(int(v) for v in p) for p in self.padding)
-    if impl == "lax" or strides == (1, 1):
+    if impl == "matmul" and shape[:2] == (1, 1) and strides == (1, 1) and pads == ((0, 0),) * 2:
+      # A pointwise convolution as the dot it is: XLA:CPU computes a convolution's kernel
+      # gradient with batch and channels swapped, a transposed copy of the input.
+      y = jnp.einsum("bhwc,co->bhwo", x, kernel[0, 0])
+    elif impl == "lax" or strides == (1, 1):
       y = _conv(x, kernel, strides, pads)
     else:
       y = _conv_phase_grad(x, kernel, strides, pads)
