@@ -90,3 +90,32 @@ def test_strided_conv_matches_flax_conv_with_its_gradients(hw, k, s, pads):
   got = jax.jit(jax.value_and_grad(loss(new), argnums=(0, 1)))(variables, x)
   for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(64, 513, 31), (3, 1001), (7,)])
+def test_dropout_keeps_the_rate_unbiased_and_its_rng_stream(shape):
+  """layers.Dropout (16 random bits per element): about 1 - rate of the elements kept, the
+  kept ones scaled so the mean is unchanged, the same mask for the same rng, identity when
+  deterministic or at rate 0, zeros at rate 1."""
+  x = jnp.ones(shape)
+  drop = lambda rate, seed=0, **kw: layers.Dropout(rate, **kw).apply(
+    {}, x, rngs={"dropout": jax.random.PRNGKey(seed)}
+  )
+  y = np.asarray(drop(0.1, deterministic=False))
+  kept = y != 0
+  n = x.size
+  tolerance = 4 * np.sqrt(0.09 / n) + 1e-9  # four binomial standard deviations
+  assert abs(kept.mean() - 0.9) < tolerance
+  np.testing.assert_allclose(y[kept], 65536 / (65536 - 6554), rtol=1e-6)
+  if n > 10_000:
+    assert abs(y.mean() - 1.0) < 5 * np.sqrt(0.1 / 0.9 / n)
+    # Column j and column j + 16 come from one 32-bit draw's two halves: independent, so
+    # both are dropped about 1 % of the time (10 % if a half were used twice).
+    rows = kept.reshape(-1, shape[-1])
+    both_dropped = (~rows[:, :15] & ~rows[:, 16:31]).mean()
+    assert both_dropped == pytest.approx(0.01, abs=0.003)
+  np.testing.assert_array_equal(y, np.asarray(drop(0.1, deterministic=False)))
+  assert not np.array_equal(y, np.asarray(drop(0.1, seed=1, deterministic=False)))
+  np.testing.assert_array_equal(np.asarray(drop(0.1, deterministic=True)), np.asarray(x))
+  np.testing.assert_array_equal(np.asarray(drop(0.0, deterministic=False)), np.asarray(x))
+  np.testing.assert_array_equal(np.asarray(drop(1.0, deterministic=False)), 0 * np.asarray(x))

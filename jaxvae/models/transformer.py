@@ -441,7 +441,7 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x, positions, train: bool, key_mask=None):
     c = self.cfg
-    drop = nn.Dropout(c.dropout, deterministic=not train)
+    drop = layers.Dropout(c.dropout, deterministic=not train)
     h = nn.LayerNorm(dtype=self.dtype)(x)
     h = SelfAttention(
       c.num_heads,
@@ -513,7 +513,7 @@ class CausalDecoder(nn.Module):
 
   def setup(self):
     self.tokens = TokenEmbed(self.cfg, self.dtype)
-    self.drop = nn.Dropout(self.cfg.dropout)
+    self.drop = layers.Dropout(self.cfg.dropout)
     self.blocks = [
       Block(self.cfg, True, self.decode, self.dtype) for _ in range(self.cfg.num_layers)
     ]
@@ -550,7 +550,7 @@ class Encoder(nn.Module):
     positions = jnp.arange(tokens.shape[1])
     valid = tokens != PAD
     x = TokenEmbed(c, self.dtype, name="embed")(tokens, positions)
-    x = nn.Dropout(c.dropout, deterministic=not train)(x)
+    x = layers.Dropout(c.dropout, deterministic=not train)(x)
     for i in range(c.enc_layers):
       x = Block(c, causal=False, dtype=self.dtype, name=f"block_{i}")(x, positions, train, valid)
     x = nn.LayerNorm(dtype=self.dtype)(x).astype(jnp.float32)
