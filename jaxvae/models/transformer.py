@@ -257,7 +257,8 @@ def blockwise_causal_attention(q, k, v, block: int):
 
 def prefix_causal_attention(q, k, v, block: int):
   """Causal attention by query blocks: the queries of block i attend to the keys of blocks 0
-  to i only, one plain softmax per block (no online rescaling), so the FLOPs are (n + 1) / 2n
+  to i only, one plain softmax per block (no online rescaling; its division applied to the
+  block's output, [.., D], instead of its probabilities, [.., keys]), so the FLOPs are (n + 1) / 2n
   of the dense scores' for n blocks (62.5 % at n = 4); the mask only removes keys in the
   diagonal block (the where runs over the prefix: cheap). Heads first ([B, H, T, D]) inside,
   so each block's matmuls batch over contiguous [T, D] slices. Its scores add up to half a
@@ -269,9 +270,13 @@ def prefix_causal_attention(q, k, v, block: int):
   for start in range(0, t, block):
     end = min(start + block, t)
     allowed = jnp.arange(end)[None, :] <= jnp.arange(start, end)[:, None]
-    scores = _scores("bhqd,bhkd->bhqk", qh[:, :, start:end], kh[:, :, :end])
-    probs = jax.nn.softmax(jnp.where(allowed, scores, _NEG), axis=-1).astype(v.dtype)
-    outs.append(jnp.einsum("bhqk,bhkd->bhqd", probs, vh[:, :, :end]))
+    scores = jnp.where(
+      allowed, _scores("bhqd,bhkd->bhqk", qh[:, :, start:end], kh[:, :, :end]), _NEG
+    )
+    # The softmax's division after the values' matmul: over [.., D], not the scores' [.., T].
+    e = jnp.exp(scores - jax.lax.stop_gradient(scores.max(-1, keepdims=True)))
+    out = jnp.einsum("bhqk,bhkd->bhqd", e.astype(v.dtype), vh[:, :, :end])
+    outs.append((out / e.sum(-1, keepdims=True)).astype(v.dtype))
   return jnp.swapaxes(jnp.concatenate(outs, axis=2), 1, 2)
 
 
