@@ -450,3 +450,27 @@ def test_the_sampling_breakdown_times_decode_steps_and_the_sampling_head(capsys)
   assert bench_sampling.main(args) == 0
   record = json.loads(capsys.readouterr().out)
   assert set(record["decode_ms"]) == {"16", "32"} and record["sampling_head_ms"] > 0
+
+
+def test_model_part_names_the_module_and_the_pass():
+  part = benchmark.model_part
+  assert (
+    part("jit(guarded)/jvp(PuzzleVQVAE)/decoder/ConvTranspose_1/ConvTranspose_1._phases/slice")
+    == "fwd decoder/ConvTranspose_1/ConvTranspose_1._phases"
+  )
+  assert (
+    part("jit(guarded)/transpose(jvp(Model))/generator/blocks_3/SelfAttention_0/exp")
+    == "bwd generator/blocks_3/SelfAttention_0"
+  )
+  assert part("jit(guarded)/jvp(PuzzleVQVAE)/decoder/select_n") == "fwd decoder"
+  assert part("jit(guarded)/reduce_sum") == "fwd reduce_sum"
+
+
+def test_the_jax_profile_adds_up_its_time_by_model_part(tmp_path, capsys, fast_prng):
+  argv = _tiny_argv(tmp_path, "jax") + ["--profile", "--profile-steps", "1"]
+  benchmark.main(argv)
+  (record,) = json.loads((tmp_path / "bench.json").read_text())
+  parts = record["profile"]["top_parts"]
+  assert sum(share for _, _, share in parts) <= 1.0 + 1e-6
+  assert any(name.startswith("bwd decoder/ConvTranspose_") for name, _, _ in parts), parts
+  assert "by model part (forward / backward):" in capsys.readouterr().out

@@ -471,7 +471,9 @@ class JaxStepper:
       self.sync()
       self.jax.profiler.stop_trace()
       out = summarize_xplane(newest_xplane(path), steps)
-    cost = self.compiled.train_step.lower(self.state, batch).compile().cost_analysis()
+    compiled = self.compiled.train_step.lower(self.state, batch).compile()
+    out["top_parts"] = parts_table(out.pop("_op_ns"), compiled.as_text(), steps)
+    cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     if cost and "flops" in cost:
       out["gflop_per_step"] = float(cost["flops"]) / 1e9
@@ -508,7 +510,32 @@ def summarize_xplane(path: str, steps: int, top: int = 8) -> dict:
   for name, ns in _xla_op_events(ProfileData.from_file(path).planes):
     ops[name] += ns
     kinds[re.sub(r"\.\d+$", "", name)] += ns
-  return _top_tables(ops, kinds, steps, top)
+  return dict(_top_tables(ops, kinds, steps, top), _op_ns=ops)
+
+
+def model_part(op_name: str) -> str:
+  """'fwd' or 'bwd' and the module an XLA op came from, by its `op_name` metadata: the jit
+  and jvp wrappers dropped with their names (the model's is jvp's), transpose(...) read as
+  the backward pass, the path cut after its last module ('Conv_1', 'blocks_3',
+  'Foo.method'), so the ops inside one (dot_general, slice, reduce_sum, ...) add up to a row."""
+  side = "bwd" if "transpose(jvp(" in op_name else "fwd"
+  path = re.sub(r"transpose\(|\)", "/", re.sub(r"(jit|jvp)\([^()/]*\)", "", op_name))
+  path = [p for p in path.split("/") if p]
+  modules = [i for i, p in enumerate(path) if re.search(r"[A-Z.]|_\d+$", p)]
+  return f"{side} " + ("/".join(path[: modules[-1] + 1] if modules else path[:1]) or "?")
+
+
+def parts_table(op_ns: dict, hlo_text: str, steps: int, top: int = 12) -> list:
+  """Per-step milliseconds and shares of the `top` model parts (`model_part`), each op's time
+  given to the `op_name` of its instruction in the optimized HLO (a fusion: its root's)."""
+  names = dict(
+    re.findall(r"^\s*(?:ROOT )?%?([\w.\-]+) = [^\n]*?op_name=\"([^\"]*)\"", hlo_text, re.M)
+  )
+  parts = collections.Counter()
+  for op, ns in op_ns.items():
+    parts[model_part(names[op]) if op in names else "other"] += ns
+  total = sum(parts.values()) or 1
+  return [[p, round(ns / 1e6 / steps, 3), round(ns / total, 4)] for p, ns in parts.most_common(top)]
 
 
 def _top_tables(ops, kinds, steps: int, top: int) -> dict:
@@ -1079,6 +1106,10 @@ def profile_lines(records: list[dict]) -> list[str]:
     out.append(head)
     for name, ms, share in prof["top_kinds"] or prof["top_ops"]:
       out.append(f"    {share:6.1%}  {ms:9.2f} ms  {name}")
+    if prof.get("top_parts"):
+      out.append("  by model part (forward / backward):")
+      for name, ms, share in prof["top_parts"]:
+        out.append(f"    {share:6.1%}  {ms:9.2f} ms  {name}")
   return out
 
 
