@@ -39,7 +39,8 @@ so that peak memory is that model's and the frameworks' thread pools never compe
                    with --generate-tokens N: the KV-cached sampler, N tokens x batch (JAX's
                    jitted loop; torch's `generate` of the reference, eager, the same nucleus).
   profile          with --profile: the ops that take the step's time (jax.profiler trace /
-                   torch.profiler) and, for JAX, XLA's FLOP count of the step.
+                   torch.profiler) and, for JAX, XLA's FLOP count of the step and the op
+                   time by model part (module, forward / backward: `model_part`).
 
 Both frameworks read the same jaxvae config, so the architecture, batch and optimizer
 (Adam, lr, gradient clipping) agree; the torch references are in `benchmarks/torch_ref`
