@@ -534,7 +534,7 @@ def parts_table(op_ns: dict, hlo_text: str, steps: int, top: int = 12) -> list:
   )
   parts = collections.Counter()
   for op, ns in op_ns.items():
-    parts[model_part(names[op]) if op in names else "other"] += ns
+    parts[model_part(names[op]) if op in names else "no op_name (XLA's layout copies, ...)"] += ns
   total = sum(parts.values()) or 1
   return [[p, round(ns / 1e6 / steps, 3), round(ns / total, 4)] for p, ns in parts.most_common(top)]
 
