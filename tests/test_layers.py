@@ -90,6 +90,9 @@ def test_strided_conv_matches_flax_conv_with_its_gradients(hw, k, s, pads):
   got = jax.jit(jax.value_and_grad(loss(new), argnums=(0, 1)))(variables, x)
   for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=2e-5, rtol=1e-5)
+  if k == 1:  # the pointwise convolution is a dot, forward and backward
+    program = str(jax.make_jaxpr(jax.grad(loss(new), argnums=(0, 1)))(variables, x))
+    assert "conv_general_dilated" not in program and "dot_general" in program
 
 
 @pytest.mark.parametrize("shape", [(64, 513, 31), (3, 1001), (7,)])
@@ -115,7 +118,8 @@ def test_dropout_keeps_the_rate_unbiased_and_its_rng_stream(shape):
     both_dropped = (~rows[:, :15] & ~rows[:, 16:31]).mean()
     assert both_dropped == pytest.approx(0.01, abs=0.003)
   np.testing.assert_array_equal(y, np.asarray(drop(0.1, deterministic=False)))
-  assert not np.array_equal(y, np.asarray(drop(0.1, seed=1, deterministic=False)))
+  if n > 1000:  # seven elements share a mask between two seeds a quarter of the time
+    assert not np.array_equal(y, np.asarray(drop(0.1, seed=1, deterministic=False)))
   np.testing.assert_array_equal(np.asarray(drop(0.1, deterministic=True)), np.asarray(x))
   np.testing.assert_array_equal(np.asarray(drop(0.0, deterministic=False)), np.asarray(x))
   np.testing.assert_array_equal(np.asarray(drop(1.0, deterministic=False)), 0 * np.asarray(x))

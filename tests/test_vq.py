@@ -4,6 +4,7 @@ import functools
 import types
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -105,19 +106,31 @@ def test_output_shapes(shape):
   chex.assert_trees_all_equal_shapes(state["batch_stats"], variables["batch_stats"])
 
 
-def test_the_decoders_last_conv_before_its_resize_is_the_seeds_order():
+@pytest.mark.parametrize("hw", [(128, 32), (40, 24), (150, 130)])
+def test_the_decoders_last_conv_before_its_resize_is_the_seeds_order(hw):
   """The decoder applies its pointwise output convolution (16 -> 1 channels) before the
-  bilinear resize to the input's size, the seed after it: the same map (both linear, the
-  resize's weights summing to one, so the bias passes through), 16 times less to resize."""
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 120, 120, 16))
-  kernel = jax.random.normal(jax.random.PRNGKey(1), (16, 1))
-  conv = lambda h: jnp.einsum("bhwc,co->bhwo", h, kernel) + 0.3
-  for hw in ((128, 32), (64, 16), (40, 24), (150, 130)):
-    np.testing.assert_allclose(
-      np.asarray(vqvae_lib._resize(conv(x), hw)),
-      np.asarray(conv(vqvae_lib._resize(x, hw))),
-      atol=1e-5,
-    )
+  bilinear resize to the input's size, the seed after it: the same map up to float rounding
+  (both linear, the resize's weights summing to one, so the bias passes through), 16 times
+  less to resize. The decoder's output against the seed's order from the same parameters
+  and the features its last convolution reads."""
+  decoder = vqvae_lib.Decoder()
+  z = jax.random.normal(jax.random.PRNGKey(0), (2, 30, 30, 64))
+  variables = decoder.init(jax.random.PRNGKey(1), z, hw, train=False)
+  final = variables["params"]["Conv_1"]
+  final["bias"] = final["bias"] + 0.3  # a bias that must pass through the resize
+  seen = {}
+
+  def spy(next_fun, args, kwargs, context):
+    if context.module.name == "Conv_1" and context.method_name == "__call__":
+      seen["features"] = args[0]  # [2, 120, 120, 16], before the resize
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(spy):
+    got = decoder.apply(variables, z, hw, train=False)
+  seed = vqvae_lib._resize(seen["features"], hw)
+  seed = jnp.einsum("bhwc,co->bhwo", seed, final["kernel"][0, 0]) + final["bias"]
+  assert seen["features"].shape == (2, 120, 120, 16) and got.shape == (2, *hw)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(jax.nn.sigmoid(seed[..., 0])), atol=1e-5)
 
 
 def test_tiny_forward_values_and_bfloat16():

@@ -473,7 +473,7 @@ class JaxStepper:
       self.jax.profiler.stop_trace()
       out = summarize_xplane(newest_xplane(path), steps)
     compiled = self.compiled.train_step.lower(self.state, batch).compile()
-    out["top_parts"] = parts_table(out.pop("_op_ns"), compiled.as_text(), steps)
+    out["top_parts"] = parts_table(out.pop("_op_ns"), compiled.as_text() or "", steps)
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     if cost and "flops" in cost:
@@ -518,7 +518,9 @@ def model_part(op_name: str) -> str:
   """'fwd' or 'bwd' and the module an XLA op came from, by its `op_name` metadata: the jit
   and jvp wrappers dropped with their names (the model's is jvp's), transpose(...) read as
   the backward pass, the path cut after its last module ('Conv_1', 'blocks_3',
-  'Foo.method'), so the ops inside one (dot_general, slice, reduce_sum, ...) add up to a row."""
+  'Foo.method'), so the ops inside one (dot_general, slice, reduce_sum, ...) add up to a row.
+  Ops outside the model's forward and backward (the loss's reductions, the optimizer) count
+  as 'fwd' under their own names."""
   side = "bwd" if "transpose(jvp(" in op_name else "fwd"
   path = re.sub(r"transpose\(|\)", "/", re.sub(r"(jit|jvp)\([^()/]*\)", "", op_name))
   path = [p for p in path.split("/") if p]

@@ -275,7 +275,9 @@ def prefix_causal_attention(q, k, v, block: int):
     )
     # The softmax's division after the values' matmul: over [.., D], not the scores' [.., T].
     e = jnp.exp(scores - jax.lax.stop_gradient(scores.max(-1, keepdims=True)))
-    out = jnp.einsum("bhqk,bhkd->bhqd", e.astype(v.dtype), vh[:, :, :end])
+    out = jnp.einsum(  # unnormalized: float32, as it may exceed float16's range
+      "bhqk,bhkd->bhqd", e.astype(v.dtype), vh[:, :, :end], preferred_element_type=jnp.float32
+    )
     outs.append((out / e.sum(-1, keepdims=True)).astype(v.dtype))
   return jnp.swapaxes(jnp.concatenate(outs, axis=2), 1, 2)
 

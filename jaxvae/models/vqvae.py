@@ -19,10 +19,10 @@ Conv2d(k=4, s=2, padding=1) is flax padding ((1, 1), (1, 1)) (128 x 32 -> 64 x 1
 and ConvTranspose2d(k=4, s=2, padding=1) is flax ConvTranspose with padding k - 1 - 1 = 2 on
 each side and `transpose_kernel=True` (30 -> 60 -> 120), which gives the same outputs as
 PyTorch for the same kernel layout. The decoder's last Conv1x1 runs before the bilinear
-resize to the input's size (the seed resizes first): both are linear and the resize's weights
-sum to one, so the output is the same, with one channel to resize instead of 16 (on the CPU
-the step went from 650 to 597 ms with this and the pointwise convolutions as dots,
-`layers.Conv`). With `use_ema=True` the codebook is EMA state in
+resize to the input's size (the seed resizes first): both are linear and the resize's
+weights sum to one, so the output is the same up to float rounding, with one channel to
+resize instead of 16 (on the CPU the step went from 650 to 597 ms with this and the
+pointwise convolutions as dots, `layers.Conv`). With `use_ema=True` the codebook is EMA state in
 `vq_stats`, not a parameter, so the parameter total is 640 lower.
 
 `quantizer` swaps the bottleneck (`jaxvae.models.quantizers`): 'vq' (the seed's one codebook),

@@ -124,7 +124,7 @@ def model_changes(workdir: str, config, shape: Sequence[int] | None = None) -> l
   changes = _section_changes("model", saved_config.get("model"), now["model"])
   data = run.get("data")
   saved_shape = data.get("shape") if isinstance(data, dict) else None
-  if shape is not None and saved_shape is not None and list(saved_shape) != list(shape):
+  if shape is not None and isinstance(saved_shape, list) and saved_shape != list(shape):
     changes.append(f"the features' shape: {list(saved_shape)} -> {list(shape)}")
     changes += _section_changes("data", saved_config.get("data"), now["data"])
   return changes
