@@ -3,7 +3,8 @@
 A run may be killed between any two instructions (kill -9, OOM, preemption). Everything here
 keeps the workdir readable after that:
   - `atomic_path` / `write_json` / `write_text`: a file is replaced whole or not at all (write
-    to a temporary name beside it, fsync, rename);
+    to a temporary name beside it, fsync, rename); `read_run`: the run file (`RUN_FILE`),
+    read by the trainer, the modes, checkpoint restores and the API alike;
   - `Lock`: one training process per workdir (per process index in a multi-host run); the
     lock is an flock, so the kernel releases it when its holder dies, however it dies;
   - `is_disk_full` / `disk_full_error`: a write that failed for lack of space or quota, in
@@ -31,6 +32,7 @@ from jaxvae import errors
 from jaxvae import faults
 
 LOCK_NAME = "jaxvae.lock"
+RUN_FILE = "jaxvae_run.json"  # the run file: config, data record, why training stopped, ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,6 +71,21 @@ def write_text(path: str, text: str, fault: str | None = None) -> None:
 
 def write_json(path: str, value, fault: str | None = None, **kwargs) -> None:
   write_text(path, json.dumps(value, ensure_ascii=False, **kwargs), fault)
+
+
+def read_run(workdir: str) -> dict:
+  """The run file of `workdir` (config, data record, ...); CheckpointError in one line when
+  the folder has none or it cannot be read."""
+  path = os.path.join(workdir, RUN_FILE)
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise errors.CheckpointError(
+      f"'{workdir}' is not a jaxvae workdir (no {RUN_FILE}); train one first"
+    ) from None
+  except (OSError, ValueError) as e:
+    raise errors.CheckpointError(f"cannot read '{path}': {e}") from None
 
 
 def tmp_name(path: str) -> str:

@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 import contextlib
 import dataclasses
 import errno
-import json
 import logging
 import os
 import pathlib
@@ -431,9 +430,8 @@ def _leaf_paths(tree, path=""):
 def _model_name(workdir: str) -> str:
   """The model name in a workdir's run file, or '?' when it has none."""
   try:
-    with open(os.path.join(workdir, "jaxvae_run.json"), encoding="utf-8") as f:
-      return json.load(f)["config"]["model"]["name"]
-  except (OSError, ValueError, KeyError, TypeError):
+    return workdir_lib.read_run(workdir)["config"]["model"]["name"]
+  except (errors.CheckpointError, KeyError, TypeError):
     return "?"
 
 
@@ -511,6 +509,24 @@ def restore_weights(
   than 'init_from' (a frozen run, `training.frozen`) must restore every leaf (ConfigError
   naming the missing ones otherwise: nothing of it may stay at the template's zeros).
   """
+  directory, step, restored = _newest_of_run(path, key)
+  source_params = dict(restored.get("params", {}))
+  for part, opt_key in (averaged or {}).items():
+    if opt_key in (restored.get("opt_state") or {}):
+      source_params[part] = restored["opt_state"][opt_key]
+  params, loaded_params, fresh = _merge(dict(template.params), source_params, "params")
+  model_state, loaded_s, fresh_s = _merge(
+    dict(template.model_state), restored.get("model_state", {}), "model_state"
+  )
+  _report_merge(
+    key, directory, model_name, step, loaded_params, loaded_params + loaded_s, fresh + fresh_s
+  )
+  return (params, model_state, step) if with_step else (params, model_state)
+
+
+def _newest_of_run(path: str, key: str) -> tuple[str, int, dict]:
+  """(folder, step, restored tree) of the newest step that restores in `path` (a workdir:
+  its best/, else its checkpoints/; or one of those folders); ConfigError naming `key`."""
   path = os.path.abspath(path)
   named = os.path.basename(path) in ("best", "checkpoints")
   candidates = [path] if named else [os.path.join(path, "best"), os.path.join(path, "checkpoints")]
@@ -527,27 +543,8 @@ def restore_weights(
       )
     finally:
       manager.close()
-    if step is None:
-      continue
-    restored = out["state"]
-    source_params = dict(restored.get("params", {}))
-    for part, opt_key in (averaged or {}).items():
-      if opt_key in (restored.get("opt_state") or {}):
-        source_params[part] = restored["opt_state"][opt_key]
-    params, loaded_params, fresh = _merge(dict(template.params), source_params, "params")
-    model_state, loaded_s, fresh_s = _merge(
-      dict(template.model_state), restored.get("model_state", {}), "model_state"
-    )
-    _report_merge(
-      key,
-      directory,
-      model_name,
-      int(step),
-      loaded_params,
-      loaded_params + loaded_s,
-      fresh + fresh_s,
-    )
-    return (params, model_state, int(step)) if with_step else (params, model_state)
+    if step is not None:
+      return directory, int(step), out["state"]
   raise errors.ConfigError(
     f"config key '{key}': no checkpoint that restores under "
     f"'{path}' (expected a jaxvae workdir with best/ or checkpoints/)"

@@ -46,7 +46,8 @@ def _summary_writer_class():
 
 
 SummaryWriter = _summary_writer_class()
-MARKER = "jaxvae_run.json"  # identifies a workdir as ours (used by --clear).
+MARKER = workdir_lib.RUN_FILE  # identifies a workdir as ours (used by --clear).
+read_run = workdir_lib.read_run
 RUN_OUTPUTS = (
   "checkpoints",
   "wandb",  # train.writers' trackers: a cleared run starts a new tracker run
@@ -142,21 +143,6 @@ def _section_changes(section: str, saved, now: dict) -> list[str]:
   ]
 
 
-def read_run(workdir: str) -> dict:
-  """The run file of `workdir` (config, data record, ...); CheckpointError in one line when
-  the folder has none or it cannot be read."""
-  path = os.path.join(workdir, MARKER)
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except FileNotFoundError:
-    raise errors.CheckpointError(
-      f"'{workdir}' is not a jaxvae workdir (no {MARKER}); train one first"
-    ) from None
-  except (OSError, ValueError) as e:
-    raise errors.CheckpointError(f"cannot read '{path}': {e}") from None
-
-
 def run_data(workdir: str) -> dict:
   """The `data` record of a workdir's run file ({} when it has none or cannot be read); a
   checkpoint folder inside a workdir (`DIR/checkpoints/7`, `DIR/best`) reads its workdir's."""
@@ -166,9 +152,8 @@ def run_data(workdir: str) -> dict:
       workdir = up
       break
   try:
-    with open(os.path.join(workdir, MARKER), encoding="utf-8") as f:
-      return json.load(f).get("data") or {}
-  except (OSError, ValueError):
+    return read_run(workdir).get("data") or {}
+  except errors.CheckpointError:
     return {}
 
 
@@ -378,6 +363,16 @@ def finish(
   """The end-of-run artifacts: training-curve PNG, hparams with the final metrics, and what
   the run used (`resources`: `training.resources.Monitor.summary()`; `timing()`: where the
   wall time went, `training.timing.Phases.summary`, read last) in the log and the run file."""
+  _final_hparams(workdir, config, meta)
+  extra = _end_record(meta, resources, timing() if timing is not None else None)
+  if extra:
+    path = os.path.join(workdir, MARKER)
+    workdir_lib.write_json(path, dict(read_run(workdir), **extra), fault="run_file", indent=1)
+
+
+def _final_hparams(workdir: str, config, meta: RunMeta) -> None:
+  """The training curves' PNG, then the config with the best validation value and the epoch
+  count as hparams in TensorBoard and every tracker (which are closed as finished)."""
   history = meta.history
   if history:
     per_epoch = ("seconds", "samples_per_s", "eval_seconds", "train/nonfinite_steps")
@@ -398,6 +393,11 @@ def finish(
     tracker.hparams(config_base.flat(config), final)
     tracker.close(finished=True)
   logging.info("Run finished: best val %s %.5g at step %d", name, meta.best_val, meta.best_step)
+
+
+def _end_record(meta: RunMeta, resources: dict | None, timing: dict | None) -> dict:
+  """What the run file gains at the end ('stopped', 'resources', 'timing', those known),
+  each also logged in one line."""
   extra = {}
   if meta.stop_reason:
     extra["stopped"] = {
@@ -418,18 +418,13 @@ def finish(
     logging.info("Resources: %s", ", ".join(f"{k} {v}" for k, v in resources.items()))
     extra["resources"] = resources
   if timing is not None:
-    extra["timing"] = timing()
-    t = extra["timing"]
+    extra["timing"] = timing
     logging.info(
       "Wall time %.1f s: %s",
-      t["total_s"],
+      timing["total_s"],
       ", ".join(
-        f"{k} {t[k + '_s']:.1f} s ({100 * t[k + '_share']:.0f} %)"
+        f"{k} {timing[k + '_s']:.1f} s ({100 * timing[k + '_share']:.0f} %)"
         for k in ("data", "setup", "compile", "train_steps", "evaluation", "checkpoints", "reports")
       ),
     )
-  if extra:
-    path = os.path.join(workdir, MARKER)
-    with open(path, encoding="utf-8") as f:
-      info = json.load(f)
-    workdir_lib.write_json(path, dict(info, **extra), fault="run_file", indent=1)
+  return extra
