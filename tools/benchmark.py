@@ -530,7 +530,9 @@ def model_part(op_name: str) -> str:
 
 def parts_table(op_ns: dict, hlo_text: str, steps: int, top: int = 12) -> list:
   """Per-step milliseconds and shares of the `top` model parts (`model_part`), each op's time
-  given to the `op_name` of its instruction in the optimized HLO (a fusion: its root's)."""
+  given to the `op_name` of its instruction in the optimized HLO (XLA gives a fusion its
+  root's); the ops XLA made itself (layout copies, rewritten convolutions) have none and
+  share a row."""
   names = dict(
     re.findall(r"^\s*(?:ROOT )?%?([\w.\-]+) = [^\n]*?op_name=\"([^\"]*)\"", hlo_text, re.M)
   )

@@ -58,12 +58,12 @@ def reparameterize(
 
 class Dropout(nn.Module):
   """`flax.linen.Dropout` (its rate, deterministic and rng_collection, no broadcast_dims;
-  the 'dropout' rng stream, inverted scaling) drawing 16
-  random bits per element instead of a float: each 32-bit draw gives two elements, which
-  on the CPU makes a mask three times faster to draw (the seed transformer's residual
-  dropouts were about 10 % of its CPU step). The rate is rounded to a multiple of 2^-16
-  and the kept values scaled (in float32) by the exact inverse of the kept fraction, so the
-  layer stays unbiased. The draws keep every axis but the last, so a sharded batch draws its own."""
+  inverted scaling) drawing 16 random bits per element instead of a float: each 32-bit draw
+  gives two elements, which on the CPU makes a mask three times faster to draw (the seed
+  transformer's residual dropouts were about 10 % of its CPU step). The rate is rounded to
+  a multiple of 2^-16 and the kept values scaled (in float32) by the exact inverse of the
+  kept fraction, so the layer stays unbiased. The draws keep every axis but the last, so a
+  sharded batch draws its own."""
 
   rate: float
   deterministic: bool | None = None

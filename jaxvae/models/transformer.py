@@ -258,12 +258,13 @@ def blockwise_causal_attention(q, k, v, block: int):
 def prefix_causal_attention(q, k, v, block: int):
   """Causal attention by query blocks: the queries of block i attend to the keys of blocks 0
   to i only, one plain softmax per block (no online rescaling; its division applied to the
-  block's output, [.., D], instead of its probabilities, [.., keys]), so the FLOPs are (n + 1) / 2n
-  of the dense scores' for n blocks (62.5 % at n = 4); the mask only removes keys in the
-  diagonal block (the where runs over the prefix: cheap). Heads first ([B, H, T, D]) inside,
-  so each block's matmuls batch over contiguous [T, D] slices. Its scores add up to half a
-  T x T matrix (the memory-light path is 'blockwise'); on the 2-core CPU it is the fastest
-  full causal attention (BUILD_NOTES.md). Equal to `causal_attention` up to float rounding."""
+  block's output, [.., D], instead of its probabilities, [.., keys]), so the FLOPs are
+  (n + 1) / 2n of the dense scores' for n blocks (62.5 % at n = 4); the mask only removes
+  keys in the diagonal block (the where runs over the prefix: cheap). Heads first
+  ([B, H, T, D]) inside, so each block's matmuls batch over contiguous [T, D] slices. Its
+  scores add up to half a T x T matrix (the memory-light path is 'blockwise'); on the 2-core
+  CPU it is the fastest full causal attention (BUILD_NOTES.md). Equal to `causal_attention`
+  up to float rounding."""
   t = q.shape[1]
   qh, kh, vh = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))
   outs = []

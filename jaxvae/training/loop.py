@@ -164,8 +164,8 @@ def _train(config, workdir, progress, epoch_hooks, epoch_callback, stops, where)
 
 def _set_up(config, data, workdir: str, progress: bool, changed: list[str]):
   """The job (model, state, steps), its best metric (resolved here, once) and the training
-  batches' iterator. Checkpoints of another model are refused (naming the `changed` model
-  keys) before the run file is rewritten with this config."""
+  batches' iterator. Checkpoints of another model are refused (naming what `changed`: model
+  keys, the features' shape) before the run file is rewritten with this config."""
   job = setup(config, progress=progress, data=data)
   ckpt_lib.check_same_model(workdir, job.state, changed)
   logging.info(

@@ -156,8 +156,11 @@ def validate(config) -> None:
         f"config key 'model.lyrics_latent_dim' is {dims!r}; expected an integer from 1 to "
         f"model.latent_dim - 1 = {latent - 1}"
       )
-  for key in ("lyrics_weight", "lyrics_from_audio_weight"):
-    weight = config.model.lyrics_weight if key == "lyrics_weight" else config.model.get(key, 1.0)
+  weights = {
+    "lyrics_weight": config.model.lyrics_weight,
+    "lyrics_from_audio_weight": config.model.get("lyrics_from_audio_weight", 1.0),
+  }
+  for key, weight in weights.items():
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
       raise ConfigError(f"config key 'model.{key}' is {weight!r}; expected a number >= 0")
   cross = config.model.get("lyrics_from_audio", False)
