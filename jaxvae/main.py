@@ -54,8 +54,17 @@ WRITES = ("train", "tune")  # modes that hold the workdir's lock (one writer per
 READS_CHECKPOINT = ("eval", "generate", "analyze", "export")
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse, but a command-line mistake is one line on stderr and exit status 1, as a
+  config mistake is (argparse's own: its usage text, then the error, status 2)."""
+
+  def error(self, message):
+    print(f"error: {message}; python -m jaxvae.main --help lists the flags", file=sys.stderr)
+    raise SystemExit(1)
+
+
 def parse_args(argv: list[str]):
-  parser = argparse.ArgumentParser(
+  parser = _Parser(
     prog="python -m jaxvae.main",
     description=__doc__,
     formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -107,16 +107,20 @@ def test_missing_data_root_is_a_clear_error(tmp_path):
     (["--num_samples=3"], "--num_samples is an option of --mode=generate"),
     (["--mode=export", "--attribute=genre:a->b"], "--attribute is an option of --mode=generate"),
     (["--mode=generate", "--prior=gmm", "--interpolate=a.wav,b.wav"], "--prior is for sampling"),
+    (["--epochs=3"], "unrecognized argument '--epochs=3' (config overrides look like"),
+    (["--mode=fit"], "argument --mode: invalid choice: 'fit'"),
   ],
 )
 def test_a_modes_flag_with_another_mode_is_one_line(argv, message, capsys):
-  """Each mode owns its flags (`add_arguments` in its module); main refuses them elsewhere."""
+  """Each mode owns its flags (`add_arguments` in its module); main refuses them elsewhere.
+  Every command-line mistake is one line and exit status 1, as a config mistake is."""
   from jaxvae import main as main_lib
 
   with pytest.raises(SystemExit) as exit_info:
     main_lib.parse_args(["--config=configs/conv_vae.py", "--workdir=unused", *argv])
-  assert exit_info.value.code == 2
-  assert message in capsys.readouterr().err
+  assert exit_info.value.code == 1
+  err = capsys.readouterr().err
+  assert message in err and err.count("\n") == 1 and err.startswith("error: "), err
 
 
 def test_mode_flags_reach_their_mode():

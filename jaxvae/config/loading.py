@@ -66,7 +66,7 @@ def _kind(value) -> str:
 
 def overrides_from_args(parser, tokens: list[str]) -> dict[str, str]:
   """`--config.a.b=value` tokens left over by argparse -> {'a.b': 'value'}; anything else is
-  reported through `parser.error` (one line, exit status 2)."""
+  reported through `parser.error` (jaxvae.main's: one line, exit status 1)."""
   overrides = {}
   for token in tokens:
     if not token.startswith("--config.") or "=" not in token:

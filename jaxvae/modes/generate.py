@@ -66,7 +66,7 @@ def add_arguments(group) -> None:
 
 
 def check_arguments(args, parser) -> None:
-  """What the flags of `--mode=generate` allow together (`parser.error`: one line, status 2)."""
+  """What the flags of `--mode=generate` allow together (`parser.error`: one line, status 1)."""
   if args.prior != "model" and (args.interpolate or args.attribute):
     parser.error("--prior is for sampling, not with --interpolate or --attribute")
 
