@@ -72,7 +72,7 @@ def _overrides(root, cache_dir, **more):
 
 
 def test_a_tiny_vocoder_learns_two_clips_beyond_griffin_lim(two_clips, cache_dir, tmp_path):
-  config = load_config("vocoder.py:tiny", _overrides(two_clips, cache_dir, **{"train.lr": "2e-3"}))
+  config = load_config("vocoder.py:tiny", _overrides(two_clips, cache_dir, **{"train.lr": "4e-3"}))
   job = builder.setup(config, progress=False)
   batch = job.put(next(pipeline.eval_batches(job.train_examples, 2)))
   state = job.state
@@ -82,13 +82,13 @@ def test_a_tiny_vocoder_learns_two_clips_beyond_griffin_lim(two_clips, cache_dir
   results = vocoding.VocoderQuality(job, str(tmp_path)).run(state)
   vocoder, griffin = results["vocoder"], results["griffin_lim"]
   # From the same 32-band features Griffin-Lim's mel L1 is 9.0 dB; the tiny vocoder's ends
-  # near 5.6 dB after 1,000 steps (0.62 of it; 7.9 dB, 0.88, after 300).
+  # near 5.5 dB after 500 steps at lr 4e-3 (0.61 of it; 1,000 at 2e-3 gave 5.6 dB, 0.62).
   assert vocoder["mel_l1_db"] < 0.75 * griffin["mel_l1_db"], results
   assert os.path.isfile(results["listening"])
   assert vocoder["real_time_factor_batch1"] > 1.0
 
 
-STEPS = 1000
+STEPS = 500
 
 
 def test_a_resume_inside_the_adversarial_stage_is_bitwise(two_clips, cache_dir, tmp_path):
