@@ -111,7 +111,7 @@ def test_missing_data_root_is_a_clear_error(tmp_path):
     (["--mode=fit"], "argument --mode: invalid choice: 'fit'"),
   ],
 )
-def test_a_modes_flag_with_another_mode_is_one_line(argv, message, capsys):
+def test_a_command_line_mistake_is_one_line_and_status_1(argv, message, capsys):
   """Each mode owns its flags (`add_arguments` in its module); main refuses them elsewhere.
   Every command-line mistake is one line and exit status 1, as a config mistake is."""
   from jaxvae import main as main_lib
