@@ -77,7 +77,11 @@ def parse_args(argv: list[str]):
     action="store_true",
     help="delete this workdir's run outputs first (no question asked)",
   )
-  parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+  parser.add_argument(
+    "--no_progress",
+    action="store_true",
+    help="no progress bars (off anyway when stderr is not a terminal: a scheduler's log file)",
+  )
   # A mode's own flags: `add_arguments(group)` of its module, in a help group of its own; given
   # with another mode they are one error naming the mode they belong to.
   owned = {}
@@ -93,6 +97,8 @@ def parse_args(argv: list[str]):
   if args.mode in MODE_FLAGS:
     MODE_FLAGS[args.mode].check_arguments(args, parser)
   args.overrides = loading.overrides_from_args(parser, rest)
+  # A log file gets the per-epoch lines, not a bar redrawn with carriage returns.
+  args.no_progress = args.no_progress or not sys.stderr.isatty()
   return args
 
 
