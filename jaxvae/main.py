@@ -165,8 +165,10 @@ def _log_to_stderr() -> None:
   for handler in handlers:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
   root.setLevel(logging.INFO)
-  # Orbax and Grain log every checkpoint file operation at INFO through absl.
+  # Orbax and Grain log every checkpoint file operation at INFO through absl; JAX logs each
+  # backend it could not start (TPU on every machine without one) at INFO.
   logging.getLogger("absl").setLevel(logging.WARNING)
+  logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   for handler in handlers:
     if not any(isinstance(f, _DiskFullNoise) for f in handler.filters):
       handler.addFilter(_DiskFullNoise())
