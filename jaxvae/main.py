@@ -54,17 +54,8 @@ WRITES = ("train", "tune")  # modes that hold the workdir's lock (one writer per
 READS_CHECKPOINT = ("eval", "generate", "analyze", "export")
 
 
-class _Parser(argparse.ArgumentParser):
-  """argparse, but a command-line mistake is one line on stderr and exit status 1, as a
-  config mistake is (argparse's own: its usage text, then the error, status 2)."""
-
-  def error(self, message):
-    print(f"error: {message}; python -m jaxvae.main --help lists the flags", file=sys.stderr)
-    raise SystemExit(1)
-
-
 def parse_args(argv: list[str]):
-  parser = _Parser(
+  parser = loading.Parser(
     prog="python -m jaxvae.main",
     description=__doc__,
     formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -80,7 +71,7 @@ def parse_args(argv: list[str]):
   parser.add_argument(
     "--no_progress",
     action="store_true",
-    help="no progress bars (off anyway when stderr is not a terminal: a scheduler's log file)",
+    help="no progress bars (only a download's are drawn when stderr is not a terminal)",
   )
   # A mode's own flags: `add_arguments(group)` of its module, in a help group of its own; given
   # with another mode they are one error naming the mode they belong to.
@@ -97,8 +88,10 @@ def parse_args(argv: list[str]):
   if args.mode in MODE_FLAGS:
     MODE_FLAGS[args.mode].check_arguments(args, parser)
   args.overrides = loading.overrides_from_args(parser, rest)
-  # A log file gets the per-epoch lines, not a bar redrawn with carriage returns.
-  args.no_progress = args.no_progress or not sys.stderr.isatty()
+  # Bars (training, preprocessing, validation) only in a terminal: a log file gets the
+  # per-epoch lines, not a bar redrawn with carriage returns. A download keeps its bar unless
+  # --no_progress (its only sign of life for minutes).
+  args.progress = not args.no_progress and sys.stderr.isatty()
   return args
 
 

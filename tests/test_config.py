@@ -124,22 +124,24 @@ def test_a_command_line_mistake_is_one_line_and_status_1(argv, message, capsys):
 
 
 def test_progress_bars_are_off_when_stderr_is_not_a_terminal(monkeypatch):
-  """A scheduler's log file gets the epoch lines, not bars redrawn with carriage returns."""
+  """A scheduler's log file gets the epoch lines, not bars redrawn with carriage returns
+  (every mode that builds a store or trains reads `args.progress`: tests/test_train.py)."""
   import io
 
   from jaxvae import main as main_lib
 
   argv = ["--config=c.py", "--workdir=w"]
   monkeypatch.setattr(main_lib.sys, "stderr", io.StringIO())
-  assert main_lib.parse_args(argv).no_progress
+  assert not main_lib.parse_args(argv).progress
+  assert not main_lib.parse_args(argv).no_progress  # a download keeps its bar
 
   class Terminal(io.StringIO):
     def isatty(self):
       return True
 
   monkeypatch.setattr(main_lib.sys, "stderr", Terminal())
-  assert not main_lib.parse_args(argv).no_progress
-  assert main_lib.parse_args(argv + ["--no_progress"]).no_progress
+  assert main_lib.parse_args(argv).progress
+  assert not main_lib.parse_args(argv + ["--no_progress"]).progress
 
 
 def test_mode_flags_reach_their_mode():

@@ -48,7 +48,7 @@ def _at_least(low: int):
 
 
 def parse_args(argv: list[str]):
-  p = argparse.ArgumentParser(
+  p = loading.Parser(
     prog="python tools/embed_lyrics.py",
     description=__doc__,
     formatter_class=argparse.RawDescriptionHelpFormatter,

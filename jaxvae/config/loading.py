@@ -6,10 +6,12 @@ by its module (`jaxvae.variants.registry.check`), which callers run after loadin
 
 from __future__ import annotations
 
+import argparse
 import ast
 import difflib
 import importlib.util
 import os
+import sys
 from typing import Any
 
 import ml_collections
@@ -64,9 +66,18 @@ def _kind(value) -> str:
   }.get(type(value), f"a {type(value).__name__}")
 
 
+class Parser(argparse.ArgumentParser):
+  """argparse, but a command-line mistake is one line on stderr and exit status 1, as a
+  config mistake is (argparse's own: its usage text, then the error, status 2)."""
+
+  def error(self, message):
+    print(f"error: {message}; {self.prog} --help lists the flags", file=sys.stderr)
+    raise SystemExit(1)
+
+
 def overrides_from_args(parser, tokens: list[str]) -> dict[str, str]:
   """`--config.a.b=value` tokens left over by argparse -> {'a.b': 'value'}; anything else is
-  reported through `parser.error` (jaxvae.main's: one line, exit status 1)."""
+  reported through `parser.error` (`Parser`'s: one line, exit status 1)."""
   overrides = {}
   for token in tokens:
     if not token.startswith("--config.") or "=" not in token:

@@ -20,8 +20,7 @@ NUM_PUZZLES = 4
 
 
 def run(config, workdir: str, args) -> int:
-  del args
-  job = builder.setup(config)
+  job = builder.setup(config, progress=args.progress)
   state, _ = checkpoint.restore(workdir, job.state)
   evaluator = untrained.Untrained(job)
   result = evaluator.run(state)

@@ -21,8 +21,7 @@ from jaxvae.training import writer as writer_lib
 
 
 def run(config, workdir: str, args) -> int:
-  del args
-  job = builder.setup(config)
+  job = builder.setup(config, progress=args.progress)
   writer_lib.check_tokenizer(workdir, job.store, "the workdir")
   state, _ = checkpoint.restore(workdir, job.state)
   builder.check_outputs(job, state)

@@ -90,7 +90,7 @@ def run(config, workdir: str, args) -> int:
   if interpolate is not None:  # a missing or broken file is reported before any model work
     tokenizer = writer_lib.run_tokenizer(workdir)
     inputs = interpolate_lib.read_inputs(interpolate, config, tokenizer)
-  job = builder.setup(config)
+  job = builder.setup(config, progress=args.progress)
   writer_lib.check_tokenizer(workdir, job.store, "the workdir")
   if interpolate is not None:
     interpolate_lib.check_latent(job, config)

@@ -10,8 +10,7 @@ from jaxvae.data import dataset
 
 
 def run(config, workdir: str, args) -> int:
-  del args
-  store = dataset.open_store(config)
+  store = dataset.open_store(config, progress=args.progress)
   m = store.manifest
   print(f"feature store: {store.path}")
   print(

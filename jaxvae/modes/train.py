@@ -9,6 +9,6 @@ from jaxvae.training import loop
 
 def run(config, workdir: str, args) -> int:
   loop.train_and_evaluate(
-    config, workdir, progress=not args.no_progress, epoch_hooks=report.training_hooks
+    config, workdir, progress=args.progress, epoch_hooks=report.training_hooks
   )
   return 0

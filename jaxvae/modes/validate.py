@@ -14,9 +14,10 @@ from jaxvae.data import sources as sources_lib
 
 def run(config, workdir: str, args) -> int:
   """Scans the dataset; non-zero exit only when no usable file remains."""
-  del args
   items = listing.list_dataset(config)
-  report = audio_lib.validate_items(items, sr=config.data.sr, min_seconds=config.data.min_seconds)
+  report = audio_lib.validate_items(
+    items, sr=config.data.sr, min_seconds=config.data.min_seconds, progress=args.progress
+  )
   print(audio_lib.format_validation_table(report))
   if sources_lib.is_combined(config):
     report["sources"] = _by_source(config, items, report)
